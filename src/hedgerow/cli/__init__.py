@@ -1,0 +1,63 @@
+"""The one `hedgerow` command. Each role registers its own subcommands from its module.
+
+Modules here are thin: they parse arguments, call into the packages, print results.
+A role's module exposes ``register(subparsers)``; the parsed namespace carries ``func``,
+a callable returning the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from hedgerow import __version__
+
+#: (module under hedgerow.cli, subcommand) pairs; each module registers its subcommand.
+ROLES = ("broker", "cloud", "core", "thing", "demo")
+
+
+class CLIError(Exception):
+    """A user error: printed as one line (what is wrong, what to do), exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hedgerow",
+        description="Self-hosted IoT edge platform: cloud, core (gateway) and things (devices).",
+    )
+    parser.add_argument("--version", action="version", version=f"hedgerow {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for role in ROLES:
+        try:
+            module = importlib.import_module(f"hedgerow.cli.{role}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"hedgerow.cli.{role}":
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except CLIError as exc:
+        print(f"hedgerow: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
