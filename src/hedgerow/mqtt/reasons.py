@@ -1,0 +1,117 @@
+"""MQTT 5 reason codes, MQTT 3.1.1 CONNACK return codes, and the mapping between them."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ReasonCode(IntEnum):
+    """Every MQTT 5.0 reason code (spec section 2.4). Values below 0x80 mean success."""
+
+    SUCCESS = 0x00
+    NORMAL_DISCONNECTION = 0x00
+    GRANTED_QOS_0 = 0x00
+    GRANTED_QOS_1 = 0x01
+    GRANTED_QOS_2 = 0x02
+    DISCONNECT_WITH_WILL_MESSAGE = 0x04
+    NO_MATCHING_SUBSCRIBERS = 0x10
+    NO_SUBSCRIPTION_EXISTED = 0x11
+    CONTINUE_AUTHENTICATION = 0x18
+    RE_AUTHENTICATE = 0x19
+    UNSPECIFIED_ERROR = 0x80
+    MALFORMED_PACKET = 0x81
+    PROTOCOL_ERROR = 0x82
+    IMPLEMENTATION_SPECIFIC_ERROR = 0x83
+    UNSUPPORTED_PROTOCOL_VERSION = 0x84
+    CLIENT_IDENTIFIER_NOT_VALID = 0x85
+    BAD_USER_NAME_OR_PASSWORD = 0x86
+    NOT_AUTHORIZED = 0x87
+    SERVER_UNAVAILABLE = 0x88
+    SERVER_BUSY = 0x89
+    BANNED = 0x8A
+    SERVER_SHUTTING_DOWN = 0x8B
+    BAD_AUTHENTICATION_METHOD = 0x8C
+    KEEP_ALIVE_TIMEOUT = 0x8D
+    SESSION_TAKEN_OVER = 0x8E
+    TOPIC_FILTER_INVALID = 0x8F
+    TOPIC_NAME_INVALID = 0x90
+    PACKET_IDENTIFIER_IN_USE = 0x91
+    PACKET_IDENTIFIER_NOT_FOUND = 0x92
+    RECEIVE_MAXIMUM_EXCEEDED = 0x93
+    TOPIC_ALIAS_INVALID = 0x94
+    PACKET_TOO_LARGE = 0x95
+    MESSAGE_RATE_TOO_HIGH = 0x96
+    QUOTA_EXCEEDED = 0x97
+    ADMINISTRATIVE_ACTION = 0x98
+    PAYLOAD_FORMAT_INVALID = 0x99
+    RETAIN_NOT_SUPPORTED = 0x9A
+    QOS_NOT_SUPPORTED = 0x9B
+    USE_ANOTHER_SERVER = 0x9C
+    SERVER_MOVED = 0x9D
+    SHARED_SUBSCRIPTIONS_NOT_SUPPORTED = 0x9E
+    CONNECTION_RATE_EXCEEDED = 0x9F
+    MAXIMUM_CONNECT_TIME = 0xA0
+    SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED = 0xA1
+    WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED = 0xA2
+
+
+class ConnectReturnCode(IntEnum):
+    """The CONNACK return codes of MQTT 3.1 and 3.1.1."""
+
+    ACCEPTED = 0
+    UNACCEPTABLE_PROTOCOL_VERSION = 1
+    IDENTIFIER_REJECTED = 2
+    SERVER_UNAVAILABLE = 3
+    BAD_USERNAME_OR_PASSWORD = 4
+    NOT_AUTHORIZED = 5
+
+
+_R = ReasonCode
+_C = ConnectReturnCode
+
+_V5_TO_V311: dict[int, ConnectReturnCode] = {
+    _R.SUCCESS: _C.ACCEPTED,
+    _R.UNSUPPORTED_PROTOCOL_VERSION: _C.UNACCEPTABLE_PROTOCOL_VERSION,
+    _R.CLIENT_IDENTIFIER_NOT_VALID: _C.IDENTIFIER_REJECTED,
+    _R.BAD_USER_NAME_OR_PASSWORD: _C.BAD_USERNAME_OR_PASSWORD,
+    _R.BAD_AUTHENTICATION_METHOD: _C.BAD_USERNAME_OR_PASSWORD,
+    _R.NOT_AUTHORIZED: _C.NOT_AUTHORIZED,
+    _R.BANNED: _C.NOT_AUTHORIZED,
+    _R.SERVER_UNAVAILABLE: _C.SERVER_UNAVAILABLE,
+    _R.SERVER_BUSY: _C.SERVER_UNAVAILABLE,
+    _R.SERVER_SHUTTING_DOWN: _C.SERVER_UNAVAILABLE,
+    _R.USE_ANOTHER_SERVER: _C.SERVER_UNAVAILABLE,
+    _R.SERVER_MOVED: _C.SERVER_UNAVAILABLE,
+    _R.CONNECTION_RATE_EXCEEDED: _C.SERVER_UNAVAILABLE,
+    _R.QUOTA_EXCEEDED: _C.SERVER_UNAVAILABLE,
+}
+
+_V311_TO_V5: dict[int, ReasonCode] = {
+    _C.ACCEPTED: _R.SUCCESS,
+    _C.UNACCEPTABLE_PROTOCOL_VERSION: _R.UNSUPPORTED_PROTOCOL_VERSION,
+    _C.IDENTIFIER_REJECTED: _R.CLIENT_IDENTIFIER_NOT_VALID,
+    _C.SERVER_UNAVAILABLE: _R.SERVER_UNAVAILABLE,
+    _C.BAD_USERNAME_OR_PASSWORD: _R.BAD_USER_NAME_OR_PASSWORD,
+    _C.NOT_AUTHORIZED: _R.NOT_AUTHORIZED,
+}
+
+
+def connect_return_code(reason_code: int) -> ConnectReturnCode:
+    """The MQTT 3.1.1 CONNACK return code closest to an MQTT 5 CONNACK reason code.
+
+    Codes 1..5 are not MQTT 5 CONNACK codes; they are taken as 3.1.1 return codes already.
+    Any other failure becomes SERVER_UNAVAILABLE.
+    """
+    if 1 <= reason_code <= 5:
+        return ConnectReturnCode(reason_code)
+    return _V5_TO_V311.get(reason_code, ConnectReturnCode.SERVER_UNAVAILABLE)
+
+
+def reason_from_return_code(return_code: int) -> ReasonCode:
+    """The MQTT 5 CONNACK reason code for an MQTT 3.1.1 return code (KeyError if unknown)."""
+    return _V311_TO_V5[return_code]
+
+
+def is_error(reason_code: int) -> bool:
+    """True for failure reason codes (0x80 and above)."""
+    return reason_code >= 0x80
