@@ -4,6 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+DEMO_ARGS ?= --duration 60
 
 .PHONY: demo test lint typecheck unit bench system-deps clean
 
