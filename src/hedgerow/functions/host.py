@@ -1,0 +1,517 @@
+"""``FunctionHost``: the function runtime as the core sees it (composition of the parts).
+
+``apply(specs, artifacts)`` prepares every bundle, starts the new and changed functions
+*beside* the running ones, waits until each is READY, and only then swaps them in and
+stops what was replaced or removed — so a failed deployment leaves the previous functions
+running and raises :class:`FunctionDeployError` naming the function and the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final
+
+import hedgerow
+from hedgerow.functions.bundle import PreparedBundle, prepare_bundle, remove_unused
+from hedgerow.functions.errors import (
+    BundleError,
+    FunctionDeployError,
+    FunctionNotFound,
+    InvocationError,
+    InvocationTimeout,
+    LaunchError,
+)
+from hedgerow.functions.policy import State
+from hedgerow.functions.pool import FunctionPool, PoolSettings, PublishFn
+from hedgerow.functions.process import (
+    PASSTHROUGH_ENV,
+    UNPRIVILEGED_USERS,
+    LaunchPlan,
+    choose_unprivileged_user,
+    find_cgroup_base,
+    plan_memory_limit,
+    resolve_run_as,
+)
+from hedgerow.functions.spec import FunctionSpec
+from hedgerow.functions.v1 import V1_PATH
+from hedgerow.functions.v1 import arn as arns
+from hedgerow.functions.v1.env import v1_environment
+from hedgerow.functions.v1.server import V1Server
+from hedgerow.functions.v1.server import parse_topic as parse_shadow_topic
+
+if TYPE_CHECKING:
+    from hedgerow.core.shadow import ShadowService
+
+log = logging.getLogger(__name__)
+
+ShadowPublishFn = Callable[[str, bytes], Awaitable[None] | None]
+
+DEFAULT_REGION: Final = "local"
+DEFAULT_SETTLE_S: Final = 1.0
+MAX_STOP_GRACE_S: Final = 10.0
+
+
+class FunctionHost:
+    """Runs the deployed functions of one core (an async context manager).
+
+    ``default_run_as`` is the user for functions without ``run_as``: None (the default)
+    means, when the core runs as root, the first of ``hedgerow``, ``ggc_user``, ``nobody``
+    that can run functions here (probed at start; else the core's user, with a warning);
+    ``""`` means never switch. ``memory_cgroups=False`` forces RLIMIT_AS; ``cgroup_base``
+    names a delegated cgroup v2 directory instead of detecting one.
+    """
+
+    def __init__(
+        self,
+        work_dir: Path,
+        *,
+        publish: PublishFn,
+        shadow: ShadowService | None = None,
+        thing_name: str = "",
+        shadow_publish: ShadowPublishFn | None = None,
+        settings: PoolSettings | None = None,
+        python: str = sys.executable,
+        default_run_as: str | None = None,
+        region: str = DEFAULT_REGION,
+        settle_s: float = DEFAULT_SETTLE_S,
+        memory_cgroups: bool = True,
+        cgroup_base: Path | None = None,
+    ) -> None:
+        self.work_dir = Path(work_dir)
+        self._publish = publish
+        self.shadow = shadow
+        self.thing_name = thing_name
+        self._shadow_publish = shadow_publish
+        self.settings = settings or PoolSettings()
+        self._python = python
+        self._default_run_as = default_run_as
+        self.region = region
+        self._settle_s = settle_s
+        self._use_cgroups = memory_cgroups
+        self._cgroup_base: Path | None = cgroup_base
+        self._pools: dict[str, FunctionPool] = {}
+        self._tasks: dict[FunctionPool, asyncio.Task[None]] = {}
+        self._tokens: dict[str, FunctionPool] = {}  # V1 authorization token -> its pool
+        self._apply_lock = asyncio.Lock()
+        self._stack = contextlib.AsyncExitStack()
+        self._tg: asyncio.TaskGroup | None = None
+        self._v1: V1Server | None = None
+        self._unknown = 0
+        self._changed = asyncio.Event()
+        self._watchers = 0
+
+    # -- lifetime -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> FunctionHost:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        if self._use_cgroups and self._cgroup_base is None:
+            self._cgroup_base = find_cgroup_base()
+        elif not self._use_cgroups:
+            self._cgroup_base = None
+        if self._default_run_as is None and os.geteuid() == 0:
+            self._default_run_as = await choose_unprivileged_user(
+                self._python, self.work_dir, _source_root()
+            )
+            if self._default_run_as is None:
+                log.warning(
+                    "functions_run_as_root reason=no unprivileged user (%s) can run %s here",
+                    ", ".join(UNPRIVILEGED_USERS),
+                    self._python,
+                )
+        log.info(
+            "function_host_started memory_limit=%s default_user=%s",
+            self.memory_backend,
+            self._default_run_as or "(the core's)",
+        )
+        await self._stack.__aenter__()
+        try:
+            self._tg = await self._stack.enter_async_context(asyncio.TaskGroup())
+            self._v1 = V1Server(self)
+            await self._stack.enter_async_context(self._v1)
+            self._stack.push_async_callback(self._stop_all)
+        except BaseException:
+            await self._stack.__aexit__(*sys.exc_info())
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # the body's own exception is not handed to the task group (it would wrap it)
+        await self._stack.aclose()
+
+    async def _stop_all(self) -> None:
+        pools = list(self._tasks)  # running ones and any still starting
+        self._pools.clear()
+        await asyncio.gather(*(self._stop_pool(pool) for pool in pools))
+
+    async def _stop_pool(
+        self, pool: FunctionPool, successor: FunctionPool | None = None, grace_s: float = 0.0
+    ) -> None:
+        await pool.stop(successor, grace_s)
+        task = self._tasks.pop(pool, None)
+        if task is not None:
+            await asyncio.shield(task)
+        for token, owner in list(self._tokens.items()):
+            if owner is pool:
+                del self._tokens[token]
+
+    @property
+    def default_user(self) -> str | None:
+        """The user functions without ``run_as`` run as (None: the core's own)."""
+        return self._default_run_as or None
+
+    @property
+    def memory_backend(self) -> str:
+        """How memory limits are enforced here: ``cgroup-v2`` or ``rlimit-as``."""
+        return "cgroup-v2" if self._cgroup_base is not None else "rlimit-as"
+
+    @property
+    def v1_port(self) -> int:
+        assert self._v1 is not None
+        return self._v1.port
+
+    # -- deployment ------------------------------------------------------------------------------
+
+    async def apply(self, specs: Sequence[FunctionSpec], artifacts: Mapping[str, Path]) -> None:
+        """Make the running functions match ``specs`` (see module docstring)."""
+        async with self._apply_lock:
+            names = [spec.name for spec in specs]
+            for name in names:
+                if names.count(name) > 1:
+                    raise FunctionDeployError(name, "the name is used twice")
+            prepared: dict[str, PreparedBundle] = {}
+            for spec in specs:
+                artifact = artifacts.get(spec.name)
+                if artifact is None:
+                    raise FunctionDeployError(spec.name, "no artifact for the function")
+                try:
+                    prepared[spec.name] = await prepare_bundle(
+                        spec.name,
+                        Path(artifact),
+                        self.work_dir,
+                        python=self._python,
+                        module=spec.module,
+                    )
+                except BundleError as exc:
+                    raise FunctionDeployError(spec.name, exc.reason) from exc
+            changed = [spec for spec in specs if self._needs_start(spec, prepared[spec.name])]
+            fresh = [self._new_pool(spec, prepared[spec.name]) for spec in changed]
+            try:
+                results = await asyncio.gather(
+                    *(pool.wait_started() for pool in fresh), return_exceptions=True
+                )
+            except asyncio.CancelledError:
+                # the caller gave up (e.g. a deployment deadline): leave nothing half-started
+                await asyncio.shield(asyncio.gather(*(self._stop_pool(p) for p in fresh)))
+                raise
+            failure = next((r for r in results if isinstance(r, BaseException)), None)
+            if failure is not None:
+                await asyncio.gather(*(self._stop_pool(pool) for pool in fresh))
+                if isinstance(failure, FunctionDeployError):
+                    log.error(
+                        "deploy_failed function=%s reason=%s", failure.function, failure.reason
+                    )
+                raise failure
+            replaced = {p.name: self._pools[p.name] for p in fresh if p.name in self._pools}
+            for pool in fresh:
+                self._pools[pool.name] = pool
+            wanted = set(names)
+            removed = [pool for name, pool in self._pools.items() if name not in wanted]
+            for pool in removed:
+                del self._pools[pool.name]
+            await asyncio.gather(
+                *(
+                    self._stop_pool(old, self._pools[name], self._grace(old))
+                    for name, old in replaced.items()
+                ),
+                *(self._stop_pool(pool, None, self._grace(pool)) for pool in removed),
+            )
+            log.info(
+                "functions_applied started=%s removed=%s running=%s",
+                [p.name for p in fresh],
+                [p.name for p in removed],
+                sorted(self._pools),
+            )
+            await asyncio.to_thread(
+                remove_unused, self.work_dir, [pool.bundle for pool in self._pools.values()]
+            )
+
+    @staticmethod
+    def _grace(pool: FunctionPool) -> float:
+        """How long in-flight invocations of a replaced or removed function may finish."""
+        return min(pool.spec.timeout_s, MAX_STOP_GRACE_S)
+
+    def _needs_start(self, spec: FunctionSpec, bundle: PreparedBundle) -> bool:
+        pool = self._pools.get(spec.name)
+        if pool is None or pool.state is State.BROKEN:
+            return True
+        return pool.spec != spec or pool.bundle != bundle
+
+    def _new_pool(self, spec: FunctionSpec, bundle: PreparedBundle) -> FunctionPool:
+        assert self._tg is not None
+        token = secrets.token_hex(16)
+
+        def make_plan() -> LaunchPlan:
+            return self._plan(spec, bundle, token)
+
+        pool = FunctionPool(
+            spec,
+            bundle,
+            make_plan,
+            publish=self._publish,
+            call=self._call,
+            settings=self.settings,
+            notify=self._pulse,
+        )
+        self._tokens[token] = pool
+        self._tasks[pool] = self._tg.create_task(self._run_pool(pool), name=f"function-{spec.name}")
+        return pool
+
+    @staticmethod
+    async def _run_pool(pool: FunctionPool) -> None:
+        """One function's life; a bug in it must not take the other functions down."""
+        try:
+            await pool.run()
+        except Exception as exc:
+            log.exception("function_runtime_error function=%s", pool.name)
+            pool.abort(f"runtime error: {type(exc).__name__}: {exc}")
+
+    def function_arn(self, spec: FunctionSpec) -> str:
+        return arns.function_arn(spec.name, spec.version, self.region)
+
+    def _plan(self, spec: FunctionSpec, bundle: PreparedBundle, token: str) -> LaunchPlan:
+        run_as = resolve_run_as(
+            spec.run_as or self._default_run_as or None, is_root=os.geteuid() == 0
+        )
+        cwd = self.work_dir / "functions" / spec.name
+        cwd.mkdir(parents=True, exist_ok=True)
+        if run_as is not None:
+            try:
+                os.chown(cwd, run_as.uid, run_as.gid)
+            except OSError as exc:
+                raise LaunchError(
+                    f"cannot hand the working directory to uid {run_as.uid}: {exc}"
+                ) from exc
+        memory = plan_memory_limit(spec.memory_mb, self._cgroup_base, spec.name)
+        config: dict[str, Any] = {
+            "name": spec.name,
+            "handler": spec.handler,
+            "runtime": spec.runtime,
+            "encoding": spec.encoding,
+            "version": spec.version,
+            "code_dir": str(bundle.code_dir),
+            "deps_dir": str(bundle.deps_dir) if bundle.deps_dir else None,
+            "v1_path": str(V1_PATH) if spec.runtime == "greengrass-v1" else None,
+            "thing_name": self.thing_name,
+            "function_arn": self.function_arn(spec),
+            "memory_mb": spec.memory_mb,
+            "rlimit_as": memory.rlimit_as,
+            "timeout_s": spec.timeout_s,
+            "settle_s": self._settle_s,
+        }
+        env = {key: os.environ[key] for key in PASSTHROUGH_ENV if key in os.environ}
+        env.setdefault("LANG", "C.UTF-8")
+        env.update(
+            {
+                "HOME": str(cwd),
+                "PYTHONUNBUFFERED": "1",
+                "PYTHONDONTWRITEBYTECODE": "1",
+                "MALLOC_ARENA_MAX": "1",
+                # numeric libraries start a thread pool per core with large buffers: one
+                # thread keeps a small function inside its memory limit (overridable)
+                "OPENBLAS_NUM_THREADS": "1",
+                "OMP_NUM_THREADS": "1",
+                "MKL_NUM_THREADS": "1",
+                "HEDGEROW_FUNCTION_NAME": spec.name,
+                "AWS_IOT_THING_NAME": self.thing_name,
+            }
+        )
+        if spec.runtime == "greengrass-v1":
+            env.update(
+                v1_environment(
+                    function_arn=self.function_arn(spec),
+                    token=token,
+                    port=self.v1_port,
+                    encoding=spec.encoding,
+                    region=self.region,
+                    thing_name=self.thing_name,
+                    name=spec.name,
+                    version=spec.version,
+                    memory_mb=spec.memory_mb,
+                )
+            )
+        env.update(spec.environment)
+        source_root = _source_root()
+        extra = spec.environment.get("PYTHONPATH")
+        env["PYTHONPATH"] = source_root + (os.pathsep + extra if extra else "")
+        env["HEDGEROW_WORKER"] = json.dumps(config)
+        return LaunchPlan(
+            argv=(self._python, "-u", "-m", "hedgerow.functions.worker"),
+            env=env,
+            cwd=cwd,
+            log_path=self.work_dir / "logs" / f"{spec.name}.log",
+            memory=memory,
+            run_as=run_as,
+        )
+
+    # -- traffic ------------------------------------------------------------------------------------
+
+    async def deliver(self, name: str, topic: str, payload: bytes, source: str) -> None:
+        """Queue an event for a function; returns at once (overflow and unknown are counted)."""
+        pool = self._pools.get(name)
+        if pool is None:
+            self._unknown += 1
+            log.warning("deliver_unknown_function function=%s topic=%s", name, topic)
+            return
+        pool.deliver(topic, payload, source)
+
+    async def invoke(
+        self,
+        name: str,
+        payload: bytes,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the contract's name
+        topic: str = "",
+        source: str = "",
+        client_context: bytes = b"",
+    ) -> bytes:
+        """RequestResponse: the handler's result bytes (raises an InvocationError)."""
+        pool = self._pools.get(name)
+        if pool is None:
+            raise FunctionNotFound(name, "no such function is deployed")
+        future = pool.submit(payload, topic, source, client_context)
+        if timeout is None:
+            return await future
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(future)
+        except TimeoutError:
+            raise InvocationTimeout(name, f"no result within {timeout} s") from None
+
+    async def _call(self, target: str, caller: str, payload: bytes) -> bytes:
+        """A function's ``context.invoke`` (by name or ARN) or shadow call (by shadow topic)."""
+        shadow_op = parse_shadow_topic(target)
+        if shadow_op is not None:
+            accepted, document = await self.v1_shadow(shadow_op[0], shadow_op[1], payload)
+            if not accepted:
+                raise InvocationError("shadow", document.decode(errors="replace"))
+            return document
+        name = arns.function_name(target) or target
+        return await self.invoke(name, payload, source=caller)
+
+    # -- V1 backend (used by the V1 IPC server) -----------------------------------------------------
+
+    def caller_of(self, token: str) -> str | None:
+        pool = self._tokens.get(token)
+        return pool.name if pool is not None else None
+
+    def v1_token(self, name: str) -> str | None:
+        """The authorization token of the running V1 function ``name`` (for tools and tests)."""
+        current = self._pools.get(name)
+        return next((t for t, pool in self._tokens.items() if pool is current), None)
+
+    async def v1_publish(self, caller: str, topic: str, payload: bytes) -> None:
+        pool = self._pools.get(caller)
+        if pool is not None:
+            pool.counters.published += 1
+        result = self._publish(caller, topic, payload)
+        if result is not None:
+            await result
+
+    async def v1_invoke(
+        self,
+        caller: str,
+        target: str,
+        payload: bytes,
+        subject: str,
+        client_context: bytes,
+        event: bool,
+    ) -> bytes:
+        if event:
+            pool = self._pools.get(target)
+            if pool is None:
+                raise FunctionNotFound(target, "no such function is deployed")
+            pool.deliver(subject, payload, caller)
+            return b""
+        return await self.invoke(
+            target, payload, topic=subject, source=caller, client_context=client_context
+        )
+
+    async def v1_shadow(self, thing: str, operation: str, payload: bytes) -> tuple[bool, bytes]:
+        if self.shadow is None:
+            raise InvocationError("GGShadowService", "no shadow service on this core")
+        reply = self.shadow.request(thing, operation, payload)
+        if self._shadow_publish is not None:
+            for topic, message in reply.messages:
+                try:
+                    result = self._shadow_publish(topic, message)
+                    if result is not None:
+                        await result
+                except Exception:
+                    log.exception("shadow_reply_publish_failed topic=%s", topic)
+        return reply.accepted, json.dumps(reply.document).encode()
+
+    # -- observing changes --------------------------------------------------------------------
+
+    def _pulse(self) -> None:
+        if self._watchers:
+            changed, self._changed = self._changed, asyncio.Event()
+            changed.set()
+
+    async def wait_for(self, predicate: Callable[[FunctionHost], bool]) -> None:
+        """Return once ``predicate(host)`` holds; re-checked whenever states or counters
+        change (use ``asyncio.timeout`` around it to bound the wait)."""
+        while not predicate(self):
+            self._watchers += 1
+            try:
+                await self._changed.wait()
+            finally:
+                self._watchers -= 1
+
+    # -- status ---------------------------------------------------------------------------------------
+
+    def states(self) -> dict[str, str]:
+        """Each deployed function's state: STARTING, RUNNING, BACKOFF, BROKEN, STOPPED."""
+        return {name: pool.state.value for name, pool in self._pools.items()}
+
+    @property
+    def dropped_unknown(self) -> int:
+        """Events delivered to functions that are not deployed (ignored)."""
+        return self._unknown
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        return {name: pool.counters.as_dict() for name, pool in self._pools.items()}
+
+    def status(self) -> dict[str, Any]:
+        """For the core's heartbeat/status: state, version, last crash reason, counters."""
+        return {
+            name: {
+                "state": pool.state.value,
+                "version": pool.spec.version,
+                "pinned": pool.spec.pinned,
+                "last_error": pool.last_error,
+                **pool.counters.as_dict(),
+            }
+            for name, pool in self._pools.items()
+        }
+
+    def specs(self) -> dict[str, FunctionSpec]:
+        return {name: pool.spec for name, pool in self._pools.items()}
+
+
+def _source_root() -> str:
+    """The directory holding the ``hedgerow`` package (for the workers' PYTHONPATH)."""
+    return str(Path(hedgerow.__file__).resolve().parents[1])

@@ -1,0 +1,1 @@
+"""Clean-room ``greengrass_common`` for the PyPI ``greengrasssdk`` (Hedgerow's V1 runtime)."""
