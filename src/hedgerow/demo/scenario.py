@@ -136,8 +136,9 @@ class Demo:
         group.start("cloud", hedgerow_command("cloud", "serve", "--data", str(cloud)))
         for port in (ports.api, ports.device, ports.mqtt):
             wait_for_port(port, timeout=START_TIMEOUT_S, group=group)
+        token = (cloud / "admin-token").read_text().strip()
         self.say(
-            f"cloud: API and console http://127.0.0.1:{ports.api}/console/  "
+            f"cloud: console http://127.0.0.1:{ports.api}/console/ (token {token})  "
             f"discovery https://127.0.0.1:{ports.device}  MQTT 127.0.0.1:{ports.mqtt}"
         )
 

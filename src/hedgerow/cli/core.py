@@ -1,0 +1,225 @@
+"""``hedgerow core``: run the edge daemon, check the machine, install the systemd service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import ipaddress
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from hedgerow.cli import CLIError
+from hedgerow.core import service
+from hedgerow.core.bundle import unpack_bundle
+from hedgerow.core.check import Level, run_checks
+from hedgerow.core.config import CONFIG_FILE, CoreConfig, load_config
+from hedgerow.core.errors import ConfigError, CoreError
+from hedgerow.core.logs import file_handlers
+
+log = logging.getLogger(__name__)
+
+
+def default_data_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/hedgerow/core")
+    return Path.home() / ".local" / "share" / "hedgerow" / "core"
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("core", help="the edge daemon on a gateway")
+    sub = parser.add_subparsers(dest="core_command", metavar="ACTION", required=True)
+
+    run = sub.add_parser("run", help="run the core (first start: --bundle)")
+    source = run.add_mutually_exclusive_group()
+    source.add_argument("--bundle", type=Path, help="provisioning bundle NAME.tar.gz (first start)")
+    source.add_argument("--config", type=Path, help="config.toml (default: DATA_DIR/config.toml)")
+    run.add_argument("--data-dir", type=Path, help="where the core keeps its state")
+    run.add_argument(
+        "--host", help="address the local MQTT endpoint listens on (config: local.host)"
+    )
+    run.add_argument(
+        "--port", type=int, help="port of the local MQTT endpoint (config: local.port)"
+    )
+    run.add_argument(
+        "--advertise",
+        action="append",
+        metavar="HOST",
+        help="address devices use to reach the core (repeatable; config: local.hosts)",
+    )
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check", help="check dependencies and health (ok / warn / fail)")
+    check.add_argument("--config", type=Path)
+    check.add_argument("--data-dir", type=Path)
+    check.add_argument("--timeout", type=float, default=5.0, help="per network check (s)")
+    check.set_defaults(func=cmd_check)
+
+    install = sub.add_parser("install-service", help="install and enable the systemd unit")
+    install.add_argument("--config", type=Path)
+    install.add_argument("--data-dir", type=Path)
+    install.add_argument("--user", help="run the core as this user (default: root)")
+    install.add_argument("--unit-path", type=Path, default=service.UNIT_PATH)
+    install.add_argument("--no-systemctl", action="store_true", help="only write the unit file")
+    install.set_defaults(func=cmd_install)
+
+    uninstall = sub.add_parser("uninstall-service", help="disable and remove the systemd unit")
+    uninstall.add_argument("--unit-path", type=Path, default=service.UNIT_PATH)
+    uninstall.add_argument("--no-systemctl", action="store_true")
+    uninstall.set_defaults(func=cmd_uninstall)
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    if args.config is not None:
+        return Path(args.config)
+    return (args.data_dir or default_data_dir()) / CONFIG_FILE
+
+
+def _load(path: Path) -> CoreConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        hint = (
+            "first start: hedgerow core run --bundle NAME.tar.gz"
+            if exc.field == "config" and not path.exists()
+            else "see src/hedgerow/core/README.md for the keys"
+        )
+        raise CLIError(f"{path}: {exc} ({hint})") from exc
+
+
+def _file_logging(config: CoreConfig) -> list[logging.Handler]:
+    handlers = file_handlers(config.log_dir, config.logging.max_bytes, config.logging.backups)
+    root = logging.getLogger()
+    for handler in handlers:
+        root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+        for h in root.handlers:
+            if type(h) is logging.StreamHandler:
+                h.setLevel(logging.WARNING)
+    return handlers
+
+
+def _with_local_overrides(config: CoreConfig, args: argparse.Namespace) -> CoreConfig:
+    """Command-line flags win over the ``[local]`` section of the config file."""
+    changes: dict[str, Any] = {}
+    if args.host is not None:
+        changes["host"] = args.host
+    if args.port is not None:
+        if not 0 < args.port < 65536:
+            raise CLIError(f"--port {args.port} is not a TCP port (1-65535)")
+        changes["port"] = args.port
+    if args.advertise:
+        changes["hosts"] = tuple(args.advertise)
+    elif args.host is not None and _is_loopback(args.host):
+        # a core bound to loopback is reachable only there: advertise that, not the interfaces
+        changes["hosts"] = (args.host,)
+    if not changes:
+        return config
+    return dataclasses.replace(config, local=dataclasses.replace(config.local, **changes))
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.bundle is not None:
+        data_dir = args.data_dir or default_data_dir()
+        try:
+            config_path = unpack_bundle(args.bundle, data_dir)
+        except ConfigError as exc:
+            raise CLIError(f"{exc}") from exc
+    else:
+        config_path = _config_path(args)
+    config = _with_local_overrides(_load(config_path), args)
+    level = logging.getLogger().level
+    handlers = _file_logging(config)
+    # the standard event loop: the function runtime's worker channels do not work under uvloop
+    runner: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
+    _small_tls_buffers()
+    try:
+        runner(_run(config))
+    except CoreError as exc:
+        raise CLIError(str(exc)) from exc
+    finally:
+        for handler in handlers:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+        logging.getLogger().setLevel(level)
+    return 0
+
+
+#: Per-connection TLS read buffer of asyncio (its default, 256 KiB, is allocated for every
+#: connection: 500 devices would hold 128 MB). One TLS record carries at most 16 KiB.
+TLS_READ_BUFFER = 16 * 1024
+
+
+def _small_tls_buffers() -> None:
+    import asyncio.sslproto
+
+    if getattr(asyncio.sslproto.SSLProtocol, "max_size", 0) > TLS_READ_BUFFER:
+        asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
+
+
+async def _run(config: CoreConfig) -> None:
+    from hedgerow.core.daemon import CoreDaemon
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with CoreDaemon(config) as core:
+        assert core.local_address is not None
+        print(
+            f"hedgerow core {config.name} serving on {core.local_address[0]}:{core.local_address[1]}",
+            flush=True,
+        )
+        await stop.wait()
+        service.sd_notify("STOPPING=1")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _load(_config_path(args))
+    results = asyncio.run(run_checks(config, wait_s=args.timeout))
+    width = max(len(r.name) for r in results)
+    for r in results:
+        line = f"{r.level.value:4}  {r.name:{width}}  {r.detail}"
+        if r.advice and r.level is not Level.OK:
+            line += f"  -> {r.advice}"
+        print(line)
+    failed = sum(r.level is Level.FAIL for r in results)
+    warned = sum(r.level is Level.WARN for r in results)
+    print(f"{len(results)} checks: {failed} failed, {warned} warnings")
+    return 1 if failed else 0
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    config_path = _config_path(args).resolve()
+    _load(config_path)
+    command = [sys.executable, "-m", "hedgerow", "core", "run", "--config", str(config_path)]
+    text = service.unit_text(command, user=args.user, working_dir=config_path.parent)
+    try:
+        service.install(text, args.unit_path, systemctl=not args.no_systemctl)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise CLIError(f"cannot install {args.unit_path}: {exc} (run as root?)") from exc
+    print(f"installed {args.unit_path}")
+    return 0
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    try:
+        existed = service.uninstall(args.unit_path, systemctl=not args.no_systemctl)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise CLIError(f"cannot remove {args.unit_path}: {exc} (run as root?)") from exc
+    print(f"removed {args.unit_path}" if existed else f"{args.unit_path} was not installed")
+    return 0
