@@ -48,7 +48,9 @@ class TestPKI:
         key.write_bytes(issued.key_pem)
         return CertFiles(cert, key)
 
-    def server(self, name: str = "server", hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")) -> CertFiles:
+    def server(
+        self, name: str = "server", hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
+    ) -> CertFiles:
         return self.write(name, pki.issue(self.root, name, unit="server", server_hosts=hosts))
 
     def client(self, name: str, *, ca: pki.Issued | None = None) -> CertFiles:

@@ -186,7 +186,9 @@ def sign_public_key(
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
-        .not_valid_after(min(start + dt.timedelta(days=days) + CLOCK_SKEW, ca.cert.not_valid_after_utc))
+        .not_valid_after(
+            min(start + dt.timedelta(days=days) + CLOCK_SKEW, ca.cert.not_valid_after_utc)
+        )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(
@@ -210,7 +212,13 @@ def issue(
     """Generate a key and issue its certificate (the key is returned with it)."""
     key = new_key()
     cert = sign_public_key(
-        ca, key.public_key(), common_name, unit=unit, server_hosts=server_hosts, client=client, days=days
+        ca,
+        key.public_key(),
+        common_name,
+        unit=unit,
+        server_hosts=server_hosts,
+        client=client,
+        days=days,
     )
     return Issued(cert, key)
 
@@ -309,7 +317,9 @@ def signing_key_from_pem(data: bytes) -> ed25519.Ed25519PrivateKey:
 
 
 def verify_key_to_pem(key: ed25519.Ed25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def verify_key_from_pem(data: bytes) -> ed25519.Ed25519PublicKey:

@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Self-hosted IoT edge platform: cloud, core (gateway) and things (devices).",
     )
     parser.add_argument("--version", action="version", version=f"hedgerow {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)"
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for role in ROLES:
         try:
