@@ -1,0 +1,66 @@
+"""The device SDK: discovery, connection to the core, backoff, cache, offline queue, sensors.
+
+``from hedgerow.thing import Thing, thing_config`` — see ``README.md`` in this package.
+numpy is optional (the vibration simulator uses it when present).
+"""
+
+from .backoff import Backoff, BackoffPolicy, Jitter
+from .cache import CachedInfo, ConnInfoCache
+from .connection import Thing, ThingConfig, ThingStats, connect, thing_config
+from .credentials import Credentials
+from .discovery import Candidate, Core, DiscoveryInfo, Endpoint, Group, discover, parse_discovery
+from .errors import (
+    CoreConnectError,
+    CredentialsError,
+    DiscoveryError,
+    DiscoveryRefused,
+    DiscoveryTLSError,
+    DiscoveryUnavailable,
+    NotInGroupError,
+    SensorError,
+    ThingClosed,
+    ThingError,
+)
+from .queue import DropPolicy, MemoryQueue, OfflineQueue, QueueCounters, QueuedMessage, SqliteQueue
+from .readings import reading_document, reading_payload
+from .sync import SyncThing
+
+__all__ = [
+    "Backoff",
+    "BackoffPolicy",
+    "CachedInfo",
+    "Candidate",
+    "ConnInfoCache",
+    "Core",
+    "CoreConnectError",
+    "Credentials",
+    "CredentialsError",
+    "DiscoveryError",
+    "DiscoveryInfo",
+    "DiscoveryRefused",
+    "DiscoveryTLSError",
+    "DiscoveryUnavailable",
+    "DropPolicy",
+    "Endpoint",
+    "Group",
+    "Jitter",
+    "MemoryQueue",
+    "NotInGroupError",
+    "OfflineQueue",
+    "QueueCounters",
+    "QueuedMessage",
+    "SensorError",
+    "SqliteQueue",
+    "SyncThing",
+    "Thing",
+    "ThingClosed",
+    "ThingConfig",
+    "ThingError",
+    "ThingStats",
+    "connect",
+    "discover",
+    "parse_discovery",
+    "reading_document",
+    "reading_payload",
+    "thing_config",
+]
