@@ -1,0 +1,1056 @@
+"""``hedgerow cloud ...``: run the cloud (``init``, ``serve``) and drive it through its API.
+
+Every command except ``init`` and ``serve`` talks to the REST API, so it works from
+another machine: ``--url`` (or ``HEDGEROW_CLOUD_URL``), ``--token`` (or
+``HEDGEROW_CLOUD_TOKEN``) and ``--ca`` (or ``HEDGEROW_CLOUD_CA``); without them the
+values come from the data directory (``--data``, ``HEDGEROW_CLOUD_DATA``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import datetime as dt
+import io
+import json
+import logging
+import os
+import signal
+import ssl
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from hedgerow.cli import CLIError
+
+DEFAULT_DATA = "hedgerow-cloud"
+SERVE_STATE = "serve.json"
+#: Files never packed into a function's artifact.
+SKIPPED_PARTS = {"__pycache__", ".git", ".mypy_cache", ".pytest_cache", ".venv"}
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+FINAL_STATUSES = {"Success", "Failure", "RolledBack"}
+
+
+# ---- helpers ----------------------------------------------------------------------------
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    return Path(args.data or os.environ.get("HEDGEROW_CLOUD_DATA") or DEFAULT_DATA)
+
+
+def zip_directory(directory: Path) -> bytes:
+    """A deterministic zip of a function's code directory (same code, same sha256)."""
+    if not directory.is_dir():
+        raise CLIError(f"{directory} is not a directory: give --code the function's code directory")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(directory.rglob("*")):
+            rel = path.relative_to(directory)
+            if not path.is_file() or SKIPPED_PARTS & set(rel.parts) or path.suffix == ".pyc":
+                continue
+            info = zipfile.ZipInfo(rel.as_posix(), ZIP_EPOCH)
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, path.read_bytes())
+    return buffer.getvalue()
+
+
+class Api:
+    """The REST API as the CLI uses it: errors become one-line ``CLIError`` messages."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        data = _data_dir(args)
+        self.url = (
+            args.url or os.environ.get("HEDGEROW_CLOUD_URL") or _url_from_data(data)
+        ).rstrip("/")
+        token = args.token or os.environ.get("HEDGEROW_CLOUD_TOKEN")
+        if not token:
+            try:
+                token = (data / "admin-token").read_text().strip()
+            except FileNotFoundError:
+                raise CLIError(
+                    f"no API token: pass --token, set HEDGEROW_CLOUD_TOKEN or use --data with the cloud's data directory (no {data / 'admin-token'})"
+                ) from None
+        verify: ssl.SSLContext | bool = True
+        if self.url.startswith("https://"):
+            ca = args.ca or os.environ.get("HEDGEROW_CLOUD_CA") or str(data / "pki" / "root-ca.pem")
+            if not Path(ca).exists():
+                raise CLIError(f"no CA file {ca} to verify {self.url}: pass --ca root-ca.pem")
+            verify = ssl.create_default_context(cafile=ca)
+        self.client = httpx.Client(
+            base_url=self.url,
+            headers={"authorization": f"Bearer {token}"},
+            verify=verify,
+            timeout=60.0,
+        )
+
+    def __enter__(self) -> Api:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise CLIError(
+                f"cannot reach the cloud API at {self.url}: {exc} (is `hedgerow cloud serve` running? check --url)"
+            ) from exc
+        return _decode(response)
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, body: Any = None, **kwargs: Any) -> Any:
+        return self.request("POST", path, json=body if body is not None else {}, **kwargs)
+
+    def stream_lines(self, path: str, params: dict[str, str]) -> Iterator[str]:
+        try:
+            with self.client.stream(
+                "GET", path, params=params, timeout=httpx.Timeout(60.0, read=None)
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _decode(response)
+                yield from response.iter_lines()
+        except httpx.HTTPError as exc:
+            raise CLIError(f"lost the cloud API at {self.url}: {exc}") from exc
+
+
+def _decode(response: httpx.Response) -> Any:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code >= 400:
+        message = body.get("error", {}).get("message") if isinstance(body, dict) else None
+        raise CLIError(
+            f"{message or response.text or response.reason_phrase} (HTTP {response.status_code})"
+        )
+    return body
+
+
+def _url_from_data(data: Path) -> str:
+    state = data / SERVE_STATE
+    if state.exists():
+        try:
+            return str(json.loads(state.read_text())["api"])
+        except (ValueError, KeyError):
+            pass
+    config_file = data / "config.toml"
+    if config_file.exists():
+        import tomllib
+
+        api = tomllib.loads(config_file.read_text()).get("api", {})
+        host = api.get("host", "127.0.0.1")
+        port = api.get("port", 8080)
+        loopback = host in ("127.0.0.1", "localhost", "::1")
+        connect = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        return f"{'http' if loopback else 'https'}://{connect}:{port}"
+    return "http://127.0.0.1:8080"
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2))
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+    path.chmod(0o600)
+
+
+# ---- init / serve -------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from hedgerow.cloud.config import Listen
+    from hedgerow.cloud.datadir import init_data_dir
+    from hedgerow.cloud.errors import CloudError
+
+    data = _data_dir(args)
+    try:
+        cfg, _ = init_data_dir(
+            data,
+            hosts=args.host or [],
+            database=args.database or "",
+            api=Listen(args.api_host, args.api_port),
+            device=Listen(args.device_host, args.device_port),
+            mqtt=Listen(args.mqtt_host, args.mqtt_port),
+            broker=args.broker or "",
+            advertise=args.advertise,
+            rotation_days=args.ca_rotation_days,
+            retention_days=args.retention_days,
+        )
+    except CloudError as exc:
+        raise CLIError(f"{exc.message}") from exc
+    print(f"initialised {cfg.data_dir}")
+    print(f"  root CA      {cfg.paths.root_ca_cert}")
+    print(f"  database     {cfg.database_url.split('@')[-1]}")
+    print(f"  admin token  {cfg.paths.admin_token}")
+    print(f"next: hedgerow cloud serve --data {data}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from hedgerow.cloud import config as config_module
+    from hedgerow.cloud.config import Listen
+    from hedgerow.cloud.errors import CloudError
+
+    data = _data_dir(args).resolve()
+    hedgerow_log = logging.getLogger("hedgerow")
+    if not hedgerow_log.isEnabledFor(logging.INFO):
+        hedgerow_log.setLevel(logging.INFO)  # a server says what it refuses and why
+    try:
+        cfg = config_module.load(data)
+        changes: dict[str, Any] = {}
+        if args.database:
+            changes["database"] = args.database
+        if args.broker:
+            changes["broker"] = args.broker
+        for name in ("api", "device", "mqtt"):
+            host = getattr(args, f"{name}_host")
+            port = getattr(args, f"{name}_port")
+            current: Listen = getattr(cfg, name)
+            if host is not None or port is not None:
+                changes[name] = Listen(
+                    host if host is not None else current.host,
+                    port if port is not None else current.port,
+                )
+        if changes:
+            cfg = cfg.replace(**changes)
+        return asyncio.run(_serve(cfg, args.no_mqtt))
+    except CloudError as exc:
+        raise CLIError(exc.message) from exc
+    except OSError as exc:
+        raise CLIError(
+            f"cannot listen: {exc} (choose other ports with --api-port/--device-port/--mqtt-port)"
+        ) from exc
+
+
+async def _serve(cfg: Any, no_mqtt: bool) -> int:
+    from hedgerow.cloud.server import CloudServer
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with CloudServer(cfg, enable_mqtt=not no_mqtt) as cloud:
+        state = {
+            "api": cloud.api_url,
+            "device": cloud.device_url,
+            "mqtt": cloud.mqtt_url,
+            "pid": os.getpid(),
+        }
+        (cfg.data_dir / SERVE_STATE).write_text(json.dumps(state))
+        print(f"hedgerow cloud serving {cfg.data_dir}", flush=True)
+        print(
+            f"  REST API + console  {cloud.api_url}  (OpenAPI: {cloud.api_url}/api/openapi.json)",
+            flush=True,
+        )
+        print(
+            f"  device HTTPS        {cloud.device_url}  (discovery, cores; mutual TLS)", flush=True
+        )
+        if cfg.broker:
+            print(f"  MQTT (external)     {cfg.broker}", flush=True)
+        elif cloud.mqtt_url:
+            print(f"  cloud MQTT          {cloud.mqtt_url}  (mutual TLS)", flush=True)
+        print(f"  database            {cloud.services.repository.dialect}", flush=True)
+        print("press Ctrl-C to stop", flush=True)
+        await stop.wait()
+        print("stopping", flush=True)
+    state_file = cfg.data_dir / SERVE_STATE
+    try:
+        if json.loads(state_file.read_text()).get("pid") == os.getpid():
+            state_file.unlink()
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+# ---- registry commands ----------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with Api(args) as api:
+        _print_json(api.get("/api/v1/status"))
+    return 0
+
+
+def cmd_group_create(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"name": args.name, "description": args.description}
+    if args.ca_rotation_days is not None:
+        body["ca_rotation_days"] = args.ca_rotation_days
+    if args.open_broker:
+        body["settings"] = {"open_broker": True}
+    with Api(args) as api:
+        group = api.post("/api/v1/groups", body)
+    print(f"group {group['name']} created")
+    return 0
+
+
+def cmd_group_list(args: argparse.Namespace) -> int:
+    with Api(args) as api:
+        result = api.get("/api/v1/groups")
+    if args.json:
+        _print_json(result["items"])
+    else:
+        _table(
+            [[g["name"], g["core"] or "-", g["description"]] for g in result["items"]],
+            ["GROUP", "CORE", "DESCRIPTION"],
+        )
+    return 0
+
+
+def cmd_group_show(args: argparse.Namespace) -> int:
+    with Api(args) as api:
+        _print_json(api.get(f"/api/v1/groups/{args.name}"))
+    return 0
+
+
+def cmd_group_delete(args: argparse.Namespace) -> int:
+    with Api(args) as api:
+        api.request("DELETE", f"/api/v1/groups/{args.name}")
+    print(f"group {args.name} deleted")
+    return 0
+
+
+def cmd_group_update(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {}
+    if args.description is not None:
+        body["description"] = args.description
+    if args.ca_rotation_days is not None:
+        body["ca_rotation_days"] = args.ca_rotation_days
+    if args.open_broker is not None:
+        body["settings"] = {"open_broker": args.open_broker}
+    if not body:
+        raise CLIError(
+            "nothing to change: give --description, --ca-rotation-days or --open-broker/--no-open-broker"
+        )
+    with Api(args) as api:
+        group = api.request("PATCH", f"/api/v1/groups/{args.name}", json=body)
+    print(f"group {group['name']} updated")
+    return 0
+
+
+def cmd_group_rotate_ca(args: argparse.Namespace) -> int:
+    with Api(args) as api:
+        cas = api.post(f"/api/v1/groups/{args.name}/cas/rotate")["items"]
+    print(f"group {args.name}: CA generation {cas[0]['generation']} is current ({len(cas)} listed)")
+    return 0
+
+
+def cmd_core_create(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with Api(args) as api:
+        result = api.post("/api/v1/cores", {"name": args.name, "group": args.group})
+    path = out / result["bundle_name"]
+    _write_private(path, base64.b64decode(result["bundle"]))
+    print(f"core {args.name} created in group {args.group}")
+    print(f"provisioning bundle: {path}")
+    print(f"on the gateway: hedgerow core run --bundle {path.name}")
+    return 0
+
+
+def cmd_core_bundle(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with Api(args) as api:
+        result = api.post(f"/api/v1/cores/{args.name}/bundle")
+    path = out / result["bundle_name"]
+    _write_private(path, base64.b64decode(result["bundle"]))
+    print(f"new identity for core {args.name} (the old one is revoked); bundle: {path}")
+    return 0
+
+
+def cmd_core_list(args: argparse.Namespace) -> int:
+    with Api(args) as api:
+        result = api.get("/api/v1/cores")
+    if args.json:
+        _print_json(result["items"])
+        return 0
+    _table(
+        [
+            [
+                c["name"],
+                c["group"],
+                ",".join(f"{e['host']}:{e['port']}" for e in c["endpoints"]) or "-",
+                c["last_seen"] or "never",
+            ]
+            for c in result["items"]
+        ],
+        ["CORE", "GROUP", "ENDPOINTS", "LAST SEEN"],
+    )
+    return 0
+
+
+def cmd_core_show(args: argparse.Namespace) -> int:
+    with Api(args) as api:
+        _print_json(api.get(f"/api/v1/cores/{args.name}"))
+    return 0
+
+
+def cmd_core_delete(args: argparse.Namespace) -> int:
+    with Api(args) as api:
+        api.request("DELETE", f"/api/v1/cores/{args.name}")
+    print(f"core {args.name} deleted (its certificates are revoked)")
+    return 0
+
+
+def cmd_thing_create(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"name": args.name, "groups": args.group or []}
+    if args.csr:
+        try:
+            body["csr"] = Path(args.csr).read_text()
+        except OSError as exc:
+            raise CLIError(f"cannot read the CSR {args.csr}: {exc.strerror}") from exc
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with Api(args) as api:
+        result = api.post("/api/v1/things", body)
+    cert = out / f"{args.name}.cert.pem"
+    cert.write_text(result["certificate"])
+    (out / "root-ca.pem").write_text(result["root_ca"])
+    written = [cert.name, "root-ca.pem"]
+    if result.get("private_key"):
+        _write_private(out / f"{args.name}.key", result["private_key"].encode())
+        written.append(f"{args.name}.key")
+    print(f"thing {args.name} created; wrote {', '.join(written)} to {out}")
+    return 0
+
+
+def cmd_thing_list(args: argparse.Namespace) -> int:
+    params = {"limit": str(args.limit)}
+    if args.group:
+        params["group"] = args.group
+    with Api(args) as api:
+        result = api.get("/api/v1/things", params=params)
+    if args.json:
+        _print_json(result["items"])
+    else:
+        _table(
+            [[t["name"], ",".join(t["groups"]) or "-"] for t in result["items"]],
+            ["THING", "GROUPS"],
+        )
+    return 0
+
+
+def cmd_thing_show(args: argparse.Namespace) -> int:
+    with Api(args) as api:
+        thing = api.get(f"/api/v1/things/{args.name}")
+        thing["certificates"] = api.get("/api/v1/certificates", params={"owner": args.name})[
+            "items"
+        ]
+    _print_json(thing)
+    return 0
+
+
+def cmd_thing_revoke(args: argparse.Namespace) -> int:
+    with Api(args) as api:
+        revoked = api.post(f"/api/v1/things/{args.name}/revoke")["revoked"]
+    print(f"revoked {len(revoked)} certificate(s) of {args.name}")
+    return 0
+
+
+def cmd_thing_delete(args: argparse.Namespace) -> int:
+    with Api(args) as api:
+        api.request("DELETE", f"/api/v1/things/{args.name}")
+    print(f"thing {args.name} deleted")
+    return 0
+
+
+def cmd_thing_detach(args: argparse.Namespace) -> int:
+    with Api(args) as api:
+        api.request("DELETE", f"/api/v1/groups/{args.group}/things/{args.name}")
+    print(f"thing {args.name} removed from group {args.group}")
+    return 0
+
+
+def cmd_thing_attach(args: argparse.Namespace) -> int:
+    with Api(args) as api:
+        api.post(f"/api/v1/groups/{args.group}/things", {"thing": args.name})
+    print(f"thing {args.name} attached to group {args.group}")
+    return 0
+
+
+def _function_body(args: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    for name in ("handler", "runtime", "encoding"):
+        if getattr(args, name, None) is not None:
+            body[name] = getattr(args, name)
+    if args.pinned is not None:
+        body["pinned"] = args.pinned
+    if args.memory is not None:
+        body["memory_mb"] = args.memory
+    if args.timeout is not None:
+        body["timeout_s"] = args.timeout
+    if args.max_concurrency is not None:
+        body["max_concurrency"] = args.max_concurrency
+    if args.env:
+        environment: dict[str, str] = {}
+        for item in args.env:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise CLIError(f"--env {item!r}: use KEY=VALUE")
+            environment[key] = value
+        body["environment"] = environment
+    return body
+
+
+def _upload(api: Api, code: str) -> str:
+    data = zip_directory(Path(code))
+    result = api.request(
+        "POST", "/api/v1/artifacts", content=data, headers={"content-type": "application/zip"}
+    )
+    return str(result["sha256"])
+
+
+def cmd_function_create(args: argparse.Namespace) -> int:
+    body = _function_body(args)
+    body["name"] = args.name
+    with Api(args) as api:
+        body["artifact"] = _upload(api, args.code)
+        fn = api.post(f"/api/v1/groups/{args.group}/functions", body)
+    print(
+        f"function {fn['name']} version {fn['version']} created in group {args.group} (code {fn['artifact']['sha256'][:12]})"
+    )
+    return 0
+
+
+def cmd_function_update(args: argparse.Namespace) -> int:
+    body = _function_body(args)
+    with Api(args) as api:
+        if args.code:
+            body["artifact"] = _upload(api, args.code)
+        fn = api.request("PATCH", f"/api/v1/groups/{args.group}/functions/{args.name}", json=body)
+    print(f"function {fn['name']} is now version {fn['version']}")
+    return 0
+
+
+def cmd_function_list(args: argparse.Namespace) -> int:
+    with Api(args) as api:
+        result = api.get(f"/api/v1/groups/{args.group}/functions")
+    if args.json:
+        _print_json(result["items"])
+    else:
+        _table(
+            [
+                [
+                    f["name"],
+                    str(f["version"]),
+                    f["handler"],
+                    f["runtime"],
+                    "yes" if f["pinned"] else "no",
+                ]
+                for f in result["items"]
+            ],
+            ["FUNCTION", "VERSION", "HANDLER", "RUNTIME", "PINNED"],
+        )
+    return 0
+
+
+def cmd_function_delete(args: argparse.Namespace) -> int:
+    with Api(args) as api:
+        api.request("DELETE", f"/api/v1/groups/{args.group}/functions/{args.name}")
+    print(f"function {args.name} deleted")
+    return 0
+
+
+def cmd_subscription_add(args: argparse.Namespace) -> int:
+    with Api(args) as api:
+        sub = api.post(
+            f"/api/v1/groups/{args.group}/subscriptions",
+            {"source": args.source, "topic": args.topic, "target": args.target},
+        )
+    print(f"subscription {sub['id']}: {sub['source']} {sub['topic']} -> {sub['target']}")
+    return 0
+
+
+def cmd_subscription_list(args: argparse.Namespace) -> int:
+    with Api(args) as api:
+        result = api.get(f"/api/v1/groups/{args.group}/subscriptions")
+    if args.json:
+        _print_json(result["items"])
+    else:
+        _table(
+            [[str(s["id"]), s["source"], s["topic"], s["target"]] for s in result["items"]],
+            ["ID", "SOURCE", "TOPIC", "TARGET"],
+        )
+    return 0
+
+
+def cmd_subscription_remove(args: argparse.Namespace) -> int:
+    with Api(args) as api:
+        api.request("DELETE", f"/api/v1/groups/{args.group}/subscriptions/{args.id}")
+    print(f"subscription {args.id} removed")
+    return 0
+
+
+# ---- deployments -----------------------------------------------------------------------------
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"kind": "new"}
+    if args.reset:
+        body = {"kind": "reset"}
+    elif args.redeploy is not None:
+        body = {"kind": "redeploy"}
+        if args.redeploy:
+            body["deployment_id"] = args.redeploy
+    with Api(args) as api:
+        deployment = api.post(f"/api/v1/groups/{args.group}/deployments", body)
+        deployment_id = deployment["deployment_id"]
+        print(
+            f"deployment {deployment_id} of group {args.group} to core {deployment['core']}: {deployment['status']}",
+            flush=True,
+        )
+        if not args.wait:
+            return 0
+        return _wait(api, deployment_id, args.timeout)
+
+
+def _wait(api: Api, deployment_id: str, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    seen = 1
+    started = time.monotonic()
+    while time.monotonic() < deadline:
+        deployment = api.get(f"/api/v1/deployments/{deployment_id}")
+        for event in deployment["events"][seen:]:
+            detail = f" ({event['detail']})" if event["detail"] else ""
+            print(f"  {time.monotonic() - started:6.1f}s  {event['status']}{detail}", flush=True)
+        seen = len(deployment["events"])
+        if deployment["status"] in FINAL_STATUSES:
+            if deployment["status"] == "Success":
+                print(f"deployment {deployment_id} succeeded in {time.monotonic() - started:.1f}s")
+                return 0
+            print(
+                f"deployment {deployment_id} ended {deployment['status']}: {deployment['detail']}",
+                file=sys.stderr,
+            )
+            return 1
+        time.sleep(0.2)
+    print(
+        f"deployment {deployment_id} did not finish within {timeout:.0f}s (is the core running?)",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def cmd_deployments(args: argparse.Namespace) -> int:
+    with Api(args) as api:
+        if args.id:
+            _print_json(api.get(f"/api/v1/deployments/{args.id}"))
+            return 0
+        if not args.group:
+            raise CLIError("give --group G (history of a group) or a deployment id")
+        result = api.get(
+            f"/api/v1/groups/{args.group}/deployments", params={"limit": str(args.limit)}
+        )
+    if args.json:
+        _print_json(result["items"])
+    else:
+        _table(
+            [
+                [d["deployment_id"], d["kind"], d["status"], d["created_at"], d["detail"]]
+                for d in result["items"]
+            ],
+            ["DEPLOYMENT", "KIND", "STATUS", "CREATED", "DETAIL"],
+        )
+    return 0
+
+
+def cmd_fleet_apply(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"groups": args.group, "deploy": args.deploy}
+    if args.from_group:
+        body["from_group"] = args.from_group
+    elif args.file:
+        try:
+            spec = json.loads(Path(args.file).read_text())
+        except (OSError, ValueError) as exc:
+            raise CLIError(f"cannot read fleet file {args.file}: {exc}") from exc
+        body["functions"] = spec.get("functions", [])
+        body["subscriptions"] = spec.get("subscriptions", [])
+    else:
+        raise CLIError("give --from-group TEMPLATE or --file fleet.json")
+    with Api(args) as api:
+        result = api.post("/api/v1/fleet/apply", body)
+    print(
+        f"applied {result['functions']} function(s) and {result['subscriptions']} subscription(s) to {len(result['groups'])} group(s)"
+    )
+    for deployment in result.get("deployments", []):
+        print(f"  {deployment['group']}: deployment {deployment['deployment_id']}")
+    return 0
+
+
+# ---- telemetry ---------------------------------------------------------------------------------
+
+
+def _message_line(message: dict[str, Any]) -> str:
+    when = dt.datetime.fromtimestamp(message["ts"], dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    payload = message.get("payload")
+    if payload is None:
+        payload = "base64:" + message.get("payload_base64", "")
+    return f"{when}  {message['core']:<16} {message['topic']}  {payload}"
+
+
+def cmd_messages(args: argparse.Namespace) -> int:
+    params = {"limit": str(args.limit), "order": "desc"}
+    if args.filter:
+        params["filter"] = args.filter
+    if args.since:
+        params["since"] = args.since
+    if args.until:
+        params["until"] = args.until
+    with Api(args) as api:
+        result = api.get("/api/v1/messages", params=params)
+    messages = list(reversed(result["items"]))
+    if args.json:
+        _print_json(messages)
+    else:
+        for message in messages:
+            print(_message_line(message))
+        print(f"({len(messages)} message(s))", file=sys.stderr)
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    with Api(args) as api:
+        result = api.post(
+            "/api/v1/messages/publish",
+            {"topic": args.topic, "payload": args.payload, "retain": args.retain},
+        )
+    print(f"published {result['bytes']} bytes to {result['topic']}")
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    print(f"following {args.filter} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    count = 0
+    with Api(args) as api:
+        for line in api.stream_lines("/api/v1/messages/stream", {"filter": args.filter}):
+            if not line.startswith("data: "):
+                continue
+            message = json.loads(line[len("data: ") :])
+            print(json.dumps(message) if args.json else _message_line(message), flush=True)
+            count += 1
+            if args.count and count >= args.count:
+                break
+    return 0
+
+
+# ---- argument parsing ------------------------------------------------------------------------
+
+
+def _client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", help="the cloud's data directory (token, CA, URL); env HEDGEROW_CLOUD_DATA"
+    )
+    parser.add_argument("--url", help="API URL, e.g. https://cloud:8080; env HEDGEROW_CLOUD_URL")
+    parser.add_argument(
+        "--token", help="API token; env HEDGEROW_CLOUD_TOKEN (default: DATA/admin-token)"
+    )
+    parser.add_argument("--ca", help="CA file to verify an https API; env HEDGEROW_CLOUD_CA")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _listen_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    from hedgerow.cloud.config import DEFAULT_API_PORT, DEFAULT_DEVICE_PORT, DEFAULT_MQTT_PORT
+
+    parser.add_argument(
+        "--api-host",
+        default="127.0.0.1" if defaults else None,
+        help="REST API address (HTTPS unless loopback)",
+    )
+    parser.add_argument("--api-port", type=int, default=DEFAULT_API_PORT if defaults else None)
+    parser.add_argument(
+        "--device-host",
+        default="0.0.0.0" if defaults else None,
+        help="discovery / device HTTPS address",
+    )
+    parser.add_argument(
+        "--device-port", type=int, default=DEFAULT_DEVICE_PORT if defaults else None
+    )
+    parser.add_argument(
+        "--mqtt-host", default="0.0.0.0" if defaults else None, help="cloud MQTT address"
+    )
+    parser.add_argument("--mqtt-port", type=int, default=DEFAULT_MQTT_PORT if defaults else None)
+
+
+def _command(
+    subparsers: Any, name: str, func: Any, help_text: str, *, client: bool = True
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name, help=help_text, description=help_text
+    )
+    if client:
+        _client_options(parser)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _function_options(parser: argparse.ArgumentParser, *, create: bool) -> None:
+    parser.add_argument("--group", required=True)
+    parser.add_argument("name")
+    parser.add_argument(
+        "--code", required=create, help="the function's code directory (zipped and uploaded)"
+    )
+    parser.add_argument("--handler", required=create, help="module.function")
+    parser.add_argument("--runtime", choices=["python", "greengrass-v1"])
+    parser.add_argument(
+        "--pinned",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="long-lived (pinned) function",
+    )
+    parser.add_argument("--memory", type=int, metavar="MB")
+    parser.add_argument("--timeout", type=float, metavar="S")
+    parser.add_argument("--max-concurrency", type=int)
+    parser.add_argument("--encoding", choices=["json", "binary"])
+    parser.add_argument(
+        "--env", action="append", metavar="K=V", help="environment variable (repeatable)"
+    )
+
+
+def register(subparsers: Any) -> None:
+    cloud = subparsers.add_parser(
+        "cloud", help="the control plane: registry, PKI, discovery, deployments, telemetry"
+    )
+    sub = cloud.add_subparsers(dest="cloud_command", metavar="COMMAND")
+    cloud.set_defaults(func=lambda args: (cloud.print_help(), 2)[1])
+
+    p = _command(
+        sub,
+        "init",
+        cmd_init,
+        "create a data directory: root CA, database, admin token, config",
+        client=False,
+    )
+    p.add_argument("--data", help="directory to create (default ./hedgerow-cloud)")
+    p.add_argument(
+        "--host",
+        action="append",
+        help="name/address of this server for its certificate (repeatable; first is advertised)",
+    )
+    p.add_argument(
+        "--advertise", help="host written into core bundles (default: first --host, else 127.0.0.1)"
+    )
+    p.add_argument(
+        "--database",
+        help="SQLAlchemy URL (default: SQLite in the data directory), e.g. postgresql://user@host/db",
+    )
+    p.add_argument("--broker", help="external MQTT broker, mqtts://host:port")
+    p.add_argument(
+        "--ca-rotation-days", type=int, default=7, help="group CA rotation period, 1-30 days"
+    )
+    p.add_argument("--retention-days", type=float, default=7.0, help="how long telemetry is kept")
+    _listen_options(p, defaults=True)
+
+    p = _command(
+        sub,
+        "serve",
+        cmd_serve,
+        "run the REST API, device HTTPS (discovery) and cloud MQTT",
+        client=False,
+    )
+    p.add_argument("--data", help="data directory made by `hedgerow cloud init`")
+    p.add_argument("--database", help="override the database URL (postgresql://...)")
+    p.add_argument(
+        "--broker",
+        help="use an external MQTT broker (mqtts://host:port) instead of the embedded one",
+    )
+    p.add_argument(
+        "--no-mqtt", action="store_true", help="no MQTT endpoint (API and discovery only)"
+    )
+    _listen_options(p, defaults=False)
+
+    _command(sub, "status", cmd_status, "where the cloud listens and its counters")
+
+    group = sub.add_parser("group", help="groups").add_subparsers(
+        dest="group_command", metavar="COMMAND", required=True
+    )
+    p = _command(group, "create", cmd_group_create, "create a group")
+    p.add_argument("name")
+    p.add_argument("--description", default="")
+    p.add_argument("--ca-rotation-days", type=int)
+    p.add_argument(
+        "--open-broker",
+        action="store_true",
+        help="devices may publish/subscribe anywhere in the group",
+    )
+    _command(group, "list", cmd_group_list, "list groups")
+    p = _command(group, "update", cmd_group_update, "change a group's description or settings")
+    p.add_argument("name")
+    p.add_argument("--description")
+    p.add_argument("--ca-rotation-days", type=int)
+    p.add_argument("--open-broker", action=argparse.BooleanOptionalAction, default=None)
+    for name, func, text in (
+        ("show", cmd_group_show, "show a group"),
+        ("delete", cmd_group_delete, "delete a group and what only it owns"),
+        ("rotate-ca", cmd_group_rotate_ca, "rotate the group CA now"),
+    ):
+        _command(group, name, func, text).add_argument("name")
+
+    core = sub.add_parser("core", help="cores (gateways)").add_subparsers(
+        dest="core_command", metavar="COMMAND", required=True
+    )
+    p = _command(
+        core,
+        "create",
+        cmd_core_create,
+        "create a core and write its provisioning bundle NAME.tar.gz",
+    )
+    p.add_argument("--group", required=True)
+    p.add_argument("--out", default=".", help="directory for the bundle (default: here)")
+    p.add_argument("name")
+    p = _command(core, "bundle", cmd_core_bundle, "new identity and provisioning bundle for a core")
+    p.add_argument("--out", default=".", help="directory for the bundle (default: here)")
+    p.add_argument("name")
+    _command(core, "list", cmd_core_list, "list cores")
+    _command(core, "show", cmd_core_show, "show a core").add_argument("name")
+    _command(core, "delete", cmd_core_delete, "delete a core").add_argument("name")
+
+    thing = sub.add_parser("thing", help="things (devices)").add_subparsers(
+        dest="thing_command", metavar="COMMAND", required=True
+    )
+    p = _command(
+        thing,
+        "create",
+        cmd_thing_create,
+        "create a thing and write its certificate (and key) to --out",
+    )
+    p.add_argument("--group", action="append", help="group to put it in (repeatable)")
+    p.add_argument(
+        "--out", required=True, help="directory for NAME.cert.pem, NAME.key, root-ca.pem"
+    )
+    p.add_argument(
+        "--csr", help="sign this CSR instead of generating a key (the key stays on the device)"
+    )
+    p.add_argument("name")
+    p = _command(thing, "list", cmd_thing_list, "list things")
+    p.add_argument("--group")
+    p.add_argument("--limit", type=int, default=1000)
+    _command(thing, "show", cmd_thing_show, "show a thing and its certificates").add_argument(
+        "name"
+    )
+    _command(thing, "revoke", cmd_thing_revoke, "revoke every certificate of a thing").add_argument(
+        "name"
+    )
+    _command(thing, "delete", cmd_thing_delete, "delete a thing").add_argument("name")
+    p = _command(thing, "attach", cmd_thing_attach, "put a thing into another group")
+    p.add_argument("--group", required=True)
+    p.add_argument("name")
+    p = _command(thing, "detach", cmd_thing_detach, "take a thing out of a group")
+    p.add_argument("--group", required=True)
+    p.add_argument("name")
+
+    function = sub.add_parser("function", help="functions").add_subparsers(
+        dest="function_command", metavar="COMMAND", required=True
+    )
+    _function_options(
+        _command(
+            function, "create", cmd_function_create, "create a function from a code directory"
+        ),
+        create=True,
+    )
+    _function_options(
+        _command(function, "update", cmd_function_update, "new version of a function"), create=False
+    )
+    _command(function, "list", cmd_function_list, "list a group's functions").add_argument(
+        "--group", required=True
+    )
+    p = _command(function, "delete", cmd_function_delete, "delete a function")
+    p.add_argument("--group", required=True)
+    p.add_argument("name")
+
+    subscription = sub.add_parser("subscription", help="subscriptions (routes)").add_subparsers(
+        dest="subscription_command", metavar="COMMAND", required=True
+    )
+    p = _command(
+        subscription, "add", cmd_subscription_add, "route SOURCE's messages on TOPIC to TARGET"
+    )
+    p.add_argument("--group", required=True)
+    p.add_argument("--source", required=True, help="thing:NAME, function:NAME, cloud or shadow")
+    p.add_argument("--topic", required=True, help="topic filter")
+    p.add_argument("--target", required=True, help="thing:NAME, function:NAME, cloud or shadow")
+    _command(
+        subscription, "list", cmd_subscription_list, "list a group's subscriptions"
+    ).add_argument("--group", required=True)
+    p = _command(subscription, "remove", cmd_subscription_remove, "remove a subscription")
+    p.add_argument("--group", required=True)
+    p.add_argument("id", type=int)
+
+    p = _command(sub, "deploy", cmd_deploy, "deploy a group to its core")
+    p.add_argument("--group", required=True)
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="show progress until the core reports; non-zero exit on failure",
+    )
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds --wait waits")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--reset",
+        action="store_true",
+        help="deploy an empty configuration (remove functions and routes)",
+    )
+    mode.add_argument(
+        "--redeploy",
+        nargs="?",
+        const="",
+        metavar="ID",
+        help="deploy an earlier deployment again (default: the last)",
+    )
+
+    p = _command(
+        sub, "deployments", cmd_deployments, "deployment history of a group, or one deployment"
+    )
+    p.add_argument("--group")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("id", nargs="?")
+
+    fleet = sub.add_parser("fleet", help="many groups at once").add_subparsers(
+        dest="fleet_command", metavar="COMMAND", required=True
+    )
+    p = _command(
+        fleet, "apply", cmd_fleet_apply, "give many groups the same functions and subscriptions"
+    )
+    p.add_argument("--group", action="append", required=True, help="target group (repeatable)")
+    p.add_argument("--from-group", help="copy functions and subscriptions of this group")
+    p.add_argument("--file", help="JSON {functions: [...], subscriptions: [...]}")
+    p.add_argument("--deploy", action="store_true", help="deploy every group afterwards")
+
+    p = _command(sub, "messages", cmd_messages, "stored telemetry")
+    p.add_argument("--filter", help="topic filter, e.g. corrected/#")
+    p.add_argument("--since", help="epoch seconds or ISO-8601")
+    p.add_argument("--until", help="epoch seconds or ISO-8601")
+    p.add_argument("--limit", type=int, default=50)
+
+    p = _command(
+        sub,
+        "publish",
+        cmd_publish,
+        "publish a message from the cloud to cores (routes with source cloud)",
+    )
+    p.add_argument("topic")
+    p.add_argument("payload")
+    p.add_argument("--retain", action="store_true")
+
+    p = _command(sub, "tail", cmd_tail, "follow live telemetry")
+    p.add_argument("filter", metavar="TOPIC_FILTER")
+    p.add_argument("--count", type=int, default=0, help="stop after this many messages")

@@ -1,0 +1,261 @@
+"""The cloud's configuration: frozen dataclasses loaded once from ``DATA/config.toml``.
+
+```toml
+[cloud]
+database = ""                 # SQLAlchemy URL; empty = sqlite in the data directory
+advertise = "127.0.0.1"       # host written into provisioning bundles
+hosts = []                    # extra names/addresses for the cloud's server certificate
+[api]
+host = "127.0.0.1"            # HTTPS with the cloud certificate when not loopback
+port = 8080
+# tls = true                  # force HTTPS (or false: never)
+[device]
+host = "0.0.0.0"
+port = 8443
+[mqtt]
+host = "0.0.0.0"
+port = 8884
+broker = ""                   # external broker (mqtts://host:port); empty = embedded
+[pki]
+group_ca_rotation_days = 7
+group_ca_overlap_days = 1
+[telemetry]
+retention_days = 7.0
+[limits]
+max_upload_bytes = 16777216
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from hedgerow.cloud.domain import MAX_ROTATION_DAYS, MIN_ROTATION_DAYS
+from hedgerow.cloud.errors import ConfigError
+
+DEFAULT_API_PORT = 8080
+DEFAULT_DEVICE_PORT = 8443
+DEFAULT_MQTT_PORT = 8884
+DEFAULT_MAX_UPLOAD = 16 * 1024 * 1024
+CONFIG_FILE = "config.toml"
+
+
+@dataclass(frozen=True)
+class Listen:
+    host: str
+    port: int
+
+    @property
+    def loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    """Where things live inside one data directory."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def database(self) -> Path:
+        return self.root / "cloud.db"
+
+    @property
+    def pki(self) -> Path:
+        return self.root / "pki"
+
+    @property
+    def root_ca_cert(self) -> Path:
+        return self.pki / "root-ca.pem"
+
+    @property
+    def root_ca_key(self) -> Path:
+        return self.pki / "root-ca.key"
+
+    @property
+    def server_cert(self) -> Path:
+        return self.pki / "server.cert.pem"
+
+    @property
+    def server_key(self) -> Path:
+        return self.pki / "server.key"
+
+    @property
+    def signing_key(self) -> Path:
+        return self.pki / "deploy-signing.key"
+
+    @property
+    def verify_key(self) -> Path:
+        return self.pki / "deploy-verify.pem"
+
+    @property
+    def cloud_client_cert(self) -> Path:
+        """The cloud's own client identity (for an external broker)."""
+        return self.pki / "cloud.cert.pem"
+
+    @property
+    def cloud_client_key(self) -> Path:
+        return self.pki / "cloud.key"
+
+    @property
+    def group_cas(self) -> Path:
+        return self.pki / "groups"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / "artifacts"
+
+    @property
+    def admin_token(self) -> Path:
+        return self.root / "admin-token"
+
+
+@dataclass(frozen=True)
+class CloudConfig:
+    data_dir: Path
+    database: str = ""
+    advertise: str = "127.0.0.1"
+    hosts: tuple[str, ...] = ()
+    api: Listen = field(default_factory=lambda: Listen("127.0.0.1", DEFAULT_API_PORT))
+    device: Listen = field(default_factory=lambda: Listen("0.0.0.0", DEFAULT_DEVICE_PORT))
+    mqtt: Listen = field(default_factory=lambda: Listen("0.0.0.0", DEFAULT_MQTT_PORT))
+    broker: str = ""
+    group_ca_rotation_days: int = 7
+    group_ca_overlap_days: int = 1
+    retention_days: float = 7.0
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD
+    #: HTTPS for the API: None = whenever it listens beyond loopback.
+    api_tls: bool | None = None
+    #: Share name the ingest workers use on an external broker.
+    ingest_share: str = "hedgerow-ingest"
+
+    def __post_init__(self) -> None:
+        if not MIN_ROTATION_DAYS <= self.group_ca_rotation_days <= MAX_ROTATION_DAYS:
+            raise ConfigError(
+                f"group_ca_rotation_days must be within {MIN_ROTATION_DAYS}..{MAX_ROTATION_DAYS}"
+            )
+        if not 0 <= self.group_ca_overlap_days <= self.group_ca_rotation_days:
+            raise ConfigError("group_ca_overlap_days must be within 0..group_ca_rotation_days")
+        if self.retention_days <= 0:
+            raise ConfigError("retention_days must be positive")
+        for listen in (self.api, self.device, self.mqtt):
+            if not 0 <= listen.port <= 65535:
+                raise ConfigError(f"port {listen.port} is out of range")
+
+    @property
+    def paths(self) -> DataPaths:
+        return DataPaths(self.data_dir)
+
+    @property
+    def database_url(self) -> str:
+        return normalise_database_url(self.database or f"sqlite:///{self.paths.database}")
+
+    def replace(self, **changes: Any) -> CloudConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_toml(self) -> dict[str, Any]:
+        return {
+            "cloud": {
+                "database": self.database,
+                "advertise": self.advertise,
+                "hosts": list(self.hosts),
+            },
+            "api": {
+                "host": self.api.host,
+                "port": self.api.port,
+                **({"tls": self.api_tls} if self.api_tls is not None else {}),
+            },
+            "device": {"host": self.device.host, "port": self.device.port},
+            "mqtt": {"host": self.mqtt.host, "port": self.mqtt.port, "broker": self.broker},
+            "pki": {
+                "group_ca_rotation_days": self.group_ca_rotation_days,
+                "group_ca_overlap_days": self.group_ca_overlap_days,
+            },
+            "telemetry": {"retention_days": self.retention_days},
+            "limits": {"max_upload_bytes": self.max_upload_bytes},
+        }
+
+
+def normalise_database_url(url: str) -> str:
+    """``postgresql://`` means psycopg 3 (the driver Hedgerow ships with)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _listen(table: dict[str, Any], default: Listen) -> Listen:
+    host = table.get("host", default.host)
+    port = table.get("port", default.port)
+    if not isinstance(host, str) or not isinstance(port, int):
+        raise ConfigError("listener host must be a string and port an integer")
+    return Listen(host, port)
+
+
+def from_toml(data_dir: Path, data: dict[str, Any]) -> CloudConfig:
+    base = CloudConfig(data_dir)
+    try:
+        cloud = data.get("cloud", {})
+        mqtt = data.get("mqtt", {})
+        pki_table = data.get("pki", {})
+        return CloudConfig(
+            data_dir=data_dir,
+            database=str(cloud.get("database", "")),
+            advertise=str(cloud.get("advertise", base.advertise)),
+            hosts=tuple(str(h) for h in cloud.get("hosts", [])),
+            api=_listen(data.get("api", {}), base.api),
+            api_tls=_optional_bool(data.get("api", {}).get("tls")),
+            device=_listen(data.get("device", {}), base.device),
+            mqtt=_listen(mqtt, base.mqtt),
+            broker=str(mqtt.get("broker", "")),
+            group_ca_rotation_days=int(pki_table.get("group_ca_rotation_days", 7)),
+            group_ca_overlap_days=int(pki_table.get("group_ca_overlap_days", 1)),
+            retention_days=float(data.get("telemetry", {}).get("retention_days", 7.0)),
+            max_upload_bytes=int(
+                data.get("limits", {}).get("max_upload_bytes", DEFAULT_MAX_UPLOAD)
+            ),
+        )
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ConfigError(f"invalid config in {data_dir / CONFIG_FILE}: {exc}") from exc
+
+
+def _optional_bool(value: object) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise ConfigError(f"expected true or false, not {value!r}")
+
+
+def load(data_dir: Path) -> CloudConfig:
+    path = data_dir / CONFIG_FILE
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"{path} not found: run `hedgerow cloud init --data {data_dir}` first"
+        ) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    return from_toml(data_dir, data)
+
+
+def save(config: CloudConfig) -> None:
+    """Write ``config.toml`` (owner-only: a database URL may carry a password)."""
+    path = config.paths.config
+    path.write_text(tomli_w.dumps(config.to_toml()))
+    path.chmod(0o600)

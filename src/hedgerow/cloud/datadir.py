@@ -1,0 +1,74 @@
+"""Creating a data directory: ``config.toml``, root CA, database, admin token."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Sequence
+from pathlib import Path
+
+from hedgerow.cloud import config as config_module
+from hedgerow.cloud.config import CloudConfig, Listen
+from hedgerow.cloud.errors import Conflict
+from hedgerow.cloud.pki_service import create_pki
+from hedgerow.cloud.storage.database import create_engine, migrate
+from hedgerow.cloud.storage.repository import Repository
+
+log = logging.getLogger(__name__)
+
+
+def init_data_dir(
+    data_dir: Path,
+    *,
+    hosts: Sequence[str] = (),
+    database: str = "",
+    api: Listen | None = None,
+    device: Listen | None = None,
+    mqtt: Listen | None = None,
+    broker: str = "",
+    advertise: str | None = None,
+    rotation_days: int = 7,
+    retention_days: float = 7.0,
+) -> tuple[CloudConfig, str]:
+    """Create everything a cloud needs in ``data_dir``; returns the config and admin token."""
+    data_dir = data_dir.resolve()
+    if (data_dir / config_module.CONFIG_FILE).exists():
+        raise Conflict(f"{data_dir} is already initialised (config.toml exists)")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    base = CloudConfig(data_dir)
+    cfg = CloudConfig(
+        data_dir=data_dir,
+        database=database,
+        advertise=advertise or (hosts[0] if hosts else base.advertise),
+        hosts=tuple(hosts),
+        api=api or base.api,
+        device=device or base.device,
+        mqtt=mqtt or base.mqtt,
+        broker=broker,
+        group_ca_rotation_days=rotation_days,
+        retention_days=retention_days,
+    )
+    paths = cfg.paths
+    create_pki(paths, [*hosts, cfg.advertise])
+    paths.artifacts.mkdir(exist_ok=True)
+    engine = create_engine(cfg.database_url)
+    try:
+        migrate(engine)
+        token = secrets.token_urlsafe(32)
+        Repository(engine).add_token("admin", token)
+    finally:
+        engine.dispose()
+    paths.admin_token.write_text(token + "\n")
+    os.chmod(paths.admin_token, 0o600)
+    config_module.save(cfg)
+    log.info("cloud.initialised dir=%s", data_dir)
+    return cfg, token
+
+
+def read_admin_token(data_dir: Path) -> str | None:
+    path = data_dir / "admin-token"
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None

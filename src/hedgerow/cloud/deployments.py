@@ -1,0 +1,71 @@
+"""Deployment documents: what a snapshot becomes, and the status a core reports (pure).
+
+The document is the exact JSON text the Ed25519 signature covers (see
+``docs/architecture.md``, "Cloud ⇄ core"); ``parse_status_report`` turns a core's
+``deployment-status`` message into checked values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from hedgerow.cloud.domain import DeploymentStatus
+from hedgerow.cloud.errors import InvalidInput
+from hedgerow.cloud.storage.repository import Snapshot
+
+MAX_DETAIL = 4096
+
+
+def new_deployment_id() -> str:
+    return "d-" + secrets.token_hex(8)
+
+
+def build_document(snapshot: Snapshot, deployment_id: str, created_at: dt.datetime) -> str:
+    document: dict[str, Any] = {
+        "deployment_id": deployment_id,
+        "group": snapshot.group.name,
+        "core": snapshot.core,
+        "created_at": created_at.isoformat(),
+        "things": list(snapshot.things),
+        "functions": [f.to_document() for f in snapshot.functions],
+        "subscriptions": [
+            {"source": s.source, "topic": s.topic, "target": s.target}
+            for s in snapshot.subscriptions
+        ],
+        "settings": {"open_broker": bool(snapshot.group.settings.get("open_broker", False))},
+    }
+    return json.dumps(document, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    deployment_id: str
+    status: DeploymentStatus
+    detail: str
+
+
+def parse_status_report(payload: bytes) -> StatusReport:
+    try:
+        data = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"deployment status is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidInput("deployment status must be a JSON object")
+    deployment_id = data.get("deployment_id")
+    if not isinstance(deployment_id, str) or not deployment_id:
+        raise InvalidInput("deployment status lacks deployment_id")
+    try:
+        status = DeploymentStatus(str(data.get("status")))
+    except ValueError as exc:
+        allowed = ", ".join(s.value for s in DeploymentStatus)
+        raise InvalidInput(
+            f"unknown deployment status {data.get('status')!r}: use {allowed}"
+        ) from exc
+    detail = data.get("detail") or ""
+    if not isinstance(detail, str):
+        detail = json.dumps(detail)
+    return StatusReport(deployment_id, status, detail[:MAX_DETAIL])

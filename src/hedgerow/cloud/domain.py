@@ -1,0 +1,523 @@
+"""The cloud's entities and the rules their fields follow (pure: no I/O).
+
+Entities are frozen dataclasses returned by the repository; the validators here are the
+one place that says what a valid name, subscription endpoint or function setting is.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import enum
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hedgerow.cloud.errors import InvalidInput
+from hedgerow.mqtt.errors import MQTTError
+from hedgerow.mqtt.topics import matches, validate_topic_filter
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+HANDLER_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+ENV_KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+#: Limits on what one request may create.
+MAX_DESCRIPTION = 1024
+MAX_CONNECTIVITY_ENTRIES = 32
+MAX_ENVIRONMENT_ENTRIES = 64
+MAX_ENV_VALUE = 4096
+MAX_ATTRIBUTES = 50
+MIN_MEMORY_MB = 16
+MAX_MEMORY_MB = 16384
+MAX_TIMEOUT_S = 900.0
+MAX_CONCURRENCY = 64
+RUNTIMES = ("python", "greengrass-v1")
+ENCODINGS = ("json", "binary")
+#: Group CA rotation period bounds (days).
+MIN_ROTATION_DAYS = 1
+MAX_ROTATION_DAYS = 30
+
+
+class DeploymentStatus(enum.StrEnum):
+    PENDING = "Pending"
+    IN_PROGRESS = "InProgress"
+    SUCCESS = "Success"
+    FAILURE = "Failure"
+    ROLLED_BACK = "RolledBack"
+
+    @property
+    def final(self) -> bool:
+        return self in (
+            DeploymentStatus.SUCCESS,
+            DeploymentStatus.FAILURE,
+            DeploymentStatus.ROLLED_BACK,
+        )
+
+
+class DeploymentKind(enum.StrEnum):
+    NEW = "NewDeployment"
+    REDEPLOY = "Redeployment"
+    RESET = "ResetDeployment"
+
+
+class CertificateKind(enum.StrEnum):
+    THING = "thing"
+    CORE = "core"
+    CORE_SERVER = "core-server"
+
+
+def validate_name(value: object, kind: str = "name") -> str:
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        raise InvalidInput(
+            f"invalid {kind} {value!r}: use 1-128 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit",
+            field=kind,
+        )
+    return value
+
+
+def validate_description(value: object) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > MAX_DESCRIPTION:
+        raise InvalidInput(f"description must be a string of at most {MAX_DESCRIPTION} characters")
+    return value
+
+
+def validate_rotation_days(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidInput("ca_rotation_days must be an integer")
+    if not MIN_ROTATION_DAYS <= value <= MAX_ROTATION_DAYS:
+        raise InvalidInput(
+            f"ca_rotation_days must be within {MIN_ROTATION_DAYS}..{MAX_ROTATION_DAYS}"
+        )
+    return value
+
+
+def validate_topic_filter_text(value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput("topic must be a string", field="topic")
+    try:
+        validate_topic_filter(value)
+    except MQTTError as exc:
+        raise InvalidInput(f"invalid topic filter {value!r}: {exc}", field="topic") from exc
+    if value.startswith("$share/"):
+        raise InvalidInput("a subscription's topic cannot be a shared subscription", field="topic")
+    return value
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    return matches(topic_filter, topic)
+
+
+def filter_covers(outer: str, inner: str) -> bool:
+    """True when every topic ``inner`` can match is also matched by ``outer``."""
+    o_levels, i_levels = outer.split("/"), inner.split("/")
+    for index, level in enumerate(o_levels):
+        if level == "#":
+            return True
+        if index >= len(i_levels):
+            return False
+        other = i_levels[index]
+        if other == "#":
+            return False
+        if level == "+":
+            continue
+        if other == "+" or other != level:
+            return False
+    return len(o_levels) == len(i_levels)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A place a core can be reached (connectivity info)."""
+
+    host: str
+    port: int
+    metadata: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"host": self.host, "port": self.port, "metadata": self.metadata}
+
+
+def validate_endpoints(value: object) -> list[Endpoint]:
+    if not isinstance(value, list):
+        raise InvalidInput("endpoints must be a list of {host, port}", field="endpoints")
+    if len(value) > MAX_CONNECTIVITY_ENTRIES:
+        raise InvalidInput(f"at most {MAX_CONNECTIVITY_ENTRIES} endpoints", field="endpoints")
+    result: list[Endpoint] = []
+    for item in value:
+        if not isinstance(item, dict):
+            raise InvalidInput("each endpoint must be an object {host, port}", field="endpoints")
+        host, port, meta = item.get("host"), item.get("port"), item.get("metadata", "")
+        if (
+            not isinstance(host, str)
+            or not host
+            or len(host) > 253
+            or any(c.isspace() for c in host)
+        ):
+            raise InvalidInput(f"invalid endpoint host {host!r}", field="endpoints")
+        if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+            raise InvalidInput(f"invalid endpoint port {port!r}: use 1..65535", field="endpoints")
+        if not isinstance(meta, str) or len(meta) > MAX_DESCRIPTION:
+            raise InvalidInput("endpoint metadata must be a short string", field="endpoints")
+        result.append(Endpoint(host, port, meta))
+    return result
+
+
+def validate_hosts(value: object) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(h, str) and h for h in value):
+        raise InvalidInput("hosts must be a list of host names or addresses", field="hosts")
+    if len(value) > MAX_CONNECTIVITY_ENTRIES:
+        raise InvalidInput(f"at most {MAX_CONNECTIVITY_ENTRIES} hosts", field="hosts")
+    return list(value)
+
+
+def validate_attributes(value: object) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > MAX_ATTRIBUTES:
+        raise InvalidInput(f"attributes must be an object of at most {MAX_ATTRIBUTES} strings")
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str) or len(item) > MAX_DESCRIPTION:
+            raise InvalidInput("attributes must map strings to short strings", field="attributes")
+    return dict(value)
+
+
+# ---- subscriptions ---------------------------------------------------------------------
+
+SOURCE_KINDS = ("thing", "function")
+SPECIAL_ENDPOINTS = ("cloud", "shadow")
+
+
+@dataclass(frozen=True)
+class EndpointRef:
+    """``thing:<name>``, ``function:<name>``, ``cloud`` or ``shadow``."""
+
+    kind: str
+    name: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.name}" if self.name else self.kind
+
+
+def parse_endpoint_ref(value: object, field_name: str) -> EndpointRef:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{field_name} must be a string", field=field_name)
+    if value in SPECIAL_ENDPOINTS:
+        return EndpointRef(value)
+    kind, sep, name = value.partition(":")
+    if not sep or kind not in SOURCE_KINDS:
+        raise InvalidInput(
+            f"invalid {field_name} {value!r}: use thing:<name>, function:<name>, cloud or shadow",
+            field=field_name,
+        )
+    validate_name(name, f"{kind} name")
+    return EndpointRef(kind, name)
+
+
+# ---- functions -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FunctionSettings:
+    """The settings of one function version (everything but the code)."""
+
+    handler: str
+    runtime: str = "python"
+    pinned: bool = False
+    memory_mb: int = 128
+    timeout_s: float = 3.0
+    max_concurrency: int = 1
+    environment: Mapping[str, str] = field(default_factory=dict)
+    encoding: str = "json"
+    run_as: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "handler": self.handler,
+            "runtime": self.runtime,
+            "pinned": self.pinned,
+            "memory_mb": self.memory_mb,
+            "timeout_s": self.timeout_s,
+            "max_concurrency": self.max_concurrency,
+            "environment": dict(self.environment),
+            "encoding": self.encoding,
+            "run_as": self.run_as,
+        }
+
+
+def _int_in(value: object, name: str, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise InvalidInput(f"{name} must be an integer within {low}..{high}", field=name)
+    return value
+
+
+def function_settings_from_json(
+    body: Mapping[str, Any], base: FunctionSettings | None = None
+) -> FunctionSettings:
+    """Validated settings from a request body; missing fields come from ``base``."""
+    current = base.to_json() if base else {}
+    merged = {
+        **current,
+        **{k: v for k, v in body.items() if k in FunctionSettings.__dataclass_fields__},
+    }
+    handler = merged.get("handler")
+    if not isinstance(handler, str) or not HANDLER_PATTERN.fullmatch(handler):
+        raise InvalidInput(f"invalid handler {handler!r}: use module.function", field="handler")
+    runtime = merged.get("runtime", "python")
+    if runtime not in RUNTIMES:
+        raise InvalidInput(
+            f"invalid runtime {runtime!r}: use one of {', '.join(RUNTIMES)}", field="runtime"
+        )
+    pinned = merged.get("pinned", False)
+    if not isinstance(pinned, bool):
+        raise InvalidInput("pinned must be true or false", field="pinned")
+    memory = _int_in(merged.get("memory_mb", 128), "memory_mb", MIN_MEMORY_MB, MAX_MEMORY_MB)
+    timeout = merged.get("timeout_s", 3.0)
+    if (
+        not isinstance(timeout, int | float)
+        or isinstance(timeout, bool)
+        or not 0 < timeout <= MAX_TIMEOUT_S
+    ):
+        raise InvalidInput(
+            f"timeout_s must be a number within (0, {MAX_TIMEOUT_S}]", field="timeout_s"
+        )
+    concurrency = _int_in(merged.get("max_concurrency", 1), "max_concurrency", 1, MAX_CONCURRENCY)
+    environment = merged.get("environment") or {}
+    if not isinstance(environment, dict) or len(environment) > MAX_ENVIRONMENT_ENTRIES:
+        raise InvalidInput(
+            f"environment must be an object of at most {MAX_ENVIRONMENT_ENTRIES} entries"
+        )
+    for key, item in environment.items():
+        if not isinstance(key, str) or not ENV_KEY_PATTERN.fullmatch(key):
+            raise InvalidInput(f"invalid environment variable name {key!r}", field="environment")
+        if not isinstance(item, str) or len(item) > MAX_ENV_VALUE:
+            raise InvalidInput(f"environment value of {key} must be a string", field="environment")
+    encoding = merged.get("encoding", "json")
+    if encoding not in ENCODINGS:
+        raise InvalidInput(f"invalid encoding {encoding!r}: use json or binary", field="encoding")
+    run_as = merged.get("run_as")
+    if run_as is not None and (not isinstance(run_as, str) or not run_as):
+        raise InvalidInput("run_as must be a user name or null", field="run_as")
+    return FunctionSettings(
+        handler=handler,
+        runtime=runtime,
+        pinned=pinned,
+        memory_mb=memory,
+        timeout_s=float(timeout),
+        max_concurrency=concurrency,
+        environment=dict(environment),
+        encoding=encoding,
+        run_as=run_as,
+    )
+
+
+def validate_sha256(value: object) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise InvalidInput(f"invalid sha256 {value!r}: 64 lower-case hex digits", field="sha256")
+    return value
+
+
+# ---- entities --------------------------------------------------------------------------
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    description: str
+    created_at: dt.datetime
+    core: str | None
+    settings: Mapping[str, Any]
+    ca_rotation_days: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "created_at": iso(self.created_at),
+            "core": self.core,
+            "settings": dict(self.settings),
+            "ca_rotation_days": self.ca_rotation_days,
+        }
+
+
+@dataclass(frozen=True)
+class Core:
+    name: str
+    group: str
+    created_at: dt.datetime
+    endpoints: Sequence[Endpoint]
+    last_seen: dt.datetime | None
+    heartbeat: Mapping[str, Any] | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "group": self.group,
+            "created_at": iso(self.created_at),
+            "endpoints": [e.to_json() for e in self.endpoints],
+            "last_seen": iso(self.last_seen),
+            "heartbeat": dict(self.heartbeat) if self.heartbeat else None,
+        }
+
+
+@dataclass(frozen=True)
+class Thing:
+    name: str
+    groups: Sequence[str]
+    created_at: dt.datetime
+    attributes: Mapping[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "groups": list(self.groups),
+            "created_at": iso(self.created_at),
+            "attributes": dict(self.attributes),
+        }
+
+
+@dataclass(frozen=True)
+class Certificate:
+    fingerprint: str
+    kind: str
+    owner: str
+    serial: str
+    issued_at: dt.datetime
+    not_after: dt.datetime
+    revoked_at: dt.datetime | None
+    pem: str
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fingerprint,
+            "kind": self.kind,
+            "owner": self.owner,
+            "serial": self.serial,
+            "issued_at": iso(self.issued_at),
+            "not_after": iso(self.not_after),
+            "revoked_at": iso(self.revoked_at),
+            "status": "revoked" if self.revoked_at else "active",
+        }
+
+
+@dataclass(frozen=True)
+class FunctionVersion:
+    group: str
+    name: str
+    version: int
+    settings: FunctionSettings
+    artifact_sha256: str
+    artifact_size: int
+    created_at: dt.datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "group": self.group,
+            "name": self.name,
+            "version": self.version,
+            **self.settings.to_json(),
+            "artifact": {"sha256": self.artifact_sha256, "size": self.artifact_size},
+            "created_at": iso(self.created_at),
+        }
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            **self.settings.to_json(),
+            "artifact": {"sha256": self.artifact_sha256, "size": self.artifact_size},
+        }
+
+
+@dataclass(frozen=True)
+class Subscription:
+    id: int
+    group: str
+    source: str
+    topic: str
+    target: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "group": self.group,
+            "source": self.source,
+            "topic": self.topic,
+            "target": self.target,
+        }
+
+
+@dataclass(frozen=True)
+class DeploymentEvent:
+    status: str
+    detail: str
+    at: dt.datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status, "detail": self.detail, "at": iso(self.at)}
+
+
+@dataclass(frozen=True)
+class Deployment:
+    id: str
+    group: str
+    core: str
+    kind: str
+    created_at: dt.datetime
+    status: str
+    detail: str
+    updated_at: dt.datetime
+    events: Sequence[DeploymentEvent] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "deployment_id": self.id,
+            "group": self.group,
+            "core": self.core,
+            "kind": self.kind,
+            "created_at": iso(self.created_at),
+            "status": self.status,
+            "detail": self.detail,
+            "updated_at": iso(self.updated_at),
+            "events": [e.to_json() for e in self.events],
+        }
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    topic: str
+    payload: bytes
+    core: str
+    ts: float
+
+    def to_json(self) -> dict[str, Any]:
+        try:
+            text: str | None = self.payload.decode()
+        except UnicodeDecodeError:
+            text = None
+        result: dict[str, Any] = {
+            "id": self.id,
+            "topic": self.topic,
+            "core": self.core,
+            "ts": self.ts,
+            "time": dt.datetime.fromtimestamp(self.ts, dt.UTC).isoformat(),
+        }
+        if text is not None:
+            result["payload"] = text
+        else:
+            result["payload_base64"] = base64.b64encode(self.payload).decode()
+        return result

@@ -1,0 +1,155 @@
+"""Telemetry ingest: a worker that stores what cores forward, in batches.
+
+``submit()`` is cheap and synchronous (called from the MQTT interceptor for every
+message); the worker drains everything pending in one write (a multi-row INSERT on
+SQLite, COPY on PostgreSQL) while new messages gather for the next write. When the
+store falls behind by ``max_pending`` messages, new ones are dropped and counted.
+A second task deletes messages older than the retention period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hedgerow.cloud.storage.repository import Repository
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BATCH = 10_000
+DEFAULT_MAX_PENDING = 200_000
+RETENTION_SWEEP_SECONDS = 60.0
+#: Seconds to wait before retrying after a failed write (the batch is kept).
+RETRY_SECONDS = 1.0
+
+Row = tuple[str, bytes, str, float]
+
+
+@dataclass
+class IngestStats:
+    received: int = 0
+    stored: int = 0
+    dropped: int = 0
+    batches: int = 0
+    failures: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "received": self.received,
+            "stored": self.stored,
+            "dropped": self.dropped,
+            "batches": self.batches,
+            "failures": self.failures,
+        }
+
+
+class IngestWorker:
+    """``async with IngestWorker(repo) as ingest: ingest.submit(...)``; pending rows are
+    flushed on exit."""
+
+    def __init__(
+        self,
+        repository: Repository,
+        *,
+        retention_days: float = 7.0,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        on_written: Callable[[], None] | None = None,
+    ) -> None:
+        self.repository = repository
+        self.retention_seconds = retention_days * 86400
+        self.max_batch = max_batch
+        self.max_pending = max_pending
+        self.on_written = on_written
+        self.stats = IngestStats()
+        self._pending: list[Row] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closing = False
+        self._stop = asyncio.Event()
+        self._tasks: asyncio.TaskGroup | None = None
+
+    def submit(self, topic: str, payload: bytes, core: str, ts: float | None = None) -> bool:
+        """Queue one message; False if it was dropped because the store is behind."""
+        self.stats.received += 1
+        if len(self._pending) >= self.max_pending:
+            self.stats.dropped += 1
+            if self.stats.dropped % 10_000 == 1:
+                log.warning(
+                    "ingest.dropping pending=%s dropped=%s", len(self._pending), self.stats.dropped
+                )
+            return False
+        self._pending.append((topic, payload, core, time.time() if ts is None else ts))
+        self._idle.clear()
+        self._wake.set()
+        return True
+
+    async def flushed(self) -> None:
+        """Wait until everything submitted so far is stored."""
+        await self._idle.wait()
+
+    async def __aenter__(self) -> IngestWorker:
+        self._tasks = asyncio.TaskGroup()
+        await self._tasks.__aenter__()
+        self._tasks.create_task(self._writer(), name="ingest-writer")
+        self._tasks.create_task(self._retention(), name="ingest-retention")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._closing = True
+        self._stop.set()
+        self._wake.set()
+        assert self._tasks is not None
+        await self._tasks.__aexit__(None, None, None)
+
+    async def _writer(self) -> None:
+        while True:
+            if not self._pending:
+                self._idle.set()
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
+            try:
+                await asyncio.to_thread(self.repository.insert_messages, batch)
+            except Exception as exc:
+                self.stats.failures += 1
+                log.warning("ingest.write_failed rows=%s error=%s", len(batch), exc)
+                self._pending[:0] = batch
+                if self._closing:
+                    log.error("ingest.lost rows=%s", len(self._pending))
+                    self._pending.clear()
+                    continue
+                await asyncio.sleep(RETRY_SECONDS)
+                continue
+            self.stats.stored += len(batch)
+            self.stats.batches += 1
+            if self.on_written:
+                self.on_written()
+
+    async def sweep(self) -> int:
+        """Delete messages older than the retention period; returns how many."""
+        cutoff = time.time() - self.retention_seconds
+        deleted = await asyncio.to_thread(self.repository.delete_messages_before, cutoff)
+        if deleted:
+            log.info("ingest.retention deleted=%s", deleted)
+        return deleted
+
+    async def _retention(self) -> None:
+        while not self._closing:
+            try:
+                await asyncio.wait_for(self._stop.wait(), RETENTION_SWEEP_SECONDS)
+                return
+            except TimeoutError:
+                pass
+            try:
+                await self.sweep()
+            except Exception as exc:
+                log.warning("ingest.retention_failed error=%s", exc)

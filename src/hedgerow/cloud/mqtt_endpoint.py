@@ -1,0 +1,303 @@
+"""The cloud's MQTT side: who may connect, where they may publish, and what is stored.
+
+Embedded mode (default): a Hedgerow ``Broker`` with mutual TLS against the root CA.
+``CoreAuthenticator`` admits registered, live core identities; ``CoreAuthorizer`` keeps
+each core inside ``$hedgerow/cores/{core}/`` plus the topics its group routes to the
+cloud (publish) and from the cloud (subscribe). ``CloudInterceptor`` hands telemetry to
+ingest and deployment status / heartbeats to the services.
+
+External mode (``--broker mqtts://...``): ``ExternalBrokerLink`` connects to another
+broker with the cloud's own identity, subscribes through a shared subscription (so
+several ingest workers split the load) and publishes deployment notifications there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from hedgerow import pki
+from hedgerow.broker import Action, Broker, ConnectInfo, Identity, Refused
+from hedgerow.broker.auth import NOT_AUTHORIZED
+from hedgerow.client import Client, ClientError
+from hedgerow.cloud.domain import CertificateKind, filter_covers, topic_matches
+from hedgerow.cloud.errors import CloudError, ConfigError
+from hedgerow.cloud.ingest import IngestWorker
+from hedgerow.cloud.services import CloudServices
+from hedgerow.mqtt.packets import Publish
+from hedgerow.mqtt.topics import parse_shared
+
+log = logging.getLogger(__name__)
+
+CORE_PREFIX = "$hedgerow/cores/"
+ROUTES_REFRESH_SECONDS = 1.0
+EVENT_QUEUE_SIZE = 10_000
+RECONNECT_BASE = 0.5
+RECONNECT_MAX = 15.0
+
+
+def core_of_topic(topic: str) -> tuple[str, str] | None:
+    """``$hedgerow/cores/{core}/{kind}`` → (core, kind)."""
+    if not topic.startswith(CORE_PREFIX):
+        return None
+    core, sep, kind = topic[len(CORE_PREFIX) :].partition("/")
+    return (core, kind) if sep and core else None
+
+
+class RouteCache:
+    """Per group: topic filters routed to and from the cloud (refreshed from the database)."""
+
+    def __init__(self, load: Callable[[], dict[str, tuple[list[str], list[str]]]]) -> None:
+        self._load = load
+        self._routes: dict[str, tuple[list[str], list[str]]] = {}
+        self.refreshed = asyncio.Event()
+
+    def to_cloud(self, group: str) -> list[str]:
+        return self._routes.get(group, ([], []))[0]
+
+    def from_cloud(self, group: str) -> list[str]:
+        return self._routes.get(group, ([], []))[1]
+
+    async def refresh(self) -> None:
+        self._routes = await asyncio.to_thread(self._load)
+        self.refreshed.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception as exc:
+                log.warning("mqtt.routes_refresh_failed error=%s", exc)
+            await asyncio.sleep(ROUTES_REFRESH_SECONDS)
+
+
+class CoreAuthenticator:
+    def __init__(self, services: CloudServices) -> None:
+        self.services = services
+
+    async def authenticate(self, info: ConnectInfo) -> Identity:
+        if info.peer_cert is None:
+            raise Refused(NOT_AUTHORIZED, "no client certificate", silent=True)
+        try:
+            core = await self.services.check_identity(info.peer_cert, CertificateKind.CORE)
+            group = (await self.services.get_core(core)).group
+        except CloudError as exc:
+            log.info("mqtt.refused client_id=%s reason=%s", info.client_id, exc.message)
+            raise Refused(NOT_AUTHORIZED, exc.message) from exc
+        await self.services.record_heartbeat(core, b"")  # last seen: now
+        log.info("mqtt.core_connected core=%s group=%s", core, group)
+        return Identity(
+            core,
+            kind="core",
+            attributes={"group": group, "fingerprint": pki.fingerprint(info.peer_cert)},
+        )
+
+
+class CoreAuthorizer:
+    def __init__(self, routes: RouteCache) -> None:
+        self.routes = routes
+
+    def authorize(self, identity: Identity, action: Action, topic: str) -> bool:
+        if identity.kind != "core":
+            return False
+        own = f"{CORE_PREFIX}{identity.name}/"
+        group = identity.attributes.get("group", "")
+        if action is Action.PUBLISH:
+            if topic.startswith(own):
+                return True
+            if topic.startswith("$"):
+                return False
+            return any(topic_matches(f, topic) for f in self.routes.to_cloud(group))
+        share, inner = parse_shared(topic) if topic.startswith("$share/") else (None, topic)
+        if share is not None:
+            return False
+        if inner.startswith(own):
+            return True
+        return any(filter_covers(f, inner) for f in self.routes.from_cloud(group))
+
+
+@dataclass(frozen=True)
+class CoreEvent:
+    core: str
+    kind: str
+    payload: bytes
+
+
+class CoreEvents:
+    """Deployment status and heartbeats from cores, handled off the broker's hot path."""
+
+    def __init__(self, services: CloudServices) -> None:
+        self.services = services
+        self.queue: asyncio.Queue[CoreEvent] = asyncio.Queue(EVENT_QUEUE_SIZE)
+
+    def offer(self, core: str, kind: str, payload: bytes) -> None:
+        if kind not in ("deployment-status", "heartbeat"):
+            return
+        try:
+            self.queue.put_nowait(CoreEvent(core, kind, payload))
+        except asyncio.QueueFull:
+            log.warning("mqtt.core_event_dropped core=%s kind=%s", core, kind)
+
+    async def run(self) -> None:
+        while True:
+            event = await self.queue.get()
+            try:
+                if event.kind == "deployment-status":
+                    await self.services.record_status(event.core, event.payload)
+                else:
+                    await self.services.record_heartbeat(event.core, event.payload)
+            except CloudError as exc:
+                log.warning(
+                    "mqtt.core_event_refused core=%s kind=%s reason=%s",
+                    event.core,
+                    event.kind,
+                    exc.message,
+                )
+            except Exception:
+                log.exception("mqtt.core_event_failed core=%s kind=%s", event.core, event.kind)
+
+
+class CloudInterceptor:
+    """Called by the broker for every authorized PUBLISH from a core."""
+
+    def __init__(self, ingest: IngestWorker, events: CoreEvents) -> None:
+        self.ingest = ingest
+        self.events = events
+
+    def __call__(self, identity: Identity, publish: Publish) -> None:
+        if identity.kind != "core":
+            return
+        topic = publish.topic
+        if topic.startswith(CORE_PREFIX):
+            parsed = core_of_topic(topic)
+            if parsed is not None and parsed[0] == identity.name:
+                self.events.offer(identity.name, parsed[1], publish.payload)
+            return
+        self.ingest.submit(topic, publish.payload, identity.name)
+
+
+class BrokerNotifier:
+    """Notifications through the embedded broker (QoS 1, retained)."""
+
+    def __init__(self) -> None:
+        self.broker: Broker | None = None
+
+    async def publish(self, topic: str, payload: bytes, *, retain: bool) -> None:
+        if self.broker is None:
+            log.warning("mqtt.not_running topic=%s", topic)
+            return
+        await self.broker.publish(topic, payload, qos=1, retain=retain)
+
+    async def disconnect(self, identity: str, reason: str) -> None:
+        if self.broker is not None:
+            count = self.broker.disconnect_where(lambda i: i.name == identity, reason)
+            if count:
+                log.info(
+                    "mqtt.disconnected identity=%s count=%s reason=%s", identity, count, reason
+                )
+
+
+def parse_broker_url(url: str) -> tuple[str, int, bool]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ConfigError(f"invalid broker URL {url!r}: use mqtts://host:port (or mqtt://)")
+    tls = parts.scheme == "mqtts"
+    return parts.hostname, parts.port or (8883 if tls else 1883), tls
+
+
+class ExternalBrokerLink:
+    """The cloud as a client of an external broker (EMQX, VerneMQ, Mosquitto, ...)."""
+
+    def __init__(
+        self,
+        url: str,
+        ssl_context: ssl.SSLContext | None,
+        ingest: IngestWorker,
+        events: CoreEvents,
+        *,
+        share: str,
+        client_id: str,
+    ) -> None:
+        self.host, self.port, tls = parse_broker_url(url)
+        self.ssl_context = ssl_context if tls else None
+        self.ingest = ingest
+        self.events = events
+        self.share = share
+        self.client_id = client_id
+        self.client: Client | None = None
+        self.connected = asyncio.Event()
+
+    def filters(self) -> list[str]:
+        """Telemetry through the shared subscription; core events to every process (some
+        brokers, Mosquitto 2.0 among them, never deliver ``$`` topics to shared
+        subscriptions; recording a status twice is harmless)."""
+        return [
+            f"$share/{self.share}/#",
+            f"{CORE_PREFIX}+/deployment-status",
+            f"{CORE_PREFIX}+/heartbeat",
+        ]
+
+    async def publish(self, topic: str, payload: bytes, *, retain: bool) -> None:
+        client = self.client
+        if client is None or not client.is_connected:
+            await asyncio.wait_for(self.connected.wait(), 10.0)
+            client = self.client
+        assert client is not None
+        await client.publish(topic, payload, qos=1, retain=retain)
+
+    async def disconnect(self, identity: str, reason: str) -> None:
+        log.info("mqtt.external_disconnect_unsupported identity=%s reason=%s", identity, reason)
+
+    def _handle(
+        self, topic: str, payload: bytes, user_properties: tuple[tuple[str, str], ...]
+    ) -> None:
+        parsed = core_of_topic(topic)
+        if parsed is not None:
+            self.events.offer(parsed[0], parsed[1], payload)
+            return
+        core = next((v for k, v in user_properties if k == "core"), "")
+        self.ingest.submit(topic, payload, core)
+
+    async def run(self) -> None:
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                async with Client(
+                    self.host,
+                    self.port,
+                    client_id=self.client_id,
+                    ssl=self.ssl_context,
+                    server_hostname=self.host if self.ssl_context else None,
+                    keepalive=30,
+                    queue_size=100_000,
+                ) as client:
+                    await client.subscribe(*self.filters(), qos=1)
+                    self.client = client
+                    self.connected.set()
+                    log.info(
+                        "mqtt.external_connected host=%s port=%s share=%s",
+                        self.host,
+                        self.port,
+                        self.share,
+                    )
+                    async for message in client.messages():
+                        self._handle(
+                            message.topic, message.payload, message.properties.user_properties
+                        )
+            except (ClientError, OSError, ssl.SSLError) as exc:
+                log.warning(
+                    "mqtt.external_lost host=%s port=%s error=%s", self.host, self.port, exc
+                )
+            finally:
+                self.client = None
+                self.connected.clear()
+            attempt = 0 if time.monotonic() - started > 20 else attempt + 1
+            delay = min(RECONNECT_MAX, RECONNECT_BASE * 2**attempt)
+            await asyncio.sleep(random.uniform(delay / 2, delay))

@@ -1,0 +1,317 @@
+"""The composition root: ``async with CloudServer(config) as cloud`` runs everything.
+
+One TaskGroup holds uvicorn (REST API + console), the device HTTPS server, the cloud
+MQTT endpoint (embedded broker, or a link to an external broker), the ingest worker
+and the small background loops. ``cloud.api_url``, ``cloud.device_url`` and
+``cloud.mqtt_url`` say where each endpoint listens (port 0 in the config = any free port).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import uuid
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+
+from hedgerow import pki
+from hedgerow.broker import Broker, BrokerConfig
+from hedgerow.cloud.api import ApiContext, create_app
+from hedgerow.cloud.artifacts import ArtifactCache
+from hedgerow.cloud.config import CloudConfig
+from hedgerow.cloud.datadir import read_admin_token
+from hedgerow.cloud.device_server import DeviceServer, device_ssl_context
+from hedgerow.cloud.errors import ConfigError
+from hedgerow.cloud.ingest import IngestWorker
+from hedgerow.cloud.mqtt_endpoint import (
+    BrokerNotifier,
+    CloudInterceptor,
+    CoreAuthenticator,
+    CoreAuthorizer,
+    CoreEvents,
+    ExternalBrokerLink,
+    RouteCache,
+)
+from hedgerow.cloud.pki_service import PKIService
+from hedgerow.cloud.services import CloudServices, Notifier, PublicEndpoints
+from hedgerow.cloud.storage.database import create_engine, migrate
+from hedgerow.cloud.storage.repository import Repository
+
+log = logging.getLogger(__name__)
+API_BACKLOG = 1024
+#: How often due group CAs are rotated in the background.
+CA_ROTATION_CHECK_SECONDS = 3600.0
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its signal handlers: whoever runs the cloud decides when it stops."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = asyncio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().startup(sockets)
+        finally:
+            self.ready.set()
+
+
+def _url_host(host: str) -> str:
+    """A host for a URL: a wildcard address becomes loopback (it is in the certificate)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return f"[{host}]" if ":" in host else host
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    api: tuple[str, int]
+    device: tuple[str, int]
+    mqtt: tuple[str, int] | None
+    api_tls: bool
+
+
+class CloudServer:
+    def __init__(self, config: CloudConfig, *, enable_mqtt: bool = True) -> None:
+        self.config = config
+        self.enable_mqtt = enable_mqtt
+        self._stack = contextlib.AsyncExitStack()
+        self._tasks: asyncio.TaskGroup | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._uvicorn: _Uvicorn | None = None
+        self.endpoints: Endpoints | None = None
+        self.services: CloudServices
+        self.ingest: IngestWorker
+        self.broker: Broker | None = None
+        self.link: ExternalBrokerLink | None = None
+        self.routes: RouteCache
+
+    # ---- where things are --------------------------------------------------------------
+
+    @property
+    def _ep(self) -> Endpoints:
+        if self.endpoints is None:
+            raise RuntimeError("the cloud server is not running")
+        return self.endpoints
+
+    @property
+    def api_url(self) -> str:
+        host, port = self._ep.api
+        scheme = "https" if self._ep.api_tls else "http"
+        return f"{scheme}://{_url_host(host)}:{port}"
+
+    @property
+    def device_url(self) -> str:
+        return f"https://{_url_host(self.config.advertise)}:{self._ep.device[1]}"
+
+    @property
+    def mqtt_url(self) -> str:
+        if self.config.broker:
+            return self.config.broker
+        if self._ep.mqtt is None:
+            return ""
+        return f"mqtts://{_url_host(self.config.advertise)}:{self._ep.mqtt[1]}"
+
+    @property
+    def admin_token(self) -> str | None:
+        return read_admin_token(self.config.data_dir)
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "api": self.api_url,
+            "device": self.device_url,
+            "mqtt": self.mqtt_url,
+            "database": self.services.repository.dialect,
+            "ingest": self.ingest.stats.to_json(),
+            "external_broker": bool(self.config.broker),
+        }
+        if self.broker is not None:
+            result["connected_cores"] = sorted(i.name for _, i in self.broker.clients())
+        return result
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> CloudServer:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+        try:
+            await self._stack.aclose()
+        finally:
+            self.endpoints = None
+
+    async def _start(self) -> None:
+        cfg = self.config
+        paths = cfg.paths
+        engine = create_engine(cfg.database_url)
+        self._stack.callback(engine.dispose)
+        await asyncio.to_thread(migrate, engine)
+        repository = Repository(engine)
+        pki_service = PKIService(
+            paths,
+            repository,
+            rotation_days=cfg.group_ca_rotation_days,
+            overlap_days=cfg.group_ca_overlap_days,
+        )
+        broker_notifier = BrokerNotifier()
+        notifier: Notifier = broker_notifier
+        self.services = services = CloudServices(
+            repository, pki_service, notifier, PublicEndpoints("", "")
+        )
+        services.artifacts = ArtifactCache(paths.artifacts)
+        self.routes = RouteCache(repository.all_cloud_routes)
+        events = CoreEvents(services)
+
+        def written() -> None:
+            services.messages_written.set()
+            services.messages_written.clear()
+
+        self.ingest = await self._stack.enter_async_context(
+            IngestWorker(repository, retention_days=cfg.retention_days, on_written=written)
+        )
+        self._tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
+        self._stack.push_async_callback(self._stop_tasks)
+
+        mqtt_bound: tuple[str, int] | None = None
+        if cfg.broker:
+            client_ssl = pki.client_context(
+                str(paths.root_ca_cert), str(paths.cloud_client_cert), str(paths.cloud_client_key)
+            )
+            self.link = ExternalBrokerLink(
+                cfg.broker,
+                client_ssl,
+                self.ingest,
+                events,
+                share=cfg.ingest_share,
+                client_id=f"hedgerow-cloud-{uuid.uuid4().hex[:12]}",
+            )
+            services.notifier = self.link
+            self._spawn(self.link.run(), "cloud-external-broker")
+        elif self.enable_mqtt:
+            await self.routes.refresh()
+            services.on_routes_changed = self.routes.refresh
+            self._spawn(self.routes.run(), "cloud-routes")
+            broker = Broker(
+                BrokerConfig(deny_policy="drop"),
+                authenticator=CoreAuthenticator(services),
+                authorizer=CoreAuthorizer(self.routes),
+            )
+            self.broker = await self._stack.enter_async_context(broker)
+            broker_notifier.broker = broker
+            self.broker.add_interceptor(CloudInterceptor(self.ingest, events))
+            mqtt_ssl = pki.server_context(
+                str(paths.server_cert),
+                str(paths.server_key),
+                str(paths.root_ca_cert),
+                require_client_cert=True,
+            )
+            mqtt_bound = await broker.listen(cfg.mqtt.host, cfg.mqtt.port, ssl=mqtt_ssl)
+        self._spawn(events.run(), "cloud-core-events")
+        self._spawn(self._rotate_group_cas(), "cloud-ca-rotation")
+
+        device = await self._stack.enter_async_context(
+            DeviceServer(
+                services,
+                device_ssl_context(
+                    str(paths.server_cert), str(paths.server_key), str(paths.root_ca_cert)
+                ),
+            )
+        )
+        device_bound = await device.start(cfg.device.host, cfg.device.port)
+
+        api_tls = cfg.api_tls if cfg.api_tls is not None else not cfg.api.loopback
+        sock = _bind(cfg.api.host, cfg.api.port)
+        api_bound = sock.getsockname()[:2]
+        self.endpoints = Endpoints(
+            (str(api_bound[0]), int(api_bound[1])), device_bound, mqtt_bound, api_tls
+        )
+        services.endpoints = PublicEndpoints(self.device_url, self.mqtt_url)
+
+        tokens = [t for t in [self.admin_token] if t]
+        app = create_app(ApiContext(services, tokens, cfg.max_upload_bytes, self.status))
+        uv_config = uvicorn.Config(
+            app,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            ssl_certfile=str(paths.server_cert) if api_tls else None,
+            ssl_keyfile=str(paths.server_key) if api_tls else None,
+            timeout_graceful_shutdown=2,
+        )
+        self._uvicorn = _Uvicorn(uv_config)
+        started = asyncio.Event()
+        api_task = self._tasks.create_task(self._serve_api(sock, started), name="cloud-api")
+        await started.wait()
+        if not self._uvicorn.started:
+            await api_task
+            raise ConfigError(f"the API could not start on {cfg.api.host}:{cfg.api.port}")
+        log.info(
+            "cloud.started api=%s device=%s mqtt=%s", self.api_url, self.device_url, self.mqtt_url
+        )
+
+    async def _serve_api(self, sock: socket.socket, started: asyncio.Event) -> None:
+        assert self._uvicorn is not None
+        server = self._uvicorn
+        server.ready = started
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            started.set()
+            sock.close()
+
+    async def _stop_tasks(self) -> None:
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+        for task in self._background:
+            task.cancel()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        assert self._tasks is not None
+        self._background.append(self._tasks.create_task(coro, name=name))
+
+    async def _rotate_group_cas(self) -> None:
+        """Rotate due group CAs even when no device asks (discovery rotates them lazily too)."""
+        while True:
+            try:
+                for group in await self.services.list_groups():
+                    await asyncio.to_thread(
+                        self.services.pki.group_cas, group.name, group.ca_rotation_days
+                    )
+            except Exception as exc:
+                log.warning("cloud.ca_rotation_failed error=%s", exc)
+            await asyncio.sleep(CA_ROTATION_CHECK_SECONDS)
+
+    async def serve_forever(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set."""
+        await stop.wait()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on sockets that say so
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(API_BACKLOG)
+    sock.setblocking(False)
+    return sock

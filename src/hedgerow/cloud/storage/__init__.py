@@ -1,0 +1,1 @@
+"""Storage of the cloud: SQLAlchemy models, Alembic migrations and the repository."""

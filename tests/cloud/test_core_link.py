@@ -1,0 +1,293 @@
+"""A core's side of the contract: device HTTPS (/core/v1) and the cloud MQTT endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from hedgerow import pki
+from hedgerow.client import Client, ConnectError, ProtocolVersion, SubscribeError
+from hedgerow.mqtt.packets import Properties
+
+from .conftest import Cloud
+from .test_api import code_zip, upload
+
+WAIT = 5.0
+
+
+@asynccontextmanager
+async def core_client(
+    cloud: Cloud, cert: Path, key: Path, name: str = "pi-1"
+) -> AsyncIterator[Client]:
+    ctx = pki.client_context(str(cloud.root_ca), str(cert), str(key))
+    async with Client(
+        "127.0.0.1", cloud.mqtt_port, ssl=ctx, client_id=name, version=ProtocolVersion.V5
+    ) as client:
+        yield client
+
+
+async def setup_group(cloud: Cloud, tmp_path: Path) -> tuple[Path, Path, str]:
+    await cloud.ok("POST", "/api/v1/groups", json={"name": "factory-1"})
+    cert, key = await cloud.core("pi-1", "factory-1", tmp_path)
+    await cloud.ok("POST", "/api/v1/things", json={"name": "bme680-1", "groups": ["factory-1"]})
+    sha = await upload(cloud)
+    await cloud.ok(
+        "POST",
+        "/api/v1/groups/factory-1/functions",
+        json={
+            "name": "temp-correct",
+            "handler": "temp_correct.handler",
+            "artifact": sha,
+            "pinned": True,
+        },
+    )
+    await cloud.ok(
+        "POST",
+        "/api/v1/groups/factory-1/subscriptions",
+        json={"source": "function:temp-correct", "topic": "corrected/#", "target": "cloud"},
+    )
+    await cloud.ok(
+        "POST",
+        "/api/v1/groups/factory-1/subscriptions",
+        json={"source": "cloud", "topic": "commands/pi-1/#", "target": "function:temp-correct"},
+    )
+    return cert, key, sha
+
+
+async def test_core_certificate_connectivity_and_revocations(cloud: Cloud, tmp_path: Path) -> None:
+    cert, key, _ = await setup_group(cloud, tmp_path)
+    server_key = pki.new_key()
+    csr = pki.make_csr(server_key, "pi-1").decode()
+    async with cloud.device_client(cert, key) as device:
+        no_hosts = await device.post("/core/v1/certificate", json={"csr": csr})
+        assert no_hosts.status_code == 400 and "hosts" in no_hosts.json()["message"]
+        assert (
+            await device.put(
+                "/core/v1/connectivity",
+                json={"endpoints": [{"host": "192.168.1.20", "port": 8883}]},
+            )
+        ).json() == {}
+        signed = (
+            await device.post("/core/v1/certificate", json={"csr": csr, "hosts": ["pi-1.local"]})
+        ).json()
+        server_cert = pki.cert_from_pem(signed["certificate"].encode())
+        assert sorted(pki.server_hosts_of(server_cert)) == ["192.168.1.20", "pi-1.local"]
+        group_ca = pki.cert_from_pem(signed["group_cas"][0].encode())
+        assert pki.is_signed_by(server_cert, group_ca)
+        assert server_cert.public_key() == server_key.public_key()
+        assert (await device.get("/core/v1/revocations")).json() == {"fingerprints": []}
+        latest = await device.get("/core/v1/deployments/latest")
+        assert latest.status_code == 404 and "no deployment" in latest.json()["message"]
+        malformed = await device.put("/core/v1/connectivity", content=b"{")
+        assert malformed.status_code == 400 and "malformed JSON" in malformed.json()["message"]
+        nowhere = await device.get("/core/v1/nowhere")
+        assert nowhere.status_code == 404
+        huge = await device.put("/core/v1/connectivity", content=b" " * (1024 * 1024 + 10))
+        assert huge.status_code == 413 and "over" in huge.json()["message"]
+    core = await cloud.ok("GET", "/api/v1/cores/pi-1")
+    assert core["endpoints"] == [{"host": "192.168.1.20", "port": 8883, "metadata": ""}]
+
+    thing_cert, thing_key = await cloud.thing("sensor-9", ["factory-1"], tmp_path)
+    async with cloud.device_client(thing_cert, thing_key) as device:
+        refused = await device.get("/core/v1/revocations")
+    assert refused.status_code == 403 and "thing certificate" in refused.json()["message"]
+
+
+async def test_deployment_over_mqtt_and_https(cloud: Cloud, tmp_path: Path) -> None:
+    cert, key, sha = await setup_group(cloud, tmp_path)
+    async with core_client(cloud, cert, key) as core:
+        await core.subscribe("$hedgerow/cores/pi-1/deployments", qos=1)
+        deployment = await cloud.ok("POST", "/api/v1/groups/factory-1/deployments", json={})
+        async with asyncio.timeout(WAIT):
+            notice = await core.get_message()
+        assert json.loads(notice.payload) == {"deployment_id": deployment["deployment_id"]}
+
+        async with cloud.device_client(cert, key) as device:
+            latest = (await device.get("/core/v1/deployments/latest")).json()
+            assert latest == {"deployment_id": deployment["deployment_id"]}
+            signed = (
+                await device.get(f"/core/v1/deployments/{deployment['deployment_id']}")
+            ).json()
+            verify = pki.verify_key_from_pem(
+                (cloud.data / "pki" / "deploy-verify.pem").read_bytes()
+            )
+            verify.verify(base64.b64decode(signed["signature"]), signed["document"].encode())
+            document = json.loads(signed["document"])
+            assert (
+                document["core"] == "pi-1" and document["functions"][0]["artifact"]["sha256"] == sha
+            )
+            artifact = await device.get(f"/core/v1/artifacts/{sha}")
+            assert artifact.headers["content-type"] == "application/zip"
+            assert (
+                hashlib.sha256(artifact.content).hexdigest() == sha
+                and artifact.content == code_zip()
+            )
+
+        for status, detail in (("InProgress", ""), ("Success", "1 function running")):
+            await core.publish(
+                "$hedgerow/cores/pi-1/deployment-status",
+                json.dumps(
+                    {
+                        "deployment_id": deployment["deployment_id"],
+                        "status": status,
+                        "detail": detail,
+                    }
+                ),
+                qos=1,
+            )
+        async with asyncio.timeout(WAIT):
+            while (await cloud.ok("GET", f"/api/v1/deployments/{deployment['deployment_id']}"))[
+                "status"
+            ] != "Success":
+                await asyncio.sleep(0.05)
+        shown = await cloud.ok("GET", f"/api/v1/deployments/{deployment['deployment_id']}")
+        assert [e["status"] for e in shown["events"]] == ["Pending", "InProgress", "Success"]
+        assert shown["detail"] == "1 function running"
+
+    # a core that connects later still gets the notice (retained)
+    async with core_client(cloud, cert, key) as core:
+        await core.subscribe("$hedgerow/cores/pi-1/deployments", qos=1)
+        async with asyncio.timeout(WAIT):
+            assert (
+                json.loads((await core.get_message()).payload)["deployment_id"]
+                == deployment["deployment_id"]
+            )
+
+    # another group's core sees neither the document nor the artifact
+    await cloud.ok("POST", "/api/v1/groups", json={"name": "other"})
+    other_cert, other_key = await cloud.core("other-core", "other", tmp_path)
+    async with cloud.device_client(other_cert, other_key) as device:
+        assert (
+            await device.get(f"/core/v1/deployments/{deployment['deployment_id']}")
+        ).status_code == 404
+        assert (await device.get(f"/core/v1/artifacts/{sha}")).status_code == 404
+
+
+async def test_telemetry_is_stored_and_namespaces_are_enforced(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    cert, key, _ = await setup_group(cloud, tmp_path)
+    async with core_client(cloud, cert, key) as core:
+        with pytest.raises(SubscribeError):
+            await core.subscribe("$hedgerow/cores/other/deployments", qos=1)
+        with pytest.raises(SubscribeError):
+            await core.subscribe("#", qos=1)
+        await core.subscribe("commands/pi-1/#", qos=1)
+        await cloud.ok(
+            "POST",
+            "/api/v1/messages/publish",
+            json={"topic": "commands/pi-1/led", "payload": {"on": True}},
+        )
+        async with asyncio.timeout(WAIT):
+            command = await core.get_message()
+        assert command.topic == "commands/pi-1/led" and json.loads(command.payload) == {"on": True}
+        refused = await cloud.api.post(
+            "/api/v1/messages/publish", json={"topic": "$hedgerow/cores/pi-1/deployments"}
+        )
+        assert refused.status_code == 400
+        await core.publish("secret/not-routed", b"nope", qos=0)
+        await core.publish("$hedgerow/cores/other/heartbeat", b"{}", qos=0)
+        user = Properties(user_properties=(("core", "pi-1"),))
+        for index in range(5):
+            await core.publish(
+                f"corrected/bme680-1/{index}", json.dumps({"t": 20 + index}), qos=1, properties=user
+            )
+        await core.publish(
+            "$hedgerow/cores/pi-1/heartbeat", json.dumps({"version": "0.1.0", "uptime": 3}), qos=0
+        )
+        await cloud.server.ingest.flushed()
+        async with asyncio.timeout(WAIT):
+            while (await cloud.ok("GET", "/api/v1/cores/pi-1"))["heartbeat"] is None:
+                await asyncio.sleep(0.05)
+    stored = await cloud.ok("GET", "/api/v1/messages", params={"limit": "100"})
+    topics = sorted(m["topic"] for m in stored["items"])
+    assert topics == [f"corrected/bme680-1/{i}" for i in range(5)]
+    assert {m["core"] for m in stored["items"]} == {"pi-1"}
+    assert stored["items"][0]["payload"] == json.dumps({"t": 24})
+    heartbeat = (await cloud.ok("GET", "/api/v1/cores/pi-1"))["heartbeat"]
+    assert heartbeat == {"version": "0.1.0", "uptime": 3}
+
+    filtered = await cloud.ok("GET", "/api/v1/messages", params={"filter": "corrected/+/3"})
+    assert [m["topic"] for m in filtered["items"]] == ["corrected/bme680-1/3"]
+    limited = await cloud.ok("GET", "/api/v1/messages", params={"limit": "2", "order": "asc"})
+    assert [m["topic"] for m in limited["items"]] == [
+        "corrected/bme680-1/0",
+        "corrected/bme680-1/1",
+    ]
+    future = await cloud.ok("GET", "/api/v1/messages", params={"since": "2999-01-01T00:00:00"})
+    assert future["items"] == []
+    bad = await cloud.api.get("/api/v1/messages", params={"filter": "a/#/b"})
+    assert bad.status_code == 400
+
+
+async def test_revocation_reaches_the_core_without_a_deployment(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    cert, key, _ = await setup_group(cloud, tmp_path)
+    made = await cloud.ok(
+        "POST", "/api/v1/things", json={"name": "stolen", "groups": ["factory-1"]}
+    )
+    fingerprint = pki.fingerprint(pki.cert_from_pem(made["certificate"].encode()))
+    async with core_client(cloud, cert, key) as core:
+        await core.subscribe("$hedgerow/cores/pi-1/revocations", qos=1)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await cloud.ok("POST", "/api/v1/things/stolen/revoke")
+        async with asyncio.timeout(WAIT):
+            message = await core.get_message()
+        assert loop.time() - started < 2.0
+        assert fingerprint in json.loads(message.payload)["fingerprints"]
+        async with cloud.device_client(cert, key) as device:
+            assert fingerprint in (await device.get("/core/v1/revocations")).json()["fingerprints"]
+
+
+async def test_revoked_core_is_disconnected_and_refused(cloud: Cloud, tmp_path: Path) -> None:
+    cert, key, _ = await setup_group(cloud, tmp_path)
+    fingerprint = pki.fingerprint(pki.cert_from_pem(cert.read_bytes()))
+    async with core_client(cloud, cert, key) as core:
+        assert [name for name in (await cloud.ok("GET", "/api/v1/status"))["connected_cores"]] == [
+            "pi-1"
+        ]
+        core_info = await cloud.ok("GET", "/api/v1/cores/pi-1")
+        assert core_info["last_seen"] is not None, "connecting counts as being seen"
+        await cloud.ok("POST", f"/api/v1/certificates/{fingerprint}/revoke")
+        async with asyncio.timeout(WAIT):
+            await core.closed
+    with pytest.raises(ConnectError):
+        async with core_client(cloud, cert, key):
+            pass
+    thing_cert, thing_key = await cloud.thing("sensor-1", ["factory-1"], tmp_path)
+    with pytest.raises(ConnectError):
+        async with core_client(cloud, thing_cert, thing_key, "sensor-1"):
+            pass
+
+
+async def test_live_stream_sends_new_messages(cloud: Cloud, tmp_path: Path) -> None:
+    cert, key, _ = await setup_group(cloud, tmp_path)
+    async with core_client(cloud, cert, key) as core:
+        await core.publish("corrected/old", b"before", qos=1)
+        await cloud.server.ingest.flushed()
+        async with cloud.api.stream(
+            "GET", "/api/v1/messages/stream", params={"filter": "corrected/#"}
+        ) as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            lines = stream.aiter_lines()
+            assert (await anext(lines)).startswith(":")
+            await core.publish("corrected/new", b"after", qos=1)
+            async with asyncio.timeout(WAIT):
+                async for line in lines:
+                    if line.startswith("data: "):
+                        event = json.loads(line[6:])
+                        break
+    assert (
+        event["topic"] == "corrected/new"
+        and event["payload"] == "after"
+        and event["core"] == "pi-1"
+    )

@@ -1,0 +1,202 @@
+"""Scale-out: PostgreSQL shared by several cloud processes, an external Mosquitto with TLS,
+and ingest workers splitting the load through a shared subscription."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from hedgerow import pki
+from hedgerow.client import Client, ProtocolVersion
+from hedgerow.cloud.server import CloudServer
+from hedgerow.mqtt.packets import Properties
+from tests.conftest import free_port
+
+from .conftest import Cloud, loopback_config, pg_url
+
+pytestmark = [pytest.mark.postgres, pytest.mark.mosquitto]
+WAIT = 10.0
+
+
+@pytest.fixture
+def mosquitto_tls(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """Start a private TLS Mosquitto once the cloud's PKI exists: yields a starter."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(data: Path) -> int:
+        port = free_port()
+        conf = tmp_path / "mosquitto.conf"
+        conf.write_text(
+            "\n".join(
+                [
+                    f"listener {port} 127.0.0.1",
+                    "user root",
+                    f"cafile {data / 'pki' / 'root-ca.pem'}",
+                    f"certfile {data / 'pki' / 'server.cert.pem'}",
+                    f"keyfile {data / 'pki' / 'server.key'}",
+                    "require_certificate true",
+                    "use_identity_as_username true",
+                    "persistence false",
+                    "max_queued_messages 100000",
+                    "max_inflight_messages 1000",
+                    "log_dest stdout",
+                ]
+            )
+            + "\n"
+        )
+        with (tmp_path / "mosquitto.log").open("wb") as log:
+            process = subprocess.Popen(
+                [shutil.which("mosquitto") or "mosquitto", "-c", str(conf)], stdout=log, stderr=log
+            )
+        started.append(process)
+        return port
+
+    yield start  # type: ignore[misc]
+    for process in started:
+        process.terminate()
+        process.wait(10)
+
+
+async def wait_for_port(port: int) -> None:
+    for _ in range(200):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.025)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
+    raise AssertionError(f"port {port} never opened")
+
+
+@pytest.fixture
+async def two_clouds(
+    tmp_path: Path, pg_schema: str, mosquitto_tls: object
+) -> AsyncIterator[tuple[Cloud, Cloud, int]]:
+    config = await asyncio.to_thread(loopback_config, tmp_path / "cloud", pg_url(pg_schema))
+    port = mosquitto_tls(config.data_dir)  # type: ignore[operator]
+    await wait_for_port(port)
+    config = config.replace(broker=f"mqtts://127.0.0.1:{port}")
+    async with AsyncExitStack() as stack:
+        clouds = []
+        for _ in range(2):
+            server = await stack.enter_async_context(CloudServer(config))
+            api = await stack.enter_async_context(
+                httpx.AsyncClient(
+                    base_url=server.api_url,
+                    headers={"authorization": f"Bearer {server.admin_token}"},
+                )
+            )
+            assert server.link is not None
+            async with asyncio.timeout(WAIT):
+                await server.link.connected.wait()
+            clouds.append(Cloud(server, api, config.data_dir))
+        yield clouds[0], clouds[1], port
+
+
+async def test_two_processes_one_database_one_external_broker(
+    two_clouds: tuple[Cloud, Cloud, int], tmp_path: Path
+) -> None:
+    a, b, port = two_clouds
+    assert a.server.mqtt_url == f"mqtts://127.0.0.1:{port}"
+    await a.ok("POST", "/api/v1/groups", json={"name": "factory-1"})
+    cert, key = await b.core("pi-1", "factory-1", tmp_path)  # written through B, read through A
+    assert (await a.ok("GET", "/api/v1/cores/pi-1"))["group"] == "factory-1"
+
+    ctx = pki.client_context(str(a.root_ca), str(cert), str(key))
+    async with Client(
+        "127.0.0.1", port, ssl=ctx, client_id="pi-1", version=ProtocolVersion.V5
+    ) as core:
+        await core.subscribe("$hedgerow/cores/pi-1/deployments", qos=1)
+        deployment = await a.ok("POST", "/api/v1/groups/factory-1/deployments", json={})
+        async with asyncio.timeout(WAIT):
+            notice = json.loads((await core.get_message()).payload)
+        assert notice == {"deployment_id": deployment["deployment_id"]}
+        status = {"deployment_id": deployment["deployment_id"], "status": "Success", "detail": ""}
+        await core.publish("$hedgerow/cores/pi-1/deployment-status", json.dumps(status), qos=1)
+
+        user = Properties(user_properties=(("core", "pi-1"),))
+        total = 400
+        for index in range(total):
+            core.publish_nowait(f"corrected/{index % 3}", b"%d" % index, qos=1, properties=user)
+        await core.publish("corrected/last", b"end", qos=1, properties=user)
+
+        async with asyncio.timeout(WAIT):
+            while (await b.ok("GET", f"/api/v1/deployments/{deployment['deployment_id']}"))[
+                "status"
+            ] != "Success":
+                await asyncio.sleep(0.05)
+            while a.server.ingest.stats.received + b.server.ingest.stats.received < total + 1:
+                await asyncio.sleep(0.05)
+            await a.server.ingest.flushed()
+            await b.server.ingest.flushed()
+
+    stored_a, stored_b = a.server.ingest.stats.stored, b.server.ingest.stats.stored
+    assert stored_a + stored_b == total + 1
+    assert stored_a > 0 and stored_b > 0, "the shared subscription splits the load between workers"
+    messages = await b.ok(
+        "GET", "/api/v1/messages", params={"filter": "corrected/#", "limit": "1000"}
+    )
+    assert messages["count"] == total + 1
+    assert {m["core"] for m in messages["items"]} == {"pi-1"}
+
+
+async def test_serve_command_with_postgres_and_an_external_broker(
+    tmp_path: Path, pg_schema: str, mosquitto_tls: object
+) -> None:
+    from .test_cli import HEDGEROW, ok
+    from .test_cli import WAIT as CLI_WAIT
+
+    data = tmp_path / "data"
+    await ok(
+        "cloud", "init", "--data", str(data), "--api-port", "0", "--device-host", "127.0.0.1",
+        "--device-port", "0", cwd=tmp_path, process=False,
+    )  # fmt: skip
+    port = mosquitto_tls(data)  # type: ignore[operator]
+    await wait_for_port(port)
+    with (tmp_path / "serve.log").open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            HEDGEROW, "cloud", "serve", "--data", str(data),
+            "--database", pg_url(pg_schema), "--broker", f"mqtts://127.0.0.1:{port}",
+            cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=log,
+        )  # fmt: skip
+    assert process.stdout is not None
+    banner = ""
+    try:
+        async with asyncio.timeout(CLI_WAIT):
+            while "Ctrl-C" not in banner:
+                line = (await process.stdout.readline()).decode()
+                assert line, banner
+                banner += line
+        assert f"MQTT (external)     mqtts://127.0.0.1:{port}" in banner
+        assert "database            postgresql" in banner
+        await ok(
+            "cloud",
+            "group",
+            "create",
+            "in-postgres",
+            "--data",
+            str(data),
+            cwd=tmp_path,
+            process=False,
+        )
+    finally:
+        process.terminate()
+        async with asyncio.timeout(CLI_WAIT):
+            await process.wait()
+    engine = sa.create_engine(pg_url(pg_schema).replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT name FROM groups")).scalars().all() == [
+            "in-postgres"
+        ]
+    engine.dispose()
