@@ -93,10 +93,15 @@ def main() -> int:
         client.configureEndpoint(connectivity.host, connectivity.port)
         try:
             client.connect()
-            print(f"connected to core {connectivity.host}:{connectivity.port} (group {group_id})", flush=True)
+            print(
+                f"connected to core {connectivity.host}:{connectivity.port} (group {group_id})",
+                flush=True,
+            )
             break
         except BaseException as exc:
-            print(f"connect to {connectivity.host}:{connectivity.port} failed: {exc}", file=sys.stderr)
+            print(
+                f"connect to {connectivity.host}:{connectivity.port} failed: {exc}", file=sys.stderr
+            )
     else:
         print("could not connect to any core endpoint", file=sys.stderr)
         return 1

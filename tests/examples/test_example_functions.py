@@ -151,3 +151,20 @@ def test_vibration_features_rejects_bad_input(monkeypatch: pytest.MonkeyPatch) -
         "y",
         "z",
     }
+
+
+def test_vibration_features_collects_batches_into_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = load("vibration_features", monkeypatch, WINDOW_S="1.0")
+    rate = 1000.0
+    ctx = Context("vibration/v1")
+    t = np.arange(1000) / rate
+    signal = np.sin(2 * math.pi * 50.0 * t)
+    results = []
+    for i in range(4):  # four batches of 250 samples make one 1 s window
+        chunk = signal[i * 250 : (i + 1) * 250].tolist()
+        event = {"thing": "v1", "sample_rate": rate, "t0": i, "axes": {"x": chunk, "y": chunk}}
+        results.append(mod.handler(event, ctx))
+    assert results[:3] == [None, None, None]
+    assert results[3]["samples"] == 1000 and results[3]["t0"] == 0
+    assert abs(results[3]["axes"]["x"]["dominant_hz"][0] - 50.0) <= 1.0
+    assert len(ctx.published) == 1

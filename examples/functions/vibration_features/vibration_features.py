@@ -6,8 +6,11 @@ peak, crest factor, kurtosis, the dominant frequencies and the energy in frequen
 and publishes only those to ``features/<thing>``.
 
 Input: JSON ``{"thing", "sample_rate", "t0", "axes": {"x": [...], "y": [...], "z": [...]}}``
-(``samples: [[x, y, z], ...]`` is accepted too). Environment: ``BANDS`` as
-``"0-200,200-1000,1000-5000"`` (Hz), ``PEAKS`` (how many dominant frequencies, default 3).
+(``samples: [[x, y, z], ...]`` is accepted too). A sensor batches samples by what suits its
+transport; the analysis window is the function's: with ``WINDOW_S`` set, batches are
+collected per thing until the window is full (default 0: each message is a window).
+Environment: ``BANDS`` as ``"0-200,200-1000,1000-5000"`` (Hz), ``PEAKS`` (how many dominant
+frequencies, default 3), ``WINDOW_S``.
 """
 
 from __future__ import annotations
@@ -86,15 +89,50 @@ def features(
     }
 
 
+class Windows:
+    """Collects batches per thing until a window of ``window_s`` seconds is full."""
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self.pending: dict[str, tuple[dict[str, Any], dict[str, list[np.ndarray]], int]] = {}
+
+    def add(self, thing: str, event: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The full window as one event once enough samples arrived, else None."""
+        if self.window_s <= 0:
+            return dict(event)
+        axes = axes_of(event)
+        head, parts, count = self.pending.get(thing) or (dict(event), {k: [] for k in axes}, 0)
+        if float(event["sample_rate"]) != float(head["sample_rate"]) or set(axes) != set(parts):
+            head, parts, count = (
+                dict(event),
+                {k: [] for k in axes},
+                0,
+            )  # the sensor changed: restart
+        for name, values in axes.items():
+            parts[name].append(values)
+        count += min(len(v) for v in axes.values())
+        if count < self.window_s * float(head["sample_rate"]):
+            self.pending[thing] = (head, parts, count)
+            return None
+        self.pending.pop(thing, None)
+        window = {k: v for k, v in head.items() if k not in ("axes", "samples")}
+        window["axes"] = {name: np.concatenate(chunks) for name, chunks in parts.items()}
+        return window
+
+
 BANDS = parse_bands(os.environ.get("BANDS", DEFAULT_BANDS))
 PEAKS = int(os.environ.get("PEAKS", "3"))
+WINDOWS = Windows(float(os.environ.get("WINDOW_S", "0")))
 
 
 def handler(event: Any, context: Any) -> dict[str, Any] | None:
     if not isinstance(event, dict):
         context.logger.warning("ignoring a non-JSON vibration message")
         return None
-    result = features(event, BANDS, PEAKS)
     thing = str(event.get("thing") or context.topic.rsplit("/", 1)[-1])
-    context.publish(f"{OUTPUT_PREFIX}/{thing}", json.dumps(result).encode())
+    window = WINDOWS.add(thing, event)
+    if window is None:
+        return None
+    result = features(window, BANDS, PEAKS)
+    context.publish(f"{OUTPUT_PREFIX}/{thing}", json.dumps(result, separators=(",", ":")).encode())
     return result

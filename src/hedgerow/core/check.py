@@ -1,0 +1,278 @@
+"""``hedgerow core check``: dependencies and health, each item ok / warn / fail with advice.
+
+Each check is a pure function of what was observed (``check_python(version)``,
+``check_disk(free)``, …); ``run_checks(config)`` observes the machine and the cloud and
+calls them. Modelled on Greengrass's ``check_ggc_dependencies``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import email.utils
+import enum
+import grp
+import os
+import pwd
+import resource
+import shutil
+import socket
+import ssl
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from hedgerow import pki
+
+from .config import CORE_CERT, CORE_KEY, DEPLOY_VERIFY, ROOT_CA, CoreConfig, Endpoint
+
+MIN_PYTHON = (3, 11)
+DISK_WARN = 200 * 1024 * 1024
+DISK_FAIL = 20 * 1024 * 1024
+CERT_WARN = dt.timedelta(days=14)
+CLOCK_WARN = dt.timedelta(seconds=30)
+CLOCK_FAIL = dt.timedelta(minutes=5)
+NOFILE_WARN = 4096
+
+
+class Level(enum.Enum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    name: str
+    level: Level
+    detail: str
+    advice: str = ""
+
+
+def ok(name: str, detail: str) -> CheckResult:
+    return CheckResult(name, Level.OK, detail)
+
+
+def check_python(version: Sequence[int]) -> CheckResult:
+    text = ".".join(str(v) for v in version[:3])
+    if tuple(version[:2]) >= MIN_PYTHON:
+        return ok("python", f"Python {text}")
+    return CheckResult("python", Level.FAIL, f"Python {text}", "install Python 3.11 or newer")
+
+
+def check_port(host: str, port: int, free: bool, core_running: bool = False) -> CheckResult:
+    name = f"port {host}:{port}"
+    if free:
+        return ok(name, "free")
+    if core_running:
+        return ok(name, "served by the running core")
+    return CheckResult(name, Level.FAIL, "in use", "stop what listens there or set local.port")
+
+
+def check_disk(path: Path, free: int) -> CheckResult:
+    detail = f"{free // (1024 * 1024)} MiB free at {path}"
+    if free < DISK_FAIL:
+        return CheckResult(
+            "disk", Level.FAIL, detail, "free disk space: the spool and deployments need it"
+        )
+    if free < DISK_WARN:
+        return CheckResult("disk", Level.WARN, detail, "free disk space soon")
+    return ok("disk", detail)
+
+
+def check_clock(local: dt.datetime, cloud: dt.datetime | None) -> CheckResult:
+    if cloud is None:
+        return CheckResult(
+            "clock", Level.WARN, "cloud time unknown", "check that the cloud is reachable"
+        )
+    skew = abs(local - cloud)
+    detail = f"{skew.total_seconds():.0f} s from the cloud's clock"
+    if skew > CLOCK_FAIL:
+        return CheckResult("clock", Level.FAIL, detail, "synchronise the clock (NTP): TLS needs it")
+    if skew > CLOCK_WARN:
+        return CheckResult("clock", Level.WARN, detail, "enable NTP (systemd-timesyncd or chrony)")
+    return ok("clock", detail)
+
+
+def check_certificate(label: str, cert: x509.Certificate | None, now: dt.datetime) -> CheckResult:
+    name = f"certificate {label}"
+    if cert is None:
+        return CheckResult(
+            name, Level.FAIL, "missing or unreadable", "re-provision from the bundle"
+        )
+    left = pki.expires_in(cert, now)
+    if cert.not_valid_before_utc > now:
+        return CheckResult(name, Level.FAIL, "not yet valid", "check the clock")
+    if left <= dt.timedelta(0):
+        return CheckResult(name, Level.FAIL, "expired", "issue a new one in the cloud")
+    if left < CERT_WARN:
+        return CheckResult(name, Level.WARN, f"expires in {left.days} days", "renew it soon")
+    return ok(name, f"valid for {left.days} days")
+
+
+def check_reachable(label: str, endpoint: Endpoint, error: str | None) -> CheckResult:
+    name = f"cloud {label} {endpoint.host}:{endpoint.port}"
+    if error is None:
+        return ok(name, "reachable")
+    return CheckResult(name, Level.FAIL, error, "check the network, firewall and cloud address")
+
+
+def check_cgroups(controllers: str | None) -> CheckResult:
+    if controllers is None:
+        return CheckResult(
+            "cgroup v2",
+            Level.WARN,
+            "not mounted",
+            "functions run without memory limits; enable cgroup v2",
+        )
+    have = set(controllers.split())
+    missing = {"memory", "cpu"} - have
+    if missing:
+        return CheckResult("cgroup v2", Level.WARN, f"missing controllers {sorted(missing)}",
+                           "enable them (cgroup_enable=memory on a Pi)")  # fmt: skip
+    return ok("cgroup v2", "memory and cpu controllers")
+
+
+def check_rlimit(nofile: int) -> CheckResult:
+    if nofile < NOFILE_WARN:
+        return CheckResult(
+            "rlimit nofile", Level.WARN, str(nofile), "raise LimitNOFILE (the unit sets 65536)"
+        )
+    return ok("rlimit nofile", str(nofile))
+
+
+def check_run_as(user: str | None, group: str | None, exists: tuple[bool, bool]) -> CheckResult:
+    if user is None and group is None:
+        return ok("function user", "functions run as the core's user")
+    if not exists[0] and user is not None:
+        return CheckResult(
+            "function user", Level.FAIL, f"no user {user!r}", f"create it: useradd -r {user}"
+        )
+    if not exists[1] and group is not None:
+        return CheckResult(
+            "function user", Level.FAIL, f"no group {group!r}", f"create it: groupadd -r {group}"
+        )
+    if os.geteuid() != 0:
+        return CheckResult("function user", Level.WARN, "the core is not root",
+                           "run the core as root to switch functions to that user")  # fmt: skip
+    return ok("function user", f"{user}:{group}")
+
+
+# ---- observation ---------------------------------------------------------------------
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _read_cert(path: Path) -> x509.Certificate | None:
+    try:
+        return pki.cert_from_pem(path.read_bytes())
+    except (OSError, pki.PKIError):
+        return None
+
+
+async def _connect(endpoint: Endpoint, wait_s: float) -> str | None:
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(endpoint.host, endpoint.port), wait_s
+        )
+    except (OSError, TimeoutError) as exc:
+        return f"unreachable: {exc}"
+    writer.close()
+    return None
+
+
+async def _cloud_time(config: CoreConfig, wait_s: float) -> dt.datetime | None:
+    from .cloudapi import HttpCloudAPI
+    from .errors import CloudAPIError
+
+    try:
+        ctx = pki.client_context(
+            str(config.file(ROOT_CA)), str(config.file(CORE_CERT)), str(config.file(CORE_KEY))
+        )
+    except (OSError, ssl.SSLError):
+        return None
+    api = HttpCloudAPI(config.cloud.https, ctx, timeout=wait_s)
+    try:
+        date = await api.server_date()
+    except CloudAPIError:
+        return None
+    finally:
+        await api.aclose()
+    return email.utils.parsedate_to_datetime(date) if date else None
+
+
+async def _core_running(config: CoreConfig, wait_s: float) -> bool:
+    """Whether this core answers on its metrics port (then its own port is rightly taken)."""
+    if not config.status.metrics_port:
+        return False
+    import httpx
+
+    url = f"http://{config.status.metrics_host}:{config.status.metrics_port}/health"
+    try:
+        async with httpx.AsyncClient(timeout=wait_s) as client:
+            response = await client.get(url)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200 and b'"uptime"' in response.content
+
+
+def _cgroup_controllers(path: Path = Path("/sys/fs/cgroup/cgroup.controllers")) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def _exists(kind: str, name: str | None) -> bool:
+    if name is None:
+        return True
+    try:
+        (pwd.getpwnam if kind == "user" else grp.getgrnam)(name)
+    except KeyError:
+        return False
+    return True
+
+
+async def run_checks(
+    config: CoreConfig, *, wait_s: float = 5.0, check_local_port: bool = True
+) -> list[CheckResult]:
+    now = pki.now()
+    results = [check_python(tuple(sys.version_info[:3]))]
+    if check_local_port:
+        free = _port_free(config.local.host, config.local.port)
+        running = not free and await _core_running(config, wait_s)
+        results.append(check_port(config.local.host, config.local.port, free, running))
+    disk_path = config.data_dir if config.data_dir.exists() else Path("/")
+    results.append(check_disk(disk_path, shutil.disk_usage(disk_path).free))
+    for label, file in (("core", CORE_CERT), ("root CA", ROOT_CA)):
+        results.append(check_certificate(label, _read_cert(config.file(file)), now))
+    if not config.file(DEPLOY_VERIFY).exists():
+        results.append(
+            CheckResult("deploy-verify key", Level.FAIL, "missing", "re-provision from the bundle")
+        )
+    server = config.data_dir / "server" / "server.cert.pem"
+    if server.exists():
+        results.append(check_certificate("server", _read_cert(server), now))
+    https_error, mqtt_error = await asyncio.gather(
+        _connect(config.cloud.https_endpoint, wait_s), _connect(config.cloud.mqtt, wait_s)
+    )
+    results.append(check_reachable("https", config.cloud.https_endpoint, https_error))
+    results.append(check_reachable("mqtt", config.cloud.mqtt, mqtt_error))
+    cloud_now = await _cloud_time(config, wait_s) if https_error is None else None
+    results.append(check_clock(pki.now(), cloud_now))
+    results.append(check_cgroups(_cgroup_controllers()))
+    results.append(check_rlimit(resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
+    user, group = config.functions.run_as_user, config.functions.run_as_group
+    results.append(check_run_as(user, group, (_exists("user", user), _exists("group", group))))
+    return results

@@ -1,0 +1,139 @@
+"""The cloud's device-HTTPS API as the core uses it (``/core/v1/...``, mutual TLS).
+
+``CloudAPI`` is the interface the deployment agent and the certificate manager need;
+``HttpCloudAPI`` talks to the real cloud with httpx; tests pass an in-memory fake.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from .errors import CloudAPIError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SignedDocument:
+    document: str
+    signature: str
+
+
+@dataclass(frozen=True, slots=True)
+class SignedCertificate:
+    certificate: bytes
+    group_cas: tuple[bytes, ...]
+
+
+class CloudAPI(Protocol):
+    async def latest_deployment(self) -> str | None: ...
+
+    async def deployment(self, deployment_id: str) -> SignedDocument: ...
+
+    async def artifact(self, sha256: str) -> bytes: ...
+
+    async def certificate(self, csr: bytes, hosts: list[str]) -> SignedCertificate: ...
+
+    async def connectivity(self, endpoints: list[tuple[str, int]]) -> None: ...
+
+    async def revocations(self) -> list[str]: ...
+
+    async def server_date(self) -> str | None: ...
+
+
+class HttpCloudAPI:
+    """httpx over mutual TLS; every failure becomes ``CloudAPIError`` (path, status)."""
+
+    def __init__(self, base_url: str, ssl_context: ssl.SSLContext, timeout: float = 15.0) -> None:
+        # no idle keep-alive connections: the core calls rarely, and an idle TLS connection
+        # per core would only hold memory on both sides (and delay the cloud's shutdown)
+        self._client = httpx.AsyncClient(
+            base_url=base_url,
+            verify=ssl_context,
+            timeout=timeout,
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _request(self, method: str, path: str, json: Any = None) -> httpx.Response:
+        try:
+            response = await self._client.request(method, path, json=json)
+        except httpx.HTTPError as exc:
+            raise CloudAPIError(f"{method} {path}: {exc}", path) from exc
+        if response.status_code >= 400 and response.status_code != 404:
+            raise CloudAPIError(
+                f"{method} {path}: HTTP {response.status_code} {response.text[:200]}",
+                path,
+                response.status_code,
+            )
+        return response
+
+    async def _json(self, method: str, path: str, json: Any = None) -> Any:
+        response = await self._request(method, path, json)
+        if response.status_code == 404:
+            raise CloudAPIError(f"{method} {path}: not found", path, 404)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise CloudAPIError(
+                f"{method} {path}: the reply is not JSON", path, response.status_code
+            ) from exc
+
+    async def latest_deployment(self) -> str | None:
+        path = "/core/v1/deployments/latest"
+        response = await self._request("GET", path)
+        if response.status_code == 404:
+            return None
+        try:
+            value = response.json().get("deployment_id")
+        except (ValueError, AttributeError) as exc:
+            raise CloudAPIError("the latest deployment reply is not a JSON object", path) from exc
+        return str(value) if value else None
+
+    async def deployment(self, deployment_id: str) -> SignedDocument:
+        path = f"/core/v1/deployments/{deployment_id}"
+        data = await self._json("GET", path)
+        if not isinstance(data, dict) or not isinstance(data.get("document"), str):
+            raise CloudAPIError("the deployment reply has no document", path)
+        return SignedDocument(data["document"], str(data.get("signature", "")))
+
+    async def artifact(self, sha256: str) -> bytes:
+        path = f"/core/v1/artifacts/{sha256}"
+        response = await self._request("GET", path)
+        if response.status_code == 404:
+            raise CloudAPIError(f"artifact {sha256} not found", path, 404)
+        return response.content
+
+    async def certificate(self, csr: bytes, hosts: list[str]) -> SignedCertificate:
+        path = "/core/v1/certificate"
+        data = await self._json("POST", path, {"csr": csr.decode(), "hosts": hosts})
+        try:
+            return SignedCertificate(
+                data["certificate"].encode(), tuple(ca.encode() for ca in data["group_cas"])
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise CloudAPIError("the certificate reply lacks certificate/group_cas", path) from exc
+
+    async def connectivity(self, endpoints: list[tuple[str, int]]) -> None:
+        body = {"endpoints": [{"host": h, "port": p} for h, p in endpoints]}
+        await self._json("PUT", "/core/v1/connectivity", body)
+
+    async def revocations(self) -> list[str]:
+        path = "/core/v1/revocations"
+        data = await self._json("GET", path)
+        try:
+            return [str(f) for f in data["fingerprints"]]
+        except (KeyError, TypeError) as exc:
+            raise CloudAPIError("the revocations reply lacks fingerprints", path) from exc
+
+    async def server_date(self) -> str | None:
+        response = await self._request("GET", "/core/v1/deployments/latest")
+        date = response.headers.get("date")
+        return str(date) if date else None

@@ -1,0 +1,259 @@
+"""The cloud connector: one MQTT connection to the cloud with the core's identity.
+
+It drains the durable spool in order with QoS 1 (up to ``inflight`` unacknowledged
+publishes pipelined), removes records only after their PUBACK, and starts again from the
+oldest unacknowledged record after every reconnect (at-least-once). Each routed message
+carries the v5 user property ``core=<name>``. Reconnects follow a capped exponential
+backoff with full jitter.
+
+Inbound: ``$hedgerow/cores/{core}/deployments`` and ``/revocations`` plus every filter of
+a subscription whose source is ``cloud`` are subscribed on each connect and handed to
+``on_message``; ``on_connected`` runs after each successful (re)connect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from hedgerow.client import (
+    Client,
+    ClientError,
+    ConnectionLost,
+    Properties,
+    ProtocolVersion,
+    PublishError,
+)
+
+from .backoff import BackoffSchedule
+from .errors import CoreError
+from .spool import Spool
+
+log = logging.getLogger(__name__)
+
+ClientFactory = Callable[..., Client]
+
+
+#: Publishes encoded per event-loop tick before yielding (so writes overlap with encoding).
+SEND_SLICE = 200
+#: Acknowledged records removed from the spool in one transaction (at least; also when idle).
+ACK_BATCH = 500
+
+
+def core_topic(core: str, leaf: str) -> str:
+    return f"$hedgerow/cores/{core}/{leaf}"
+
+
+class CloudConnector:
+    def __init__(
+        self,
+        *,
+        core: str,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext,
+        spool: Spool,
+        on_message: Callable[[str, bytes], None],
+        on_connected: Callable[[], None],
+        filters: Callable[[], Sequence[str]],
+        keepalive: int = 300,
+        inflight: int = 1000,
+        backoff: BackoffSchedule = BackoffSchedule(),
+        client_factory: ClientFactory = Client,
+    ) -> None:
+        self.core = core
+        self.host = host
+        self.port = port
+        self.ssl_context = ssl_context
+        self.spool = spool
+        self.on_message = on_message
+        self.on_connected = on_connected
+        self.filters = filters
+        self.keepalive = keepalive
+        self.inflight = inflight
+        self.backoff = backoff
+        self.client_factory = client_factory
+        self.properties = Properties(user_properties=(("core", core),))
+        self.connected = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._client: Client | None = None
+        self._subscribed: set[str] = set()
+        self.counters: dict[str, int] = {
+            "sent": 0,
+            "acked": 0,
+            "rejected": 0,
+            "connects": 0,
+            "connect_failures": 0,
+        }
+
+    # ---- used by others ---------------------------------------------------------------
+
+    def wake(self) -> None:
+        """New records are in the spool."""
+        self._progress.set()
+
+    def publish_nowait(self, topic: str, payload: bytes) -> bool:
+        """QoS 0 publish (heartbeats) when connected; False when not."""
+        client = self._client
+        if client is None or not client.is_connected:
+            return False
+        try:
+            client.publish_nowait(topic, payload, 0)
+        except ClientError:
+            return False
+        return True
+
+    async def resubscribe(self) -> None:
+        """Subscribe to cloud-source filters added by a new deployment."""
+        client = self._client
+        if client is None or not client.is_connected:
+            return
+        new = [f for f in self.filters() if f not in self._subscribed]
+        if new:
+            try:
+                await client.subscribe(*new, qos=1)
+            except ClientError as exc:
+                log.warning("core.connector.subscribe_failed filters=%s error=%s", new, exc)
+                return
+            self._subscribed.update(new)
+
+    # ---- the connection loop ---------------------------------------------------------
+
+    async def run(self) -> None:
+        attempt = 0
+        while True:
+            client = self.client_factory(
+                self.host,
+                self.port,
+                client_id=self.core,
+                ssl=self.ssl_context,
+                version=ProtocolVersion.V5,
+                keepalive=self.keepalive,
+                clean_start=True,
+                max_inflight=self.inflight,
+            )
+            try:
+                await client.connect()
+            except ClientError as exc:
+                self.counters["connect_failures"] += 1
+                delay = self.backoff.delay(attempt, random.uniform)
+                attempt += 1
+                log.info("core.connector.connect_failed error=%s retry_in=%.2f", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            attempt = 0
+            self.counters["connects"] += 1
+            log.info("core.connector.connected host=%s port=%s", self.host, self.port)
+            try:
+                await self._session(client)
+            except* ClientError as group:
+                log.info("core.connector.disconnected error=%s", group.exceptions[0])
+            except* CoreError as group:  # the spool failed: drop the link, try again later
+                log.error("core.connector.spool_failed error=%s", group.exceptions[0])
+                await asyncio.sleep(self.backoff.cap)
+            finally:
+                self._client = None
+                self.connected.clear()
+                client.abort()
+
+    async def _session(self, client: Client) -> None:
+        base = [core_topic(self.core, "deployments"), core_topic(self.core, "revocations")]
+        filters = list(dict.fromkeys([*base, *self.filters()]))
+        await client.subscribe(*filters, qos=1)
+        self._subscribed = set(filters)
+        self._client = client
+        self.connected.set()
+        self.on_connected()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._send(client), name="connector-send")
+            tg.create_task(self._receive(client), name="connector-receive")
+
+    async def _receive(self, client: Client) -> None:
+        async for message in client.messages():
+            try:
+                self.on_message(message.topic, message.payload)
+            except Exception as exc:  # a bad message must not end the session
+                log.warning("core.connector.message_failed topic=%s error=%s", message.topic, exc)
+        raise ConnectionLost("the cloud closed the connection")
+
+    async def _send(self, client: Client) -> None:
+        pending: deque[tuple[int, asyncio.Future[None]]] = deque()
+        progress = self._progress
+
+        def on_done(_: Any) -> None:
+            progress.set()
+
+        try:
+            await self._send_loop(client, pending, progress, on_done)
+        finally:
+            for _, future in pending:
+                if future.done():
+                    future.exception()
+                else:
+                    future.add_done_callback(_retrieve)
+
+    async def _send_loop(
+        self,
+        client: Client,
+        pending: deque[tuple[int, asyncio.Future[None]]],
+        progress: asyncio.Event,
+        on_done: Callable[[Any], None],
+    ) -> None:
+        spool = self.spool
+        properties = self.properties
+        after_id = 0
+        to_ack: list[int] = []
+        try:
+            while True:
+                progress.clear()
+                reaped = 0
+                while pending and pending[0][1].done():
+                    record_id, future = pending.popleft()
+                    try:
+                        future.result()
+                    except PublishError as exc:
+                        self.counters["rejected"] += 1
+                        log.warning(
+                            "core.connector.rejected id=%s reason=0x%02x",
+                            record_id,
+                            exc.reason_code,
+                        )
+                    to_ack.append(record_id)
+                    reaped += 1
+                if len(to_ack) >= ACK_BATCH:
+                    self._ack(to_ack)
+                room = min(self.inflight - len(pending), SEND_SLICE)
+                records = spool.peek(after_id, room) if room > 0 else []
+                for record in records:
+                    future = client.publish_nowait(
+                        record.topic, record.payload, 1, False, properties
+                    )
+                    future.add_done_callback(on_done)
+                    pending.append((record.id, future))
+                    after_id = record.id
+                self.counters["sent"] += len(records)
+                if records:
+                    # let this slice go out before encoding the next: the cloud works on it
+                    # while we prepare more (a pipeline, not lock-step windows)
+                    await asyncio.sleep(0)
+                elif not reaped:
+                    self._ack(to_ack)  # idle: nothing waits to be batched with them
+                    await progress.wait()
+        finally:
+            self._ack(to_ack)
+
+    def _ack(self, ids: list[int]) -> None:
+        if ids:
+            self.spool.ack(ids)
+            self.counters["acked"] += len(ids)
+            ids.clear()
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()

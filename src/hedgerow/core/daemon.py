@@ -1,0 +1,528 @@
+"""The composition root: ``CoreDaemon(config)`` wires every part and runs them in one TaskGroup.
+
+    async with CoreDaemon(config) as core:
+        await core.stopped.wait()
+
+Start order: identities and the spool (recovering the intake log) → the server certificate
+(asked from the cloud only when missing or due) → the last good deployment from disk →
+the local endpoint → background tasks: cloud connector, deployment worker, deployment
+poll, certificate renewal, heartbeat, metrics, systemd watchdog. Without the cloud
+everything local keeps working: devices are admitted and routed, cloud-bound messages
+wait in the spool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+from hedgerow import pki
+from hedgerow.broker import Broker, BrokerConfig
+
+from . import service
+from .admission import Admission
+from .backoff import BackoffSchedule
+from .certificates import (
+    ServerIdentity,
+    advertised_hosts,
+    detect_addresses,
+    renewal_reason,
+    write_atomic,
+)
+from .cloudapi import CloudAPI, HttpCloudAPI
+from .config import CORE_CERT, CORE_KEY, DEPLOY_VERIFY, ROOT_CA, CoreConfig
+from .connector import CloudConnector, core_topic
+from .deployment import DeploymentAgent, DeploymentDocument, DeploymentStore
+from .errors import CertificateError, CloudAPIError, ConfigError, CoreError
+from .router import Router, SpoolWriter
+from .routing import CLOUD, SHADOW, RoutingTable
+from .spool import IntakeLog, MemorySpool, Spool, SqliteSpool
+from .status import MetricsServer, Snapshot, heartbeat
+
+log = logging.getLogger(__name__)
+
+HEALTHY_STATES = frozenset({"running", "idle", "ready", "waiting", "stopped"})
+BROKEN_STATES = frozenset({"broken", "fatal", "failed", "error", "crashed"})
+
+
+class FunctionRuntime(Protocol):
+    """What the core needs from ``hedgerow.functions.FunctionHost``."""
+
+    async def apply(self, specs: Sequence[Any], artifacts: Mapping[str, Path]) -> None: ...
+
+    async def deliver(self, name: str, topic: str, payload: bytes, source: str) -> None: ...
+
+    def states(self) -> Mapping[str, str]: ...
+
+
+PublishFn = Callable[[str, str, bytes], None]
+#: ``factory(work_dir, publish, shadow, thing_name, shadow_publish=, default_run_as=)``
+RuntimeFactory = Callable[..., Any]
+
+
+class NoFunctions:
+    """Used when no function runtime is available: any deployment with functions fails."""
+
+    async def __aenter__(self) -> NoFunctions:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def apply(self, specs: Sequence[Any], artifacts: Mapping[str, Path]) -> None:
+        if specs:
+            raise CoreError("no function runtime is available on this core")
+
+    async def deliver(self, name: str, topic: str, payload: bytes, source: str) -> None:
+        raise CoreError(f"function {name!r} is not deployed")
+
+    def states(self) -> Mapping[str, str]:
+        return {}
+
+
+def default_runtime(
+    work_dir: Path, publish: PublishFn, shadow: Any, thing_name: str, **options: Any
+) -> Any:
+    """``hedgerow.functions.FunctionHost`` (``NoFunctions`` if the runtime cannot load)."""
+    try:
+        from hedgerow.functions.host import FunctionHost
+    except ImportError as exc:
+        log.warning(
+            "core.functions.unavailable error=%s: deployments with functions will fail", exc
+        )
+        return NoFunctions()
+    return FunctionHost(work_dir, publish=publish, shadow=shadow, thing_name=thing_name, **options)
+
+
+def function_specs(doc: DeploymentDocument) -> list[Any]:
+    from hedgerow.functions.spec import FunctionSpec
+
+    return [FunctionSpec.from_document(entry) for entry in doc.functions]
+
+
+def _read(config: CoreConfig, name: str) -> bytes:
+    path = config.file(name)
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(name, f"cannot read {path}: {exc.strerror}") from exc
+
+
+class CoreApplier:
+    """Puts a deployment into effect: functions first, then routes, devices and ACL."""
+
+    def __init__(self, daemon: CoreDaemon) -> None:
+        self.d = daemon
+
+    async def apply(self, doc: DeploymentDocument, artifacts: Mapping[str, Path]) -> None:
+        d = self.d
+        table = RoutingTable(doc.subscriptions, open_broker=doc.open_broker)
+        specs = function_specs(doc)
+        by_name = {
+            str(entry["name"]): artifacts[str(entry["artifact"]["sha256"])]
+            for entry in doc.functions
+            if entry.get("artifact")
+        }
+        await d.functions.apply(specs, by_name)
+        d.table = table
+        d.router.set_table(table)
+        d.admission.table = table
+        d.admission.things = frozenset(doc.things)
+        dropped = d.broker.disconnect_where(
+            lambda i: not d.admission.still_admitted(i), "no longer admitted"
+        )
+        if dropped:
+            log.info("core.deployment.disconnected count=%d", dropped)
+        if d.connector is not None:
+            d.spawn(d.connector.resubscribe(), "connector-resubscribe")
+
+    async def health(self, doc: DeploymentDocument, limit_s: float) -> str | None:
+        names = [str(entry["name"]) for entry in doc.functions]
+        deadline = time.monotonic() + limit_s
+        delay = 0.02
+        while True:
+            states = {n: str(self.d.functions.states().get(n, "missing")).lower() for n in names}
+            broken = {n: s for n, s in states.items() if s in BROKEN_STATES}
+            if broken:
+                return f"functions not healthy: {broken}"
+            if all(s in HEALTHY_STATES for s in states.values()):
+                return None
+            if time.monotonic() >= deadline:
+                return f"functions not ready within {limit_s:g} s: {states}"
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+
+class CoreDaemon:
+    def __init__(
+        self,
+        config: CoreConfig,
+        *,
+        api: CloudAPI | None = None,
+        runtime_factory: RuntimeFactory = default_runtime,
+        shadow: Any = None,
+    ) -> None:
+        self.config = config
+        self._api = api
+        self._runtime_factory = runtime_factory
+        self._shadow = shadow
+        self.started = time.monotonic()
+        self.stopped = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.local_address: tuple[str, int] | None = None
+        self.metrics_address: tuple[str, int] | None = None
+        self.connector: CloudConnector | None = None
+        self.table = RoutingTable()
+        self._stack = AsyncExitStack()
+        self._tg: asyncio.TaskGroup | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    # ---- lifecycle --------------------------------------------------------------------
+
+    async def __aenter__(self) -> CoreDaemon:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await self._stack.aclose()
+
+    def spawn(self, coro: Any, name: str) -> None:
+        assert self._tg is not None
+        self._tasks.append(self._tg.create_task(coro, name=name))
+
+    async def _start(self) -> None:
+        c = self.config
+        stack = self._stack
+        for name in (CORE_CERT, CORE_KEY, ROOT_CA, DEPLOY_VERIFY):
+            _read(c, name)
+        self.roots = pki.certs_from_pem(_read(c, ROOT_CA))
+        try:
+            verify_key = pki.verify_key_from_pem(_read(c, DEPLOY_VERIFY))
+        except (ValueError, pki.PKIError) as exc:
+            raise ConfigError(DEPLOY_VERIFY, f"not an Ed25519 public key: {exc}") from exc
+        self.cloud_tls = pki.client_context(
+            str(c.file(ROOT_CA)), str(c.file(CORE_CERT)), str(c.file(CORE_KEY))
+        )
+        if self._api is None:
+            http_api = HttpCloudAPI(c.cloud.https, self.cloud_tls)
+            stack.push_async_callback(http_api.aclose)
+            self._api = http_api
+        self.api: CloudAPI = self._api
+
+        # spool, with what a crash left in the intake log
+        self.spool = self._open_spool()
+        stack.callback(self.spool.close)
+        intake_path = c.data_dir / "intake.log"
+        recovered, last = IntakeLog.recover(intake_path, self.spool.mark())
+        self.spool.append_many(recovered, last)
+        if recovered:
+            log.info("core.spool.recovered count=%d", len(recovered))
+        intake = IntakeLog(intake_path, start=last)
+        intake.reset()
+        stack.callback(intake.close)
+        # runs after the broker closed (LIFO): what the last devices sent is committed
+        stack.callback(self._final_flush)
+
+        # server certificate
+        self.server_identity = ServerIdentity(c.data_dir / "server", c.file(ROOT_CA))
+        await self._ensure_certificate()
+
+        # admission, broker, router, functions, shadow
+        self.admission = Admission(self.roots, revoked=self._load_revocations())
+        self.broker = await stack.enter_async_context(
+            Broker(
+                BrokerConfig(deny_policy=c.local.deny_policy),
+                authenticator=self.admission,
+                authorizer=self.admission,
+            )  # fmt: skip
+        )
+        if self._shadow is None:
+            from .shadow import ShadowService
+
+            self._shadow = ShadowService(c.data_dir / "shadows.json")
+        run_as = c.functions.run_as_user
+        if run_as and c.functions.run_as_group:
+            run_as = f"{run_as}:{c.functions.run_as_group}"
+        self.functions: FunctionRuntime = await stack.enter_async_context(
+            self._runtime_factory(
+                c.data_dir / "functions",
+                self._function_publish,
+                self._shadow,
+                c.name,
+                shadow_publish=self._shadow_publish,
+                default_run_as=run_as,
+            )
+        )
+        self.spool_writer = SpoolWriter(self.spool, intake, self._spool_committed)
+        self.router = await stack.enter_async_context(
+            Router(
+                self.table,
+                cloud=self.spool_writer,
+                local=_BrokerBus(self.broker),
+                functions=self.functions,
+                shadow=self._shadow,
+            )  # fmt: skip
+        )
+        self.broker.add_interceptor(self.router.intercept)
+
+        # the last good deployment
+        self.agent = DeploymentAgent(
+            api=self.api,
+            store=DeploymentStore(c.data_dir / "deployments"),
+            applier=CoreApplier(self),
+            report=self._report_status,
+            verify_key=verify_key,
+            core=c.name,
+            group=c.group,
+            health_timeout=c.deployment.health_timeout,
+        )
+        await self.agent.restore()
+
+        # local endpoint
+        self.local_address = await self.broker.listen(
+            c.local.host, c.local.port, ssl=self.server_identity.context()
+        )
+        log.info("core.local.listening address=%s:%s", *self.local_address)
+
+        self.connector = CloudConnector(
+            core=c.name,
+            host=c.cloud.mqtt.host,
+            port=c.cloud.mqtt.port,
+            ssl_context=self.cloud_tls,
+            spool=self.spool,
+            on_message=self._cloud_message,
+            on_connected=self._cloud_connected,
+            filters=lambda: self.table.filters_from(CLOUD),
+            keepalive=c.connector.keepalive,
+            inflight=c.connector.inflight,
+            backoff=BackoffSchedule(c.connector.backoff_base, c.connector.backoff_cap),
+        )
+        self._tg = await stack.enter_async_context(asyncio.TaskGroup())
+        self.spawn(self.connector.run(), "cloud-connector")
+        self.spawn(self.agent.run(), "deployment-agent")
+        self.spawn(self._poll_deployments(), "deployment-poll")
+        self.spawn(self._certificate_loop(), "certificate-renewal")
+        self.spawn(self._heartbeat_loop(), "heartbeat")
+        if c.status.metrics_port:
+            metrics = MetricsServer(self.snapshot)
+            self.metrics_address = await metrics.start(c.status.metrics_host, c.status.metrics_port)
+            stack.push_async_callback(metrics.close)
+        interval = service.watchdog_interval()
+        if interval:
+            self.spawn(self._watchdog(interval), "systemd-watchdog")
+        self.ready.set()
+        service.sd_notify("READY=1")
+
+    def _final_flush(self) -> None:
+        writer: SpoolWriter | None = getattr(self, "spool_writer", None)
+        if writer is not None:
+            writer.flush()
+
+    def _open_spool(self) -> Spool:
+        s = self.config.spool
+        if s.backend == "memory":
+            return MemorySpool(s.max_bytes, s.overflow)
+        return SqliteSpool(self.config.spool_path, s.max_bytes, s.overflow, s.fsync)
+
+    # ---- certificates -------------------------------------------------------------------
+
+    def advertised(self) -> list[str]:
+        local = self.config.local
+        return advertised_hosts(
+            local.hosts, [] if local.hosts else detect_addresses(local.exclude_interfaces)
+        )
+
+    async def _renew(self, hosts: list[str]) -> None:
+        # connectivity first: the cloud adds the registered endpoints to the SANs
+        port = self.local_address[1] if self.local_address else self.config.local.port
+        await self.api.connectivity([(h, port) for h in hosts])
+        csr = self.server_identity.csr(self.config.name, hosts)
+        signed = await self.api.certificate(csr, hosts)
+        self.server_identity.store(signed.certificate, signed.group_cas)
+
+    async def _ensure_certificate(self) -> None:
+        cert, cas = self.server_identity.load()
+        if cert is not None:
+            return  # renewal, if due, happens in the background (the cloud may be away)
+        attempt = 0
+        backoff = BackoffSchedule(
+            self.config.connector.backoff_base, self.config.connector.backoff_cap
+        )
+        while True:
+            try:
+                await self._renew(self.advertised())
+                return
+            except (CloudAPIError, CertificateError) as exc:
+                delay = backoff.delay(attempt)
+                attempt += 1
+                log.warning(
+                    "core.certificates.first_issue_failed error=%s retry_in=%.1f", exc, delay
+                )
+                await asyncio.sleep(delay)
+
+    async def check_certificate(self) -> str | None:
+        """Renew the server certificate if due; returns the reason it was renewed."""
+        cert, cas = self.server_identity.load()
+        hosts = self.advertised()
+        reason = renewal_reason(
+            cert, cas, hosts, pki.now(), renew_fraction=self.config.certificates.renew_fraction
+        )
+        if reason is None:
+            return None
+        log.info("core.certificates.renewing reason=%s", reason)
+        await self._renew(hosts)
+        return reason
+
+    async def _certificate_loop(self) -> None:
+        while True:
+            try:
+                await self.check_certificate()
+            except (CloudAPIError, CertificateError) as exc:
+                log.warning("core.certificates.renewal_failed error=%s", exc)
+            await asyncio.sleep(self.config.certificates.check_interval)
+
+    # ---- cloud side ---------------------------------------------------------------------
+
+    def _spool_committed(self) -> None:
+        if self.connector is not None:
+            self.connector.wake()
+
+    def _report_status(self, deployment_id: str, status: str, detail: str) -> None:
+        body = json.dumps({"deployment_id": deployment_id, "status": status, "detail": detail})
+        self.spool_writer.add(core_topic(self.config.name, "deployment-status"), body.encode(), 1)
+
+    def _cloud_connected(self) -> None:
+        self.agent.request(None)
+        self._send_heartbeat()
+
+    def _cloud_message(self, topic: str, payload: bytes) -> None:
+        name = self.config.name
+        if topic == core_topic(name, "deployments"):
+            try:
+                deployment_id = json.loads(payload)["deployment_id"]
+            except (ValueError, KeyError, TypeError):
+                log.warning("core.deployment.bad_notification payload=%r", payload[:200])
+                return
+            if deployment_id:
+                self.agent.request(str(deployment_id))
+        elif topic == core_topic(name, "revocations"):
+            try:
+                fingerprints = [str(f) for f in json.loads(payload)["fingerprints"]]
+            except (ValueError, KeyError, TypeError):
+                log.warning("core.revocations.bad_message")
+                return
+            self.set_revocations(fingerprints)
+        else:
+            self.router.dispatch(CLOUD, topic, payload, 1)
+
+    def set_revocations(self, fingerprints: Sequence[str]) -> None:
+        self.admission.revoked = frozenset(fingerprints)
+        write_atomic(
+            self.config.data_dir / "revocations.json", json.dumps(sorted(fingerprints)).encode()
+        )
+        dropped = self.broker.disconnect_where(
+            lambda i: not self.admission.still_admitted(i), "certificate revoked"
+        )
+        log.info("core.revocations.updated count=%d disconnected=%d", len(fingerprints), dropped)
+
+    def _load_revocations(self) -> list[str]:
+        try:
+            return [
+                str(f) for f in json.loads((self.config.data_dir / "revocations.json").read_text())
+            ]
+        except (OSError, ValueError, TypeError):
+            return []
+
+    async def _poll_deployments(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.deployment.poll_interval)
+            if self.connector is not None and self.connector.connected.is_set():
+                self.agent.request(None)
+
+    # ---- status ---------------------------------------------------------------------
+
+    def _function_publish(self, function: str, topic: str, payload: bytes) -> None:
+        self.router.dispatch("function:" + function, topic, payload, 1)
+
+    def _shadow_publish(self, topic: str, payload: bytes) -> None:
+        """Shadow documents changed by a function: routed like the service's own replies."""
+        self.router.dispatch(SHADOW, topic, payload, 0)
+
+    def snapshot(self) -> Snapshot:
+        stats = self.spool.stats()
+        counters: dict[str, int] = {}
+        counters.update(self.router.counters)
+        if self.connector is not None:
+            counters.update({f"cloud_{k}": v for k, v in self.connector.counters.items()})
+        broker = self.broker.stats()
+        for name in ("messages_in", "messages_out", "connections_total", "refused", "dropped_qos0",
+                     "dropped_queue_full", "protocol_errors"):  # fmt: skip
+            counters[f"broker_{name}"] = int(getattr(broker, name))
+        counters["spool_write_failed"] = self.spool_writer.failed
+        counters["denied_publish"] = self.admission.denied_publish
+        counters["denied_subscribe"] = self.admission.denied_subscribe
+        counters.update({f"refused_{k}": v for k, v in self.admission.refused.items()})
+        current = self.agent.current
+        return Snapshot(
+            core=self.config.name,
+            uptime=time.monotonic() - self.started,
+            devices=broker.clients_connected,
+            functions=dict(self.functions.states()),
+            spool={
+                "depth": stats.depth,
+                "bytes": stats.bytes,
+                "appended": stats.appended,
+                "acked": stats.acked,
+                "dropped_oldest": stats.dropped_oldest,
+                "dropped_newest": stats.dropped_newest,
+                "dropped_disk_full": stats.dropped_disk_full,
+            },  # fmt: skip
+            counters=counters,
+            subscriptions=tuple(
+                (s.source, s.topic, s.target, n) for s, n in self.table.counter_items()
+            ),
+            deployment=current.deployment_id if current else None,
+            cloud_connected=bool(self.connector and self.connector.connected.is_set()),
+        )
+
+    def _send_heartbeat(self) -> None:
+        if self.connector is not None:
+            self.connector.publish_nowait(
+                core_topic(self.config.name, "heartbeat"), heartbeat(self.snapshot())
+            )
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.status.heartbeat_interval)
+            self._send_heartbeat()
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            service.sd_notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+
+class _BrokerBus:
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 0) -> None:
+        await self.broker.publish(topic, payload, qos=qos)

@@ -1,0 +1,394 @@
+"""The deployment agent: fetch, verify, stage, apply, health-check, report, roll back.
+
+Triggers (all end in ``request(deployment_id)`` or ``check_latest()``): the notification on
+``$hedgerow/cores/{core}/deployments``, every cloud reconnect, and a slow poll. Requests
+go through one queue and one worker: one deployment at a time, de-duplicated by id (the
+running one, the one in progress and ids that already failed are skipped).
+
+Steps for a new id:
+
+1. fetch the signed document; verify the Ed25519 signature over the exact text and that
+   it is for this core and group (``Failure`` on any problem: nothing was touched);
+2. fetch every artifact not yet stored and check its sha256 and size (``Failure``);
+3. stage (document, signature, artifacts on disk), report ``InProgress``;
+4. apply (routes, device list, functions) and health-check the functions;
+5. success: the id becomes ``current`` (the previous one is kept) and ``Success`` is
+   reported; failure: the previous deployment is applied again and ``RolledBack`` is
+   reported with the reason.
+
+After a restart ``restore()`` applies the last good deployment from disk, cloud or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from .certificates import write_atomic
+from .cloudapi import CloudAPI
+from .errors import CloudAPIError, CoreError, DeploymentError
+from .plan import plan
+from .routing import RoutingError, Subscription
+
+log = logging.getLogger(__name__)
+
+PENDING = "Pending"
+IN_PROGRESS = "InProgress"
+SUCCESS = "Success"
+FAILURE = "Failure"
+ROLLED_BACK = "RolledBack"
+
+_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+
+Reporter = Callable[[str, str, str], None]
+
+
+@dataclass(frozen=True)
+class DeploymentDocument:
+    deployment_id: str
+    group: str
+    core: str
+    things: tuple[str, ...]
+    functions: tuple[Mapping[str, Any], ...]
+    subscriptions: tuple[Subscription, ...]
+    settings: Mapping[str, Any]
+    text: str = field(repr=False)
+
+    @property
+    def open_broker(self) -> bool:
+        return bool(self.settings.get("open_broker", False))
+
+    def artifacts(self) -> list[tuple[str, int | None]]:
+        out = []
+        for entry in self.functions:
+            artifact = entry.get("artifact") or {}
+            out.append((str(artifact.get("sha256", "")), artifact.get("size")))
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self.text)
+        return value
+
+
+def parse_document(text: str) -> DeploymentDocument:
+    """Parse a document's JSON text (already verified); ``DeploymentError`` names the field."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise DeploymentError("?", f"the document is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise DeploymentError("?", "the document is not a JSON object")
+    deployment_id = data.get("deployment_id")
+    if not isinstance(deployment_id, str) or not _ID.match(deployment_id):
+        raise DeploymentError("?", "deployment_id: missing or malformed")
+    functions = data.get("functions", [])
+    if not isinstance(functions, list) or not all(
+        isinstance(f, dict) and "name" in f for f in functions
+    ):
+        raise DeploymentError(deployment_id, "functions: must be a list of objects with a name")
+    for entry in functions:
+        sha = (entry.get("artifact") or {}).get("sha256", "")
+        if not isinstance(sha, str) or not _SHA.match(sha):
+            raise DeploymentError(
+                deployment_id, f"functions[{entry['name']}].artifact.sha256: malformed"
+            )
+    things = data.get("things", [])
+    if not isinstance(things, list) or not all(isinstance(t, str) for t in things):
+        raise DeploymentError(deployment_id, "things: must be a list of names")
+    try:
+        subscriptions = tuple(Subscription.from_dict(s) for s in data.get("subscriptions", []))
+    except RoutingError as exc:
+        raise DeploymentError(deployment_id, f"subscriptions: {exc}") from exc
+    settings = data.get("settings") or {}
+    if not isinstance(settings, dict):
+        raise DeploymentError(deployment_id, "settings: must be an object")
+    return DeploymentDocument(
+        deployment_id=deployment_id,
+        group=str(data.get("group", "")),
+        core=str(data.get("core", "")),
+        things=tuple(things),
+        functions=tuple(functions),
+        subscriptions=subscriptions,
+        settings=settings,
+        text=text,
+    )
+
+
+def verify_document(
+    text: str, signature: str, key: ed25519.Ed25519PublicKey, *, core: str, group: str
+) -> DeploymentDocument:
+    """Check the signature over the exact UTF-8 text, then parse and check the addressee."""
+    try:
+        raw = base64.b64decode(signature, validate=True)
+        key.verify(raw, text.encode("utf-8"))
+    except (binascii.Error, ValueError, InvalidSignature) as exc:
+        raise DeploymentError("?", "the signature does not verify") from exc
+    doc = parse_document(text)
+    if doc.core != core:
+        raise DeploymentError(
+            doc.deployment_id, f"core: the document is for {doc.core!r}, not {core!r}"
+        )
+    if doc.group != group:
+        raise DeploymentError(
+            doc.deployment_id, f"group: the document is for {doc.group!r}, not {group!r}"
+        )
+    return doc
+
+
+EMPTY_DOCUMENT = DeploymentDocument("", "", "", (), (), (), {}, "{}")
+
+
+class Applier(Protocol):
+    """Puts a deployment into effect (routes, device list, functions)."""
+
+    async def apply(self, doc: DeploymentDocument, artifacts: Mapping[str, Path]) -> None: ...
+
+    async def health(self, doc: DeploymentDocument, limit_s: float) -> str | None:
+        """None when every function of ``doc`` is healthy, else the reason."""
+        ...
+
+
+class DeploymentStore:
+    """Documents, signatures and artifacts on disk; ``current``/``previous`` pointers."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.artifacts_dir = directory / "artifacts"
+
+    def _doc_file(self, deployment_id: str) -> Path:
+        return self.directory / f"{deployment_id}.json"
+
+    def artifact_path(self, sha256: str) -> Path:
+        return self.artifacts_dir / f"{sha256}.zip"
+
+    def has_artifact(self, sha256: str) -> bool:
+        path = self.artifact_path(sha256)
+        return path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == sha256
+
+    def put_artifact(self, sha256: str, data: bytes) -> Path:
+        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        path = self.artifact_path(sha256)
+        write_atomic(path, data)
+        return path
+
+    def stage(self, doc: DeploymentDocument, signature: str) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        write_atomic(self._doc_file(doc.deployment_id), doc.text.encode())
+        write_atomic(self.directory / f"{doc.deployment_id}.sig", signature.encode())
+
+    def pointer(self, name: str) -> str | None:
+        try:
+            value = (self.directory / name).read_text().strip()
+        except OSError:
+            return None
+        return value or None
+
+    def commit(self, deployment_id: str, previous: str | None) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if previous:
+            write_atomic(self.directory / "previous", previous.encode())
+        write_atomic(self.directory / "current", deployment_id.encode())
+
+    def load(self, deployment_id: str) -> DeploymentDocument | None:
+        try:
+            return parse_document(self._doc_file(deployment_id).read_text("utf-8"))
+        except (OSError, DeploymentError) as exc:
+            log.warning("core.deployment.load_failed id=%s error=%s", deployment_id, exc)
+            return None
+
+
+class DeploymentAgent:
+    def __init__(
+        self,
+        *,
+        api: CloudAPI,
+        store: DeploymentStore,
+        applier: Applier,
+        report: Reporter,
+        verify_key: ed25519.Ed25519PublicKey,
+        core: str,
+        group: str,
+        health_timeout: float = 10.0,
+    ) -> None:
+        self.api = api
+        self.store = store
+        self.applier = applier
+        self.report = report
+        self.verify_key = verify_key
+        self.core = core
+        self.group = group
+        self.health_timeout = health_timeout
+        self.current: DeploymentDocument | None = None
+        self.in_progress: str | None = None
+        self.failed: set[str] = set()
+        self.results: dict[str, str] = {}
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    # ---- triggers -------------------------------------------------------------------
+
+    def request(self, deployment_id: str | None) -> None:
+        """Queue a deployment id (None = ask the cloud for the latest)."""
+        self.idle.clear()
+        self._queue.put_nowait(deployment_id)
+
+    async def run(self) -> None:
+        """The single worker: one deployment at a time, in request order."""
+        while True:
+            if self._queue.empty():
+                self.idle.set()
+            item = await self._queue.get()
+            try:
+                if item is None:
+                    await self.check_latest()
+                else:
+                    await self.deploy(item)
+            except CoreError as exc:
+                log.warning("core.deployment.check_failed error=%s", exc)
+
+    async def check_latest(self) -> None:
+        latest = await self.api.latest_deployment()
+        if latest:
+            await self.deploy(latest)
+
+    def _skip(self, deployment_id: str) -> bool:
+        return (
+            (self.current is not None and self.current.deployment_id == deployment_id)
+            or self.in_progress == deployment_id
+            or deployment_id in self.failed
+        )
+
+    # ---- restore after a restart ------------------------------------------------------
+
+    async def restore(self) -> DeploymentDocument | None:
+        """Apply the last good deployment on disk (no cloud needed)."""
+        current_id = self.store.pointer("current")
+        doc = self.store.load(current_id) if current_id else None
+        if doc is None:
+            return None
+        try:
+            await self.applier.apply(doc, self._artifact_paths(doc))
+        except Exception as exc:  # an applier may fail in any way; the core keeps running
+            log.error("core.deployment.restore_failed id=%s error=%s", doc.deployment_id, exc)
+            return None
+        self.current = doc
+        log.info("core.deployment.restored id=%s", doc.deployment_id)
+        return doc
+
+    # ---- one deployment -------------------------------------------------------------
+
+    async def deploy(self, deployment_id: str) -> str | None:
+        """Run one deployment; returns the final status (None when skipped)."""
+        if self._skip(deployment_id):
+            return None
+        self.in_progress = deployment_id
+        try:
+            status = await self._deploy(deployment_id)
+        finally:
+            self.in_progress = None
+        self.results[deployment_id] = status
+        return status
+
+    def _report(self, deployment_id: str, status: str, detail: str = "") -> None:
+        log.info("core.deployment.status id=%s status=%s detail=%s", deployment_id, status, detail)
+        self.report(deployment_id, status, detail)
+
+    async def _deploy(self, deployment_id: str) -> str:
+        try:
+            signed = await self.api.deployment(deployment_id)
+        except CloudAPIError as exc:
+            if exc.status == 404:
+                self.failed.add(deployment_id)
+                self._report(deployment_id, FAILURE, f"not found: {exc}")
+                return FAILURE
+            raise
+        try:
+            doc = verify_document(
+                signed.document, signed.signature, self.verify_key, core=self.core, group=self.group
+            )
+            if doc.deployment_id != deployment_id:
+                raise DeploymentError(deployment_id, f"the document says {doc.deployment_id!r}")
+            await self._fetch_artifacts(doc)
+        except DeploymentError as exc:
+            self.failed.add(deployment_id)
+            self._report(deployment_id, FAILURE, exc.reason)
+            return FAILURE
+        self.store.stage(doc, signed.signature)
+        self._report(
+            deployment_id, IN_PROGRESS, plan(self._current_dict(), doc.as_dict()).summary()
+        )
+        reason = await self._apply_and_check(doc)
+        if reason is None:
+            previous = self.current.deployment_id if self.current else None
+            self.store.commit(deployment_id, previous)
+            self.current = doc
+            self._report(deployment_id, SUCCESS)
+            return SUCCESS
+        self.failed.add(deployment_id)
+        rollback_error = await self._rollback()
+        if rollback_error:
+            self._report(deployment_id, FAILURE, f"{reason}; rollback failed: {rollback_error}")
+            return FAILURE
+        self._report(deployment_id, ROLLED_BACK, reason)
+        return ROLLED_BACK
+
+    def _current_dict(self) -> dict[str, Any] | None:
+        return self.current.as_dict() if self.current else None
+
+    async def _fetch_artifacts(self, doc: DeploymentDocument) -> None:
+        for sha256, size in doc.artifacts():
+            if self.store.has_artifact(sha256):
+                continue
+            try:
+                data = await self.api.artifact(sha256)
+            except CloudAPIError as exc:
+                if exc.status is None or exc.status >= 500:
+                    raise  # transient: the deployment is tried again on the next trigger
+                raise DeploymentError(doc.deployment_id, f"artifact {sha256}: {exc}") from exc
+            if hashlib.sha256(data).hexdigest() != sha256:
+                raise DeploymentError(
+                    doc.deployment_id, f"artifact {sha256}: the hash does not match"
+                )
+            if size is not None and len(data) != size:
+                raise DeploymentError(
+                    doc.deployment_id, f"artifact {sha256}: size {len(data)} != {size}"
+                )
+            self.store.put_artifact(sha256, data)
+
+    def _artifact_paths(self, doc: DeploymentDocument) -> dict[str, Path]:
+        return {sha: self.store.artifact_path(sha) for sha, _ in doc.artifacts()}
+
+    async def _apply_and_check(self, doc: DeploymentDocument) -> str | None:
+        try:
+            await self.applier.apply(doc, self._artifact_paths(doc))
+        except Exception as exc:  # any failure of the new deployment leads to a rollback
+            log.warning("core.deployment.apply_failed id=%s error=%s", doc.deployment_id, exc)
+            return f"apply failed: {exc}"
+        try:
+            return await self.applier.health(doc, self.health_timeout)
+        except Exception as exc:  # same: the health check itself failing is a failure
+            return f"health check failed: {exc}"
+
+    async def _rollback(self) -> str | None:
+        target = self.current or EMPTY_DOCUMENT
+        try:
+            await self.applier.apply(target, self._artifact_paths(target))
+        except Exception as exc:  # report it; nothing else can be done
+            log.error("core.deployment.rollback_failed error=%s", exc)
+            return str(exc)
+        log.info("core.deployment.rolled_back to=%s", target.deployment_id or "(empty)")
+        return None

@@ -1,0 +1,135 @@
+"""Status: the heartbeat payload (pure), Prometheus text (pure), and a tiny metrics server.
+
+The heartbeat is small JSON sent at QoS 0 every ``status.heartbeat_interval`` (default
+10 minutes: about 150 KB a day with the TLS and MQTT framing). Prometheus metrics are
+served on ``http://127.0.0.1:<status.metrics_port>/metrics`` (loopback only by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import h11
+
+from hedgerow import __version__
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    core: str
+    uptime: float
+    devices: int
+    functions: Mapping[str, str]
+    spool: Mapping[str, int]
+    counters: Mapping[str, int]
+    subscriptions: tuple[tuple[str, str, str, int], ...] = ()
+    deployment: str | None = None
+    cloud_connected: bool = False
+    version: str = field(default=__version__)
+
+
+def heartbeat(s: Snapshot) -> bytes:
+    """The heartbeat JSON: version, uptime, devices, functions, spool depth, counters."""
+    body = {
+        "version": s.version,
+        "uptime": round(s.uptime),
+        "devices": s.devices,
+        "functions": dict(s.functions),
+        "spool": s.spool.get("depth", 0),
+        "deployment": s.deployment,
+        "counters": {k: v for k, v in s.counters.items() if v},
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def prometheus(s: Snapshot) -> str:
+    lines = [
+        "# TYPE hedgerow_core_uptime_seconds gauge",
+        f"hedgerow_core_uptime_seconds {s.uptime:.3f}",
+        "# TYPE hedgerow_core_devices_connected gauge",
+        f"hedgerow_core_devices_connected {s.devices}",
+        "# TYPE hedgerow_core_cloud_connected gauge",
+        f"hedgerow_core_cloud_connected {int(s.cloud_connected)}",
+        "# TYPE hedgerow_core_spool gauge",
+    ]
+    for key, value in sorted(s.spool.items()):
+        lines.append(f'hedgerow_core_spool{{field="{_label(key)}"}} {value}')
+    lines.append("# TYPE hedgerow_core_events_total counter")
+    for key, value in sorted(s.counters.items()):
+        lines.append(f'hedgerow_core_events_total{{event="{_label(key)}"}} {value}')
+    lines.append("# TYPE hedgerow_core_function_up gauge")
+    for name, state in sorted(s.functions.items()):
+        up = int(state.lower() == "running")
+        lines.append(
+            f'hedgerow_core_function_up{{function="{_label(name)}",state="{_label(state)}"}} {up}'
+        )
+    lines.append("# TYPE hedgerow_core_subscription_messages_total counter")
+    for source, topic, target, count in s.subscriptions:
+        lines.append(
+            f'hedgerow_core_subscription_messages_total{{source="{_label(source)}",'
+            f'topic="{_label(topic)}",target="{_label(target)}"}} {count}'
+        )
+    return "\n".join(lines) + "\n"
+
+
+class MetricsServer:
+    """GET /metrics (Prometheus text) and GET /health on a local port, over h11."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self.snapshot = snapshot
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        self._server = await asyncio.start_server(self._serve, host, port)
+        address = self._server.sockets[0].getsockname()
+        return str(address[0]), int(address[1])
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h11.Connection(h11.SERVER)
+        try:
+            request = None
+            while request is None:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    data = await asyncio.wait_for(reader.read(65536), 10)
+                    if not data:
+                        return
+                    conn.receive_data(data)
+                elif isinstance(event, h11.Request):
+                    request = event
+                else:
+                    return
+            status, body, ctype = self._answer(request.method, request.target)
+            headers = [("content-type", ctype), ("content-length", str(len(body)))]
+            writer.write(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
+            writer.write(conn.send(h11.Data(data=body)) or b"")
+            writer.write(conn.send(h11.EndOfMessage()) or b"")
+            await writer.drain()
+        except (h11.RemoteProtocolError, TimeoutError, ConnectionError) as exc:
+            log.debug("core.metrics.bad_request error=%s", exc)
+        finally:
+            writer.close()
+
+    def _answer(self, method: bytes, target: bytes) -> tuple[int, bytes, str]:
+        if method != b"GET":
+            return 405, b"method not allowed\n", "text/plain"
+        if target == b"/metrics":
+            return 200, prometheus(self.snapshot()).encode(), "text/plain; version=0.0.4"
+        if target == b"/health":
+            return 200, heartbeat(self.snapshot()), "application/json"
+        return 404, b"not found\n", "text/plain"

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hedgerow import pki
+from hedgerow.cli import main
+
+CONFIG = """
+[core]
+name = "pi-1"
+group = "factory-1"
+[cloud]
+https = "https://127.0.0.1:{port}"
+mqtt = "mqtts://127.0.0.1:{port}"
+[local]
+host = "127.0.0.1"
+port = {port}
+"""
+
+
+def provision(tmp_path: Path, port: int) -> Path:
+    root = pki.make_ca("root")
+    core = pki.issue(root, "pi-1", unit="core", days=5)
+    (tmp_path / "config.toml").write_text(CONFIG.format(port=port))
+    (tmp_path / "core.cert.pem").write_bytes(core.cert_pem)
+    (tmp_path / "core.key").write_bytes(core.key_pem)
+    (tmp_path / "root-ca.pem").write_bytes(root.cert_pem)
+    (tmp_path / "deploy-verify.pem").write_bytes(
+        pki.verify_key_to_pem(pki.new_signing_key().public_key())
+    )
+    return tmp_path / "config.toml"
+
+
+def test_check_reports_each_item_with_advice(
+    tmp_path: Path, port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = provision(tmp_path, port)
+    status = main(["core", "check", "--config", str(config), "--timeout", "1"])
+    out = capsys.readouterr().out
+    assert status == 1  # the cloud is not there
+    assert "ok    python" in out
+    assert f"ok    port 127.0.0.1:{port}" in out
+    assert "warn  certificate core" in out and "renew it soon" in out
+    assert f"fail  cloud https 127.0.0.1:{port}" in out and "check the network" in out
+    assert "checks:" in out
+
+
+def test_broken_config_names_the_field(
+    tmp_path: Path, port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = provision(tmp_path, port)
+    config.write_text(config.read_text().replace('group = "factory-1"', ""))
+    assert main(["core", "run", "--config", str(config)]) == 2
+    assert "core.group: missing" in capsys.readouterr().err
+    assert main(["core", "run", "--config", str(tmp_path / "absent.toml")]) == 2
+    assert "no config file" in capsys.readouterr().err
+
+
+def test_run_without_identity_files_says_which(
+    tmp_path: Path, port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = provision(tmp_path, port)
+    (tmp_path / "deploy-verify.pem").unlink()
+    assert main(["core", "run", "--config", str(config)]) == 2
+    assert "deploy-verify.pem" in capsys.readouterr().err
+
+
+def test_install_and_uninstall_service(
+    tmp_path: Path, port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = provision(tmp_path, port)
+    unit = tmp_path / "units" / "hedgerow-core.service"
+    args = [
+        "core",
+        "install-service",
+        "--config",
+        str(config),
+        "--unit-path",
+        str(unit),
+        "--no-systemctl",
+    ]
+    assert main(args) == 0
+    text = unit.read_text()
+    assert f"core run --config {config.resolve()}" in text and "Restart=always" in text
+    assert main(["core", "uninstall-service", "--unit-path", str(unit), "--no-systemctl"]) == 0
+    assert not unit.exists()
+    assert "removed" in capsys.readouterr().out

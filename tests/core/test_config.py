@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hedgerow.core.config import load_config, parse_config
+from hedgerow.core.errors import ConfigError
+
+GOOD = """
+[core]
+name = "pi-1"
+group = "factory-1"
+[cloud]
+https = "https://127.0.0.1:8443"
+mqtt = "mqtts://127.0.0.1:8884"
+[local]
+host = "0.0.0.0"
+port = 8883
+hosts = []
+"""
+
+
+def test_bundle_config_parses_with_defaults(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text(GOOD)
+    c = load_config(tmp_path / "config.toml")
+    assert (c.name, c.group) == ("pi-1", "factory-1")
+    assert c.cloud.mqtt.port == 8884 and c.cloud.https_endpoint.host == "127.0.0.1"
+    assert c.local.port == 8883 and c.local.hosts == ()
+    assert c.data_dir == tmp_path
+    assert c.spool_path == tmp_path / "spool.db"
+    assert c.spool.overflow == "drop-oldest" and c.spool.fsync == "always"
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("[cloud]\nhttps='https://x'\nmqtt='mqtts://x'", "core"),
+        (GOOD.replace('name = "pi-1"', ""), "core.name"),
+        (GOOD.replace('https = "https://127.0.0.1:8443"', ""), "cloud.https"),
+        (GOOD.replace("https://127.0.0.1:8443", "http://x"), "cloud.https"),
+        (GOOD.replace("port = 8883", "port = 'x'"), "local.port"),
+        (GOOD.replace("port = 8883", "port = 70000"), "local.port"),
+        (GOOD + "[spool]\noverflow = 'drop-random'\n", "spool.overflow"),
+        (GOOD + "[spool]\nfsync = 'sometimes'\n", "spool.fsync"),
+        (GOOD.replace("hosts = []", "hosts = [1]"), "local.hosts"),
+        ("[core\n", "config"),
+    ],
+)
+def test_errors_name_the_field(text: str, field: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config(text, default_data_dir=Path("/tmp"))
+    assert e.value.field == field
+    assert field in str(e.value)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no config file"):
+        load_config(tmp_path / "nope.toml")

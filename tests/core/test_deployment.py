@@ -1,0 +1,206 @@
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from hedgerow import pki
+from hedgerow.core.deployment import (
+    FAILURE,
+    IN_PROGRESS,
+    ROLLED_BACK,
+    SUCCESS,
+    DeploymentAgent,
+    DeploymentDocument,
+    DeploymentStore,
+)
+from hedgerow.core.plan import plan
+
+from .helpers import FakeAPI, document, function_entry, function_zip, sign
+
+
+class FakeApplier:
+    def __init__(self) -> None:
+        self.applied: list[str] = []
+        self.fail_apply: set[str] = set()
+        self.fail_health: set[str] = set()
+        self.artifacts: list[Mapping[str, Path]] = []
+
+    async def apply(self, doc: DeploymentDocument, artifacts: Mapping[str, Path]) -> None:
+        if doc.deployment_id in self.fail_apply:
+            raise RuntimeError("function temp-correct would not start")
+        for path in artifacts.values():
+            assert path.exists()
+        self.applied.append(doc.deployment_id)
+        self.artifacts.append(artifacts)
+
+    async def health(self, doc: DeploymentDocument, limit_s: float) -> str | None:
+        return "temp-correct crashed" if doc.deployment_id in self.fail_health else None
+
+
+@pytest.fixture
+def setup(
+    tmp_path: Path,
+) -> tuple[DeploymentAgent, FakeAPI, FakeApplier, list[tuple[str, str, str]]]:
+    key = pki.new_signing_key()
+    api = FakeAPI(key)
+    applier = FakeApplier()
+    reports: list[tuple[str, str, str]] = []
+    agent = DeploymentAgent(
+        api=api,
+        store=DeploymentStore(tmp_path / "deployments"),
+        applier=applier,
+        report=lambda i, s, d: reports.append((i, s, d)),
+        verify_key=key.public_key(),
+        core="pi-1",
+        group="factory-1",
+    )
+    return agent, api, applier, reports
+
+
+Setup = tuple[DeploymentAgent, FakeAPI, FakeApplier, list[tuple[str, str, str]]]
+
+
+async def test_success_then_dedup(setup: Setup) -> None:
+    agent, api, applier, reports = setup
+    art = function_zip()
+    api.add(document("d-1", functions=(function_entry("fn", art),)), artifacts={"fn": art})
+    assert await agent.deploy("d-1") == SUCCESS
+    assert [r[1] for r in reports] == [IN_PROGRESS, SUCCESS]
+    assert applier.applied == ["d-1"]
+    assert await agent.deploy("d-1") is None  # de-duplicated by id
+    assert agent.store.pointer("current") == "d-1"
+
+
+async def test_wrong_signature_is_rejected_and_nothing_is_touched(setup: Setup) -> None:
+    agent, api, applier, reports = setup
+    api.add(document("d-1"))
+    await agent.deploy("d-1")
+    other = pki.new_signing_key()
+    text = document("d-2", things=("evil",))
+    api.add(text, signature=sign(other, text))
+    assert await agent.deploy("d-2") == FAILURE
+    assert reports[-1] == ("d-2", FAILURE, "the signature does not verify")
+    assert applier.applied == ["d-1"]
+    assert agent.current is not None and agent.current.deployment_id == "d-1"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("not json at all", "not JSON"),
+        (document("d-9", core="pi-2"), "core"),
+        (document("d-9", group="other"), "group"),
+        (document("d-9", subscriptions=(("device:x", "a", "cloud"),)), "subscriptions"),
+    ],
+)
+async def test_corrupt_documents_fail(setup: Setup, text: str, reason: str) -> None:
+    agent, api, applier, reports = setup
+    from hedgerow.core.cloudapi import SignedDocument
+
+    api.documents["d-9"] = SignedDocument(text, sign(api.signing_key, text))
+    assert await agent.deploy("d-9") == FAILURE
+    assert reason in reports[-1][2]
+    assert applier.applied == []
+
+
+async def test_artifact_hash_mismatch_fails(setup: Setup) -> None:
+    agent, api, applier, reports = setup
+    art = function_zip()
+    api.add(document("d-1", functions=(function_entry("fn", art),)))
+    api.artifacts[function_entry("fn", art)["artifact"]["sha256"]] = art + b"tampered"
+    assert await agent.deploy("d-1") == FAILURE
+    assert "hash does not match" in reports[-1][2]
+    assert applier.applied == []
+
+
+@pytest.mark.parametrize("failure", ["apply", "health"])
+async def test_failure_rolls_back_to_previous(setup: Setup, failure: str) -> None:
+    agent, api, applier, reports = setup
+    api.add(document("d-1"))
+    assert await agent.deploy("d-1") == SUCCESS
+    api.add(document("d-2"))
+    (applier.fail_apply if failure == "apply" else applier.fail_health).add("d-2")
+    assert await agent.deploy("d-2") == ROLLED_BACK
+    assert reports[-1][:2] == ("d-2", ROLLED_BACK)
+    assert ("would not start" if failure == "apply" else "crashed") in reports[-1][2]
+    assert applier.applied[-1] == "d-1"
+    assert agent.current is not None and agent.current.deployment_id == "d-1"
+    assert agent.store.pointer("current") == "d-1"
+    assert await agent.deploy("d-2") is None  # a failed id is not retried
+
+
+async def test_restore_applies_last_good_without_the_cloud(setup: Setup, tmp_path: Path) -> None:
+    agent, api, applier, _ = setup
+    art = function_zip()
+    api.add(document("d-1", functions=(function_entry("fn", art),)), artifacts={"fn": art})
+    await agent.deploy("d-1")
+    api.offline = True
+    fresh = FakeApplier()
+    again = DeploymentAgent(
+        api=api,
+        store=DeploymentStore(tmp_path / "deployments"),
+        applier=fresh,
+        report=lambda *a: None,
+        verify_key=api.signing_key.public_key(),
+        core="pi-1",
+        group="factory-1",
+    )
+    doc = await again.restore()
+    assert doc is not None and doc.deployment_id == "d-1"
+    assert fresh.applied == ["d-1"]
+    assert list(fresh.artifacts[0]) == [function_entry("fn", art)["artifact"]["sha256"]]
+
+
+async def test_worker_runs_requests_one_at_a_time(setup: Setup) -> None:
+    import asyncio
+
+    agent, api, applier, reports = setup
+    api.add(document("d-1"))
+    task = asyncio.create_task(agent.run())
+    agent.request("d-1")
+    agent.request("d-1")
+    agent.request(None)
+    await asyncio.wait_for(agent.idle.wait(), 5)
+    task.cancel()
+    assert applier.applied == ["d-1"]
+    assert [r[1] for r in reports].count(SUCCESS) == 1
+
+
+def test_plan_says_what_changes() -> None:
+    import json
+
+    art = function_zip()
+    old = json.loads(document("a", functions=(function_entry("f", art), function_entry("g", art))))
+    new = json.loads(
+        document(
+            "b",
+            functions=(function_entry("f", art, memory_mb=256), function_entry("h", art)),
+            subscriptions=(("thing:x", "a/#", "cloud"),),
+        )
+    )
+    p = plan(old, new)
+    assert (p.start, p.stop, p.replace, p.keep) == (("h",), ("g",), ("f",), ())
+    assert p.routes_changed and not p.things_changed and p.functions_changed
+    assert "start=h" in p.summary()
+    assert plan(new, new).summary() == "no changes"
+
+
+async def test_cloud_outage_during_fetch_is_retried_not_failed(setup: Setup) -> None:
+    from hedgerow.core.errors import CloudAPIError
+
+    agent, api, applier, reports = setup
+    art = function_zip()
+    api.add(document("d-1", functions=(function_entry("fn", art),)), artifacts={"fn": art})
+    real_artifact = api.artifact
+
+    async def unreachable(sha256: str) -> bytes:
+        raise CloudAPIError("connection refused", "artifact")
+
+    api.artifact = unreachable  # type: ignore[method-assign]
+    with pytest.raises(CloudAPIError):
+        await agent.deploy("d-1")
+    assert "d-1" not in agent.failed and applier.applied == []
+    api.artifact = real_artifact  # type: ignore[method-assign]
+    assert await agent.deploy("d-1") == SUCCESS

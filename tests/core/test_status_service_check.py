@@ -1,0 +1,173 @@
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+import socket
+import tarfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hedgerow import pki
+from hedgerow.core import check, service
+from hedgerow.core.bundle import unpack_bundle
+from hedgerow.core.errors import ConfigError
+from hedgerow.core.status import MetricsServer, Snapshot, heartbeat, prometheus
+
+SNAP = Snapshot(
+    core="pi-1",
+    uptime=12.5,
+    devices=3,
+    functions={"temp-correct": "RUNNING", "other": "BROKEN"},
+    spool={"depth": 7, "bytes": 900},
+    counters={"to_cloud": 10, "dropped_local": 0},
+    subscriptions=(("thing:a", "sensors/#", "cloud", 10),),
+    deployment="d-1",
+    cloud_connected=True,
+)
+
+
+def test_heartbeat_is_small_json() -> None:
+    body = heartbeat(SNAP)
+    data = json.loads(body)
+    assert data["devices"] == 3 and data["spool"] == 7 and data["deployment"] == "d-1"
+    assert data["counters"] == {"to_cloud": 10}  # zero counters are left out
+    assert len(body) < 300
+
+
+def test_prometheus_text() -> None:
+    text = prometheus(SNAP)
+    assert "hedgerow_core_devices_connected 3" in text
+    assert 'hedgerow_core_function_up{function="temp-correct",state="RUNNING"} 1' in text
+    assert 'hedgerow_core_function_up{function="other",state="BROKEN"} 0' in text
+    assert (
+        'hedgerow_core_subscription_messages_total{source="thing:a",topic="sensors/#",target="cloud"} 10'
+        in text
+    )
+
+
+async def test_metrics_server_over_http() -> None:
+    server = MetricsServer(lambda: SNAP)
+    host, port = await server.start("127.0.0.1", 0)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as client:
+            r = await client.get("/metrics")
+            assert r.status_code == 200 and "hedgerow_core_uptime_seconds 12.500" in r.text
+            assert (await client.get("/health")).json()["devices"] == 3
+            assert (await client.get("/nope")).status_code == 404
+    finally:
+        await server.close()
+
+
+def test_unit_text_and_install(tmp_path: Path) -> None:
+    text = service.unit_text(
+        ["/usr/bin/python3", "-m", "hedgerow", "core", "run", "--config", "/x y/c.toml"]
+    )
+    assert "Type=notify" in text and "Restart=always" in text and "WatchdogSec=" in text
+    assert "ExecStart=/usr/bin/python3 -m hedgerow core run --config '/x y/c.toml'" in text
+    unit = tmp_path / "systemd" / "hedgerow-core.service"
+    service.install(text, unit, systemctl=False)
+    assert unit.read_text() == text
+    assert service.uninstall(unit, systemctl=False) is True
+    assert not unit.exists() and service.uninstall(unit, systemctl=False) is False
+
+
+def test_sd_notify_over_a_real_socket(tmp_path: Path) -> None:
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        assert service.sd_notify("READY=1", {"NOTIFY_SOCKET": str(path)})
+        assert sock.recv(100) == b"READY=1"
+    assert service.sd_notify("READY=1", {}) is False
+    assert (
+        service.watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())})
+        == 15.0
+    )
+    assert service.watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}) is None
+
+
+def test_checks_are_pure_and_advise() -> None:
+    assert check.check_python((3, 11, 2)).level is check.Level.OK
+    assert check.check_python((3, 9, 1)).level is check.Level.FAIL
+    assert check.check_disk(Path("/"), 10 * 1024 * 1024).level is check.Level.FAIL
+    assert check.check_disk(Path("/"), 10 * 1024**3).level is check.Level.OK
+    now = pki.now()
+    assert check.check_clock(now, now + dt.timedelta(minutes=10)).level is check.Level.FAIL
+    assert check.check_clock(now, now + dt.timedelta(seconds=60)).level is check.Level.WARN
+    assert check.check_clock(now, now).level is check.Level.OK
+    root = pki.make_ca("r")
+    soon = pki.issue(root, "c", days=3).cert
+    assert check.check_certificate("core", soon, now).level is check.Level.WARN
+    assert (
+        check.check_certificate("core", soon, now + dt.timedelta(days=5)).level is check.Level.FAIL
+    )
+    assert check.check_certificate("core", None, now).advice
+    assert check.check_cgroups(None).level is check.Level.WARN
+    assert check.check_cgroups("cpuset cpu io memory pids").level is check.Level.OK
+    assert check.check_run_as("nobody-here-xyz", None, (False, True)).level is check.Level.FAIL
+    assert check.check_port("127.0.0.1", 1, False).advice
+
+
+def _bundle(tmp_path: Path, files: dict[str, bytes]) -> Path:
+    path = tmp_path / "pi-1.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_bundle_unpacks_and_refuses_strangers(tmp_path: Path) -> None:
+    files = {
+        n: b"x"
+        for n in ("config.toml", "core.cert.pem", "core.key", "root-ca.pem", "deploy-verify.pem")
+    }
+    config = unpack_bundle(_bundle(tmp_path, files), tmp_path / "data")
+    assert config == tmp_path / "data" / "config.toml"
+    assert (tmp_path / "data" / "core.key").stat().st_mode & 0o777 == 0o600
+    with pytest.raises(ConfigError, match="missing core.key"):
+        unpack_bundle(
+            _bundle(tmp_path, {k: v for k, v in files.items() if k != "core.key"}), tmp_path / "d2"
+        )
+    with pytest.raises(ConfigError, match="unexpected member"):
+        unpack_bundle(_bundle(tmp_path, {**files, "../evil.sh": b"x"}), tmp_path / "d3")
+    with pytest.raises(ConfigError, match="no bundle"):
+        unpack_bundle(tmp_path / "missing.tar.gz", tmp_path / "d4")
+
+
+def test_component_log_files_rotate(tmp_path: Path) -> None:
+    import logging
+
+    from hedgerow.core.logs import component_of, file_handlers
+
+    assert component_of("hedgerow.core.connector") == "connector"
+    assert component_of("hedgerow.broker.hub") == "broker"
+    assert component_of("uvicorn") == "other"
+    handlers = file_handlers(tmp_path / "logs", 2000, 2)
+    logger = logging.getLogger("hedgerow.core.connector")
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    for h in handlers:
+        logger.addHandler(h)
+    try:
+        for i in range(100):
+            logger.info("core.connector.test line=%d %s", i, "x" * 50)
+    finally:
+        for h in handlers:
+            logger.removeHandler(h)
+            h.close()
+        logger.setLevel(old_level)
+    names = sorted(p.name for p in (tmp_path / "logs").iterdir())
+    assert names == [
+        "connector.log",
+        "connector.log.1",
+        "connector.log.2",
+        "core.log",
+        "core.log.1",
+        "core.log.2",
+    ]
+    assert "line=99" in (tmp_path / "logs" / "connector.log").read_text()
