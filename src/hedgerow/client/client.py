@@ -39,6 +39,8 @@ from hedgerow.mqtt.packets import (
     UnsubAck,
     Unsubscribe,
 )
+from hedgerow.mqtt.properties import PUBLISH as PUBLISH_TYPE
+from hedgerow.mqtt.properties import encode_properties
 from hedgerow.mqtt.reasons import ReasonCode
 from hedgerow.mqtt.session import InboundAliases, InboundFlows, OutboundAliases, OutboundFlows
 from hedgerow.mqtt.topics import validate_topic_filter, validate_topic_name
@@ -130,6 +132,8 @@ class Client:
         self.queue_size = queue_size
         self.connect_properties = properties
         self.on_disconnect = on_disconnect
+        #: the last publish properties sized for the server's maximum packet size, and their size
+        self._sized_properties: tuple[Properties | None, int] = (None, 0)
 
         self.connack: ConnAck | None = None
         self.session_present = False
@@ -348,6 +352,18 @@ class Client:
         properties: Properties,
         maximum: int,
     ) -> None:
+        # A cheap upper bound first (fixed header, topic as at most 4 bytes a character,
+        # packet id, properties, payload): encoding every publish twice would cost the
+        # core's cloud leg a quarter of its CPU.
+        if properties is NO_PROPERTIES:
+            props = 1
+        elif properties is self._sized_properties[0]:
+            props = self._sized_properties[1]
+        else:
+            props = 5 + len(encode_properties(properties, PUBLISH_TYPE))
+            self._sized_properties = (properties, props)
+        if 9 + 4 * len(topic) + props + len(payload) <= maximum:
+            return
         size = len(
             encode_publish(
                 topic, payload, qos, retain, False, 1 if qos else None, self.version, properties

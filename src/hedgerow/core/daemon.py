@@ -323,8 +323,20 @@ class CoreDaemon:
         self.spawn(self._heartbeat_loop(), "heartbeat")
         if c.status.metrics_port:
             metrics = MetricsServer(self.snapshot)
-            self.metrics_address = await metrics.start(c.status.metrics_host, c.status.metrics_port)
-            stack.push_async_callback(metrics.close)
+            try:
+                self.metrics_address = await metrics.start(
+                    c.status.metrics_host, c.status.metrics_port
+                )
+            except OSError as exc:
+                # Metrics are an aid, not a duty: a taken port must not stop the core routing.
+                log.warning(
+                    "core.metrics.unavailable host=%s port=%s error=%s (set status.metrics_port)",
+                    c.status.metrics_host,
+                    c.status.metrics_port,
+                    exc,
+                )
+            else:
+                stack.push_async_callback(metrics.close)
         interval = service.watchdog_interval()
         if interval:
             self.spawn(self._watchdog(interval), "systemd-watchdog")

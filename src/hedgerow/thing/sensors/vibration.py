@@ -33,13 +33,17 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-_np: Any
-try:  # optional: numpy makes 10 kHz cheap, but the SDK must import without it
-    import numpy
 
-    _np = numpy
-except ImportError:  # pragma: no cover - exercised only where numpy is absent
-    _np = None
+def _load_numpy() -> Any:
+    """numpy when installed (it makes 10 kHz cheap), imported only when a simulator needs it:
+    the SDK must import without it, and a core or CLI that never simulates should not pay
+    for it."""
+    try:
+        import numpy
+    except ImportError:  # pragma: no cover - exercised only where numpy is absent
+        return None
+    return numpy
+
 
 MAGIC = b"HRV1"
 #: magic, sample rate (Hz), index of the first sample, timestamp of the first sample, count
@@ -128,6 +132,7 @@ class VibrationSimulator:
         self.model = model or VibrationModel()
         self._rng = random.Random(seed)
         self._phases = [self._rng.uniform(0, 2 * math.pi) for _ in range(self.model.harmonics)]
+        _np = self._np = _load_numpy()
         self._numpy_rng = _np.random.default_rng(seed) if _np is not None else None
         self._index = 0
         self.start_time = start_time
@@ -136,7 +141,7 @@ class VibrationSimulator:
         n = count or self.model.batch_size
         start = self._index
         self._index += n
-        if _np is not None:
+        if self._np is not None:
             x, y, z = self._numpy(start, n)
         else:  # pragma: no cover - exercised only where numpy is absent
             x, y, z = self._python(start, n)
@@ -146,6 +151,7 @@ class VibrationSimulator:
     def _numpy(
         self, start: int, n: int
     ) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+        _np = self._np
         assert _np is not None and self._numpy_rng is not None
         m = self.model
         t = (start + _np.arange(n)) / m.sample_rate
