@@ -1,0 +1,206 @@
+"""The broker: listeners plus the shared hub, with the API the core and the cloud use.
+
+    async with Broker(BrokerConfig(), authenticator=..., authorizer=...) as broker:
+        host, port = await broker.listen("127.0.0.1", 0)
+        await broker.publish("status", b"up", retain=True)
+        remove = broker.add_interceptor(lambda identity, publish: ...)
+
+Leaving the ``async with`` block shuts down gracefully: listeners stop accepting, v5
+clients get DISCONNECT (Server shutting down), buffered data is flushed, and connections
+that linger past ``shutdown_grace`` are aborted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl as ssl_module
+from collections.abc import Callable
+from types import TracebackType
+
+from hedgerow.broker.auth import AllowAll, Authenticator, Authorizer, Identity
+from hedgerow.broker.config import LISTEN_BACKLOG, BrokerConfig
+from hedgerow.broker.connection import Connection, State
+from hedgerow.broker.errors import BrokerClosed
+from hedgerow.broker.hub import Hub, Interceptor
+from hedgerow.broker.messages import Message
+from hedgerow.broker.stats import BrokerStats, snapshot, sys_topics
+from hedgerow.mqtt.packets import Properties
+from hedgerow.mqtt.reasons import ReasonCode
+from hedgerow.mqtt.topics import validate_topic_name
+
+log = logging.getLogger(__name__)
+
+
+class Broker:
+    def __init__(
+        self,
+        config: BrokerConfig = BrokerConfig(),
+        *,
+        authenticator: Authenticator | None = None,
+        authorizer: Authorizer | None = None,
+    ) -> None:
+        self.config = config
+        allow = AllowAll()
+        self._authenticator: Authenticator = authenticator or allow
+        self._authorizer: Authorizer = authorizer or allow
+        self._hub: Hub | None = None
+        self._servers: list[asyncio.Server] = []
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Broker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def hub(self) -> Hub:
+        if self._hub is None or self._hub.closing:
+            raise BrokerClosed("the broker is not running (use it as an async context manager)")
+        return self._hub
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._hub = Hub(self.config, self._authenticator, self._authorizer, loop)
+        self._sweeper = loop.create_task(self._sweep(), name="mqtt-broker-sweep")
+
+    async def listen(
+        self, host: str, port: int, ssl: ssl_module.SSLContext | None = None
+    ) -> tuple[str, int]:
+        """Accept MQTT clients on ``host:port`` (0 = any free port); TLS when ``ssl`` is given."""
+        hub = self.hub
+        # TLS is done by each connection over memory BIOs (see tls.py), not by the loop.
+        server = await hub.loop.create_server(
+            lambda: Connection(hub, ssl),
+            host,
+            port,
+            backlog=LISTEN_BACKLOG,
+            reuse_address=True,
+        )
+        self._servers.append(server)
+        name = server.sockets[0].getsockname()
+        log.info("MQTT listener on %s:%s%s", name[0], name[1], " (TLS)" if ssl else "")
+        return str(name[0]), int(name[1])
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes | bytearray | memoryview | str,
+        *,
+        qos: int = 0,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> None:
+        """Publish from inside the process: delivered to matching subscribers, retained if asked."""
+        validate_topic_name(topic)
+        if qos not in (0, 1, 2):
+            raise ValueError(f"QoS must be 0, 1 or 2, not {qos}")
+        data = payload.encode() if isinstance(payload, str) else bytes(payload)
+        self.hub.route(Message(topic, data, qos, retain, properties), None)
+
+    def add_interceptor(self, fn: Interceptor) -> Callable[[], None]:
+        """Call ``fn(identity, publish)`` for every authorized client PUBLISH; returns a remover."""
+        interceptors = self.hub.interceptors
+        interceptors.append(fn)
+
+        def remove() -> None:
+            if fn in interceptors:
+                interceptors.remove(fn)
+
+        return remove
+
+    def disconnect_where(self, predicate: Callable[[Identity], bool], reason: str) -> int:
+        """Disconnect every connected client whose identity matches; returns how many."""
+        count = 0
+        for conn in list(self.hub.connections):
+            if (
+                conn.state is State.CONNECTED
+                and conn.identity is not None
+                and predicate(conn.identity)
+            ):
+                conn.kick(ReasonCode.ADMINISTRATIVE_ACTION, reason)
+                count += 1
+        return count
+
+    def clients(self) -> list[tuple[str, Identity]]:
+        """(client id, identity) of every connected client."""
+        return [
+            (c.client_id, c.identity)
+            for c in self.hub.connections
+            if c.state is State.CONNECTED and c.identity is not None
+        ]
+
+    def stats(self) -> BrokerStats:
+        hub = self._hub
+        if hub is None:
+            raise BrokerClosed("the broker was never started")
+        return snapshot(
+            hub.counters,
+            clients_connected=sum(1 for c in hub.connections if c.state is State.CONNECTED),
+            sessions=len(hub.sessions),
+            subscriptions=hub.table.count,
+            retained=len(hub.retained),
+            queued_messages=hub.sessions.queued_messages,
+        )
+
+    async def close(self) -> None:
+        hub = self._hub
+        if hub is None or hub.closing:
+            return
+        hub.closing = True
+        for server in self._servers:
+            server.close()
+        for task in list(hub.tasks):
+            task.cancel()
+        if hub.tasks:
+            await asyncio.gather(*hub.tasks, return_exceptions=True)
+        hub.flush()
+        for conn in list(hub.connections):
+            conn.kick(ReasonCode.SERVER_SHUTTING_DOWN, "broker shutting down")
+        if hub.connections:
+            try:
+                await asyncio.wait_for(hub.drained.wait(), self.config.shutdown_grace)
+            except TimeoutError:
+                log.warning(
+                    "%d connections did not close in time: aborting them", len(hub.connections)
+                )
+        for conn in list(hub.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            try:
+                await self._sweeper
+            except asyncio.CancelledError:
+                pass
+        log.info("broker closed")
+
+    async def _sweep(self) -> None:
+        """Housekeeping: keep-alive, CONNECT timeouts, slow consumers, expiry, $SYS."""
+        hub = self.hub
+        interval = self.config.sweep_interval
+        sys_interval = self.config.sys_interval
+        next_sys = hub.loop.time() + sys_interval
+        while True:
+            await asyncio.sleep(interval)
+            now = hub.loop.time()
+            try:
+                for conn in list(hub.connections):
+                    conn.sweep(now)
+                hub.sweep_sessions(now)
+                if sys_interval and now >= next_sys:
+                    next_sys = now + sys_interval
+                    for topic, payload in sys_topics(self.stats()):
+                        hub.route(Message(topic, payload, 0, True), None)
+            except Exception:
+                log.exception("broker housekeeping failed")

@@ -1,0 +1,862 @@
+"""One client's connection: an asyncio Protocol driving the codec and the shared hub.
+
+States: CONNECTING (waiting for CONNECT) -> AUTHENTICATING (the authenticator runs,
+reading is paused) -> CONNECTED -> CLOSED. Every complete packet in a read burst is
+decoded and handled in ``data_received``; replies and deliveries are gathered and
+written once per event-loop tick by the hub.
+
+A client that breaks the protocol is closed with a logged reason (v5: a DISCONNECT or
+CONNACK with the reason code first); nothing it sends can raise out of this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import logging
+import secrets
+import ssl
+from collections.abc import Callable
+from typing import Any, cast
+
+from cryptography import x509
+
+from hedgerow import pki
+from hedgerow.broker.auth import Action, ConnectInfo, Identity, Refused
+from hedgerow.broker.hub import Hub
+from hedgerow.broker.messages import Message
+from hedgerow.broker.negotiate import NEVER_EXPIRES, negotiate
+from hedgerow.broker.sessions import Session
+from hedgerow.broker.subscriptions import Subscription, route_for
+from hedgerow.broker.tls import ServerTLS
+from hedgerow.mqtt.codec import Decoder, encode
+from hedgerow.mqtt.errors import MQTTError, ProtocolError
+from hedgerow.mqtt.packets import (
+    NO_PROPERTIES,
+    ConnAck,
+    Connect,
+    Disconnect,
+    PingReq,
+    Properties,
+    ProtocolVersion,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    PubRel,
+    SubAck,
+    Subscribe,
+    UnsubAck,
+    Unsubscribe,
+    Will,
+)
+from hedgerow.mqtt.reasons import ReasonCode
+from hedgerow.mqtt.session import InboundAliases
+from hedgerow.mqtt.topics import validate_topic_filter, validate_topic_name
+
+log = logging.getLogger(__name__)
+
+_PINGRESP = b"\xd0\x00"
+
+
+class State(enum.Enum):
+    CONNECTING = "connecting"
+    AUTHENTICATING = "authenticating"
+    CONNECTED = "connected"
+    CLOSED = "closed"
+
+
+_CONNECTING = State.CONNECTING
+_AUTHENTICATING = State.AUTHENTICATING
+_CONNECTED = State.CONNECTED
+_CLOSED = State.CLOSED
+
+
+class Connection(asyncio.Protocol):
+    __slots__ = (
+        "hub",
+        "transport",
+        "decoder",
+        "state",
+        "session",
+        "identity",
+        "client_id",
+        "version",
+        "v5",
+        "keepalive",
+        "active",
+        "last_seen",
+        "will",
+        "out",
+        "congested_since",
+        "drain_mark",
+        "held_bytes",
+        "acks",
+        "ack_mark",
+        "tls",
+        "blocked",
+        "paused_by",
+        "aliases",
+        "max_out_packet",
+        "clean_disconnect",
+        "will_delay",
+    )
+
+    def __init__(self, hub: Hub, tls: ssl.SSLContext | None = None) -> None:
+        self.hub = hub
+        #: TLS done by the connection itself (see ``tls.py``); None on plain TCP.
+        self.tls = ServerTLS(tls) if tls is not None else None
+        self.transport: asyncio.Transport | None = None
+        self.decoder = Decoder(max_packet_size=hub.config.max_packet_size, server=True)
+        self.state = _CONNECTING
+        self.session: Session | None = None
+        self.identity: Identity | None = None
+        self.client_id = ""
+        self.version = ProtocolVersion.V311
+        self.v5 = False
+        self.keepalive = 0
+        #: Set on every read; the keep-alive sweep clears it and notes the time.
+        self.active = True
+        self.last_seen = hub.loop.time()
+        self.will: Message | None = None
+        #: Packets waiting for this tick's flush.
+        self.out: list[bytes] | None = None
+        #: When the transport asked us to stop writing (None = it is not congested).
+        self.congested_since: float | None = None
+        #: Write-buffer size at the last sweep while congested (to see if it drains).
+        self.drain_mark = 0
+        #: Bytes kept back in ``out`` while the transport is congested.
+        self.held_bytes = 0
+        #: QoS 1/2 acknowledgements received, and their count at the last sweep.
+        self.acks = 0
+        self.ack_mark = 0
+        #: Publishers paused because of this subscriber.
+        self.blocked: set[Connection] | None = None
+        #: How many congested subscribers hold this publisher paused.
+        self.paused_by = 0
+        self.aliases: InboundAliases | None = None
+        #: The client's v5 Maximum Packet Size (None = no limit).
+        self.max_out_packet: int | None = None
+        self.clean_disconnect = False
+        self.will_delay = 0
+
+    @property
+    def peer(self) -> tuple[str, int] | None:
+        """The client's address (read from the transport: not kept per connection)."""
+        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+        return (str(peer[0]), int(peer[1])) if peer else None
+
+    def _peer_certificate(self) -> x509.Certificate | None:
+        assert self.transport is not None
+        try:
+            if self.tls is not None:
+                return self.tls.peer_certificate()
+            ssl_object = self.transport.get_extra_info("ssl_object")
+            return pki.peer_certificate(ssl_object) if ssl_object is not None else None
+        except (ValueError, ssl.SSLError) as exc:
+            log.warning("client %s: unreadable client certificate: %s", self.peer, exc)
+            return None
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.client_id or '?'} {self.peer} {self.state.value}>"
+
+    # ---- asyncio.Protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(
+            asyncio.Transport, transport
+        )  # uvloop's are not asyncio.Transport subclasses
+        self.transport = transport
+        cfg = self.hub.config
+        transport.set_write_buffer_limits(cfg.write_high_water, cfg.write_low_water)
+        hub = self.hub
+        if hub.closing:
+            transport.abort()
+            return
+        hub.connections.add(self)
+        hub.counters.connections_total += 1
+
+    def data_received(self, data: bytes) -> None:
+        self.active = True
+        self.hub.counters.bytes_in += len(data)
+        tls = self.tls
+        if tls is not None:
+            data = self._decrypt(tls, data)
+            if not data:
+                return
+        try:
+            self.decoder.receive_data(data)
+        except MQTTError as exc:
+            self._violation(exc)
+            return
+        state = self.state
+        if state is _CONNECTED or state is _CONNECTING:
+            self._process()
+            self.hub.flush()
+
+    def _decrypt(self, tls: ServerTLS, data: bytes) -> bytes:
+        assert self.transport is not None
+        try:
+            plain, reply, closed = tls.receive(data)
+        except ssl.SSLError as exc:
+            log.info("client %s: TLS failed, closing: %s", self.peer, exc)
+            self.hub.counters.refused += not tls.established
+            self.out = None
+            alert = tls.pending()
+            if alert:
+                self.transport.write(alert)
+            self.transport.close()
+            self.state = _CLOSED if self.state is not _CONNECTED else self.state
+            return b""
+        if reply:
+            self.transport.write(reply)
+        if closed:
+            self.transport.close()
+        return plain
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        hub = self.hub
+        hub.connections.discard(self)
+        if hub.closing and not hub.connections:
+            hub.drained.set()
+        if self.state is _CONNECTED:
+            if not self.clean_disconnect:
+                log.info("client %s: connection lost: %s", self.client_id, exc or "closed by peer")
+            self._detach(publish_will=not self.clean_disconnect)
+        self.state = _CLOSED
+        self.out = None
+        self._release_publishers()
+
+    def pause_writing(self) -> None:
+        self.congested_since = self.hub.loop.time()
+        if self.transport is not None:
+            self.drain_mark = self.transport.get_write_buffer_size()
+
+    def resume_writing(self) -> None:
+        self.congested_since = None
+        self.flush()
+        self._release_publishers()
+        session = self.session
+        if session is not None and session.queue and session.connection is self:
+            session.drain(self.hub.loop.time())
+
+    # ---- decoding ----------------------------------------------------------------------
+
+    def _process(self) -> None:
+        decoder = self.decoder
+        handlers = _HANDLERS
+        try:
+            while True:
+                packet = decoder.next_packet()
+                if packet is None:
+                    return
+                state = self.state
+                if state is _CONNECTED:
+                    handler = handlers.get(type(packet))
+                    if handler is None:
+                        raise ProtocolError(f"unexpected {type(packet).__name__} from a client")
+                    handler(self, packet)
+                    if self.state is not _CONNECTED:
+                        return
+                elif state is _CONNECTING:
+                    if not isinstance(packet, Connect):
+                        raise ProtocolError(f"{type(packet).__name__} before CONNECT")
+                    self._on_connect(packet)
+                    return
+                else:
+                    return
+        except MQTTError as exc:
+            self._violation(exc)
+
+    # ---- CONNECT -------------------------------------------------------------------------
+
+    def _on_connect(self, c: Connect) -> None:
+        assert self.transport is not None
+        self.version = c.version
+        self.v5 = c.version == ProtocolVersion.V5
+        client_id = c.client_id
+        assigned = None
+        if not client_id:
+            if self.v5:
+                client_id = assigned = "hedgerow-" + secrets.token_hex(8)
+            elif c.clean_start and self.hub.config.allow_empty_client_id:
+                client_id = "hedgerow-" + secrets.token_hex(8)
+            else:
+                self._refuse(ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, "empty client id")
+                return
+        self.client_id = client_id
+        info = ConnectInfo(
+            client_id=client_id,
+            username=c.username,
+            password=c.password,
+            version=int(c.version),
+            peer=self.peer,
+            peer_cert=self._peer_certificate(),
+            clean_start=c.clean_start,
+        )
+        self.state = _AUTHENTICATING
+        self.transport.pause_reading()
+        hub = self.hub
+        task = hub.loop.create_task(
+            self._authenticate(c, info, assigned), name=f"mqtt-connect-{client_id}"
+        )
+        hub.tasks.add(task)
+        task.add_done_callback(hub.tasks.discard)
+
+    async def _authenticate(self, c: Connect, info: ConnectInfo, assigned: str | None) -> None:
+        try:
+            identity = await self.hub.authenticator.authenticate(info)
+        except Refused as exc:
+            if self.state is _AUTHENTICATING:
+                self._refuse(exc.reason_code, exc.message, silent=exc.silent)
+            return
+        except Exception:
+            log.exception("client %s: authenticator failed", info.client_id)
+            if self.state is _AUTHENTICATING:
+                self._refuse(ReasonCode.SERVER_UNAVAILABLE, "authenticator failed")
+            return
+        if self.state is not _AUTHENTICATING or self.hub.closing:
+            return
+        self.identity = identity
+        try:
+            self._accept(c, assigned)
+        except MQTTError as exc:
+            self._violation(exc)
+            return
+        assert self.transport is not None
+        self.transport.resume_reading()
+        self._process()
+        if not self.decoder.buffered:
+            self.decoder.receive_data(b"")  # drop the CONNECT's bytes: idle clients stay small
+
+    def _accept(self, c: Connect, assigned: str | None) -> None:
+        hub = self.hub
+        cfg = hub.config
+        client_id = self.client_id
+        now = hub.loop.time()
+        v5 = self.v5
+        if c.will is not None:
+            self.will = self._will_message(c.will)
+            if v5:
+                self.will_delay = c.will.properties.will_delay_interval or 0
+        session = hub.sessions.get(client_id)
+        if session is not None and session.connection is not None:
+            session.connection.kick(
+                ReasonCode.SESSION_TAKEN_OVER, "session taken over by a new connection"
+            )
+            session = hub.sessions.get(client_id)  # a clean session ended with its connection
+        hub.wills.cancel(client_id)
+        present = False
+        if session is not None and c.clean_start:
+            hub.end_session(session)
+            session = None
+        if session is None:
+            session = hub.sessions.create(client_id)
+        else:
+            present = True
+        self.session = session
+        session.connection = self
+        session.expires_at = None
+        terms = negotiate(c, cfg, assigned)
+        session.expiry = terms.session_expiry
+        session.window = terms.window
+        self.keepalive = terms.keepalive
+        self.last_seen = now
+        if v5:
+            self.max_out_packet = terms.max_out_packet
+            if cfg.topic_alias_maximum:
+                self.aliases = InboundAliases(cfg.topic_alias_maximum)
+            ack = ConnAck(present, 0, terms.ack_properties)
+        else:
+            ack = ConnAck(present, 0)
+        self.state = _CONNECTED
+        self._send(encode(ack, self.version))
+        log.debug("client %s connected (%s, v%d)", client_id, self.peer, self.version)
+        if present:
+            session.redeliver(now)
+
+    def _will_message(self, will: Will) -> Message:
+        validate_topic_name(will.topic)
+        props: Properties | None = will.properties
+        if props is NO_PROPERTIES or not self.v5:
+            props = None
+        elif props is not None and props.will_delay_interval is not None:
+            props = dataclasses.replace(props, will_delay_interval=None)
+        msg = Message(will.topic, will.payload, will.qos, will.retain, props)
+        return msg
+
+    def _refuse(self, reason_code: int, message: str, *, silent: bool = False) -> None:
+        hub = self.hub
+        hub.counters.refused += 1
+        log.info(
+            "client %s (%s): refused: %s (reason 0x%02x)",
+            self.client_id,
+            self.peer,
+            message,
+            reason_code,
+        )
+        if not silent or self.v5:
+            # the codec maps v5 reason codes to 3.1.1 return codes on the wire
+            self._send(encode(ConnAck(False, reason_code), self.version))
+        self._close()
+
+    # ---- packets of a connected client ---------------------------------------------------
+
+    def _on_publish(self, p: Publish) -> None:
+        hub = self.hub
+        hub.counters.messages_in += 1
+        topic = p.topic
+        aliases = self.aliases
+        if aliases is not None and (not topic or p.properties.topic_alias is not None):
+            topic = aliases.resolve(p)
+        identity = self.identity
+        assert identity is not None
+        if hub.check_publish and not hub.authorizer.authorize(identity, Action.PUBLISH, topic):
+            self._denied_publish(p, topic)
+            return
+        qos = p.qos
+        if qos == 1:
+            self._send(b"\x40\x02" + p.packet_id.to_bytes(2, "big"))  # type: ignore[union-attr]
+        elif qos == 2:
+            pid: int = p.packet_id  # type: ignore[assignment]
+            session = self.session
+            assert session is not None
+            inbound = session.inbound_qos2
+            if inbound is None:
+                inbound = session.inbound_qos2 = set()
+            if pid in inbound:
+                self._send(b"\x50\x02" + pid.to_bytes(2, "big"))
+                return  # a resent message already delivered: acknowledge only
+            if len(inbound) >= hub.config.receive_maximum:
+                raise ProtocolError(
+                    "too many QoS 2 messages in flight", ReasonCode.RECEIVE_MAXIMUM_EXCEEDED
+                )
+            inbound.add(pid)
+            self._send(b"\x50\x02" + pid.to_bytes(2, "big"))
+        if hub.interceptors:
+            hub.intercept(identity, p if topic == p.topic else dataclasses.replace(p, topic=topic))
+        hub.route(Message(topic, p.payload, qos, p.retain, p.properties, self.session), self)
+
+    def _denied_publish(self, p: Publish, topic: str) -> None:
+        hub = self.hub
+        hub.counters.denied_publish += 1
+        log.info("client %s: PUBLISH to %s not authorized", self.client_id, topic)
+        if hub.config.deny_policy == "disconnect":
+            self.kick(ReasonCode.NOT_AUTHORIZED, f"PUBLISH to {topic} not authorized")
+            return
+        pid = p.packet_id
+        if pid is None:
+            return
+        code = ReasonCode.NOT_AUTHORIZED if self.v5 else 0
+        if p.qos == 1:
+            self._send(encode(PubAck(pid, code), self.version))
+        else:
+            self._send(encode(PubRec(pid, code), self.version))
+
+    def _on_puback(self, p: PubAck) -> None:
+        session = self.session
+        assert session is not None
+        self.acks += 1
+        session.on_puback(p.packet_id)
+        if session.queue:
+            session.drain(self.hub.loop.time())
+
+    def _on_pubrec(self, p: PubRec) -> None:
+        session = self.session
+        assert session is not None
+        pid = p.packet_id
+        if p.reason_code >= 0x80:
+            session.on_pubcomp(pid)  # the receiver refused it: the flow ends here
+            if session.queue:
+                session.drain(self.hub.loop.time())
+            return
+        if session.on_pubrec(pid):
+            self.write_pubrel(pid)
+        elif self.v5:
+            self._send(encode(PubRel(pid, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND), self.version))
+        else:
+            self.write_pubrel(pid)
+
+    def _on_pubrel(self, p: PubRel) -> None:
+        session = self.session
+        assert session is not None
+        pid = p.packet_id
+        inbound = session.inbound_qos2
+        if inbound is not None and pid in inbound:
+            inbound.discard(pid)
+            self._send(b"\x70\x02" + pid.to_bytes(2, "big"))
+        elif self.v5:
+            self._send(encode(PubComp(pid, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND), self.version))
+        else:
+            self._send(b"\x70\x02" + pid.to_bytes(2, "big"))
+
+    def _on_pubcomp(self, p: PubComp) -> None:
+        session = self.session
+        assert session is not None
+        self.acks += 1
+        session.on_pubcomp(p.packet_id)
+        if session.queue:
+            session.drain(self.hub.loop.time())
+
+    def _on_subscribe(self, p: Subscribe) -> None:
+        hub = self.hub
+        session = self.session
+        identity = self.identity
+        assert session is not None and identity is not None
+        identifier = (
+            p.properties.subscription_identifiers[0]
+            if p.properties.subscription_identifiers
+            else None
+        )
+        codes: list[int] = []
+        retained: list[tuple[Subscription, bool]] = []
+        for s in p.subscriptions:
+            try:
+                validate_topic_filter(s.topic_filter)
+                sub = Subscription(
+                    session,
+                    s.topic_filter,
+                    s.qos,
+                    no_local=s.no_local,
+                    retain_as_published=s.retain_as_published,
+                    retain_handling=s.retain_handling,
+                    identifier=identifier,
+                )
+            except ProtocolError as exc:
+                log.info("client %s: bad topic filter %r: %s", self.client_id, s.topic_filter, exc)
+                codes.append(ReasonCode.TOPIC_FILTER_INVALID if self.v5 else 0x80)
+                continue
+            if sub.group is not None and s.no_local:
+                raise ProtocolError("no local on a shared subscription")
+            if not hub.authorizer.authorize(identity, Action.SUBSCRIBE, s.topic_filter):
+                hub.counters.denied_subscribe += 1
+                log.info(
+                    "client %s: SUBSCRIBE to %s not authorized", self.client_id, s.topic_filter
+                )
+                codes.append(ReasonCode.NOT_AUTHORIZED if self.v5 else 0x80)
+                continue
+            subscriptions = session.subscriptions
+            if subscriptions is None:
+                subscriptions = session.subscriptions = {}
+            if (
+                len(subscriptions) >= hub.config.max_subscriptions
+                and s.topic_filter not in subscriptions
+            ):
+                log.info(
+                    "client %s: too many subscriptions, refused %s", self.client_id, s.topic_filter
+                )
+                codes.append(ReasonCode.QUOTA_EXCEEDED if self.v5 else 0x80)
+                continue
+            old = subscriptions.get(s.topic_filter)
+            if old is not None:
+                hub.table.remove(old)
+            subscriptions[s.topic_filter] = sub
+            hub.table.add(sub)
+            codes.append(s.qos)
+            if sub.group is None and (
+                sub.retain_handling == 0 or (sub.retain_handling == 1 and old is None)
+            ):
+                retained.append((sub, True))
+        self._send(encode(SubAck(p.packet_id, tuple(codes)), self.version))
+        if retained and len(hub.retained):
+            now = hub.loop.time()
+            for sub, _ in retained:
+                route = route_for(sub)
+                for message in hub.retained.matching(sub.topic_filter, now):
+                    qos = min(sub.qos, message.qos)
+                    session.deliver(message, qos, True, route.identifiers)
+
+    def _on_unsubscribe(self, p: Unsubscribe) -> None:
+        hub = self.hub
+        session = self.session
+        assert session is not None
+        codes: list[int] = []
+        for topic_filter in p.topic_filters:
+            sub = session.subscriptions.pop(topic_filter, None) if session.subscriptions else None
+            if sub is None:
+                codes.append(ReasonCode.NO_SUBSCRIPTION_EXISTED)
+            else:
+                hub.table.remove(sub)
+                codes.append(ReasonCode.SUCCESS)
+        self._send(encode(UnsubAck(p.packet_id, tuple(codes) if self.v5 else ()), self.version))
+
+    def _on_pingreq(self, p: PingReq) -> None:
+        self._send(_PINGRESP)
+
+    def _on_disconnect(self, p: Disconnect) -> None:
+        session = self.session
+        assert session is not None
+        expiry = p.properties.session_expiry_interval
+        if expiry is not None and self.v5:
+            if session.expiry == 0 and expiry != 0:
+                raise ProtocolError("DISCONNECT sets a session expiry after CONNECT set none")
+            session.expiry = None if expiry == NEVER_EXPIRES else expiry
+        if p.reason_code == ReasonCode.DISCONNECT_WITH_WILL_MESSAGE:
+            log.info("client %s: disconnected, asking for its will", self.client_id)
+        else:
+            log.debug("client %s: disconnected (reason 0x%02x)", self.client_id, p.reason_code)
+            self.will = None
+        self.clean_disconnect = True
+        self._detach(publish_will=True)
+        self._close()
+
+    # ---- outbound ------------------------------------------------------------------------
+
+    def _send(self, data: bytes) -> None:
+        out = self.out
+        if out is None:
+            self.out = [data]
+            self.hub.want_flush(self)
+        else:
+            out.append(data)
+
+    def flush(self) -> None:
+        out = self.out
+        if out is None:
+            return
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            self.out = None
+            return
+        if self.congested_since is not None and self.state is _CONNECTED:
+            # Keep it until the transport drains (resume_writing): writing more into a
+            # congested transport only moves the pile, and TLS transports handle huge
+            # piles badly. The pile is bounded: QoS 0 is dropped beyond the limit.
+            self.held_bytes = held = sum(map(len, out))
+            if held > self.hub.config.max_outbound_bytes:
+                self.block_on(self)  # it reads none of our answers: stop reading its requests
+            return
+        self.out = None
+        self.held_bytes = 0
+        data = out[0] if len(out) == 1 else b"".join(out)
+        if self.tls is not None:
+            data = self.tls.encrypt(data)
+        transport.write(data)
+        self.hub.counters.bytes_out += len(data)
+
+    def _has_room(self) -> bool:
+        """While congested: pause the current publisher (for a while) and say if QoS 0 fits."""
+        hub = self.hub
+        congested_since = self.congested_since
+        assert congested_since is not None and self.transport is not None
+        publisher = hub.publisher
+        if (
+            publisher is not None
+            and publisher is not self
+            and hub.loop.time() - congested_since < hub.config.backpressure_timeout
+        ):
+            publisher.block_on(self)
+        held = self.transport.get_write_buffer_size() + self.held_bytes
+        return held < hub.config.max_outbound_bytes
+
+    def write_publish0(self, message: Message, retain: bool, ids: tuple[int, ...]) -> None:
+        counters = self.hub.counters
+        if self.congested_since is not None and not self._has_room():
+            counters.dropped_qos0 += 1
+            return
+        data = message.encode0(self.v5, retain, ids)
+        if self.max_out_packet is not None and len(data) > self.max_out_packet:
+            counters.dropped_qos0 += 1
+            return
+        self._send(data)
+        counters.messages_out += 1
+
+    def fits(self, message: Message, qos: int, retain: bool, ids: tuple[int, ...]) -> bool:
+        """Whether the PUBLISH fits the client's v5 Maximum Packet Size."""
+        if self.max_out_packet is None:
+            return True
+        head, tail = message.encode_parts(self.v5, qos, retain, False, ids)
+        return len(head) + 2 + len(tail) <= self.max_out_packet
+
+    def write_publish(
+        self, message: Message, qos: int, retain: bool, dup: bool, pid: int, ids: tuple[int, ...]
+    ) -> None:
+        if self.congested_since is not None:
+            self._has_room()  # QoS 1/2 is bounded by the window: never dropped here
+        head, tail = message.encode_parts(self.v5, qos, retain, dup, ids)
+        self._send(head + pid.to_bytes(2, "big") + tail)
+        self.hub.counters.messages_out += 1
+
+    def write_pubrel(self, pid: int) -> None:
+        self._send(b"\x62\x02" + pid.to_bytes(2, "big"))
+
+    # ---- backpressure --------------------------------------------------------------------
+
+    def block_on(self, subscriber: Connection) -> None:
+        blocked = subscriber.blocked
+        if blocked is None:
+            blocked = subscriber.blocked = set()
+        elif self in blocked:
+            return
+        blocked.add(self)
+        self.paused_by += 1
+        if self.paused_by == 1 and self.transport is not None:
+            self.transport.pause_reading()
+            self.hub.counters.publishers_paused += 1
+
+    def unblock(self) -> None:
+        self.paused_by -= 1
+        transport = self.transport
+        if self.paused_by == 0 and transport is not None and not transport.is_closing():
+            if self.state is _CONNECTED:
+                transport.resume_reading()
+
+    def window_full(self) -> None:
+        """A QoS 1/2 message had to queue: pause the publisher until acknowledgements come."""
+        publisher = self.hub.publisher
+        if publisher is not None and publisher is not self:
+            publisher.block_on(self)
+
+    def release_publishers(self) -> None:
+        self._release_publishers()
+
+    def _release_publishers(self) -> None:
+        blocked = self.blocked
+        if blocked:
+            self.blocked = None
+            for publisher in blocked:
+                publisher.unblock()
+
+    def sweep(self, now: float) -> None:
+        """Periodic checks: CONNECT timeout, keep-alive, slow consumers."""
+        hub = self.hub
+        cfg = hub.config
+        state = self.state
+        if state is _CONNECTED:
+            if self.active:
+                self.active = False
+                self.last_seen = now
+            elif self.keepalive and now - self.last_seen > self.keepalive * 1.5:
+                self.kick(
+                    ReasonCode.KEEP_ALIVE_TIMEOUT,
+                    f"no packet within 1.5 x keep-alive {self.keepalive}s",
+                )
+                return
+            if self.blocked and self.congested_since is None:
+                # publishers wait for this client's acknowledgements: none for a sweep, go on
+                if self.acks == self.ack_mark:
+                    self._release_publishers()
+                self.ack_mark = self.acks
+            since = self.congested_since
+            if since is not None and self.transport is not None:
+                size = self.transport.get_write_buffer_size()
+                if size + cfg.write_low_water <= self.drain_mark:
+                    # It reads, just slower than they publish: keep pacing the publishers.
+                    self.congested_since = since = now
+                self.drain_mark = size
+                if now - since >= cfg.backpressure_timeout:
+                    self._release_publishers()
+                if now - since >= cfg.slow_client_timeout:
+                    self.kick(
+                        ReasonCode.QUOTA_EXCEEDED,
+                        f"not reading for {now - since:.0f}s (slow consumer)",
+                    )
+        elif state is _CONNECTING and now - self.last_seen > cfg.connect_timeout:
+            log.info("client %s: no CONNECT within %ss: closing", self.peer, cfg.connect_timeout)
+            self._close()
+
+    # ---- closing -------------------------------------------------------------------------
+
+    def _violation(self, exc: MQTTError) -> None:
+        hub = self.hub
+        hub.counters.protocol_errors += 1
+        code = exc.reason_code
+        log.info(
+            "client %s (%s): protocol error, closing: %s (reason 0x%02x)",
+            self.client_id,
+            self.peer,
+            exc,
+            code,
+        )
+        if self.state is _CONNECTED:
+            if self.v5:
+                self._send(encode(Disconnect(code), ProtocolVersion.V5))
+            self._detach(publish_will=True)
+        elif self.state is _CONNECTING:
+            version = self.decoder.version
+            if code == ReasonCode.UNSUPPORTED_PROTOCOL_VERSION:
+                self._send(b"\x20\x02\x00\x01")
+            elif version == ProtocolVersion.V5:
+                self._send(encode(ConnAck(False, code), ProtocolVersion.V5))
+        self._close()
+
+    def kick(self, reason_code: int, message: str) -> None:
+        """Disconnect this client from the broker's side (v5: with a DISCONNECT)."""
+        if self.state is _CLOSED:
+            return
+        log.info(
+            "client %s (%s): disconnecting: %s (reason 0x%02x)",
+            self.client_id,
+            self.peer,
+            message,
+            reason_code,
+        )
+        if self.state is _CONNECTED:
+            if self.v5:
+                self._send(encode(Disconnect(reason_code), ProtocolVersion.V5))
+            self._detach(publish_will=True)
+        self._close()
+
+    def _detach(self, *, publish_will: bool) -> None:
+        """Leave the session (kept or forgotten by its expiry) and send the will if due."""
+        if self.state is not _CONNECTED:
+            return
+        self.state = _CLOSED
+        hub = self.hub
+        session = self.session
+        will = self.will
+        self.will = None
+        if session is None or session.connection is not self:
+            return
+        session.connection = None
+        now = hub.loop.time()
+        expiry = session.expiry
+        if will is not None and publish_will:
+            delay = self.will_delay
+            if delay and expiry != 0:
+                due = now + (delay if expiry is None else min(delay, expiry))
+                hub.wills.schedule(session.client_id, due, will)
+            else:
+                self._publish_will(will)
+        if expiry == 0:
+            hub.end_session(session)
+        else:
+            session.expires_at = None if expiry is None else now + expiry
+
+    def _publish_will(self, will: Message) -> None:
+        hub = self.hub
+        identity = self.identity
+        if identity is not None and hub.check_publish:
+            if not hub.authorizer.authorize(identity, Action.PUBLISH, will.topic):
+                log.info("client %s: will to %s not authorized", self.client_id, will.topic)
+                return
+        log.debug("client %s: publishing will on %s", self.client_id, will.topic)
+        hub.route(will, None)
+
+    def _close(self) -> None:
+        self.flush()
+        if self.state is not _CONNECTED:
+            self.state = _CLOSED
+        transport = self.transport
+        if transport is not None:
+            if self.congested_since is not None:
+                transport.abort()  # it does not read: waiting to flush would never end
+            else:
+                transport.close()
+
+
+_HANDLERS: dict[type, Callable[[Connection, Any], None]] = {
+    Publish: Connection._on_publish,
+    PubAck: Connection._on_puback,
+    PubRec: Connection._on_pubrec,
+    PubRel: Connection._on_pubrel,
+    PubComp: Connection._on_pubcomp,
+    Subscribe: Connection._on_subscribe,
+    Unsubscribe: Connection._on_unsubscribe,
+    PingReq: Connection._on_pingreq,
+    Disconnect: Connection._on_disconnect,
+}

@@ -1,0 +1,133 @@
+"""The state every connection of one broker shares, and message fan-out.
+
+``Hub.route`` hands a message to each matching session. Outgoing bytes are not written
+there: each connection gathers its packets and the hub flushes every connection that has
+something to send once per event-loop tick (one ``transport.write`` per burst).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from hedgerow.broker.auth import AllowAll, Authenticator, Authorizer, Identity
+from hedgerow.broker.config import BrokerConfig
+from hedgerow.broker.messages import Message
+from hedgerow.broker.retained import RetainedStore
+from hedgerow.broker.sessions import Session, SessionStore
+from hedgerow.broker.stats import Counters
+from hedgerow.broker.subscriptions import SubscriptionTable
+from hedgerow.broker.wills import DelayedWills
+from hedgerow.mqtt.packets import Publish
+
+if TYPE_CHECKING:
+    from hedgerow.broker.connection import Connection
+
+log = logging.getLogger(__name__)
+
+Interceptor = Callable[[Identity, Publish], None]
+
+
+class Hub:
+    def __init__(
+        self,
+        config: BrokerConfig,
+        authenticator: Authenticator,
+        authorizer: Authorizer,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.config = config
+        self.loop = loop
+        self.counters = Counters()
+        self.sessions = SessionStore(self.counters, config.max_queued_messages)
+        self.table = SubscriptionTable()
+        self.retained = RetainedStore(config.max_retained)
+        self.wills = DelayedWills()
+        self.authenticator = authenticator
+        self.authorizer = authorizer
+        #: False when every PUBLISH is allowed anyway (skips a call per message).
+        self.check_publish = not isinstance(authorizer, AllowAll)
+        self.interceptors: list[Interceptor] = []
+        #: Every open connection, connected or not yet.
+        self.connections: set[Connection] = set()
+        #: Authentication tasks in progress (cancelled on shutdown).
+        self.tasks: set[asyncio.Task[None]] = set()
+        #: The connection whose PUBLISH is being routed (paused when a subscriber congests).
+        self.publisher: Connection | None = None
+        self.closing = False
+        #: Set once the broker is closing and the last connection is gone.
+        self.drained = asyncio.Event()
+        self._dirty: list[Connection] = []
+        self._flush_handle: asyncio.Handle | None = None
+
+    # ---- fan-out -----------------------------------------------------------------------
+
+    def route(self, message: Message, publisher: Connection | None) -> None:
+        """Deliver to every matching subscriber (and retain if the message asks)."""
+        if message.retain:
+            self.retained.store(message)
+        routes, groups = self.table.routes(message.topic)
+        if not routes and not groups:
+            return
+        self.publisher = publisher
+        origin = message.origin
+        mq = message.qos
+        retain = message.retain
+        for session, qos, rap, no_local, ids in routes:
+            if no_local and session is origin:
+                continue
+            session.deliver(message, qos if qos < mq else mq, rap and retain, ids)
+        for group in groups:
+            sub = group.pick()
+            if sub is not None:
+                q = sub.qos if sub.qos < mq else mq
+                ids = (sub.identifier,) if sub.identifier else ()
+                sub.session.deliver(message, q, sub.retain_as_published and retain, ids)
+        self.publisher = None
+
+    def intercept(self, identity: Identity, publish: Publish) -> None:
+        for fn in self.interceptors:
+            try:
+                fn(identity, publish)
+            except Exception:
+                log.exception("interceptor %r failed on topic %s", fn, publish.topic)
+
+    # ---- batched writes ----------------------------------------------------------------
+
+    def want_flush(self, conn: Connection) -> None:
+        self._dirty.append(conn)
+        if self._flush_handle is None:
+            self._flush_handle = self.loop.call_soon(self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._flush_handle = None
+        self.flush()
+
+    def flush(self) -> None:
+        """Write what every connection gathered. Called at the end of each read burst
+        (an event loop may run many reads before its next tick) and once per tick."""
+        dirty = self._dirty
+        if not dirty:
+            return
+        self._dirty = []
+        for conn in dirty:
+            conn.flush()
+
+    # ---- session lifecycle ---------------------------------------------------------------
+
+    def end_session(self, session: Session) -> None:
+        """Forget a session (expired, or clean); a will still waiting on it goes out now."""
+        self.sessions.discard(session, self.table.remove)
+        will = self.wills.take(session.client_id)
+        if will is not None:
+            self.route(will, None)
+
+    def sweep_sessions(self, now: float) -> None:
+        for session in self.sessions.expired(now):
+            log.info("session %s expired", session.client_id)
+            self.end_session(session)
+        for will in self.wills.due(now):
+            log.info("publishing delayed will on %s", will.topic)
+            self.route(will, None)

@@ -1,0 +1,218 @@
+"""Sessions: what the broker remembers about a client id, connected or not.
+
+A session owns its subscriptions, its outbound QoS 1/2 window (messages sent and not yet
+acknowledged, redelivered on reconnect) and a bounded queue of messages waiting for room
+in the window or for the client to come back. QoS 0 messages are never queued here: they
+go straight to the connection or are dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from hedgerow.broker.messages import Message
+from hedgerow.broker.stats import Counters
+
+if TYPE_CHECKING:
+    from hedgerow.broker.connection import Connection
+    from hedgerow.broker.subscriptions import Subscription
+
+log = logging.getLogger(__name__)
+
+#: A QoS 2 delivery whose PUBREC arrived: waiting for PUBCOMP after our PUBREL.
+RELEASED = None
+#: Largest packet identifier.
+MAX_PACKET_ID = 65535
+
+InFlight = tuple[Message, int, bool, tuple[int, ...]] | None
+Queued = tuple[Message, int, bool, tuple[int, ...]]
+
+
+class Session:
+    __slots__ = (
+        "client_id",
+        "connection",
+        "subscriptions",
+        "inflight",
+        "queue",
+        "inbound_qos2",
+        "expiry",
+        "expires_at",
+        "window",
+        "counters",
+        "max_queued",
+        "_next_id",
+    )
+
+    def __init__(self, client_id: str, counters: Counters, max_queued: int) -> None:
+        self.client_id = client_id
+        self.connection: Connection | None = None
+        #: Created on first use: most sessions of idle clients never need them.
+        self.subscriptions: dict[str, Subscription] | None = None
+        #: packet id -> (message, qos, retain, subscription ids), or RELEASED.
+        self.inflight: dict[int, InFlight] | None = None
+        self.queue: deque[Queued] | None = None
+        #: Packet ids of inbound QoS 2 messages delivered and awaiting PUBREL.
+        self.inbound_qos2: set[int] | None = None
+        #: Seconds the session outlives its connection; None = forever.
+        self.expiry: int | None = 0
+        self.expires_at: float | None = None
+        self.window = 1
+        self.counters = counters
+        self.max_queued = max_queued
+        self._next_id = 1
+
+    @property
+    def queued(self) -> int:
+        return len(self.queue) if self.queue is not None else 0
+
+    # ---- outbound ------------------------------------------------------------------
+
+    def deliver(self, message: Message, qos: int, retain: bool, ids: tuple[int, ...]) -> None:
+        """Send to the client now, or queue (QoS 1/2) when the window is full or it is away."""
+        conn = self.connection
+        if qos == 0:
+            if conn is not None:
+                conn.write_publish0(message, retain, ids)
+            return
+        if (
+            conn is not None
+            and conn.max_out_packet is not None
+            and not conn.fits(message, qos, retain, ids)
+        ):
+            self.counters.dropped_queue_full += 1  # larger than the client accepts: as if sent
+            return
+        inflight = self.inflight
+        if inflight is None:
+            inflight = self.inflight = {}
+        if conn is not None and len(inflight) < self.window and not self.queue:
+            pid = self._new_id()
+            inflight[pid] = (message, qos, retain, ids)
+            conn.write_publish(message, qos, retain, False, pid, ids)
+            return
+        queue = self.queue
+        if queue is None:
+            queue = self.queue = deque()
+        if len(queue) >= self.max_queued:
+            self.counters.dropped_queue_full += 1
+            return
+        queue.append((message, qos, retain, ids))
+        if conn is not None:
+            conn.window_full()  # pace the publisher to the client's acknowledgements
+
+    def _new_id(self) -> int:
+        pid = self._next_id
+        inflight = self.inflight
+        assert inflight is not None
+        while pid in inflight:
+            pid = pid % MAX_PACKET_ID + 1
+        self._next_id = pid % MAX_PACKET_ID + 1
+        return pid
+
+    def drain(self, now: float) -> None:
+        """Move queued messages into the window while it has room."""
+        queue = self.queue
+        conn = self.connection
+        if not queue or conn is None:
+            return
+        inflight = self.inflight
+        if inflight is None:
+            inflight = self.inflight = {}
+        window = self.window
+        while queue and len(inflight) < window:
+            message, qos, retain, ids = queue.popleft()
+            if message.expired(now):
+                self.counters.expired += 1
+                continue
+            pid = self._new_id()
+            inflight[pid] = (message, qos, retain, ids)
+            conn.write_publish(message, qos, retain, False, pid, ids)
+        if len(queue) < window:
+            conn.release_publishers()
+        if not queue:
+            self.queue = None
+
+    def on_puback(self, pid: int) -> bool:
+        """A QoS 1 acknowledgement; False if the id was not in flight."""
+        inflight = self.inflight
+        return inflight is not None and inflight.pop(pid, RELEASED) is not RELEASED
+
+    def on_pubrec(self, pid: int) -> bool:
+        inflight = self.inflight
+        if inflight is None or pid not in inflight:
+            return False
+        inflight[pid] = RELEASED
+        return True
+
+    def on_pubcomp(self, pid: int) -> bool:
+        inflight = self.inflight
+        if inflight is None or pid not in inflight:
+            return False
+        del inflight[pid]
+        return True
+
+    def redeliver(self, now: float) -> None:
+        """After a reconnect: resend unacknowledged PUBLISHes (DUP) and PUBRELs, in order."""
+        conn = self.connection
+        inflight = self.inflight
+        if conn is None:
+            return
+        for pid, entry in list(inflight.items()) if inflight else ():
+            if entry is RELEASED:
+                conn.write_pubrel(pid)
+                continue
+            message, qos, retain, ids = entry
+            if message.expired(now):
+                del inflight[pid]  # type: ignore[union-attr]
+                self.counters.expired += 1
+                continue
+            conn.write_publish(message, qos, retain, True, pid, ids)
+        self.drain(now)
+
+
+class SessionStore:
+    """Sessions by client id, and their expiry once their client is gone."""
+
+    def __init__(self, counters: Counters, max_queued: int) -> None:
+        self._sessions: dict[str, Session] = {}
+        self.counters = counters
+        self.max_queued = max_queued
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __iter__(self) -> Iterator[Session]:
+        return iter(list(self._sessions.values()))
+
+    def get(self, client_id: str) -> Session | None:
+        return self._sessions.get(client_id)
+
+    def create(self, client_id: str) -> Session:
+        session = Session(client_id, self.counters, self.max_queued)
+        self._sessions[client_id] = session
+        return session
+
+    def discard(self, session: Session, unsubscribe: Callable[[Subscription], None]) -> None:
+        """Forget a session and its subscriptions."""
+        if self._sessions.get(session.client_id) is session:
+            del self._sessions[session.client_id]
+        for sub in (session.subscriptions or {}).values():
+            unsubscribe(sub)
+        session.subscriptions = None
+        session.inflight = None
+        session.queue = None
+
+    def expired(self, now: float) -> list[Session]:
+        """Disconnected sessions whose expiry has passed."""
+        return [
+            s
+            for s in self._sessions.values()
+            if s.connection is None and s.expires_at is not None and s.expires_at <= now
+        ]
+
+    @property
+    def queued_messages(self) -> int:
+        return sum(s.queued for s in self._sessions.values())

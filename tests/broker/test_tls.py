@@ -1,0 +1,189 @@
+"""Mutual TLS: identity from the client certificate, enforcement, and the AWS device SDKs."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pytest
+from awscrt import mqtt5
+from awsiot import mqtt5_client_builder
+from AWSIoTPythonSDK.MQTTLib import AWSIoTMQTTClient
+
+from hedgerow import pki
+from hedgerow.broker import Broker, CertificateAuthenticator, Identity
+from hedgerow.mqtt.packets import ConnAck, Connect, ProtocolVersion, Publish
+from hedgerow.mqtt.reasons import ReasonCode
+
+from .conftest import RawClient
+
+if TYPE_CHECKING:
+    from ..conftest import TestPKI
+
+WAIT = 10.0
+
+
+@dataclass
+class TLSBroker:
+    broker: Broker
+    port: int
+    seen: list[tuple[str, str, bytes]]
+
+
+async def start_tls_broker(test_pki: TestPKI, *, require: bool) -> AsyncIterator[TLSBroker]:
+    server = test_pki.server()
+    context = pki.server_context(
+        str(server.cert), str(server.key), str(test_pki.ca_file), require_client_cert=require
+    )
+    async with Broker(authenticator=CertificateAuthenticator()) as broker:
+        _, port = await broker.listen("127.0.0.1", 0, ssl=context)
+        seen: list[tuple[str, str, bytes]] = []
+
+        def record(identity: Identity, publish: Publish) -> None:
+            seen.append((identity.name, publish.topic, publish.payload))
+
+        broker.add_interceptor(record)
+        yield TLSBroker(broker, port, seen)
+
+
+@pytest.fixture
+async def mtls(test_pki: TestPKI) -> AsyncIterator[TLSBroker]:
+    async for running in start_tls_broker(test_pki, require=True):
+        yield running
+
+
+@pytest.fixture
+async def optional_tls(test_pki: TestPKI) -> AsyncIterator[TLSBroker]:
+    async for running in start_tls_broker(test_pki, require=False):
+        yield running
+
+
+async def test_identity_is_the_certificate_not_the_client_id(
+    mtls: TLSBroker, test_pki: TestPKI
+) -> None:
+    files = test_pki.client("sensor-7")
+    context = pki.client_context(str(test_pki.ca_file), str(files.cert), str(files.key))
+    client = await RawClient.open(mtls.port, ssl=context, server_hostname="127.0.0.1")
+    await client.send(Connect("i-claim-to-be-someone-else", ProtocolVersion.V311))
+    ack = await client.recv()
+    assert isinstance(ack, ConnAck) and ack.reason_code == 0
+    await client.send(Publish("sensors/t", b"21"))
+    await client.send_bytes(b"\xc0\x00")
+    await client.recv()
+    assert mtls.seen == [("sensor-7", "sensors/t", b"21")]
+
+
+async def test_required_client_certificate_is_enforced(mtls: TLSBroker, test_pki: TestPKI) -> None:
+    context = pki.client_context(str(test_pki.ca_file))  # trusts the server, presents nothing
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        client = await RawClient.open(mtls.port, ssl=context, server_hostname="127.0.0.1")
+        await client.send(Connect("anon", ProtocolVersion.V311))
+        await client.recv()
+    assert mtls.broker.stats().clients_connected == 0
+
+
+async def test_certificate_from_another_ca_is_rejected(mtls: TLSBroker, test_pki: TestPKI) -> None:
+    rogue_ca = pki.make_ca("Rogue CA")
+    files = test_pki.client("rogue", ca=rogue_ca)
+    context = pki.client_context(str(test_pki.ca_file), str(files.cert), str(files.key))
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        client = await RawClient.open(mtls.port, ssl=context, server_hostname="127.0.0.1")
+        await client.send(Connect("rogue", ProtocolVersion.V311))
+        await client.recv()
+    assert mtls.broker.stats().clients_connected == 0
+
+
+async def test_optional_tls_without_certificate_is_refused_by_authenticator(
+    optional_tls: TLSBroker, test_pki: TestPKI
+) -> None:
+    context = pki.client_context(str(test_pki.ca_file))
+    v311 = await RawClient.open(optional_tls.port, ssl=context, server_hostname="127.0.0.1")
+    await v311.send(Connect("anon", ProtocolVersion.V311))
+    # 3.1.1 return code 5 on the wire ("not authorized"), read back as the v5 code
+    assert await v311.closed() == [ConnAck(False, ReasonCode.NOT_AUTHORIZED)]
+    v5 = await RawClient.open(
+        optional_tls.port, ProtocolVersion.V5, ssl=context, server_hostname="127.0.0.1"
+    )
+    await v5.send(Connect("anon5", ProtocolVersion.V5))
+    assert await v5.closed() == [ConnAck(False, ReasonCode.NOT_AUTHORIZED)]
+    assert optional_tls.broker.stats().refused == 2
+
+
+async def test_awsiot_python_sdk_over_mutual_tls(mtls: TLSBroker, test_pki: TestPKI) -> None:
+    files = test_pki.client("thing-1")
+
+    def scenario() -> list[bytes]:
+        client = AWSIoTMQTTClient("thing-1")
+        client.configureEndpoint("127.0.0.1", mtls.port)
+        client.configureCredentials(str(test_pki.ca_file), str(files.key), str(files.cert))
+        client.configureConnectDisconnectTimeout(10)
+        client.configureMQTTOperationTimeout(5)
+        got: list[bytes] = []
+        arrived = threading.Event()
+
+        def on_message(_client: object, _userdata: object, message: object) -> None:
+            got.append(message.payload)  # type: ignore[attr-defined]
+            arrived.set()
+
+        assert client.connect(keepAliveIntervalSecond=600)
+        try:
+            assert client.subscribe("things/thing-1/in", 1, on_message)  # SUBACK within 5 s
+            assert client.publish("things/thing-1/in", b'{"t": 21.5}', 1)  # PUBACK within 5 s
+            assert arrived.wait(WAIT)
+        finally:
+            client.disconnect()
+        return got
+
+    got = await asyncio.to_thread(scenario)
+    assert got == [b'{"t": 21.5}']
+    assert mtls.seen == [("thing-1", "things/thing-1/in", b'{"t": 21.5}')]
+
+
+async def test_awscrt_mqtt5_client_over_mutual_tls(mtls: TLSBroker, test_pki: TestPKI) -> None:
+    files = test_pki.client("thing-5")
+
+    def scenario() -> bytes:
+        connected = threading.Event()
+        stopped = threading.Event()
+        received: list[bytes] = []
+        arrived = threading.Event()
+
+        def on_publish(data: mqtt5.PublishReceivedData) -> None:
+            received.append(bytes(data.publish_packet.payload))
+            arrived.set()
+
+        client = mqtt5_client_builder.mtls_from_path(
+            endpoint="127.0.0.1",
+            port=mtls.port,
+            cert_filepath=str(files.cert),
+            pri_key_filepath=str(files.key),
+            ca_filepath=str(test_pki.ca_file),
+            client_id="thing-5",
+            on_publish_received=on_publish,
+            on_lifecycle_connection_success=lambda data: connected.set(),
+            on_lifecycle_stopped=lambda data: stopped.set(),
+        )
+        client.start()
+        try:
+            assert connected.wait(WAIT)
+            sub = client.subscribe(
+                mqtt5.SubscribePacket(
+                    subscriptions=[mqtt5.Subscription("crt/+", mqtt5.QoS.AT_LEAST_ONCE)]
+                )
+            ).result(WAIT)
+            assert sub.reason_codes == [mqtt5.SubackReasonCode.GRANTED_QOS_1]
+            client.publish(
+                mqtt5.PublishPacket(topic="crt/x", payload=b"from crt", qos=mqtt5.QoS.AT_LEAST_ONCE)
+            ).result(WAIT)
+            assert arrived.wait(WAIT)
+        finally:
+            client.stop()
+            stopped.wait(WAIT)
+        return received[0]
+
+    assert await asyncio.to_thread(scenario) == b"from crt"
+    assert mtls.seen == [("thing-5", "crt/x", b"from crt")]
