@@ -156,7 +156,8 @@ class BrokerProcess:
             cmd = [
                 sys.executable,
                 "-m",
-                "hedgerow.cli.broker",  # `hedgerow broker` without loading the other roles
+                "hedgerow",  # exactly the `hedgerow broker` command a user runs
+                "broker",
                 "--host",
                 "127.0.0.1",
                 "--port",

@@ -95,15 +95,3 @@ def test_cli_port_in_use_is_a_one_line_error(capsys: pytest.CaptureFixture[str])
         port = taken.getsockname()[1]
         assert main(["broker", "--port", str(port)]) == 2
     assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
-
-
-def test_standalone_module_entry_point(capsys: pytest.CaptureFixture[str]) -> None:
-    import socket
-
-    from hedgerow.cli.broker import main
-
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        assert main(["--port", str(taken.getsockname()[1])]) == 2
-    assert "cannot listen" in capsys.readouterr().err

@@ -23,7 +23,21 @@ class CLIError(Exception):
     """A user error: printed as one line (what is wrong, what to do), exit status 2."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _role_of(argv: Sequence[str]) -> str | None:
+    """The role a command line asks for (its first word), if it names one."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if arg in ROLES else None
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``argv`` naming a role, only that role's module is imported.
+
+    Importing every role costs each long-running process memory it never uses (the core
+    does not need the cloud's HTTP client; the broker needs neither), so a command line
+    that names its role loads just that one. ``hedgerow --help`` loads them all.
+    """
     parser = argparse.ArgumentParser(
         prog="hedgerow",
         description="Self-hosted IoT edge platform: cloud, core (gateway) and things (devices).",
@@ -33,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)"
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for role in ROLES:
+    wanted = _role_of(argv) if argv is not None else None
+    for role in (wanted,) if wanted else ROLES:
         try:
             module = importlib.import_module(f"hedgerow.cli.{role}")
         except ModuleNotFoundError as exc:
@@ -45,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

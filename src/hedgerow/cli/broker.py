@@ -9,7 +9,6 @@ import gc
 import logging
 import signal
 import ssl
-import sys
 from typing import Any
 
 from hedgerow import pki
@@ -126,26 +125,3 @@ async def serve(
         gc.freeze()
         await stop.wait()
         print("hedgerow broker: shutting down", flush=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m hedgerow.cli.broker``: the same command without loading the other roles."""
-    from hedgerow.cli import CLIError
-
-    parser = argparse.ArgumentParser(
-        prog="hedgerow broker", description="Run Hedgerow's MQTT broker."
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        return run(args)
-    except CLIError as exc:
-        print(f"hedgerow: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
