@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import ssl
@@ -192,7 +193,16 @@ class Thing:
             if chunks:
                 self.writer.write(b"".join(chunks))
             await asyncio.sleep(0.01)
-        await asyncio.wait_for(reader, 60)
+        # The last acknowledgements may have arrived before ``stop``: then the reader waits
+        # for data that never comes, so wait on what is pending, not on the reader.
+        deadline = time.perf_counter() + 60
+        while pending and not reader.done() and time.perf_counter() < deadline:
+            await asyncio.sleep(0.01)
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        if pending:
+            raise TimeoutError(f"{self.name}: {len(pending)} publishes never acknowledged")
 
     def close(self) -> None:
         if self.writer is not None:

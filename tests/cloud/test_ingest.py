@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hedgerow.cloud.config import normalise_database_url
-from hedgerow.cloud.ingest import IngestWorker
+from hedgerow.cloud.ingest import IngestBehind, IngestWorker
 from hedgerow.cloud.storage.database import create_engine, migrate
 from hedgerow.cloud.storage.repository import Repository
 
@@ -52,12 +53,26 @@ async def test_batched_writes_and_queries(repository: Repository) -> None:
     assert repository.count_messages() == 1000
 
 
-async def test_a_full_queue_drops_and_counts(repository: Repository) -> None:
+async def test_a_full_queue_refuses_and_counts(repository: Repository) -> None:
     async with IngestWorker(repository, max_pending=10) as ingest:
-        accepted = [ingest.submit("t", b"x", "c") for _ in range(25)]
-        assert accepted.count(True) == 10 and ingest.stats.dropped == 15
-        await ingest.flushed()
+        futures = [ingest.submit("t", b"x", "c") for _ in range(25)]
+        refused = [f for f in futures if f.done() and f.exception() is not None]
+        assert len(refused) == 15 and ingest.stats.dropped == 15
+        assert all(isinstance(f.exception(), IngestBehind) for f in refused)
+        accepted = [f for f in futures if f not in refused]
+        await asyncio.gather(*accepted)  # completes only once the rows are stored
+        assert repository.count_messages() == 10
     assert repository.count_messages() == 10
+
+
+async def test_the_future_completes_only_when_the_rows_are_stored(repository: Repository) -> None:
+    async with IngestWorker(repository, max_batch=7) as ingest:
+        futures = [ingest.submit("t/x", b"%d" % i, "c") for i in range(20)]
+        last = futures[-1]
+        assert not last.done()  # nothing is written synchronously
+        await last
+        assert repository.count_messages() == 20  # the last batch of the rows is written
+        assert all(f.done() and f.exception() is None for f in futures)
 
 
 async def test_retention_deletes_old_messages(repository: Repository) -> None:

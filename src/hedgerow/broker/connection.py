@@ -17,7 +17,7 @@ import enum
 import logging
 import secrets
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from cryptography import x509
@@ -419,8 +419,17 @@ class Connection(asyncio.Protocol):
             self._denied_publish(p, topic)
             return
         qos = p.qos
+        waits = None
+        if hub.interceptors:
+            waits = hub.intercept(
+                identity, p if topic == p.topic else dataclasses.replace(p, topic=topic)
+            )
         if qos == 1:
-            self._send(b"\x40\x02" + p.packet_id.to_bytes(2, "big"))  # type: ignore[union-attr]
+            ack = b"\x40\x02" + p.packet_id.to_bytes(2, "big")  # type: ignore[union-attr]
+            if waits:
+                self._ack_when_done(ack, waits, topic)
+            else:
+                self._send(ack)
         elif qos == 2:
             pid: int = p.packet_id  # type: ignore[assignment]
             session = self.session
@@ -436,10 +445,35 @@ class Connection(asyncio.Protocol):
                     "too many QoS 2 messages in flight", ReasonCode.RECEIVE_MAXIMUM_EXCEEDED
                 )
             inbound.add(pid)
-            self._send(b"\x50\x02" + pid.to_bytes(2, "big"))
-        if hub.interceptors:
-            hub.intercept(identity, p if topic == p.topic else dataclasses.replace(p, topic=topic))
+            ack = b"\x50\x02" + pid.to_bytes(2, "big")
+            if waits:
+                self._ack_when_done(ack, waits, topic)
+            else:
+                self._send(ack)
         hub.route(Message(topic, p.payload, qos, p.retain, p.properties, self.session), self)
+
+    def _open(self) -> bool:
+        transport = self.transport
+        return self.state is _CONNECTED and transport is not None and not transport.is_closing()
+
+    def _ack_when_done(self, ack: bytes, waits: list[Awaitable[object]], topic: str) -> None:
+        """Acknowledge once every interceptor's awaitable completed; on failure, disconnect
+        without acknowledging, so the sender keeps the message and sends it again."""
+        done = asyncio.ensure_future(asyncio.gather(*waits) if len(waits) > 1 else waits[0])
+
+        def finish(future: asyncio.Future[object]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                error = "cancelled" if future.cancelled() else future.exception()
+                log.warning(
+                    "client %s: not acknowledging PUBLISH to %s: %s", self.client_id, topic, error
+                )
+                if self._open():
+                    self.kick(ReasonCode.UNSPECIFIED_ERROR, f"could not take the message: {error}")
+                return
+            if self._open():
+                self._send(ack)
+
+        done.add_done_callback(finish)
 
     def _denied_publish(self, p: Publish, topic: str) -> None:
         hub = self.hub

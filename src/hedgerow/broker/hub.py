@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from hedgerow.broker.auth import AllowAll, Authenticator, Authorizer, Identity
@@ -27,7 +27,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Interceptor = Callable[[Identity, Publish], None]
+#: Called for every authorized inbound client PUBLISH. It may return an awaitable: for a
+#: QoS 1/2 message the broker then acknowledges (PUBACK/PUBREC) only once it completed, so
+#: an interceptor that stores messages makes "acknowledged" mean "stored". If it fails, the
+#: sender is disconnected without the acknowledgement and will send the message again.
+Interceptor = Callable[[Identity, Publish], "Awaitable[object] | None"]
 
 
 class Hub:
@@ -87,12 +91,20 @@ class Hub:
                 sub.session.deliver(message, q, sub.retain_as_published and retain, ids)
         self.publisher = None
 
-    def intercept(self, identity: Identity, publish: Publish) -> None:
+    def intercept(self, identity: Identity, publish: Publish) -> list[Awaitable[object]] | None:
+        """Run the interceptors; the awaitables some returned (None when none did)."""
+        waits: list[Awaitable[object]] | None = None
         for fn in self.interceptors:
             try:
-                fn(identity, publish)
+                result = fn(identity, publish)
             except Exception:
                 log.exception("interceptor %r failed on topic %s", fn, publish.topic)
+                continue
+            if result is not None:
+                if waits is None:
+                    waits = []
+                waits.append(result)
+        return waits
 
     # ---- batched writes ----------------------------------------------------------------
 

@@ -2,9 +2,15 @@
 
 ``submit()`` is cheap and synchronous (called from the MQTT interceptor for every
 message); the worker drains everything pending in one write (a multi-row INSERT on
-SQLite, COPY on PostgreSQL) while new messages gather for the next write. When the
-store falls behind by ``max_pending`` messages, new ones are dropped and counted.
-A second task deletes messages older than the retention period.
+SQLite, COPY on PostgreSQL) while new messages gather for the next write.
+
+``submit()`` returns a future that completes once the message is stored: the embedded
+broker acknowledges a core's QoS 1 message only then, so a cloud that crashes loses
+nothing it acknowledged (the core keeps the message in its spool and sends it again).
+Messages submitted together share one future per write, not one each. When the store
+falls behind by ``max_pending`` messages, new ones are refused (their future fails, the
+broker drops the core's link without acknowledging, and the core retries later), and
+counted. A second task deletes messages older than the retention period.
 """
 
 from __future__ import annotations
@@ -26,6 +32,30 @@ RETENTION_SWEEP_SECONDS = 60.0
 RETRY_SECONDS = 1.0
 
 Row = tuple[str, bytes, str, float]
+
+
+class IngestBehind(Exception):
+    """A message was not stored: the store is behind (or failed); the sender must retry."""
+
+    def __init__(self, pending: int, message: str | None = None) -> None:
+        super().__init__(message or f"telemetry store is behind by {pending} messages")
+        self.pending = pending
+
+
+def _chain(first: asyncio.Future[None], then: asyncio.Future[None]) -> None:
+    """Complete ``then`` as ``first`` completes."""
+
+    def copy(done: asyncio.Future[None]) -> None:
+        if then.done():
+            return
+        if done.cancelled():
+            then.cancel()
+        elif (error := done.exception()) is not None:
+            then.set_exception(error)
+        else:
+            then.set_result(None)
+
+    first.add_done_callback(copy)
 
 
 @dataclass
@@ -66,6 +96,8 @@ class IngestWorker:
         self.on_written = on_written
         self.stats = IngestStats()
         self._pending: list[Row] = []
+        #: completes when every row now pending is stored (created by the first submit)
+        self._stored: asyncio.Future[None] | None = None
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -73,20 +105,28 @@ class IngestWorker:
         self._stop = asyncio.Event()
         self._tasks: asyncio.TaskGroup | None = None
 
-    def submit(self, topic: str, payload: bytes, core: str, ts: float | None = None) -> bool:
-        """Queue one message; False if it was dropped because the store is behind."""
+    def submit(
+        self, topic: str, payload: bytes, core: str, ts: float | None = None
+    ) -> asyncio.Future[None]:
+        """Queue one message; the future completes when it is stored (it fails when the
+        message was refused because the store is behind, or could not be written)."""
         self.stats.received += 1
         if len(self._pending) >= self.max_pending:
             self.stats.dropped += 1
             if self.stats.dropped % 10_000 == 1:
                 log.warning(
-                    "ingest.dropping pending=%s dropped=%s", len(self._pending), self.stats.dropped
+                    "ingest.refusing pending=%s refused=%s", len(self._pending), self.stats.dropped
                 )
-            return False
+            refused: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            refused.set_exception(IngestBehind(len(self._pending)))
+            return refused
         self._pending.append((topic, payload, core, time.time() if ts is None else ts))
+        stored = self._stored
+        if stored is None:
+            stored = self._stored = asyncio.get_running_loop().create_future()
         self._idle.clear()
         self._wake.set()
-        return True
+        return stored
 
     async def flushed(self) -> None:
         """Wait until everything submitted so far is stored."""
@@ -117,18 +157,32 @@ class IngestWorker:
                 continue
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
+            # the rows' future goes with the write that takes the last of them
+            stored = None if self._pending else self._stored
+            if stored is not None:
+                self._stored = None
             try:
                 await asyncio.to_thread(self.repository.insert_messages, batch)
             except Exception as exc:
                 self.stats.failures += 1
                 log.warning("ingest.write_failed rows=%s error=%s", len(batch), exc)
                 self._pending[:0] = batch
+                if stored is not None:
+                    if self._stored is None:
+                        self._stored = stored
+                    else:  # rows arrived meanwhile: both complete with the next write
+                        _chain(self._stored, stored)
                 if self._closing:
-                    log.error("ingest.lost rows=%s", len(self._pending))
+                    log.error("ingest.not_stored rows=%s (unacknowledged)", len(self._pending))
                     self._pending.clear()
+                    if self._stored is not None and not self._stored.done():
+                        self._stored.set_exception(IngestBehind(0, f"store failed: {exc}"))
+                    self._stored = None
                     continue
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
+            if stored is not None and not stored.done():
+                stored.set_result(None)
             self.stats.stored += len(batch)
             self.stats.batches += 1
             if self.on_written:

@@ -170,16 +170,19 @@ class CloudInterceptor:
         self.ingest = ingest
         self.events = events
 
-    def __call__(self, identity: Identity, publish: Publish) -> None:
+    def __call__(self, identity: Identity, publish: Publish) -> asyncio.Future[None] | None:
+        """Core events go to their handlers; telemetry to the store, and the returned
+        future makes the broker acknowledge the core's QoS 1 message only once stored."""
         if identity.kind != "core":
-            return
+            return None
         topic = publish.topic
         if topic.startswith(CORE_PREFIX):
             parsed = core_of_topic(topic)
             if parsed is not None and parsed[0] == identity.name:
                 self.events.offer(identity.name, parsed[1], publish.payload)
-            return
-        self.ingest.submit(topic, publish.payload, identity.name)
+            return None
+        stored = self.ingest.submit(topic, publish.payload, identity.name)
+        return stored if publish.qos else None
 
 
 class BrokerNotifier:
@@ -262,7 +265,9 @@ class ExternalBrokerLink:
             self.events.offer(parsed[0], parsed[1], payload)
             return
         core = next((v for k, v in user_properties if k == "core"), "")
-        self.ingest.submit(topic, payload, core)
+        # The external broker already acknowledged the message to the core; a refusal here
+        # is counted by the worker (stats.dropped) and logged.
+        self.ingest.submit(topic, payload, core).add_done_callback(_log_refusal)
 
     async def run(self) -> None:
         attempt = 0
@@ -301,3 +306,8 @@ class ExternalBrokerLink:
             attempt = 0 if time.monotonic() - started > 20 else attempt + 1
             delay = min(RECONNECT_MAX, RECONNECT_BASE * 2**attempt)
             await asyncio.sleep(random.uniform(delay / 2, delay))
+
+
+def _log_refusal(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and (error := future.exception()) is not None:
+        log.warning("ingest.refused_external error=%s", error)

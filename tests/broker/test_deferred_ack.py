@@ -1,0 +1,54 @@
+"""Interceptors that store messages: the broker acknowledges QoS 1/2 only once they are stored."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from hedgerow.broker.auth import Identity
+from hedgerow.client import Client, ConnectionLost
+from hedgerow.mqtt.packets import ProtocolVersion, Publish
+from tests.broker.conftest import TIMEOUT, Running
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+async def test_puback_waits_for_the_interceptor(running: Running, qos: int) -> None:
+    stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    seen: list[str] = []
+
+    def store(identity: Identity, publish: Publish) -> asyncio.Future[None] | None:
+        seen.append(publish.topic)
+        return stored if publish.qos else None
+
+    running.broker.add_interceptor(store)
+    async with Client(running.host, running.port, client_id="c", version=ProtocolVersion.V5) as c:
+        acked = c.publish_nowait("t/1", b"x", qos=qos)
+        await asyncio.wait_for(_until(lambda: bool(seen)), TIMEOUT)
+        await asyncio.sleep(0.05)
+        assert not acked.done()  # not stored yet: no acknowledgement
+        stored.set_result(None)
+        await asyncio.wait_for(acked, TIMEOUT)
+        await c.publish("t/0", b"y", qos=0)  # QoS 0 never waits
+    assert seen == ["t/1", "t/0"]
+
+
+async def test_a_failed_store_disconnects_without_acknowledging(running: Running) -> None:
+    def refuse(identity: Identity, publish: Publish) -> asyncio.Future[None]:
+        failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        failed.set_exception(RuntimeError("disk full"))
+        return failed
+
+    running.broker.add_interceptor(refuse)
+    async with Client(
+        running.host, running.port, client_id="c2", version=ProtocolVersion.V311
+    ) as c:
+        acked = c.publish_nowait("t/2", b"x", qos=1)
+        with pytest.raises(ConnectionLost):
+            await asyncio.wait_for(acked, TIMEOUT)
+
+
+async def _until(predicate: object) -> None:
+    assert callable(predicate)
+    while not predicate():
+        await asyncio.sleep(0.01)
