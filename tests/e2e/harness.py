@@ -6,19 +6,26 @@ logs in the test's temporary directory. ``System.close()`` ends every process it
 
 from __future__ import annotations
 
+import functools
+import io
 import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
+import tarfile
 import time
-from collections.abc import Callable, Sequence
+import tomllib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import tomli_w
 
 from tests.conftest import free_port
 
@@ -32,7 +39,9 @@ def hedgerow(*args: str) -> list[str]:
     return [sys.executable, "-m", "hedgerow", *args]
 
 
-def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.1) -> Any:
+def wait_until(
+    predicate: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.1
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -75,6 +84,25 @@ class Proc:
             self.kill9()
 
 
+#: Core settings for tests: a metrics port of its own (the default, 9108, is one port for every
+#: core on the machine, so two cores at once would collide), a short reconnect backoff
+#: towards the cloud so that a test does not wait up to 30 s after the cloud comes back, and
+#: a certificate check every 5 s instead of every 300 s (group-CA rotation tests).
+CORE_TEST_SETTINGS = """
+[connector]
+backoff_base = 0.2
+backoff_cap = 2.0
+
+[certificates]
+check_interval = 5
+
+[status]
+heartbeat_interval = 5
+metrics_host = "127.0.0.1"
+metrics_port = {metrics_port}
+"""
+
+
 @dataclass
 class System:
     root: Path
@@ -82,6 +110,7 @@ class System:
     device_port: int = field(default_factory=free_port)
     mqtt_port: int = field(default_factory=free_port)
     core_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
     procs: dict[str, Proc] = field(default_factory=dict)
 
     @property
@@ -113,13 +142,21 @@ class System:
         self.procs[name] = proc
         return proc
 
-    def run(self, *args: str, check: bool = True, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(hedgerow(*args), capture_output=True, text=True, timeout=timeout, check=False)
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 90
+    ) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            hedgerow(*args), capture_output=True, text=True, timeout=timeout, check=False
+        )
         if check and done.returncode != 0:
-            raise AssertionError(f"hedgerow {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+            raise AssertionError(
+                f"hedgerow {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+            )
         return done
 
-    def cloud(self, *args: str, check: bool = True, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    def cloud(
+        self, *args: str, check: bool = True, timeout: float = 90
+    ) -> subprocess.CompletedProcess[str]:
         return self.run("cloud", *args, "--data", str(self.cloud_dir), check=check, timeout=timeout)
 
     def close(self) -> None:
@@ -134,51 +171,178 @@ class System:
     def start_cloud(self) -> None:
         if not self.cloud_dir.exists():
             self.run(
-                "cloud", "init", "--data", str(self.cloud_dir), "--host", "localhost", "--host", "127.0.0.1",
-                "--api-port", str(self.api_port), "--device-port", str(self.device_port),
-                "--mqtt-port", str(self.mqtt_port), "--device-host", "127.0.0.1", "--mqtt-host", "127.0.0.1",
+                "cloud",
+                "init",
+                "--data",
+                str(self.cloud_dir),
+                "--host",
+                "localhost",
+                "--host",
+                "127.0.0.1",
+                "--api-port",
+                str(self.api_port),
+                "--device-port",
+                str(self.device_port),
+                "--mqtt-port",
+                str(self.mqtt_port),
+                "--device-host",
+                "127.0.0.1",
+                "--mqtt-host",
+                "127.0.0.1",
             )
         self.start("cloud", hedgerow("cloud", "serve", "--data", str(self.cloud_dir)))
         for port in (self.api_port, self.device_port, self.mqtt_port):
-            wait_until(lambda p=port: port_open(p), timeout=60, what=f"cloud port {port}")
+            wait_until(functools.partial(port_open, port), timeout=60, what=f"cloud port {port}")
 
-    def create_group_and_core(self) -> Path:
-        self.cloud("group", "create", GROUP)
+    def stop_cloud(self, *, kill: bool = False) -> None:
+        proc = self.procs["cloud"]
+        if kill:
+            proc.kill9()
+        else:
+            proc.stop()
+        wait_until(lambda: not port_open(self.api_port), timeout=20, what="the cloud to stop")
+
+    def create_group_and_core(self, *group_flags: str) -> Path:
+        self.cloud("group", "create", GROUP, *group_flags)
         self.cloud("core", "create", "--group", GROUP, "--out", str(self.root), CORE)
-        return self.root / f"{CORE}.tar.gz"
+        bundle = self.root / f"{CORE}.tar.gz"
+        _add_settings(bundle, CORE_TEST_SETTINGS.format(metrics_port=self.metrics_port))
+        return bundle
 
     def start_core(self, *, first: bool = True) -> Proc:
         source = ["--bundle", str(self.root / f"{CORE}.tar.gz")] if first else []
         proc = self.start(
             "core",
             hedgerow(
-                "core", "run", *source, "--data-dir", str(self.root / "core"),
-                "--host", "127.0.0.1", "--port", str(self.core_port),
+                "core",
+                "run",
+                *source,
+                "--data-dir",
+                str(self.root / "core"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.core_port),
             ),
         )
-        wait_until(lambda: port_open(self.core_port) or proc.popen.poll() is not None, timeout=60, what="core port")
+        wait_until(
+            lambda: port_open(self.core_port) or proc.popen.poll() is not None,
+            timeout=60,
+            what="core port",
+        )
         assert proc.popen.poll() is None, proc.output()
         return proc
 
     def create_thing(self, name: str) -> None:
         self.cloud("thing", "create", "--group", GROUP, "--out", str(self.certs), name)
 
+    def create_things(self, names: Sequence[str]) -> None:
+        """Many things at once through the REST API (one CLI process per thing is slow)."""
+        self.certs.mkdir(parents=True, exist_ok=True)
+        with self._http() as http:
+            for name in names:
+                response = http.post("/api/v1/things", json={"name": name, "group": GROUP})
+                response.raise_for_status()
+                created = response.json()
+                (self.certs / f"{name}.cert.pem").write_text(created["certificate"])
+                key = self.certs / f"{name}.key"
+                key.write_text(created["private_key"])
+                key.chmod(0o600)
+                (self.certs / "root-ca.pem").write_text(created["root_ca"])
+
+    def routes(self, subscriptions: Sequence[tuple[str, str, str]]) -> None:
+        """Many subscriptions at once through the REST API."""
+        with self._http() as http:
+            for source, topic, target in subscriptions:
+                response = http.post(
+                    f"/api/v1/groups/{GROUP}/subscriptions",
+                    json={"source": source, "topic": topic, "target": target},
+                )
+                response.raise_for_status()
+
     def thing_args(self, name: str) -> list[str]:
         return [
-            "-e", f"127.0.0.1:{self.device_port}", "-r", str(self.certs / "root-ca.pem"),
-            "-c", str(self.certs / f"{name}.cert.pem"), "-k", str(self.certs / f"{name}.key"),
+            "-e",
+            f"127.0.0.1:{self.device_port}",
+            "-r",
+            str(self.certs / "root-ca.pem"),
+            "-c",
+            str(self.certs / f"{name}.cert.pem"),
+            "-k",
+            str(self.certs / f"{name}.key"),
         ]
 
     def function(self, name: str, code: Path, handler: str, *extra: str) -> None:
-        self.cloud("function", "create", "--group", GROUP, name, "--code", str(code), "--handler", handler, *extra)
+        self.cloud(
+            "function",
+            "create",
+            "--group",
+            GROUP,
+            name,
+            "--code",
+            str(code),
+            "--handler",
+            handler,
+            *extra,
+        )
 
     def route(self, source: str, topic: str, target: str) -> None:
-        self.cloud("subscription", "add", "--group", GROUP, "--source", source, "--topic", topic, "--target", target)
+        self.cloud(
+            "subscription",
+            "add",
+            "--group",
+            GROUP,
+            "--source",
+            source,
+            "--topic",
+            topic,
+            "--target",
+            target,
+        )
 
     def deploy(self, *, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.cloud("deploy", "--group", GROUP, "--wait", "--timeout", "60", check=check)
 
+    # ---- the core from outside -----------------------------------------------------------
+
+    def metrics(self) -> dict[str, float]:
+        """The core's Prometheus metrics as ``{"name{labels}": value}`` (empty if unreachable)."""
+        try:
+            response = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5)
+        except httpx.HTTPError:
+            return {}
+        values: dict[str, float] = {}
+        for line in response.text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                values[key] = float(value)
+        return values
+
+    def devices_connected(self) -> int:
+        return int(self.metrics().get("hedgerow_core_devices_connected", -1))
+
+    def core_server_certificate(self, thing: str) -> bytes:
+        """The DER server certificate the core presents (handshake with ``thing``'s identity)."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        context.load_cert_chain(self.certs / f"{thing}.cert.pem", self.certs / f"{thing}.key")
+        with (
+            socket.create_connection(("127.0.0.1", self.core_port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+        assert der is not None
+        return der
+
     # ---- the API ----------------------------------------------------------------------------
+
+    def _http(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=f"http://127.0.0.1:{self.api_port}",
+            headers={"authorization": f"Bearer {self.token}"},
+            timeout=30,
+        )
 
     def api(self, path: str, **params: str) -> Any:
         response = httpx.get(
@@ -191,8 +355,49 @@ class System:
         return response.json()
 
     def messages(self, topic_filter: str, limit: int = 10000) -> list[dict[str, Any]]:
-        result = self.api("/api/v1/messages", filter=topic_filter, limit=str(limit), order="asc")
-        return list(result["items"])
+        """Stored telemetry matching ``topic_filter``, oldest first (every page of it)."""
+        found: list[dict[str, Any]] = []
+        while True:
+            params = {"filter": topic_filter, "limit": str(limit), "order": "asc"}
+            if found:
+                params["after_id"] = str(found[-1]["id"])
+            page = list(self.api("/api/v1/messages", **params)["items"])
+            found += page
+            if len(page) < limit:
+                return found
 
     def payloads(self, topic_filter: str) -> list[dict[str, Any]]:
         return [json.loads(m["payload"]) for m in self.messages(topic_filter) if "payload" in m]
+
+
+def _add_settings(bundle: Path, settings: str) -> None:
+    """Merge TOML settings into the ``config.toml`` inside a provisioning bundle."""
+    with tarfile.open(bundle, "r:gz") as tar:
+        members = [(m, tar.extractfile(m)) for m in tar.getmembers() if m.isfile()]
+        files = [(m, f.read() if f else b"") for m, f in members]
+    with tarfile.open(bundle, "w:gz") as tar:
+        for member, data in files:
+            if Path(member.name).name == "config.toml":
+                config = tomllib.loads(data.decode())
+                for section, values in tomllib.loads(settings).items():
+                    config.setdefault(section, {}).update(values)
+                data = tomli_w.dumps(config).encode()
+                member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+
+
+@contextmanager
+def running_system(root: Path, *group_flags: str) -> Iterator[System]:
+    """A cloud, the group ``factory-1`` (``group_flags`` to ``group create``) and its core,
+    running; every process is stopped on exit, and the logs are printed if the test failed."""
+    s = System(root)
+    try:
+        s.start_cloud()
+        s.create_group_and_core(*group_flags)
+        s.start_core()
+        yield s
+    except BaseException:
+        print(s.logs())
+        raise
+    finally:
+        s.close()

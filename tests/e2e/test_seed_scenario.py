@@ -35,7 +35,14 @@ def system(tmp_path: Path) -> Iterator[System]:
 
 def test_temperature_is_corrected_at_the_edge_and_reaches_the_cloud(system: System) -> None:
     system.create_thing("bme680-1")
-    system.function("temp-correct", EXAMPLES / "temp_correct", "temp_correct.handler", "--pinned", "--env", "FACTOR=4")
+    system.function(
+        "temp-correct",
+        EXAMPLES / "temp_correct",
+        "temp_correct.handler",
+        "--pinned",
+        "--env",
+        "FACTOR=4",
+    )
     system.route("thing:bme680-1", "sensors/#", "function:temp-correct")
     system.route("function:temp-correct", "corrected/#", "cloud")
     result = system.deploy()
@@ -43,11 +50,32 @@ def test_temperature_is_corrected_at_the_edge_and_reaches_the_cloud(system: Syst
 
     system.start(
         "thing",
-        [sys.executable, "-m", "hedgerow", "thing", "run", *system.thing_args("bme680-1"), "-id", "bme680-1",
-         "-t", "sensors/bme680-1", "--sensor", "sim", "--interval", "0.2", "--state-dir", str(system.root / "state")],
+        [
+            sys.executable,
+            "-m",
+            "hedgerow",
+            "thing",
+            "run",
+            *system.thing_args("bme680-1"),
+            "-id",
+            "bme680-1",
+            "-t",
+            "sensors/bme680-1",
+            "--sensor",
+            "sim",
+            "--interval",
+            "0.2",
+            "--state-dir",
+            str(system.root / "state"),
+        ],
     )
-    corrected = wait_until(lambda: system.payloads("corrected/#")[:3] if len(system.payloads("corrected/#")) >= 3 else None,
-                           timeout=60, what="three corrected readings in the cloud")
+    corrected = wait_until(
+        lambda: (
+            system.payloads("corrected/#")[:3] if len(system.payloads("corrected/#")) >= 3 else None
+        ),
+        timeout=60,
+        what="three corrected readings in the cloud",
+    )
     for reading in corrected:
         raw, cpu = reading["raw_temperature"], reading["cpu_temperature"]
         assert reading["temperature"] == pytest.approx(raw - (cpu - raw) / 4, abs=1e-3)
@@ -65,14 +93,39 @@ def test_the_seeds_v1_sdk_script_works_unchanged(system: System, tmp_path: Path)
     system.deploy()
     script = REPO / "examples" / "greengrass_thing.py"
     done = subprocess.run(
-        [sys.executable, str(script), "-e", "127.0.0.1", "-p", str(system.device_port),
-         "-r", str(system.certs / "root-ca.pem"), "-c", str(system.certs / "bme680-2.cert.pem"),
-         "-k", str(system.certs / "bme680-2.key"), "-id", "bme680-2", "-t", "sensors/bme680-2",
-         "-n", "5", "--interval", "0.1"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False,
+        [
+            sys.executable,
+            str(script),
+            "-e",
+            "127.0.0.1",
+            "-p",
+            str(system.device_port),
+            "-r",
+            str(system.certs / "root-ca.pem"),
+            "-c",
+            str(system.certs / "bme680-2.cert.pem"),
+            "-k",
+            str(system.certs / "bme680-2.key"),
+            "-id",
+            "bme680-2",
+            "-t",
+            "sensors/bme680-2",
+            "-n",
+            "5",
+            "--interval",
+            "0.1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "connected to core 127.0.0.1" in done.stdout
-    readings = wait_until(lambda: (p := system.payloads("sensors/bme680-2")) and len(p) >= 5 and p,
-                          timeout=30, what="the V1 script's five readings in the cloud")
+    readings = wait_until(
+        lambda: (p := system.payloads("sensors/bme680-2")) and len(p) >= 5 and p,
+        timeout=30,
+        what="the V1 script's five readings in the cloud",
+    )
     assert sorted(r["seq"] for r in readings) == [0, 1, 2, 3, 4]

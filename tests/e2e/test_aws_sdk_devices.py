@@ -1,0 +1,157 @@
+"""The current AWS IoT Device SDK (awsiotsdk on awscrt) as a device of a Hedgerow core.
+
+Discovery with ``awsiot.greengrass_discovery.DiscoveryClient`` against the Hedgerow cloud
+(``gg_server_name`` and ``port`` set, as compat.md says), then the group CA and endpoint it
+returned, and the SDK's own MQTT client publishing through the core to the cloud: MQTT 5
+(the current sample) and MQTT 3.1.1 with a persistent session (the older sample).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from awscrt import io as crt_io
+from awscrt import mqtt, mqtt5
+from awsiot import mqtt5_client_builder, mqtt_connection_builder
+from awsiot.greengrass_discovery import DiscoverResponse, DiscoveryClient
+
+from tests.e2e.harness import CORE, System, running_system, wait_until
+
+pytestmark = pytest.mark.slow
+
+WAIT = 15.0
+
+
+def discover(system: System, thing: str) -> DiscoverResponse:
+    certs = system.certs
+    options = crt_io.TlsContextOptions.create_client_with_mtls_from_path(
+        str(certs / f"{thing}.cert.pem"), str(certs / f"{thing}.key")
+    )
+    options.override_default_trust_store_from_path(None, str(certs / "root-ca.pem"))
+    client = DiscoveryClient(
+        crt_io.ClientBootstrap.get_or_create_static_default(),
+        crt_io.SocketOptions(),
+        crt_io.ClientTlsContext(options),
+        "us-east-1",
+        gg_server_name="localhost",
+    )
+    client.port = system.device_port
+    response: DiscoverResponse = client.discover(thing).result(timeout=WAIT)
+    return response
+
+
+def core_endpoint(system: System, thing: str, tmp_path: Path) -> tuple[str, int, Path]:
+    """Discover like the SDK's sample: the first group's CA, the first core's first endpoint."""
+    response = discover(system, thing)
+    group = response.gg_groups[0]
+    core = group.cores[0]
+    assert core.thing_arn.endswith(f"/{CORE}"), core.thing_arn
+    connectivity = core.connectivity[0]
+    assert (connectivity.host_address, connectivity.port) == ("127.0.0.1", system.core_port)
+    ca = tmp_path / f"{thing}-group-ca.pem"
+    ca.write_text(group.certificate_authorities[0])
+    return connectivity.host_address, connectivity.port, ca
+
+
+def stored(system: System, thing: str) -> list[dict[str, object]]:
+    return system.messages(f"sensors/{thing}")
+
+
+def test_awsiotsdk_mqtt5_device_publishes_through_the_core_and_survives_its_restart(
+    tmp_path: Path,
+) -> None:
+    thing = "crt-5"
+    with running_system(tmp_path) as system:
+        system.create_thing(thing)
+        system.route(f"thing:{thing}", "sensors/#", "cloud")
+        system.deploy()
+        host, port, ca = core_endpoint(system, thing, tmp_path)
+
+        connections = threading.Semaphore(0)
+        stopped = threading.Event()
+        failures: list[str] = []
+        client = mqtt5_client_builder.mtls_from_path(
+            endpoint=host,
+            port=port,
+            cert_filepath=str(system.certs / f"{thing}.cert.pem"),
+            pri_key_filepath=str(system.certs / f"{thing}.key"),
+            ca_filepath=str(ca),
+            client_id=thing,
+            on_lifecycle_connection_success=lambda data: connections.release(),
+            on_lifecycle_connection_failure=lambda data: failures.append(str(data.exception)),
+            on_lifecycle_stopped=lambda data: stopped.set(),
+        )
+
+        def publish(seqs: range) -> None:
+            for seq in seqs:
+                payload = json.dumps({"thing": thing, "seq": seq, "sdk": "awsiotsdk-mqtt5"})
+                result = client.publish(
+                    mqtt5.PublishPacket(
+                        topic=f"sensors/{thing}", payload=payload, qos=mqtt5.QoS.AT_LEAST_ONCE
+                    )
+                ).result(WAIT)
+                assert result.puback.reason_code == mqtt5.PubackReasonCode.SUCCESS
+
+        client.start()
+        try:
+            assert connections.acquire(timeout=WAIT), f"the client did not connect: {failures}"
+            publish(range(5))
+            # the core restarts under the device; the SDK reconnects on its own
+            system.procs["core"].kill9()
+            system.start_core(first=False)
+            assert connections.acquire(timeout=60), f"the client did not reconnect: {failures}"
+            publish(range(5, 10))
+        finally:
+            client.stop()
+            assert stopped.wait(WAIT)
+
+        messages = wait_until(
+            lambda: (m := stored(system, thing)) and len(m) >= 10 and m,
+            timeout=30,
+            what="the MQTT 5 device's ten readings in the cloud",
+        )
+        assert sorted(json.loads(m["payload"])["seq"] for m in messages) == list(range(10))
+        assert {m["core"] for m in messages} == {CORE}
+
+
+def test_awsiotsdk_mqtt311_persistent_session_device_publishes_through_the_core(
+    tmp_path: Path,
+) -> None:
+    thing = "crt-311"
+    with running_system(tmp_path) as system:
+        system.create_thing(thing)
+        system.route(f"thing:{thing}", "sensors/#", "cloud")
+        system.deploy()
+        host, port, ca = core_endpoint(system, thing, tmp_path)
+
+        connection = mqtt_connection_builder.mtls_from_path(
+            endpoint=host,
+            port=port,
+            cert_filepath=str(system.certs / f"{thing}.cert.pem"),
+            pri_key_filepath=str(system.certs / f"{thing}.key"),
+            ca_filepath=str(ca),
+            client_id=thing,
+            clean_session=False,
+            keep_alive_secs=30,
+        )
+        connection.connect().result(WAIT)
+        try:
+            for seq in range(5):
+                payload = json.dumps({"thing": thing, "seq": seq, "sdk": "awsiotsdk-mqtt311"})
+                future, _ = connection.publish(
+                    topic=f"sensors/{thing}", payload=payload, qos=mqtt.QoS.AT_LEAST_ONCE
+                )
+                future.result(WAIT)  # resolved on PUBACK
+        finally:
+            connection.disconnect().result(WAIT)
+
+        messages = wait_until(
+            lambda: (m := stored(system, thing)) and len(m) >= 5 and m,
+            timeout=30,
+            what="the MQTT 3.1.1 device's five readings in the cloud",
+        )
+        assert sorted(json.loads(m["payload"])["seq"] for m in messages) == [0, 1, 2, 3, 4]
+        assert {m["core"] for m in messages} == {CORE}
