@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -246,6 +247,51 @@ async def test_revocation_reaches_the_core_without_a_deployment(
         assert fingerprint in json.loads(message.payload)["fingerprints"]
         async with cloud.device_client(cert, key) as device:
             assert fingerprint in (await device.get("/core/v1/revocations")).json()["fingerprints"]
+
+
+async def test_group_ca_rotation_reaches_the_core(cloud: Cloud, tmp_path: Path) -> None:
+    cert, key, _ = await setup_group(cloud, tmp_path)
+    topic = "$hedgerow/cores/pi-1/group-cas"
+    async with cloud.device_client(cert, key) as device:
+        before = (await device.get("/core/v1/group-cas")).json()["group_cas"]
+    assert len(before) == 1
+    async with core_client(cloud, cert, key) as core:
+        await core.subscribe(topic, qos=1)
+        async with asyncio.timeout(WAIT):  # the group's first CA was announced when made
+            first = await core.get_message()
+        assert first.retain and json.loads(first.payload)["group_cas"] == before
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        rotated = await cloud.ok("POST", "/api/v1/groups/factory-1/cas/rotate")
+        async with asyncio.timeout(WAIT):
+            message = await core.get_message()
+        assert loop.time() - started < 2.0
+        announced = json.loads(message.payload)["group_cas"]
+    # newest first, the previous CA still listed for the overlap
+    assert announced == [ca["certificate"] for ca in rotated["items"]]
+    assert len(announced) == 2 and announced[1] == before[0]
+    # retained: a core that was not connected gets it when it subscribes
+    async with core_client(cloud, cert, key) as core:
+        await core.subscribe(topic, qos=1)
+        async with asyncio.timeout(WAIT):
+            message = await core.get_message()
+        assert message.retain and json.loads(message.payload)["group_cas"] == announced
+        # a rotation found due (here: in a worker thread, as discovery does) is announced too
+        services = cloud.server.services
+        future = pki.now() + dt.timedelta(days=8)
+        await asyncio.to_thread(services.pki.group_cas, "factory-1", None, at=future)
+        await services.rotate_due_group_cas()
+        async with asyncio.timeout(WAIT):
+            message = await core.get_message()
+        latest = json.loads(message.payload)["group_cas"]
+        assert latest[0] not in announced and latest[1] == announced[0]
+    # the poll answers the same list
+    async with cloud.device_client(cert, key) as device:
+        assert (await device.get("/core/v1/group-cas")).json() == {"group_cas": latest}
+    thing_cert, thing_key = await cloud.thing("sensor-3", ["factory-1"], tmp_path)
+    async with cloud.device_client(thing_cert, thing_key) as device:
+        refused = await device.get("/core/v1/group-cas")
+    assert refused.status_code == 403 and "thing certificate" in refused.json()["message"]
 
 
 async def test_revoked_core_is_disconnected_and_refused(cloud: Cloud, tmp_path: Path) -> None:

@@ -36,6 +36,9 @@ class FakeCloud:
         directory.mkdir(parents=True, exist_ok=True)
         self.root = root
         self.group_ca = pki.make_ca(f"{GROUP} Group CA")
+        #: The group's CAs, newest first (``group_ca`` is the first).
+        self.group_cas: list[pki.Issued] = [self.group_ca]
+        self.group_cas_requests = 0
         self.signing_key = pki.new_signing_key()
         self.core_identity = pki.issue(root, CORE, unit="core")
         server = pki.issue(root, "cloud", unit="server", server_hosts=["127.0.0.1", "localhost"])
@@ -123,6 +126,19 @@ class FakeCloud:
             await self.broker.publish(
                 f"$hedgerow/cores/{CORE}/revocations", payload, qos=1, retain=True
             )
+
+    async def rotate_group_ca(self, *, announce: bool = True) -> pki.Issued:
+        """A new group CA signs from now on; the previous one stays listed (the overlap)."""
+        self.group_ca = pki.make_ca(f"{GROUP} Group CA {len(self.group_cas) + 1}")
+        self.group_cas = [self.group_ca, self.group_cas[0]]
+        if announce and self.broker is not None:
+            await self.broker.publish(
+                f"$hedgerow/cores/{CORE}/group-cas", self._group_cas_body(), qos=1, retain=True
+            )
+        return self.group_ca
+
+    def _group_cas_body(self) -> bytes:
+        return json.dumps({"group_cas": [ca.cert_pem.decode() for ca in self.group_cas]}).encode()
 
     def statuses(self) -> list[dict[str, Any]]:
         return [
@@ -241,7 +257,7 @@ class FakeCloud:
             return js(
                 {
                     "certificate": pki.cert_to_pem(cert).decode(),
-                    "group_cas": [self.group_ca.cert_pem.decode()],
+                    "group_cas": [ca.cert_pem.decode() for ca in self.group_cas],
                 }
             )
         if method == "PUT" and path == "/core/v1/connectivity":
@@ -257,4 +273,7 @@ class FakeCloud:
             return (200, data) if data is not None else js({"error": "not found"}, 404)
         if path == "/core/v1/revocations":
             return js({"fingerprints": self.revoked})
+        if method == "GET" and path == "/core/v1/group-cas":
+            self.group_cas_requests += 1
+            return 200, self._group_cas_body()
         return js({"error": "no such path"}, 404)

@@ -140,5 +140,10 @@ class FakeAPI:
         self._check("revocations")
         return list(self.revoked)
 
+    async def group_cas(self) -> list[bytes]:
+        self._check("group-cas")
+        assert self.group_ca is not None
+        return [self.group_ca.cert_pem]
+
     async def server_date(self) -> str | None:
         return None

@@ -344,3 +344,71 @@ async def test_a_device_uses_its_own_shadow_without_subscriptions(
         assert json.loads(reply.payload)["state"]["reported"] == {"on": True}
         shadow = core.router.shadow
         assert shadow is not None and shadow.get("lamp")["state"]["reported"] == {"on": True}  # type: ignore[attr-defined]
+
+
+async def served_issuer(cloud: FakeCloud, core: CoreDaemon, thing: pki.Issued) -> str:
+    """The issuer of the certificate the core's local endpoint presents now."""
+    async with thing_client(cloud, core, thing) as device:
+        ssl_object = device._conn.transport.get_extra_info("ssl_object")  # type: ignore[union-attr]
+        served = pki.peer_certificate(ssl_object)
+    assert served is not None
+    return served.issuer.rfc4514_string()
+
+
+async def test_group_ca_rotation_announced_over_mqtt_renews_at_once(
+    cloud: FakeCloud, tmp_path: Path
+) -> None:
+    async with running_core(cloud, tmp_path / "core") as core:  # check_interval: 300 s
+        await cloud.deploy(document("d-1", things=("a", "b")))
+        await deployed(cloud, core, "d-1")
+        old_ca = cloud.group_ca
+        requests = len(cloud.certificate_requests)
+        assert cloud.broker is not None
+        # a malformed announcement is ignored (logged), the core carries on
+        await cloud.broker.publish(f"$hedgerow/cores/{CORE}/group-cas", b"{", qos=1, retain=True)
+        old = thing_client(cloud, core, cloud.thing("a"))  # trusts the old CA only
+        await old.connect()
+        new_ca = await cloud.rotate_group_ca()
+        new_subject = new_ca.cert.subject.rfc4514_string()
+        async with asyncio.timeout(5):
+            while True:
+                cert, cas = core.server_identity.load()
+                if cert is not None and pki.is_signed_by(cert, new_ca.cert):
+                    break
+                await asyncio.sleep(0.05)
+        assert len(cloud.certificate_requests) == requests + 1
+        assert [c.subject for c in cas] == [new_ca.cert.subject, old_ca.cert.subject]
+        # new handshakes get the new certificate (hot swap), the old session lives on
+        assert await served_issuer(cloud, core, cloud.thing("b")) == new_subject
+        assert old.is_connected and not old.closed.done()
+        # the announcement is not repeated work: already on the newest CA, nothing to renew
+        core.group_cas_announced([new_ca.cert, old_ca.cert])
+        await asyncio.sleep(0.3)
+        assert len(cloud.certificate_requests) == requests + 1
+        await old.disconnect()
+
+
+async def test_a_missed_rotation_is_caught_up_by_the_periodic_check(
+    cloud: FakeCloud, tmp_path: Path
+) -> None:
+    async with running_core(
+        cloud, tmp_path / "core", "[certificates]\ncheck_interval = 1\n"
+    ) as core:
+        await cloud.deploy(document("d-1", things=("a",)))
+        await deployed(cloud, core, "d-1")
+        new_ca = await cloud.rotate_group_ca(announce=False)  # e.g. the core was offline
+        polls = cloud.group_cas_requests
+        async with asyncio.timeout(5):
+            while True:
+                cert, _ = core.server_identity.load()
+                if cert is not None and pki.is_signed_by(cert, new_ca.cert):
+                    break
+                await asyncio.sleep(0.05)
+        assert cloud.group_cas_requests > polls
+        assert await served_issuer(cloud, core, cloud.thing("a")) == (
+            new_ca.cert.subject.rfc4514_string()
+        )
+        # the cloud cannot be asked: the stored list is used, nothing breaks
+        await cloud.stop_https()
+        assert await core.current_group_cas() is None
+        assert await core.check_certificate(None) is None

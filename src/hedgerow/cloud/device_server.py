@@ -9,7 +9,8 @@ Paths (the client certificate says who is asking):
 * ``GET /greengrass/discover/thing/{name}`` — things; ``name`` must be the certificate's.
 * ``POST /core/v1/certificate``, ``PUT /core/v1/connectivity``,
   ``GET /core/v1/deployments/latest``, ``GET /core/v1/deployments/{id}``,
-  ``GET /core/v1/artifacts/{sha256}``, ``GET /core/v1/revocations`` — cores.
+  ``GET /core/v1/artifacts/{sha256}``, ``GET /core/v1/revocations``,
+  ``GET /core/v1/group-cas`` — cores.
 """
 
 from __future__ import annotations
@@ -245,6 +246,7 @@ class DeviceServer:
             ("PUT", "connectivity"): lambda: self._connectivity(core, body),
             ("GET", "deployments/latest"): lambda: self._latest(core),
             ("GET", "revocations"): lambda: self._revocations(),
+            ("GET", "group-cas"): lambda: self._json(self.services.core_group_cas(core)),
         }
         handler = routes.get((method, path))
         if handler is not None:

@@ -9,7 +9,9 @@
 Group CAs are self-signed (devices trust the group CA alone, as Greengrass V1 devices
 do); a new one is made every ``rotation_days`` and lives ``rotation_days + overlap_days``,
 so the previous one is still listed (and its core certificates still trusted) for
-``overlap_days`` while devices and the core move over.
+``overlap_days`` while devices and the core move over. Groups this process rotated (on
+demand, when due, or lazily on a request) are kept until ``take_rotated()`` collects them,
+so the services can tell the group's core at once.
 """
 
 from __future__ import annotations
@@ -127,6 +129,7 @@ class PKIService:
         )
         self.verify_key_pem = paths.verify_key.read_text()
         self._ca_cache: dict[str, tuple[float, list[GroupCA]]] = {}
+        self._rotated: set[str] = set()
         self._lock = threading.Lock()
 
     # ---- identities --------------------------------------------------------------------
@@ -199,6 +202,15 @@ class PKIService:
         with self._lock:
             self._ca_cache.pop(group, None)
 
+    def take_rotated(self) -> list[str]:
+        """The groups this process made a new CA for since the last call (then forgets them)."""
+        with self._lock:
+            if not self._rotated:
+                return []
+            groups = sorted(self._rotated)
+            self._rotated.clear()
+        return groups
+
     def _rotate(
         self, group: str, cas: list[GroupCA], rotation: dt.timedelta, moment: dt.datetime
     ) -> list[GroupCA]:
@@ -219,6 +231,8 @@ class PKIService:
         try:
             self.repository.add_group_ca(ca)
             log.info("pki.group_ca_rotated group=%s generation=%s", group, generation)
+            with self._lock:
+                self._rotated.add(group)
         except Conflict:
             log.info("pki.group_ca_rotated_elsewhere group=%s generation=%s", group, generation)
         self.forget(group)

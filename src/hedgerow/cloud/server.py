@@ -286,13 +286,11 @@ class CloudServer:
         self._background.append(self._tasks.create_task(coro, name=name))
 
     async def _rotate_group_cas(self) -> None:
-        """Rotate due group CAs even when no device asks (discovery rotates them lazily too)."""
+        """Rotate due group CAs even when no device asks (discovery rotates them lazily too);
+        the cores of rotated groups are told at once."""
         while True:
             try:
-                for group in await self.services.list_groups():
-                    await asyncio.to_thread(
-                        self.services.pki.group_cas, group.name, group.ca_rotation_days
-                    )
+                await self.services.rotate_due_group_cas()
             except Exception as exc:
                 log.warning("cloud.ca_rotation_failed error=%s", exc)
             await asyncio.sleep(CA_ROTATION_CHECK_SECONDS)

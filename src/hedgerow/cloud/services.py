@@ -3,7 +3,7 @@
 ``CloudServices`` holds the repository, the PKI service and a ``Notifier`` (the MQTT
 side: embedded broker or external broker). Every method validates its input, runs the
 repository in a worker thread (one transaction per call) and then tells cores what
-changed (deployments, revocations).
+changed (deployments, revocations, group-CA rotations).
 """
 
 from __future__ import annotations
@@ -46,6 +46,10 @@ def deployments_topic(core: str) -> str:
 
 def revocations_topic(core: str) -> str:
     return f"$hedgerow/cores/{core}/revocations"
+
+
+def group_cas_topic(core: str) -> str:
+    return f"$hedgerow/cores/{core}/group-cas"
 
 
 class Notifier(Protocol):
@@ -181,12 +185,62 @@ class CloudServices:
     async def group_cas(self, name: str) -> list[dict[str, Any]]:
         group = await self.get_group(name)
         cas = await self._run(self.pki.group_cas, name, group.ca_rotation_days)
+        await self._announce_rotations()
         return [_ca_json(c) for c in cas]
 
     async def rotate_group_ca(self, name: str) -> list[dict[str, Any]]:
         group = await self.get_group(name)
         cas = await self._run(self.pki.rotate, name, group.ca_rotation_days)
+        await self._announce_rotations()
         return [_ca_json(c) for c in cas]
+
+    async def rotate_due_group_cas(self) -> None:
+        """Make a new CA for every group whose current one is due (and tell their cores)."""
+        for group in await self.list_groups():
+            await self._run(self.pki.group_cas, group.name, group.ca_rotation_days)
+        await self._announce_rotations()
+
+    async def _announce_rotations(self) -> None:
+        """Tell the cores of the groups this process rotated (on demand, due or lazily)."""
+        for name in self.pki.take_rotated():
+            await self.announce_group_cas(name)
+
+    async def announce_group_cas(self, name: str) -> None:
+        """Publish the group's CAs (newest first, retained) to its core.
+
+        A core whose server certificate is not signed by the newest CA renews it; a core
+        that misses this (offline, or the publish failed) catches up when it polls
+        ``GET /core/v1/group-cas``, so a failed publish is logged, not raised.
+        """
+        try:
+            group = await self.get_group(name)
+        except NotFound:
+            return
+        if not group.core:
+            return
+        cas = await self._run(self.pki.group_cas, name, group.ca_rotation_days)
+        payload = json.dumps({"group_cas": [c.cert_pem for c in cas]}).encode()
+        try:
+            await self.notifier.publish(group_cas_topic(group.core), payload, retain=True)
+        except Exception as exc:
+            log.warning(
+                "group.cas_announce_failed group=%s core=%s error=%r", name, group.core, exc
+            )
+            return
+        log.info(
+            "group.cas_announced group=%s core=%s generation=%s",
+            name,
+            group.core,
+            cas[0].generation,
+        )
+
+    async def core_group_cas(self, core_name: str) -> dict[str, Any]:
+        """``GET /core/v1/group-cas``: the CAs of the core's group, newest first."""
+        core = await self.get_core(core_name)
+        group = await self.get_group(core.group)
+        cas = await self._run(self.pki.group_cas, core.group, group.ca_rotation_days)
+        await self._announce_rotations()
+        return {"group_cas": [c.cert_pem for c in cas]}
 
     # ---- cores -------------------------------------------------------------------------
 
@@ -610,7 +664,9 @@ class CloudServices:
         )
 
     async def discover(self, thing: str) -> dict[str, Any]:
-        return await self._run(self._discover, thing)
+        body = await self._run(self._discover, thing)
+        await self._announce_rotations()
+        return body
 
     def _discover_as(self, cert: Any, thing: str) -> dict[str, Any]:
         record, groups = self.repository.identity_and_groups(pki.fingerprint(cert), thing)
@@ -631,7 +687,9 @@ class CloudServices:
 
     async def discover_as(self, cert: Any, thing: str) -> dict[str, Any]:
         """Discovery for the thing ``cert`` belongs to (one trip to a worker thread)."""
-        return await self._run(self._discover_as, cert, thing)
+        body = await self._run(self._discover_as, cert, thing)
+        await self._announce_rotations()
+        return body
 
     async def sign_core_certificate(
         self, core_name: str, body: Mapping[str, Any]
@@ -651,6 +709,7 @@ class CloudServices:
         )
         await self._run(self.repository.add_core_certificate, core_name, record)
         log.info("core.server_certificate core=%s hosts=%s", core_name, ",".join(all_hosts))
+        await self._announce_rotations()
         return {"certificate": cert_pem, "group_cas": cas}
 
     async def latest_deployment(self, core: str) -> str | None:

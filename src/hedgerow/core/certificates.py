@@ -3,9 +3,12 @@
 The core creates its own server key (it never leaves the data directory), asks the cloud to
 sign a CSR for the addresses it advertises, and serves the local endpoint with the
 certificate signed by its group CA. ``renewal_reason`` (pure) says when to ask again:
-missing, close to expiry, signed by a group CA that is no longer current, advertised
-addresses changed, or simply older than ``max_age`` (so a group-CA rotation is picked up
-within that time even without a notification).
+missing, close to expiry, not signed by the newest group CA, advertised addresses changed,
+or simply older than ``max_age``. The group CAs it compares against come from the cloud: the
+retained ``$hedgerow/cores/{core}/group-cas`` message (published on every rotation) and
+``GET /core/v1/group-cas`` on every periodic check (a core that was offline during a
+rotation catches up); the list stored with the last renewal is the fallback when the cloud
+cannot be asked.
 
 ``ServerIdentity.context()`` returns one ``ssl.SSLContext``; ``install()`` loads a new chain
 into that same object, so new handshakes use the new certificate while connected devices
@@ -111,7 +114,10 @@ def renewal_reason(
     renew_fraction: float = 0.3,
     max_age: dt.timedelta = DEFAULT_MAX_AGE,
 ) -> str | None:
-    """Why the server certificate must be renewed now, or None when it is fine."""
+    """Why the server certificate must be renewed now, or None when it is fine.
+
+    ``group_cas`` is the group's CA list, newest first (empty: not known).
+    """
     if cert is None:
         return "no server certificate"
     lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc

@@ -43,6 +43,8 @@ class CloudAPI(Protocol):
 
     async def revocations(self) -> list[str]: ...
 
+    async def group_cas(self) -> list[bytes]: ...
+
     async def server_date(self) -> str | None: ...
 
 
@@ -132,6 +134,18 @@ class HttpCloudAPI:
             return [str(f) for f in data["fingerprints"]]
         except (KeyError, TypeError) as exc:
             raise CloudAPIError("the revocations reply lacks fingerprints", path) from exc
+
+    async def group_cas(self) -> list[bytes]:
+        """The CAs of the core's group (PEM), newest first."""
+        path = "/core/v1/group-cas"
+        data = await self._json("GET", path)
+        try:
+            cas = [ca.encode() for ca in data["group_cas"]]
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise CloudAPIError("the group-cas reply lacks group_cas", path) from exc
+        if not cas:
+            raise CloudAPIError("the group-cas reply lists no CA", path)
+        return cas
 
     async def server_date(self) -> str | None:
         response = await self._request("GET", "/core/v1/deployments/latest")

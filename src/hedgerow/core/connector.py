@@ -6,7 +6,8 @@ oldest unacknowledged record after every reconnect (at-least-once). Each routed 
 carries the v5 user property ``core=<name>``. Reconnects follow a capped exponential
 backoff with full jitter.
 
-Inbound: ``$hedgerow/cores/{core}/deployments`` and ``/revocations`` plus every filter of
+Inbound: ``$hedgerow/cores/{core}/deployments``, ``/revocations`` and ``/group-cas`` plus
+every filter of
 a subscription whose source is ``cloud`` are subscribed on each connect and handed to
 ``on_message``; ``on_connected`` runs after each successful (re)connect.
 """
@@ -162,7 +163,7 @@ class CloudConnector:
                 client.abort()
 
     async def _session(self, client: Client) -> None:
-        base = [core_topic(self.core, "deployments"), core_topic(self.core, "revocations")]
+        base = [core_topic(self.core, leaf) for leaf in ("deployments", "revocations", "group-cas")]
         filters = list(dict.fromkeys([*base, *self.filters()]))
         await client.subscribe(*filters, qos=1)
         self._subscribed = set(filters)

@@ -14,6 +14,7 @@ wait in the spool.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -22,6 +23,8 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
+
+from cryptography import x509
 
 from hedgerow import pki
 from hedgerow.broker import Broker, BrokerConfig
@@ -183,6 +186,10 @@ class CoreDaemon:
         self._stack = AsyncExitStack()
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._certificate_lock = asyncio.Lock()
+        #: Wakes the certificate loop early (the cloud announced the group's CAs).
+        self._certificate_wake = asyncio.Event()
+        self._announced_cas: list[x509.Certificate] | None = None
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -390,26 +397,63 @@ class CoreDaemon:
                 )
                 await asyncio.sleep(delay)
 
-    async def check_certificate(self) -> str | None:
-        """Renew the server certificate if due; returns the reason it was renewed."""
-        cert, cas = self.server_identity.load()
-        hosts = self.advertised()
-        reason = renewal_reason(
-            cert, cas, hosts, pki.now(), renew_fraction=self.config.certificates.renew_fraction
-        )
-        if reason is None:
+    async def check_certificate(
+        self, group_cas: Sequence[x509.Certificate] | None = None
+    ) -> str | None:
+        """Renew the server certificate if due; returns the reason it was renewed.
+
+        ``group_cas`` is the group's CA list as the cloud gave it, newest first; ``None``
+        means the list stored with the last renewal. A certificate not signed by the newest
+        CA is renewed (and hot-swapped).
+        """
+        async with self._certificate_lock:
+            cert, stored = self.server_identity.load()
+            hosts = self.advertised()
+            reason = renewal_reason(
+                cert,
+                stored if group_cas is None else group_cas,
+                hosts,
+                pki.now(),
+                renew_fraction=self.config.certificates.renew_fraction,
+            )
+            if reason is None:
+                return None
+            log.info("core.certificates.renewing reason=%s", reason)
+            await self._renew(hosts)
+            return reason
+
+    async def current_group_cas(self) -> list[x509.Certificate] | None:
+        """The group's CAs as the cloud lists them now (None when it cannot be asked)."""
+        try:
+            return [pki.cert_from_pem(pem) for pem in await self.api.group_cas()]
+        except (CloudAPIError, pki.PKIError) as exc:
+            log.warning("core.certificates.group_cas_unavailable error=%s", exc)
             return None
-        log.info("core.certificates.renewing reason=%s", reason)
-        await self._renew(hosts)
-        return reason
+
+    def group_cas_announced(self, group_cas: list[x509.Certificate]) -> None:
+        """The cloud published the group's CAs: check the certificate against them now."""
+        log.info(
+            "core.certificates.group_cas_announced newest=%s",
+            group_cas[0].subject.rfc4514_string(),
+        )
+        self._announced_cas = group_cas
+        self._certificate_wake.set()
 
     async def _certificate_loop(self) -> None:
+        """Every ``check_interval`` (or at once when the cloud announces the group's CAs):
+        compare the certificate with the cloud's CA list and renew it when due."""
         while True:
+            self._certificate_wake.clear()
+            announced, self._announced_cas = self._announced_cas, None
             try:
-                await self.check_certificate()
+                cas = announced if announced is not None else await self.current_group_cas()
+                await self.check_certificate(cas)
             except (CloudAPIError, CertificateError) as exc:
                 log.warning("core.certificates.renewal_failed error=%s", exc)
-            await asyncio.sleep(self.config.certificates.check_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._certificate_wake.wait(), self.config.certificates.check_interval
+                )
 
     # ---- cloud side ---------------------------------------------------------------------
 
@@ -442,6 +486,17 @@ class CoreDaemon:
                 log.warning("core.revocations.bad_message")
                 return
             self.set_revocations(fingerprints)
+        elif topic == core_topic(name, "group-cas"):
+            try:
+                pems = json.loads(payload)["group_cas"]
+                cas = [pki.cert_from_pem(str(pem).encode()) for pem in pems]
+            except (ValueError, KeyError, TypeError, pki.PKIError):
+                log.warning("core.certificates.bad_group_cas_message payload=%r", payload[:200])
+                return
+            if not cas:
+                log.warning("core.certificates.empty_group_cas_message")
+                return
+            self.group_cas_announced(cas)
         else:
             self.router.dispatch(CLOUD, topic, payload, 1)
 
