@@ -1,0 +1,68 @@
+"""`hedgerow demo`, as `make demo` runs it: the seed's scenario end to end, bounded, leaving nothing behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def run_demo(data: Path, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "hedgerow", "demo", "--data", str(data), *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert not stray_processes(data), output
+    return output
+
+
+def stray_processes(data: Path) -> list[str]:
+    """Processes whose command line names the demo's directory (none may outlive it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(data) in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def test_demo_corrects_temperature_at_the_edge(tmp_path: Path) -> None:
+    data = tmp_path / "demo"
+    output = run_demo(data, "--duration", "12", "--interval", "0.5", "--factor", "5")
+    assert "console http://127.0.0.1:" in output
+    lines = re.findall(r"sensor +([\d.]+) °C +cpu +([\d.]+) °C +-> corrected +([\d.]+) °C", output)
+    assert len(lines) >= 3, output
+    for raw, cpu, corrected in map(lambda t: tuple(map(float, t)), lines):
+        assert corrected == pytest.approx(raw - (cpu - raw) / 5, abs=0.02)
+    assert re.search(r"(\d+) corrected readings reached the cloud", output)
+    # a second run cleanly recreates its directory
+    again = run_demo(data, "--duration", "6", "--interval", "0.5")
+    assert "recreating" in again
+
+
+def test_demo_vibration_sends_a_thousandth_of_what_it_samples(tmp_path: Path) -> None:
+    output = run_demo(tmp_path / "vib", "--scenario", "vibration", "--duration", "22")
+    match = re.search(
+        r"bytes sampled at the edge: ([\d,]+).*bytes sent to the cloud: ([\d,]+); ([\d,]+)x less",
+        output,
+    )
+    assert match, output
+    sampled, sent = (int(match.group(i).replace(",", "")) for i in (1, 2))
+    assert sampled >= 1000 * sent
+    assert re.search(r"window 1: x rms [\d.]+ g", output)
