@@ -34,6 +34,7 @@ Queued = tuple[Message, int, bool, tuple[int, ...]]
 class Session:
     __slots__ = (
         "client_id",
+        "owner",
         "connection",
         "subscriptions",
         "inflight",
@@ -49,6 +50,8 @@ class Session:
 
     def __init__(self, client_id: str, counters: Counters, max_queued: int) -> None:
         self.client_id = client_id
+        #: the identity that holds the session: another identity may not take it over
+        self.owner: str | None = None
         self.connection: Connection | None = None
         #: Created on first use: most sessions of idle clients never need them.
         self.subscriptions: dict[str, Subscription] | None = None
