@@ -74,3 +74,24 @@ def test_a_device_may_use_its_own_shadow_only() -> None:
     assert not a.authorize(me, Action.PUBLISH, "$aws/things/lamp/shadow/update/accepted")
     assert not a.authorize(me, Action.PUBLISH, "$aws/things/other/shadow/update")
     assert not a.authorize(me, Action.SUBSCRIBE, "$aws/things/+/shadow/#")
+
+
+def test_a_device_hears_another_only_where_a_subscription_routes_it() -> None:
+    from hedgerow.broker.auth import Identity
+
+    table = RoutingTable(
+        [
+            Subscription("thing:a", "sensors/#", "thing:b"),
+            Subscription("thing:c", "sensors/#", "cloud"),
+        ]
+    )
+    adm = Admission([], table=table)
+    a, b, c = (Identity(n, kind="thing") for n in "abc")
+    assert adm.may_deliver(a, b, "sensors/a/temp")
+    assert not adm.may_deliver(c, b, "sensors/c/temp")  # c's readings go to the cloud only
+    assert not adm.may_deliver(a, c, "sensors/a/temp")
+    core_side = Identity("router", kind="client")
+    assert adm.may_deliver(core_side, b, "sensors/x")  # not device-to-device: not asked here
+    assert table.counter_items()[0][1] == 0  # checking a delivery does not count a route
+    open_table = RoutingTable([], open_broker=True)
+    assert Admission([], table=open_table).may_deliver(c, b, "anything")

@@ -82,6 +82,15 @@ class Authorizer(Protocol):
     def authorize(self, identity: Identity, action: Action, topic: str) -> bool: ...
 
 
+class DeliveryAuthorizer(Protocol):
+    """Optional, on an authorizer: may a message ``publisher`` sent on ``topic`` reach
+    ``subscriber``? Asked for every client-to-client delivery when the authorizer has it
+    (the core's routing table: a device hears another only where a subscription routes it).
+    Messages published from inside the process (publisher None) are not asked about."""
+
+    def may_deliver(self, publisher: Identity, subscriber: Identity, topic: str) -> bool: ...
+
+
 class AllowAll:
     """Accepts every client (identity = the client id) and allows every action."""
 

@@ -322,12 +322,12 @@ class Connection(asyncio.Protocol):
         if self.state is not _AUTHENTICATING or self.hub.closing:
             return
         held = self.hub.sessions.get(self.client_id)
-        if held is not None and held.owner is not None and held.owner != identity.name:
+        if held is not None and held.owner is not None and held.owner.name != identity.name:
             # A client id is not an identity: claiming another's must neither kick it off
             # nor resume its session (its queued messages are not ours to read).
             self._refuse(
                 ReasonCode.NOT_AUTHORIZED,
-                f"client id {self.client_id!r} is held by identity {held.owner!r},"
+                f"client id {self.client_id!r} is held by identity {held.owner.name!r},"
                 f" not {identity.name!r}",
             )
             return
@@ -370,7 +370,7 @@ class Connection(asyncio.Protocol):
             present = True
         self.session = session
         session.connection = self
-        session.owner = self.identity.name if self.identity is not None else None
+        session.owner = self.identity
         session.expires_at = None
         terms = negotiate(c, cfg, assigned)
         session.expiry = terms.session_expiry

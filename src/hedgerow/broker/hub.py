@@ -53,6 +53,10 @@ class Hub:
         self.authorizer = authorizer
         #: False when every PUBLISH is allowed anyway (skips a call per message).
         self.check_publish = not isinstance(authorizer, AllowAll)
+        #: the authorizer's per-delivery check, when it has one (see DeliveryAuthorizer)
+        self.may_deliver: Callable[[Identity, Identity, str], bool] | None = getattr(
+            authorizer, "may_deliver", None
+        )
         self.interceptors: list[Interceptor] = []
         #: Every open connection, connected or not yet.
         self.connections: set[Connection] = set()
@@ -79,17 +83,33 @@ class Hub:
         origin = message.origin
         mq = message.qos
         retain = message.retain
+        may_deliver = self.may_deliver
+        # the origin is the publisher's Session (None for in-process publishes)
+        sender = origin.owner if may_deliver is not None and isinstance(origin, Session) else None
         for session, qos, rap, no_local, ids in routes:
             if no_local and session is origin:
+                continue
+            if sender is not None and not self._deliverable(sender, session, message.topic):
                 continue
             session.deliver(message, qos if qos < mq else mq, rap and retain, ids)
         for group in groups:
             sub = group.pick()
             if sub is not None:
+                if sender is not None and not self._deliverable(sender, sub.session, message.topic):
+                    continue
                 q = sub.qos if sub.qos < mq else mq
                 ids = (sub.identifier,) if sub.identifier else ()
                 sub.session.deliver(message, q, sub.retain_as_published and retain, ids)
         self.publisher = None
+
+    def _deliverable(self, sender: Identity, session: Session, topic: str) -> bool:
+        receiver = session.owner
+        if receiver is None or self.may_deliver is None:
+            return True
+        if self.may_deliver(sender, receiver, topic):
+            return True
+        self.counters.undelivered += 1
+        return False
 
     def intercept(self, identity: Identity, publish: Publish) -> list[Awaitable[object]] | None:
         """Run the interceptors; the awaitables some returned (None when none did)."""

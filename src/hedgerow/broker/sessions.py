@@ -17,6 +17,7 @@ from hedgerow.broker.messages import Message
 from hedgerow.broker.stats import Counters
 
 if TYPE_CHECKING:
+    from hedgerow.broker.auth import Identity
     from hedgerow.broker.connection import Connection
     from hedgerow.broker.subscriptions import Subscription
 
@@ -51,7 +52,7 @@ class Session:
     def __init__(self, client_id: str, counters: Counters, max_queued: int) -> None:
         self.client_id = client_id
         #: the identity that holds the session: another identity may not take it over
-        self.owner: str | None = None
+        self.owner: Identity | None = None
         self.connection: Connection | None = None
         #: Created on first use: most sessions of idle clients never need them.
         self.subscriptions: dict[str, Subscription] | None = None

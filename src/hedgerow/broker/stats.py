@@ -22,6 +22,7 @@ class Counters:
         "expired",
         "denied_publish",
         "denied_subscribe",
+        "undelivered",
         "protocol_errors",
         "publishers_paused",
     )
@@ -39,6 +40,8 @@ class Counters:
         self.expired = 0
         self.denied_publish = 0
         self.denied_subscribe = 0
+        #: client-to-client deliveries the authorizer's may_deliver refused
+        self.undelivered = 0
         self.protocol_errors = 0
         self.publishers_paused = 0
 
@@ -63,6 +66,7 @@ class BrokerStats:
     expired: int
     denied_publish: int
     denied_subscribe: int
+    undelivered: int
     protocol_errors: int
     publishers_paused: int
     queued_messages: int
@@ -98,6 +102,7 @@ def snapshot(
         expired=c.expired,
         denied_publish=c.denied_publish,
         denied_subscribe=c.denied_subscribe,
+        undelivered=c.undelivered,
         protocol_errors=c.protocol_errors,
         publishers_paused=c.publishers_paused,
         queued_messages=queued_messages,

@@ -60,7 +60,7 @@ class Admission:
         self.roots = list(roots)
         self.things: frozenset[str] = frozenset(things)
         self.revoked: frozenset[str] = frozenset(revoked)
-        self.table = table or RoutingTable()
+        self.table = table if table is not None else RoutingTable()
         self.clock = clock
         self.refused: dict[str, int] = {}
         self.denied_publish = 0
@@ -124,6 +124,13 @@ class Admission:
         self.denied_subscribe += 1
         log.info("core.admission.subscribe_denied thing=%s filter=%s", identity.name, topic)
         return False
+
+    def may_deliver(self, publisher: Identity, subscriber: Identity, topic: str) -> bool:
+        """A device hears another device only where a subscription routes it (the broker
+        asks this for every device-to-device delivery; see DeliveryAuthorizer)."""
+        if publisher.kind != "thing" or subscriber.kind != "thing":
+            return True
+        return self.table.routes_to("thing:" + publisher.name, topic, "thing:" + subscriber.name)
 
     def still_admitted(self, identity: Identity) -> bool:
         """For ``disconnect_where`` after a deployment or revocation change."""

@@ -233,6 +233,13 @@ class RoutingTable:
                 targets.append(target)
         return targets
 
+    def routes_to(self, source: str, topic: str, target: str) -> bool:
+        """Whether a message from ``source`` on ``topic`` reaches ``target`` (not counted)."""
+        if self.open_broker:
+            return True
+        subscriptions = self.subscriptions
+        return any(subscriptions[i].target == target for i in self.match(source, topic))
+
     def may_publish(self, thing: str, topic: str) -> bool:
         return self.open_broker or bool(self.match("thing:" + thing, topic))
 
