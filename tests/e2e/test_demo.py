@@ -66,3 +66,31 @@ def test_demo_vibration_sends_a_thousandth_of_what_it_samples(tmp_path: Path) ->
     sampled, sent = (int(match.group(i).replace(",", "")) for i in (1, 2))
     assert sampled >= 1000 * sent
     assert re.search(r"window 1: x rms [\d.]+ g", output)
+
+
+def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    data = tmp_path / "interrupted"
+    log = tmp_path / "demo.out"
+    with log.open("wb") as out:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "hedgerow", "demo", "--data", str(data), "--interval", "0.5"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while "readings arriving" not in log.read_text() and time.monotonic() < deadline:
+                assert demo.poll() is None, log.read_text()
+                time.sleep(0.2)
+            assert stray_processes(data), "the demo's cloud, core and thing should be running"
+            demo.send_signal(signal.SIGINT)  # what Ctrl-C delivers to the foreground process
+            assert demo.wait(timeout=60) == 0, log.read_text()
+        finally:
+            if demo.poll() is None:
+                demo.kill()
+    assert "stopped" in log.read_text()
+    assert not stray_processes(data)

@@ -1,0 +1,55 @@
+"""Migrating from Greengrass V1: a greengrasssdk Lambda deployed with --runtime greengrass-v1 runs unchanged."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import EXAMPLES, System, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def system(tmp_path: Path) -> Iterator[System]:
+    s = System(tmp_path)
+    try:
+        s.start_cloud()
+        s.create_group_and_core()
+        s.start_core()
+        yield s
+    except BaseException:
+        print(s.logs())
+        raise
+    finally:
+        s.close()
+
+
+def test_a_v1_lambda_republishes_through_the_subscription_table(system: System) -> None:
+    system.create_thing("bme680-9")
+    system.function(
+        "v1-forward", EXAMPLES / "v1_forward", "v1_forward.function_handler",
+        "--runtime", "greengrass-v1", "--pinned",
+    )  # fmt: skip
+    system.route("thing:bme680-9", "sensors/#", "function:v1-forward")
+    system.route("function:v1-forward", "v1/#", "cloud")
+    system.deploy()
+    system.start(
+        "thing",
+        [sys.executable, "-m", "hedgerow", "thing", "run", *system.thing_args("bme680-9"),
+         "-id", "bme680-9", "-t", "sensors/bme680-9", "--sensor", "sim", "--interval", "0.2",
+         "--state-dir", str(system.root / "state")],
+    )  # fmt: skip
+    forwarded = wait_until(
+        lambda: system.payloads("v1/#")[:2] if len(system.payloads("v1/#")) >= 2 else None,
+        timeout=60,
+        what="two readings republished by the V1 function",
+    )
+    for message in forwarded:
+        assert message["subject"] == "sensors/bme680-9"
+        assert message["function"] == "v1-forward"
+        assert message["reading"]["thing"] == "bme680-9"
+        assert "temperature" in message["reading"]
