@@ -103,9 +103,9 @@ def test_cache_is_bounded() -> None:
 
 
 def test_backoff_is_capped_and_jittered() -> None:
-    from hedgerow.core.backoff import BackoffSchedule
+    from hedgerow.backoff import BackoffPolicy
 
-    schedule = BackoffSchedule(base=0.5, cap=8.0)
+    schedule = BackoffPolicy(base=0.5, cap=8.0)
     assert [schedule.ceiling(a) for a in range(6)] == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
     assert schedule.ceiling(10_000) == 8.0
     assert schedule.delay(3, lambda low, high: high) == 4.0

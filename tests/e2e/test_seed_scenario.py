@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,21 +15,6 @@ import pytest
 from tests.e2e.harness import CORE, EXAMPLES, REPO, System, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def system(tmp_path: Path) -> Iterator[System]:
-    s = System(tmp_path)
-    try:
-        s.start_cloud()
-        s.create_group_and_core()
-        s.start_core()
-        yield s
-    except BaseException:
-        print(s.logs())
-        raise
-    finally:
-        s.close()
 
 
 def test_temperature_is_corrected_at_the_edge_and_reaches_the_cloud(system: System) -> None:

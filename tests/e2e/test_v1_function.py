@@ -3,29 +3,12 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.e2e.harness import EXAMPLES, System, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def system(tmp_path: Path) -> Iterator[System]:
-    s = System(tmp_path)
-    try:
-        s.start_cloud()
-        s.create_group_and_core()
-        s.start_core()
-        yield s
-    except BaseException:
-        print(s.logs())
-        raise
-    finally:
-        s.close()
 
 
 def test_a_v1_lambda_republishes_through_the_subscription_table(system: System) -> None:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hedgerow.thing.backoff import Backoff, BackoffPolicy, Jitter
+from hedgerow.backoff import Backoff, BackoffPolicy, Jitter
 
 
 def test_v1_schedule_doubles_to_the_cap_without_jitter() -> None:

@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from hedgerow.backoff import BackoffPolicy
 from hedgerow.client import (
     Client,
     ClientError,
@@ -31,11 +32,13 @@ from hedgerow.client import (
     PublishError,
 )
 
-from .backoff import BackoffSchedule
 from .errors import CoreError
 from .spool import Spool
 
 log = logging.getLogger(__name__)
+
+#: Reconnect to the cloud: capped exponential backoff with full jitter.
+CONNECTOR_BACKOFF = BackoffPolicy(base=0.5, cap=30.0)
 
 ClientFactory = Callable[..., Client]
 
@@ -64,7 +67,7 @@ class CloudConnector:
         filters: Callable[[], Sequence[str]],
         keepalive: int = 300,
         inflight: int = 1000,
-        backoff: BackoffSchedule = BackoffSchedule(),
+        backoff: BackoffPolicy = CONNECTOR_BACKOFF,
         client_factory: ClientFactory = Client,
     ) -> None:
         self.core = core

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -27,11 +28,11 @@ from typing import Any, Protocol
 from cryptography import x509
 
 from hedgerow import pki
+from hedgerow.backoff import BackoffPolicy
 from hedgerow.broker import Broker, BrokerConfig
 
 from . import service
 from .admission import Admission
-from .backoff import BackoffSchedule
 from .certificates import (
     ServerIdentity,
     advertised_hosts,
@@ -320,7 +321,7 @@ class CoreDaemon:
             filters=lambda: self.table.filters_from(CLOUD),
             keepalive=c.connector.keepalive,
             inflight=c.connector.inflight,
-            backoff=BackoffSchedule(c.connector.backoff_base, c.connector.backoff_cap),
+            backoff=BackoffPolicy(c.connector.backoff_base, c.connector.backoff_cap),
         )
         self._tg = await stack.enter_async_context(asyncio.TaskGroup())
         self.spawn(self.connector.run(), "cloud-connector")
@@ -382,7 +383,7 @@ class CoreDaemon:
         if cert is not None:
             return  # renewal, if due, happens in the background (the cloud may be away)
         attempt = 0
-        backoff = BackoffSchedule(
+        backoff = BackoffPolicy(
             self.config.connector.backoff_base, self.config.connector.backoff_cap
         )
         while True:
@@ -390,7 +391,7 @@ class CoreDaemon:
                 await self._renew(self.advertised())
                 return
             except (CloudAPIError, CertificateError) as exc:
-                delay = backoff.delay(attempt)
+                delay = backoff.delay(attempt, random.uniform)
                 attempt += 1
                 log.warning(
                     "core.certificates.first_issue_failed error=%s retry_in=%.1f", exc, delay

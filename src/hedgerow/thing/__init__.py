@@ -4,7 +4,8 @@
 numpy is optional (the vibration simulator uses it when present).
 """
 
-from .backoff import Backoff, BackoffPolicy, Jitter
+from hedgerow.backoff import Backoff, BackoffPolicy, Jitter
+
 from .cache import CachedInfo, ConnInfoCache
 from .connection import Thing, ThingConfig, ThingStats, connect, thing_config
 from .credentials import Credentials

@@ -37,6 +37,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from hedgerow.backoff import Backoff, BackoffPolicy, Uniform
 from hedgerow.client import (
     Client,
     ClientError,
@@ -46,7 +47,6 @@ from hedgerow.client import (
     ProtocolVersion,
 )
 
-from .backoff import Backoff, BackoffPolicy, Uniform
 from .cache import CachedInfo, ConnInfoCache
 from .credentials import Credentials
 from .discovery import DEFAULT_TIMEOUT, Candidate, DiscoveryInfo, Endpoint, discover

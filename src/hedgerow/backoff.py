@@ -1,5 +1,7 @@
 """Reconnect delay schedules: progressive backoff with full jitter (pure: no I/O, no clock).
 
+Shared by the thing SDK (device -> core) and the core's cloud connector (core -> cloud).
+
 Why jitter: when a few hundred devices on one power supply come back at once, a schedule
 without jitter (the V1 SDK's: 1, 2, 4 … 32 s) makes them all retry in the same instants, so
 the core sees the same thundering herd on every round. Full jitter draws each delay
