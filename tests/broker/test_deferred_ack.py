@@ -52,3 +52,58 @@ async def _until(predicate: object) -> None:
     assert callable(predicate)
     while not predicate():
         await asyncio.sleep(0.01)
+
+
+async def test_a_qos2_message_not_stored_is_taken_again_when_resent(running: Running) -> None:
+    attempts: list[bytes] = []
+
+    def store_second_time(identity: Identity, publish: Publish) -> asyncio.Future[None]:
+        attempts.append(publish.payload)
+        result: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if len(attempts) == 1:
+            result.set_exception(RuntimeError("store unavailable"))
+        else:
+            result.set_result(None)
+        return result
+
+    running.broker.add_interceptor(store_second_time)
+    options = {
+        "client_id": "q2",
+        "version": ProtocolVersion.V5,
+        "clean_start": False,
+        "session_expiry": 60,
+    }
+    client = Client(running.host, running.port, **options)  # type: ignore[arg-type]
+    await client.connect()
+    first = client.publish_nowait("t/q2", b"once", qos=2)
+    with pytest.raises(ConnectionLost):
+        await asyncio.wait_for(first, TIMEOUT)
+    await client.connect()  # the session resumes; the unacknowledged PUBLISH is resent (DUP)
+    try:
+        await asyncio.wait_for(_until(lambda: len(attempts) == 2), TIMEOUT)
+    finally:
+        await client.disconnect()
+    assert attempts == [b"once", b"once"]  # offered to the store again, not swallowed as a dup
+
+
+async def test_a_resent_qos2_message_already_taken_is_not_intercepted_twice(
+    running: Running,
+) -> None:
+    from hedgerow.mqtt.packets import PubRec
+    from tests.broker.conftest import RawClient
+
+    taken: list[bool] = []
+
+    def store(identity: Identity, publish: Publish) -> asyncio.Future[None]:
+        taken.append(publish.dup)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    running.broker.add_interceptor(store)
+    raw = await RawClient.connected(running.port, "raw-q2")
+    await raw.send(Publish("t/x", b"1", qos=2, packet_id=7))
+    assert await raw.recv() == PubRec(7)
+    await raw.send(Publish("t/x", b"1", qos=2, dup=True, packet_id=7))  # PUBREC "lost": resent
+    assert await raw.recv() == PubRec(7)
+    assert taken == [False]  # exactly once

@@ -430,19 +430,9 @@ class Connection(asyncio.Protocol):
             self._denied_publish(p, topic)
             return
         qos = p.qos
-        waits = None
-        if hub.interceptors:
-            waits = hub.intercept(
-                identity, p if topic == p.topic else dataclasses.replace(p, topic=topic)
-            )
-        if qos == 1:
-            ack = b"\x40\x02" + p.packet_id.to_bytes(2, "big")  # type: ignore[union-attr]
-            if waits:
-                self._ack_when_done(ack, waits, topic)
-            else:
-                self._send(ack)
-        elif qos == 2:
-            pid: int = p.packet_id  # type: ignore[assignment]
+        pid: int = p.packet_id  # type: ignore[assignment]  # set for QoS 1/2 by the codec
+        inbound: set[int] | None = None
+        if qos == 2:
             session = self.session
             assert session is not None
             inbound = session.inbound_qos2
@@ -450,15 +440,22 @@ class Connection(asyncio.Protocol):
                 inbound = session.inbound_qos2 = set()
             if pid in inbound:
                 self._send(b"\x50\x02" + pid.to_bytes(2, "big"))
-                return  # a resent message already delivered: acknowledge only
+                return  # a resent message already taken: acknowledge only, never twice
             if len(inbound) >= hub.config.receive_maximum:
                 raise ProtocolError(
                     "too many QoS 2 messages in flight", ReasonCode.RECEIVE_MAXIMUM_EXCEEDED
                 )
             inbound.add(pid)
-            ack = b"\x50\x02" + pid.to_bytes(2, "big")
+        waits = None
+        if hub.interceptors:
+            waits = hub.intercept(
+                identity, p if topic == p.topic else dataclasses.replace(p, topic=topic)
+            )
+        if qos:
+            ack = (b"\x40\x02" if qos == 1 else b"\x50\x02") + pid.to_bytes(2, "big")
             if waits:
-                self._ack_when_done(ack, waits, topic)
+                forget = (inbound, pid) if inbound is not None else None
+                self._ack_when_done(ack, waits, topic, forget=forget)
             else:
                 self._send(ack)
         hub.route(Message(topic, p.payload, qos, p.retain, p.properties, self.session), self)
@@ -467,9 +464,17 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         return self.state is _CONNECTED and transport is not None and not transport.is_closing()
 
-    def _ack_when_done(self, ack: bytes, waits: list[Awaitable[object]], topic: str) -> None:
+    def _ack_when_done(
+        self,
+        ack: bytes,
+        waits: list[Awaitable[object]],
+        topic: str,
+        forget: tuple[set[int], int] | None = None,
+    ) -> None:
         """Acknowledge once every interceptor's awaitable completed; on failure, disconnect
-        without acknowledging, so the sender keeps the message and sends it again."""
+        without acknowledging, so the sender keeps the message and sends it again (a QoS 2
+        packet id is ``forget``-ten, so the resent message is taken again, not just
+        acknowledged as a duplicate)."""
         done = asyncio.ensure_future(asyncio.gather(*waits) if len(waits) > 1 else waits[0])
 
         def finish(future: asyncio.Future[object]) -> None:
@@ -478,6 +483,8 @@ class Connection(asyncio.Protocol):
                 log.warning(
                     "client %s: not acknowledging PUBLISH to %s: %s", self.client_id, topic, error
                 )
+                if forget is not None:
+                    forget[0].discard(forget[1])
                 if self._open():
                     self.kick(ReasonCode.UNSPECIFIED_ERROR, f"could not take the message: {error}")
                 return
