@@ -21,10 +21,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+# shared with the edge, which reads certificates without ``cryptography`` (re-exported here)
+from hedgerow.certinfo import CLOCK_SKEW as CLOCK_SKEW
+from hedgerow.certinfo import now as now
+from hedgerow.tlscontext import client_context as client_context
+from hedgerow.tlscontext import server_context as server_context
+
 PrivateKey = ec.EllipticCurvePrivateKey
 ORG = "Hedgerow"
-#: Backdate validity so a device whose clock lags a little still accepts a fresh cert.
-CLOCK_SKEW = dt.timedelta(minutes=5)
 
 
 class PKIError(Exception):
@@ -45,10 +49,6 @@ class Issued:
     @property
     def key_pem(self) -> bytes:
         return key_to_pem(self.key)
-
-
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def new_key() -> PrivateKey:
@@ -327,42 +327,6 @@ def verify_key_from_pem(data: bytes) -> ed25519.Ed25519PublicKey:
     if not isinstance(key, ed25519.Ed25519PublicKey):
         raise PKIError("not an Ed25519 public key")
     return key
-
-
-# ---- TLS contexts ---------------------------------------------------------------------
-
-
-def server_context(
-    cert_file: str, key_file: str, ca_file: str | None = None, *, require_client_cert: bool = False
-) -> ssl.SSLContext:
-    """A TLS server context; with ``ca_file`` client certificates are verified against it."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert_file, key_file)
-    if ca_file:
-        ctx.load_verify_locations(ca_file)
-        ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
-    return ctx
-
-
-def client_context(
-    ca_file: str | None = None,
-    cert_file: str | None = None,
-    key_file: str | None = None,
-    *,
-    ca_data: str | None = None,
-    check_hostname: bool = True,
-) -> ssl.SSLContext:
-    """A TLS client context trusting ``ca_file``/``ca_data``, optionally with a client cert."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if ca_file or ca_data:
-        ctx.load_verify_locations(cafile=ca_file, cadata=ca_data)
-    ctx.check_hostname = check_hostname
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    if cert_file:
-        ctx.load_cert_chain(cert_file, key_file)
-    return ctx
 
 
 def peer_certificate(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> x509.Certificate | None:
