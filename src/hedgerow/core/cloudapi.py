@@ -1,7 +1,8 @@
 """The cloud's device-HTTPS API as the core uses it (``/core/v1/...``, mutual TLS).
 
 ``CloudAPI`` is the interface the deployment agent and the certificate manager need;
-``HttpCloudAPI`` talks to the real cloud with httpx; tests pass an in-memory fake.
+``HttpCloudAPI`` talks to the real cloud with the core's small h11 client
+(``hedgerow.core.https``, one connection per call); tests pass an in-memory fake.
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ import ssl
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpx
-
 from .errors import CloudAPIError
+from .https import HTTPSError, Response, request
 
 log = logging.getLogger(__name__)
 
@@ -49,49 +49,54 @@ class CloudAPI(Protocol):
 
 
 class HttpCloudAPI:
-    """httpx over mutual TLS; every failure becomes ``CloudAPIError`` (path, status)."""
+    """The cloud over mutual TLS; every failure becomes ``CloudAPIError`` (path, status)."""
 
     def __init__(self, base_url: str, ssl_context: ssl.SSLContext, timeout: float = 15.0) -> None:
-        # no idle keep-alive connections: the core calls rarely, and an idle TLS connection
-        # per core would only hold memory on both sides (and delay the cloud's shutdown)
-        self._client = httpx.AsyncClient(
-            base_url=base_url,
-            verify=ssl_context,
-            timeout=timeout,
-            limits=httpx.Limits(max_keepalive_connections=0),
-        )
+        # one connection per call, none kept idle: the core calls rarely, and an idle TLS
+        # connection per core would only hold memory on both sides (and delay the cloud's
+        # shutdown)
+        self._base_url = base_url
+        self._ssl_context = ssl_context
+        self._timeout = timeout
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        """Nothing to release (no connection outlives its call); kept for the interface."""
 
-    async def _request(self, method: str, path: str, json: Any = None) -> httpx.Response:
+    async def _request(self, method: str, path: str, json: Any = None) -> Response:
         try:
-            response = await self._client.request(method, path, json=json)
-        except httpx.HTTPError as exc:
-            raise CloudAPIError(f"{method} {path}: {exc}", path) from exc
-        if response.status_code >= 400 and response.status_code != 404:
-            raise CloudAPIError(
-                f"{method} {path}: HTTP {response.status_code} {response.text[:200]}",
+            response = await request(
+                self._base_url,
+                method,
                 path,
-                response.status_code,
+                ssl_context=self._ssl_context,
+                json=json,
+                timeout=self._timeout,
+            )
+        except HTTPSError as exc:
+            raise CloudAPIError(f"{method} {path}: {exc}", path) from exc
+        if response.status >= 400 and response.status != 404:
+            raise CloudAPIError(
+                f"{method} {path}: HTTP {response.status} {response.text[:200]}",
+                path,
+                response.status,
             )
         return response
 
     async def _json(self, method: str, path: str, json: Any = None) -> Any:
         response = await self._request(method, path, json)
-        if response.status_code == 404:
+        if response.status == 404:
             raise CloudAPIError(f"{method} {path}: not found", path, 404)
         try:
             return response.json()
         except ValueError as exc:
             raise CloudAPIError(
-                f"{method} {path}: the reply is not JSON", path, response.status_code
+                f"{method} {path}: the reply is not JSON", path, response.status
             ) from exc
 
     async def latest_deployment(self) -> str | None:
         path = "/core/v1/deployments/latest"
         response = await self._request("GET", path)
-        if response.status_code == 404:
+        if response.status == 404:
             return None
         try:
             value = response.json().get("deployment_id")
@@ -109,7 +114,7 @@ class HttpCloudAPI:
     async def artifact(self, sha256: str) -> bytes:
         path = f"/core/v1/artifacts/{sha256}"
         response = await self._request("GET", path)
-        if response.status_code == 404:
+        if response.status == 404:
             raise CloudAPIError(f"artifact {sha256} not found", path, 404)
         return response.content
 
