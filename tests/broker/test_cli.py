@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 import sys
 from typing import TYPE_CHECKING
 
@@ -95,3 +96,15 @@ def test_cli_port_in_use_is_a_one_line_error(capsys: pytest.CaptureFixture[str])
         port = taken.getsockname()[1]
         assert main(["broker", "--port", str(port)]) == 2
     assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
+
+
+def test_the_broker_does_not_load_cryptography() -> None:
+    """The broker is the edge daemon's local endpoint: it reads client certificates with
+    ``hedgerow.certinfo`` and never loads ``cryptography`` (about 12 MB resident)."""
+    code = (
+        "import sys, hedgerow.broker, hedgerow.cli.broker\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'cryptography'"
+        " or m == 'hedgerow.pki')\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -10,6 +10,7 @@ import zipfile
 from collections.abc import Mapping
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from hedgerow import pki
@@ -71,6 +72,11 @@ def document(
 
 def sign(key: ed25519.Ed25519PrivateKey, text: str) -> str:
     return base64.b64encode(key.sign(text.encode())).decode()
+
+
+def raw_verify_key(key: ed25519.Ed25519PrivateKey) -> bytes:
+    """The raw 32-byte public key the deployment agent takes."""
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 class FakeAPI:

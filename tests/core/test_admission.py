@@ -4,15 +4,23 @@ import datetime as dt
 import logging
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
 
-from hedgerow import pki
+from hedgerow import certinfo, pki
 from hedgerow.broker.auth import Action, ConnectInfo, Identity, Refused
 from hedgerow.core.admission import Admission
 from hedgerow.core.routing import RoutingTable, Subscription
 
 
-def info(cert: object) -> ConnectInfo:
-    return ConnectInfo("claimed-id", None, None, 4, ("127.0.0.1", 5), cert, True)  # type: ignore[arg-type]
+def info(cert: certinfo.CertInfo | None) -> ConnectInfo:
+    return ConnectInfo("claimed-id", None, None, 4, ("127.0.0.1", 5), cert, True)
+
+
+def read(issued: pki.Issued) -> certinfo.CertInfo:
+    """What the broker hands the admission: the certificate read without cryptography."""
+    return certinfo.from_pem(issued.cert_pem)
 
 
 @pytest.fixture
@@ -22,10 +30,23 @@ def root() -> pki.Issued:
 
 async def test_admits_a_group_thing_by_its_certificate_name(root: pki.Issued) -> None:
     thing = pki.issue(root, "bme680-1")
-    a = Admission([root.cert], things=["bme680-1"])
-    identity = await a.authenticate(info(thing.cert))
+    a = Admission([read(root)], things=["bme680-1"])
+    identity = await a.authenticate(info(read(thing)))
     assert identity.name == "bme680-1" and identity.kind == "thing"
     assert identity.attributes["client_id"] == "claimed-id"
+    assert identity.attributes["fingerprint"] == pki.fingerprint(thing.cert)
+    assert a.refused == {}
+    assert a.still_admitted(identity)
+    a.revoked = frozenset({pki.fingerprint(thing.cert)})
+    assert not a.still_admitted(identity)
+
+
+async def test_any_of_several_roots_admits(root: pki.Issued) -> None:
+    """During a root rotation the root CA file holds the old and the new root."""
+    new_root = pki.make_ca("root 2")
+    a = Admission([read(root), read(new_root)], things=["t-old", "t-new"])
+    assert (await a.authenticate(info(read(pki.issue(root, "t-old"))))).name == "t-old"
+    assert (await a.authenticate(info(read(pki.issue(new_root, "t-new"))))).name == "t-new"
 
 
 @pytest.mark.parametrize("case", ["other-group", "revoked", "expired", "foreign-root", "none"])
@@ -33,18 +54,18 @@ async def test_refusals_are_logged_with_the_reason(
     root: pki.Issued, case: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     thing = pki.issue(root, "bme680-1")
-    cert = thing.cert
+    cert = read(thing)
     revoked: list[str] = []
-    clock = pki.now
+    clock = certinfo.now
     if case == "other-group":
-        cert = pki.issue(root, "other-thing").cert
+        cert = read(pki.issue(root, "other-thing"))
     elif case == "revoked":
-        revoked = [pki.fingerprint(cert)]
+        revoked = [pki.fingerprint(thing.cert)]
     elif case == "expired":
-        clock = lambda: pki.now() + dt.timedelta(days=400)  # noqa: E731
+        clock = lambda: certinfo.now() + dt.timedelta(days=400)  # noqa: E731
     elif case == "foreign-root":
-        cert = pki.issue(pki.make_ca("elsewhere"), "bme680-1").cert
-    a = Admission([root.cert], things=["bme680-1"], revoked=revoked, clock=clock)
+        cert = read(pki.issue(pki.make_ca("elsewhere"), "bme680-1"))
+    a = Admission([read(root)], things=["bme680-1"], revoked=revoked, clock=clock)
     with caplog.at_level(logging.WARNING), pytest.raises(Refused) as e:
         await a.authenticate(info(None if case == "none" else cert))
     assert e.value.silent
@@ -52,6 +73,70 @@ async def test_refusals_are_logged_with_the_reason(
               "foreign-root": "untrusted", "none": "no-certificate"}[case]  # fmt: skip
     assert a.refused == {reason: 1}
     assert f"reason={reason}" in caplog.text
+
+
+def test_a_ca_with_the_roots_very_name_but_another_key_is_untrusted(root: pki.Issued) -> None:
+    """Only the key identifier tells an impostor CA named like the root apart from it."""
+    impostor = pki.make_ca("root")
+    assert read(impostor).subject_der == read(root).subject_der
+    forged = read(pki.issue(impostor, "bme680-1"))
+    assert forged.issuer_der == read(root).subject_der
+    a = Admission([read(root)], things=["bme680-1"])
+    assert a.check(forged) == ("untrusted", "the certificate does not chain to the root CA")
+    assert a.check(read(pki.issue(root, "bme680-1"))) is None
+
+
+@pytest.mark.parametrize(
+    ("when", "admitted"),
+    [
+        ("a second before not_before", False),
+        ("at not_before", True),
+        ("at not_after", True),
+        ("a second after not_after", False),
+    ],
+)
+async def test_validity_period_is_checked_against_the_clock(
+    root: pki.Issued, when: str, admitted: bool
+) -> None:
+    """TLS on the local listener does not check times (NO_CHECK_TIME): admission does."""
+    cert = read(pki.issue(root, "bme680-1", days=30))
+    second = dt.timedelta(seconds=1)
+    at = {
+        "a second before not_before": cert.not_before - second,
+        "at not_before": cert.not_before,
+        "at not_after": cert.not_after,
+        "a second after not_after": cert.not_after + second,
+    }[when]
+    a = Admission([read(root)], things=["bme680-1"], clock=lambda: at)
+    if admitted:
+        assert a.check(cert) is None
+        assert (await a.authenticate(info(cert))).name == "bme680-1"
+    else:
+        assert a.check(cert) == ("expired", "the certificate is expired or not yet valid")
+        with pytest.raises(Refused):
+            await a.authenticate(info(cert))
+        assert a.refused == {"expired": 1}
+
+
+def test_a_certificate_without_a_common_name_is_unusable(root: pki.Issued) -> None:
+    start = certinfo.now() - dt.timedelta(minutes=1)
+    nameless = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Acme")]))
+        .issuer_name(root.cert.subject)
+        .public_key(pki.new_key().public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=1))
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(root.key.public_key()),
+            critical=False,
+        )
+        .sign(root.key, hashes.SHA256())
+    )
+    cert = certinfo.from_pem(pki.cert_to_pem(nameless))
+    a = Admission([read(root)], things=["bme680-1"])
+    assert a.check(cert) == ("unusable", "certificate has no common name")
 
 
 def test_authorize_follows_the_table_and_counts_denials() -> None:

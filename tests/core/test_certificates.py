@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hedgerow import pki
+from hedgerow import certinfo, pki
 from hedgerow.core.certificates import (
     ServerIdentity,
     advertised_hosts,
@@ -23,23 +23,33 @@ def pair() -> tuple[pki.Issued, pki.Issued]:
     return root, pki.make_ca("group")
 
 
+def info(issued: pki.Issued) -> certinfo.CertInfo:
+    return certinfo.from_pem(issued.cert_pem)
+
+
 def test_renewal_reasons(pair: tuple[pki.Issued, pki.Issued]) -> None:
-    root, group = pair
-    now = pki.now()
-    cert = pki.issue(
-        group, "pi-1", unit="server", server_hosts=["127.0.0.1", "gw.local"], days=10
-    ).cert
-    hosts = ["gw.local", "127.0.0.1"]
-    assert renewal_reason(None, [group.cert], hosts, now) == "no server certificate"
-    assert renewal_reason(cert, [group.cert], hosts, now) is None
-    assert "expires" in str(renewal_reason(cert, [group.cert], hosts, now + dt.timedelta(days=8)))
-    rotated = pki.make_ca("group-2")
-    assert (
-        renewal_reason(cert, [rotated.cert, group.cert], hosts, now) == "the group CA was rotated"
+    root, group_issued = pair
+    group = info(group_issued)
+    now = certinfo.now()
+    cert = info(
+        pki.issue(
+            group_issued, "pi-1", unit="server", server_hosts=["127.0.0.1", "gw.local"], days=10
+        )
     )
-    assert renewal_reason(cert, [group.cert], ["10.0.0.5"], now) == "advertised addresses changed"
+    hosts = ["gw.local", "127.0.0.1"]
+    assert renewal_reason(None, [group], hosts, now) == "no server certificate"
+    assert renewal_reason(cert, [group], hosts, now) is None
+    assert renewal_reason(cert, [], hosts, now) is None  # CAs not known: not a reason
+    assert "expires" in str(renewal_reason(cert, [group], hosts, now + dt.timedelta(days=8)))
+    rotated = info(pki.make_ca("group-2"))
+    assert renewal_reason(cert, [rotated, group], hosts, now) == "the group CA was rotated"
+    # a rotated CA may keep its name: the key identifier tells them apart
+    same_name = info(pki.make_ca("group"))
+    assert renewal_reason(cert, [same_name, group], hosts, now) == "the group CA was rotated"
+    assert renewal_reason(cert, [group], ["10.0.0.5"], now) == "advertised addresses changed"
+    assert renewal_reason(cert, [group], ["0:0::1"], now) == "advertised addresses changed"
     assert (
-        renewal_reason(cert, [group.cert], hosts, now + dt.timedelta(days=2))
+        renewal_reason(cert, [group], hosts, now + dt.timedelta(days=2))
         == "older than the maximum age"
     )
 
@@ -72,8 +82,8 @@ async def test_hot_swap_serves_new_certificate_and_keeps_old_connections(
     identity = ServerIdentity(tmp_path / "server", tmp_path / "root.pem")
     with pytest.raises(CertificateError):
         identity.context()
-    first = pki.sign_csr(group, identity.csr("pi-1", ["127.0.0.1"]), common_name="first", unit="server",
-                         server_hosts=["127.0.0.1"])  # fmt: skip
+    first = pki.sign_csr(group, await identity.csr("pi-1", ["127.0.0.1"]), common_name="first",
+                         unit="server", server_hosts=["127.0.0.1"])  # fmt: skip
     identity.store(pki.cert_to_pem(first), [group.cert_pem])
     ctx = identity.context()
     ctx.verify_mode = ssl.CERT_NONE  # this test checks the server side only
@@ -88,8 +98,8 @@ async def test_hot_swap_serves_new_certificate_and_keeps_old_connections(
     port = server.sockets[0].getsockname()[1]
     name, old = await _peer_cn(port, tmp_path / "group.pem")
     assert name == "first"
-    second = pki.sign_csr(group, identity.csr("pi-1", ["127.0.0.1"]), common_name="second", unit="server",
-                          server_hosts=["127.0.0.1"])  # fmt: skip
+    second = pki.sign_csr(group, await identity.csr("pi-1", ["127.0.0.1"]), common_name="second",
+                          unit="server", server_hosts=["127.0.0.1"])  # fmt: skip
     identity.store(pki.cert_to_pem(second), [group.cert_pem])
     assert identity.context() is ctx
     name, new = await _peer_cn(port, tmp_path / "group.pem")
@@ -103,15 +113,32 @@ async def test_hot_swap_serves_new_certificate_and_keeps_old_connections(
     server.close()
     await server.wait_closed()
     cert, cas = identity.load()
-    assert cert is not None and pki.name_of(cert) == "second" and len(cas) == 1
+    assert cert is not None and cert.name == "second" and cert.hosts == ("127.0.0.1",)
+    assert [c.fingerprint for c in cas] == [pki.fingerprint(group.cert)]
 
 
-def test_store_refuses_a_certificate_for_another_key(
+async def test_store_refuses_a_certificate_for_another_key(
     tmp_path: Path, pair: tuple[pki.Issued, pki.Issued]
 ) -> None:
     _, group = pair
-    identity = ServerIdentity(tmp_path, tmp_path / "root.pem")
+    identity = ServerIdentity(tmp_path / "server", tmp_path / "root.pem")
+    with pytest.raises(CertificateError, match="no server key"):  # no CSR was ever made
+        identity.store(pki.issue(group, "pi-1", unit="server").cert_pem, [group.cert_pem])
+    mine = pki.sign_csr(group, await identity.csr("pi-1", ["127.0.0.1"]), common_name="pi-1",
+                        unit="server", server_hosts=["127.0.0.1"])  # fmt: skip
+    identity.store(pki.cert_to_pem(mine), [group.cert_pem])
     other = pki.issue(group, "pi-1", unit="server", server_hosts=["127.0.0.1"])
-    with pytest.raises(CertificateError, match="not for this core"):
+    with pytest.raises(CertificateError, match="not for this core's server key"):
         identity.store(other.cert_pem, [group.cert_pem])
-    assert (tmp_path / "server.key").stat().st_mode & 0o777 == 0o600
+    with pytest.raises(CertificateError, match="unusable"):
+        identity.store(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", [])
+    # nothing of the refused ones was kept: the installed certificate is still ours
+    cert, cas = identity.load()
+    assert cert is not None and cert.fingerprint == pki.fingerprint(mine)
+    assert len(cas) == 1
+    assert sorted(p.name for p in identity.directory.iterdir()) == [
+        "group-cas.pem",
+        "server.cert.pem",
+        "server.key",
+    ]
+    assert identity.key_file.stat().st_mode & 0o777 == 0o600

@@ -67,6 +67,40 @@ def test_run_without_identity_files_says_which(
     assert "deploy-verify.pem" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        # an EC public key where the Ed25519 deployment key belongs
+        ("deploy-verify.pem", "ec-public-key", "deploy-verify.pem: not an Ed25519 public key"),
+        ("deploy-verify.pem", "garbage", "deploy-verify.pem: not an Ed25519 public key"),
+        ("root-ca.pem", "garbage", "root-ca.pem: not a PEM certificate"),
+    ],
+)
+def test_run_with_a_wrong_key_or_ca_file_says_which(
+    tmp_path: Path,
+    port: int,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    content: str,
+    message: str,
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    config = provision(tmp_path, port)
+    data = b"not a PEM file"
+    if content == "ec-public-key":
+        data = (
+            pki.new_key()
+            .public_key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+    (tmp_path / name).write_bytes(data)
+    assert main(["core", "run", "--config", str(config)]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_install_and_uninstall_service(
     tmp_path: Path, port: int, capsys: pytest.CaptureFixture[str]
 ) -> None:

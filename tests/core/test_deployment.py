@@ -17,7 +17,7 @@ from hedgerow.core.deployment import (
 )
 from hedgerow.core.plan import plan
 
-from .helpers import FakeAPI, document, function_entry, function_zip, sign
+from .helpers import FakeAPI, document, function_entry, function_zip, raw_verify_key, sign
 
 
 class FakeApplier:
@@ -52,7 +52,7 @@ def setup(
         store=DeploymentStore(tmp_path / "deployments"),
         applier=applier,
         report=lambda i, s, d: reports.append((i, s, d)),
-        verify_key=key.public_key(),
+        verify_key=raw_verify_key(key),
         core="pi-1",
         group="factory-1",
     )
@@ -143,7 +143,7 @@ async def test_restore_applies_last_good_without_the_cloud(setup: Setup, tmp_pat
         store=DeploymentStore(tmp_path / "deployments"),
         applier=fresh,
         report=lambda *a: None,
-        verify_key=api.signing_key.public_key(),
+        verify_key=raw_verify_key(api.signing_key),
         core="pi-1",
         group="factory-1",
     )
@@ -203,4 +203,42 @@ async def test_cloud_outage_during_fetch_is_retried_not_failed(setup: Setup) -> 
         await agent.deploy("d-1")
     assert "d-1" not in agent.failed and applier.applied == []
     api.artifact = real_artifact  # type: ignore[method-assign]
+    assert await agent.deploy("d-1") == SUCCESS
+
+
+async def test_tampered_and_malformed_signatures_are_rejected(setup: Setup) -> None:
+    import base64
+
+    agent, api, applier, reports = setup
+    api.add(document("d-1"))
+    assert await agent.deploy("d-1") == SUCCESS
+    # signed, then changed on the way
+    api.add(document("d-2", things=("evil",)), signature=sign(api.signing_key, document("d-2")))
+    # not base64 at all, and a signature one byte short
+    api.add(document("d-3"), signature="not base64!")
+    short = base64.b64decode(sign(api.signing_key, document("d-4")))[:-1]
+    api.add(document("d-4"), signature=base64.b64encode(short).decode())
+    for deployment_id in ("d-2", "d-3", "d-4"):
+        assert await agent.deploy(deployment_id) == FAILURE
+        assert reports[-1] == (deployment_id, FAILURE, "the signature does not verify")
+    assert applier.applied == ["d-1"]
+    assert agent.current is not None and agent.current.deployment_id == "d-1"
+    assert agent.store.pointer("current") == "d-1"
+
+
+async def test_a_key_tool_that_cannot_run_is_reported_and_retried_not_failed(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The signature could not be checked at all: the cloud hears why (Failure, with what to
+    do), nothing is applied, and the same id is tried again on the next trigger."""
+    from hedgerow.core import keytool
+
+    agent, api, applier, reports = setup
+    api.add(document("d-1"))
+    monkeypatch.setattr(keytool, "CHILD_MODULE", "hedgerow.core.no_such_module")
+    assert await agent.deploy("d-1") == FAILURE
+    assert "d-1" not in agent.failed and applier.applied == []
+    assert [(r[0], r[1]) for r in reports] == [("d-1", FAILURE)]
+    assert "no_such_module" in reports[0][2] and "hedgerow core check" in reports[0][2]
+    monkeypatch.undo()
     assert await agent.deploy("d-1") == SUCCESS

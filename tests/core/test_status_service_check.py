@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hedgerow import pki
+from hedgerow import certinfo, pki
 from hedgerow.core import check, service
 from hedgerow.core.bundle import unpack_bundle
 from hedgerow.core.errors import ConfigError
@@ -99,7 +99,7 @@ def test_checks_are_pure_and_advise() -> None:
     assert check.check_clock(now, now + dt.timedelta(seconds=60)).level is check.Level.WARN
     assert check.check_clock(now, now).level is check.Level.OK
     root = pki.make_ca("r")
-    soon = pki.issue(root, "c", days=3).cert
+    soon = certinfo.from_pem(pki.issue(root, "c", days=3).cert_pem)
     assert check.check_certificate("core", soon, now).level is check.Level.WARN
     assert (
         check.check_certificate("core", soon, now + dt.timedelta(days=5)).level is check.Level.FAIL
@@ -171,3 +171,18 @@ def test_component_log_files_rotate(tmp_path: Path) -> None:
         "core.log.2",
     ]
     assert "line=99" in (tmp_path / "logs" / "connector.log").read_text()
+
+
+async def test_a_broken_key_tool_fails_the_check_with_what_to_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hedgerow.core import keytool
+
+    assert await check._keytool_error(5) is None  # the real child, RFC 8032's test vector
+    monkeypatch.setattr(check, "_RFC8032_SIGNATURE", bytes(64))
+    assert await check._keytool_error(5) == "a known-good signature did not verify"
+    monkeypatch.setattr(keytool, "CHILD_MODULE", "hedgerow.core.no_such_module")
+    error = await check._keytool_error(5)
+    assert error is not None and "no_such_module" in error
+    result = check.check_keytool(error)
+    assert result.level is check.Level.FAIL and "reinstall" in result.advice

@@ -16,10 +16,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
-from cryptography import x509
-
-from hedgerow import pki
 from hedgerow.broker.errors import BrokerError
+from hedgerow.certinfo import CertInfo, CertInfoError
 
 #: v5 reason codes an authenticator typically refuses with (the 3.1.1 return code is mapped).
 NOT_AUTHORIZED = 0x87
@@ -44,8 +42,9 @@ class ConnectInfo:
     password: bytes | None
     version: int
     peer: tuple[str, int] | None
-    #: The client certificate, already verified against the listener's CA; None without one.
-    peer_cert: x509.Certificate | None
+    #: The client certificate, already verified against the listener's CA (TLS did that;
+    #: this is what it says, read without ``cryptography``); None without a usable one.
+    peer_cert: CertInfo | None
     clean_start: bool
 
 
@@ -96,7 +95,10 @@ class AllowAll:
 
     async def authenticate(self, info: ConnectInfo) -> Identity:
         if info.peer_cert is not None:
-            return Identity(pki.name_of(info.peer_cert), kind="certificate")
+            try:
+                return Identity(info.peer_cert.name, kind="certificate")
+            except CertInfoError as exc:
+                raise Refused(NOT_AUTHORIZED, f"unusable client certificate: {exc}") from exc
         return Identity(info.client_id)
 
     def authorize(self, identity: Identity, action: Action, topic: str) -> bool:
@@ -116,7 +118,7 @@ class CertificateAuthenticator:
         if info.peer_cert is None:
             raise Refused(NOT_AUTHORIZED, "no client certificate")
         try:
-            name = pki.name_of(info.peer_cert)
-        except pki.PKIError as exc:
+            name = info.peer_cert.name
+        except CertInfoError as exc:
             raise Refused(NOT_AUTHORIZED, f"unusable client certificate: {exc}") from exc
         return Identity(name, kind=self.kind, attributes={"client_id": info.client_id})

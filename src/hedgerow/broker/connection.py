@@ -20,9 +20,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from cryptography import x509
-
-from hedgerow import pki
+from hedgerow import certinfo
 from hedgerow.broker.auth import Action, ConnectInfo, Identity, Refused
 from hedgerow.broker.hub import Hub
 from hedgerow.broker.messages import Message
@@ -147,14 +145,19 @@ class Connection(asyncio.Protocol):
         peer = self.transport.get_extra_info("peername") if self.transport is not None else None
         return (str(peer[0]), int(peer[1])) if peer else None
 
-    def _peer_certificate(self) -> x509.Certificate | None:
+    def _peer_certificate(self) -> certinfo.CertInfo | None:
+        """What the client certificate says, or None without a usable one.
+
+        TLS already verified the certificate; one the reader cannot parse is logged with
+        the reason and treated like no certificate (the authenticator then refuses).
+        """
         assert self.transport is not None
         try:
             if self.tls is not None:
                 return self.tls.peer_certificate()
             ssl_object = self.transport.get_extra_info("ssl_object")
-            return pki.peer_certificate(ssl_object) if ssl_object is not None else None
-        except (ValueError, ssl.SSLError) as exc:
+            return certinfo.peer_certificate(ssl_object)
+        except (ValueError, ssl.SSLError) as exc:  # certinfo.CertInfoError is a ValueError
             log.warning("client %s: unreadable client certificate: %s", self.peer, exc)
             return None
 

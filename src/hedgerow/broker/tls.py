@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import ssl
 
-from cryptography import x509
-
-from hedgerow import pki
+from hedgerow import certinfo
 
 #: Plaintext read from the TLS object per call: one TLS record at most (16 KiB). A bigger
 #: buffer would be allocated (and, past 128 KiB, mmapped) on every call for nothing.
@@ -67,8 +65,11 @@ class ServerTLS:
         self._ssl.write(data)
         return self._outgoing.read()
 
-    def peer_certificate(self) -> x509.Certificate | None:
-        """The verified client certificate, once established (None without one)."""
+    def peer_certificate(self) -> certinfo.CertInfo | None:
+        """The verified client certificate, once established (None without one).
+
+        Raises ``certinfo.CertInfoError`` when TLS accepted a certificate the reader cannot read.
+        """
         if not self.established:
             return None
-        return pki.peer_certificate(self._ssl)
+        return certinfo.peer_certificate(self._ssl)

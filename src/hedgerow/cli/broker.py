@@ -11,7 +11,7 @@ import signal
 import ssl
 from typing import Any
 
-from hedgerow import pki
+from hedgerow import tlscontext
 from hedgerow.broker import AllowAll, Broker, BrokerConfig, CertificateAuthenticator
 from hedgerow.broker.auth import Authenticator
 from hedgerow.broker.config import (
@@ -70,7 +70,7 @@ def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     if args.require_client_cert and not args.tls_ca:
         raise CLIError("--require-client-cert needs --tls-ca (the CA client certificates chain to)")
     try:
-        return pki.server_context(
+        return tlscontext.server_context(
             args.tls_cert, args.tls_key, args.tls_ca, require_client_cert=args.require_client_cert
         )
     except (OSError, ssl.SSLError) as exc:

@@ -223,7 +223,9 @@ class DeviceServer:
                     raise InvalidInput("discovery takes GET")
                 return await self._discover(unquote(path[len(DISCOVERY_PREFIX) :]), cert)
             if path.startswith("/core/v1/"):
-                core = await self.services.check_identity(cert, CertificateKind.CORE)
+                core = await self.services.check_identity(
+                    pki.fingerprint(cert), CertificateKind.CORE
+                )
                 return await self._core_api(core, method, path[len("/core/v1/") :], body)
             raise NotFound("path", path, f"no such path {path}")
         except CloudError as exc:

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from hedgerow import pki
 from hedgerow.broker import Action, Broker, ConnectInfo, Identity, Refused
 from hedgerow.broker.auth import NOT_AUTHORIZED
 from hedgerow.client import Client, ClientError
@@ -85,7 +84,9 @@ class CoreAuthenticator:
         if info.peer_cert is None:
             raise Refused(NOT_AUTHORIZED, "no client certificate", silent=True)
         try:
-            core = await self.services.check_identity(info.peer_cert, CertificateKind.CORE)
+            core = await self.services.check_identity(
+                info.peer_cert.fingerprint, CertificateKind.CORE
+            )
             group = (await self.services.get_core(core)).group
         except CloudError as exc:
             log.info("mqtt.refused client_id=%s reason=%s", info.client_id, exc.message)
@@ -95,7 +96,7 @@ class CoreAuthenticator:
         return Identity(
             core,
             kind="core",
-            attributes={"group": group, "fingerprint": pki.fingerprint(info.peer_cert)},
+            attributes={"group": group, "fingerprint": info.peer_cert.fingerprint},
         )
 
 

@@ -412,12 +412,13 @@ class CloudServices:
     async def revocations(self) -> list[str]:
         return await self._run(self.repository.revoked_fingerprints)
 
-    def _check_identity(self, cert: Any, kind: CertificateKind) -> str:
-        return _verify_record(self.repository.find_certificate(pki.fingerprint(cert)), kind)
+    def _check_identity(self, fingerprint: str, kind: CertificateKind) -> str:
+        return _verify_record(self.repository.find_certificate(fingerprint), kind)
 
-    async def check_identity(self, cert: Any, kind: CertificateKind) -> str:
-        """The name a verified client certificate speaks for, if it is ours, live and of ``kind``."""
-        return await self._run(self._check_identity, cert, kind)
+    async def check_identity(self, fingerprint: str, kind: CertificateKind) -> str:
+        """The name a verified client certificate (by its SHA-256 ``fingerprint``) speaks for,
+        if it is ours, live and of ``kind``."""
+        return await self._run(self._check_identity, fingerprint, kind)
 
     # ---- artifacts and functions -------------------------------------------------------
 

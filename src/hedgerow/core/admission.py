@@ -1,11 +1,18 @@
 """Who may connect to the local endpoint, and where they may publish and subscribe.
 
-Admission (``authenticate``): the client certificate (already verified by TLS against the
-root CA) must chain to a root CA certificate, be inside its validity period, not be revoked
-(fingerprint list from the cloud), and name a thing of this core's group (the current
-deployment's ``things``). The identity is the certificate's thing name, never the client id.
-Refusals are silent (the socket closes, no CONNACK: V1 SDK clients treat any CONNACK as
-success) and logged with the reason.
+Admission (``authenticate``): the client certificate must be issued by a root CA
+certificate, be inside its validity period, not be revoked (fingerprint list from the
+cloud), and name a thing of this core's group (the current deployment's ``things``). The
+identity is the certificate's thing name, never the client id. Refusals are silent (the
+socket closes, no CONNACK: V1 SDK clients treat any CONNACK as success) and logged with the
+reason.
+
+Certificates are read with ``hedgerow.certinfo`` (standard library only: the edge daemon
+does not load ``cryptography``), which does not check signatures. It does not need to: the
+TLS handshake already verified the client certificate's signature against the root CA file
+the listener trusts (that file alone: the roots given here are read from it). "Issued by a
+root" is the issuer name and key identifier (``CertInfo.issued_by``), which tells apart two
+CAs of the same name (a rotated root).
 
 Authorization (``authorize``) is the routing table's least-privilege ACL, plus a device's
 own shadow (``$aws/things/<itself>/shadow/...``: publish get/update/delete, subscribe to the
@@ -20,9 +27,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Iterable, Sequence
 
-from cryptography import x509
-
-from hedgerow import pki
+from hedgerow import certinfo
 from hedgerow.broker.auth import NOT_AUTHORIZED, Action, ConnectInfo, Identity, Refused
 
 from .routing import RoutingTable
@@ -50,12 +55,12 @@ class Admission:
 
     def __init__(
         self,
-        roots: Sequence[x509.Certificate],
+        roots: Sequence[certinfo.CertInfo],
         *,
         things: Iterable[str] = (),
         revoked: Iterable[str] = (),
         table: RoutingTable | None = None,
-        clock: Clock = pki.now,
+        clock: Clock = certinfo.now,
     ) -> None:
         self.roots = list(roots)
         self.things: frozenset[str] = frozenset(things)
@@ -74,20 +79,25 @@ class Admission:
         )  # fmt: skip
         return Refused(NOT_AUTHORIZED, message, silent=True)
 
-    def check(self, cert: x509.Certificate | None) -> tuple[str, str] | None:
-        """``(reason, message)`` when this certificate may not connect, else None (pure)."""
+    def check(self, cert: certinfo.CertInfo | None) -> tuple[str, str] | None:
+        """``(reason, message)`` when this certificate may not connect, else None (pure).
+
+        "Chains to a root" is ``cert.issued_by(root)`` (issuer name and key identifier):
+        the TLS handshake already verified the signature against the root CA file, so this
+        only tells which of the trusted roots issued it.
+        """
         if cert is None:
             return "no-certificate", "no client certificate"
-        if not any(pki.is_signed_by(cert, root) for root in self.roots):
+        if not any(cert.issued_by(root) for root in self.roots):
             return "untrusted", "the certificate does not chain to the root CA"
         now = self.clock()
-        if cert.not_valid_after_utc < now or cert.not_valid_before_utc > now:
+        if cert.not_after < now or cert.not_before > now:
             return "expired", "the certificate is expired or not yet valid"
-        if pki.fingerprint(cert) in self.revoked:
+        if cert.fingerprint in self.revoked:
             return "revoked", "the certificate is revoked"
         try:
-            name = pki.name_of(cert)
-        except pki.PKIError as exc:
+            name = cert.name
+        except certinfo.CertInfoError as exc:
             return "unusable", str(exc)
         if name not in self.things:
             return "not-in-group", f"thing {name!r} is not a device of this core's group"
@@ -98,14 +108,10 @@ class Admission:
         if problem is not None:
             raise self._refuse(problem[0], problem[1], info)
         assert info.peer_cert is not None
-        name = pki.name_of(info.peer_cert)
         return Identity(
-            name,
+            info.peer_cert.name,
             kind="thing",
-            attributes={
-                "client_id": info.client_id,
-                "fingerprint": pki.fingerprint(info.peer_cert),
-            },
+            attributes={"client_id": info.client_id, "fingerprint": info.peer_cert.fingerprint},
         )
 
     def authorize(self, identity: Identity, action: Action, topic: str) -> bool:

@@ -2,10 +2,12 @@
 
 The core creates its own server key (it never leaves the data directory), asks the cloud to
 sign a CSR for the addresses it advertises, and serves the local endpoint with the
-certificate signed by its group CA. ``renewal_reason`` (pure) says when to ask again:
-missing, close to expiry, not signed by the newest group CA, advertised addresses changed,
-or simply older than ``max_age``. The group CAs it compares against come from the cloud: the
-retained ``$hedgerow/cores/{core}/group-cas`` message (published on every rotation) and
+certificate signed by its group CA. Key and CSR are made by the short-lived ``keytool``
+child process, and certificates are read with ``hedgerow.certinfo``: the daemon never loads
+``cryptography``. ``renewal_reason`` (pure) says when to ask again: missing, close to
+expiry, not issued by the newest group CA, advertised addresses changed, or simply older
+than ``max_age``. The group CAs it compares against come from the cloud: the retained
+``$hedgerow/cores/{core}/group-cas`` message (published on every rotation) and
 ``GET /core/v1/group-cas`` on every periodic check (a core that was offline during a
 rotation catches up); the list stored with the last renewal is the fallback when the cloud
 cannot be asked.
@@ -29,10 +31,10 @@ import struct
 from collections.abc import Sequence
 from pathlib import Path
 
-from cryptography import x509
+from hedgerow import certinfo
+from hedgerow.certinfo import CertInfo, CertInfoError
 
-from hedgerow import pki
-
+from . import keytool
 from .errors import CertificateError
 
 log = logging.getLogger(__name__)
@@ -106,8 +108,8 @@ def advertised_hosts(configured: Sequence[str], detected: Sequence[str]) -> list
 
 
 def renewal_reason(
-    cert: x509.Certificate | None,
-    group_cas: Sequence[x509.Certificate],
+    cert: CertInfo | None,
+    group_cas: Sequence[CertInfo],
     hosts: Sequence[str],
     now: dt.datetime,
     *,
@@ -116,19 +118,21 @@ def renewal_reason(
 ) -> str | None:
     """Why the server certificate must be renewed now, or None when it is fine.
 
-    ``group_cas`` is the group's CA list, newest first (empty: not known).
+    ``group_cas`` is the group's CA list, newest first (empty: not known). Whether the
+    newest CA issued the certificate is read from the issuer name and key identifier (the
+    certificate is our own, as the cloud returned it): a rotated CA has a new key.
     """
     if cert is None:
         return "no server certificate"
-    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
-    left = cert.not_valid_after_utc - now
+    lifetime = cert.not_after - cert.not_before
+    left = cert.not_after - now
     if left <= lifetime * renew_fraction:
         return f"expires in {left}"
-    if group_cas and not pki.is_signed_by(cert, group_cas[0]):
+    if group_cas and not cert.issued_by(group_cas[0]):
         return "the group CA was rotated"
-    if not {_normal(h) for h in hosts} <= set(pki.server_hosts_of(cert)):
+    if not {_normal(h) for h in hosts} <= set(cert.hosts):
         return "advertised addresses changed"
-    if now - cert.not_valid_before_utc - pki.CLOCK_SKEW > max_age:
+    if now - cert.not_before - certinfo.CLOCK_SKEW > max_age:
         return "older than the maximum age"
     return None
 
@@ -154,44 +158,60 @@ class ServerIdentity:
         self.cas_file = directory / "group-cas.pem"
         self._context: ssl.SSLContext | None = None
 
-    def key(self) -> pki.PrivateKey:
-        if self.key_file.exists():
-            return pki.key_from_pem(self.key_file.read_bytes())
+    async def csr(self, name: str, hosts: Sequence[str]) -> bytes:
+        """A CSR for ``name`` and ``hosts``, signed with ``server.key`` — made on first use.
+
+        Key and CSR are made by the key tool's child process (``keytool``): the daemon
+        never loads ``cryptography`` nor holds the private key in memory."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        key = pki.new_key()
-        _write_private(self.key_file, pki.key_to_pem(key))
-        log.info("core.certificates.key_created path=%s", self.key_file)
-        return key
+        existed = self.key_file.exists()
+        csr = await keytool.make_csr(self.key_file, name, hosts)
+        if not existed:
+            log.info("core.certificates.key_created path=%s", self.key_file)
+        return csr
 
-    def csr(self, name: str, hosts: Sequence[str]) -> bytes:
-        return pki.make_csr(self.key(), name, hosts)
-
-    def load(self) -> tuple[x509.Certificate | None, list[x509.Certificate]]:
+    def load(self) -> tuple[CertInfo | None, list[CertInfo]]:
         cert = cas = None
         try:
-            cert = pki.cert_from_pem(self.cert_file.read_bytes())
-            cas = pki.certs_from_pem(self.cas_file.read_bytes())
-        except (OSError, pki.PKIError):
+            cert = certinfo.from_pem(self.cert_file.read_bytes())
+            cas = certinfo.all_from_pem(self.cas_file.read_bytes())
+        except (OSError, CertInfoError):
             return cert, cas or []
         return cert, cas
 
     def store(self, cert_pem: bytes, group_cas: Sequence[bytes]) -> None:
+        """Install the certificate the cloud signed (and the group's CA list with it).
+
+        OpenSSL checks that it is for ``server.key`` (``load_cert_chain`` refuses a key
+        mismatch) before it replaces the current one."""
         try:
-            cert = pki.cert_from_pem(cert_pem)
-            key = self.key()
-        except pki.PKIError as exc:
+            cert = certinfo.from_pem(cert_pem)
+        except CertInfoError as exc:
             raise CertificateError(f"the cloud returned an unusable certificate: {exc}") from exc
-        if cert.public_key() != key.public_key():
-            raise CertificateError("the cloud's certificate is not for this core's server key")
+        if not self.key_file.exists():
+            raise CertificateError(f"no server key at {self.key_file} (no CSR was made)")
         self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = _write_tmp(self.cert_file, cert_pem)
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(tmp), str(self.key_file))
+        except ssl.SSLError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.reason == "KEY_VALUES_MISMATCH" or "key values mismatch" in str(exc):
+                raise CertificateError(
+                    "the cloud's certificate is not for this core's server key"
+                ) from exc
+            raise CertificateError(f"the cloud returned an unusable certificate: {exc}") from exc
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise CertificateError(f"cannot check the new certificate: {exc}") from exc
         _write_atomic(self.cas_file, b"".join(group_cas))
-        _write_atomic(self.cert_file, cert_pem)
+        os.replace(tmp, self.cert_file)
         if self._context is not None:
             self._load_chain(self._context)
         log.info(
             "core.certificates.installed hosts=%s expires=%s",
-            ",".join(pki.server_hosts_of(cert)),
-            cert.not_valid_after_utc.isoformat(),
+            ",".join(cert.hosts),
+            cert.not_after.isoformat(),
         )
 
     def context(self) -> ssl.SSLContext:
@@ -218,18 +238,19 @@ class ServerIdentity:
             raise CertificateError(f"cannot load the server certificate: {exc}") from exc
 
 
-def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+def _write_tmp(path: Path, data: bytes, mode: int = 0o644) -> Path:
+    """``data`` written and synced next to ``path`` (``path.tmp``), ready to replace it."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+    return tmp
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    _write_atomic(path, data, 0o600)
+def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    os.replace(_write_tmp(path, data, mode), path)
 
 
 write_atomic = _write_atomic

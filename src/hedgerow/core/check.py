@@ -23,11 +23,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
+from hedgerow import certinfo, tlscontext
 
-from hedgerow import pki
-
+from . import keytool
 from .config import CORE_CERT, CORE_KEY, DEPLOY_VERIFY, ROOT_CA, CoreConfig, Endpoint
+from .https import HTTPSError, request
 
 MIN_PYTHON = (3, 11)
 DISK_WARN = 200 * 1024 * 1024
@@ -97,14 +97,14 @@ def check_clock(local: dt.datetime, cloud: dt.datetime | None) -> CheckResult:
     return ok("clock", detail)
 
 
-def check_certificate(label: str, cert: x509.Certificate | None, now: dt.datetime) -> CheckResult:
+def check_certificate(label: str, cert: certinfo.CertInfo | None, now: dt.datetime) -> CheckResult:
     name = f"certificate {label}"
     if cert is None:
         return CheckResult(
             name, Level.FAIL, "missing or unreadable", "re-provision from the bundle"
         )
-    left = pki.expires_in(cert, now)
-    if cert.not_valid_before_utc > now:
+    left = cert.expires_in(now)
+    if cert.not_before > now:
         return CheckResult(name, Level.FAIL, "not yet valid", "check the clock")
     if left <= dt.timedelta(0):
         return CheckResult(name, Level.FAIL, "expired", "issue a new one in the cloud")
@@ -174,10 +174,10 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def _read_cert(path: Path) -> x509.Certificate | None:
+def _read_cert(path: Path) -> certinfo.CertInfo | None:
     try:
-        return pki.cert_from_pem(path.read_bytes())
-    except (OSError, pki.PKIError):
+        return certinfo.from_pem(path.read_bytes())
+    except (OSError, certinfo.CertInfoError):
         return None
 
 
@@ -197,7 +197,7 @@ async def _cloud_time(config: CoreConfig, wait_s: float) -> dt.datetime | None:
     from .errors import CloudAPIError
 
     try:
-        ctx = pki.client_context(
+        ctx = tlscontext.client_context(
             str(config.file(ROOT_CA)), str(config.file(CORE_CERT)), str(config.file(CORE_KEY))
         )
     except (OSError, ssl.SSLError):
@@ -216,15 +216,15 @@ async def _core_running(config: CoreConfig, wait_s: float) -> bool:
     """Whether this core answers on its metrics port (then its own port is rightly taken)."""
     if not config.status.metrics_port:
         return False
-    import httpx
-
-    url = f"http://{config.status.metrics_host}:{config.status.metrics_port}/health"
+    host = config.status.metrics_host
+    if ":" in host:  # an IPv6 literal
+        host = f"[{host}]"
+    base = f"http://{host}:{config.status.metrics_port}"
     try:
-        async with httpx.AsyncClient(timeout=wait_s) as client:
-            response = await client.get(url)
-    except httpx.HTTPError:
+        response = await request(base, "GET", "/health", timeout=wait_s)
+    except HTTPSError:
         return False
-    return response.status_code == 200 and b'"uptime"' in response.content
+    return response.status == 200 and b'"uptime"' in response.content
 
 
 def _cgroup_controllers(path: Path = Path("/sys/fs/cgroup/cgroup.controllers")) -> str | None:
@@ -232,6 +232,36 @@ def _cgroup_controllers(path: Path = Path("/sys/fs/cgroup/cgroup.controllers")) 
         return path.read_text()
     except OSError:
         return None
+
+
+# RFC 8032, section 7.1, test 1: the empty message signed by this key
+_RFC8032_KEY = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+_RFC8032_SIGNATURE = bytes.fromhex(
+    "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"
+)
+
+
+def check_keytool(error: str | None) -> CheckResult:
+    if error is None:
+        return ok("key tool", "makes keys and checks deployment signatures")
+    return CheckResult(
+        "key tool",
+        Level.FAIL,
+        error,
+        "the core cannot check deployments or renew its certificate: reinstall hedgerow "
+        "with its dependencies (pip install --force-reinstall hedgerow)",
+    )
+
+
+async def _keytool_error(wait_s: float) -> str | None:
+    """Why the key tool child cannot check a known-good signature (None when it can)."""
+    try:
+        valid = await keytool.verify_signature(
+            _RFC8032_KEY, b"", _RFC8032_SIGNATURE, timeout=max(wait_s, 10.0)
+        )
+    except keytool.KeytoolError as exc:
+        return str(exc)
+    return None if valid else "a known-good signature did not verify"
 
 
 def _exists(kind: str, name: str | None) -> bool:
@@ -247,7 +277,7 @@ def _exists(kind: str, name: str | None) -> bool:
 async def run_checks(
     config: CoreConfig, *, wait_s: float = 5.0, check_local_port: bool = True
 ) -> list[CheckResult]:
-    now = pki.now()
+    now = certinfo.now()
     results = [check_python(tuple(sys.version_info[:3]))]
     if check_local_port:
         free = _port_free(config.local.host, config.local.port)
@@ -270,7 +300,8 @@ async def run_checks(
     results.append(check_reachable("https", config.cloud.https_endpoint, https_error))
     results.append(check_reachable("mqtt", config.cloud.mqtt, mqtt_error))
     cloud_now = await _cloud_time(config, wait_s) if https_error is None else None
-    results.append(check_clock(pki.now(), cloud_now))
+    results.append(check_clock(certinfo.now(), cloud_now))
+    results.append(check_keytool(await _keytool_error(wait_s)))
     results.append(check_cgroups(_cgroup_controllers()))
     results.append(check_rlimit(resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
     user, group = config.functions.run_as_user, config.functions.run_as_group

@@ -9,6 +9,11 @@ the local endpoint → background tasks: cloud connector, deployment worker, dep
 poll, certificate renewal, heartbeat, metrics, systemd watchdog. Without the cloud
 everything local keeps working: devices are admitted and routed, cloud-bound messages
 wait in the spool.
+
+The daemon does not load ``cryptography`` (about 12 MB resident for the whole year):
+certificates are read with ``hedgerow.certinfo``, TLS contexts come from
+``hedgerow.tlscontext``, and the rare real cryptography (the server key and its CSR, a
+deployment's signature) runs in the short-lived ``keytool`` child process.
 """
 
 from __future__ import annotations
@@ -25,13 +30,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
-from cryptography import x509
-
-from hedgerow import pki
+from hedgerow import certinfo
 from hedgerow.backoff import BackoffPolicy
 from hedgerow.broker import Broker, BrokerConfig
+from hedgerow.certinfo import CertInfo, CertInfoError
+from hedgerow.tlscontext import client_context
 
-from . import service
+from . import keytool, service
 from .admission import Admission
 from .certificates import (
     ServerIdentity,
@@ -190,7 +195,7 @@ class CoreDaemon:
         self._certificate_lock = asyncio.Lock()
         #: Wakes the certificate loop early (the cloud announced the group's CAs).
         self._certificate_wake = asyncio.Event()
-        self._announced_cas: list[x509.Certificate] | None = None
+        self._announced_cas: list[CertInfo] | None = None
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -221,12 +226,15 @@ class CoreDaemon:
         stack = self._stack
         for name in (CORE_CERT, CORE_KEY, ROOT_CA, DEPLOY_VERIFY):
             _read(c, name)
-        self.roots = pki.certs_from_pem(_read(c, ROOT_CA))
         try:
-            verify_key = pki.verify_key_from_pem(_read(c, DEPLOY_VERIFY))
-        except (ValueError, pki.PKIError) as exc:
+            self.roots = certinfo.all_from_pem(_read(c, ROOT_CA))
+        except CertInfoError as exc:
+            raise ConfigError(ROOT_CA, f"not a PEM certificate: {exc}") from exc
+        try:
+            verify_key = keytool.ed25519_public_key_from_pem(_read(c, DEPLOY_VERIFY))
+        except ValueError as exc:
             raise ConfigError(DEPLOY_VERIFY, f"not an Ed25519 public key: {exc}") from exc
-        self.cloud_tls = pki.client_context(
+        self.cloud_tls = client_context(
             str(c.file(ROOT_CA)), str(c.file(CORE_CERT)), str(c.file(CORE_KEY))
         )
         if self._api is None:
@@ -374,7 +382,7 @@ class CoreDaemon:
         # connectivity first: the cloud adds the registered endpoints to the SANs
         port = self.local_address[1] if self.local_address else self.config.local.port
         await self.api.connectivity([(h, port) for h in hosts])
-        csr = self.server_identity.csr(self.config.name, hosts)
+        csr = await self.server_identity.csr(self.config.name, hosts)
         signed = await self.api.certificate(csr, hosts)
         self.server_identity.store(signed.certificate, signed.group_cas)
 
@@ -398,9 +406,7 @@ class CoreDaemon:
                 )
                 await asyncio.sleep(delay)
 
-    async def check_certificate(
-        self, group_cas: Sequence[x509.Certificate] | None = None
-    ) -> str | None:
+    async def check_certificate(self, group_cas: Sequence[CertInfo] | None = None) -> str | None:
         """Renew the server certificate if due; returns the reason it was renewed.
 
         ``group_cas`` is the group's CA list as the cloud gave it, newest first; ``None``
@@ -414,7 +420,7 @@ class CoreDaemon:
                 cert,
                 stored if group_cas is None else group_cas,
                 hosts,
-                pki.now(),
+                certinfo.now(),
                 renew_fraction=self.config.certificates.renew_fraction,
             )
             if reason is None:
@@ -423,19 +429,20 @@ class CoreDaemon:
             await self._renew(hosts)
             return reason
 
-    async def current_group_cas(self) -> list[x509.Certificate] | None:
+    async def current_group_cas(self) -> list[CertInfo] | None:
         """The group's CAs as the cloud lists them now (None when it cannot be asked)."""
         try:
-            return [pki.cert_from_pem(pem) for pem in await self.api.group_cas()]
-        except (CloudAPIError, pki.PKIError) as exc:
+            return [certinfo.from_pem(pem) for pem in await self.api.group_cas()]
+        except (CloudAPIError, CertInfoError) as exc:
             log.warning("core.certificates.group_cas_unavailable error=%s", exc)
             return None
 
-    def group_cas_announced(self, group_cas: list[x509.Certificate]) -> None:
+    def group_cas_announced(self, group_cas: list[CertInfo]) -> None:
         """The cloud published the group's CAs: check the certificate against them now."""
         log.info(
-            "core.certificates.group_cas_announced newest=%s",
-            group_cas[0].subject.rfc4514_string(),
+            "core.certificates.group_cas_announced newest=%s fingerprint=%s",
+            group_cas[0].subject_cn,
+            group_cas[0].fingerprint,
         )
         self._announced_cas = group_cas
         self._certificate_wake.set()
@@ -490,8 +497,8 @@ class CoreDaemon:
         elif topic == core_topic(name, "group-cas"):
             try:
                 pems = json.loads(payload)["group_cas"]
-                cas = [pki.cert_from_pem(str(pem).encode()) for pem in pems]
-            except (ValueError, KeyError, TypeError, pki.PKIError):
+                cas = [certinfo.from_pem(str(pem).encode()) for pem in pems]
+            except (ValueError, KeyError, TypeError, CertInfoError):
                 log.warning("core.certificates.bad_group_cas_message payload=%r", payload[:200])
                 return
             if not cas:

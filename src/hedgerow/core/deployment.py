@@ -7,8 +7,11 @@ running one, the one in progress and ids that already failed are skipped).
 
 Steps for a new id:
 
-1. fetch the signed document; verify the Ed25519 signature over the exact text and that
-   it is for this core and group (``Failure`` on any problem: nothing was touched);
+1. fetch the signed document; verify the Ed25519 signature over the exact text (in the
+   short-lived ``keytool`` child: the daemon does not load ``cryptography``) and that it
+   is for this core and group (``Failure`` on any problem: nothing was touched; a key
+   tool that cannot run is reported as ``Failure`` but not remembered as failed: the id is
+   tried again on the next trigger);
 2. fetch every artifact not yet stored and check its sha256 and size (``Failure``);
 3. stage (document, signature, artifacts on disk), report ``InProgress``;
 4. apply (routes, device list, functions) and health-check the functions;
@@ -33,9 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric import ed25519
-
+from . import keytool
 from .certificates import write_atomic
 from .cloudapi import CloudAPI
 from .errors import CloudAPIError, CoreError, DeploymentError
@@ -127,15 +128,19 @@ def parse_document(text: str) -> DeploymentDocument:
     )
 
 
-def verify_document(
-    text: str, signature: str, key: ed25519.Ed25519PublicKey, *, core: str, group: str
-) -> DeploymentDocument:
-    """Check the signature over the exact UTF-8 text, then parse and check the addressee."""
+BAD_SIGNATURE = "the signature does not verify"
+
+
+def decode_signature(signature: str) -> bytes:
+    """The raw signature of a deployment (base64 in the API); malformed is not verifying."""
     try:
-        raw = base64.b64decode(signature, validate=True)
-        key.verify(raw, text.encode("utf-8"))
-    except (binascii.Error, ValueError, InvalidSignature) as exc:
-        raise DeploymentError("?", "the signature does not verify") from exc
+        return base64.b64decode(signature, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise DeploymentError("?", BAD_SIGNATURE) from exc
+
+
+def check_addressee(text: str, *, core: str, group: str) -> DeploymentDocument:
+    """Parse a document whose signature verified and check it is for this core and group."""
     doc = parse_document(text)
     if doc.core != core:
         raise DeploymentError(
@@ -146,6 +151,21 @@ def verify_document(
             doc.deployment_id, f"group: the document is for {doc.group!r}, not {group!r}"
         )
     return doc
+
+
+async def verify_document(
+    text: str, signature: str, key: bytes, *, core: str, group: str
+) -> DeploymentDocument:
+    """Check the Ed25519 signature (``key``: the raw 32-byte public key) over the exact
+    UTF-8 text, then parse and check the addressee.
+
+    The signature check runs in the key tool's child process (``keytool``); when that child
+    cannot run, ``KeytoolError`` (a ``CoreError``) says so — the document is not judged.
+    """
+    raw = decode_signature(signature)
+    if not await keytool.verify_signature(key, text.encode("utf-8"), raw):
+        raise DeploymentError("?", BAD_SIGNATURE)
+    return check_addressee(text, core=core, group=group)
 
 
 EMPTY_DOCUMENT = DeploymentDocument("", "", "", (), (), (), {}, "{}")
@@ -211,6 +231,9 @@ class DeploymentStore:
 
 
 class DeploymentAgent:
+    """``verify_key`` is the cloud's raw 32-byte Ed25519 deployment key
+    (``keytool.ed25519_public_key_from_pem`` of ``deploy-verify.pem``)."""
+
     def __init__(
         self,
         *,
@@ -218,7 +241,7 @@ class DeploymentAgent:
         store: DeploymentStore,
         applier: Applier,
         report: Reporter,
-        verify_key: ed25519.Ed25519PublicKey,
+        verify_key: bytes,
         core: str,
         group: str,
         health_timeout: float = 10.0,
@@ -317,12 +340,23 @@ class DeploymentAgent:
                 return FAILURE
             raise
         try:
-            doc = verify_document(
+            doc = await verify_document(
                 signed.document, signed.signature, self.verify_key, core=self.core, group=self.group
             )
             if doc.deployment_id != deployment_id:
                 raise DeploymentError(deployment_id, f"the document says {doc.deployment_id!r}")
             await self._fetch_artifacts(doc)
+        except keytool.KeytoolError as exc:
+            # the signature could not be checked at all: say so (an operator must fix the
+            # core's Python), touch nothing, and do not mark the id failed: the next
+            # notification, reconnect or poll tries it again
+            self._report(
+                deployment_id,
+                FAILURE,
+                f"cannot check the signature: {exc} (run `hedgerow core check`; "
+                "the deployment is tried again on the next notification or poll)",
+            )
+            return FAILURE
         except DeploymentError as exc:
             self.failed.add(deployment_id)
             self._report(deployment_id, FAILURE, exc.reason)
