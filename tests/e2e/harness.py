@@ -318,6 +318,12 @@ class System:
                 values[key] = float(value)
         return values
 
+    def core_maps(self, fragment: str) -> bool:
+        """Whether the running core process has a file whose path contains ``fragment``
+        mapped (a loaded extension module shows here, whoever imported it)."""
+        pid = self.procs["core"].popen.pid
+        return fragment in Path(f"/proc/{pid}/maps").read_text()
+
     def devices_connected(self) -> int:
         return int(self.metrics().get("hedgerow_core_devices_connected", -1))
 

@@ -69,6 +69,10 @@ def test_temperature_is_corrected_at_the_edge_and_reaches_the_cloud(system: Syst
     assert system.messages("sensors/#") == []
     stored = system.messages("corrected/#")
     assert {m["core"] for m in stored} == {CORE}
+    # the deployment was verified and the server key made by the short-lived keytool: the
+    # long-running daemon never loaded cryptography's native library
+    assert not system.core_maps("cryptography/hazmat/bindings")
+    assert system.core_maps("_ssl")  # the check can see what is loaded
 
 
 def test_the_seeds_v1_sdk_script_works_unchanged(system: System, tmp_path: Path) -> None:
