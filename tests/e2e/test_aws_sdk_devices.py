@@ -108,12 +108,20 @@ def test_awsiotsdk_mqtt5_device_publishes_through_the_core_and_survives_its_rest
             client.stop()
             assert stopped.wait(WAIT)
 
+        def seqs_of(messages: list[dict[str, object]]) -> list[int]:
+            return sorted(json.loads(str(m["payload"]))["seq"] for m in messages)
+
         messages = wait_until(
-            lambda: (m := stored(system, thing)) and len(m) >= 10 and m,
+            lambda: (m := stored(system, thing)) and set(seqs_of(m)) == set(range(10)) and m,
             timeout=30,
             what="the MQTT 5 device's ten readings in the cloud",
         )
-        assert sorted(json.loads(m["payload"])["seq"] for m in messages) == list(range(10))
+        # at least once: a reading the core had sent but not yet seen acknowledged when it
+        # was killed is sent again after the restart; only those five can repeat
+        seqs = seqs_of(messages)
+        duplicates = len(seqs) - len(set(seqs))
+        assert set(seqs) == set(range(10)) and duplicates <= 5, seqs
+        assert all(seqs.count(n) == 1 for n in range(5, 10)), seqs
         assert {m["core"] for m in messages} == {CORE}
 
 
