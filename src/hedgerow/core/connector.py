@@ -20,7 +20,7 @@ import random
 import ssl
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from hedgerow.backoff import BackoffPolicy
 from hedgerow.client import (
@@ -155,10 +155,10 @@ class CloudConnector:
             log.info("core.connector.connected host=%s port=%s", self.host, self.port)
             try:
                 await self._session(client)
-            except* ClientError as group:
-                log.info("core.connector.disconnected error=%s", group.exceptions[0])
-            except* CoreError as group:  # the spool failed: drop the link, try again later
-                log.error("core.connector.spool_failed error=%s", group.exceptions[0])
+            except ClientError as exc:
+                log.info("core.connector.disconnected error=%s", exc)
+            except CoreError as exc:  # the spool failed: drop the link, try again later
+                log.error("core.connector.spool_failed error=%s", exc)
                 await asyncio.sleep(self.backoff.cap)
             finally:
                 self._client = None
@@ -173,9 +173,24 @@ class CloudConnector:
         self._client = client
         self.connected.set()
         self.on_connected()
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._send(client), name="connector-send")
-            tg.create_task(self._receive(client), name="connector-receive")
+        # Two tasks by hand, not a TaskGroup: on Python 3.11 a TaskGroup whose child fails
+        # (the link broke) while the core is being stopped raises the child's error and
+        # swallows the cancellation, so the connector would reconnect for ever and the core
+        # ignore SIGTERM. Here a stop always wins; otherwise the first failure ends the
+        # session and is raised as itself.
+        tasks = (
+            asyncio.create_task(self._send(client), name="connector-send"),
+            asyncio.create_task(self._receive(client), name="connector-receive"),
+        )
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in tasks:
+            if task in done and not task.cancelled() and task.exception() is not None:
+                raise cast(BaseException, task.exception())
 
     async def _receive(self, client: Client) -> None:
         async for message in client.messages():
