@@ -107,3 +107,15 @@ async def test_a_resent_qos2_message_already_taken_is_not_intercepted_twice(
     await raw.send(Publish("t/x", b"1", qos=2, dup=True, packet_id=7))  # PUBREC "lost": resent
     assert await raw.recv() == PubRec(7)
     assert taken == [False]  # exactly once
+
+
+async def test_an_interceptor_returning_a_plain_value_is_logged_not_awaited(
+    running: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in an interceptor (returning, say, a timestamp) must not kill the sender's
+    connection: the value is logged and the message acknowledged as if it returned None."""
+    running.broker.add_interceptor(lambda identity, publish: 12.5)  # type: ignore[arg-type,return-value]
+    async with Client(running.host, running.port, client_id="c9", version=ProtocolVersion.V5) as c:
+        for n in range(3):
+            await asyncio.wait_for(c.publish(f"t/{n}", b"x", qos=1), TIMEOUT)
+    assert "returned 12.5, not an awaitable or None" in caplog.text

@@ -121,6 +121,9 @@ class Hub:
                 log.exception("interceptor %r failed on topic %s", fn, publish.topic)
                 continue
             if result is not None:
+                if not hasattr(result, "__await__"):  # a bug in the interceptor: not awaited
+                    log.error("interceptor %r returned %r, not an awaitable or None", fn, result)
+                    continue
                 if waits is None:
                     waits = []
                 waits.append(result)
