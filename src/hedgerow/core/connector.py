@@ -18,6 +18,7 @@ import asyncio
 import logging
 import random
 import ssl
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 
 #: Reconnect to the cloud: capped exponential backoff with full jitter.
 CONNECTOR_BACKOFF = BackoffPolicy(base=0.5, cap=30.0)
+#: A session shorter than this does not reset the backoff: a cloud that accepts and then
+#: drops the link at once is retried at the backoff's pace, not in a hot loop.
+STABLE_SESSION_S = 10.0
 
 ClientFactory = Callable[..., Client]
 
@@ -150,9 +154,9 @@ class CloudConnector:
                 log.info("core.connector.connect_failed error=%s retry_in=%.2f", exc, delay)
                 await asyncio.sleep(delay)
                 continue
-            attempt = 0
             self.counters["connects"] += 1
             log.info("core.connector.connected host=%s port=%s", self.host, self.port)
+            started = time.monotonic()
             try:
                 await self._session(client)
             except ClientError as exc:
@@ -164,6 +168,13 @@ class CloudConnector:
                 self._client = None
                 self.connected.clear()
                 client.abort()
+            if time.monotonic() - started >= STABLE_SESSION_S:
+                attempt = 0  # a stable session: reconnect at once
+                continue
+            delay = self.backoff.delay(attempt, random.uniform)
+            attempt += 1
+            log.info("core.connector.short_session retry_in=%.2f", delay)
+            await asyncio.sleep(delay)
 
     async def _session(self, client: Client) -> None:
         base = [core_topic(self.core, leaf) for leaf in ("deployments", "revocations", "group-cas")]
