@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -35,19 +34,9 @@ def _b64(request: dict[str, Any], name: str) -> bytes:
         raise RequestError(f"{name}: bad base64: {exc}") from exc
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, readable by the owner only (0600)."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def csr(request: dict[str, Any]) -> dict[str, Any]:
     from hedgerow import pki
+    from hedgerow.core.certificates import write_atomic
 
     key_file = Path(_field(request, "key_file", str))
     name = _field(request, "name", str)
@@ -60,7 +49,7 @@ def csr(request: dict[str, Any]) -> dict[str, Any]:
     except FileNotFoundError:
         key = pki.new_key()
         try:
-            _write_private(key_file, pki.key_to_pem(key))
+            write_atomic(key_file, pki.key_to_pem(key), 0o600)
         except OSError as exc:
             raise RequestError(f"cannot write the server key {key_file}: {exc}") from exc
         created = True
