@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from hedgerow.core.deployment import (
     DeploymentAgent,
     DeploymentDocument,
     DeploymentStore,
+    Refusal,
 )
 from hedgerow.core.plan import plan
 
@@ -151,6 +153,105 @@ async def test_restore_applies_last_good_without_the_cloud(setup: Setup, tmp_pat
     assert doc is not None and doc.deployment_id == "d-1"
     assert fresh.applied == ["d-1"]
     assert list(fresh.artifacts[0]) == [function_entry("fn", art)["artifact"]["sha256"]]
+
+
+def _restarted(api: FakeAPI, tmp_path: Path) -> tuple[DeploymentAgent, FakeApplier]:
+    """A fresh agent over the same disk, the cloud away: what a restart sees."""
+    api.offline = True
+    applier = FakeApplier()
+    agent = DeploymentAgent(
+        api=api,
+        store=DeploymentStore(tmp_path / "deployments"),
+        applier=applier,
+        report=lambda *a: None,
+        verify_key=raw_verify_key(api.signing_key),
+        core="pi-1",
+        group="factory-1",
+    )
+    return agent, applier
+
+
+async def _two_deployments(setup: Setup) -> bytes:
+    """d-1 (no functions) then d-2 (one function) deployed: d-2 current, d-1 previous."""
+    agent, api, _, _ = setup
+    api.add(document("d-1", things=("bme680-1",)))
+    assert await agent.deploy("d-1") == SUCCESS
+    art = function_zip()
+    api.add(
+        document("d-2", things=("bme680-1",), functions=(function_entry("fn", art),)),
+        artifacts={"fn": art},
+    )
+    assert await agent.deploy("d-2") == SUCCESS
+    return art
+
+
+async def test_restore_refuses_an_edited_document_and_falls_back(
+    setup: Setup, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    await _two_deployments(setup)
+    path = tmp_path / "deployments" / "d-2.json"
+    data = json.loads(path.read_text())
+    data["things"].append("intruder")
+    data["settings"]["open_broker"] = True
+    path.write_text(json.dumps(data))
+    agent, applier = _restarted(setup[1], tmp_path)
+    doc = await agent.restore()
+    assert doc is not None and doc.deployment_id == "d-1"
+    assert applier.applied == ["d-1"]  # the edited one was never applied
+    assert agent.refused == (
+        Refusal("d-2", "d-2.json", "d-2.json: the signature does not verify (d-2.sig)"),
+    )
+    assert "core.deployment.refused id=d-2 file=d-2.json" in caplog.text
+    assert agent.store.pointer("current") == "d-1"  # not tried again at the next start
+
+
+async def test_restore_refuses_a_swapped_artifact_and_falls_back(
+    setup: Setup, tmp_path: Path
+) -> None:
+    art = await _two_deployments(setup)
+    sha = function_entry("fn", art)["artifact"]["sha256"]
+    stored = tmp_path / "deployments" / "artifacts" / f"{sha}.zip"
+    stored.write_bytes(function_zip(code="import os\ndef handler(e, c):\n    os.system('id')\n"))
+    agent, applier = _restarted(setup[1], tmp_path)
+    doc = await agent.restore()
+    assert doc is not None and doc.deployment_id == "d-1"
+    assert applier.applied == ["d-1"]
+    (refusal,) = agent.refused
+    assert refusal.file == f"artifacts/{sha}.zip"
+    assert "sha256 does not match" in refusal.reason
+
+
+async def test_restore_refuses_a_forged_pointer_and_a_missing_signature(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """A document written beside the real ones (no signature) and pointed to as current."""
+    await _two_deployments(setup)
+    directory = tmp_path / "deployments"
+    (directory / "d-evil.json").write_text(document("d-evil", settings={"open_broker": True}))
+    (directory / "current").write_text("d-evil")
+    agent, applier = _restarted(setup[1], tmp_path)
+    doc = await agent.restore()
+    # previous is d-1 (d-2 was current before the forged pointer)
+    assert doc is not None and doc.deployment_id == "d-1"
+    assert [(r.deployment_id, r.file) for r in agent.refused] == [("d-evil", "d-evil.sig")]
+    assert applier.applied == ["d-1"]
+
+
+async def test_restore_with_nothing_that_verifies_applies_nothing(
+    setup: Setup, tmp_path: Path
+) -> None:
+    setup[1].add(document("d-1"))
+    assert await setup[0].deploy("d-1") == SUCCESS
+    (tmp_path / "deployments" / "d-1.sig").write_text(sign(pki.new_signing_key(), document("d-1")))
+    agent, applier = _restarted(setup[1], tmp_path)
+    assert await agent.restore() is None
+    assert applier.applied == []
+    assert [r.deployment_id for r in agent.refused] == ["d-1"]
+    # the cloud sends it again: verified afresh, the files replaced, the refusal cleared
+    setup[1].offline = False
+    assert await agent.deploy("d-1") == SUCCESS
+    assert agent.refused == ()
+    assert (await agent.verify_stored("d-1")).deployment_id == "d-1"
 
 
 async def test_worker_runs_requests_one_at_a_time(setup: Setup) -> None:

@@ -305,6 +305,35 @@ class CloudServices:
         await self._run(
             self.repository.record_heartbeat, core, data if isinstance(data, dict) else None
         )
+        if isinstance(data, dict) and data.get("refused"):
+            await self._redeploy_refused(core, data)
+
+    async def _redeploy_refused(self, core: str, heartbeat: Mapping[str, Any]) -> None:
+        """The core refused deployments on its disk at start (they did not verify) and runs
+        an older one: send it the latest deployment again. The notification names the same
+        id as before; the core, not running it, fetches and verifies it afresh, replacing
+        the tampered files."""
+        latest = await self._run(self.repository.latest_deployment, core)
+        refused = heartbeat.get("refused")
+        ids = (
+            [str(r.get("deployment_id")) for r in refused if isinstance(r, dict)]
+            if isinstance(refused, list)
+            else []
+        )
+        log.warning(
+            "deployment.redeploy core=%s running=%s refused=%s latest=%s",
+            core,
+            heartbeat.get("deployment"),
+            ",".join(ids),
+            latest,
+        )
+        if latest is None or latest == heartbeat.get("deployment"):
+            return
+        await self.notifier.publish(
+            deployments_topic(core),
+            json.dumps({"deployment_id": latest}).encode(),
+            retain=True,
+        )
 
     # ---- things ------------------------------------------------------------------------
 

@@ -576,6 +576,7 @@ class CoreDaemon:
             ),
             deployment=current.deployment_id if current else None,
             cloud_connected=bool(self.connector and self.connector.connected.is_set()),
+            refused=tuple(r.as_dict() for r in self.agent.refused),
         )
 
     def _send_heartbeat(self) -> None:

@@ -19,7 +19,12 @@ Steps for a new id:
    reported; failure: the previous deployment is applied again and ``RolledBack`` is
    reported with the reason.
 
-After a restart ``restore()`` applies the last good deployment from disk, cloud or not.
+After a restart ``restore()`` applies the last good deployment from disk, cloud or not —
+but only one that verifies again there: its stored signature (in the key tool's child, as
+above), its addressee, and the sha256 and size of every artifact. A file edited on disk is
+refused (``core.deployment.refused`` names the file and the reason), the ``previous``
+deployment is tried next, and the refusals are kept in ``refused`` for the heartbeat, so
+the cloud sends its latest deployment again (which replaces the tampered files).
 """
 
 from __future__ import annotations
@@ -55,6 +60,18 @@ _ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
 Reporter = Callable[[str, str, str], None]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A deployment on disk that did not verify at restart: which file, and why."""
+
+    deployment_id: str
+    file: str
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"deployment_id": self.deployment_id, "file": self.file, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -168,6 +185,12 @@ async def verify_document(
     return check_addressee(text, core=core, group=group)
 
 
+def _failed_file(deployment_id: str, reason: str) -> str:
+    """The file a ``verify_stored`` reason starts with (``<id>.json`` when it names none)."""
+    head = reason.split(":", 1)[0]
+    return head if head.endswith((".json", ".sig", ".zip")) else f"{deployment_id}.json"
+
+
 EMPTY_DOCUMENT = DeploymentDocument("", "", "", (), (), (), {}, "{}")
 
 
@@ -222,6 +245,35 @@ class DeploymentStore:
             write_atomic(self.directory / "previous", previous.encode())
         write_atomic(self.directory / "current", deployment_id.encode())
 
+    def load_signed(self, deployment_id: str) -> tuple[str, str]:
+        """The stored text and signature of a deployment; ``DeploymentError`` names the
+        file that is missing or unreadable."""
+        out = []
+        for path in (self._doc_file(deployment_id), self.directory / f"{deployment_id}.sig"):
+            try:
+                out.append(path.read_text("utf-8"))
+            except (OSError, UnicodeDecodeError) as exc:
+                raise DeploymentError(deployment_id, f"{path.name}: cannot read: {exc}") from exc
+        return out[0], out[1]
+
+    def check_artifact(self, deployment_id: str, sha256: str, size: int | None) -> None:
+        """``DeploymentError`` (naming the file) unless the stored artifact has this hash."""
+        path = self.artifact_path(sha256)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise DeploymentError(
+                deployment_id, f"artifacts/{path.name}: cannot read: {exc.strerror}"
+            ) from exc
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise DeploymentError(
+                deployment_id, f"artifacts/{path.name}: the sha256 does not match the document"
+            )
+        if size is not None and len(data) != size:
+            raise DeploymentError(
+                deployment_id, f"artifacts/{path.name}: size {len(data)} != {size}"
+            )
+
     def load(self, deployment_id: str) -> DeploymentDocument | None:
         try:
             return parse_document(self._doc_file(deployment_id).read_text("utf-8"))
@@ -258,6 +310,9 @@ class DeploymentAgent:
         self.in_progress: str | None = None
         self.failed: set[str] = set()
         self.results: dict[str, str] = {}
+        #: Deployments on disk that did not verify at the last restart (for the heartbeat);
+        #: cleared when a deployment from the cloud succeeds.
+        self.refused: tuple[Refusal, ...] = ()
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
         self.idle = asyncio.Event()
         self.idle.set()
@@ -298,18 +353,83 @@ class DeploymentAgent:
     # ---- restore after a restart ------------------------------------------------------
 
     async def restore(self) -> DeploymentDocument | None:
-        """Apply the last good deployment on disk (no cloud needed)."""
-        current_id = self.store.pointer("current")
-        doc = self.store.load(current_id) if current_id else None
-        if doc is None:
+        """Apply the last good deployment on disk that verifies (no cloud needed).
+
+        ``current`` first, then ``previous``; each must verify as it did when it arrived
+        (``verify_stored``). A refused one is logged and kept in ``refused``; when the
+        fallback is applied it becomes ``current`` on disk, so the refused files are not
+        tried again at the next start (the cloud's redeploy overwrites them).
+        """
+        refused: list[Refusal] = []
+        chosen: DeploymentDocument | None = None
+        for pointer in ("current", "previous"):
+            deployment_id = self.store.pointer(pointer)
+            if not deployment_id or any(r.deployment_id == deployment_id for r in refused):
+                continue
+            try:
+                chosen = await self.verify_stored(deployment_id)
+                break
+            except DeploymentError as exc:
+                refusal = Refusal(
+                    deployment_id, _failed_file(deployment_id, exc.reason), exc.reason
+                )
+            except keytool.KeytoolError as exc:
+                refusal = Refusal(
+                    deployment_id,
+                    f"{deployment_id}.sig",
+                    f"cannot check the signature: {exc} (run `hedgerow core check`)",
+                )
+            log.error(
+                "core.deployment.refused id=%s file=%s reason=%s: not applied; "
+                "the cloud is asked for its latest deployment",
+                refusal.deployment_id,
+                refusal.file,
+                refusal.reason,
+            )
+            refused.append(refusal)
+        self.refused = tuple(refused)
+        if chosen is None:
             return None
         try:
-            await self.applier.apply(doc, self._artifact_paths(doc))
+            await self.applier.apply(chosen, self._artifact_paths(chosen))
         except Exception as exc:  # an applier may fail in any way; the core keeps running
-            log.error("core.deployment.restore_failed id=%s error=%s", doc.deployment_id, exc)
+            log.error("core.deployment.restore_failed id=%s error=%s", chosen.deployment_id, exc)
             return None
-        self.current = doc
-        log.info("core.deployment.restored id=%s", doc.deployment_id)
+        self.current = chosen
+        if refused:
+            self.store.commit(chosen.deployment_id, None)
+            log.warning(
+                "core.deployment.fell_back id=%s refused=%s",
+                chosen.deployment_id,
+                ",".join(r.deployment_id for r in refused),
+            )
+        log.info("core.deployment.restored id=%s", chosen.deployment_id)
+        return chosen
+
+    async def verify_stored(self, deployment_id: str) -> DeploymentDocument:
+        """A stored deployment checked as on arrival: the signature over the stored text,
+        the addressee, its id, and every artifact's sha256 and size. ``DeploymentError``
+        (its reason starts with the file at fault) or ``KeytoolError``."""
+        text, signature = self.store.load_signed(deployment_id)
+        try:
+            raw = decode_signature(signature.strip())
+            if not await keytool.verify_signature(self.verify_key, text.encode("utf-8"), raw):
+                raise DeploymentError(deployment_id, BAD_SIGNATURE)
+        except DeploymentError as exc:
+            raise DeploymentError(
+                deployment_id, f"{deployment_id}.json: {BAD_SIGNATURE} ({deployment_id}.sig)"
+            ) from exc
+        try:
+            doc = check_addressee(text, core=self.core, group=self.group)
+        except DeploymentError as exc:
+            raise DeploymentError(deployment_id, f"{deployment_id}.json: {exc.reason}") from exc
+        if doc.deployment_id != deployment_id:
+            raise DeploymentError(
+                deployment_id,
+                f"{deployment_id}.json: the document says {doc.deployment_id!r}",
+            )
+        for sha256, size in doc.artifacts():
+            self.store.check_artifact(deployment_id, sha256, size)
         return doc
 
     # ---- one deployment -------------------------------------------------------------
@@ -370,6 +490,7 @@ class DeploymentAgent:
             previous = self.current.deployment_id if self.current else None
             self.store.commit(deployment_id, previous)
             self.current = doc
+            self.refused = ()
             self._report(deployment_id, SUCCESS)
             return SUCCESS
         self.failed.add(deployment_id)

@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import h11
 
@@ -31,12 +32,15 @@ class Snapshot:
     subscriptions: tuple[tuple[str, str, str, int], ...] = ()
     deployment: str | None = None
     cloud_connected: bool = False
+    #: Deployments refused at the last start (``Refusal.as_dict()``): the cloud redeploys.
+    refused: tuple[Mapping[str, str], ...] = ()
     version: str = field(default=__version__)
 
 
 def heartbeat(s: Snapshot) -> bytes:
-    """The heartbeat JSON: version, uptime, devices, functions, spool depth, counters."""
-    body = {
+    """The heartbeat JSON: version, uptime, devices, functions, spool depth, counters, and
+    ``refused`` (deployments on disk that did not verify at start) when there are any."""
+    body: dict[str, Any] = {
         "version": s.version,
         "uptime": round(s.uptime),
         "devices": s.devices,
@@ -45,6 +49,8 @@ def heartbeat(s: Snapshot) -> bytes:
         "deployment": s.deployment,
         "counters": {k: v for k, v in s.counters.items() if v},
     }
+    if s.refused:
+        body["refused"] = [dict(r) for r in s.refused]
     return json.dumps(body, separators=(",", ":")).encode()
 
 
