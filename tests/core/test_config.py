@@ -30,6 +30,16 @@ def test_bundle_config_parses_with_defaults(tmp_path: Path) -> None:
     assert c.data_dir == tmp_path
     assert c.spool_path == tmp_path / "spool.db"
     assert c.spool.overflow == "drop-oldest" and c.spool.fsync == "always"
+    assert c.status.metrics_port == "auto"  # a free port, written to metrics.address
+    assert c.metrics_address_file == tmp_path / "metrics.address"
+
+
+def test_metrics_port_settings(tmp_path: Path) -> None:
+    for value, port in (("0", 0), ("9108", 9108), ('"auto"', "auto")):
+        c = parse_config(GOOD + f"[status]\nmetrics_port = {value}\n", default_data_dir=tmp_path)
+        assert c.status.metrics_port == port
+    with pytest.raises(ConfigError, match='use "auto", 0 \\(off\\) or a port number'):
+        parse_config(GOOD + "[status]\nmetrics_port = 'x'\n", default_data_dir=tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -45,6 +55,8 @@ def test_bundle_config_parses_with_defaults(tmp_path: Path) -> None:
         (GOOD + "[spool]\nfsync = 'sometimes'\n", "spool.fsync"),
         (GOOD.replace("hosts = []", "hosts = [1]"), "local.hosts"),
         ("[core\n", "config"),
+        (GOOD + "[status]\nmetrics_port = 'nine'\n", "status.metrics_port"),
+        (GOOD + "[status]\nmetrics_port = -1\n", "status.metrics_port"),
     ],
 )
 def test_errors_name_the_field(text: str, field: str) -> None:

@@ -423,3 +423,35 @@ async def test_a_missed_rotation_is_caught_up_by_the_periodic_check(
         await cloud.stop_https()
         assert await core.current_group_cas() is None
         assert await core.check_certificate(None) is None
+
+
+async def test_two_cores_on_one_host_with_default_metrics_do_not_collide(
+    cloud: FakeCloud, tmp_path: Path
+) -> None:
+    """No ``metrics_port`` set: each core listens on a free port and writes it to its data
+    directory, where ``core check`` (and a scraper) find it."""
+    import httpx
+
+    from hedgerow.core.check import run_checks
+
+    defaults = "[status]\nheartbeat_interval = 600\n"  # the section without metrics_port
+    async with (
+        running_core(cloud, tmp_path / "a", defaults) as a,
+        running_core(cloud, tmp_path / "b", defaults) as b,
+    ):
+        assert a.config.status.metrics_port == "auto"
+        assert a.metrics_address is not None and b.metrics_address is not None
+        assert a.metrics_address != b.metrics_address
+        for core in (a, b):
+            assert core.config.metrics_endpoint() == core.metrics_address
+            host, port = core.metrics_address
+            async with httpx.AsyncClient() as http:
+                health = (await http.get(f"http://{host}:{port}/health")).json()
+            assert "uptime" in health
+        results = {r.name: r for r in await run_checks(b.config, wait_s=2)}
+        assert results[f"port 127.0.0.1:{b.config.local.port}"].detail == (
+            "served by the running core"
+        )
+    # stopped: the address is gone, nobody is told to look there
+    assert not a.config.metrics_address_file.exists()
+    assert a.config.metrics_endpoint() is None

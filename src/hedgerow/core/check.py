@@ -214,12 +214,13 @@ async def _cloud_time(config: CoreConfig, wait_s: float) -> dt.datetime | None:
 
 async def _core_running(config: CoreConfig, wait_s: float) -> bool:
     """Whether this core answers on its metrics port (then its own port is rightly taken)."""
-    if not config.status.metrics_port:
+    endpoint = config.metrics_endpoint()  # "auto": what the running core wrote
+    if endpoint is None:
         return False
-    host = config.status.metrics_host
+    host, port = endpoint
     if ":" in host:  # an IPv6 literal
         host = f"[{host}]"
-    base = f"http://{host}:{config.status.metrics_port}"
+    base = f"http://{host}:{port}"
     try:
         response = await request(base, "GET", "/health", timeout=wait_s)
     except HTTPSError:

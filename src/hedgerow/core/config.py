@@ -12,7 +12,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
@@ -29,7 +29,11 @@ DEPLOY_VERIFY = "deploy-verify.pem"
 CONFIG_FILE = "config.toml"
 
 DEFAULT_LOCAL_PORT = 8883
-DEFAULT_METRICS_PORT = 9108
+#: The metrics listener's default: a free port chosen at start and written to
+#: ``<data_dir>/metrics.address`` (so two cores on one host never collide; ``core check``
+#: and scrapers read the file). A number fixes the port; 0 turns the listener off.
+METRICS_AUTO: Final = "auto"
+METRICS_ADDRESS_FILE = "metrics.address"
 DEFAULT_EXCLUDED_INTERFACES = ("lo", "docker*", "veth*", "br-*", "virbr*")
 
 
@@ -86,8 +90,9 @@ class DeploymentConfig:
 class StatusConfig:
     heartbeat_interval: float = 600.0
     metrics_host: str = "127.0.0.1"
-    #: Prometheus text on http://metrics_host:metrics_port/metrics; 0 = off
-    metrics_port: int = DEFAULT_METRICS_PORT
+    #: Prometheus text on http://metrics_host:metrics_port/metrics; 0 = off; "auto" = a
+    #: free port, written to ``<data_dir>/metrics.address`` while the core runs
+    metrics_port: int | Literal["auto"] = METRICS_AUTO
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +139,25 @@ class CoreConfig:
     @property
     def log_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def metrics_address_file(self) -> Path:
+        """Where a running core writes its metrics listener's ``host:port``."""
+        return self.data_dir / METRICS_ADDRESS_FILE
+
+    def metrics_endpoint(self) -> tuple[str, int] | None:
+        """Where this core's metrics listener is (or would be): the configured port, or
+        with ``"auto"`` the address the running core wrote; None when off or not running."""
+        port = self.status.metrics_port
+        if port == METRICS_AUTO:
+            try:
+                host, _, number = self.metrics_address_file.read_text().strip().rpartition(":")
+                return host.strip("[]"), int(number)
+            except (OSError, ValueError):
+                return None
+        if not port:
+            return None
+        return self.status.metrics_host, int(port)
 
 
 # ---- parsing -------------------------------------------------------------------------
@@ -182,7 +206,7 @@ def parse_config(text: str, *, default_data_dir: Path) -> CoreConfig:
                 s := _section(raw, "status"), "status.heartbeat_interval", 600.0, 1.0
             ),
             metrics_host=_opt_str(s, "status.metrics_host") or "127.0.0.1",
-            metrics_port=_int(s, "status.metrics_port", DEFAULT_METRICS_PORT, 0, 65535),
+            metrics_port=_metrics_port(s),
         ),
         certificates=CertificateConfig(
             renew_fraction=_float(
@@ -247,6 +271,18 @@ def _choice(
     if value not in choices:
         raise ConfigError(field_name, f"{value!r} is not one of {', '.join(choices)}")
     return value
+
+
+def _metrics_port(section: Mapping[str, Any]) -> int | Literal["auto"]:
+    value = _key(section, "status.metrics_port")
+    if value is None or value == METRICS_AUTO:
+        return METRICS_AUTO
+    try:
+        return _int(section, "status.metrics_port", 0, 0, 65535)
+    except ConfigError as exc:
+        raise ConfigError(
+            "status.metrics_port", f'{exc.message}: use "auto", 0 (off) or a port number'
+        ) from exc
 
 
 def _int(

@@ -46,7 +46,7 @@ from .certificates import (
     write_atomic,
 )
 from .cloudapi import CloudAPI, HttpCloudAPI
-from .config import CORE_CERT, CORE_KEY, DEPLOY_VERIFY, ROOT_CA, CoreConfig
+from .config import CORE_CERT, CORE_KEY, DEPLOY_VERIFY, METRICS_AUTO, ROOT_CA, CoreConfig
 from .connector import CloudConnector, core_topic
 from .deployment import DeploymentAgent, DeploymentDocument, DeploymentStore
 from .errors import CertificateError, CloudAPIError, ConfigError, CoreError
@@ -338,26 +338,40 @@ class CoreDaemon:
         self.spawn(self._certificate_loop(), "certificate-renewal")
         self.spawn(self._heartbeat_loop(), "heartbeat")
         if c.status.metrics_port:
-            metrics = MetricsServer(self.snapshot)
-            try:
-                self.metrics_address = await metrics.start(
-                    c.status.metrics_host, c.status.metrics_port
-                )
-            except OSError as exc:
-                # Metrics are an aid, not a duty: a taken port must not stop the core routing.
-                log.warning(
-                    "core.metrics.unavailable host=%s port=%s error=%s (set status.metrics_port)",
-                    c.status.metrics_host,
-                    c.status.metrics_port,
-                    exc,
-                )
-            else:
-                stack.push_async_callback(metrics.close)
+            await self._start_metrics()
         interval = service.watchdog_interval()
         if interval:
             self.spawn(self._watchdog(interval), "systemd-watchdog")
         self.ready.set()
         service.sd_notify("READY=1")
+
+    async def _start_metrics(self) -> None:
+        """The metrics listener: on the configured port, or with ``"auto"`` on a free one
+        whose ``host:port`` is written to ``metrics.address`` in the data directory (two
+        cores on one host never collide; ``core check`` reads the file)."""
+        c = self.config
+        auto = c.status.metrics_port == METRICS_AUTO
+        port = 0 if auto else int(c.status.metrics_port)
+        metrics = MetricsServer(self.snapshot)
+        try:
+            self.metrics_address = await metrics.start(c.status.metrics_host, port)
+        except OSError as exc:
+            # Metrics are an aid, not a duty: a taken port must not stop the core routing.
+            log.warning(
+                "core.metrics.unavailable host=%s port=%s error=%s "
+                '(set status.metrics_port to "auto" or a free port)',
+                c.status.metrics_host,
+                port,
+                exc,
+            )
+            return
+        self._stack.push_async_callback(metrics.close)
+        host, bound = self.metrics_address
+        if auto:
+            shown = f"[{host}]" if ":" in host else host
+            write_atomic(c.metrics_address_file, f"{shown}:{bound}\n".encode())
+            self._stack.callback(c.metrics_address_file.unlink, missing_ok=True)
+        log.info("core.metrics.listening address=%s:%s", host, bound)
 
     def _final_flush(self) -> None:
         writer: SpoolWriter | None = getattr(self, "spool_writer", None)
