@@ -105,3 +105,46 @@ def test_unpack_reuses_by_digest_and_finds_code_in_a_single_top_folder(tmp_path:
     before = bundle_digest(directory)
     (directory / "a.py").write_text("x = 2\n")
     assert bundle_digest(directory) != before
+
+
+def test_zip_bomb_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """One entry of zeros that deflates ~1000:1 past the unpacked-size limit."""
+    from hedgerow.functions.bundle import MAX_UNPACKED_BYTES
+
+    archive = tmp_path / "bomb.zip"
+    chunk = bytes(4 * 1024 * 1024)
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("handler.py", "def handler(event, context):\n    return event\n")
+        with zf.open("zeros.bin", "w", force_zip64=True) as out:
+            for _ in range(MAX_UNPACKED_BYTES // len(chunk) + 1):
+                out.write(chunk)
+    assert archive.stat().st_size < 2 * 1024 * 1024
+    with pytest.raises(BundleError) as e:
+        unpack("bomb", archive, tmp_path / "work")
+    assert "MAX_UNPACKED_BYTES" in e.value.reason and "unpacks to" in e.value.reason
+    assert list((tmp_path / "work" / "bundles").iterdir()) == []  # nothing left behind
+
+
+def test_zip_of_100k_tiny_entries_is_refused_naming_the_limit(tmp_path: Path) -> None:
+    from hedgerow.functions.bundle import MAX_ENTRIES
+
+    archive = tmp_path / "many.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        for n in range(100_000):
+            zf.writestr(f"f/{n}.txt", b"")
+    with pytest.raises(BundleError) as e:
+        unpack("many", archive, tmp_path / "work")
+    assert f"100000 entries, over the limit of {MAX_ENTRIES} (MAX_ENTRIES)" in e.value.reason
+    assert "ship fewer or smaller files" in e.value.reason
+    assert list((tmp_path / "work" / "bundles").iterdir()) == []
+
+
+def test_a_zip_at_the_entry_limit_unpacks(tmp_path: Path) -> None:
+    archive = tmp_path / "ok.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("handler.py", "def handler(event, context):\n    return event\n")
+        for n in range(999):
+            zf.writestr(f"data/{n}.txt", str(n))
+    _, code = unpack("ok", archive, tmp_path / "work")
+    assert (code / "data" / "998.txt").read_text() == "998"
+    assert (code / "handler.py").is_file()

@@ -30,7 +30,12 @@ log = logging.getLogger(__name__)
 
 WHEELHOUSE_DIRS: Final = ("wheelhouse", "wheels")
 PIP_TIMEOUT_S: Final = 300.0
+#: Limits on a zip bundle, checked before anything is written (from the zip's central
+#: directory) and again while unpacking (actual bytes, whatever the headers claim).
+MAX_ZIP_BYTES: Final = 256 * 1024 * 1024
 MAX_UNPACKED_BYTES: Final = 512 * 1024 * 1024
+MAX_ENTRIES: Final = 10_000
+_COPY_CHUNK: Final = 1024 * 1024
 _SKIP_DIRS: Final = {"__pycache__", ".git"}
 READABLE_DIR: Final = 0o755
 
@@ -70,20 +75,87 @@ def bundle_digest(artifact: Path) -> str:
         raise BundleError(f"cannot read bundle {artifact}: {exc}") from exc
 
 
+def _limit_error(archive: Path, what: str, limit: str, name: str) -> BundleError:
+    return BundleError(
+        f"bundle {archive.name}: {what}, over the limit of {limit} ({name}); "
+        "ship fewer or smaller files (dependencies as a requirements.txt or a wheelhouse)"
+    )
+
+
+def _declared_entries(archive: Path) -> int | None:
+    """The entry count the zip's end record declares (read before the central directory is
+    parsed, so 100,000 entries are refused without building 100,000 objects); None when
+    the record is not found (``zipfile`` then says what is wrong)."""
+    with archive.open("rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        tail_len = min(size, 22 + 65535)
+        f.seek(size - tail_len)
+        tail = f.read(tail_len)
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or at + 22 > len(tail):
+            return None
+        count = int.from_bytes(tail[at + 10 : at + 12], "little")
+        if count != 0xFFFF or at < 20 or tail[at - 20 : at - 16] != b"PK\x06\x07":
+            return count
+        # ZIP64: the locator points at the ZIP64 end record, which holds the real count
+        f.seek(int.from_bytes(tail[at - 12 : at - 4], "little"))
+        record = f.read(56)
+        if record[:4] != b"PK\x06\x06" or len(record) < 40:
+            return None
+        return int.from_bytes(record[32:40], "little")
+
+
 def _unzip(archive: Path, target: Path) -> None:
+    """Unpack ``archive`` into ``target`` within ``MAX_ZIP_BYTES``, ``MAX_ENTRIES`` and
+    ``MAX_UNPACKED_BYTES``; ``BundleError`` names the limit that was hit."""
+    zip_bytes = archive.stat().st_size
+    if zip_bytes > MAX_ZIP_BYTES:
+        raise _limit_error(archive, f"{zip_bytes} bytes", f"{MAX_ZIP_BYTES} bytes", "MAX_ZIP_BYTES")
+    declared = _declared_entries(archive)
+    if declared is not None and declared > MAX_ENTRIES:
+        raise _limit_error(archive, f"{declared} entries", f"{MAX_ENTRIES}", "MAX_ENTRIES")
     try:
         with zipfile.ZipFile(archive) as zf:
+            infos = zf.infolist()
+            if len(infos) > MAX_ENTRIES:
+                raise _limit_error(
+                    archive, f"{len(infos)} entries", f"{MAX_ENTRIES}", "MAX_ENTRIES"
+                )
             total = 0
-            for info in zf.infolist():
+            for info in infos:
                 name = PurePosixPath(info.filename)
                 if name.is_absolute() or ".." in name.parts:
                     raise BundleError(f"unsafe path in bundle: {info.filename}")
                 total += info.file_size
-                if total > MAX_UNPACKED_BYTES:
-                    raise BundleError("bundle unpacks to more than the allowed size")
-            zf.extractall(target)
-    except zipfile.BadZipFile as exc:
-        raise BundleError(f"not a zip file: {archive.name}") from exc
+            if total > MAX_UNPACKED_BYTES:
+                raise _limit_error(
+                    archive,
+                    f"unpacks to {total} bytes",
+                    f"{MAX_UNPACKED_BYTES} bytes",
+                    "MAX_UNPACKED_BYTES",
+                )
+            written = 0
+            for info in infos:
+                path = target.joinpath(*PurePosixPath(info.filename).parts)
+                if info.is_dir():
+                    path.mkdir(parents=True, exist_ok=True)
+                    continue
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, path.open("wb") as dst:
+                    while chunk := src.read(_COPY_CHUNK):
+                        written += len(chunk)
+                        if written > MAX_UNPACKED_BYTES:  # headers that lie about sizes
+                            raise _limit_error(
+                                archive,
+                                "unpacks to more bytes than its headers say",
+                                f"{MAX_UNPACKED_BYTES} bytes",
+                                "MAX_UNPACKED_BYTES",
+                            )
+                        dst.write(chunk)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
+        raise BundleError(f"not a zip file (or a damaged one): {archive.name}: {exc}") from exc
+    except NotImplementedError as exc:  # an unsupported compression method
+        raise BundleError(f"bundle {archive.name}: {exc}") from exc
 
 
 def _has_module(root: Path, module: str) -> bool:
