@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -42,8 +44,10 @@ async def test_pool_grows_to_max_concurrency_and_idle_workers_are_reaped(tmp_pat
         await host.apply([spec], {"meet": bundle})
         assert host.counters()["meet"]["workers"] == 1
         # three invocations that only return once all three run at the same time
-        room = tmp_path / "room"
-        room.mkdir()
+        # a room the workers can reach: as root they run as an unprivileged user, and
+        # pytest's tmp_path lies in a directory only root may enter
+        room = Path(tempfile.mkdtemp(prefix="hedgerow-room-"))
+        room.chmod(0o1777)
         payload = json.dumps({"room": str(room), "party": 3}).encode()
         started = loop.time()
         pids = await asyncio.gather(*(host.invoke("meet", payload) for _ in range(6)))
@@ -56,6 +60,7 @@ async def test_pool_grows_to_max_concurrency_and_idle_workers_are_reaped(tmp_pat
         alone = json.dumps({"room": str(room), "party": 1}).encode()
         assert int(await host.invoke("meet", alone)) not in {int(p) for p in pids}
         assert host.counters()["meet"]["workers"] == 1
+    shutil.rmtree(room)
 
 
 async def test_native_context_invoke_and_publish_between_functions(tmp_path: Path) -> None:

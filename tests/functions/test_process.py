@@ -176,3 +176,44 @@ async def test_cgroup_backend_writes_the_limit_and_joins_the_worker(tmp_path: Pa
         assert (group / "memory.max").read_text() == str(96 * 1024 * 1024)
         assert (group / "cgroup.procs").read_text() == str(pid)
         assert rlimit == -1  # RLIM_INFINITY: the cgroup limits memory, not the address space
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the core's root path: CI and the lab run as root")
+async def test_functions_never_run_as_root_when_the_core_does(tmp_path: Path) -> None:
+    """The work directory sits under pytest's root-only tmp_path and the interpreter may
+    live under a private home: the function still runs, as the dedicated user, and
+    imports modules the worker had not loaded before switching."""
+    import pwd
+
+    from hedgerow.functions.process import FUNCTION_USER
+
+    bundle = write_bundle(
+        tmp_path,
+        "who",
+        {
+            "who.py": """
+                import os
+                def handler(e, c):
+                    import decimal, email.mime.text, sqlite3
+                    return [os.getuid(), os.getgid(), str(decimal.Decimal("1.5") * 2)]
+            """
+        },
+    )
+    spec = FunctionSpec(name="who", handler="who.handler", pinned=True)
+    async with FunctionHost(tmp_path / "work", publish=Recorder()) as host:
+        await host.apply([spec], {"who": bundle})
+        uid, gid, product = json.loads(await host.invoke("who", b"{}"))
+        assert uid != 0 and gid != 0
+        assert host.default_user == FUNCTION_USER
+        assert pwd.getpwnam(FUNCTION_USER).pw_uid == uid
+        assert product == "3.0"
+        # named root explicitly: refused, the running function untouched
+        as_root = FunctionSpec(name="boss", handler="who.handler", run_as="root")
+        with pytest.raises(FunctionDeployError, match="would run as root"):
+            await host.apply([spec, as_root], {"who": bundle, "boss": bundle})
+        assert host.states() == {"who": "RUNNING"}
+    # no unprivileged user at all ("" = none to choose from): refused with advice
+    async with FunctionHost(tmp_path / "work3", publish=Recorder(), default_run_as="") as host:
+        with pytest.raises(FunctionDeployError, match="useradd --system"):
+            await host.apply([spec], {"who": bundle})
+        assert host.states() == {}

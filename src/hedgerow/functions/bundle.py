@@ -141,7 +141,9 @@ def _unzip(archive: Path, target: Path) -> None:
                     path.mkdir(parents=True, exist_ok=True)
                     continue
                 path.parent.mkdir(parents=True, exist_ok=True)
+                # readable by the unprivileged user functions run as, whatever the umask
                 with zf.open(info) as src, path.open("wb") as dst:
+                    os.fchmod(dst.fileno(), 0o644)
                     while chunk := src.read(_COPY_CHUNK):
                         written += len(chunk)
                         if written > MAX_UNPACKED_BYTES:  # headers that lie about sizes
@@ -152,6 +154,8 @@ def _unzip(archive: Path, target: Path) -> None:
                                 "MAX_UNPACKED_BYTES",
                             )
                         dst.write(chunk)
+        for directory in {target, *(p for p in target.rglob("*") if p.is_dir())}:
+            directory.chmod(READABLE_DIR)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
         raise BundleError(f"not a zip file (or a damaged one): {archive.name}: {exc}") from exc
     except NotImplementedError as exc:  # an unsupported compression method

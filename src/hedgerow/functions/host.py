@@ -34,9 +34,11 @@ from hedgerow.functions.policy import State
 from hedgerow.functions.pool import FunctionPool, PoolSettings, PublishFn
 from hedgerow.functions.process import (
     PASSTHROUGH_ENV,
+    RUN_AS_ADVICE,
     UNPRIVILEGED_USERS,
     LaunchPlan,
     choose_unprivileged_user,
+    ensure_function_user,
     find_cgroup_base,
     plan_memory_limit,
     resolve_run_as,
@@ -94,6 +96,8 @@ class FunctionHost:
         self.settings = settings or PoolSettings()
         self._python = python
         self._default_run_as = default_run_as
+        #: Why functions cannot run at all (as root with no unprivileged user), else None.
+        self._refusal: str | None = None
         self.region = region
         self._settle_s = settle_s
         self._use_cgroups = memory_cgroups
@@ -111,22 +115,30 @@ class FunctionHost:
 
     # -- lifetime -----------------------------------------------------------------------------
 
+    async def _choose_user_as_root(self) -> None:
+        """Functions never run as root: with no user configured, the dedicated user (made
+        if missing) or another unprivileged one that can run functions here; with none,
+        functions are refused (``_refusal``) while the rest of the core keeps running."""
+        if self._default_run_as is None:
+            await ensure_function_user()
+            self._default_run_as = await choose_unprivileged_user(
+                self._python, self.work_dir, _source_root()
+            )
+        if not self._default_run_as:
+            self._refusal = (
+                "the core runs as root and functions must not: no unprivileged user "
+                f"({', '.join(UNPRIVILEGED_USERS)}) can run {self._python} here; " + RUN_AS_ADVICE
+            )
+            log.error("functions_refused reason=%s", self._refusal)
+
     async def __aenter__(self) -> FunctionHost:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         if self._use_cgroups and self._cgroup_base is None:
             self._cgroup_base = find_cgroup_base()
         elif not self._use_cgroups:
             self._cgroup_base = None
-        if self._default_run_as is None and os.geteuid() == 0:
-            self._default_run_as = await choose_unprivileged_user(
-                self._python, self.work_dir, _source_root()
-            )
-            if self._default_run_as is None:
-                log.warning(
-                    "functions_run_as_root reason=no unprivileged user (%s) can run %s here",
-                    ", ".join(UNPRIVILEGED_USERS),
-                    self._python,
-                )
+        if os.geteuid() == 0:
+            await self._choose_user_as_root()
         log.info(
             "function_host_started memory_limit=%s default_user=%s",
             self.memory_backend,
@@ -293,9 +305,14 @@ class FunctionHost:
         return arns.function_arn(spec.name, spec.version, self.region)
 
     def _plan(self, spec: FunctionSpec, bundle: PreparedBundle, token: str) -> LaunchPlan:
-        run_as = resolve_run_as(
-            spec.run_as or self._default_run_as or None, is_root=os.geteuid() == 0
-        )
+        is_root = os.geteuid() == 0
+        run_as = resolve_run_as(spec.run_as or self._default_run_as or None, is_root=is_root)
+        if is_root and (run_as is None or run_as.uid == 0):
+            raise LaunchError(
+                self._refusal
+                or f"function {spec.name!r} would run as root (run_as {spec.run_as!r}); "
+                + RUN_AS_ADVICE
+            )
         cwd = self.work_dir / "functions" / spec.name
         cwd.mkdir(parents=True, exist_ok=True)
         if run_as is not None:

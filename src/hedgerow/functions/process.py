@@ -153,21 +153,69 @@ def resolve_run_as(run_as: str | None, *, is_root: bool) -> RunAs | None:
     return RunAs(uid, gid)
 
 
-UNPRIVILEGED_USERS: Final = ("hedgerow", "ggc_user", "nobody")
+#: The dedicated user functions run as when the core runs as root and no user is configured
+#: (created as a system user with its own group, no home, no login shell, when missing).
+FUNCTION_USER: Final = "hedgerow-fn"
+UNPRIVILEGED_USERS: Final = (FUNCTION_USER, "hedgerow", "ggc_user")
 PROBE_TIMEOUT_S: Final = 10.0
+USERADD_TIMEOUT_S: Final = 30.0
+#: What the core tells an operator when functions would otherwise run as root.
+RUN_AS_ADVICE: Final = (
+    f"create an unprivileged user (useradd --system --user-group {FUNCTION_USER}) that can "
+    "read the Python installation, or set functions.run_as_user in the core's config"
+)
+
+
+async def ensure_function_user(name: str = FUNCTION_USER) -> str | None:
+    """Make sure the dedicated user exists (as root: ``useradd --system`` when missing);
+    its name, or None when it neither exists nor can be created (the reason is logged)."""
+    try:
+        pwd.getpwnam(name)
+        return name
+    except KeyError:
+        pass
+    argv = ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir",
+            "/nonexistent", "--shell", "/usr/sbin/nologin", "--comment",
+            "Hedgerow functions", name]  # fmt: skip
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(USERADD_TIMEOUT_S):
+            _, err = await proc.communicate()
+    except (OSError, TimeoutError) as exc:
+        log.warning("function_user_not_created user=%s error=%s", name, exc)
+        return None
+    try:
+        pwd.getpwnam(name)  # another core on this host may have created it meanwhile
+    except KeyError:
+        log.warning(
+            "function_user_not_created user=%s status=%s error=%s",
+            name,
+            proc.returncode,
+            err.decode(errors="replace").strip(),
+        )
+        return None
+    log.info("function_user_created user=%s", name)
+    return name
 
 
 async def can_run_as(user: str, python: str, work_dir: Path, source_root: str) -> bool:
-    """Once switched to ``user``, can a worker import the runtime and the standard library
-    and read ``work_dir``? (The worker switches itself: ``worker.drop_privileges``.)"""
+    """Once switched to ``user`` the way a worker switches (``worker.drop_privileges``), can
+    it import the runtime and the standard library and read ``work_dir``?"""
     try:
         run_as = resolve_run_as(user, is_root=True)
     except LaunchError:
         return False
     assert run_as is not None
     script = (
-        "import os, sys; os.setgroups([]); os.setgid(int(sys.argv[2])); os.setuid(int(sys.argv[3]));"
-        " import decimal, hedgerow.functions.worker; os.listdir(sys.argv[1])"
+        "import os, sys; sys.path.insert(0, sys.argv[1]);"
+        " from hedgerow.functions.worker import drop_privileges;"
+        " drop_privileges(sys.argv[3] + ':' + sys.argv[2]);"
+        " import decimal, email.mime.text; os.listdir(sys.path[0])"
     )
     try:
         proc = await asyncio.create_subprocess_exec(

@@ -12,6 +12,8 @@ batches. A watchdog thread ends the process when a handler overruns its timeout.
 from __future__ import annotations
 
 import base64
+import contextlib
+import importlib
 import itertools
 import json
 import logging
@@ -401,11 +403,49 @@ def module_context(topic: str = "") -> Context:
 
 
 def drop_privileges(spec: str) -> None:
-    """Become ``uid:gid`` with no supplementary groups (irreversible)."""
+    """Become ``uid:gid`` with no supplementary groups (irreversible).
+
+    Directories on ``sys.path`` that the new user cannot reach (an interpreter installed
+    under a private home such as ``/root/.pyenv``, a data directory inside ``/root``) stay
+    importable: each is opened before the switch and, when the user cannot reach it by
+    name, replaced by ``/proc/self/fd/N`` — the directory's own mode still applies, only
+    the private parents are stepped over. Nothing else of the core's becomes readable.
+    """
     uid, _, gid = spec.partition(":")
+    held: dict[str, int] = {}
+    for entry in sys.path:
+        if entry and entry not in held and os.path.isdir(entry):
+            with contextlib.suppress(OSError):
+                held[entry] = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     os.setgroups([])
     os.setgid(int(gid))
     os.setuid(int(uid))
+    _reach_held_dirs(held)
+
+
+def _reach_held_dirs(held: dict[str, int]) -> None:
+    moved: dict[str, str] = {}
+    for entry, fd in held.items():
+        if os.access(entry, os.R_OK | os.X_OK):
+            os.close(fd)
+        else:
+            moved[entry] = f"/proc/self/fd/{fd}"
+    if not moved:
+        return
+
+    def reach(path: str) -> str:
+        for old, new in moved.items():
+            if path == old or path.startswith(old + os.sep):
+                return new + path[len(old) :]
+        return path
+
+    sys.path[:] = [reach(p) for p in sys.path]
+    for module in list(sys.modules.values()):  # packages imported before the switch
+        search = getattr(module, "__path__", None)
+        if isinstance(search, list):
+            search[:] = [reach(p) for p in search]
+    sys.path_importer_cache.clear()
+    importlib.invalidate_caches()
 
 
 def _limit_memory(limit: int | None) -> None:
@@ -415,10 +455,16 @@ def _limit_memory(limit: int | None) -> None:
 
 def main() -> None:
     run_as = os.environ.pop("HEDGEROW_RUN_AS", "")
-    if run_as:  # first of all: no function code may run with the core's privileges
-        drop_privileges(run_as)
     config = WorkerConfig.from_json(os.environ.pop("HEDGEROW_WORKER"))
     fd = int(os.environ.pop("HEDGEROW_IPC_FD"))
+    paths = [config.code_dir]
+    if config.deps_dir:
+        paths.append(config.deps_dir)
+    if config.v1_path:
+        paths.append(config.v1_path)
+    sys.path[:0] = paths
+    if run_as:  # before any function code: it never runs with the core's privileges
+        drop_privileges(run_as)
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.INFO,
@@ -428,12 +474,6 @@ def main() -> None:
     _limit_memory(config.rlimit_as)
     sock = socket.socket(fileno=fd)
     channel = Channel(sock)
-    paths = [config.code_dir]
-    if config.deps_dir:
-        paths.append(config.deps_dir)
-    if config.v1_path:
-        paths.append(config.v1_path)
-    sys.path[:0] = paths
     worker = Worker(config, channel)
     _WORKER.append(worker)
     threading.Thread(target=channel.read_forever, name="ipc-reader", daemon=True).start()
