@@ -15,6 +15,7 @@ from hedgerow import certinfo, pki
 from hedgerow.client import Client, ClientError, ConnectError, PublishError
 from hedgerow.core.config import load_config
 from hedgerow.core.daemon import CoreDaemon
+from hedgerow.core.status import heartbeat, prometheus
 
 from ..conftest import free_port
 from .fakecloud import CORE, FakeCloud
@@ -455,3 +456,32 @@ async def test_two_cores_on_one_host_with_default_metrics_do_not_collide(
     # stopped: the address is gone, nobody is told to look there
     assert not a.config.metrics_address_file.exists()
     assert a.config.metrics_endpoint() is None
+
+
+async def test_components_start_in_order_and_health_follows_the_functions(
+    cloud: FakeCloud, tmp_path: Path
+) -> None:
+    from hedgerow.lifecycle import Health, State
+
+    art = function_zip("upper")
+    async with running_core(cloud, tmp_path / "core") as core:
+        assert list(core.components.states()) == [
+            "identity", "spool", "certificate", "broker", "functions", "router",
+            "deployment", "local-endpoint", "background", "metrics",
+        ]  # fmt: skip
+        assert set(core.components.states().values()) == {State.RUNNING}
+        await cloud.deploy(
+            document("d-1", functions=(function_entry("upper", art),)), artifacts=(art,)
+        )
+        await deployed(cloud, core, "d-1")
+        assert core.agent.current is not None and core.agent.current.deployment_id == "d-1"
+        assert core.health() is Health.HEALTHY
+        assert json.loads(heartbeat(core.snapshot()))["health"] == "healthy"
+        runtime = core.functions
+        assert isinstance(runtime, FakeRuntime)
+        runtime.broken.add("upper")
+        assert core.health() is Health.BROKEN
+        assert 'hedgerow_core_component_up{component="broker",state="RUNNING"} 1' in prometheus(
+            core.snapshot()
+        )
+    assert set(core.components.states().values()) == {State.STOPPED}

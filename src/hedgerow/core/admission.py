@@ -71,6 +71,16 @@ class Admission:
         self.denied_publish = 0
         self.denied_subscribe = 0
 
+    def set_deployment(self, table: RoutingTable, things: Iterable[str]) -> None:
+        """A deployment took effect: its routes and its things (those connected that are no
+        longer admitted are the caller's to disconnect: ``still_admitted``)."""
+        self.table = table
+        self.things = frozenset(things)
+
+    def set_revoked(self, fingerprints: Iterable[str]) -> None:
+        """The revoked certificates' fingerprints, as the cloud lists them now."""
+        self.revoked = frozenset(fingerprints)
+
     def _refuse(self, reason: str, message: str, info: ConnectInfo) -> Refused:
         self.refused[reason] = self.refused.get(reason, 0) + 1
         log.warning(

@@ -1,14 +1,20 @@
-"""The composition root: ``CoreDaemon(config)`` wires every part and runs them in one TaskGroup.
+"""The composition root: ``CoreDaemon(config)`` wires every part and runs them in order.
 
     async with CoreDaemon(config) as core:
         await core.stopped.wait()
 
-Start order: identities and the spool (recovering the intake log) → the server certificate
-(asked from the cloud only when missing or due) → the last good deployment from disk →
-the local endpoint → background tasks: cloud connector, deployment worker, deployment
-poll, certificate renewal, heartbeat, metrics, systemd watchdog. Without the cloud
-everything local keeps working: devices are admitted and routed, cloud-bound messages
-wait in the spool.
+The parts are components (``core/lifecycle.py``), started in this order and stopped in
+reverse: ``identity`` (the core's files, the cloud API client) → ``spool`` (recovering the
+intake log; flushed last at stop) → ``certificate`` (asked from the cloud only when missing)
+→ ``broker`` (with admission) → ``functions`` (and the shadow) → ``router`` →
+``deployment`` (the last good deployment from disk, verified again) → ``local-endpoint``
+→ ``background`` (one TaskGroup: cloud connector, deployment worker and poll, certificate
+renewal, heartbeat, systemd watchdog) → ``metrics``. A part that fails to start stops
+those before it. ``health()`` is derived from the components' and functions' states
+(``hedgerow.lifecycle.State``). Parts are changed through their methods only
+(``admission.set_deployment``, ``router.set_table``, ...). Without the cloud everything
+local keeps working: devices are admitted and routed, cloud-bound messages wait in the
+spool.
 
 The daemon does not load ``cryptography`` (about 12 MB resident for the whole year):
 certificates are read with ``hedgerow.certinfo``, TLS contexts come from
@@ -24,8 +30,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
@@ -34,6 +39,7 @@ from hedgerow import certinfo
 from hedgerow.backoff import BackoffPolicy
 from hedgerow.broker import Broker, BrokerConfig
 from hedgerow.certinfo import CertInfo, CertInfoError
+from hedgerow.lifecycle import BROKEN_STATES, HEALTHY_STATES, Health, health_of, parse_state
 from hedgerow.tlscontext import client_context
 
 from . import keytool, service
@@ -50,6 +56,7 @@ from .config import CORE_CERT, CORE_KEY, DEPLOY_VERIFY, METRICS_AUTO, ROOT_CA, C
 from .connector import CloudConnector, core_topic
 from .deployment import DeploymentAgent, DeploymentDocument, DeploymentStore
 from .errors import CertificateError, CloudAPIError, ConfigError, CoreError
+from .lifecycle import Components, Step
 from .router import Router, SpoolWriter
 from .routing import CLOUD, SHADOW, RoutingTable
 from .spool import IntakeLog, MemorySpool, Spool, SqliteSpool
@@ -57,8 +64,7 @@ from .status import MetricsServer, Snapshot, heartbeat
 
 log = logging.getLogger(__name__)
 
-HEALTHY_STATES = frozenset({"running", "idle", "ready", "waiting", "stopped"})
-BROKEN_STATES = frozenset({"broken", "fatal", "failed", "error", "crashed"})
+_HEALTH_ORDER = [Health.BROKEN, Health.PENDING, Health.HEALTHY]  # worst first
 
 
 class FunctionRuntime(Protocol):
@@ -68,7 +74,9 @@ class FunctionRuntime(Protocol):
 
     async def deliver(self, name: str, topic: str, payload: bytes, source: str) -> None: ...
 
-    def states(self) -> Mapping[str, str]: ...
+    def states(self) -> Mapping[str, str]:
+        """Each function's ``hedgerow.lifecycle.State`` by name (its value, e.g. RUNNING)."""
+        ...
 
 
 PublishFn = Callable[[str, str, bytes], None]
@@ -142,8 +150,7 @@ class CoreApplier:
         await d.functions.apply(specs, by_name)
         d.table = table
         d.router.set_table(table)
-        d.admission.table = table
-        d.admission.things = frozenset(doc.things)
+        d.admission.set_deployment(table, doc.things)
         dropped = d.broker.disconnect_where(
             lambda i: not d.admission.still_admitted(i), "no longer admitted"
         )
@@ -157,11 +164,13 @@ class CoreApplier:
         deadline = time.monotonic() + limit_s
         delay = 0.02
         while True:
-            states = {n: str(self.d.functions.states().get(n, "missing")).lower() for n in names}
-            broken = {n: s for n, s in states.items() if s in BROKEN_STATES}
+            reported = self.d.functions.states()
+            states = {n: str(reported.get(n, "missing")).lower() for n in names}
+            parsed = [parse_state(state) for state in states.values()]
+            broken = {n: s for n, s in states.items() if parse_state(s) in BROKEN_STATES}
             if broken:
                 return f"functions not healthy: {broken}"
-            if all(s in HEALTHY_STATES for s in states.values()):
+            if all(state in HEALTHY_STATES for state in parsed):
                 return None
             if time.monotonic() >= deadline:
                 return f"functions not ready within {limit_s:g} s: {states}"
@@ -189,7 +198,7 @@ class CoreDaemon:
         self.metrics_address: tuple[str, int] | None = None
         self.connector: CloudConnector | None = None
         self.table = RoutingTable()
-        self._stack = AsyncExitStack()
+        self.components = self._components()
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._certificate_lock = asyncio.Lock()
@@ -199,12 +208,25 @@ class CoreDaemon:
 
     # ---- lifecycle --------------------------------------------------------------------
 
+    def _components(self) -> Components:
+        """The core's parts in start order (stopped in reverse)."""
+        return Components([
+            Step("identity", self._open_identity),
+            Step("spool", self._open_spool_and_intake),
+            Step("certificate", self._open_certificate),
+            Step("broker", self._open_broker),
+            Step("functions", self._open_functions),
+            Step("router", self._open_router),
+            Step("deployment", self._open_deployment),
+            Step("local-endpoint", self._open_local_endpoint),
+            Step("background", self._open_background),
+            Step("metrics", self._open_metrics),
+        ])  # fmt: skip
+
     async def __aenter__(self) -> CoreDaemon:
-        try:
-            await self._start()
-        except BaseException:
-            await self._stack.aclose()
-            raise
+        await self.components.start()
+        self.ready.set()
+        service.sd_notify("READY=1")
         return self
 
     async def __aexit__(
@@ -213,17 +235,30 @@ class CoreDaemon:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await self._stack.aclose()
+        await self.components.stop()
 
     def spawn(self, coro: Any, name: str) -> None:
         assert self._tg is not None
         self._tasks.append(self._tg.create_task(coro, name=name))
 
-    async def _start(self) -> None:
+    def health(self) -> Health:
+        """The core's health: its components' and its functions' states (worst wins)."""
+        functions = health_of(
+            state
+            for state in map(parse_state, self.functions_states().values())
+            if state is not None
+        )
+        component = self.components.health()
+        return min(functions, component, key=_HEALTH_ORDER.index)
+
+    def functions_states(self) -> Mapping[str, str]:
+        runtime: FunctionRuntime | None = getattr(self, "functions", None)
+        return runtime.states() if runtime is not None else {}
+
+    @contextlib.asynccontextmanager
+    async def _open_identity(self) -> AsyncIterator[None]:
+        """The core's files, the cloud's root and deployment key, the cloud API client."""
         c = self.config
-        stack = self._stack
         for name in (CORE_CERT, CORE_KEY, ROOT_CA, DEPLOY_VERIFY):
             _read(c, name)
         try:
@@ -231,45 +266,71 @@ class CoreDaemon:
         except CertInfoError as exc:
             raise ConfigError(ROOT_CA, f"not a PEM certificate: {exc}") from exc
         try:
-            verify_key = keytool.ed25519_public_key_from_pem(_read(c, DEPLOY_VERIFY))
+            self.verify_key = keytool.ed25519_public_key_from_pem(_read(c, DEPLOY_VERIFY))
         except ValueError as exc:
             raise ConfigError(DEPLOY_VERIFY, f"not an Ed25519 public key: {exc}") from exc
         self.cloud_tls = client_context(
             str(c.file(ROOT_CA)), str(c.file(CORE_CERT)), str(c.file(CORE_KEY))
         )
-        if self._api is None:
-            http_api = HttpCloudAPI(c.cloud.https, self.cloud_tls)
-            stack.push_async_callback(http_api.aclose)
-            self._api = http_api
-        self.api: CloudAPI = self._api
+        if self._api is not None:
+            self.api: CloudAPI = self._api
+            yield
+            return
+        http_api = HttpCloudAPI(c.cloud.https, self.cloud_tls)
+        self.api = http_api
+        try:
+            yield
+        finally:
+            await http_api.aclose()
 
-        # spool, with what a crash left in the intake log
+    @contextlib.asynccontextmanager
+    async def _open_spool_and_intake(self) -> AsyncIterator[None]:
+        """The spool, with what a crash left in the intake log."""
+        c = self.config
         self.spool = self._open_spool()
-        stack.callback(self.spool.close)
-        intake_path = c.data_dir / "intake.log"
-        recovered, last = IntakeLog.recover(intake_path, self.spool.mark())
-        self.spool.append_many(recovered, last)
-        if recovered:
-            log.info("core.spool.recovered count=%d", len(recovered))
-        intake = IntakeLog(intake_path, start=last)
-        intake.reset()
-        stack.callback(intake.close)
-        # runs after the broker closed (LIFO): what the last devices sent is committed
-        stack.callback(self._final_flush)
+        try:
+            intake_path = c.data_dir / "intake.log"
+            recovered, last = IntakeLog.recover(intake_path, self.spool.mark())
+            self.spool.append_many(recovered, last)
+            if recovered:
+                log.info("core.spool.recovered count=%d", len(recovered))
+            self._intake = IntakeLog(intake_path, start=last)
+            try:
+                self._intake.reset()
+                yield
+                # stops after the broker (reverse order): what the last devices sent is
+                # committed
+                self._final_flush()
+            finally:
+                self._intake.close()
+        finally:
+            self.spool.close()
 
-        # server certificate
+    @contextlib.asynccontextmanager
+    async def _open_certificate(self) -> AsyncIterator[None]:
+        """The server certificate (asked from the cloud only when missing)."""
+        c = self.config
         self.server_identity = ServerIdentity(c.data_dir / "server", c.file(ROOT_CA))
         await self._ensure_certificate()
+        yield
 
-        # admission, broker, router, functions, shadow
+    @contextlib.asynccontextmanager
+    async def _open_broker(self) -> AsyncIterator[None]:
+        """Admission (who may connect, publish, subscribe) and the local broker."""
         self.admission = Admission(self.roots, revoked=self._load_revocations())
-        self.broker = await stack.enter_async_context(
-            Broker(
-                BrokerConfig(deny_policy=c.local.deny_policy),
-                authenticator=self.admission,
-                authorizer=self.admission,
-            )  # fmt: skip
-        )
+        async with Broker(
+            BrokerConfig(deny_policy=self.config.local.deny_policy),
+            authenticator=self.admission,
+            authorizer=self.admission,
+        ) as broker:
+            self.broker = broker
+            yield
+
+    @contextlib.asynccontextmanager
+    async def _open_functions(self) -> AsyncIterator[None]:
+        """The shadow service and the function runtime (which reaches the shadow through
+        its own ``Shadows`` protocol)."""
+        c = self.config
         if self._shadow is None:
             from .shadow import ShadowService
 
@@ -277,47 +338,67 @@ class CoreDaemon:
         run_as = c.functions.run_as_user
         if run_as and c.functions.run_as_group:
             run_as = f"{run_as}:{c.functions.run_as_group}"
-        self.functions: FunctionRuntime = await stack.enter_async_context(
-            self._runtime_factory(
-                c.data_dir / "functions",
-                self._function_publish,
-                self._shadow,
-                c.name,
-                shadow_publish=self._shadow_publish,
-                default_run_as=run_as,
-            )
-        )
-        self.spool_writer = SpoolWriter(self.spool, intake, self._spool_committed)
-        self.router = await stack.enter_async_context(
-            Router(
-                self.table,
-                cloud=self.spool_writer,
-                local=_BrokerBus(self.broker),
-                functions=self.functions,
-                shadow=self._shadow,
-            )  # fmt: skip
-        )
-        self.broker.add_interceptor(self.router.intercept)
+        async with self._runtime_factory(
+            c.data_dir / "functions",
+            self._function_publish,
+            self._shadow,
+            c.name,
+            shadow_publish=self._shadow_publish,
+            default_run_as=run_as,
+        ) as runtime:
+            self.functions: FunctionRuntime = runtime
+            yield
 
-        # the last good deployment
+    @contextlib.asynccontextmanager
+    async def _open_router(self) -> AsyncIterator[None]:
+        """The router between devices, functions, the shadow and the cloud's spool."""
+        self.spool_writer = SpoolWriter(self.spool, self._intake, self._spool_committed)
+        async with Router(
+            self.table,
+            cloud=self.spool_writer,
+            local=_BrokerBus(self.broker),
+            functions=self.functions,
+            shadow=self._shadow,
+        ) as router:
+            self.router = router
+            remove = self.broker.add_interceptor(self.router.intercept)
+            try:
+                yield
+            finally:
+                remove()
+
+    @contextlib.asynccontextmanager
+    async def _open_deployment(self) -> AsyncIterator[None]:
+        """The deployment agent, and the last good deployment from disk (verified again)."""
+        c = self.config
         self.agent = DeploymentAgent(
             api=self.api,
             store=DeploymentStore(c.data_dir / "deployments"),
             applier=CoreApplier(self),
             report=self._report_status,
-            verify_key=verify_key,
+            verify_key=self.verify_key,
             core=c.name,
             group=c.group,
             health_timeout=c.deployment.health_timeout,
         )
         await self.agent.restore()
+        yield
 
-        # local endpoint
+    @contextlib.asynccontextmanager
+    async def _open_local_endpoint(self) -> AsyncIterator[None]:
+        """The devices' TLS listener (closed with the broker)."""
+        c = self.config
         self.local_address = await self.broker.listen(
             c.local.host, c.local.port, ssl=self.server_identity.context()
         )
         log.info("core.local.listening address=%s:%s", *self.local_address)
+        yield
 
+    @contextlib.asynccontextmanager
+    async def _open_background(self) -> AsyncIterator[None]:
+        """The cloud connector and the loops: deployments, certificates, heartbeat,
+        systemd watchdog — one TaskGroup, cancelled at stop."""
+        c = self.config
         self.connector = CloudConnector(
             core=c.name,
             host=c.cloud.mqtt.host,
@@ -331,21 +412,37 @@ class CoreDaemon:
             inflight=c.connector.inflight,
             backoff=BackoffPolicy(c.connector.backoff_base, c.connector.backoff_cap),
         )
-        self._tg = await stack.enter_async_context(asyncio.TaskGroup())
-        self.spawn(self.connector.run(), "cloud-connector")
-        self.spawn(self.agent.run(), "deployment-agent")
-        self.spawn(self._poll_deployments(), "deployment-poll")
-        self.spawn(self._certificate_loop(), "certificate-renewal")
-        self.spawn(self._heartbeat_loop(), "heartbeat")
-        if c.status.metrics_port:
-            await self._start_metrics()
-        interval = service.watchdog_interval()
-        if interval:
-            self.spawn(self._watchdog(interval), "systemd-watchdog")
-        self.ready.set()
-        service.sd_notify("READY=1")
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            self.spawn(self.connector.run(), "cloud-connector")
+            self.spawn(self.agent.run(), "deployment-agent")
+            self.spawn(self._poll_deployments(), "deployment-poll")
+            self.spawn(self._certificate_loop(), "certificate-renewal")
+            self.spawn(self._heartbeat_loop(), "heartbeat")
+            interval = service.watchdog_interval()
+            if interval:
+                self.spawn(self._watchdog(interval), "systemd-watchdog")
+            try:
+                yield
+            finally:
+                for task in self._tasks:
+                    task.cancel()
 
-    async def _start_metrics(self) -> None:
+    @contextlib.asynccontextmanager
+    async def _open_metrics(self) -> AsyncIterator[None]:
+        if not self.config.status.metrics_port:
+            yield
+            return
+        metrics = await self._start_metrics()
+        try:
+            yield
+        finally:
+            if metrics is not None:
+                await metrics.close()
+                if self.config.status.metrics_port == METRICS_AUTO:
+                    self.config.metrics_address_file.unlink(missing_ok=True)
+
+    async def _start_metrics(self) -> MetricsServer | None:
         """The metrics listener: on the configured port, or with ``"auto"`` on a free one
         whose ``host:port`` is written to ``metrics.address`` in the data directory (two
         cores on one host never collide; ``core check`` reads the file)."""
@@ -364,14 +461,13 @@ class CoreDaemon:
                 port,
                 exc,
             )
-            return
-        self._stack.push_async_callback(metrics.close)
+            return None
         host, bound = self.metrics_address
         if auto:
             shown = f"[{host}]" if ":" in host else host
             write_atomic(c.metrics_address_file, f"{shown}:{bound}\n".encode())
-            self._stack.callback(c.metrics_address_file.unlink, missing_ok=True)
         log.info("core.metrics.listening address=%s:%s", host, bound)
+        return metrics
 
     def _final_flush(self) -> None:
         writer: SpoolWriter | None = getattr(self, "spool_writer", None)
@@ -523,7 +619,7 @@ class CoreDaemon:
             self.router.dispatch(CLOUD, topic, payload, 1)
 
     def set_revocations(self, fingerprints: Sequence[str]) -> None:
-        self.admission.revoked = frozenset(fingerprints)
+        self.admission.set_revoked(fingerprints)
         write_atomic(
             self.config.data_dir / "revocations.json", json.dumps(sorted(fingerprints)).encode()
         )
@@ -591,6 +687,8 @@ class CoreDaemon:
             deployment=current.deployment_id if current else None,
             cloud_connected=bool(self.connector and self.connector.connected.is_set()),
             refused=tuple(r.as_dict() for r in self.agent.refused),
+            health=self.health().value,
+            components={name: state.value for name, state in self.components.states().items()},
         )
 
     def _send_heartbeat(self) -> None:

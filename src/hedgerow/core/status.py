@@ -34,11 +34,15 @@ class Snapshot:
     cloud_connected: bool = False
     #: Deployments refused at the last start (``Refusal.as_dict()``): the cloud redeploys.
     refused: tuple[Mapping[str, str], ...] = ()
+    #: The core's own health (``hedgerow.lifecycle.Health``) and its components' states.
+    health: str = "healthy"
+    components: Mapping[str, str] = field(default_factory=dict)
     version: str = field(default=__version__)
 
 
 def heartbeat(s: Snapshot) -> bytes:
-    """The heartbeat JSON: version, uptime, devices, functions, spool depth, counters, and
+    """The heartbeat JSON: version, uptime, devices, functions, spool depth, the core's
+    health, counters, and
     ``refused`` (deployments on disk that did not verify at start) when there are any."""
     body: dict[str, Any] = {
         "version": s.version,
@@ -47,6 +51,7 @@ def heartbeat(s: Snapshot) -> bytes:
         "functions": dict(s.functions),
         "spool": s.spool.get("depth", 0),
         "deployment": s.deployment,
+        "health": s.health,
         "counters": {k: v for k, v in s.counters.items() if v},
     }
     if s.refused:
@@ -78,6 +83,12 @@ def prometheus(s: Snapshot) -> str:
         up = int(state.lower() == "running")
         lines.append(
             f'hedgerow_core_function_up{{function="{_label(name)}",state="{_label(state)}"}} {up}'
+        )
+    lines.append("# TYPE hedgerow_core_component_up gauge")
+    for name, state in sorted(s.components.items()):
+        up = int(state == "RUNNING")
+        lines.append(
+            f'hedgerow_core_component_up{{component="{_label(name)}",state="{_label(state)}"}} {up}'
         )
     lines.append("# TYPE hedgerow_core_subscription_messages_total counter")
     for source, topic, target, count in s.subscriptions:

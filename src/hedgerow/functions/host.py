@@ -18,7 +18,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 import hedgerow
 from hedgerow.functions.bundle import PreparedBundle, prepare_bundle, remove_unused
@@ -50,8 +50,26 @@ from hedgerow.functions.v1.env import v1_environment
 from hedgerow.functions.v1.server import V1Server
 from hedgerow.functions.v1.server import parse_topic as parse_shadow_topic
 
-if TYPE_CHECKING:
-    from hedgerow.core.shadow import ShadowService
+
+class ShadowReplyLike(Protocol):
+    """One shadow request's outcome, as the function runtime reads it."""
+
+    @property
+    def accepted(self) -> bool: ...
+
+    @property
+    def document(self) -> Any: ...
+
+    @property
+    def messages(self) -> Sequence[tuple[str, bytes]]: ...
+
+
+class Shadows(Protocol):
+    """What the runtime needs of a shadow service (the core's ``ShadowService`` is one):
+    the runtime owns this protocol and imports nothing of the core."""
+
+    def request(self, thing: str, operation: str, payload: bytes) -> ShadowReplyLike: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +95,7 @@ class FunctionHost:
         work_dir: Path,
         *,
         publish: PublishFn,
-        shadow: ShadowService | None = None,
+        shadow: Shadows | None = None,
         thing_name: str = "",
         shadow_publish: ShadowPublishFn | None = None,
         settings: PoolSettings | None = None,

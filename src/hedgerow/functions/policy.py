@@ -3,7 +3,8 @@
 A function is STARTING until its worker says READY, then RUNNING. A crash (the worker
 process died when it should not have) moves it to BACKOFF for a delay that doubles with
 each crash (capped); after ``max_crashes`` crashes within ``window_s`` it is BROKEN and
-is not restarted until it is deployed again. An invocation timeout replaces the worker
+is not restarted until it is deployed again. ``State`` is the one enum the core's
+components share (``hedgerow.lifecycle``). An invocation timeout replaces the worker
 without counting as a crash. No clock, no I/O: callers pass ``now``.
 """
 
@@ -15,15 +16,7 @@ from enum import Enum
 from typing import Final
 
 from hedgerow.functions.errors import FunctionsError
-
-
-class State(Enum):
-    STARTING = "STARTING"
-    RUNNING = "RUNNING"
-    BACKOFF = "BACKOFF"
-    BROKEN = "BROKEN"
-    STOPPING = "STOPPING"
-    STOPPED = "STOPPED"
+from hedgerow.lifecycle import State as State  # the one state enum, shared with the core
 
 
 class Event(Enum):
