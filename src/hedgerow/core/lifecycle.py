@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -92,7 +92,7 @@ class Components:
         self._components = list(components)
         self._started: list[Component] = []
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[Component]:
         return iter(self._components)
 
     async def start(self) -> None:
