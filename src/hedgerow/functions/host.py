@@ -84,9 +84,11 @@ class FunctionHost:
     """Runs the deployed functions of one core (an async context manager).
 
     ``default_run_as`` is the user for functions without ``run_as``: None (the default)
-    means, when the core runs as root, the first of ``hedgerow``, ``ggc_user``, ``nobody``
-    that can run functions here (probed at start; else the core's user, with a warning);
-    ``""`` means never switch. ``memory_cgroups=False`` forces RLIMIT_AS; ``cgroup_base``
+    means, when the core runs as root, the dedicated ``hedgerow-fn`` (created if missing),
+    else the first of ``hedgerow``, ``ggc_user`` that can run functions here (probed at
+    start). Functions never run as root: with no such user, or ``""`` (no default user),
+    a deployment whose functions name no ``run_as`` fails with advice; not being root,
+    functions run as the core's user. ``memory_cgroups=False`` forces RLIMIT_AS; ``cgroup_base``
     names a delegated cgroup v2 directory instead of detecting one.
     """
 
