@@ -337,3 +337,33 @@ async def test_live_stream_sends_new_messages(cloud: Cloud, tmp_path: Path) -> N
         and event["payload"] == "after"
         and event["core"] == "pi-1"
     )
+
+
+async def test_a_refusal_in_the_heartbeat_brings_the_latest_deployment_again(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    """The core refused its deployment on disk at restart (it did not verify) and runs an
+    older one: the cloud announces its latest deployment again — the same id it announced
+    before — so the core fetches it afresh."""
+    cert, key, _ = await setup_group(cloud, tmp_path)
+    first = await cloud.ok("POST", "/api/v1/groups/factory-1/deployments", json={})
+    latest = await cloud.ok("POST", "/api/v1/groups/factory-1/deployments", json={})
+    async with core_client(cloud, cert, key) as core:
+        await core.subscribe("$hedgerow/cores/pi-1/deployments", qos=1)
+        async with asyncio.timeout(WAIT):
+            retained = await core.get_message()
+        assert retained.retain
+        assert json.loads(retained.payload) == {"deployment_id": latest["deployment_id"]}
+        refusal = {
+            "deployment_id": latest["deployment_id"],
+            "file": f"{latest['deployment_id']}.json",
+            "reason": "the signature does not verify",
+        }
+        beat = {"version": "0.1.0", "deployment": first["deployment_id"], "refused": [refusal]}
+        await core.publish("$hedgerow/cores/pi-1/heartbeat", json.dumps(beat), qos=0)
+        async with asyncio.timeout(WAIT):
+            again = await core.get_message()
+        assert not again.retain  # sent now, not the retained copy
+        assert json.loads(again.payload) == {"deployment_id": latest["deployment_id"]}
+    heartbeat = (await cloud.ok("GET", "/api/v1/cores/pi-1"))["heartbeat"]
+    assert heartbeat["refused"] == [refusal]
