@@ -8,6 +8,8 @@
   ├─ ``Conflict``       (409) a duplicate, or an object in a state that forbids the change
   └─ ``TooLarge``       (413) an upload over the configured limit
 ``ConfigError`` (not an HTTP error): an unusable ``config.toml`` or data directory.
+``SecretError`` (500): a sealed secret cannot be opened (wrong or missing key-encryption
+key, a blob altered or moved to another record) or the keyring file cannot be used.
 """
 
 from __future__ import annotations
@@ -62,3 +64,7 @@ class TooLarge(CloudError):
 
 class ConfigError(CloudError):
     """The data directory or its ``config.toml`` cannot be used."""
+
+
+class SecretError(CloudError):
+    """A secret at rest cannot be sealed or opened; ``message`` says what to do."""
