@@ -1,6 +1,8 @@
 """The REST API (Starlette): every registry object, deployments, telemetry, OpenAPI.
 
-All routes under ``/api/v1`` need ``Authorization: Bearer <token>``; errors are JSON
+All routes under ``/api/v1`` need ``Authorization: Bearer <token>`` (a token in the URL is
+refused: URLs end up in proxy logs and browser history); the live stream alone also opens
+with a single-use ticket (``tickets.py``) for ``EventSource`` clients; errors are JSON
 ``{"error": {"status", "message", "field"?}}``. ``/api/openapi.json`` describes the routes
 and ``/api/v1/messages/stream`` sends live telemetry as server-sent events. If
 ``hedgerow.cloud.console`` exists and has ``routes()``, its routes are mounted too.
@@ -29,6 +31,7 @@ from hedgerow import __version__
 from hedgerow.cloud.errors import CloudError, InvalidInput, TooLarge, Unauthorized
 from hedgerow.cloud.services import CloudServices
 from hedgerow.cloud.storage.repository import MAX_PAGE
+from hedgerow.cloud.tickets import TicketPurpose, Tickets
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,12 @@ STREAM_KEEPALIVE_SECONDS = 15.0
 STREAM_BATCH = 500
 
 Handler = Callable[[Request], Awaitable[Response]]
+TICKETS_PATH = "/api/v1/messages/stream/tickets"
+TOKEN_IN_URL = (
+    "the token is not accepted in the URL (proxies and browser history keep URLs): send "
+    "'Authorization: Bearer <token>'; a client that cannot set headers (EventSource) gets "
+    f"a single-use ticket with POST {TICKETS_PATH} and opens the stream with ?ticket="
+)
 
 
 @dataclass
@@ -47,14 +56,27 @@ class ApiContext:
     tokens: Sequence[str]
     max_upload_bytes: int
     status: Callable[[], dict[str, Any]] = dict
+    tickets: Tickets | None = None
     _valid_tokens: set[str] = field(default_factory=set)
 
-    async def authorize(self, request: Request) -> None:
+    async def authorize(self, request: Request, ticket: TicketPurpose | None = None) -> None:
+        """The bearer token from the header; ``ticket``: a single-use ticket may stand in."""
+        if "token" in request.query_params:
+            raise Unauthorized(TOKEN_IN_URL)
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
-        if not header and request.method == "GET" and "token" in request.query_params:
-            # EventSource (the console's live view) cannot send headers
-            scheme, token = "bearer", request.query_params["token"]
+        if not header and "ticket" in request.query_params:
+            value = request.query_params["ticket"]
+            if ticket is None or self.tickets is None:
+                raise Unauthorized(
+                    "a ticket opens only the live stream: send 'Authorization: Bearer <token>'"
+                )
+            if await asyncio.to_thread(self.tickets.redeem, value, ticket):
+                return
+            raise Unauthorized(
+                f"invalid, used or expired ticket: get a new one with POST {TICKETS_PATH} "
+                "(a ticket opens one stream, once, within a minute)"
+            )
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized(
                 "missing token: send 'Authorization: Bearer <token>' (see DATA/admin-token)"
@@ -163,6 +185,8 @@ class Operation:
     handler: Handler
     public: bool = False
     request_body: str | None = None
+    #: a single-use ticket of this purpose may stand in for the token (``?ticket=``)
+    ticket: TicketPurpose | None = None
 
 
 def operations(ctx: ApiContext) -> list[Operation]:
@@ -420,6 +444,21 @@ def operations(ctx: ApiContext) -> list[Operation]:
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
 
+    async def stream_ticket(request: Request) -> Response:
+        if ctx.tickets is None:
+            raise CloudError("tickets are not available on this server")
+        issued = await asyncio.to_thread(ctx.tickets.issue, TicketPurpose.LIVE_STREAM)
+        return JSONResponse(
+            {
+                "ticket": issued.value,
+                "purpose": issued.purpose.value,
+                "expires_in": issued.expires_in,
+                "url": f"/api/v1/messages/stream?ticket={issued.value}",
+            },
+            status_code=201,
+            headers={"cache-control": "no-store"},
+        )
+
     g = "/api/v1/groups/{group}"
     return [
         Operation("GET", "/api/v1/health", "Liveness and version", health, public=True),
@@ -623,8 +662,15 @@ def operations(ctx: ApiContext) -> list[Operation]:
         Operation(
             "GET",
             "/api/v1/messages/stream",
-            "Live telemetry as server-sent events (?filter=)",
+            "Live telemetry as server-sent events (?filter=; EventSource clients: ?ticket=)",
             stream,
+            ticket=TicketPurpose.LIVE_STREAM,
+        ),
+        Operation(
+            "POST",
+            TICKETS_PATH,
+            "A single-use ticket opening the live stream once within 60 s (for EventSource)",
+            stream_ticket,
         ),
     ]
 
@@ -670,8 +716,10 @@ async def _stream(
 def _wrap(op: Operation, ctx: ApiContext) -> Handler:
     async def endpoint(request: Request) -> Response:
         try:
+            if "token" in request.query_params:  # public routes too: never teach it
+                raise Unauthorized(TOKEN_IN_URL)
             if not op.public:
-                await ctx.authorize(request)
+                await ctx.authorize(request, op.ticket)
             return await op.handler(request)
         except CloudError as exc:
             log.info(

@@ -23,13 +23,25 @@ group_ca_overlap_days = 1
 retention_days = 7.0
 [limits]
 max_upload_bytes = 16777216
+[secrets]
+kek_file = ""                 # the key-encryption keyring; empty = DATA/pki/keyring.json
 ```
+
+Secrets at rest: the data directory is 0700 and every file holding a secret (keys, the
+admin token, the keyring, ``config.toml``, the SQLite database and its WAL) is 0600 from
+its creation. ``check_modes`` is run by ``serve``: a secret file readable or writable by
+group or others refuses the start (the message has the ``chmod`` to run); a data
+directory wider than 0700 is a warning.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import logging
+import os
+import shlex
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +57,12 @@ DEFAULT_DEVICE_PORT = 8443
 DEFAULT_MQTT_PORT = 8884
 DEFAULT_MAX_UPLOAD = 16 * 1024 * 1024
 CONFIG_FILE = "config.toml"
+#: Overrides ``[secrets] kek_file`` (the keyring can live outside the data directory).
+KEK_FILE_ENV = "HEDGEROW_CLOUD_KEK_FILE"
+#: Mode bits a secret file must not have: anything for group or others.
+PRIVATE_MASK = 0o077
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -125,6 +143,26 @@ class DataPaths:
     def admin_token(self) -> Path:
         return self.root / "admin-token"
 
+    @property
+    def keyring(self) -> Path:
+        """The default place of the key-encryption keyring (``[secrets] kek_file``)."""
+        return self.pki / "keyring.json"
+
+    @property
+    def secret_files(self) -> tuple[Path, ...]:
+        """Files that must be owner-only (those that exist are checked at start)."""
+        return (
+            self.config,
+            self.admin_token,
+            self.root_ca_key,
+            self.server_key,
+            self.cloud_client_key,
+            self.signing_key,
+            self.database,
+            self.root / "cloud.db-wal",
+            self.root / "cloud.db-shm",
+        )
+
 
 @dataclass(frozen=True)
 class CloudConfig:
@@ -144,6 +182,8 @@ class CloudConfig:
     api_tls: bool | None = None
     #: Share name the ingest workers use on an external broker.
     ingest_share: str = "hedgerow-ingest"
+    #: The key-encryption keyring; empty = ``DATA/pki/keyring.json``.
+    kek_file: str = ""
 
     def __post_init__(self) -> None:
         if not MIN_ROTATION_DAYS <= self.group_ca_rotation_days <= MAX_ROTATION_DAYS:
@@ -161,6 +201,13 @@ class CloudConfig:
     @property
     def paths(self) -> DataPaths:
         return DataPaths(self.data_dir)
+
+    @property
+    def kek_path(self) -> Path:
+        if not self.kek_file:
+            return self.paths.keyring
+        path = Path(self.kek_file).expanduser()
+        return path if path.is_absolute() else self.data_dir / path
 
     @property
     def database_url(self) -> str:
@@ -189,6 +236,7 @@ class CloudConfig:
             },
             "telemetry": {"retention_days": self.retention_days},
             "limits": {"max_upload_bytes": self.max_upload_bytes},
+            "secrets": {"kek_file": self.kek_file},
         }
 
 
@@ -230,6 +278,7 @@ def from_toml(data_dir: Path, data: dict[str, Any]) -> CloudConfig:
             max_upload_bytes=int(
                 data.get("limits", {}).get("max_upload_bytes", DEFAULT_MAX_UPLOAD)
             ),
+            kek_file=str(data.get("secrets", {}).get("kek_file", "")),
         )
     except (TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(f"invalid config in {data_dir / CONFIG_FILE}: {exc}") from exc
@@ -256,6 +305,75 @@ def load(data_dir: Path) -> CloudConfig:
 
 def save(config: CloudConfig) -> None:
     """Write ``config.toml`` (owner-only: a database URL may carry a password)."""
-    path = config.paths.config
-    path.write_text(tomli_w.dumps(config.to_toml()))
-    path.chmod(0o600)
+    write_private(config.paths.config, tomli_w.dumps(config.to_toml()).encode())
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a secret file that is 0600 from its creation (never at the umask's mode)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as stream:
+        os.fchmod(stream.fileno(), 0o600)
+        stream.write(data)
+
+
+def create_private(path: Path) -> None:
+    """Create ``path`` empty and 0600 if it does not exist (SQLite then keeps the mode)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def mode_problems(
+    modes: dict[Path, int], private_dirs: dict[Path, int]
+) -> tuple[list[str], list[str]]:
+    """Pure: refusals for secret files with group/other bits, warnings for wide directories.
+
+    ``modes`` maps each existing secret file to its permission bits, ``private_dirs`` each
+    directory that should be 0700. Returns ``(refusals, warnings)``."""
+    refusals = [
+        f"{path} is {mode:04o}" for path, mode in sorted(modes.items()) if mode & PRIVATE_MASK
+    ]
+    warnings = [
+        f"{path} is {mode:04o}: run `chmod 700 {shlex.quote(str(path))}` (only its owner needs it)"
+        for path, mode in sorted(private_dirs.items())
+        if mode & PRIVATE_MASK
+    ]
+    return refusals, warnings
+
+
+def check_modes(config: CloudConfig) -> list[str]:
+    """Refuse a data directory whose secrets others can read; returns the warnings.
+
+    Raises ``ConfigError`` naming every file readable or writable beyond its owner and the
+    ``chmod`` command that fixes them all; a data or ``pki`` directory wider than 0700 is
+    only a warning (the files inside are what must be private)."""
+    paths = config.paths
+    files = list(paths.secret_files)
+    if config.database:  # PostgreSQL: no database file here
+        files = [f for f in files if not f.name.startswith("cloud.db")]
+    files.append(config.kek_path)
+    modes: dict[Path, int] = {}
+    for path in files:
+        try:
+            modes[path] = stat.S_IMODE(path.stat().st_mode)
+        except FileNotFoundError:
+            continue
+    dirs: dict[Path, int] = {}
+    for directory in (paths.root, paths.pki):
+        try:
+            dirs[directory] = stat.S_IMODE(directory.stat().st_mode)
+        except FileNotFoundError:
+            continue
+    refusals, warnings = mode_problems(modes, dirs)
+    if refusals:
+        wide = [shlex.quote(str(p)) for p, m in sorted(modes.items()) if m & PRIVATE_MASK]
+        raise ConfigError(
+            "secret files are readable or writable beyond their owner ("
+            + "; ".join(refusals)
+            + f"): run `chmod 600 {' '.join(wide)}` and start again"
+        )
+    for warning in warnings:
+        log.warning("cloud.data_dir_mode %s", warning)
+    return warnings

@@ -6,6 +6,10 @@
   signs core server certificates with the current group CA, rotates group CAs and
   signs deployment documents.
 
+Every file ``create_pki`` writes is owner-only (0600) when it holds a secret, in a 0700
+directory. Group CA private keys are sealed (``group_ca_keys``: envelope encryption under
+the keyring's key-encryption key) before they reach the database, and opened only to sign.
+
 Group CAs are self-signed (devices trust the group CA alone, as Greengrass V1 devices
 do); a new one is made every ``rotation_days`` and lives ``rotation_days + overlap_days``,
 so the previous one is still listed (and its core certificates still trusted) for
@@ -19,21 +23,21 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import logging
-import os
 import socket
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from hedgerow import pki
-from hedgerow.cloud.config import DataPaths
+from hedgerow.cloud.config import DataPaths, write_private
 from hedgerow.cloud.domain import CertificateKind
 from hedgerow.cloud.errors import Conflict, InvalidInput
+from hedgerow.cloud.group_ca_keys import GroupCAKeys
+from hedgerow.cloud.keyring import KeyringFile
 from hedgerow.cloud.storage.repository import GroupCA, NewCertificate, Repository
 
 log = logging.getLogger(__name__)
@@ -46,11 +50,6 @@ CA_CACHE_SECONDS = 2.0
 DAY = dt.timedelta(days=1)
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    path.write_bytes(data)
-    os.chmod(path, 0o600)
-
-
 def server_hosts(extra: Sequence[str]) -> list[str]:
     """The names the cloud's server certificate carries."""
     return list(dict.fromkeys(["localhost", "127.0.0.1", "::1", socket.gethostname(), *extra]))
@@ -58,18 +57,19 @@ def server_hosts(extra: Sequence[str]) -> list[str]:
 
 def create_pki(paths: DataPaths, hosts: Sequence[str]) -> None:
     """Create the root CA, server certificate, cloud identity and signing key (once)."""
-    paths.pki.mkdir(parents=True, exist_ok=True)
+    paths.pki.mkdir(parents=True, exist_ok=True, mode=0o700)
+    paths.pki.chmod(0o700)
     if paths.root_ca_key.exists():
         raise Conflict(f"{paths.pki} already holds a root CA")
     root = pki.make_ca("Hedgerow Root CA", days=ROOT_CA_DAYS, unit="root-ca")
     paths.root_ca_cert.write_bytes(root.cert_pem)
-    _write_private(paths.root_ca_key, root.key_pem)
+    write_private(paths.root_ca_key, root.key_pem)
     write_server_certificate(paths, root, hosts)
     cloud = pki.issue(root, "hedgerow-cloud", unit="cloud", days=SERVER_CERT_DAYS)
     paths.cloud_client_cert.write_bytes(cloud.cert_pem)
-    _write_private(paths.cloud_client_key, cloud.key_pem)
+    write_private(paths.cloud_client_key, cloud.key_pem)
     signing = pki.new_signing_key()
-    _write_private(paths.signing_key, pki.signing_key_to_pem(signing))
+    write_private(paths.signing_key, pki.signing_key_to_pem(signing))
     paths.verify_key.write_bytes(pki.verify_key_to_pem(signing.public_key()))
     log.info("pki.created dir=%s", paths.pki)
 
@@ -84,7 +84,7 @@ def write_server_certificate(paths: DataPaths, root: pki.Issued, hosts: Sequence
         days=SERVER_CERT_DAYS,
     )
     paths.server_cert.write_bytes(server.cert_pem + root.cert_pem)
-    _write_private(paths.server_key, server.key_pem)
+    write_private(paths.server_key, server.key_pem)
 
 
 @dataclass(frozen=True)
@@ -114,8 +114,10 @@ class PKIService:
         *,
         rotation_days: int = 7,
         overlap_days: int = 1,
+        keys: GroupCAKeys | None = None,
     ) -> None:
         self.paths = paths
+        self.keys = keys or GroupCAKeys(KeyringFile(paths.keyring))
         self.repository = repository
         self.rotation_days = rotation_days
         self.overlap_days = overlap_days
@@ -219,14 +221,16 @@ class PKIService:
         issued = pki.make_ca(
             f"{group} Group CA {generation}", days=max(1, lifetime.days), unit="group-ca"
         )
+        fingerprint = pki.fingerprint(issued.cert)
         ca = GroupCA(
             group=group,
             generation=generation,
-            fingerprint=pki.fingerprint(issued.cert),
+            fingerprint=fingerprint,
             cert_pem=issued.cert_pem.decode(),
-            key_pem=issued.key_pem.decode(),
+            key_pem=None,
             created_at=moment,
             not_after=issued.cert.not_valid_after_utc,
+            key_sealed=self.keys.seal(group, generation, fingerprint, issued.key_pem.decode()),
         )
         try:
             self.repository.add_group_ca(ca)
@@ -254,7 +258,8 @@ class PKIService:
         cas = self.group_cas(group, group_rotation_days)
         current = cas[0]
         ca = pki.Issued(
-            pki.cert_from_pem(current.cert_pem.encode()), pki.key_from_pem(current.key_pem.encode())
+            pki.cert_from_pem(current.cert_pem.encode()),
+            pki.key_from_pem(self.keys.open(current).encode()),
         )
         try:
             cert = pki.sign_csr(

@@ -23,10 +23,11 @@ from hedgerow import pki
 from hedgerow.broker import Broker, BrokerConfig
 from hedgerow.cloud.api import ApiContext, create_app
 from hedgerow.cloud.artifacts import ArtifactCache
-from hedgerow.cloud.config import CloudConfig
+from hedgerow.cloud.config import CloudConfig, check_modes
 from hedgerow.cloud.datadir import read_admin_token
 from hedgerow.cloud.device_server import DeviceServer, device_ssl_context
 from hedgerow.cloud.errors import ConfigError
+from hedgerow.cloud.group_ca_keys import GroupCAKeys, prepare_keyring, seal_clear_keys
 from hedgerow.cloud.ingest import IngestWorker
 from hedgerow.cloud.mqtt_endpoint import (
     BrokerNotifier,
@@ -41,6 +42,9 @@ from hedgerow.cloud.pki_service import PKIService
 from hedgerow.cloud.services import CloudServices, Notifier, PublicEndpoints
 from hedgerow.cloud.storage.database import create_engine, migrate
 from hedgerow.cloud.storage.repository import Repository
+from hedgerow.cloud.storage.sealed_keys import SealedKeyStore
+from hedgerow.cloud.storage.tickets import TicketStore
+from hedgerow.cloud.tickets import Tickets
 
 log = logging.getLogger(__name__)
 API_BACKLOG = 1024
@@ -94,6 +98,7 @@ class CloudServer:
         self.broker: Broker | None = None
         self.link: ExternalBrokerLink | None = None
         self.routes: RouteCache
+        self.tickets: Tickets
 
     # ---- where things are --------------------------------------------------------------
 
@@ -159,15 +164,21 @@ class CloudServer:
     async def _start(self) -> None:
         cfg = self.config
         paths = cfg.paths
+        check_modes(cfg)  # refuses secrets others can read before anything else
         engine = create_engine(cfg.database_url)
         self._stack.callback(engine.dispose)
         await asyncio.to_thread(migrate, engine)
         repository = Repository(engine)
+        sealed_store = SealedKeyStore(engine)
+        keyring = await asyncio.to_thread(prepare_keyring, cfg.kek_path, sealed_store)
+        group_ca_keys = GroupCAKeys(keyring)
+        await asyncio.to_thread(seal_clear_keys, sealed_store, group_ca_keys)
         pki_service = PKIService(
             paths,
             repository,
             rotation_days=cfg.group_ca_rotation_days,
             overlap_days=cfg.group_ca_overlap_days,
+            keys=group_ca_keys,
         )
         broker_notifier = BrokerNotifier()
         notifier: Notifier = broker_notifier
@@ -244,7 +255,16 @@ class CloudServer:
         services.endpoints = PublicEndpoints(self.device_url, self.mqtt_url)
 
         tokens = [t for t in [self.admin_token] if t]
-        app = create_app(ApiContext(services, tokens, cfg.max_upload_bytes, self.status))
+        self.tickets = Tickets(TicketStore(engine))
+        app = create_app(
+            ApiContext(
+                services,
+                tokens,
+                cfg.max_upload_bytes,
+                self.status,
+                tickets=self.tickets,
+            )
+        )
         uv_config = uvicorn.Config(
             app,
             lifespan="off",

@@ -46,7 +46,11 @@ class GroupCARow(Base):
     generation: Mapped[int] = mapped_column(Integer)
     fingerprint: Mapped[str] = mapped_column(String(64))
     cert_pem: Mapped[str] = mapped_column(Text)
-    key_pem: Mapped[str] = mapped_column(Text)
+    #: only in databases from before 0002, until the first start seals it (then NULL)
+    key_pem: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: the CA's private key, envelope-encrypted (``hedgerow.cloud.envelope``)
+    key_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    kek_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     not_after: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     __table_args__ = (UniqueConstraint("group_id", "generation", name="uq_group_cas_generation"),)
@@ -182,3 +186,12 @@ class ApiTokenRow(Base):
     name: Mapped[str] = mapped_column(String(128))
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc)
+
+
+class StreamTicketRow(Base):
+    """A single-use ticket for the live stream (only its SHA-256 is stored)."""
+
+    __tablename__ = "stream_tickets"
+    ticket_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(32))
+    expires_at: Mapped[float] = mapped_column(Float, index=True)

@@ -37,6 +37,7 @@ from hedgerow.cloud.domain import (
     Subscription,
     Thing,
 )
+from hedgerow.cloud.envelope import kek_id_of
 from hedgerow.cloud.errors import Conflict, InvalidInput, NotFound
 from hedgerow.cloud.storage.models import (
     ApiTokenRow,
@@ -82,9 +83,12 @@ class GroupCA:
     generation: int
     fingerprint: str
     cert_pem: str
-    key_pem: str
+    #: the private key in clear: only for rows written before keys were sealed
+    key_pem: str | None
     created_at: dt.datetime
     not_after: dt.datetime
+    #: the private key, envelope-encrypted (``hedgerow.cloud.group_ca_keys`` opens it)
+    key_sealed: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -344,6 +348,7 @@ class Repository:
                     r.key_pem,
                     utc(r.created_at),
                     utc(r.not_after),
+                    r.key_sealed,
                 )
                 for r in rows
             ]
@@ -358,6 +363,8 @@ class Repository:
                     fingerprint=ca.fingerprint,
                     cert_pem=ca.cert_pem,
                     key_pem=ca.key_pem,
+                    key_sealed=ca.key_sealed,
+                    kek_id=kek_id_of(ca.key_sealed) if ca.key_sealed else None,
                     created_at=ca.created_at,
                     not_after=ca.not_after,
                 )
