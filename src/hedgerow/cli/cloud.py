@@ -196,6 +196,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             advertise=args.advertise,
             rotation_days=args.ca_rotation_days,
             retention_days=args.retention_days,
+            kek_file=_kek_file(args),
         )
     except CloudError as exc:
         raise CLIError(f"{exc.message}") from exc
@@ -203,6 +204,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     print(f"  root CA      {cfg.paths.root_ca_cert}")
     print(f"  database     {cfg.database_url.split('@')[-1]}")
     print(f"  admin token  {cfg.paths.admin_token}")
+    print(f"  keyring      {cfg.kek_path}  (back it up: the group CA keys open only with it)")
     print(f"next: hedgerow cloud serve --data {data}")
     return 0
 
@@ -223,6 +225,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             changes["database"] = args.database
         if args.broker:
             changes["broker"] = args.broker
+        if _kek_file(args):
+            changes["kek_file"] = _kek_file(args)
         for name in ("api", "device", "mqtt"):
             host = getattr(args, f"{name}_host")
             port = getattr(args, f"{name}_port")
@@ -280,6 +284,52 @@ async def _serve(cfg: Any, no_mqtt: bool) -> int:
             state_file.unlink()
     except (OSError, ValueError):
         pass
+    return 0
+
+
+def _kek_file(args: argparse.Namespace) -> str:
+    from hedgerow.cloud.config import KEK_FILE_ENV
+
+    return str(getattr(args, "kek_file", None) or os.environ.get(KEK_FILE_ENV) or "")
+
+
+def cmd_rotate_kek(args: argparse.Namespace) -> int:
+    from hedgerow.cloud import config as config_module
+    from hedgerow.cloud.config import check_modes
+    from hedgerow.cloud.errors import CloudError
+    from hedgerow.cloud.group_ca_keys import (
+        GroupCAKeys,
+        prepare_keyring,
+        rotate_kek,
+        seal_clear_keys,
+    )
+    from hedgerow.cloud.storage.database import create_engine, migrate
+    from hedgerow.cloud.storage.sealed_keys import SealedKeyStore
+
+    data = _data_dir(args).resolve()
+    try:
+        cfg = config_module.load(data)
+        if args.database:
+            cfg = cfg.replace(database=args.database)
+        if _kek_file(args):
+            cfg = cfg.replace(kek_file=_kek_file(args))
+        check_modes(cfg)
+        engine = create_engine(cfg.database_url)
+        try:
+            migrate(engine)
+            store = SealedKeyStore(engine)
+            seal_clear_keys(store, GroupCAKeys(prepare_keyring(cfg.kek_path, store)))
+            rotation = rotate_kek(cfg.kek_path, store)
+        finally:
+            engine.dispose()
+    except CloudError as exc:
+        raise CLIError(exc.message) from exc
+    print(f"new key-encryption key {rotation.kek_id} in {cfg.kek_path}")
+    print(f"  re-wrapped    {rotation.rewrapped} group CA key(s)")
+    if rotation.sealed_from_clear:
+        print(f"  sealed        {rotation.sealed_from_clear} key(s) that were still in clear")
+    print(f"  retired keys  {', '.join(rotation.retired) or '-'}")
+    print("back up the keyring file now: the old one no longer opens these keys")
     return 0
 
 
@@ -827,6 +877,14 @@ def _function_options(parser: argparse.ArgumentParser, *, create: bool) -> None:
     )
 
 
+def _kek_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kek-file",
+        help="the key-encryption keyring (default: [secrets] kek_file, else "
+        "DATA/pki/keyring.json; env HEDGEROW_CLOUD_KEK_FILE)",
+    )
+
+
 def register(subparsers: Any) -> None:
     cloud = subparsers.add_parser(
         "cloud", help="the control plane: registry, PKI, discovery, deployments, telemetry"
@@ -859,6 +917,7 @@ def register(subparsers: Any) -> None:
         "--ca-rotation-days", type=int, default=7, help="group CA rotation period, 1-30 days"
     )
     p.add_argument("--retention-days", type=float, default=7.0, help="how long telemetry is kept")
+    _kek_option(p)
     _listen_options(p, defaults=True)
 
     p = _command(
@@ -877,7 +936,19 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--no-mqtt", action="store_true", help="no MQTT endpoint (API and discovery only)"
     )
+    _kek_option(p)
     _listen_options(p, defaults=False)
+
+    p = _command(
+        sub,
+        "rotate-kek",
+        cmd_rotate_kek,
+        "new key-encryption key: re-wrap every sealed group CA key, then retire the old key",
+        client=False,
+    )
+    p.add_argument("--data", help="data directory made by `hedgerow cloud init`")
+    p.add_argument("--database", help="override the database URL (postgresql://...)")
+    _kek_option(p)
 
     _command(sub, "status", cmd_status, "where the cloud listens and its counters")
 

@@ -51,7 +51,10 @@ class SealedKeyStore:
 
     def _rows(self, query: _KeyQuery) -> list[GroupCAKeyRow]:
         with self.engine.connect() as connection:
-            return [GroupCAKeyRow(*row.tuple()) for row in connection.execute(query)]
+            return [
+                GroupCAKeyRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6])
+                for r in connection.execute(query)
+            ]
 
     def clear_rows(self) -> list[GroupCAKeyRow]:
         """Rows whose key is still in clear (written before keys were sealed)."""
