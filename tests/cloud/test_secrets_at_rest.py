@@ -439,3 +439,21 @@ async def test_an_interrupted_rotation_loses_no_key(
     assert read_keyring(config.kek_path).ids == (done.kek_id,)
     assert opened_keys(config, "factory-1") + opened_keys(config, "factory-2") == keys
     write_keyring(tmp_path / "unused.json", halfway)  # the file format round-trips
+
+
+async def test_a_running_cloud_follows_a_rotation(tmp_path: Path, cloud_template: Path) -> None:
+    config = await asyncio.to_thread(clone_config, cloud_template, tmp_path / "cloud")
+    async with CloudServer(config) as server:
+        cert, key = await make_core(server, "factory-1", "pi-1", tmp_path)
+        engine = create_engine(config.database_url)
+        try:
+            done = await asyncio.to_thread(rotate_kek, config.kek_path, SealedKeyStore(engine))
+        finally:
+            engine.dispose()
+        assert done.rewrapped == 2 and len(done.retired) == 1
+        server.services.pki.forget("factory-1")
+        await sign_core_server(server, cert, key, "pi-1")  # re-wrapped rows open
+        async with await admin(server) as api:
+            assert (await api.post("/api/v1/groups/factory-1/cas/rotate")).status_code == 200
+        await sign_core_server(server, cert, key, "pi-1")  # with the CA made after it
+    assert {kek for _, _, kek in sealed_columns(config)} == {done.kek_id}

@@ -150,11 +150,17 @@ def rotate_kek(path: Path, store: SealedKeyStore) -> KekRotation:
         )
     if from_clear:
         store.compact()
-    in_use = store.kek_ids_in_use()
-    final = keyring.keeping_only(in_use)
-    retired = tuple(k for k in keyring.ids if k not in final.ids)
-    if retired:
+    final = keyring.keeping_only(store.kek_ids_in_use())
+    if final.ids != keyring.ids:
         write_keyring(path, final)
+        # a serve process may have sealed a new group CA with the old KEK it read just
+        # before the rotation began: such a row keeps its KEK in the file
+        late = store.kek_ids_in_use() - set(final.ids)
+        if late:
+            final = keyring.keeping_only(store.kek_ids_in_use())
+            write_keyring(path, final)
+            log.warning("keyring.kept_for_late_rows keks=%s", ",".join(sorted(late)))
+    retired = tuple(k for k in keyring.ids if k not in final.ids)
     log.info(
         "keyring.rotated kek=%s rewrapped=%s sealed_from_clear=%s retired=%s",
         new.id,

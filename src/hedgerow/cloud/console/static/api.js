@@ -1,5 +1,7 @@
 // The REST API from the browser: the token in sessionStorage, JSON errors as ApiError,
 // and the live telemetry stream read with fetch() (EventSource cannot send a header).
+// The token goes only in the Authorization header: the cloud refuses it in a URL, which
+// proxies and browser history keep (EventSource clients use a single-use stream ticket).
 
 const TOKEN_KEY = "hedgerow.token";
 
