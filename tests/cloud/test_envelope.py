@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,7 @@ def test_the_keyring_file_is_private_atomic_and_followed(tmp_path: Path) -> None
     path = tmp_path / "pki" / "keyring.json"
     first = create_keyring(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    with pytest.raises(SecretError, match="already exists"):
+    with pytest.raises(FileExistsError, match="already exists"):
         create_keyring(path)
     watched = KeyringFile(path)
     assert watched.current() == first.current
@@ -102,3 +103,26 @@ def test_the_keyring_file_is_private_atomic_and_followed(tmp_path: Path) -> None
         read_keyring(path)
     with pytest.raises(SecretError, match="does not exist"):
         read_keyring(tmp_path / "nowhere.json")
+
+
+def test_only_one_of_several_racing_creators_makes_the_keyring(tmp_path: Path) -> None:
+    path = tmp_path / "keyring.json"
+    made: list[str | None] = []
+    barrier = threading.Barrier(8)
+
+    def create() -> None:
+        barrier.wait(timeout=10)
+        try:
+            made.append(create_keyring(path).current.id)
+        except FileExistsError:
+            made.append(None)
+
+    threads = [threading.Thread(target=create) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    winners = [m for m in made if m]
+    assert len(made) == 8 and len(winners) == 1, made
+    assert read_keyring(path).current.id == winners[0]
+    assert [p.name for p in tmp_path.iterdir()] == ["keyring.json"]

@@ -70,8 +70,10 @@ def prepare_keyring(path: Path, store: SealedKeyStore) -> KeyringFile:
                 "it from the server that sealed them (or point [secrets] kek_file / "
                 "HEDGEROW_CLOUD_KEK_FILE at it)"
             )
-        keyring = create_keyring(path)
-        log.info("keyring.created path=%s kek=%s", path, keyring.current.id)
+        try:
+            create_keyring(path)
+        except FileExistsError:
+            log.info("keyring.created_elsewhere path=%s", path)  # another process was first
     keyring_file = KeyringFile(path)
     keyring_file.keyring()  # refuses a damaged or group/world-readable file now, not later
     return keyring_file

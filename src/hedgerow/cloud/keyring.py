@@ -118,8 +118,7 @@ def read_keyring(path: Path) -> Keyring:
     return keyring_from_json(data, str(path))
 
 
-def write_keyring(path: Path, keyring: Keyring) -> None:
-    """Replace the file atomically (a crash leaves the old file or the new one, whole)."""
+def _write_temporary(path: Path, keyring: Keyring) -> Path:
     created: dict[str, str] = {}
     try:
         old = json.loads(path.read_text())
@@ -128,7 +127,7 @@ def write_keyring(path: Path, keyring: Keyring) -> None:
         pass
     data = json.dumps(keyring.to_json(created), indent=2).encode() + b"\n"
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.fchmod(fd, 0o600)
@@ -136,23 +135,46 @@ def write_keyring(path: Path, keyring: Keyring) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(temporary, path)
+    return temporary
+
+
+def _sync_directory(path: Path) -> None:
     directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def write_keyring(path: Path, keyring: Keyring) -> None:
+    """Replace the file atomically (a crash leaves the old file or the new one, whole)."""
+    temporary = _write_temporary(path, keyring)
+    os.replace(temporary, path)
+    _sync_directory(path)
     log.info(
         "keyring.written path=%s current=%s keys=%s", path, keyring.current.id, len(keyring.ids)
     )
 
 
 def create_keyring(path: Path) -> Keyring:
-    """A new keyring with one KEK; refuses to overwrite an existing file."""
+    """A new keyring with one KEK; never replaces a file (two starting processes that both
+    found none end up with the one that was linked first: ``FileExistsError`` for the other)."""
     if path.exists():
-        raise SecretError(f"{path} already exists: refusing to replace a keyring")
+        raise FileExistsError(f"{path} already exists: refusing to replace a keyring")
     keyring = Keyring(new_kek())
-    write_keyring(path, keyring)
+    temporary = _write_temporary(path, keyring)
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: no race protection, still atomic
+        if path.exists():
+            raise FileExistsError(f"{path} already exists: refusing to replace a keyring") from None
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    _sync_directory(path)
+    log.info("keyring.created path=%s current=%s", path, keyring.current.id)
     return keyring
 
 
