@@ -90,6 +90,14 @@ class DeliveryAuthorizer(Protocol):
     def may_deliver(self, publisher: Identity, subscriber: Identity, topic: str) -> bool: ...
 
 
+class ReadAuthorizer(Protocol):
+    """Optional, on an authorizer: may ``subscriber`` receive a message on ``topic``?
+    Asked for every delivery when the authorizer has it, whoever published (clients, the
+    process itself, wills, retained messages on SUBSCRIBE): mosquitto's ``read`` access."""
+
+    def may_read(self, subscriber: Identity, topic: str) -> bool: ...
+
+
 class AllowAll:
     """Accepts every client (identity = the client id) and allows every action."""
 

@@ -13,10 +13,13 @@ that linger past ``shutdown_grace`` are aborted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl as ssl_module
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from hedgerow.broker.auth import AllowAll, Authenticator, Authorizer, Identity
 from hedgerow.broker.config import LISTEN_BACKLOG, BrokerConfig
@@ -29,6 +32,9 @@ from hedgerow.mqtt.packets import Properties
 from hedgerow.mqtt.reasons import ReasonCode
 from hedgerow.mqtt.topics import validate_topic_name
 
+if TYPE_CHECKING:
+    from hedgerow.broker.persistence import Persister
+
 log = logging.getLogger(__name__)
 
 
@@ -39,8 +45,15 @@ class Broker:
         *,
         authenticator: Authenticator | None = None,
         authorizer: Authorizer | None = None,
+        persist: Path | None = None,
+        persist_interval: float = 1.0,
     ) -> None:
         self.config = config
+        #: Directory sessions and retained messages are kept in (None: memory only).
+        self.persist = persist
+        self.persist_interval = persist_interval
+        self._persister: Persister | None = None
+        self._persist_task: asyncio.Task[None] | None = None
         allow = AllowAll()
         self._authenticator: Authenticator = authenticator or allow
         self._authorizer: Authorizer = authorizer or allow
@@ -69,7 +82,19 @@ class Broker:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._hub = Hub(self.config, self._authenticator, self._authorizer, loop)
+        if self.persist is not None:
+            self._start_persistence(self.persist)
         self._sweeper = loop.create_task(self._sweep(), name="mqtt-broker-sweep")
+
+    def _start_persistence(self, directory: Path) -> None:
+        """Restore what the directory holds, then keep it up to date (persistence.py)."""
+        from hedgerow.broker.persistence import Persister
+
+        hub = self.hub
+        persister = self._persister = Persister(hub, directory, self.persist_interval)
+        persister.restore()
+        hub.interceptors.append(persister.intercept)
+        self._persist_task = hub.loop.create_task(persister.run(), name="mqtt-broker-persist")
 
     async def listen(
         self, host: str, port: int, ssl: ssl_module.SSLContext | None = None
@@ -77,16 +102,32 @@ class Broker:
         """Accept MQTT clients on ``host:port`` (0 = any free port); TLS when ``ssl`` is given."""
         hub = self.hub
         # TLS is done by each connection over memory BIOs (see tls.py), not by the loop.
-        server = await hub.loop.create_server(
-            lambda: Connection(hub, ssl),
-            host,
-            port,
-            backlog=LISTEN_BACKLOG,
-            reuse_address=True,
+        return await self._serve(lambda: Connection(hub, ssl), host, port, "MQTT", ssl)
+
+    async def listen_websocket(
+        self, host: str, port: int, ssl: ssl_module.SSLContext | None = None
+    ) -> tuple[str, int]:
+        """Accept MQTT over WebSocket (paths ``/`` and ``/mqtt``, subprotocol ``mqtt``) on
+        ``host:port``; TLS (wss) when ``ssl`` is given. Same auth, ACLs and limits as TCP."""
+        from hedgerow.broker.websocket import WebSocketProtocol
+
+        hub = self.hub
+        return await self._serve(lambda: WebSocketProtocol(hub, ssl), host, port, "WebSocket", ssl)
+
+    async def _serve(
+        self,
+        factory: Callable[[], asyncio.BaseProtocol],
+        host: str,
+        port: int,
+        kind: str,
+        ssl: ssl_module.SSLContext | None,
+    ) -> tuple[str, int]:
+        server = await self.hub.loop.create_server(
+            factory, host, port, backlog=LISTEN_BACKLOG, reuse_address=True
         )
         self._servers.append(server)
         name = server.sockets[0].getsockname()
-        log.info("MQTT listener on %s:%s%s", name[0], name[1], " (TLS)" if ssl else "")
+        log.info("%s listener on %s:%s%s", kind, name[0], name[1], " (TLS)" if ssl else "")
         return str(name[0]), int(name[1])
 
     async def publish(
@@ -177,6 +218,12 @@ class Broker:
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
+        if self._persist_task is not None:
+            self._persist_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._persist_task
+        if self._persister is not None:
+            self._persister.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             try:

@@ -622,6 +622,8 @@ class Connection(asyncio.Protocol):
             for sub, _ in retained:
                 route = route_for(sub)
                 for message in hub.retained.matching(sub.topic_filter, now):
+                    if hub.may_read is not None and not hub.readable(session, message.topic):
+                        continue
                     qos = min(sub.qos, message.qos)
                     session.deliver(message, qos, True, route.identifiers)
 

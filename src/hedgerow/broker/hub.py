@@ -57,6 +57,10 @@ class Hub:
         self.may_deliver: Callable[[Identity, Identity, str], bool] | None = getattr(
             authorizer, "may_deliver", None
         )
+        #: the authorizer's read check on every delivery, when it has one (ReadAuthorizer)
+        self.may_read: Callable[[Identity, str], bool] | None = getattr(
+            authorizer, "may_read", None
+        )
         self.interceptors: list[Interceptor] = []
         #: Every open connection, connected or not yet.
         self.connections: set[Connection] = set()
@@ -79,6 +83,8 @@ class Hub:
         routes, groups = self.table.routes(message.topic)
         if not routes and not groups:
             return
+        if self.may_read is not None:
+            routes = [r for r in routes if self.readable(r[0], message.topic)]
         self.publisher = publisher
         origin = message.origin
         mq = message.qos
@@ -95,6 +101,8 @@ class Hub:
         for group in groups:
             sub = group.pick()
             if sub is not None:
+                if self.may_read is not None and not self.readable(sub.session, message.topic):
+                    continue
                 if sender is not None and not self._deliverable(sender, sub.session, message.topic):
                     continue
                 q = sub.qos if sub.qos < mq else mq
@@ -107,6 +115,16 @@ class Hub:
         if receiver is None or self.may_deliver is None:
             return True
         if self.may_deliver(sender, receiver, topic):
+            return True
+        self.counters.undelivered += 1
+        return False
+
+    def readable(self, session: Session, topic: str) -> bool:
+        """The authorizer's ``may_read`` for the session's owner (no owner: not readable)."""
+        owner = session.owner
+        if self.may_read is None:
+            return True
+        if owner is not None and self.may_read(owner, topic):
             return True
         self.counters.undelivered += 1
         return False

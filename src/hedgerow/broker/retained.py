@@ -19,6 +19,10 @@ class RetainedStore:
     def __len__(self) -> int:
         return len(self._by_topic)
 
+    def items(self) -> Iterator[tuple[str, Message]]:
+        """(topic, message) of every retained message (expired ones included)."""
+        return iter(list(self._by_topic.items()))
+
     def store(self, message: Message) -> bool:
         """Keep (or, with an empty payload, clear) the topic's retained message.
 

@@ -65,6 +65,11 @@ class ServerTLS:
         self._ssl.write(data)
         return self._outgoing.read()
 
+    @property
+    def ssl_object(self) -> ssl.SSLObject | None:
+        """The TLS object once the handshake completed (for ``certinfo``), else None."""
+        return self._ssl if self.established else None
+
     def peer_certificate(self) -> certinfo.CertInfo | None:
         """The verified client certificate, once established (None without one).
 

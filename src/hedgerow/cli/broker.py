@@ -1,4 +1,9 @@
-"""``hedgerow broker``: run the MQTT broker on its own until Ctrl-C or SIGTERM."""
+"""``hedgerow broker``: run the MQTT broker on its own until Ctrl-C or SIGTERM.
+
+Every setting is a flag and a config-file key alike (see ``hedgerow.broker.configfile``):
+``hedgerow broker --config broker.toml --max-keepalive 60``; the command line wins.
+SIGHUP reloads the ACL and password files (a bad file is logged and the old one kept).
+"""
 
 from __future__ import annotations
 
@@ -9,87 +14,144 @@ import gc
 import logging
 import signal
 import ssl
+from pathlib import Path
 from typing import Any
 
 from hedgerow import tlscontext
 from hedgerow.broker import AllowAll, Broker, BrokerConfig, CertificateAuthenticator
-from hedgerow.broker.auth import Authenticator
-from hedgerow.broker.config import (
-    DEFAULT_MAX_INFLIGHT,
-    DEFAULT_MAX_PACKET_SIZE,
-    DEFAULT_MAX_QUEUED_MESSAGES,
+from hedgerow.broker.aclfile import AclFileAuthorizer, load_acl_file
+from hedgerow.broker.auth import Authenticator, Authorizer
+from hedgerow.broker.configfile import (
+    ServerOptions,
+    build,
+    load_config_file,
+    parse_settings,
+    settings,
 )
+from hedgerow.broker.errors import BrokerFileError
+from hedgerow.broker.passwordfile import PasswordFileAuthenticator, load_password_file
 
 log = logging.getLogger(__name__)
+
+EPILOG = """\
+Every option can also be given in a TOML file (--config): the key is the option's name
+with underscores (max_keepalive = 60, ws_port = 8080, acl_file = "acl"); the command
+line overrides the file. mosquitto.conf equivalents: max_inflight_messages ->
+--max-inflight, max_queued_messages -> --max-queued-messages, max_keepalive ->
+--max-keepalive, max_packet_size -> --max-packet-size, persistence_location -> --persist,
+autosave_interval -> --persist-interval, listener N websockets -> --ws-port N.
+"""
 
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "broker",
         help="run the MQTT broker standalone",
-        description="Run Hedgerow's MQTT broker (3.1.1 and 5) until Ctrl-C or SIGTERM.",
+        description="Run Hedgerow's MQTT broker (3.1, 3.1.1 and 5) until Ctrl-C or SIGTERM.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
-    )
-    parser.add_argument(
-        "--port", type=int, default=None, help="port (default 1883, or 8883 with TLS)"
-    )
-    parser.add_argument("--tls-cert", help="server certificate (PEM) to listen with TLS")
-    parser.add_argument("--tls-key", help="server private key (PEM)")
-    parser.add_argument(
-        "--tls-ca", help="CA certificates (PEM) client certificates are verified against"
-    )
-    parser.add_argument(
-        "--require-client-cert",
-        action="store_true",
-        help="mutual TLS: refuse clients without a valid certificate (identity = its common name)",
-    )
-    parser.add_argument("--max-packet-size", type=int, default=DEFAULT_MAX_PACKET_SIZE)
-    parser.add_argument("--max-inflight", type=int, default=DEFAULT_MAX_INFLIGHT)
-    parser.add_argument("--max-queued-messages", type=int, default=DEFAULT_MAX_QUEUED_MESSAGES)
-    parser.add_argument(
-        "--sys-interval", type=float, default=0.0, help="publish $SYS/broker/... every N s"
-    )
+    parser.add_argument("--config", metavar="FILE", help="TOML file with any of the settings below")
+    groups = {
+        BrokerConfig: parser.add_argument_group("limits and behaviour"),
+        ServerOptions: parser.add_argument_group("listeners, TLS, auth files, persistence"),
+    }
+    for spec in settings():
+        group = groups[spec.owner]
+        default = "" if spec.default is None else f" (default {spec.default})"
+        if spec.kind is bool:
+            group.add_argument(
+                spec.flag,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=spec.help + default,
+            )
+        else:
+            metavar = spec.metavar or (
+                "|".join(spec.choices) if spec.choices else spec.kind.__name__.upper()
+            )
+            group.add_argument(
+                spec.flag,
+                default=argparse.SUPPRESS,
+                metavar=metavar,
+                help=spec.help + default,
+            )
 
 
-def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+def resolve(args: argparse.Namespace) -> tuple[BrokerConfig, ServerOptions]:
+    """Defaults, then the config file, then the command line."""
     from hedgerow.cli import CLIError
 
-    if not args.tls_cert and not args.tls_key:
-        if args.tls_ca or args.require_client_cert:
+    try:
+        values: dict[str, object] = {}
+        source = "command line"
+        if args.config:
+            values.update(load_config_file(args.config))
+            source = f"{args.config} and the command line"
+        given = {s.name: getattr(args, s.name) for s in settings() if hasattr(args, s.name)}
+        values.update(parse_settings(given, "command line"))
+        return build(values, source)
+    except BrokerFileError as exc:
+        raise CLIError(str(exc)) from exc
+
+
+def tls_context(options: ServerOptions) -> ssl.SSLContext | None:
+    from hedgerow.cli import CLIError
+
+    if not options.tls_cert and not options.tls_key:
+        if options.tls_ca or options.require_client_cert:
             raise CLIError("--tls-ca and --require-client-cert need --tls-cert and --tls-key")
+        if options.ws_tls:
+            raise CLIError("--ws-tls needs --tls-cert and --tls-key")
         return None
-    if not (args.tls_cert and args.tls_key):
+    if not (options.tls_cert and options.tls_key):
         raise CLIError("TLS needs both --tls-cert and --tls-key")
-    if args.require_client_cert and not args.tls_ca:
+    if options.require_client_cert and not options.tls_ca:
         raise CLIError("--require-client-cert needs --tls-ca (the CA client certificates chain to)")
     try:
         return tlscontext.server_context(
-            args.tls_cert, args.tls_key, args.tls_ca, require_client_cert=args.require_client_cert
+            options.tls_cert,
+            options.tls_key,
+            options.tls_ca,
+            require_client_cert=options.require_client_cert,
         )
     except (OSError, ssl.SSLError) as exc:
         raise CLIError(f"cannot load the TLS files: {exc}") from exc
 
 
+def auth(options: ServerOptions) -> tuple[Authenticator, Authorizer | None]:
+    """The authenticator and authorizer the options ask for (files loaded and checked)."""
+    from hedgerow.cli import CLIError
+
+    try:
+        acl = AclFileAuthorizer(load_acl_file(options.acl_file)) if options.acl_file else None
+        passwords = load_password_file(options.password_file) if options.password_file else None
+    except BrokerFileError as exc:
+        raise CLIError(str(exc)) from exc
+    authenticator: Authenticator
+    if options.require_client_cert:
+        authenticator = CertificateAuthenticator()
+    elif passwords is not None or acl is not None:
+        anonymous = options.allow_anonymous
+        authenticator = PasswordFileAuthenticator(
+            passwords, allow_anonymous=passwords is None if anonymous is None else anonymous
+        )
+    else:
+        authenticator = AllowAll()
+    return authenticator, acl
+
+
 def run(args: argparse.Namespace) -> int:
-    context = tls_context(args)
-    port = args.port if args.port is not None else (8883 if context else 1883)
-    config = BrokerConfig(
-        max_packet_size=args.max_packet_size,
-        max_inflight=args.max_inflight,
-        max_queued_messages=args.max_queued_messages,
-        sys_interval=args.sys_interval,
-    )
-    authenticator: Authenticator = (
-        CertificateAuthenticator() if args.require_client_cert else AllowAll()
-    )
-    coro = serve(config, authenticator, args.host, port, context)
+    config, options = resolve(args)
+    context = tls_context(options)
+    authenticator, authorizer = auth(options)
+    port = options.port if options.port is not None else (8883 if context else 1883)
+    coro = serve(config, options, authenticator, authorizer, port, context)
     try:
         try:
             import uvloop
@@ -100,14 +162,28 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         from hedgerow.cli import CLIError
 
-        raise CLIError(f"cannot listen on {args.host}:{port}: {exc.strerror or exc}") from exc
+        raise CLIError(f"cannot listen: {exc.strerror or exc}") from exc
     return 0
+
+
+def reload_files(
+    options: ServerOptions, authenticator: Authenticator, authorizer: Authorizer | None
+) -> None:
+    """SIGHUP: read the ACL and password files again; a bad file keeps the old rules."""
+    try:
+        if options.acl_file and isinstance(authorizer, AclFileAuthorizer):
+            authorizer.reload(load_acl_file(options.acl_file))
+        if options.password_file and isinstance(authenticator, PasswordFileAuthenticator):
+            authenticator.reload(load_password_file(options.password_file))
+    except BrokerFileError as exc:
+        log.error("reload_failed error=%s (the previous rules stay in force)", exc)
 
 
 async def serve(
     config: BrokerConfig,
+    options: ServerOptions,
     authenticator: Authenticator,
-    host: str,
+    authorizer: Authorizer | None,
     port: int,
     context: ssl.SSLContext | None,
 ) -> None:
@@ -116,10 +192,27 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    async with Broker(config, authenticator=authenticator) as broker:
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGHUP, reload_files, options, authenticator, authorizer)
+    persist = Path(options.persist) if options.persist else None
+    async with Broker(
+        config,
+        authenticator=authenticator,
+        authorizer=authorizer,
+        persist=persist,
+        persist_interval=options.persist_interval,
+    ) as broker:
+        host = options.host
         bound_host, bound_port = await broker.listen(host, port, ssl=context)
         scheme = "mqtts" if context else "mqtt"
         print(f"hedgerow broker listening on {scheme}://{bound_host}:{bound_port}", flush=True)
+        if options.ws_port is not None:
+            ws_context = context if options.ws_tls else None
+            ws_host, ws_port = await broker.listen_websocket(
+                options.ws_host or host, options.ws_port, ssl=ws_context
+            )
+            scheme = "wss" if ws_context else "ws"
+            print(f"hedgerow broker listening on {scheme}://{ws_host}:{ws_port}/mqtt", flush=True)
         # Everything loaded so far lives as long as the process: keep it out of the
         # collector's full passes (shorter pauses, better latency tails).
         gc.freeze()
