@@ -14,6 +14,7 @@ import gc
 import logging
 import signal
 import ssl
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from hedgerow.broker.configfile import (
 )
 from hedgerow.broker.errors import BrokerFileError
 from hedgerow.broker.passwordfile import PasswordFileAuthenticator, load_password_file
+from hedgerow.broker.persistence import PersistenceError
 
 log = logging.getLogger(__name__)
 
@@ -159,11 +161,20 @@ def run(args: argparse.Namespace) -> int:
             asyncio.run(coro)
         else:
             uvloop.run(coro)
-    except OSError as exc:
+    except PersistenceError as exc:
         from hedgerow.cli import CLIError
 
-        raise CLIError(f"cannot listen: {exc.strerror or exc}") from exc
+        raise CLIError(str(exc)) from exc
     return 0
+
+
+async def _listen(what: Awaitable[tuple[str, int]], host: str, port: int) -> tuple[str, int]:
+    from hedgerow.cli import CLIError
+
+    try:
+        return await what
+    except OSError as exc:
+        raise CLIError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
 def reload_files(
@@ -203,13 +214,16 @@ async def serve(
         persist_interval=options.persist_interval,
     ) as broker:
         host = options.host
-        bound_host, bound_port = await broker.listen(host, port, ssl=context)
+        bound_host, bound_port = await _listen(broker.listen(host, port, ssl=context), host, port)
         scheme = "mqtts" if context else "mqtt"
         print(f"hedgerow broker listening on {scheme}://{bound_host}:{bound_port}", flush=True)
         if options.ws_port is not None:
             ws_context = context if options.ws_tls else None
-            ws_host, ws_port = await broker.listen_websocket(
-                options.ws_host or host, options.ws_port, ssl=ws_context
+            ws_host = options.ws_host or host
+            ws_host, ws_port = await _listen(
+                broker.listen_websocket(ws_host, options.ws_port, ssl=ws_context),
+                ws_host,
+                options.ws_port,
             )
             scheme = "wss" if ws_context else "ws"
             print(f"hedgerow broker listening on {scheme}://{ws_host}:{ws_port}/mqtt", flush=True)
