@@ -234,7 +234,8 @@ class Broker:
 
     async def _sweep(self) -> None:
         """Housekeeping: keep-alive, CONNECT timeouts, slow consumers, expiry, $SYS."""
-        hub = self.hub
+        hub = self._hub  # not self.hub: a broker closed before this task ran is closing
+        assert hub is not None
         interval = self.config.sweep_interval
         sys_interval = self.config.sys_interval
         next_sys = hub.loop.time() + sys_interval

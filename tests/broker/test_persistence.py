@@ -1,0 +1,163 @@
+"""Persistence: sessions, their subscriptions and queued QoS 1/2 messages, and retained
+messages survive a kill -9 of a real ``hedgerow broker --persist DIR`` (paho clients)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties as PahoProperties
+
+from hedgerow.broker import Broker, BrokerConfig
+
+from ..conftest import free_port
+from .conftest import RawClient
+from .test_real_peers import Paho, paho
+
+WAIT = 10.0
+
+
+@asynccontextmanager
+async def broker_process(port: int, directory: Path, *extra: str) -> AsyncIterator[None]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hedgerow", "broker", "--port", str(port),
+        "--persist", str(directory), *extra,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), WAIT)
+        assert f"mqtt://127.0.0.1:{port}" in line.decode(), line
+        yield
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGKILL)  # the point: no clean shutdown, ever
+            await proc.wait()
+
+
+def v5_session(expiry: int) -> PahoProperties:
+    props = PahoProperties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = expiry
+    return props
+
+
+async def test_acknowledged_messages_and_sessions_survive_kill_9(tmp_path: Path) -> None:
+    port = free_port()
+    data = tmp_path / "persist"
+    count = 50
+    async with broker_process(port, data):
+
+        def before() -> None:
+            with paho(port, "keeper-311", mqtt.MQTTv311, clean=False) as sub:
+                sub.start()
+                sub.subscribe("keep/#", 1)
+            with paho(port, "keeper-5", mqtt.MQTTv5) as sub5:
+                sub5.start(clean_start=False, properties=v5_session(3600))
+                sub5.subscribe("keep/#", 2)
+            with paho(port, "short-lived", mqtt.MQTTv311, clean=True) as clean:
+                clean.start()
+                clean.subscribe("keep/#", 1)
+            with paho(port, "sender", mqtt.MQTTv311) as pub:
+                pub.start()
+                pub.publish_and_wait("status/door", b"open", 1, retain=True)
+                for i in range(count):  # each one: PUBACK received before the next
+                    pub.publish_and_wait(f"keep/{i % 3}", str(i).encode(), 1 + i % 2)
+
+        await asyncio.to_thread(before)
+    # killed with SIGKILL right after the last PUBACK
+    async with broker_process(port, data):
+
+        def after() -> None:
+            with paho(port, "keeper-311", mqtt.MQTTv311, clean=False) as sub:
+                sub.start()
+                got = [int(sub.get().payload) for _ in range(count)]
+                assert sorted(got) == list(range(count))
+            with paho(port, "keeper-5", mqtt.MQTTv5) as sub5:
+                sub5.start(clean_start=False, properties=v5_session(3600))
+                got5 = [sub5.get() for _ in range(count)]
+                assert sorted(int(m.payload) for m in got5) == list(range(count))
+                assert {m.qos for m in got5} == {1, 2}
+            with paho(port, "late", mqtt.MQTTv311) as late:
+                late.start()
+                late.subscribe("status/#", 1)
+                message = late.get()
+                assert (message.topic, message.payload, message.retain) == (
+                    "status/door",
+                    b"open",
+                    True,
+                )
+
+        await asyncio.to_thread(after)
+        # the clean session was not kept: nothing of it came back
+        client = await RawClient.open(port)
+        from hedgerow.mqtt.packets import ConnAck, Connect, ProtocolVersion
+
+        await client.send(Connect("short-lived", ProtocolVersion.V311, clean_start=False))
+        ack = await client.recv()
+        assert isinstance(ack, ConnAck) and ack.session_present is False
+
+
+async def test_delivered_messages_are_not_redelivered_after_a_restart(tmp_path: Path) -> None:
+    """Acknowledgements from subscribers are written too (within the flush interval)."""
+    port = free_port()
+    data = tmp_path / "persist"
+    async with broker_process(port, data, "--persist-interval", "0.2"):
+
+        def first() -> None:
+            with paho(port, "reader", mqtt.MQTTv311, clean=False) as sub:
+                sub.start()
+                sub.subscribe("once/#", 1)
+                with paho(port, "writer", mqtt.MQTTv311) as pub:
+                    pub.start()
+                    pub.publish_and_wait("once/a", b"read already", 1)
+                assert sub.get().payload == b"read already"
+
+        await asyncio.to_thread(first)
+        db = data / "broker.db"
+
+        async def acknowledged() -> None:
+            while True:
+                with sqlite3.connect(db) as conn:
+                    if not conn.execute("SELECT count(*) FROM messages").fetchone()[0]:
+                        return
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(acknowledged(), WAIT)
+    async with broker_process(port, data):
+
+        def second() -> None:
+            with paho(port, "writer", mqtt.MQTTv311) as pub:
+                pub.start()
+                pub.publish_and_wait("once/b", b"new", 1)
+            sub = Paho(port, "reader", mqtt.MQTTv311, clean=False)
+            try:
+                sub.start()
+                assert sub.get().payload == b"new"  # not "read already" first
+            finally:
+                sub.stop()
+
+        await asyncio.to_thread(second)
+
+
+async def test_in_process_broker_persists_on_clean_close(tmp_path: Path) -> None:
+    """The embedding API (the core's): Broker(persist=DIR) restores on the next start."""
+    async with Broker(BrokerConfig(), persist=tmp_path) as broker:
+        _, port = await broker.listen("127.0.0.1", 0)
+        await broker.publish("cfg/mode", b"eco", qos=1, retain=True)
+        from hedgerow.mqtt.packets import ProtocolVersion, SubAck, Subscribe, Subscription
+
+        sub = await RawClient.connected(port, "dev", ProtocolVersion.V311, clean_start=False)
+        await sub.send(Subscribe(1, (Subscription("cmd/#", 1),)))
+        assert isinstance(await sub.recv(), SubAck)
+        await sub.close()
+        await broker.publish("cmd/go", b"now", qos=1)
+    async with Broker(BrokerConfig(), persist=tmp_path) as broker:
+        assert broker.stats().retained == 1 and broker.stats().sessions == 1
+        assert broker.stats().queued_messages == 1
