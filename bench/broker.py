@@ -46,6 +46,9 @@ STORM_CLIENTS = 500
 IDLE_CLIENTS = 500
 LATENCY_RATE = 1000  # msg/s
 SCENARIO_TIMEOUT = 40.0
+#: --persist: both brokers keep their state on disk (Hedgerow --persist, Mosquitto
+#: persistence true), to measure what persistence costs.
+PERSIST = False
 
 
 # ---- pre-encoded MQTT 3.1.1 packets (the generator's own, deliberately minimal) -------------
@@ -171,12 +174,15 @@ class BrokerProcess:
                     str(self.tls.server_key),
                 ]
                 cmd += ["--tls-ca", str(self.tls.ca), "--require-client-cert"]
+            if PERSIST:
+                cmd += ["--persist", str(self.workdir / f"hedgerow-{self.port}")]
             return cmd
         conf = self.workdir / f"mosquitto-{self.port}.conf"
         lines = [
             "per_listener_settings false",
             "allow_anonymous true",
-            "persistence false",
+            f"persistence {'true' if PERSIST else 'false'}",
+            f"persistence_location {self.workdir}/",
             "log_dest none",
             "max_inflight_messages 1000",
             "max_queued_messages 100000",
@@ -702,6 +708,9 @@ def main() -> None:
     parser.add_argument("--plain-only", action="store_true", help="skip the mutual TLS runs")
     parser.add_argument("--tls-only", action="store_true", help="only the mutual TLS runs")
     parser.add_argument(
+        "--persist", action="store_true", help="both brokers with persistence on disk"
+    )
+    parser.add_argument(
         "--runs", type=int, default=None, help="runs per scenario (median; default 3, --quick 1)"
     )
     args = parser.parse_args()
@@ -711,6 +720,8 @@ def main() -> None:
         os.sched_setaffinity(0, {LOADGEN_CPU})
     if args.runs is None:
         args.runs = 1 if args.quick else 3
+    global PERSIST
+    PERSIST = args.persist
     main_run(args)
 
 

@@ -322,6 +322,8 @@ class CoreDaemon:
             BrokerConfig(deny_policy=self.config.local.deny_policy),
             authenticator=self.admission,
             authorizer=self.admission,
+            # devices' persistent sessions and retained messages survive a restart
+            persist=self.config.data_dir / "broker",
         ) as broker:
             self.broker = broker
             yield
