@@ -15,8 +15,6 @@ except :func:`load_config_file`, which reads the file.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import tomllib
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -201,6 +199,8 @@ def settings() -> tuple[Setting, ...]:
 
 
 def _suggest(key: str, known: list[str]) -> str:
+    import difflib  # only on an error: the broker's idle memory
+
     close = difflib.get_close_matches(key, known, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -242,6 +242,8 @@ def build(values: Mapping[str, object], source: str) -> tuple[BrokerConfig, Serv
 
 def load_config_file(path: str | Path) -> dict[str, object]:
     """The checked settings of a TOML file (top-level keys, or a ``[broker]`` table)."""
+    import tomllib  # only with --config: the broker's idle memory
+
     source = str(path)
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))

@@ -20,7 +20,6 @@ from typing import Any
 
 from hedgerow import tlscontext
 from hedgerow.broker import AllowAll, Broker, BrokerConfig, CertificateAuthenticator
-from hedgerow.broker.aclfile import AclFileAuthorizer, load_acl_file
 from hedgerow.broker.auth import Authenticator, Authorizer
 from hedgerow.broker.configfile import (
     ServerOptions,
@@ -30,8 +29,6 @@ from hedgerow.broker.configfile import (
     settings,
 )
 from hedgerow.broker.errors import BrokerFileError
-from hedgerow.broker.passwordfile import PasswordFileAuthenticator, load_password_file
-from hedgerow.broker.persistence import PersistenceError
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +125,8 @@ def tls_context(options: ServerOptions) -> ssl.SSLContext | None:
 
 def auth(options: ServerOptions) -> tuple[Authenticator, Authorizer | None]:
     """The authenticator and authorizer the options ask for (files loaded and checked)."""
+    from hedgerow.broker.aclfile import AclFileAuthorizer, load_acl_file
+    from hedgerow.broker.passwordfile import PasswordFileAuthenticator, load_password_file
     from hedgerow.cli import CLIError
 
     try:
@@ -154,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
     authenticator, authorizer = auth(options)
     port = options.port if options.port is not None else (8883 if context else 1883)
     coro = serve(config, options, authenticator, authorizer, port, context)
+    from hedgerow.broker.errors import BrokerError
+
     try:
         try:
             import uvloop
@@ -161,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
             asyncio.run(coro)
         else:
             uvloop.run(coro)
-    except PersistenceError as exc:
+    except BrokerError as exc:  # persistence.PersistenceError: an unusable directory
         from hedgerow.cli import CLIError
 
         raise CLIError(str(exc)) from exc
@@ -181,6 +182,9 @@ def reload_files(
     options: ServerOptions, authenticator: Authenticator, authorizer: Authorizer | None
 ) -> None:
     """SIGHUP: read the ACL and password files again; a bad file keeps the old rules."""
+    from hedgerow.broker.aclfile import AclFileAuthorizer, load_acl_file
+    from hedgerow.broker.passwordfile import PasswordFileAuthenticator, load_password_file
+
     try:
         if options.acl_file and isinstance(authorizer, AclFileAuthorizer):
             authorizer.reload(load_acl_file(options.acl_file))
