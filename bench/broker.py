@@ -69,8 +69,9 @@ def _str(s: str) -> bytes:
     return struct.pack(">H", len(b)) + b
 
 
-def connect_packet(client_id: str, keepalive: int = 600) -> bytes:
-    body = _str("MQTT") + bytes([4, 0x02]) + struct.pack(">H", keepalive) + _str(client_id)
+def connect_packet(client_id: str, keepalive: int = 600, clean: bool = True) -> bytes:
+    flags = 0x02 if clean else 0x00
+    body = _str("MQTT") + bytes([4, flags]) + struct.pack(">H", keepalive) + _str(client_id)
     return b"\x10" + _varint(len(body)) + body
 
 
@@ -249,6 +250,8 @@ class Client(asyncio.Protocol):
         self.suback: asyncio.Future[None] | None = None
         self.paused = False
         self.lost = False
+        #: False: a persistent session (clean session 0), kept across a disconnect
+        self.clean = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(
@@ -256,7 +259,7 @@ class Client(asyncio.Protocol):
         )  # uvloop's are not asyncio.Transport subclasses
         self.transport = transport
         transport.set_write_buffer_limits(256 * 1024, 64 * 1024)
-        transport.write(connect_packet(self.client_id))
+        transport.write(connect_packet(self.client_id, clean=self.clean))
 
     def data_received(self, data: bytes) -> None:
         if self.skip:
@@ -421,10 +424,16 @@ async def subscribe(target: Target, sub: Client, topic_filter: str, qos: int) ->
 
 
 async def throughput(
-    target: Target, publishers: int, qos: int, warmup: float, window: float
+    target: Target,
+    publishers: int,
+    qos: int,
+    warmup: float,
+    window: float,
+    persistent: bool = False,
 ) -> float:
     topic_size = len(publish_packet(topic_of(0), PAYLOAD, qos, 1 if qos else 0))
     sub = Subscriber("bench-sub", topic_size, qos)
+    sub.clean = not persistent  # a persistent session: what --persist has to keep
     await subscribe(target, sub, "bench/#", qos)
     pubs: list[Publisher0 | Publisher1] = []
     for i in range(publishers):
@@ -521,6 +530,7 @@ ROWS = [
     Row("QoS0 throughput, 10 publishers", "msg/s", True, 0.8),
     Row("QoS0 throughput, 100 publishers", "msg/s", True, 0.8),
     Row("QoS1 throughput, 10 publishers", "msg/s", True, 0.8),
+    Row("QoS1 throughput, persistent subscriber", "msg/s", True, None),
     Row("latency p50 at 1k msg/s", "ms", False, None),
     Row("latency p99 at 1k msg/s", "ms", False, 1.5),
     Row("RSS idle", "MB", False, None),
@@ -593,6 +603,11 @@ async def measure(
             "QoS1 throughput, 10 publishers",
             lambda t, _pid: throughput(t, 10, 1, warmup, window),
             ["QoS1 throughput, 10 publishers"],
+        ),
+        (
+            "QoS1 throughput, persistent subscriber",
+            lambda t, _pid: throughput(t, 10, 1, warmup, window, persistent=True),
+            ["QoS1 throughput, persistent subscriber"],
         ),
         (
             "latency",

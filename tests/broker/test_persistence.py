@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties as PahoProperties
 
@@ -161,3 +162,59 @@ async def test_in_process_broker_persists_on_clean_close(tmp_path: Path) -> None
     async with Broker(BrokerConfig(), persist=tmp_path) as broker:
         assert broker.stats().retained == 1 and broker.stats().sessions == 1
         assert broker.stats().queued_messages == 1
+
+
+async def test_unacknowledged_deliveries_resume_after_a_restart(tmp_path: Path) -> None:
+    """In flight at shutdown: a QoS 1 PUBLISH comes again with DUP, a QoS 2 flow past
+    PUBREC continues with PUBREL; v5 properties and message expiry survive."""
+    from hedgerow.mqtt.packets import (
+        ConnAck,
+        Connect,
+        Properties,
+        ProtocolVersion,
+        Publish,
+        PubRec,
+        PubRel,
+        SubAck,
+        Subscribe,
+        Subscription,
+    )
+
+    v5 = ProtocolVersion.V5
+    keep = Properties(session_expiry_interval=3600)
+    async with Broker(BrokerConfig(), persist=tmp_path) as broker:
+        _, port = await broker.listen("127.0.0.1", 0)
+        sub = await RawClient.connected(port, "slow", v5, clean_start=False, properties=keep)
+        await sub.send(Subscribe(1, (Subscription("q/#", 2),)))
+        assert isinstance(await sub.recv(), SubAck)
+        props = Properties(message_expiry_interval=3600, user_properties=(("k", "v"),))
+        await broker.publish("q/1", b"one", qos=1, properties=props)
+        await broker.publish("q/2", b"two", qos=2)
+        first = await sub.recv()
+        second = await sub.recv()
+        assert isinstance(first, Publish) and isinstance(second, Publish)
+        await sub.send(PubRec(second.packet_id))  # type: ignore[arg-type]
+        assert isinstance(await sub.recv(), PubRel)
+        sub.writer.close()  # gone without PUBACK / PUBCOMP
+    async with Broker(BrokerConfig(), persist=tmp_path) as broker:
+        _, port = await broker.listen("127.0.0.1", 0)
+        again = await RawClient.open(port, v5)
+        await again.send(Connect("slow", v5, clean_start=False, properties=keep))
+        ack = await again.recv()
+        assert isinstance(ack, ConnAck) and ack.session_present
+        got = [await again.recv(), await again.recv()]
+        resent = next(p for p in got if isinstance(p, Publish))
+        assert (resent.topic, resent.payload, resent.dup) == ("q/1", b"one", True)
+        assert resent.properties.user_properties == (("k", "v"),)
+        assert 3500 < (resent.properties.message_expiry_interval or 0) <= 3600
+        released = next(p for p in got if isinstance(p, PubRel))
+        assert released.packet_id == second.packet_id
+
+
+async def test_an_unusable_persistence_directory_is_a_clear_error(tmp_path: Path) -> None:
+    from hedgerow.broker.persistence import PersistenceError
+
+    (tmp_path / "broker.db").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(PersistenceError, match="move a damaged broker.db aside"):
+        async with Broker(BrokerConfig(), persist=tmp_path):
+            pass

@@ -218,11 +218,10 @@ class Broker:
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
-        if self._persist_task is not None:
-            self._persist_task.cancel()
+        if self._persister is not None and self._persist_task is not None:
+            self._persister.stop()  # not cancelled: a commit in a worker thread finishes
             with contextlib.suppress(asyncio.CancelledError):
                 await self._persist_task
-        if self._persister is not None:
             self._persister.close()
         if self._sweeper is not None:
             self._sweeper.cancel()

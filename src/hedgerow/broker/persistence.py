@@ -193,6 +193,7 @@ class Persister:
         self._last_full = 0.0
         #: After a failed commit: clear the tables and write everything again.
         self._rewrite = False
+        self._stopping = False
         self.commits = 0
 
     # ---- restore ----------------------------------------------------------------------
@@ -321,18 +322,26 @@ class Persister:
     # ---- the writer -------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Commit when acknowledgements wait, and every ``interval`` in any case."""
+        """Commit when acknowledgements wait, and every ``interval`` in any case, until
+        :meth:`stop` (never cancelled mid-commit: the database has one writer at a time)."""
         loop = self.hub.loop
-        while True:
+        while not self._stopping:
             try:
                 async with asyncio.timeout(self.interval):
                     await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()
+            if self._stopping:
+                return
             await asyncio.sleep(0)  # let the PUBLISH that woke us be routed first
             full = loop.time() - self._last_full >= self.interval
             await self.commit(full=full)
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the commit in progress, if any."""
+        self._stopping = True
+        self._wake.set()
 
     async def commit(self, *, full: bool) -> None:
         loop = self.hub.loop
@@ -356,7 +365,8 @@ class Persister:
                 waiter.set_result(None)
 
     def close(self) -> None:
-        """Write everything (synchronously: the loop is shutting down) and close."""
+        """Write everything and close; after :meth:`run` returned (the loop is shutting
+        down, so this one commit runs on it)."""
         try:
             self.db.apply(self.snapshot(full=True))
         except (sqlite3.Error, OSError) as exc:
