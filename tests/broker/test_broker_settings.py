@@ -156,3 +156,50 @@ async def test_cli_broker_with_acl_password_config_and_sighup(tmp_path: Path) ->
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_cli_limits_reach_a_v5_client_in_connack() -> None:
+    """--max-keepalive is sent as Server Keep Alive; receive maximum and maximum packet
+    size from the command line are what a real v5 client (paho) is told."""
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hedgerow", "broker", "--port", str(port),
+        "--max-keepalive", "5", "--receive-maximum", "7", "--max-packet-size", "2048",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        await asyncio.wait_for(proc.stdout.readline(), WAIT)
+
+        def connack() -> object:
+            got: list[object] = []
+            done = threading.Event()
+            client = mqtt.Client(
+                mqtt.CallbackAPIVersion.VERSION2, client_id="limits", protocol=mqtt.MQTTv5
+            )
+
+            def on_connect(c: object, u: object, f: object, rc: object, props: object) -> None:
+                got.append(props)
+                done.set()
+
+            client.on_connect = on_connect
+            client.connect("127.0.0.1", port, keepalive=60)
+            client.loop_start()
+            try:
+                assert done.wait(WAIT)
+            finally:
+                client.disconnect()
+                client.loop_stop()
+            return got[0]
+
+        props = await asyncio.to_thread(connack)
+        assert props.ServerKeepAlive == 5  # type: ignore[attr-defined]
+        assert props.ReceiveMaximum == 7  # type: ignore[attr-defined]
+        assert props.MaximumPacketSize == 2048  # type: ignore[attr-defined]
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), WAIT)
