@@ -203,3 +203,16 @@ async def test_cli_limits_reach_a_v5_client_in_connack() -> None:
     finally:
         proc.terminate()
         await asyncio.wait_for(proc.wait(), WAIT)
+
+
+def test_cli_refuses_password_file_with_mutual_tls(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hedgerow.cli import main
+
+    passwd = tmp_path / "passwd"
+    passwd.write_text("")
+    args = ["broker", "--password-file", str(passwd), "--require-client-cert"]
+    args += ["--tls-cert", "c", "--tls-key", "k", "--tls-ca", "a"]
+    assert main(args) == 2
+    assert "exclude each other" in capsys.readouterr().err

@@ -134,6 +134,11 @@ def auth(options: ServerOptions) -> tuple[Authenticator, Authorizer | None]:
         passwords = load_password_file(options.password_file) if options.password_file else None
     except BrokerFileError as exc:
         raise CLIError(str(exc)) from exc
+    if options.require_client_cert and passwords is not None:
+        raise CLIError(
+            "--password-file and --require-client-cert exclude each other: with mutual TLS"
+            " the identity (and the ACL's username) is the certificate's name"
+        )
     authenticator: Authenticator
     if options.require_client_cert:
         authenticator = CertificateAuthenticator()
@@ -149,8 +154,8 @@ def auth(options: ServerOptions) -> tuple[Authenticator, Authorizer | None]:
 
 def run(args: argparse.Namespace) -> int:
     config, options = resolve(args)
-    context = tls_context(options)
     authenticator, authorizer = auth(options)
+    context = tls_context(options)
     port = options.port if options.port is not None else (8883 if context else 1883)
     coro = serve(config, options, authenticator, authorizer, port, context)
     from hedgerow.broker.errors import BrokerError
