@@ -49,6 +49,8 @@ SCENARIO_TIMEOUT = 40.0
 #: --persist: both brokers keep their state on disk (Hedgerow --persist, Mosquitto
 #: persistence true), to measure what persistence costs.
 PERSIST = False
+#: --only WORD: run just the scenarios whose name contains one of these words.
+ONLY: list[str] = []
 
 
 # ---- pre-encoded MQTT 3.1.1 packets (the generator's own, deliberately minimal) -------------
@@ -621,6 +623,8 @@ async def measure(
             ["500-client connect storm", "connect storm failures"],
         ),
     ]
+    if ONLY:
+        scenarios = [s for s in scenarios if any(word in s[0] for word in ONLY)]
     for label, fn, names in scenarios:
         got: dict[str, list[object]] = {kind: [] for kind in KINDS}
         for _ in range(1 if label == "memory" else runs):  # memory is steady: one run
@@ -726,6 +730,9 @@ def main() -> None:
         "--persist", action="store_true", help="both brokers with persistence on disk"
     )
     parser.add_argument(
+        "--only", action="append", default=[], metavar="WORD", help="scenarios naming WORD"
+    )
+    parser.add_argument(
         "--runs", type=int, default=None, help="runs per scenario (median; default 3, --quick 1)"
     )
     args = parser.parse_args()
@@ -737,6 +744,7 @@ def main() -> None:
         args.runs = 1 if args.quick else 3
     global PERSIST
     PERSIST = args.persist
+    ONLY.extend(args.only)
     main_run(args)
 
 
