@@ -279,3 +279,17 @@ async def test_cli_ws_port(test_pki: TestPKI) -> None:
     finally:
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 10)
+
+
+async def test_a_handshake_that_never_completes_is_closed_by_the_connect_timeout() -> None:
+    async with Broker(BrokerConfig(connect_timeout=0.5, sweep_interval=0.1)) as broker:
+        _, port = await broker.listen_websocket("127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"GET /mqtt HTTP/1.1\r\nHost: x\r\n")  # and then nothing
+            await writer.drain()
+            async with asyncio.timeout(WAIT):
+                assert await reader.read() == b""  # closed by the broker
+            assert broker.stats().clients_connected == 0
+        finally:
+            writer.close()

@@ -78,7 +78,7 @@ class WebSocketFraming:
         """
         ws = self._ws
         try:
-            ws.receive_data(data or None)
+            ws.receive_data(data)
         except RemoteProtocolError as exc:
             raise _refusal(f"bad WebSocket data: {exc}", exc.event_hint, ws) from exc
         mqtt: list[bytes] = []
