@@ -218,3 +218,32 @@ async def test_an_unusable_persistence_directory_is_a_clear_error(tmp_path: Path
     with pytest.raises(PersistenceError, match="move a damaged broker.db aside"):
         async with Broker(BrokerConfig(), persist=tmp_path):
             pass
+
+
+async def test_every_acknowledged_message_is_on_disk_when_its_puback_arrives(
+    tmp_path: Path,
+) -> None:
+    """Read the database right after the last PUBACK, while the broker runs: the rows are
+    there (the long queue is written incrementally, commit by commit)."""
+    from hedgerow.mqtt.packets import ProtocolVersion, PubAck, Publish, SubAck, Subscribe
+    from hedgerow.mqtt.packets import Subscription as Sub
+
+    count = 2000
+    async with Broker(BrokerConfig(), persist=tmp_path, persist_interval=60.0) as broker:
+        _, port = await broker.listen("127.0.0.1", 0)
+        away = await RawClient.connected(port, "away", ProtocolVersion.V311, clean_start=False)
+        await away.send(Subscribe(1, (Sub("bulk/#", 1),)))
+        assert isinstance(await away.recv(), SubAck)
+        await away.close()
+        pub = await RawClient.connected(port, "bulk-pub", ProtocolVersion.V311)
+        for i in range(count):  # pipelined: all sent before any PUBACK is read
+            await pub.send(Publish(f"bulk/{i % 7}", str(i).encode(), qos=1, packet_id=i + 1))
+        acked = set()
+        while len(acked) < count:
+            ack = await pub.recv()
+            assert isinstance(ack, PubAck)
+            acked.add(ack.packet_id)
+        with sqlite3.connect(tmp_path / "broker.db") as db:
+            rows = db.execute("SELECT count(*) FROM messages WHERE client_id='away'").fetchone()
+        assert rows[0] == count
+        assert broker.stats().queued_messages == count

@@ -409,10 +409,16 @@ class Persister:
         for session in sessions:
             if hub.sessions.get(session.client_id) is not session:
                 continue
-            ops.extend(self._session_ops(session, now, wall))
+            ops.extend(self._session_ops(session, now, wall, full=full))
         return ops
 
-    def _session_ops(self, session: Session, now: float, wall: float) -> list[Op]:
+    def _session_ops(
+        self, session: Session, now: float, wall: float, *, full: bool = True
+    ) -> list[Op]:
+        """Rows to write for one session. ``full=False`` (a commit acknowledgements wait
+        for) only adds what is new: the in-flight window and the queue's tail back to the
+        first message already written (new messages are appended), so a long queue is not
+        walked per commit; removals wait for the next full pass."""
         ops: list[Op] = []
         client_id = session.client_id
         entry = self._written.get(client_id)
@@ -426,10 +432,19 @@ class Persister:
         for sent, held in (session.inflight or {}).items():
             if held is not RELEASED:
                 current[held[0]] = (sent, held)
-        for item in session.queue or ():
-            current.setdefault(item[0], (None, item))
         old = written.messages
-        for message in [m for m in old if m not in current]:
+        if full:
+            for item in session.queue or ():
+                current.setdefault(item[0], (None, item))
+        else:
+            tail: list[Queued] = []
+            for item in reversed(session.queue or ()):
+                if item[0] in old:
+                    break
+                tail.append(item)
+            for item in reversed(tail):
+                current.setdefault(item[0], (None, item))
+        for message in [m for m in old if m not in current] if full else ():
             gone, _ = old.pop(message)
             ops.append(("DELETE FROM messages WHERE client_id=? AND seq=?", (client_id, gone)))
         for message, (pid, item) in current.items():
