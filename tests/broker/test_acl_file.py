@@ -330,3 +330,50 @@ async def test_paho_v5_sees_not_authorized(guarded: int) -> None:
             assert [int(c.value) for c in granted] == [0x87, 1]  # type: ignore[attr-defined]
 
     await asyncio.to_thread(scenario)
+
+
+async def test_awscrt_mqtt5_sees_not_authorized(guarded: int) -> None:
+    from awscrt import mqtt5
+
+    def scenario() -> tuple[list[object], object]:
+        connected = threading.Event()
+        stopped = threading.Event()
+        options = mqtt5.ClientOptions(
+            host_name="127.0.0.1",
+            port=guarded,
+            connect_options=mqtt5.ConnectPacket(
+                client_id="bob-crt", username="bob", password=b"builder"
+            ),
+            on_lifecycle_event_connection_success_fn=lambda data: connected.set(),
+            on_lifecycle_event_stopped_fn=lambda data: stopped.set(),
+            disable_metrics=True,  # else the SDK appends "?SDK=..." to the username
+        )
+        client = mqtt5.Client(options)
+        client.start()
+        try:
+            assert connected.wait(5)
+            suback = client.subscribe(
+                mqtt5.SubscribePacket(
+                    subscriptions=[
+                        mqtt5.Subscription("sensors/#", mqtt5.QoS.AT_LEAST_ONCE),
+                        mqtt5.Subscription("sensors/a/temp", mqtt5.QoS.AT_LEAST_ONCE),
+                    ]
+                )
+            ).result(5)
+            puback = client.publish(
+                mqtt5.PublishPacket(
+                    topic="sensors/a/temp", payload=b"21", qos=mqtt5.QoS.AT_LEAST_ONCE
+                )
+            ).result(5)
+        finally:
+            client.stop()
+            stopped.wait(5)
+        return list(suback.reason_codes), puback.puback.reason_code
+
+    codes, published = await asyncio.to_thread(scenario)
+
+    assert codes == [
+        mqtt5.SubackReasonCode.NOT_AUTHORIZED,
+        mqtt5.SubackReasonCode.GRANTED_QOS_1,
+    ]
+    assert published == mqtt5.PubackReasonCode.NOT_AUTHORIZED
