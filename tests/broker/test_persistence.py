@@ -247,3 +247,14 @@ async def test_every_acknowledged_message_is_on_disk_when_its_puback_arrives(
             rows = db.execute("SELECT count(*) FROM messages WHERE client_id='away'").fetchone()
         assert rows[0] == count
         assert broker.stats().queued_messages == count
+
+        def retained() -> list[str]:
+            with sqlite3.connect(tmp_path / "broker.db") as db:
+                return [r[0] for r in db.execute("SELECT topic FROM retained")]
+
+        await pub.send(Publish("state/x", b"on", qos=1, retain=True, packet_id=1))
+        assert isinstance(await pub.recv(), PubAck)
+        assert retained() == ["state/x"]  # acknowledged: on disk, not after the interval
+        await pub.send(Publish("state/x", b"", qos=1, retain=True, packet_id=2))
+        assert isinstance(await pub.recv(), PubAck)
+        assert retained() == []  # cleared, likewise

@@ -188,6 +188,8 @@ class Persister:
         self._written: dict[str, tuple[Session, _Written]] = {}
         self._retained: dict[str, Message] = {}
         self._dirty: set[Session] = set()
+        #: topics whose retained message a waiting acknowledgement depends on
+        self._retained_dirty: set[str] = set()
         self._waiters: list[asyncio.Future[None]] = []
         self._wake = asyncio.Event()
         self._last_full = 0.0
@@ -302,6 +304,8 @@ class Persister:
             return None
         routes, groups = self.hub.table.routes(publish.topic)
         durable = publish.retain
+        if durable:
+            self._retained_dirty.add(publish.topic)
         dirty = self._dirty
         for route in routes:
             if route.session.expiry != 0:
@@ -405,7 +409,9 @@ class Persister:
             ops.extend(self._retained_ops(wall))
         else:
             sessions = [s for s in self._dirty if s.expiry != 0]
+            ops.extend(self._retained_ops(wall, self._retained_dirty))
         self._dirty = set()
+        self._retained_dirty = set()
         for session in sessions:
             if hub.sessions.get(session.client_id) is not session:
                 continue
@@ -492,11 +498,20 @@ class Persister:
                 ops.append(("INSERT OR REPLACE INTO subscriptions VALUES (?,?,?,?,?,?,?)", row))
         return ops
 
-    def _retained_ops(self, wall: float) -> list[Op]:
+    def _retained_ops(self, wall: float, topics: set[str] | None = None) -> list[Op]:
+        """Rows for retained messages that changed: all, or just ``topics``."""
         now = self.hub.loop.time()
-        current = dict(self.hub.retained.items())
+        store = self.hub.retained
+        current: dict[str, Message]
+        if topics is None:
+            current = dict(store.items())
+            gone = [t for t in self._retained if t not in current]
+        else:
+            found = {t: store.get(t) for t in topics}
+            current = {t: m for t, m in found.items() if m is not None}
+            gone = [t for t, m in found.items() if m is None and t in self._retained]
         ops: list[Op] = []
-        for topic in [t for t in self._retained if t not in current]:
+        for topic in gone:
             del self._retained[topic]
             ops.append(("DELETE FROM retained WHERE topic=?", (topic,)))
         for topic, message in current.items():

@@ -19,6 +19,10 @@ class RetainedStore:
     def __len__(self) -> int:
         return len(self._by_topic)
 
+    def get(self, topic: str) -> Message | None:
+        """The retained message of one topic (expired or not), if any."""
+        return self._by_topic.get(topic)
+
     def items(self) -> Iterator[tuple[str, Message]]:
         """(topic, message) of every retained message (expired ones included)."""
         return iter(list(self._by_topic.items()))
