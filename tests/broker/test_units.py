@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hedgerow.broker.budget import OutboundBudget
 from hedgerow.broker.messages import Message
 from hedgerow.broker.retained import RetainedStore
 from hedgerow.broker.sessions import Session, SessionStore
@@ -12,7 +13,7 @@ from hedgerow.mqtt.packets import Properties, ProtocolVersion, Publish
 
 
 def session(name: str) -> Session:
-    return Session(name, Counters(), max_queued=3)
+    return Session(name, Counters(), max_queued=3, budget=OutboundBudget(1 << 20, 1 << 24))
 
 
 def test_routes_merge_overlapping_filters_per_session() -> None:
@@ -77,7 +78,7 @@ def test_offline_session_queue_is_bounded() -> None:
 
 
 def test_session_store_expiry() -> None:
-    store = SessionStore(Counters(), max_queued=10)
+    store = SessionStore(Counters(), max_queued=10, budget=OutboundBudget(1 << 20, 1 << 24))
     s = store.create("c")
     s.expires_at = 10.0
     assert store.expired(9.0) == [] and store.expired(10.0) == [s]

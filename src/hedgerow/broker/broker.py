@@ -189,6 +189,8 @@ class Broker:
             subscriptions=hub.table.count,
             retained=len(hub.retained),
             queued_messages=hub.sessions.queued_messages,
+            outbound_bytes=hub.budget.total,
+            outbound_bytes_peak=hub.budget.peak,
         )
 
     async def close(self) -> None:

@@ -21,15 +21,21 @@ KEEPALIVE_GRACE = 1.5
 DEFAULT_MAX_INFLIGHT = 1000
 #: QoS 1/2 messages queued for one client beyond the in-flight window.
 DEFAULT_MAX_QUEUED_MESSAGES = 100_000
-#: Bytes waiting in one client's transport beyond which further QoS 0 messages are dropped.
+#: Bytes the broker holds for one client at most (QoS 1/2 messages in flight and queued,
+#: packets waiting for its socket); see ``budget.py`` for what happens beyond.
 DEFAULT_MAX_OUTBOUND_BYTES = 8 * 1024 * 1024
+#: Bytes the broker holds for all clients together at most (same policy).
+DEFAULT_MAX_TOTAL_OUTBOUND_BYTES = 256 * 1024 * 1024
 #: The transport's write-buffer high and low water marks (pause / resume).
 DEFAULT_WRITE_HIGH_WATER = 512 * 1024
 DEFAULT_WRITE_LOW_WATER = 128 * 1024
-#: Publishers feeding a congested subscriber are paused while it drains; when it drains
-#: nothing (less than the low-water mark) for this long, they run again and it drops QoS 0.
+#: Publishers feeding a congested subscriber (socket or in-flight window full) are paused
+#: while it keeps taking data; once it has taken nothing (no acknowledgement, socket not
+#: drained) for this long it is stalled: it never pauses a publisher, and what does not
+#: fit its byte budget is dropped (QoS 0) or gets it disconnected (QoS 1/2).
 DEFAULT_BACKPRESSURE_TIMEOUT = 1.0
-#: A client that drains nothing for this long while data waits for it is disconnected.
+#: A client that takes nothing for this long while data waits for it (socket congested,
+#: or in-flight window full with messages queued) is disconnected as a slow consumer.
 DEFAULT_SLOW_CLIENT_TIMEOUT = 30.0
 #: QoS 1/2 messages a client may have in flight towards us (our v5 Receive Maximum).
 DEFAULT_RECEIVE_MAXIMUM = 65535
@@ -55,7 +61,10 @@ class BrokerConfig:
     max_keepalive: int | None = None
     max_inflight: int = DEFAULT_MAX_INFLIGHT
     max_queued_messages: int = DEFAULT_MAX_QUEUED_MESSAGES
+    #: outbound bytes held for one client (in flight + queued + unsent) at most
     max_outbound_bytes: int = DEFAULT_MAX_OUTBOUND_BYTES
+    #: outbound bytes held for all clients of this broker together at most
+    max_total_outbound_bytes: int = DEFAULT_MAX_TOTAL_OUTBOUND_BYTES
     write_high_water: int = DEFAULT_WRITE_HIGH_WATER
     write_low_water: int = DEFAULT_WRITE_LOW_WATER
     backpressure_timeout: float = DEFAULT_BACKPRESSURE_TIMEOUT
@@ -82,6 +91,14 @@ class BrokerConfig:
             raise ValueError("max_packet_size must be at least 64 bytes")
         if self.write_low_water > self.write_high_water:
             raise ValueError("write_low_water must not exceed write_high_water")
+        if self.max_outbound_bytes < 1024 or self.max_total_outbound_bytes < 1024:
+            raise ValueError(
+                "max_outbound_bytes and max_total_outbound_bytes must be at least 1024 bytes"
+            )
+        if self.max_inflight < 1:
+            raise ValueError("max_inflight must be at least 1")
+        if self.max_keepalive is not None and not 1 <= self.max_keepalive <= 65535:
+            raise ValueError("max_keepalive must be within 1..65535 seconds")
         if self.deny_policy not in ("drop", "disconnect"):
             raise ValueError("deny_policy must be 'drop' or 'disconnect'")
         if not 1 <= self.receive_maximum <= 65535:

@@ -21,7 +21,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from hedgerow import certinfo
+from hedgerow.broker.aliases import OutboundAliases
 from hedgerow.broker.auth import Action, ConnectInfo, Identity, Refused
+from hedgerow.broker.budget import Verdict, message_cost
 from hedgerow.broker.hub import Hub
 from hedgerow.broker.messages import Message
 from hedgerow.broker.negotiate import NEVER_EXPIRES, negotiate
@@ -99,6 +101,11 @@ class Connection(asyncio.Protocol):
         "max_out_packet",
         "clean_disconnect",
         "will_delay",
+        "progress_at",
+        "window_since",
+        "overflowed",
+        "pacing_timer",
+        "out_aliases",
     )
 
     def __init__(self, hub: Hub, tls: ssl.SSLContext | None = None) -> None:
@@ -138,6 +145,18 @@ class Connection(asyncio.Protocol):
         self.max_out_packet: int | None = None
         self.clean_disconnect = False
         self.will_delay = 0
+        #: When the client last took data (acknowledged, or drained its socket): a client
+        #: that took nothing for ``backpressure_timeout`` is stalled and paces no publisher.
+        self.progress_at = self.last_seen
+        #: Since when QoS 1/2 messages wait behind its full in-flight window with no
+        #: acknowledgement (None = they do not).
+        self.window_since: float | None = None
+        #: Its byte budget overflowed: it is being disconnected as a slow consumer.
+        self.overflowed = False
+        #: Releases the publishers this client paused once it counts as stalled.
+        self.pacing_timer: asyncio.TimerHandle | None = None
+        #: Topic aliases we use towards a v5 client that allows them (None = none).
+        self.out_aliases: OutboundAliases | None = None
 
     @property
     def peer(self) -> tuple[str, int] | None:
@@ -232,6 +251,7 @@ class Connection(asyncio.Protocol):
             self._detach(publish_will=not self.clean_disconnect)
         self.state = _CLOSED
         self.out = None
+        self._set_held(0)
         self._release_publishers()
 
     def pause_writing(self) -> None:
@@ -241,6 +261,7 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.congested_since = None
+        self.progress_at = self.hub.loop.time()
         self.flush()
         self._release_publishers()
         session = self.session
@@ -384,6 +405,8 @@ class Connection(asyncio.Protocol):
             self.max_out_packet = terms.max_out_packet
             if cfg.topic_alias_maximum:
                 self.aliases = InboundAliases(cfg.topic_alias_maximum)
+            if c.properties.topic_alias_maximum:
+                self.out_aliases = OutboundAliases(c.properties.topic_alias_maximum)
             ack = ConnAck(present, 0, terms.ack_properties)
         else:
             ack = ConnAck(present, 0)
@@ -516,6 +539,7 @@ class Connection(asyncio.Protocol):
         session = self.session
         assert session is not None
         self.acks += 1
+        self.window_since = None
         session.on_puback(p.packet_id)
         if session.queue:
             session.drain(self.hub.loop.time())
@@ -524,6 +548,8 @@ class Connection(asyncio.Protocol):
         session = self.session
         assert session is not None
         pid = p.packet_id
+        self.acks += 1
+        self.window_since = None
         if p.reason_code >= 0x80:
             session.on_pubcomp(pid)  # the receiver refused it: the flow ends here
             if session.queue:
@@ -553,6 +579,7 @@ class Connection(asyncio.Protocol):
         session = self.session
         assert session is not None
         self.acks += 1
+        self.window_since = None
         session.on_pubcomp(p.packet_id)
         if session.queue:
             session.drain(self.hub.loop.time())
@@ -683,37 +710,81 @@ class Connection(asyncio.Protocol):
             # Keep it until the transport drains (resume_writing): writing more into a
             # congested transport only moves the pile, and TLS transports handle huge
             # piles badly. The pile is bounded: QoS 0 is dropped beyond the limit.
-            self.held_bytes = held = sum(map(len, out))
+            held = sum(map(len, out))
+            self._set_held(held)
             if held > self.hub.config.max_outbound_bytes:
                 self.block_on(self)  # it reads none of our answers: stop reading its requests
             return
         self.out = None
-        self.held_bytes = 0
+        if self.held_bytes:
+            self._set_held(0)
         data = out[0] if len(out) == 1 else b"".join(out)
         if self.tls is not None:
             data = self.tls.encrypt(data)
         transport.write(data)
         self.hub.counters.bytes_out += len(data)
 
-    def _has_room(self) -> bool:
-        """While congested: pause the current publisher (for a while) and say if QoS 0 fits."""
+    def _set_held(self, held: int) -> None:
+        """Account the bytes kept back in ``out`` against the broker's budget."""
+        delta = held - self.held_bytes
+        if delta:
+            self.held_bytes = held
+            budget = self.hub.budget
+            if delta > 0:
+                budget.add(delta)
+            else:
+                budget.remove(-delta)
+
+    def outbound_bytes(self) -> int:
+        """Bytes waiting for this client's socket (kept back, and in the transport)."""
+        transport = self.transport
+        waiting = transport.get_write_buffer_size() if transport is not None else 0
+        return waiting + self.held_bytes
+
+    def _pace(self) -> None:
+        """Pause the publisher being routed while this client is congested but still takes
+        data; a stalled client (nothing taken for ``backpressure_timeout``) pauses no one."""
         hub = self.hub
-        congested_since = self.congested_since
-        assert congested_since is not None and self.transport is not None
         publisher = hub.publisher
-        if (
-            publisher is not None
-            and publisher is not self
-            and hub.loop.time() - congested_since < hub.config.backpressure_timeout
-        ):
-            publisher.block_on(self)
-        held = self.transport.get_write_buffer_size() + self.held_bytes
-        return held < hub.config.max_outbound_bytes
+        if publisher is None or publisher is self or publisher.paused_by_me(self):
+            return
+        timeout = hub.config.backpressure_timeout
+        due = self.progress_at + timeout
+        if hub.loop.time() >= due:
+            return
+        if self.pacing_timer is None:
+            self.pacing_timer = hub.loop.call_at(due, self._pacing_check)
+        publisher.block_on(self)
+
+    def paused_by_me(self, subscriber: Connection) -> bool:
+        blocked = subscriber.blocked
+        return blocked is not None and self in blocked
+
+    def _pacing_check(self) -> None:
+        self.pacing_timer = None
+        if not self.blocked:
+            return
+        hub = self.hub
+        due = self.progress_at + hub.config.backpressure_timeout
+        if hub.loop.time() >= due:
+            log.debug("client %s: stalled, publishers run on", self.client_id)
+            self._release_publishers()
+        else:
+            self.pacing_timer = hub.loop.call_at(due, self._pacing_check)
 
     def write_publish0(self, message: Message, retain: bool, ids: tuple[int, ...]) -> None:
         counters = self.hub.counters
-        if self.congested_since is not None and not self._has_room():
-            counters.dropped_qos0 += 1
+        if self.congested_since is not None:
+            self._pace()
+            session = self.session
+            held = self.outbound_bytes() + (session.held if session is not None else 0)
+            size = message_cost(message.payload, message.topic)
+            if self.hub.budget.check(held, size) is not Verdict.FITS:
+                counters.dropped_qos0 += 1
+                return
+        aliases = self.out_aliases
+        if aliases is not None:
+            self._write_aliased(message, 0, retain, False, None, ids, aliases)
             return
         data = message.encode0(self.v5, retain, ids)
         if self.max_out_packet is not None and len(data) > self.max_out_packet:
@@ -721,6 +792,28 @@ class Connection(asyncio.Protocol):
             return
         self._send(data)
         counters.messages_out += 1
+
+    def _write_aliased(
+        self,
+        message: Message,
+        qos: int,
+        retain: bool,
+        dup: bool,
+        pid: int | None,
+        ids: tuple[int, ...],
+        aliases: OutboundAliases,
+    ) -> None:
+        """A PUBLISH to a client that allows topic aliases: the topic is sent once with
+        its alias, then only the alias (never more aliases than the client allows)."""
+        alias, known = aliases.alias_for(message.topic)
+        data = message.encode_aliased(qos, retain, dup, pid, ids, alias, known)
+        if self.max_out_packet is not None and len(data) > self.max_out_packet:
+            if alias is not None and not known:
+                aliases.forget(message.topic)  # never sent: the client does not know it
+            self.hub.counters.dropped_qos0 += 1
+            return
+        self._send(data)
+        self.hub.counters.messages_out += 1
 
     def fits(self, message: Message, qos: int, retain: bool, ids: tuple[int, ...]) -> bool:
         """Whether the PUBLISH fits the client's v5 Maximum Packet Size."""
@@ -733,7 +826,11 @@ class Connection(asyncio.Protocol):
         self, message: Message, qos: int, retain: bool, dup: bool, pid: int, ids: tuple[int, ...]
     ) -> None:
         if self.congested_since is not None:
-            self._has_room()  # QoS 1/2 is bounded by the window: never dropped here
+            self._pace()  # QoS 1/2 was admitted by the session's budget: never dropped here
+        aliases = self.out_aliases
+        if aliases is not None:
+            self._write_aliased(message, qos, retain, dup, pid, ids, aliases)
+            return
         head, tail = message.encode_parts(self.v5, qos, retain, dup, ids)
         self._send(head + pid.to_bytes(2, "big") + tail)
         self.hub.counters.messages_out += 1
@@ -763,15 +860,30 @@ class Connection(asyncio.Protocol):
                 transport.resume_reading()
 
     def window_full(self) -> None:
-        """A QoS 1/2 message had to queue: pause the publisher until acknowledgements come."""
-        publisher = self.hub.publisher
-        if publisher is not None and publisher is not self:
-            publisher.block_on(self)
+        """A QoS 1/2 message had to queue: pause the publisher until acknowledgements come
+        (unless this client is stalled), and note since when the window is full."""
+        if self.window_since is None:
+            self.window_since = self.hub.loop.time()
+        self._pace()
+
+    def overflow(self, reason_code: int, message: str) -> None:
+        """Its byte budget is full: disconnect it as a slow consumer (right after the
+        current fan-out, which must not see sessions change under it)."""
+        if self.overflowed or self.state is not _CONNECTED:
+            return
+        self.overflowed = True
+        self.hub.counters.slow_consumers += 1
+        self._release_publishers()
+        self.hub.loop.call_soon(self.kick, reason_code, message)
 
     def release_publishers(self) -> None:
         self._release_publishers()
 
     def _release_publishers(self) -> None:
+        timer = self.pacing_timer
+        if timer is not None:
+            self.pacing_timer = None
+            timer.cancel()
         blocked = self.blocked
         if blocked:
             self.blocked = None
@@ -793,25 +905,32 @@ class Connection(asyncio.Protocol):
                     f"no packet within 1.5 x keep-alive {self.keepalive}s",
                 )
                 return
-            if self.blocked and self.congested_since is None:
-                # publishers wait for this client's acknowledgements: none for a sweep, go on
-                if self.acks == self.ack_mark:
-                    self._release_publishers()
+            if self.acks != self.ack_mark:
                 self.ack_mark = self.acks
+                self.progress_at = now
             since = self.congested_since
             if since is not None and self.transport is not None:
                 size = self.transport.get_write_buffer_size()
                 if size + cfg.write_low_water <= self.drain_mark:
                     # It reads, just slower than they publish: keep pacing the publishers.
                     self.congested_since = since = now
+                    self.progress_at = now
                 self.drain_mark = size
-                if now - since >= cfg.backpressure_timeout:
-                    self._release_publishers()
                 if now - since >= cfg.slow_client_timeout:
+                    self.hub.counters.slow_consumers += 1
                     self.kick(
                         ReasonCode.QUOTA_EXCEEDED,
                         f"not reading for {now - since:.0f}s (slow consumer)",
                     )
+                    return
+            waiting = self.window_since
+            if waiting is not None and now - waiting >= cfg.slow_client_timeout:
+                self.hub.counters.slow_consumers += 1
+                self.kick(
+                    ReasonCode.QUOTA_EXCEEDED,
+                    f"no acknowledgement for {now - waiting:.0f}s with its in-flight window"
+                    " full (slow consumer)",
+                )
         elif state is _CONNECTING and now - self.last_seen > cfg.connect_timeout:
             log.info("client %s: no CONNECT within %ss: closing", self.peer, cfg.connect_timeout)
             self._close()

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from hedgerow.broker.auth import AllowAll, Authenticator, Authorizer, Identity
+from hedgerow.broker.budget import OutboundBudget
 from hedgerow.broker.config import BrokerConfig
 from hedgerow.broker.messages import Message
 from hedgerow.broker.retained import RetainedStore
@@ -45,7 +46,9 @@ class Hub:
         self.config = config
         self.loop = loop
         self.counters = Counters()
-        self.sessions = SessionStore(self.counters, config.max_queued_messages)
+        #: bytes held for clients, against the per-client and total limits
+        self.budget = OutboundBudget(config.max_outbound_bytes, config.max_total_outbound_bytes)
+        self.sessions = SessionStore(self.counters, config.max_queued_messages, self.budget)
         self.table = SubscriptionTable()
         self.retained = RetainedStore(config.max_retained)
         self.wills = DelayedWills()

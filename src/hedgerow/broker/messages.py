@@ -162,6 +162,32 @@ class Message:
         cache[key] = parts
         return parts
 
+    def encode_aliased(
+        self,
+        qos: int,
+        retain: bool,
+        dup: bool,
+        pid: int | None,
+        subscription_ids: tuple[int, ...],
+        alias: int | None,
+        known: bool,
+    ) -> bytes:
+        """A whole v5 PUBLISH with a topic alias (the topic left out when ``known``).
+        Not cached: only clients that allow aliases pay for this encoding."""
+        props = self._properties_for(subscription_ids)
+        if alias is not None:
+            props = dataclasses.replace(props or NO_PROPERTIES, topic_alias=alias)
+        return encode_publish(
+            "" if known else self.topic,
+            self.payload,
+            qos,
+            retain,
+            dup,
+            pid if qos else None,
+            _V5,
+            props,
+        )
+
 
 def _split(data: bytes, topic: str) -> tuple[bytes, bytes]:
     """Cut an encoded QoS>0 PUBLISH around its packet identifier."""

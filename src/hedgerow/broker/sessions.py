@@ -4,6 +4,10 @@ A session owns its subscriptions, its outbound QoS 1/2 window (messages sent and
 acknowledged, redelivered on reconnect) and a bounded queue of messages waiting for room
 in the window or for the client to come back. QoS 0 messages are never queued here: they
 go straight to the connection or are dropped.
+
+Every message in the window or the queue counts against the outbound byte budget
+(``budget.py``): ``Session.held`` is this session's share, reported to the broker-wide
+``OutboundBudget`` on every change.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+from hedgerow.broker.budget import OutboundBudget, Verdict, message_cost
 from hedgerow.broker.messages import Message
 from hedgerow.broker.stats import Counters
+from hedgerow.mqtt.reasons import ReasonCode
 
 if TYPE_CHECKING:
     from hedgerow.broker.auth import Identity
@@ -46,10 +52,14 @@ class Session:
         "window",
         "counters",
         "max_queued",
+        "budget",
+        "held",
         "_next_id",
     )
 
-    def __init__(self, client_id: str, counters: Counters, max_queued: int) -> None:
+    def __init__(
+        self, client_id: str, counters: Counters, max_queued: int, budget: OutboundBudget
+    ) -> None:
         self.client_id = client_id
         #: the identity that holds the session: another identity may not take it over
         self.owner: Identity | None = None
@@ -67,6 +77,9 @@ class Session:
         self.window = 1
         self.counters = counters
         self.max_queued = max_queued
+        self.budget = budget
+        #: Bytes of the messages in ``inflight`` and ``queue`` (see ``message_cost``).
+        self.held = 0
         self._next_id = 1
 
     @property
@@ -82,19 +95,39 @@ class Session:
             if conn is not None:
                 conn.write_publish0(message, retain, ids)
             return
-        if (
-            conn is not None
-            and conn.max_out_packet is not None
-            and not conn.fits(message, qos, retain, ids)
-        ):
-            self.counters.dropped_queue_full += 1  # larger than the client accepts: as if sent
-            return
+        if conn is not None:
+            if conn.max_out_packet is not None and not conn.fits(message, qos, retain, ids):
+                self.counters.dropped_queue_full += 1  # larger than it accepts: as if sent
+                return
+            if conn.overflowed:
+                conn = None  # being disconnected as a slow consumer: kept as for an offline one
+        size = message_cost(message.payload, message.topic)
+        budget = self.budget
+        verdict = budget.check(self.held + (conn.held_bytes if conn is not None else 0), size)
+        if verdict is not Verdict.FITS:
+            if conn is not None:
+                if verdict is Verdict.CLIENT_FULL:
+                    conn.overflow(
+                        ReasonCode.QUOTA_EXCEEDED,
+                        f"outbound budget of {budget.client_limit} bytes full (slow consumer)",
+                    )
+                else:
+                    conn.overflow(
+                        ReasonCode.SERVER_BUSY,
+                        f"broker outbound budget of {budget.total_limit} bytes full",
+                    )
+                conn = None
+            if not self._make_room(size):
+                self.counters.dropped_budget += 1
+                return
         inflight = self.inflight
         if inflight is None:
             inflight = self.inflight = {}
         if conn is not None and len(inflight) < self.window and not self.queue:
             pid = self._new_id()
             inflight[pid] = (message, qos, retain, ids)
+            self.held += size
+            budget.add(size)
             conn.write_publish(message, qos, retain, False, pid, ids)
             return
         queue = self.queue
@@ -104,8 +137,27 @@ class Session:
             self.counters.dropped_queue_full += 1
             return
         queue.append((message, qos, retain, ids))
+        self.held += size
+        budget.add(size)
         if conn is not None:
             conn.window_full()  # pace the publisher to the client's acknowledgements
+
+    def _make_room(self, size: int) -> bool:
+        """Offline rule: drop the oldest queued messages until ``size`` more bytes fit."""
+        budget = self.budget
+        queue = self.queue
+        while budget.check(self.held, size) is not Verdict.FITS:
+            if not queue:
+                return False
+            message = queue.popleft()[0]
+            self._release(message)
+            self.counters.dropped_budget += 1
+        return True
+
+    def _release(self, message: Message) -> None:
+        size = message_cost(message.payload, message.topic)
+        self.held -= size
+        self.budget.remove(size)
 
     def _new_id(self) -> int:
         pid = self._next_id
@@ -129,6 +181,7 @@ class Session:
         while queue and len(inflight) < window:
             message, qos, retain, ids = queue.popleft()
             if message.expired(now):
+                self._release(message)
                 self.counters.expired += 1
                 continue
             pid = self._new_id()
@@ -142,12 +195,21 @@ class Session:
     def on_puback(self, pid: int) -> bool:
         """A QoS 1 acknowledgement; False if the id was not in flight."""
         inflight = self.inflight
-        return inflight is not None and inflight.pop(pid, RELEASED) is not RELEASED
+        if inflight is None:
+            return False
+        entry = inflight.pop(pid, RELEASED)
+        if entry is RELEASED:
+            return False
+        self._release(entry[0])
+        return True
 
     def on_pubrec(self, pid: int) -> bool:
         inflight = self.inflight
         if inflight is None or pid not in inflight:
             return False
+        entry = inflight[pid]
+        if entry is not RELEASED:
+            self._release(entry[0])  # the client has the message: only the id remains
         inflight[pid] = RELEASED
         return True
 
@@ -155,8 +217,18 @@ class Session:
         inflight = self.inflight
         if inflight is None or pid not in inflight:
             return False
-        del inflight[pid]
+        entry = inflight.pop(pid)
+        if entry is not RELEASED:
+            self._release(entry[0])
         return True
+
+    def release_all(self) -> None:
+        """Give back every byte this session holds (it is being forgotten)."""
+        if self.held:
+            self.budget.remove(self.held)
+            self.held = 0
+        self.inflight = None
+        self.queue = None
 
     def redeliver(self, now: float) -> None:
         """After a reconnect: resend unacknowledged PUBLISHes (DUP) and PUBRELs, in order."""
@@ -171,6 +243,7 @@ class Session:
             message, qos, retain, ids = entry
             if message.expired(now):
                 del inflight[pid]  # type: ignore[union-attr]
+                self._release(message)
                 self.counters.expired += 1
                 continue
             conn.write_publish(message, qos, retain, True, pid, ids)
@@ -180,10 +253,11 @@ class Session:
 class SessionStore:
     """Sessions by client id, and their expiry once their client is gone."""
 
-    def __init__(self, counters: Counters, max_queued: int) -> None:
+    def __init__(self, counters: Counters, max_queued: int, budget: OutboundBudget) -> None:
         self._sessions: dict[str, Session] = {}
         self.counters = counters
         self.max_queued = max_queued
+        self.budget = budget
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -195,7 +269,7 @@ class SessionStore:
         return self._sessions.get(client_id)
 
     def create(self, client_id: str) -> Session:
-        session = Session(client_id, self.counters, self.max_queued)
+        session = Session(client_id, self.counters, self.max_queued, self.budget)
         self._sessions[client_id] = session
         return session
 
@@ -206,8 +280,7 @@ class SessionStore:
         for sub in (session.subscriptions or {}).values():
             unsubscribe(sub)
         session.subscriptions = None
-        session.inflight = None
-        session.queue = None
+        session.release_all()
 
     def expired(self, now: float) -> list[Session]:
         """Disconnected sessions whose expiry has passed."""

@@ -25,6 +25,8 @@ class Counters:
         "undelivered",
         "protocol_errors",
         "publishers_paused",
+        "dropped_budget",
+        "slow_consumers",
     )
 
     def __init__(self) -> None:
@@ -44,6 +46,10 @@ class Counters:
         self.undelivered = 0
         self.protocol_errors = 0
         self.publishers_paused = 0
+        #: QoS 1/2 messages dropped because a session's or the broker's byte budget was full
+        self.dropped_budget = 0
+        #: clients disconnected as slow consumers (budget full, or stalled too long)
+        self.slow_consumers = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +76,11 @@ class BrokerStats:
     protocol_errors: int
     publishers_paused: int
     queued_messages: int
+    dropped_budget: int = 0
+    slow_consumers: int = 0
+    #: outbound bytes the broker holds for clients now, and the most it held (budget.py)
+    outbound_bytes: int = 0
+    outbound_bytes_peak: int = 0
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -83,6 +94,8 @@ def snapshot(
     subscriptions: int,
     retained: int,
     queued_messages: int,
+    outbound_bytes: int = 0,
+    outbound_bytes_peak: int = 0,
 ) -> BrokerStats:
     c = counters
     return BrokerStats(
@@ -106,6 +119,10 @@ def snapshot(
         protocol_errors=c.protocol_errors,
         publishers_paused=c.publishers_paused,
         queued_messages=queued_messages,
+        dropped_budget=c.dropped_budget,
+        slow_consumers=c.slow_consumers,
+        outbound_bytes=outbound_bytes,
+        outbound_bytes_peak=outbound_bytes_peak,
     )
 
 
