@@ -33,7 +33,7 @@ DEFAULT_WRITE_LOW_WATER = 128 * 1024
 #: while it keeps taking data; once it has taken nothing (no acknowledgement, socket not
 #: drained) for this long it is stalled: it never pauses a publisher, and what does not
 #: fit its byte budget is dropped (QoS 0) or gets it disconnected (QoS 1/2).
-DEFAULT_BACKPRESSURE_TIMEOUT = 1.0
+DEFAULT_BACKPRESSURE_TIMEOUT = 0.25
 #: A client that takes nothing for this long while data waits for it (socket congested,
 #: or in-flight window full with messages queued) is disconnected as a slow consumer.
 DEFAULT_SLOW_CLIENT_TIMEOUT = 30.0

@@ -147,6 +147,9 @@ class Connection(asyncio.Protocol):
         self.will_delay = 0
         #: When the client last took data (acknowledged, or drained its socket): a client
         #: that took nothing for ``backpressure_timeout`` is stalled and paces no publisher.
+        #: When it starts to be busy (its first message in flight, its socket fills up) a
+        #: client gets one ``backpressure_timeout`` of credit: acknowledgements take a
+        #: round trip to come back.
         self.progress_at = self.last_seen
         #: Since when QoS 1/2 messages wait behind its full in-flight window with no
         #: acknowledgement (None = they do not).
@@ -255,7 +258,7 @@ class Connection(asyncio.Protocol):
         self._release_publishers()
 
     def pause_writing(self) -> None:
-        self.congested_since = self.hub.loop.time()
+        self.congested_since = self.progress_at = self.hub.loop.time()
         if self.transport is not None:
             self.drain_mark = self.transport.get_write_buffer_size()
 
@@ -284,8 +287,8 @@ class Connection(asyncio.Protocol):
                     if handler is None:
                         raise ProtocolError(f"unexpected {type(packet).__name__} from a client")
                     handler(self, packet)
-                    if self.state is not _CONNECTED:
-                        return
+                    if self.state is not _CONNECTED or self.paused_by:
+                        return  # paused: the rest waits in the decoder until unblock()
                 elif state is _CONNECTING:
                     if not isinstance(packet, Connect):
                         raise ProtocolError(f"{type(packet).__name__} before CONNECT")
@@ -400,7 +403,7 @@ class Connection(asyncio.Protocol):
         session.expiry = terms.session_expiry
         session.window = terms.window
         self.keepalive = terms.keepalive
-        self.last_seen = now
+        self.last_seen = self.progress_at = now
         if v5:
             self.max_out_packet = terms.max_out_packet
             if cfg.topic_alias_maximum:
@@ -697,6 +700,9 @@ class Connection(asyncio.Protocol):
             self.hub.want_flush(self)
         else:
             out.append(data)
+        if self.congested_since is not None:
+            # kept back until the transport drains: counted against the budget right away
+            self._set_held(self.held_bytes + len(data))
 
     def flush(self) -> None:
         out = self.out
@@ -748,9 +754,12 @@ class Connection(asyncio.Protocol):
         publisher = hub.publisher
         if publisher is None or publisher is self or publisher.paused_by_me(self):
             return
-        timeout = hub.config.backpressure_timeout
-        due = self.progress_at + timeout
-        if hub.loop.time() >= due:
+        now = hub.loop.time()
+        if self.acks != self.ack_mark:  # acknowledgements since the last look: progress
+            self.ack_mark = self.acks
+            self.progress_at = now
+        due = self.progress_at + hub.config.backpressure_timeout
+        if now >= due:
             return
         if self.pacing_timer is None:
             self.pacing_timer = hub.loop.call_at(due, self._pacing_check)
@@ -765,8 +774,12 @@ class Connection(asyncio.Protocol):
         if not self.blocked:
             return
         hub = self.hub
+        now = hub.loop.time()
+        if self.acks != self.ack_mark:
+            self.ack_mark = self.acks
+            self.progress_at = now
         due = self.progress_at + hub.config.backpressure_timeout
-        if hub.loop.time() >= due:
+        if now >= due:
             log.debug("client %s: stalled, publishers run on", self.client_id)
             self._release_publishers()
         else:
@@ -858,6 +871,19 @@ class Connection(asyncio.Protocol):
         if self.paused_by == 0 and transport is not None and not transport.is_closing():
             if self.state is _CONNECTED:
                 transport.resume_reading()
+                if self.decoder.buffered:
+                    # packets read before the pause: handled from a fresh loop turn, not
+                    # inside the handler of the subscriber that released us
+                    self.hub.loop.call_soon(self._resume_processing)
+
+    def _resume_processing(self) -> None:
+        if self.state is _CONNECTED and not self.paused_by:
+            self._process()
+            self.hub.flush()
+
+    def busy(self) -> None:
+        """Its first QoS 1/2 message in flight: acknowledgements are due from now."""
+        self.progress_at = self.hub.loop.time()
 
     def window_full(self) -> None:
         """A QoS 1/2 message had to queue: pause the publisher until acknowledgements come

@@ -54,6 +54,7 @@ class Session:
         "max_queued",
         "budget",
         "held",
+        "queued_bytes",
         "_next_id",
     )
 
@@ -80,6 +81,8 @@ class Session:
         self.budget = budget
         #: Bytes of the messages in ``inflight`` and ``queue`` (see ``message_cost``).
         self.held = 0
+        #: The part of ``held`` in ``queue`` (the rest is in flight).
+        self.queued_bytes = 0
         self._next_id = 1
 
     @property
@@ -103,7 +106,10 @@ class Session:
                 conn = None  # being disconnected as a slow consumer: kept as for an offline one
         size = message_cost(message.payload, message.topic)
         budget = self.budget
-        verdict = budget.check(self.held + (conn.held_bytes if conn is not None else 0), size)
+        if size > budget.client_limit:
+            self.counters.dropped_budget += 1  # could never fit: dropped, not a slow consumer
+            return
+        verdict = budget.check(self.held, size)
         if verdict is not Verdict.FITS:
             if conn is not None:
                 if verdict is Verdict.CLIENT_FULL:
@@ -123,7 +129,14 @@ class Session:
         inflight = self.inflight
         if inflight is None:
             inflight = self.inflight = {}
-        if conn is not None and len(inflight) < self.window and not self.queue:
+        if (
+            conn is not None
+            and len(inflight) < self.window
+            and not self.queue
+            and (self.held + size <= budget.client_limit // 2 or not inflight)
+        ):
+            if not inflight:
+                conn.busy()
             pid = self._new_id()
             inflight[pid] = (message, qos, retain, ids)
             self.held += size
@@ -138,6 +151,7 @@ class Session:
             return
         queue.append((message, qos, retain, ids))
         self.held += size
+        self.queued_bytes += size
         budget.add(size)
         if conn is not None:
             conn.window_full()  # pace the publisher to the client's acknowledgements
@@ -150,6 +164,7 @@ class Session:
             if not queue:
                 return False
             message = queue.popleft()[0]
+            self.queued_bytes -= message_cost(message.payload, message.topic)
             self._release(message)
             self.counters.dropped_budget += 1
         return True
@@ -178,7 +193,15 @@ class Session:
         if inflight is None:
             inflight = self.inflight = {}
         window = self.window
+        # in flight: half the client's byte budget at most (at least one message)
+        room = self.budget.client_limit // 2 - (self.held - self.queued_bytes)
         while queue and len(inflight) < window:
+            message = queue[0][0]
+            size = message_cost(message.payload, message.topic)
+            if size > room and inflight:
+                break
+            room -= size
+            self.queued_bytes -= size
             message, qos, retain, ids = queue.popleft()
             if message.expired(now):
                 self._release(message)
@@ -187,8 +210,8 @@ class Session:
             pid = self._new_id()
             inflight[pid] = (message, qos, retain, ids)
             conn.write_publish(message, qos, retain, False, pid, ids)
-        if len(queue) < window:
-            conn.release_publishers()
+        if self.queued_bytes <= self.budget.client_limit // 8:
+            conn.release_publishers()  # drained enough: the publishers it paced run again
         if not queue:
             self.queue = None
 
@@ -229,6 +252,7 @@ class Session:
             self.held = 0
         self.inflight = None
         self.queue = None
+        self.queued_bytes = 0
 
     def redeliver(self, now: float) -> None:
         """After a reconnect: resend unacknowledged PUBLISHes (DUP) and PUBRELs, in order."""

@@ -61,6 +61,28 @@ class LocalConfig:
     deny_policy: DenyPolicy = "drop"
 
 
+#: The local broker's outbound memory budget on a gateway (smaller than the standalone
+#: broker's: the whole daemon should stay within ~64 MB whatever devices do).
+DEFAULT_BROKER_CLIENT_BYTES = 4 * 1024 * 1024
+DEFAULT_BROKER_TOTAL_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerLimits:
+    """``[broker]``: limits of the local MQTT broker (see hedgerow/broker/budget.py)."""
+
+    #: bytes held for one device (QoS 1/2 in flight and queued, unsent packets)
+    max_outbound_bytes: int = DEFAULT_BROKER_CLIENT_BYTES
+    #: bytes held for all devices together
+    max_total_outbound_bytes: int = DEFAULT_BROKER_TOTAL_BYTES
+    #: a device taking nothing for this long while data waits is disconnected
+    slow_client_timeout: float = 30.0
+    max_inflight: int = 1000
+    max_queued_messages: int = 10_000
+    #: keep-alive cap (v5: told as Server Keep Alive); None = as the device asks
+    max_keepalive: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class SpoolConfig:
     backend: Literal["sqlite", "memory"] = "sqlite"
@@ -121,6 +143,7 @@ class CoreConfig:
     data_dir: Path
     cloud: CloudConfig
     local: LocalConfig = field(default_factory=LocalConfig)
+    broker: BrokerLimits = field(default_factory=BrokerLimits)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     connector: ConnectorConfig = field(default_factory=ConnectorConfig)
     deployment: DeploymentConfig = field(default_factory=DeploymentConfig)
@@ -188,6 +211,7 @@ def parse_config(text: str, *, default_data_dir: Path) -> CoreConfig:
         data_dir=data_dir,
         cloud=_cloud(_section(raw, "cloud", required=True)),
         local=_local(_section(raw, "local")),
+        broker=_broker(_section(raw, "broker")),
         spool=_spool(_section(raw, "spool"), data_dir),
         connector=ConnectorConfig(
             keepalive=_int(c := _section(raw, "connector"), "connector.keepalive", 300, 0, 65535),
@@ -357,6 +381,22 @@ def _cloud(section: Mapping[str, Any]) -> CloudConfig:
         https=https.rstrip("/"),
         https_endpoint=https_endpoint,
         mqtt=parse_url(mqtt, "cloud.mqtt", ("mqtts", "ssl", "tls"), 8884),
+    )
+
+
+def _broker(section: Mapping[str, Any]) -> BrokerLimits:
+    keepalive = _int(section, "broker.max_keepalive", 0, 0, 65535)
+    return BrokerLimits(
+        max_outbound_bytes=_int(
+            section, "broker.max_outbound_bytes", DEFAULT_BROKER_CLIENT_BYTES, 1024
+        ),
+        max_total_outbound_bytes=_int(
+            section, "broker.max_total_outbound_bytes", DEFAULT_BROKER_TOTAL_BYTES, 1024
+        ),
+        slow_client_timeout=_float(section, "broker.slow_client_timeout", 30.0, 0.1),
+        max_inflight=_int(section, "broker.max_inflight", 1000, 1, 65535),
+        max_queued_messages=_int(section, "broker.max_queued_messages", 10_000, 0),
+        max_keepalive=keepalive or None,
     )
 
 

@@ -318,8 +318,17 @@ class CoreDaemon:
     async def _open_broker(self) -> AsyncIterator[None]:
         """Admission (who may connect, publish, subscribe) and the local broker."""
         self.admission = Admission(self.roots, revoked=self._load_revocations())
+        limits = self.config.broker
         async with Broker(
-            BrokerConfig(deny_policy=self.config.local.deny_policy),
+            BrokerConfig(
+                deny_policy=self.config.local.deny_policy,
+                max_outbound_bytes=limits.max_outbound_bytes,
+                max_total_outbound_bytes=limits.max_total_outbound_bytes,
+                slow_client_timeout=limits.slow_client_timeout,
+                max_inflight=limits.max_inflight,
+                max_queued_messages=limits.max_queued_messages,
+                max_keepalive=limits.max_keepalive,
+            ),
             authenticator=self.admission,
             authorizer=self.admission,
             # devices' persistent sessions and retained messages survive a restart
