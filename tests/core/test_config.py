@@ -69,3 +69,20 @@ def test_errors_name_the_field(text: str, field: str) -> None:
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no config file"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_broker_budget_keys() -> None:
+    c = parse_config(GOOD, default_data_dir=Path("/d"))
+    assert c.broker.max_outbound_bytes == 4 * 1024 * 1024
+    assert c.broker.max_total_outbound_bytes == 16 * 1024 * 1024
+    assert c.broker.max_keepalive is None
+    text = GOOD + (
+        "[broker]\nmax_outbound_bytes = 65536\nmax_total_outbound_bytes = 1048576\n"
+        "slow_client_timeout = 5\nmax_keepalive = 120\n"
+    )
+    c = parse_config(text, default_data_dir=Path("/d"))
+    assert (c.broker.max_outbound_bytes, c.broker.max_total_outbound_bytes) == (65536, 1048576)
+    assert (c.broker.slow_client_timeout, c.broker.max_keepalive) == (5.0, 120)
+    with pytest.raises(ConfigError) as raised:
+        parse_config(GOOD + "[broker]\nmax_outbound_bytes = 10\n", default_data_dir=Path("/d"))
+    assert raised.value.field == "broker.max_outbound_bytes"
