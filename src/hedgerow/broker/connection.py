@@ -23,7 +23,7 @@ from typing import Any, cast
 from hedgerow import certinfo
 from hedgerow.broker.aliases import OutboundAliases
 from hedgerow.broker.auth import Action, ConnectInfo, Identity, Refused
-from hedgerow.broker.budget import Verdict, message_cost
+from hedgerow.broker.budget import Verdict
 from hedgerow.broker.hub import Hub
 from hedgerow.broker.messages import Message
 from hedgerow.broker.negotiate import NEVER_EXPIRES, negotiate
@@ -791,7 +791,7 @@ class Connection(asyncio.Protocol):
             self._pace()
             session = self.session
             held = self.outbound_bytes() + (session.held if session is not None else 0)
-            size = message_cost(message.payload, message.topic)
+            size = message.cost
             if self.hub.budget.check(held, size) is not Verdict.FITS:
                 counters.dropped_qos0 += 1
                 return

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
+from hedgerow.broker.budget import message_cost
 from hedgerow.mqtt.codec import encode_publish
 from hedgerow.mqtt.packets import NO_PROPERTIES, Properties, ProtocolVersion, Publish
 
@@ -37,6 +38,7 @@ class Message:
         "properties",
         "expires_at",
         "origin",
+        "cost",
         "_cache",
     )
 
@@ -63,6 +65,8 @@ class Message:
             ) + props.message_expiry_interval
         #: The session that published it (for v5 No Local), or None for the broker itself.
         self.origin = origin
+        #: What holding it costs against an outbound budget (computed once per message).
+        self.cost = message_cost(payload, topic)
         self._cache: dict[int, bytes | tuple[bytes, bytes]] | None = None
 
     @classmethod

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from hedgerow.broker.budget import OutboundBudget, Verdict, message_cost
+from hedgerow.broker.budget import OutboundBudget, Verdict
 from hedgerow.broker.messages import Message
 from hedgerow.broker.stats import Counters
 from hedgerow.mqtt.reasons import ReasonCode
@@ -104,13 +104,14 @@ class Session:
                 return
             if conn.overflowed:
                 conn = None  # being disconnected as a slow consumer: kept as for an offline one
-        size = message_cost(message.payload, message.topic)
+        size = message.cost
         budget = self.budget
         if size > budget.client_limit:
             self.counters.dropped_budget += 1  # could never fit: dropped, not a slow consumer
             return
-        verdict = budget.check(self.held, size)
-        if verdict is not Verdict.FITS:
+        held = self.held + size
+        if held > budget.client_limit or budget.total + size > budget.total_limit:
+            verdict = budget.check(self.held, size)
             if conn is not None:
                 if verdict is Verdict.CLIENT_FULL:
                     conn.overflow(
@@ -126,6 +127,7 @@ class Session:
             if not self._make_room(size):
                 self.counters.dropped_budget += 1
                 return
+            held = self.held + size
         inflight = self.inflight
         if inflight is None:
             inflight = self.inflight = {}
@@ -133,14 +135,16 @@ class Session:
             conn is not None
             and len(inflight) < self.window
             and not self.queue
-            and (self.held + size <= budget.client_limit // 2 or not inflight)
+            and (held <= budget.client_limit >> 1 or not inflight)
         ):
             if not inflight:
                 conn.busy()
             pid = self._new_id()
             inflight[pid] = (message, qos, retain, ids)
-            self.held += size
-            budget.add(size)
+            self.held = held
+            total = budget.total = budget.total + size  # budget.add, inlined: hot path
+            if total > budget.peak:
+                budget.peak = total
             conn.write_publish(message, qos, retain, False, pid, ids)
             return
         queue = self.queue
@@ -164,13 +168,13 @@ class Session:
             if not queue:
                 return False
             message = queue.popleft()[0]
-            self.queued_bytes -= message_cost(message.payload, message.topic)
+            self.queued_bytes -= message.cost
             self._release(message)
             self.counters.dropped_budget += 1
         return True
 
     def _release(self, message: Message) -> None:
-        size = message_cost(message.payload, message.topic)
+        size = message.cost
         self.held -= size
         self.budget.remove(size)
 
@@ -197,7 +201,7 @@ class Session:
         room = self.budget.client_limit // 2 - (self.held - self.queued_bytes)
         while queue and len(inflight) < window:
             message = queue[0][0]
-            size = message_cost(message.payload, message.topic)
+            size = message.cost
             if size > room and inflight:
                 break
             room -= size
@@ -223,7 +227,9 @@ class Session:
         entry = inflight.pop(pid, RELEASED)
         if entry is RELEASED:
             return False
-        self._release(entry[0])
+        size = entry[0].cost  # _release, inlined: hot path
+        self.held -= size
+        self.budget.total -= size
         return True
 
     def on_pubrec(self, pid: int) -> bool:
