@@ -167,8 +167,8 @@ class Target:
         text = self.log_text()
         return any(client_id in line and "disconnect" in line.lower() for line in text.splitlines())
 
-    async def _spawn(self, cmd: list[str], **env: str) -> None:
-        with self.log.open("ab") as err:
+    async def _spawn(self, cmd: list[str], stderr: Path | None = None, **env: str) -> None:
+        with (stderr or self.log).open("ab") as err:
             self.proc = await asyncio.create_subprocess_exec(
                 "taskset", "-c", str(BROKER_CPU), *cmd,
                 stdout=asyncio.subprocess.PIPE, stderr=err, env={**os.environ, **env},
@@ -265,6 +265,7 @@ class Core(Target):
         self.log = data / "logs" / "core.log"
         await self._spawn(
             [sys.executable, "-m", "hedgerow", "core", "run", "--config", str(config)],
+            stderr=data / "core.stderr",
             PYTHONPATH=str(ROOT / "src"),
         )
         assert self.proc is not None and self.proc.stdout is not None

@@ -359,3 +359,33 @@ async def test_outbound_topic_aliases_towards_a_raw_v5_client() -> None:
             p = await plain.recv()
             assert isinstance(p, Publish)
             assert (p.topic, p.properties.topic_alias) == (topic, None)
+
+
+async def test_when_the_total_is_full_the_hoarder_goes_not_the_healthy_subscriber() -> None:
+    cost = message_cost(b"x" * 4 * KIB, "flood/x")
+    async with broker_with(
+        max_outbound_bytes=cost * 8, max_total_outbound_bytes=cost * 6, slow_client_timeout=30
+    ) as (broker, port):
+        hoarder = await RawClient.connected(
+            port, "hoarder", V5, properties=Properties(receive_maximum=1)
+        )
+        await hoarder.send(Subscribe(1, (Subscription("flood/#", 1),)))
+        assert isinstance(await hoarder.recv(), SubAck)
+        healthy = await RawClient.connected(port, "healthy", V5)
+        await healthy.send(Subscribe(1, (Subscription("flood/#", 1),)))
+        assert isinstance(await healthy.recv(), SubAck)
+        received: list[bytes] = []
+        reader = asyncio.create_task(healthy_reader(healthy, received))
+        publisher = await RawClient.connected(port, "publisher")
+        try:
+            for i in range(20):
+                await publisher.send(Publish("flood/x", b"x" * 4 * KIB, qos=1, packet_id=i + 1))
+                assert isinstance(await publisher.recv(), PubAck)
+                await eventually(lambda i=i: len(received) == i + 1)  # type: ignore[misc]
+            ending = await hoarder.closed(timeout=5)
+        finally:
+            reader.cancel()
+        assert Disconnect(ReasonCode.SERVER_BUSY) in ending
+        assert broker.stats().slow_consumers == 1
+        assert broker.stats().dropped_budget >= 1
+        assert broker.hub.budget.peak <= cost * 7  # one message over, while the hoarder went

@@ -55,6 +55,7 @@ class Session:
         "budget",
         "held",
         "queued_bytes",
+        "store",
         "_next_id",
     )
 
@@ -83,6 +84,8 @@ class Session:
         self.held = 0
         #: The part of ``held`` in ``queue`` (the rest is in flight).
         self.queued_bytes = 0
+        #: The store it belongs to (to find who gives way when the broker's total is full).
+        self.store: SessionStore | None = None
         self._next_id = 1
 
     @property
@@ -111,22 +114,9 @@ class Session:
             return
         held = self.held + size
         if held > budget.client_limit or budget.total + size > budget.total_limit:
-            verdict = budget.check(self.held, size)
-            if conn is not None:
-                if verdict is Verdict.CLIENT_FULL:
-                    conn.overflow(
-                        ReasonCode.QUOTA_EXCEEDED,
-                        f"outbound budget of {budget.client_limit} bytes full (slow consumer)",
-                    )
-                else:
-                    conn.overflow(
-                        ReasonCode.SERVER_BUSY,
-                        f"broker outbound budget of {budget.total_limit} bytes full",
-                    )
-                conn = None
-            if not self._make_room(size):
-                self.counters.dropped_budget += 1
+            if not self._over_budget(conn, size):
                 return
+            conn = self.connection if conn is not None and not conn.overflowed else None
             held = self.held + size
         inflight = self.inflight
         if inflight is None:
@@ -159,6 +149,60 @@ class Session:
         budget.add(size)
         if conn is not None:
             conn.window_full()  # pace the publisher to the client's acknowledgements
+
+    def _over_budget(self, conn: Connection | None, size: int) -> bool:
+        """The budget policy for a QoS 1/2 message that does not fit; whether to keep it."""
+        budget = self.budget
+        verdict = budget.check(self.held, size)
+        if verdict is Verdict.TOTAL_FULL and self._others_give_way(size):
+            return True
+        if conn is not None:
+            if verdict is Verdict.CLIENT_FULL:
+                conn.overflow(
+                    ReasonCode.QUOTA_EXCEEDED,
+                    f"outbound budget of {budget.client_limit} bytes full (slow consumer)",
+                )
+            else:
+                conn.overflow(
+                    ReasonCode.SERVER_BUSY,
+                    f"broker outbound budget of {budget.total_limit} bytes full",
+                )
+        if self._make_room(size):
+            return True
+        self.counters.dropped_budget += 1
+        return False
+
+    def _others_give_way(self, size: int) -> bool:
+        """The broker's total is full: the session holding the most (if not this one) drops
+        its oldest queued messages, and its client is disconnected as a slow consumer
+        (0x89 Server busy), so one hoarder does not get innocent subscribers disconnected.
+        True when this message may be kept (room was made, or a new hoarder is going)."""
+        store = self.store
+        victim = store.largest() if store is not None else None
+        if victim is None or victim is self or victim.held <= self.held + size:
+            return False
+        freed = victim.shed(size)
+        conn = victim.connection
+        newly = conn is not None and not conn.overflowed
+        if conn is not None and newly:
+            conn.overflow(
+                ReasonCode.SERVER_BUSY,
+                f"broker outbound budget of {self.budget.total_limit} bytes full and it holds"
+                f" the most ({victim.held} bytes)",
+            )
+        return freed >= size or newly
+
+    def shed(self, size: int) -> int:
+        """Drop the oldest queued messages (counted) until ``size`` bytes are free."""
+        freed = 0
+        queue = self.queue
+        while queue and freed < size:
+            message = queue.popleft()[0]
+            self.queued_bytes -= message.cost
+            self._release(message)
+            freed += message.cost
+            self.counters.dropped_budget += 1
+        return freed
 
     def _make_room(self, size: int) -> bool:
         """Offline rule: drop the oldest queued messages until ``size`` more bytes fit."""
@@ -300,6 +344,7 @@ class SessionStore:
 
     def create(self, client_id: str) -> Session:
         session = Session(client_id, self.counters, self.max_queued, self.budget)
+        session.store = self
         self._sessions[client_id] = session
         return session
 
@@ -319,6 +364,10 @@ class SessionStore:
             for s in self._sessions.values()
             if s.connection is None and s.expires_at is not None and s.expires_at <= now
         ]
+
+    def largest(self) -> Session | None:
+        """The session holding the most outbound bytes (a scan: only when the total is full)."""
+        return max(self._sessions.values(), key=lambda s: s.held, default=None)
 
     @property
     def queued_messages(self) -> int:
