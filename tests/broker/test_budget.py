@@ -389,3 +389,34 @@ async def test_when_the_total_is_full_the_hoarder_goes_not_the_healthy_subscribe
         assert broker.stats().slow_consumers == 1
         assert broker.stats().dropped_budget >= 1
         assert broker.hub.budget.peak <= cost * 7  # one message over, while the hoarder went
+
+
+async def test_messages_restored_from_persistence_count_against_the_budget(
+    tmp_path: object,
+) -> None:
+    from pathlib import Path
+
+    directory = Path(str(tmp_path))
+    keep = Properties(session_expiry_interval=3600)
+    async with Broker(BrokerConfig(), persist=directory) as broker:
+        _, port = await broker.listen("127.0.0.1", 0)
+        sub = await RawClient.connected(port, "keeper", V5, clean_start=False, properties=keep)
+        await sub.send(Subscribe(1, (Subscription("p/#", 1),)))
+        assert isinstance(await sub.recv(), SubAck)
+        await sub.close()
+        await eventually(lambda: broker.stats().clients_connected == 0)
+        for i in range(5):
+            await broker.publish("p/x", b"%d" % i + b"q" * 999, qos=1)
+        held = broker.hub.budget.total
+        assert held == 5 * message_cost(b"0" + b"q" * 999, "p/x")
+    async with Broker(BrokerConfig(), persist=directory) as broker:
+        assert broker.hub.budget.total == held  # the restored queue is counted again
+        _, port = await broker.listen("127.0.0.1", 0)
+        back = await RawClient.open(port, V5)
+        await back.send(Connect("keeper", V5, clean_start=False, properties=keep))
+        assert isinstance(await back.recv(), ConnAck)
+        for _ in range(5):
+            p = await back.recv()
+            assert isinstance(p, Publish) and p.packet_id is not None
+            await back.send(PubAck(p.packet_id))
+        await eventually(lambda: broker.hub.budget.total == 0)

@@ -29,6 +29,21 @@ class Verdict(enum.Enum):
     TOTAL_FULL = "total full"
 
 
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """``65536``, ``64K``, ``8M``, ``1G`` (binary units; ``KiB``/``MB`` spellings too)."""
+    value = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = value[-1:] if value[-1:] in _UNITS else ""
+    try:
+        return int(float(value[: len(value) - len(unit)]) * _UNITS[unit])
+    except ValueError:
+        raise ValueError(
+            f"must be bytes or a number with K, M or G (e.g. 64M), not {text!r}"
+        ) from None
+
+
 def message_cost(payload: bytes, topic: str) -> int:
     """What one held message counts against a budget."""
     return len(payload) + len(topic) + MESSAGE_OVERHEAD

@@ -35,12 +35,18 @@ HELP: Mapping[str, str] = {
     "Maximum); mosquitto's max_inflight_messages",
     "max_queued_messages": "QoS 1/2 messages queued per client beyond the in-flight window, "
     "then dropped and counted; mosquitto's max_queued_messages",
-    "max_outbound_bytes": "bytes waiting for one congested client beyond which its QoS 0 "
-    "messages are dropped",
+    "max_outbound_bytes": "memory budget per client: bytes held for it (QoS 1/2 in flight and "
+    "queued, packets waiting for its socket), e.g. 8M; when full: QoS 0 dropped, a connected "
+    "QoS 1/2 subscriber disconnected as a slow consumer (v5: 0x97), an offline session "
+    "drops its oldest",
+    "max_total_outbound_bytes": "memory budget for all clients together, e.g. 256M; when "
+    "full, the client holding the most goes first (v5: 0x89 Server busy)",
     "write_high_water": "socket write buffer (bytes) at which a client counts as congested",
     "write_low_water": "socket write buffer (bytes) at which a congested client is resumed",
-    "backpressure_timeout": "seconds publishers are paused for a congested subscriber",
-    "slow_client_timeout": "seconds a client may drain nothing before it is disconnected",
+    "backpressure_timeout": "publishers are paced to a congested subscriber only while it "
+    "took data (acknowledged, drained) within this many seconds: a stalled one slows no one",
+    "slow_client_timeout": "seconds a client may take nothing (socket or in-flight window "
+    "full) before it is disconnected as a slow consumer",
     "receive_maximum": "QoS 1/2 messages a v5 client may have in flight to us (1..65535)",
     "topic_alias_maximum": "topic aliases a v5 client may use towards us (0 = none)",
     "max_retained": "retained messages kept at most (new topics beyond are not retained)",
@@ -152,6 +158,10 @@ class Setting:
             if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
                 return value.lower() in ("true", "yes", "1")
             raise ValueError(f"must be true or false, not {value!r}")
+        if kind is int and self.name.endswith("_bytes") and isinstance(value, str):
+            from hedgerow.broker.budget import parse_size
+
+            return parse_size(value)  # 8M, 256K
         if kind is int:
             if isinstance(value, bool) or not isinstance(value, int | str):
                 raise ValueError(f"must be an integer, not {value!r}")
@@ -185,7 +195,7 @@ def _setting(f: dataclasses.Field[Any], hint: object, owner: type) -> Setting:
     kind = hint if isinstance(hint, type) else str
     text = f.metadata.get("help") or HELP.get(f.name) or f"{owner.__name__}.{f.name}"
     default = f.default if f.default is not dataclasses.MISSING else None
-    metavar = f.metadata.get("metavar")
+    metavar = f.metadata.get("metavar") or ("SIZE" if f.name.endswith("_bytes") else None)
     return Setting(f.name, kind, optional, choices, default, text, owner, metavar)
 
 

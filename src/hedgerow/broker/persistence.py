@@ -32,7 +32,6 @@ import json
 import logging
 import sqlite3
 import time
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,14 +257,7 @@ class Persister:
                     wall,
                 )
                 item = (message, int(qos), bool(retain), tuple(json.loads(str(ids))))
-                if pid is None:
-                    if session.queue is None:
-                        session.queue = deque()
-                    session.queue.append(item)
-                else:
-                    if session.inflight is None:
-                        session.inflight = {}
-                    session.inflight[int(pid)] = item
+                session.restore(item, None if pid is None else int(pid))
                 written.messages[message] = (int(seq), None if pid is None else int(pid))
             retained = 0
             for topic, packet, expires_wall in self.db.rows(

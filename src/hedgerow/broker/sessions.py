@@ -295,6 +295,21 @@ class Session:
             self._release(entry[0])
         return True
 
+    def restore(self, item: Queued, pid: int | None) -> None:
+        """Put back a message read from persistence (queued, or in flight as ``pid``),
+        counted against the budget like any other (even beyond it: it was accepted)."""
+        if pid is None:
+            if self.queue is None:
+                self.queue = deque()
+            self.queue.append(item)
+            self.queued_bytes += item[0].cost
+        else:
+            if self.inflight is None:
+                self.inflight = {}
+            self.inflight[pid] = item
+        self.held += item[0].cost
+        self.budget.add(item[0].cost)
+
     def release_all(self) -> None:
         """Give back every byte this session holds (it is being forgotten)."""
         if self.held:
