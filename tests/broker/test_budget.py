@@ -420,3 +420,26 @@ async def test_messages_restored_from_persistence_count_against_the_budget(
             assert isinstance(p, Publish) and p.packet_id is not None
             await back.send(PubAck(p.packet_id))
         await eventually(lambda: broker.hub.budget.total == 0)
+
+
+async def test_an_alias_that_would_overflow_the_clients_packet_size_is_left_out() -> None:
+    from hedgerow.mqtt.codec import encode_publish
+
+    payload = b"z" * 200
+    exact = len(encode_publish("big/t", payload, 1, False, False, 1, V5, None))
+    async with broker_with() as (broker, port):
+        sub = await RawClient.connected(
+            port,
+            "tight",
+            V5,
+            properties=Properties(topic_alias_maximum=4, maximum_packet_size=exact),
+        )
+        await sub.send(Subscribe(1, (Subscription("big/#", 1),)))
+        assert isinstance(await sub.recv(), SubAck)
+        for _ in range(2):
+            await broker.publish("big/t", payload, qos=1)
+            p = await sub.recv()
+            assert isinstance(p, Publish) and p.packet_id is not None
+            assert (p.topic, p.properties.topic_alias, p.payload) == ("big/t", None, payload)
+            await sub.send(PubAck(p.packet_id))
+        await eventually(lambda: broker.hub.budget.total == 0)

@@ -820,11 +820,14 @@ class Connection(asyncio.Protocol):
         its alias, then only the alias (never more aliases than the client allows)."""
         alias, known = aliases.alias_for(message.topic)
         data = message.encode_aliased(qos, retain, dup, pid, ids, alias, known)
-        if self.max_out_packet is not None and len(data) > self.max_out_packet:
+        limit = self.max_out_packet
+        if limit is not None and len(data) > limit:
             if alias is not None and not known:
-                aliases.forget(message.topic)  # never sent: the client does not know it
-            self.hub.counters.dropped_qos0 += 1
-            return
+                aliases.forget(message.topic)  # the alias property made it too large
+                data = message.encode_aliased(qos, retain, dup, pid, ids, None, False)
+            if len(data) > limit:  # QoS 1/2 was checked by fits(): only QoS 0 gets here
+                self.hub.counters.dropped_qos0 += 1
+                return
         self._send(data)
         self.hub.counters.messages_out += 1
 
