@@ -1,0 +1,61 @@
+"""HTTP export: what a batch of records becomes on the wire, and the POST itself.
+
+``RAW_NOT_BATCHED`` (the SDK's default): one ``POST`` per message, the payload as the body
+(``application/octet-stream``). ``JSON_BATCHED``: one ``POST`` per batch (``batchSize``
+messages), a JSON array of ``{"streamName", "sequenceNumber", "ingestTime", "payload"}``
+with the payload in base64. A 2xx answer acknowledges; anything else is retried with
+jittered backoff (the stream keeps the data meanwhile, within its own limits).
+The cloud export needs no code here: the manager hands records to the core's spool.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+
+from .model import ExportConfig, ExportFormat
+from .store import Record
+
+#: Seconds one export POST may take (connect, TLS, send, answer).
+HTTP_TIMEOUT = 30.0
+
+
+def http_requests(
+    stream: str, config: ExportConfig, records: list[Record]
+) -> Iterator[tuple[bytes, str, list[Record]]]:
+    """``(body, content type, the records it carries)`` for each request, in order."""
+    if config.export_format is ExportFormat.RAW_NOT_BATCHED:
+        for record in records:
+            yield record[2], "application/octet-stream", [record]
+        return
+    body = [
+        {
+            "streamName": stream,
+            "sequenceNumber": seq,
+            "ingestTime": ingest,
+            "payload": base64.b64encode(payload).decode(),
+        }
+        for seq, ingest, payload in records
+    ]
+    yield json.dumps(body, separators=(",", ":")).encode(), "application/json", records
+
+
+async def post_http(url: str, body: bytes, content_type: str) -> int:
+    """POST ``body`` to ``url`` with the core's small HTTP client; the status code.
+    Failures before an answer raise ``OSError`` (the caller retries)."""
+    from hedgerow.core.https import HTTPSError, parse_base_url, request
+
+    try:
+        origin = parse_base_url(url)
+        response = await request(
+            f"{origin.scheme}://{origin.authority}",
+            "POST",
+            origin.prefix or "/",
+            content=body,
+            content_type=content_type,
+            timeout=HTTP_TIMEOUT,
+        )
+    except HTTPSError as exc:
+        raise OSError(f"{url}: {exc}") from exc
+    return response.status
