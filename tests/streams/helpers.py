@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +25,7 @@ class ServerThread:
         self,
         settings: StreamsSettings,
         *,
-        cloud: CloudSink | None = None,
+        cloud: Callable[[], CloudSink] | None = None,
         http_post: HttpPost | None = None,
     ) -> None:
         self.settings = settings
@@ -49,9 +49,8 @@ class ServerThread:
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
-        async with StreamManager(
-            self.settings, cloud=self.cloud, http_post=self.http_post
-        ) as manager:
+        cloud = self.cloud() if self.cloud is not None else None  # built on the server's loop
+        async with StreamManager(self.settings, cloud=cloud, http_post=self.http_post) as manager:
             self.manager = manager
             async with StreamServer(manager, port=0, authorize=allow_token(TOKEN)) as server:
                 assert server.address is not None
@@ -62,6 +61,17 @@ class ServerThread:
         self._thread.start()
         self.port = self._ready.result(timeout=10)
         return self.port
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+        """Block until ``predicate()`` (run on the server's loop after each of its events)
+        holds; fails after ``timeout`` seconds."""
+
+        async def watch() -> None:
+            async with asyncio.timeout(timeout):
+                while not predicate():
+                    await asyncio.sleep(0.01)
+
+        asyncio.run_coroutine_threadsafe(watch(), self.loop).result(timeout=timeout + 5)
 
     def call(self, fn: Any, *args: Any) -> Any:
         """Run ``fn(*args)`` on the server's loop (for looking at the manager's state)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from typing import Any, Protocol
 
 from .model import ExportConfig, ExportFormat
 from .store import Record
@@ -59,3 +60,36 @@ async def post_http(url: str, body: bytes, content_type: str) -> int:
     except HTTPSError as exc:
         raise OSError(f"{url}: {exc}") from exc
     return response.status
+
+
+class _Writer(Protocol):
+    def add(self, topic: str, payload: bytes, qos: int = 1) -> None: ...
+
+
+class _Spool(Protocol):
+    max_bytes: int
+
+    def stats(self) -> Any: ...
+
+
+#: Share of the spool the stream exports may fill: the rest stays for devices' messages.
+SPOOL_SHARE = 0.5
+
+
+class SpoolSink:
+    """The cloud export's way into the core: ``SpoolWriter.add`` (intake log at once, spool
+    commit in the same loop tick), and only while the spool is less than ``share`` full, so
+    a stream's backlog waits in the stream (within its own limits) instead of making the
+    spool drop device messages."""
+
+    def __init__(self, writer: _Writer, spool: _Spool, share: float = SPOOL_SHARE) -> None:
+        self.writer = writer
+        self.spool = spool
+        self.share = share
+
+    def room(self) -> int:
+        used: int = self.spool.stats().bytes
+        return max(0, int(self.spool.max_bytes * self.share) - used)
+
+    def add(self, topic: str, payload: bytes, qos: int) -> None:
+        self.writer.add(topic, payload, qos)

@@ -470,7 +470,11 @@ class StreamManager:
         old = stream.exports
         stream.exports = {}
         for config in stream.definition.exports:
-            state = ExportState(config, last_exported=progress.get(config.identifier, -1))
+            state = ExportState(
+                config,
+                last_exported=progress.get(config.identifier, -1),
+                last_attempt=time.monotonic(),  # batchIntervalMillis counts from here
+            )
             previous = old.get(config.identifier)
             if previous is not None:
                 state.exported_messages = previous.exported_messages

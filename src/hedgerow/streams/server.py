@@ -63,7 +63,7 @@ class StreamServer:
         self.authorize = authorize
         self.max_frame = max_frame
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[Any]] = set()
+        self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
         self.address: tuple[str, int] | None = None
 
     async def __aenter__(self) -> StreamServer:
@@ -85,16 +85,17 @@ class StreamServer:
         if server is None:
             return
         server.close()
-        for task in list(self._connections):
-            task.cancel()
+        # closing the transports ends each connection's read loop (EOF) without a cancel
+        for writer in self._connections.values():
+            writer.transport.abort()
         if self._connections:
-            await asyncio.gather(*self._connections, return_exceptions=True)
+            await asyncio.wait(list(self._connections), timeout=5)
         await server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
+        self._connections[task] = writer
         peer = writer.get_extra_info("peername")
         waiting: set[asyncio.Task[None]] = set()
         try:
@@ -106,7 +107,7 @@ class StreamServer:
         finally:
             for waiter in waiting:
                 waiter.cancel()
-            self._connections.discard(task)
+            self._connections.pop(task, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
