@@ -218,8 +218,12 @@ class StreamManager:
 
     def _reopen(self) -> None:
         root = self.settings.directory
-        if root is None or not root.exists():
+        if root is None:
             return
+        try:
+            root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StoreError(f"cannot create the streams directory {root}: {exc}") from exc
         for directory in sorted(p for p in root.iterdir() if p.is_dir()):
             try:
                 wire = load_definition(directory)
