@@ -100,3 +100,16 @@ async def test_progress_reaches_the_heartbeat_and_the_metrics(tmp_path: Path) ->
     snap = Snapshot("pi-1", 1.0, 0, {}, {"depth": 0}, {}, streams=progress)
     assert json.loads(heartbeat(snap))["streams"] == {"line": {"newest": 2, "backlog": 3}}
     assert 'hedgerow_core_stream{stream="line",field="backlog"} 3' in prometheus(snap)
+
+
+async def test_unreadable_stream_files_are_kept_and_named_not_overwritten(tmp_path: Path) -> None:
+    async with StreamManager(StreamsSettings(tmp_path)) as manager:
+        manager.create(stream("keep"))
+        await manager.append("keep", b"precious")
+    (tmp_path / b"keep".hex() / "definition.json").write_text("{broken")
+    async with StreamManager(StreamsSettings(tmp_path)) as manager:
+        assert manager.list_streams() == []  # logged, not fatal
+        with pytest.raises(InvalidRequest, match="could not be opened"):
+            manager.create(stream("keep"))
+    segments = list((tmp_path / b"keep".hex()).glob("*.seg"))
+    assert segments and b"precious" in segments[0].read_bytes()

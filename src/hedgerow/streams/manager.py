@@ -283,8 +283,11 @@ class StreamManager:
                     "this core keeps no stream files (streams.dir unset): use Persistence.Memory"
                 )
             directory = stream_dir(self.settings.directory, definition.name)
-            if directory.exists():  # left by a stream whose definition could not be read
-                FileStore(directory).destroy()
+            if directory.exists():  # a stream that could not be reopened: never overwrite it
+                raise InvalidRequest(
+                    f"files of an earlier stream {definition.name!r} are in {directory} but "
+                    "could not be opened (see the core's log): move them away to create it anew"
+                )
             store = FileStore.create(directory, wire)
         else:
             store = MemoryStore()
