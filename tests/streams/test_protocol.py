@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import struct
+from pathlib import Path
 
 import cbor2
 import pytest
@@ -17,6 +19,7 @@ from stream_manager.utilinternal import UtilInternal
 
 from hedgerow.streams.codes import Status
 from hedgerow.streams.errors import ProtocolError
+from hedgerow.streams.manager import StreamsSettings
 from hedgerow.streams.protocol import (
     NEED_DATA,
     ConnectRequested,
@@ -24,6 +27,8 @@ from hedgerow.streams.protocol import (
     ServerConnection,
     choose_protocol_version,
 )
+
+from .helpers import TOKEN, running
 
 
 def sdk_frame(operation: Operation, data: object) -> bytes:
@@ -104,3 +109,37 @@ def test_protocol_version_is_chosen_from_what_both_sides_speak() -> None:
     ask = ConnectRequested(1, "c", "9.9.9", ("1.0.0",), None, None)
     assert choose_protocol_version(ask) == "1.0.0"
     assert choose_protocol_version(ConnectRequested(1, "c", "9.9.9", (), None, None)) is None
+
+
+def test_the_server_answers_an_unknown_operation_and_keeps_the_connection(
+    tmp_path: Path,
+) -> None:
+    with running(StreamsSettings(tmp_path)) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            connect = ConnectRequest(request_id="c", protocol_version="1.1.0", auth_token=TOKEN)
+            s.sendall(bytes([1]) + sdk_frame(Operation.Connect, connect))
+            assert read_frame(s, version=True)[0] == Operation.ConnectResponse.value
+            unknown = cbor2.dumps({"requestId": "u1"})
+            s.sendall(struct.pack(">iB", len(unknown) + 1, 99) + unknown)
+            op, body = read_frame(s)
+            assert op == Operation.UnknownOperationError.value
+            assert body["requestId"] == "u1" and body["status"] == Status.UnknownOperation
+            listing = cbor2.dumps({"requestId": "l1"})
+            s.sendall(struct.pack(">iB", len(listing) + 1, Operation.ListStreams.value) + listing)
+            op, body = read_frame(s)
+            assert op == Operation.ListStreamsResponse.value and body["streams"] == []
+
+
+def read_frame(s: socket.socket, *, version: bool = False) -> tuple[int, dict[str, object]]:
+    def exactly(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = s.recv(n - len(data))
+            assert chunk, "the server closed the connection"
+            data += chunk
+        return data
+
+    if version:
+        assert exactly(1) == b"\x01"
+    length, op = struct.unpack(">iB", exactly(5))
+    return op, cbor2.loads(exactly(length - 1))
