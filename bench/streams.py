@@ -82,8 +82,17 @@ def definition(name: str, persistence: int, flush: bool, exports: list[dict] | N
     return body
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+SERVER_CPU: dict[str, float] = {}
+
+
 def sdk_appends(directory: Path, clients: int, per_client: int) -> dict[str, float]:
-    """Appends/s through the SDK against the server process, per persistence mode."""
+    """Appends/s through the SDK against the server process, per persistence mode (and the
+    server's CPU per append in ``SERVER_CPU``, µs)."""
     import stream_manager as sm
 
     env = dict(os.environ, AWS_CONTAINER_AUTHORIZATION_TOKEN=TOKEN)
@@ -122,6 +131,7 @@ def sdk_appends(directory: Path, clients: int, per_client: int) -> dict[str, flo
             for p in procs:
                 assert p.stdout is not None and p.stdout.readline().strip() == "ready"
             start = time.perf_counter()
+            cpu = cpu_seconds(server.pid)
             for p in procs:
                 assert p.stdin is not None
                 p.stdin.write("go\n")
@@ -134,6 +144,9 @@ def sdk_appends(directory: Path, clients: int, per_client: int) -> dict[str, flo
                 if p.stdout is not None:
                     p.stdout.close()
             elapsed = time.perf_counter() - start
+            SERVER_CPU[f"{label}/{clients}"] = (
+                (cpu_seconds(server.pid) - cpu) / (clients * per_client) * 1e6
+            )
             info = admin.describe_message_stream(name)
             assert info.storage_status.newest_sequence_number == clients * per_client - 1
             results[label] = clients * per_client / elapsed
@@ -217,10 +230,16 @@ def main() -> None:
         inside = asyncio.run(manager_appends(root / "inproc", inproc))
         rates = {f: asyncio.run(export_rate(root, exports, f)) for f in ("always", "normal")}
     print()
-    print("| appends/s | SDK, 1 client | SDK, 4 client processes | server alone (no socket) |")
-    print("|---|---|---|---|")
+    print(
+        "| appends/s | SDK, 1 client | SDK, 4 client processes | server CPU per SDK append "
+        "(1 / 4 clients) | server alone (no socket) |"
+    )
+    print("|---|---|---|---|---|")
     for label in ("Memory", "File", "File + flushOnWrite"):
-        print(f"| {label} | {one[label]:,.0f} | {four[label]:,.0f} | {inside[label]:,.0f} |")
+        cpu = f"{SERVER_CPU[label + '/1']:.0f} / {SERVER_CPU[label + '/4']:.0f} µs"
+        print(
+            f"| {label} | {one[label]:,.0f} | {four[label]:,.0f} | {cpu} | {inside[label]:,.0f} |"
+        )
     print()
     print(
         "| into the cloud spool (msg/s, 100-byte messages) | stream export | spool's own rate | ratio |"

@@ -10,8 +10,9 @@ Durability (``Persistence.File``): an append is written (one ``os.write``) befor
 answered, so it survives ``kill -9``; for ``flushOnWrite`` streams the answer also waits for
 the fsync, shared by every append of the same loop tick (group commit), so it survives power
 loss; other streams are fsynced every ``fsync_interval`` seconds (a power cut may lose that
-last interval). Export progress is saved after each batch, without fsync: after a crash a
-batch may be exported twice, never lost (at-least-once, like the cloud spool).
+last interval). Export progress is saved at most every ``PROGRESS_SAVE_INTERVAL``
+(and on stop), without fsync: after a crash what was exported since may be exported again,
+never lost (at-least-once, like the cloud spool).
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ from .store import FileStore, MemoryStore, Record, StreamStore, load_definition,
 
 log = logging.getLogger(__name__)
 
+#: Export progress is saved at most this often (seconds) and on stop: a crash re-exports at
+#: most this much (duplicates, never a loss), and a fast export is not held up by renames.
+PROGRESS_SAVE_INTERVAL = 0.25
 #: How long the cloud exporter waits before looking again when the spool has no room.
 CLOUD_ROOM_POLL = 0.5
 DEFAULT_FSYNC_INTERVAL = 1.0
@@ -100,6 +104,8 @@ class Stream:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     deleted: bool = False
     http_tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    progress_dirty: bool = False
+    progress_saved_at: float = 0.0
 
     @property
     def name(self) -> str:
@@ -181,6 +187,7 @@ class StreamManager:
         self._tasks.clear()
         self._flush_syncs()
         for stream in self.streams.values():
+            self._save_progress(stream)
             try:
                 stream.store.sync()
             except StoreError as exc:
@@ -202,6 +209,7 @@ class StreamManager:
             await asyncio.sleep(self.settings.fsync_interval)
             now = self.clock()
             for stream in list(self.streams.values()):
+                self._save_progress(stream)
                 try:
                     stream.store.sync()
                 except StoreError as exc:
@@ -506,11 +514,19 @@ class StreamManager:
         state.exported_messages += len(records)
         state.exported_bytes += sum(len(r[2]) for r in records)
         state.error = None
-        if not stream.deleted:
-            try:
-                stream.store.save_progress({i: s.last_exported for i, s in stream.exports.items()})
-            except OSError as exc:
-                log.warning("streams.progress_not_saved stream=%s error=%s", stream.name, exc)
+        stream.progress_dirty = True
+        if time.monotonic() - stream.progress_saved_at >= PROGRESS_SAVE_INTERVAL:
+            self._save_progress(stream)
+
+    def _save_progress(self, stream: Stream) -> None:
+        if stream.deleted or not stream.progress_dirty:
+            return
+        stream.progress_dirty = False
+        stream.progress_saved_at = time.monotonic()
+        try:
+            stream.store.save_progress({i: s.last_exported for i, s in stream.exports.items()})
+        except OSError as exc:
+            log.warning("streams.progress_not_saved stream=%s error=%s", stream.name, exc)
 
     def _due(self, stream: Stream, state: ExportState, now: float) -> int:
         """How many messages to export now (0: nothing due)."""
