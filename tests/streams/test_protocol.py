@@ -77,6 +77,10 @@ def test_connect_and_a_request_split_at_every_byte_give_the_same_events() -> Non
 
 def test_connect_response_is_what_the_sdk_reads() -> None:
     conn = ServerConnection()
+    with pytest.raises(ProtocolError, match="cannot become connected"):
+        conn.send_connect_response("c1", Status.Success, "1.1.0")  # nothing received yet
+    conn.receive_data(client_bytes())
+    assert isinstance(conn.next_event(), ConnectRequested)
     out = conn.send_connect_response("c1", Status.Success, "1.1.0")
     assert out[0] == 1
     length, op = struct.unpack(">iB", out[1:6])

@@ -46,6 +46,15 @@ class ConnState(enum.Enum):
     CLOSED = "closed"
 
 
+#: The states each state may move to.
+TRANSITIONS: Final[dict[ConnState, frozenset[ConnState]]] = {
+    ConnState.AWAIT_VERSION: frozenset({ConnState.AWAIT_CONNECT, ConnState.CLOSED}),
+    ConnState.AWAIT_CONNECT: frozenset({ConnState.CONNECTED, ConnState.CLOSED}),
+    ConnState.CONNECTED: frozenset({ConnState.CLOSED}),
+    ConnState.CLOSED: frozenset(),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectRequested:
     connect_version: int
@@ -95,6 +104,11 @@ class ServerConnection:
         self._buffer = bytearray()
         self._pos = 0
 
+    def _move(self, state: ConnState) -> None:
+        if state not in TRANSITIONS[self.state]:
+            raise ProtocolError(f"connection state {self.state.value} cannot become {state.value}")
+        self.state = state
+
     def receive_data(self, data: bytes) -> None:
         if self._pos > 65536 and self._pos * 2 > len(self._buffer):
             del self._buffer[: self._pos]
@@ -109,14 +123,14 @@ class ServerConnection:
                 return NEED_DATA
             self.connect_version = self._buffer[self._pos]
             self._pos += 1
-            self.state = ConnState.AWAIT_CONNECT
+            self._move(ConnState.AWAIT_CONNECT)
         frame = self._next_frame()
         if frame is None:
             return NEED_DATA
         operation, body = frame
         if self.state is ConnState.AWAIT_CONNECT:
             if operation != Operation.Connect:
-                self.state = ConnState.CLOSED
+                self._move(ConnState.CLOSED)
                 raise ProtocolError(f"expected a Connect frame first, got operation {operation}")
             return _connect_event(self.connect_version, body)
         request_id = body.get("requestId")
@@ -130,7 +144,7 @@ class ServerConnection:
             return None
         length, operation = _HEADER.unpack_from(self._buffer, self._pos)
         if length < 1 or length > self.max_frame:
-            self.state = ConnState.CLOSED
+            self._move(ConnState.CLOSED)
             raise ProtocolError(
                 f"a frame of {length} bytes (the limit is {self.max_frame}): "
                 "split the data into smaller messages"
@@ -155,10 +169,7 @@ class ServerConnection:
         }
         if message:
             body["errorMessage"] = message
-        if status is Status.Success:
-            self.state = ConnState.CONNECTED
-        else:
-            self.state = ConnState.CLOSED
+        self._move(ConnState.CONNECTED if status is Status.Success else ConnState.CLOSED)
         return bytes([CONNECT_VERSION]) + encode_frame(Operation.ConnectResponse, body)
 
     def send_response(self, operation: int, body: dict[str, Any]) -> bytes:
