@@ -86,7 +86,10 @@ async def test_kill_9_of_the_core_while_a_function_appends_loses_no_returned_app
         )  # fmt: skip
         proc = await start_core(config, log)
         try:
-            await cloud.deploy(document("d-1", functions=(entry,)), artifacts=(code,))
+            subs = (("function:producer", "streams/pi-1/#", "cloud"),)  # the cloud's ACL
+            await cloud.deploy(
+                document("d-1", functions=(entry,), subscriptions=subs), artifacts=(code,)
+            )
             await cloud.wait_for(
                 lambda: any(s["status"] == "Success" for s in cloud.statuses()), 30
             )

@@ -71,7 +71,10 @@ async def test_a_v1_function_streams_to_the_cloud_through_a_real_core(
         )  # fmt: skip
         async with CoreDaemon(config) as core:
             assert core.streams is not None and core.streams.port == streams_port
-            await cloud.deploy(document("d-1", functions=(entry,)), artifacts=(code,))
+            subs = (("function:producer", "streams/pi-1/#", "cloud"),)  # the cloud's ACL
+            await cloud.deploy(
+                document("d-1", functions=(entry,), subscriptions=subs), artifacts=(code,)
+            )
             await cloud.wait_for(
                 lambda: any(s["status"] in ("Success", "Failure", "RolledBack")
                             for s in cloud.statuses()), 30)  # fmt: skip

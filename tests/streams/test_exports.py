@@ -186,12 +186,16 @@ def test_cloud_export_goes_through_the_spool_and_resumes_after_a_restart(
 class RecordingSink:
     """An in-memory CloudSink with room for ``room_bytes`` at a time."""
 
-    def __init__(self, room_bytes: int) -> None:
+    def __init__(self, room_bytes: int, accepted: bool = True) -> None:
         self.room_bytes = room_bytes
+        self.accepted = accepted
         self.added: list[tuple[str, bytes]] = []
 
     def room(self) -> int:
         return self.room_bytes
+
+    def accepts(self, topic: str) -> bool:
+        return self.accepted
 
     def add(self, topic: str, payload: bytes, qos: int) -> None:
         self.added.append((topic, payload))
@@ -242,3 +246,29 @@ def test_export_uris_are_checked() -> None:
                     "exportDefinition": {"http": [{"identifier": "e", "uri": uri}]},
                 }
             )
+
+
+async def test_cloud_export_waits_while_the_cloud_would_refuse_the_topic(tmp_path: Path) -> None:
+    sink = RecordingSink(room_bytes=1 << 20, accepted=False)  # no subscription to the cloud
+    async with StreamManager(StreamsSettings(None, core="c"), cloud=sink) as manager:
+        manager.create(
+            {"name": "s", "strategyOnFull": 0, "persistence": 1,
+             "exportDefinition": {"http": [{"identifier": "c", "uri": "hedgerow://cloud"}]}}
+        )  # fmt: skip
+        for i in range(5):
+            await manager.append("s", b"%d" % i)
+        async with asyncio.timeout(10):
+            while not manager.describe("s")["exportStatuses"][0]["errorMessage"]:
+                await asyncio.sleep(0.01)
+        status = manager.describe("s")["exportStatuses"][0]
+        assert (
+            "add a subscription" in status["errorMessage"]
+            and "streams/c/s" in status["errorMessage"]
+        )
+        assert sink.added == [] and manager.progress()["s"]["backlog"] == 5
+        sink.accepted = True  # a deployment added the subscription
+        manager._cloud_wake.set()
+        async with asyncio.timeout(10):
+            while len(sink.added) < 5:
+                await asyncio.sleep(0.01)
+        assert manager.describe("s")["exportStatuses"][0]["errorMessage"] == ""

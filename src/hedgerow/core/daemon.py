@@ -59,7 +59,7 @@ from .deployment import DeploymentAgent, DeploymentDocument, DeploymentStore
 from .errors import CertificateError, CloudAPIError, ConfigError, CoreError
 from .lifecycle import Components, Step
 from .router import Router, SpoolWriter
-from .routing import CLOUD, SHADOW, RoutingTable
+from .routing import CLOUD, SHADOW, RoutingTable, topic_matches
 from .spool import IntakeLog, MemorySpool, Spool, SqliteSpool
 from .status import MetricsServer, Snapshot, heartbeat
 
@@ -368,7 +368,9 @@ class CoreDaemon:
         if self.streams is not None:
             from hedgerow.streams.exporters import SpoolSink
 
-            self.streams.connect_cloud(SpoolSink(self.spool_writer, self.spool))
+            self.streams.connect_cloud(
+                SpoolSink(self.spool_writer, self.spool, allows=self._cloud_takes)
+            )
         async with Router(
             self.table,
             cloud=self.spool_writer,
@@ -504,6 +506,11 @@ class CoreDaemon:
             yield
         finally:
             await streams.stop()
+
+    def _cloud_takes(self, topic: str) -> bool:
+        """The cloud accepts a core's message only on a topic a subscription to ``cloud``
+        covers (its ACL); stream exports wait for one instead of being dropped."""
+        return any(s.target == CLOUD and topic_matches(s.topic, topic) for s in self.table)
 
     def _stream_token(self, token: str | None) -> bool:
         """A stream manager client must present a token the core gave one of its functions."""

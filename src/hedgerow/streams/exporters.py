@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from .model import ExportConfig, ExportFormat
@@ -82,10 +82,20 @@ class SpoolSink:
     a stream's backlog waits in the stream (within its own limits) instead of making the
     spool drop device messages."""
 
-    def __init__(self, writer: _Writer, spool: _Spool, share: float = SPOOL_SHARE) -> None:
+    def __init__(
+        self,
+        writer: _Writer,
+        spool: _Spool,
+        share: float = SPOOL_SHARE,
+        allows: Callable[[str], bool] | None = None,
+    ) -> None:
         self.writer = writer
         self.spool = spool
         self.share = share
+        self.allows = allows
+
+    def accepts(self, topic: str) -> bool:
+        return self.allows is None or self.allows(topic)
 
     def room(self) -> int:
         used: int = self.spool.stats().bytes

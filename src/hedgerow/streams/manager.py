@@ -63,6 +63,12 @@ class CloudSink(Protocol):
         """Bytes the spool takes now without dropping anything."""
         ...
 
+    def accepts(self, topic: str) -> bool:
+        """Whether the cloud takes messages on ``topic`` from this core (the group has a
+        subscription to ``cloud`` covering it); the cloud refuses, and the spool drops,
+        anything else."""
+        ...
+
     def add(self, topic: str, payload: bytes, qos: int) -> None: ...
 
 
@@ -573,11 +579,25 @@ class StreamManager:
             count = self._due(stream, state, now)
             if not count:
                 continue
+            topic = self.cloud_topic(stream, state.config)
+            if not self.cloud.accepts(topic):
+                if state.error is None:
+                    log.warning(
+                        "streams.cloud_export_waiting stream=%s topic=%s: no subscription "
+                        "to the cloud covers it",
+                        stream.name,
+                        topic,
+                    )
+                state.error = (
+                    f"the cloud takes nothing on {topic} from this core: add a subscription "
+                    f"(any source, topic {topic!r} or a filter covering it, target cloud) to "
+                    "the group and deploy; the messages wait in the stream"
+                )
+                continue
             records = stream.store.read(stream.next_to_export(state), count)
             size = sum(len(r[2]) for r in records) + 64 * len(records)
             if size > self.cloud.room():
                 return False  # the spool is full: wait for the cloud to drain it
-            topic = self.cloud_topic(stream, state.config)
             for _seq, _ingest, payload in records:
                 self.cloud.add(topic, payload, 1)
             state.last_attempt = now

@@ -10,7 +10,8 @@ Exports. The SDKs' ``ExportDefinition`` knows ``http``, ``kinesis``, ``iotAnalyt
 
 * ``uri="hedgerow://cloud"`` (or ``hedgerow://cloud/<topic>``): into the core's durable cloud
   spool, stored by the Hedgerow cloud as telemetry on ``streams/<core>/<stream>`` (or the
-  given topic); ``batchSize`` messages per spool commit, ``priority`` 1 (first) to 10;
+  given topic, which a subscription to ``cloud`` in the group must cover);
+  ``batchSize`` messages per spool commit, ``priority`` 1 (first) to 10;
 * ``uri="http://…"`` or ``https://…``: POSTed to that endpoint, one message per request
   (``exportFormat`` RAW_NOT_BATCHED) or ``batchSize`` messages as one JSON array
   (JSON_BATCHED), retried with backoff until the endpoint answers 2xx.
