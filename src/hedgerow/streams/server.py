@@ -124,6 +124,7 @@ class StreamServer:
             if not data:
                 return
             conn.receive_data(data)
+            answers: list[bytes] = []  # written once per read burst
             while True:
                 event = conn.next_event()
                 if event is NEED_DATA:
@@ -140,8 +141,10 @@ class StreamServer:
                     waiting.add(waiter)
                     waiter.add_done_callback(waiting.discard)
                 else:
-                    writer.write(await self._respond(event))
-            await writer.drain()
+                    answers.append(await self._respond(event))
+            if answers:
+                writer.write(b"".join(answers) if len(answers) > 1 else answers[0])
+                await writer.drain()
 
     def _connect(
         self, conn: ServerConnection, event: ConnectRequested, writer: asyncio.StreamWriter
