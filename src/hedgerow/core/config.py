@@ -136,6 +136,25 @@ class LoggingConfig:
     backups: int = 3
 
 
+DEFAULT_STREAMS_PORT = 8088
+
+
+@dataclass(frozen=True, slots=True)
+class StreamsConfig:
+    """The stream manager (``hedgerow.streams``): off unless ``[streams] enabled = true``."""
+
+    enabled: bool = False
+    #: loopback only: functions reach it as STREAM_MANAGER_SERVER_PORT
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_STREAMS_PORT
+    #: where File streams live (default ``<data dir>/streams``)
+    dir: Path | None = None
+    #: the sum of all streams' maxSize may not exceed this
+    max_bytes: int = 1024 * 1024 * 1024
+    #: seconds between fsyncs of streams without flushOnWrite
+    fsync_interval: float = 1.0
+
+
 @dataclass(frozen=True, slots=True)
 class CoreConfig:
     name: str
@@ -151,6 +170,7 @@ class CoreConfig:
     certificates: CertificateConfig = field(default_factory=CertificateConfig)
     functions: FunctionsConfig = field(default_factory=FunctionsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    streams: StreamsConfig = field(default_factory=StreamsConfig)
 
     def file(self, name: str) -> Path:
         return self.data_dir / name
@@ -158,6 +178,10 @@ class CoreConfig:
     @property
     def spool_path(self) -> Path:
         return self.spool.path or self.data_dir / "spool.db"
+
+    @property
+    def streams_dir(self) -> Path:
+        return self.streams.dir or self.data_dir / "streams"
 
     @property
     def log_dir(self) -> Path:
@@ -248,6 +272,7 @@ def parse_config(text: str, *, default_data_dir: Path) -> CoreConfig:
             ),
             backups=_int(lg, "logging.backups", 3, 0, 100),
         ),
+        streams=_streams(_section(raw, "streams"), data_dir),
     )
 
 
@@ -409,6 +434,26 @@ def _local(section: Mapping[str, Any]) -> LocalConfig:
             section, "local.exclude_interfaces", DEFAULT_EXCLUDED_INTERFACES
         ),
         deny_policy=_choice(section, "local.deny_policy", "drop", ("drop", "disconnect")),
+    )
+
+
+def _streams(section: Mapping[str, Any], data_dir: Path) -> StreamsConfig:
+    enabled = section.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise ConfigError("streams.enabled", f"must be true or false, got {enabled!r}")
+    host = _opt_str(section, "streams.host") or "127.0.0.1"
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        raise ConfigError(
+            "streams.host", f"{host!r}: the stream manager listens on loopback only (127.0.0.1)"
+        )
+    path = _opt_str(section, "streams.dir")
+    return StreamsConfig(
+        enabled=enabled,
+        host=host,
+        port=_int(section, "streams.port", DEFAULT_STREAMS_PORT, 0, 65535),
+        dir=None if path is None else data_dir / path,
+        max_bytes=_int(section, "streams.max_bytes", 1024 * 1024 * 1024, 1024),
+        fsync_interval=_float(section, "streams.fsync_interval", 1.0, 0.01),
     )
 
 

@@ -6,7 +6,8 @@
 The parts are components (``core/lifecycle.py``), started in this order and stopped in
 reverse: ``identity`` (the core's files, the cloud API client) → ``spool`` (recovering the
 intake log; flushed last at stop) → ``certificate`` (asked from the cloud only when missing)
-→ ``broker`` (with admission) → ``functions`` (and the shadow) → ``router`` →
+→ ``broker`` (with admission) → ``streams`` (the stream manager, when ``[streams]
+enabled``) → ``functions`` (and the shadow) → ``router`` →
 ``deployment`` (the last good deployment from disk, verified again) → ``local-endpoint``
 → ``background`` (one TaskGroup: cloud connector, deployment worker and poll, certificate
 renewal, heartbeat, systemd watchdog) → ``metrics``. A part that fails to start stops
@@ -33,7 +34,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hedgerow import certinfo
 from hedgerow.backoff import BackoffPolicy
@@ -58,9 +59,12 @@ from .deployment import DeploymentAgent, DeploymentDocument, DeploymentStore
 from .errors import CertificateError, CloudAPIError, ConfigError, CoreError
 from .lifecycle import Components, Step
 from .router import Router, SpoolWriter
-from .routing import CLOUD, SHADOW, RoutingTable
+from .routing import CLOUD, SHADOW, RoutingTable, topic_matches
 from .spool import IntakeLog, MemorySpool, Spool, SqliteSpool
 from .status import MetricsServer, Snapshot, heartbeat
+
+if TYPE_CHECKING:  # the stream manager is imported only when [streams] is enabled
+    from hedgerow.streams.service import StreamService
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +209,7 @@ class CoreDaemon:
         #: Wakes the certificate loop early (the cloud announced the group's CAs).
         self._certificate_wake = asyncio.Event()
         self._announced_cas: list[CertInfo] | None = None
+        self.streams: StreamService | None = None
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -215,6 +220,7 @@ class CoreDaemon:
             Step("spool", self._open_spool_and_intake),
             Step("certificate", self._open_certificate),
             Step("broker", self._open_broker),
+            *([Step("streams", self._open_streams)] if self.config.streams.enabled else []),
             Step("functions", self._open_functions),
             Step("router", self._open_router),
             Step("deployment", self._open_deployment),
@@ -349,6 +355,9 @@ class CoreDaemon:
         run_as = c.functions.run_as_user
         if run_as and c.functions.run_as_group:
             run_as = f"{run_as}:{c.functions.run_as_group}"
+        stream_options: dict[str, Any] = {}
+        if self.streams is not None:  # functions are given the stream manager's port
+            stream_options["stream_manager_port"] = self.streams.port
         async with self._runtime_factory(
             c.data_dir / "functions",
             self._function_publish,
@@ -356,6 +365,7 @@ class CoreDaemon:
             c.name,
             shadow_publish=self._shadow_publish,
             default_run_as=run_as,
+            **stream_options,
         ) as runtime:
             self.functions: FunctionRuntime = runtime
             yield
@@ -364,6 +374,12 @@ class CoreDaemon:
     async def _open_router(self) -> AsyncIterator[None]:
         """The router between devices, functions, the shadow and the cloud's spool."""
         self.spool_writer = SpoolWriter(self.spool, self._intake, self._spool_committed)
+        if self.streams is not None:
+            from hedgerow.streams.exporters import SpoolSink
+
+            self.streams.connect_cloud(
+                SpoolSink(self.spool_writer, self.spool, allows=self._cloud_takes)
+            )
         async with Router(
             self.table,
             cloud=self.spool_writer,
@@ -479,6 +495,36 @@ class CoreDaemon:
             write_atomic(c.metrics_address_file, f"{shown}:{bound}\n".encode())
         log.info("core.metrics.listening address=%s:%s", host, bound)
         return metrics
+
+    @contextlib.asynccontextmanager
+    async def _open_streams(self) -> AsyncIterator[None]:
+        """The stream manager (``[streams] enabled``): before the functions, which are given
+        its port; its cloud exports join the spool writer when the router starts."""
+        from hedgerow.streams.manager import StreamsSettings
+        from hedgerow.streams.service import StreamService
+
+        sc = self.config.streams
+        settings = StreamsSettings(
+            self.config.streams_dir, sc.max_bytes, sc.fsync_interval, core=self.config.name
+        )
+        streams = StreamService(settings, host=sc.host, port=sc.port, authorize=self._stream_token)
+        await streams.start()
+        self.streams = streams
+        log.info("core.streams.listening port=%s", streams.port)
+        try:
+            yield
+        finally:
+            await streams.stop()
+
+    def _cloud_takes(self, topic: str) -> bool:
+        """The cloud accepts a core's message only on a topic a subscription to ``cloud``
+        covers (its ACL); stream exports wait for one instead of being dropped."""
+        return any(s.target == CLOUD and topic_matches(s.topic, topic) for s in self.table)
+
+    def _stream_token(self, token: str | None) -> bool:
+        """A stream manager client must present a token the core gave one of its functions."""
+        caller_of = getattr(getattr(self, "functions", None), "caller_of", None)
+        return token is not None and caller_of is not None and caller_of(token) is not None
 
     def _final_flush(self) -> None:
         writer: SpoolWriter | None = getattr(self, "spool_writer", None)
@@ -700,6 +746,7 @@ class CoreDaemon:
             refused=tuple(r.as_dict() for r in self.agent.refused),
             health=self.health().value,
             components={name: state.value for name, state in self.components.states().items()},
+            streams=self.streams.progress() if self.streams is not None else {},
         )
 
     def _send_heartbeat(self) -> None:

@@ -104,7 +104,9 @@ def encode_json(value: Any) -> bytes:
     return jsonlib.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def request_headers(origin: Origin, body: bytes | None) -> list[tuple[str, str]]:
+def request_headers(
+    origin: Origin, body: bytes | None, content_type: str = "application/json"
+) -> list[tuple[str, str]]:
     headers = [
         ("Host", origin.authority),
         ("User-Agent", USER_AGENT),
@@ -112,7 +114,7 @@ def request_headers(origin: Origin, body: bytes | None) -> list[tuple[str, str]]
         ("Connection", "close"),
     ]
     if body is not None:
-        headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        headers += [("Content-Type", content_type), ("Content-Length", str(len(body)))]
     return headers
 
 
@@ -153,17 +155,20 @@ async def request(
     *,
     ssl_context: ssl.SSLContext | None = None,
     json: Any = None,
+    content: bytes | None = None,
+    content_type: str = "application/json",
     timeout: float,  # noqa: ASYNC109 - the whole exchange is bounded, not one await
     max_body: int = MAX_BODY,
 ) -> Response:
-    """``method path`` on ``base_url`` with an optional JSON body; the whole exchange
+    """``method path`` on ``base_url`` with an optional JSON body (or raw ``content`` of
+    ``content_type``); the whole exchange
     (connect, TLS handshake, send, receive) within ``timeout`` seconds.
 
     ``https`` URLs use ``ssl_context`` (the system's default trust when None); ``http``
     URLs are plain TCP and ignore it. Raises ``HTTPSError`` on any failure.
     """
     origin = parse_base_url(base_url)
-    body = None if json is None else encode_json(json)
+    body = content if content is not None else None if json is None else encode_json(json)
     tls: ssl.SSLContext | None = None
     if origin.tls:
         tls = ssl_context if ssl_context is not None else ssl.create_default_context()
@@ -173,7 +178,9 @@ async def request(
             reader, writer = await asyncio.open_connection(
                 origin.host, origin.port, ssl=tls, server_hostname=origin.host if tls else None
             )
-            return await _exchange(reader, writer, origin, method, path, body, max_body)
+            return await _exchange(
+                reader, writer, origin, method, path, body, max_body, content_type
+            )
     except TimeoutError:
         raise HTTPSError(f"no complete reply within {timeout:g} s") from None
     except ssl.SSLError as exc:
@@ -197,9 +204,10 @@ async def _exchange(
     path: str,
     body: bytes | None,
     max_body: int,
+    content_type: str = "application/json",
 ) -> Response:
     conn = h11.Connection(h11.CLIENT)
-    headers = request_headers(origin, body)
+    headers = request_headers(origin, body, content_type)
     head = h11.Request(method=method, target=origin.target(path), headers=headers)
     writer.write(conn.send(head) or b"")
     if body:

@@ -38,6 +38,8 @@ class Snapshot:
     health: str = "healthy"
     components: Mapping[str, str] = field(default_factory=dict)
     version: str = field(default=__version__)
+    #: per stream of the stream manager: newest sequence number, bytes, export backlog
+    streams: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
 
 def heartbeat(s: Snapshot) -> bytes:
@@ -56,6 +58,11 @@ def heartbeat(s: Snapshot) -> bytes:
     }
     if s.refused:
         body["refused"] = [dict(r) for r in s.refused]
+    if s.streams:
+        body["streams"] = {
+            name: {"newest": p.get("newest", -1), "backlog": p.get("backlog", 0)}
+            for name, p in s.streams.items()
+        }
     return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -96,6 +103,13 @@ def prometheus(s: Snapshot) -> str:
             f'hedgerow_core_subscription_messages_total{{source="{_label(source)}",'
             f'topic="{_label(topic)}",target="{_label(target)}"}} {count}'
         )
+    if s.streams:
+        lines.append("# TYPE hedgerow_core_stream gauge")
+        for name, fields in sorted(s.streams.items()):
+            for key, value in sorted(fields.items()):
+                lines.append(
+                    f'hedgerow_core_stream{{stream="{_label(name)}",field="{_label(key)}"}} {value}'
+                )
     return "\n".join(lines) + "\n"
 
 

@@ -107,8 +107,12 @@ class FunctionHost:
         settle_s: float = DEFAULT_SETTLE_S,
         memory_cgroups: bool = True,
         cgroup_base: Path | None = None,
+        stream_manager_port: int | None = None,
     ) -> None:
         self.work_dir = Path(work_dir)
+        #: the core's stream manager (``[streams]``): its port and the function's own token
+        #: go into every function's environment, as Greengrass does
+        self.stream_manager_port = stream_manager_port
         self._publish = publish
         self.shadow = shadow
         self.thing_name = thing_name
@@ -390,6 +394,9 @@ class FunctionHost:
                     memory_mb=spec.memory_mb,
                 )
             )
+        if self.stream_manager_port is not None:
+            env["STREAM_MANAGER_SERVER_PORT"] = str(self.stream_manager_port)
+            env["AWS_CONTAINER_AUTHORIZATION_TOKEN"] = token
         env.update(spec.environment)
         source_root = _source_root()
         extra = spec.environment.get("PYTHONPATH")
