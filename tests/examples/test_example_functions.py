@@ -60,13 +60,46 @@ def test_temp_correct_recovers_ambient_under_the_seeds_heating_model(
         assert mod.correct(raw, cpu, (1 - k) / k) == pytest.approx(ambient)
 
 
-def test_temp_correct_ignores_incomplete_readings(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_temp_correct_ignores_readings_without_temperature(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     mod = load("temp_correct", monkeypatch)
     ctx = Context("sensors/x")
-    assert mod.handler({"temperature": 20.0}, ctx) is None
+    assert mod.handler({"humidity": 40.0}, ctx) is None
+    assert mod.handler({"temperature": None, "cpu_temperature": 50.0}, ctx) is None
     assert ctx.published == []
     with pytest.raises(ValueError, match="FACTOR"):
         mod.correct(20.0, 40.0, 0.0)
+
+
+def test_temp_correct_reads_the_cores_cpu_when_the_reading_has_none(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The seed's device script sends no cpu_temperature: the seed's Lambda read the Pi's.
+    zone = tmp_path / "temp"
+    zone.write_text("52000\n")
+    mod = load("temp_correct", monkeypatch, CPU_TEMP_PATH=str(zone), FACTOR="4")
+    ctx = Context("sensors/bme680-1")
+    out = mod.handler({"temperature": 30.0}, ctx)
+    assert out["cpu_temperature"] == 52.0
+    assert out["cpu_source"] == "core"
+    assert out["temperature"] == pytest.approx(30.0 - (52.0 - 30.0) / 4)
+    # the reading's own value wins when it has one
+    own = mod.handler({"temperature": 30.0, "cpu_temperature": 50.0}, ctx)
+    assert own["cpu_source"] == "reading" and own["cpu_temperature"] == 50.0
+
+
+def test_temp_correct_uses_the_simulators_cpu_on_a_machine_without_a_thermal_zone(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    mod = load("temp_correct", monkeypatch, CPU_TEMP_PATH=str(tmp_path / "absent"))
+    ctx = Context("sensors/bme680-1")
+    out = mod.handler({"temperature": 30.0}, ctx)
+    assert out["cpu_source"] == "simulated"
+    # the simulator's CPU idles 15 °C above a ~21 °C room and heats up under load
+    assert 30.0 < out["cpu_temperature"] < 80.0
+    assert out["temperature"] == pytest.approx(30.0 - (out["cpu_temperature"] - 30.0) / 5, abs=1e-3)
+    assert ctx.published == [("corrected/bme680-1", out)]
 
 
 def test_window_aggregate_closes_windows(monkeypatch: pytest.MonkeyPatch) -> None:
