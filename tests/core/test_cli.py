@@ -42,7 +42,8 @@ def test_check_reports_each_item_with_advice(
     assert status == 1  # the cloud is not there
     assert "ok    python" in out
     assert f"ok    port 127.0.0.1:{port}" in out
-    assert "warn  certificate core" in out and "renew it soon" in out
+    # a fresh 5-day certificate is not "expiring soon": the threshold follows its lifetime
+    assert "ok    certificate core" in out and "of 5 days" in out
     assert f"fail  cloud https 127.0.0.1:{port}" in out and "check the network" in out
     assert "checks:" in out
 
@@ -118,6 +119,10 @@ def test_install_and_uninstall_service(
     assert main(args) == 0
     text = unit.read_text()
     assert f"core run --config {config.resolve()}" in text and "Restart=always" in text
+    printed = capsys.readouterr().out
+    assert f"listens on 127.0.0.1:{port}" in printed
+    assert "systemctl start hedgerow-core.service" in printed
+    assert "journalctl -u hedgerow-core.service -f" in printed
     assert main(["core", "uninstall-service", "--unit-path", str(unit), "--no-systemctl"]) == 0
     assert not unit.exists()
     assert "removed" in capsys.readouterr().out

@@ -100,7 +100,18 @@ def test_checks_are_pure_and_advise() -> None:
     assert check.check_clock(now, now).level is check.Level.OK
     root = pki.make_ca("r")
     soon = certinfo.from_pem(pki.issue(root, "c", days=3).cert_pem)
-    assert check.check_certificate("core", soon, now).level is check.Level.WARN
+    # thresholds follow the lifetime: a fresh short-lived certificate is fine...
+    assert check.check_certificate("core", soon, now).level is check.Level.OK
+    # ...one with less than a fifth of its lifetime left is not
+    late = check.check_certificate("core", soon, now + dt.timedelta(days=2, hours=12))
+    assert late.level is check.Level.WARN and "hours of 3 days" in late.detail
+    long = certinfo.from_pem(pki.issue(root, "l", days=365).cert_pem)
+    assert check.check_certificate("core", long, now + dt.timedelta(days=300)).level is (
+        check.Level.OK
+    )
+    assert check.check_certificate("core", long, now + dt.timedelta(days=355)).level is (
+        check.Level.WARN
+    )
     assert (
         check.check_certificate("core", soon, now + dt.timedelta(days=5)).level is check.Level.FAIL
     )

@@ -106,8 +106,8 @@ def _file_logging(config: CoreConfig) -> list[logging.Handler]:
     return handlers
 
 
-def _with_local_overrides(config: CoreConfig, args: argparse.Namespace) -> CoreConfig:
-    """Command-line flags win over the ``[local]`` section of the config file."""
+def _local_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``[local]`` keys the command-line flags set (they win over the config file)."""
     changes: dict[str, Any] = {}
     if args.host is not None:
         changes["host"] = args.host
@@ -120,9 +120,33 @@ def _with_local_overrides(config: CoreConfig, args: argparse.Namespace) -> CoreC
     elif args.host is not None and _is_loopback(args.host):
         # a core bound to loopback is reachable only there: advertise that, not the interfaces
         changes["hosts"] = (args.host,)
-    if not changes:
-        return config
-    return dataclasses.replace(config, local=dataclasses.replace(config.local, **changes))
+    return changes
+
+
+def _save_local_overrides(config_path: Path, changes: dict[str, Any]) -> None:
+    """Write the flags into the config's ``[local]`` section, so that ``core check``,
+    ``install-service`` and the next plain ``core run`` see where the core listens."""
+    import tomllib
+
+    import tomli_w
+
+    try:
+        document = tomllib.loads(config_path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise CLIError(f"{config_path}: cannot save the flags: {exc}") from exc
+    local = document.setdefault("local", {})
+    updated = {k: list(v) if isinstance(v, tuple) else v for k, v in changes.items()}
+    if all(local.get(k) == v for k, v in updated.items()):
+        return
+    local.update(updated)
+    tmp = config_path.with_name(config_path.name + ".tmp")
+    try:
+        tmp.write_text(tomli_w.dumps(document))
+        tmp.replace(config_path)
+    except OSError as exc:
+        raise CLIError(f"{config_path}: cannot save the flags: {exc}") from exc
+    saved = ", ".join(f"local.{k} = {v!r}" for k, v in updated.items())
+    print(f"saved to {config_path}: {saved}", flush=True)
 
 
 def _is_loopback(host: str) -> bool:
@@ -141,7 +165,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise CLIError(f"{exc}") from exc
     else:
         config_path = _config_path(args)
-    config = _with_local_overrides(_load(config_path), args)
+    config = _load(config_path)
+    changes = _local_overrides(args)
+    if changes:
+        config = dataclasses.replace(config, local=dataclasses.replace(config.local, **changes))
+        _save_local_overrides(config_path, changes)
     level = logging.getLogger().level
     handlers = _file_logging(config)
     # the standard event loop: the function runtime's worker channels do not work under uvloop
@@ -205,14 +233,24 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_install(args: argparse.Namespace) -> int:
     config_path = _config_path(args).resolve()
-    _load(config_path)
+    config = _load(config_path)
+    # `core run` saved its --host/--port/--advertise into this config: the service listens
+    # where the user ran the core
     command = [sys.executable, "-m", "hedgerow", "core", "run", "--config", str(config_path)]
     text = service.unit_text(command, user=args.user, working_dir=config_path.parent)
     try:
         service.install(text, args.unit_path, systemctl=not args.no_systemctl)
     except (OSError, subprocess.SubprocessError) as exc:
         raise CLIError(f"cannot install {args.unit_path}: {exc} (run as root?)") from exc
-    print(f"installed {args.unit_path}")
+    unit = args.unit_path.name
+    print(f"installed {args.unit_path}: {' '.join(command)}")
+    print(
+        f"  listens on {config.local.host}:{config.local.port} (local.host, local.port in {config_path})"
+    )
+    print("  enabled at boot; stop a core you started by hand first, then")
+    print(f"  start it:   sudo systemctl start {unit}")
+    print(f"  follow it:  journalctl -u {unit} -f   (and {config.log_dir}/core.log)")
+    print(f"  check it:   hedgerow core check --config {config_path}")
     return 0
 
 

@@ -33,6 +33,9 @@ MIN_PYTHON = (3, 11)
 DISK_WARN = 200 * 1024 * 1024
 DISK_FAIL = 20 * 1024 * 1024
 CERT_WARN = dt.timedelta(days=14)
+#: ...or, for a short-lived certificate (the server's lives about 8 days and is renewed
+#: with 30 % left), less than this share of its lifetime: renewal is overdue
+CERT_WARN_FRACTION = 0.2
 CLOCK_WARN = dt.timedelta(seconds=30)
 CLOCK_FAIL = dt.timedelta(minutes=5)
 NOFILE_WARN = 4096
@@ -97,7 +100,14 @@ def check_clock(local: dt.datetime, cloud: dt.datetime | None) -> CheckResult:
     return ok("clock", detail)
 
 
-def check_certificate(label: str, cert: certinfo.CertInfo | None, now: dt.datetime) -> CheckResult:
+def check_certificate(
+    label: str,
+    cert: certinfo.CertInfo | None,
+    now: dt.datetime,
+    renew_advice: str = "issue a new one in the cloud and re-provision",
+) -> CheckResult:
+    """Expiry measured against the certificate's own lifetime: a warning when less than
+    ``CERT_WARN`` and less than ``CERT_WARN_FRACTION`` of it is left."""
     name = f"certificate {label}"
     if cert is None:
         return CheckResult(
@@ -107,10 +117,19 @@ def check_certificate(label: str, cert: certinfo.CertInfo | None, now: dt.dateti
     if cert.not_before > now:
         return CheckResult(name, Level.FAIL, "not yet valid", "check the clock")
     if left <= dt.timedelta(0):
-        return CheckResult(name, Level.FAIL, "expired", "issue a new one in the cloud")
-    if left < CERT_WARN:
-        return CheckResult(name, Level.WARN, f"expires in {left.days} days", "renew it soon")
-    return ok(name, f"valid for {left.days} days")
+        return CheckResult(name, Level.FAIL, "expired", renew_advice)
+    lifetime = cert.not_after - cert.not_before
+    if left < min(CERT_WARN, lifetime * CERT_WARN_FRACTION):
+        return CheckResult(
+            name, Level.WARN, f"expires in {_duration(left)} of {_duration(lifetime)}", renew_advice
+        )
+    return ok(name, f"valid for {_duration(left)} of {_duration(lifetime)}")
+
+
+def _duration(span: dt.timedelta) -> str:
+    if span >= dt.timedelta(days=2):
+        return f"{span.days} days"
+    return f"{span.total_seconds() / 3600:.0f} hours"
 
 
 def check_reachable(label: str, endpoint: Endpoint, error: str | None) -> CheckResult:
@@ -294,7 +313,15 @@ async def run_checks(
         )
     server = config.data_dir / "server" / "server.cert.pem"
     if server.exists():
-        results.append(check_certificate("server", _read_cert(server), now))
+        results.append(
+            check_certificate(
+                "server",
+                _read_cert(server),
+                now,
+                "the core renews it itself with 30 % of its lifetime left: is the core running"
+                " and the cloud reachable? (see logs/core.log)",
+            )
+        )
     https_error, mqtt_error = await asyncio.gather(
         _connect(config.cloud.https_endpoint, wait_s), _connect(config.cloud.mqtt, wait_s)
     )
