@@ -367,3 +367,33 @@ async def test_a_refusal_in_the_heartbeat_brings_the_latest_deployment_again(
         assert json.loads(again.payload) == {"deployment_id": latest["deployment_id"]}
     heartbeat = (await cloud.ok("GET", "/api/v1/cores/pi-1"))["heartbeat"]
     assert heartbeat["refused"] == [refusal]
+
+
+async def test_group_membership_reaches_the_core_without_a_deployment(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    cert, key, _ = await setup_group(cloud, tmp_path)
+    topic = "$hedgerow/cores/pi-1/things"
+    async with core_client(cloud, cert, key) as core:
+        await core.subscribe(topic, qos=1)
+        async with asyncio.timeout(WAIT):  # retained: the list as it stands
+            first = await core.get_message()
+        assert first.retain
+        before = json.loads(first.payload)["things"]
+        await cloud.ok("POST", "/api/v1/things", json={"name": "newcomer", "group": "factory-1"})
+        async with asyncio.timeout(WAIT):
+            joined = json.loads((await core.get_message()).payload)["things"]
+        assert joined == sorted([*before, "newcomer"])
+        await cloud.ok("DELETE", "/api/v1/groups/factory-1/things/newcomer")
+        async with asyncio.timeout(WAIT):
+            left = json.loads((await core.get_message()).payload)["things"]
+        assert left == before
+        await cloud.ok("POST", "/api/v1/groups/factory-1/things", json={"thing": "newcomer"})
+        async with asyncio.timeout(WAIT):
+            back = json.loads((await core.get_message()).payload)["things"]
+        assert "newcomer" in back
+    # the same list over HTTPS, for a core that reconnects
+    async with cloud.device_client(cert, key) as device:
+        assert (await device.get("/core/v1/things")).json() == {"things": back}
+        # every response carries the cloud's clock (core check compares with it)
+        assert (await device.get("/core/v1/things")).headers["date"].endswith(" GMT")

@@ -32,6 +32,8 @@ GROUP = "factory-1"
 
 class FakeCloud:
     def __init__(self, directory: Path, root: pki.Issued) -> None:
+        #: the group's things as GET /core/v1/things answers (None: not offered)
+        self.members: list[str] | None = None
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.root = root
@@ -273,6 +275,10 @@ class FakeCloud:
             return (200, data) if data is not None else js({"error": "not found"}, 404)
         if path == "/core/v1/revocations":
             return js({"fingerprints": self.revoked})
+        if path == "/core/v1/things":
+            if self.members is None:  # a cloud that predates membership announcements
+                return js({"error": "no such path"}, 404)
+            return js({"things": self.members})
         if method == "GET" and path == "/core/v1/group-cas":
             self.group_cas_requests += 1
             return 200, self._group_cas_body()

@@ -180,3 +180,19 @@ def test_a_device_hears_another_only_where_a_subscription_routes_it() -> None:
     assert table.counter_items()[0][1] == 0  # checking a delivery does not count a route
     open_table = RoutingTable([], open_broker=True)
     assert Admission([], table=open_table).may_deliver(c, b, "anything")
+
+
+async def test_announced_members_win_over_the_deployments_things(root: pki.Issued) -> None:
+    newcomer = read(pki.issue(root, "newcomer"))
+    a = Admission([read(root)], things=["old-1"], group="factory-1")
+    with pytest.raises(Refused) as refused:
+        await a.authenticate(info(newcomer))
+    # what a v5 client reads in CONNACK's reason string: the cause and the fix
+    assert "not a device of group 'factory-1'" in refused.value.message
+    assert "hedgerow cloud thing attach --group factory-1 newcomer" in refused.value.message
+    a.members = frozenset({"newcomer"})  # the cloud's list: no deployment needed
+    identity = await a.authenticate(info(newcomer))
+    assert a.still_admitted(identity)
+    a.members = frozenset()  # taken out of the group: cut off, whatever the deployment says
+    assert not a.still_admitted(identity)
+    assert a.admitted == frozenset()

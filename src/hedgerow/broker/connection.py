@@ -440,8 +440,10 @@ class Connection(asyncio.Protocol):
             reason_code,
         )
         if not silent or self.v5:
-            # the codec maps v5 reason codes to 3.1.1 return codes on the wire
-            self._send(encode(ConnAck(False, reason_code), self.version))
+            # the codec maps v5 reason codes to 3.1.1 return codes on the wire; a v5 client
+            # is also told why (reason string)
+            props = Properties(reason_string=message) if self.v5 and message else NO_PROPERTIES
+            self._send(encode(ConnAck(False, reason_code, props), self.version))
         self._close()
 
     # ---- packets of a connected client ---------------------------------------------------

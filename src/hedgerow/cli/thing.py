@@ -15,6 +15,7 @@ import signal
 import sqlite3
 import sys
 import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from hedgerow.thing import (
     ThingError,
 )
 from hedgerow.thing.cache import default_directory, file_name
+from hedgerow.thing.connection import ThingStats
 from hedgerow.thing.discovery import parse_endpoint
 from hedgerow.thing.fleet import FleetReport, environment_source, run_fleet, vibration_source
 from hedgerow.thing.readings import reading_payload
@@ -282,7 +284,7 @@ async def _run(
     _install_stop(stop)
     topic = args.topic.format(thing=config.thing_name)
     started = time.monotonic()
-    async with Thing(config, queue=queue) as thing:
+    async with Thing(config, queue=queue) as thing, _reporting(thing, quiet=args.quiet):
         sequence = 0
         while not stop.is_set():
             _check_alive(thing, args.give_up, started)
@@ -299,7 +301,9 @@ async def _run(
             if not accepted:
                 print(f"queue full: dropped reading {sequence}", file=sys.stderr)
             elif not args.quiet:
-                print(f"published {topic} {payload.decode()}", flush=True)
+                # "queued" until the core acknowledged it: delivery is reported separately
+                state = "queued" if thing.is_connected else "queued (not connected)"
+                print(f"{state} {topic} {payload.decode()}", flush=True)
             sequence += 1
             if not args.count or sequence < args.count:
                 await _pause(thing, stop, args.interval)
@@ -310,6 +314,51 @@ async def _run(
             file=sys.stderr,
         )
     return 0
+
+
+@contextlib.asynccontextmanager
+async def _reporting(thing: Thing, *, quiet: bool) -> AsyncIterator[None]:
+    """Tell the user what the connection does while readings are taken: connected, why not
+    (with what fixes it), and how many readings the core acknowledged."""
+    task = asyncio.create_task(_report(thing, quiet), name="thing.report")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _report(thing: Thing, quiet: bool) -> None:
+    last = thing.stats()
+    reported = 0
+    while True:
+        try:
+            now = await thing.wait_until(_changed_from(last))
+        except ThingError:
+            return  # the thing stopped: the command reports why
+        if now.connected and not last.connected:
+            print(f"connected to the core at {now.endpoint}", file=sys.stderr, flush=True)
+        elif now.last_error and now.last_error != last.last_error and not now.connected:
+            print(f"not connected: {now.last_error} (retrying)", file=sys.stderr, flush=True)
+        backlog_drained = now.queued == 0 and now.delivered - reported > 1
+        if not quiet and (backlog_drained or now.delivered - reported >= DELIVERY_REPORT_EVERY):
+            print(
+                f"delivered {now.delivered} (acknowledged by the core), {now.queued} queued",
+                file=sys.stderr,
+                flush=True,
+            )
+            reported = now.delivered
+        last = now
+
+
+def _changed_from(last: ThingStats) -> Callable[[ThingStats], bool]:
+    seen = (last.connected, last.last_error, last.delivered)
+    return lambda s: (s.connected, s.last_error, s.delivered) != seen
+
+
+#: while readings flow, report deliveries every this many
+DELIVERY_REPORT_EVERY = 10
 
 
 def _check_alive(thing: Thing, give_up: float, started: float) -> None:

@@ -9,7 +9,7 @@ Paths (the client certificate says who is asking):
 * ``GET /greengrass/discover/thing/{name}`` — things; ``name`` must be the certificate's.
 * ``POST /core/v1/certificate``, ``PUT /core/v1/connectivity``,
   ``GET /core/v1/deployments/latest``, ``GET /core/v1/deployments/{id}``,
-  ``GET /core/v1/artifacts/{sha256}``, ``GET /core/v1/revocations``,
+  ``GET /core/v1/artifacts/{sha256}``, ``GET /core/v1/revocations``, ``GET /core/v1/things``,
   ``GET /core/v1/group-cas`` — cores.
 """
 
@@ -30,7 +30,7 @@ import h11
 from cryptography import x509
 
 from hedgerow import pki
-from hedgerow.cloud import discovery
+from hedgerow.cloud import discovery, membership
 from hedgerow.cloud.domain import CertificateKind
 from hedgerow.cloud.errors import (
     CloudError,
@@ -252,6 +252,7 @@ class DeviceServer:
             ("GET", "deployments/latest"): lambda: self._latest(core),
             ("GET", "revocations"): lambda: self._revocations(),
             ("GET", "group-cas"): lambda: self._json(self.services.core_group_cas(core)),
+            ("GET", "things"): lambda: self._json(membership.core_things(self.services, core)),
         }
         handler = routes.get((method, path))
         if handler is not None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from hedgerow import pki
-from hedgerow.cloud import bundle, deployments, discovery, domain
+from hedgerow.cloud import bundle, deployments, discovery, domain, membership
 from hedgerow.cloud.artifacts import ArtifactCache
 from hedgerow.cloud.domain import (
     Certificate,
@@ -264,6 +264,7 @@ class CloudServices:
         core = await self._run(self.repository.create_core, name, group, lambda: identity.record)
         assert identity.private_key_pem is not None
         log.info("core.created name=%s group=%s", name, group)
+        await membership.announce_membership(self, [group])
         return CreatedCore(
             core, self._bundle(name, group, identity.certificate_pem, identity.private_key_pem)
         )
@@ -354,6 +355,7 @@ class CloudServices:
             self.repository.create_thing, name, groups, attributes, lambda: identity.record
         )
         log.info("thing.created name=%s groups=%s csr=%s", name, ",".join(groups), csr is not None)
+        await membership.announce_membership(self, groups)
         return CreatedThing(
             thing, identity.certificate_pem, identity.private_key_pem, self.pki.root_ca_pem
         )
@@ -389,14 +391,18 @@ class CloudServices:
         revoked, groups = await self._run(self.repository.delete_thing, name)
         if revoked:
             await self._announce_revocations(groups)
+        await membership.announce_membership(self, groups)
         log.info("thing.deleted name=%s revoked=%s", name, len(revoked))
 
     async def attach_thing(self, group: str, body: Mapping[str, Any]) -> Thing:
         thing = domain.validate_name(body.get("thing") or body.get("name"), "thing name")
-        return await self._run(self.repository.attach_thing, group, thing)
+        attached = await self._run(self.repository.attach_thing, group, thing)
+        await membership.announce_membership(self, [group])
+        return attached
 
     async def detach_thing(self, group: str, thing: str) -> None:
         await self._run(self.repository.detach_thing, group, thing)
+        await membership.announce_membership(self, [group])
 
     async def revoke_thing(self, name: str) -> list[str]:
         revoked = await self._run(self.repository.revoke_owner, name, "revoked by an administrator")

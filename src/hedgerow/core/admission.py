@@ -2,10 +2,14 @@
 
 Admission (``authenticate``): the client certificate must be issued by a root CA
 certificate, be inside its validity period, not be revoked (fingerprint list from the
-cloud), and name a thing of this core's group (the current deployment's ``things``). The
-identity is the certificate's thing name, never the client id. Refusals are silent (the
-socket closes, no CONNACK: V1 SDK clients treat any CONNACK as success) and logged with the
-reason.
+cloud), and name a thing of this core's group: the group's members as the cloud announced
+them (``members``: the retained ``$hedgerow/cores/{core}/things`` message or
+``GET /core/v1/things``, so a new thing connects without a deployment), or, before the core
+heard that list, the current deployment's ``things``. The identity is the certificate's
+thing name, never the client id. A refused MQTT 5 client gets CONNACK 0x87 Not authorized
+with the reason as its reason string; a 3.1.1 client cannot be told (V1 SDK clients treat any
+CONNACK as success), so the socket closes without one. Every refusal is logged with the
+reason and what fixes it.
 
 Certificates are read with ``hedgerow.certinfo`` (standard library only: the edge daemon
 does not load ``cryptography``), which does not check signatures. It does not need to: the
@@ -58,12 +62,18 @@ class Admission:
         roots: Sequence[certinfo.CertInfo],
         *,
         things: Iterable[str] = (),
+        members: Iterable[str] | None = None,
         revoked: Iterable[str] = (),
         table: RoutingTable | None = None,
         clock: Clock = certinfo.now,
+        group: str = "GROUP",
     ) -> None:
         self.roots = list(roots)
+        self.group = group
+        #: the current deployment's things
         self.things: frozenset[str] = frozenset(things)
+        #: the group's things as the cloud last announced them (None: never heard)
+        self.members: frozenset[str] | None = None if members is None else frozenset(members)
         self.revoked: frozenset[str] = frozenset(revoked)
         self.table = table if table is not None else RoutingTable()
         self.clock = clock
@@ -81,12 +91,22 @@ class Admission:
         """The revoked certificates' fingerprints, as the cloud lists them now."""
         self.revoked = frozenset(fingerprints)
 
+    def set_members(self, things: Iterable[str]) -> None:
+        """The group's things as the cloud announced them (they win over a deployment's)."""
+        self.members = frozenset(things)
+
+    @property
+    def admitted(self) -> frozenset[str]:
+        """The names that may connect: the announced members, else the deployment's things."""
+        return self.members if self.members is not None else self.things
+
     def _refuse(self, reason: str, message: str, info: ConnectInfo) -> Refused:
         self.refused[reason] = self.refused.get(reason, 0) + 1
         log.warning(
             "core.admission.refused reason=%s client_id=%s peer=%s detail=%s",
             reason, info.client_id, info.peer, message,
         )  # fmt: skip
+        # silent for 3.1.1 (no CONNACK); a v5 client gets 0x87 and the message
         return Refused(NOT_AUTHORIZED, message, silent=True)
 
     def check(self, cert: certinfo.CertInfo | None) -> tuple[str, str] | None:
@@ -109,8 +129,11 @@ class Admission:
             name = cert.name
         except certinfo.CertInfoError as exc:
             return "unusable", str(exc)
-        if name not in self.things:
-            return "not-in-group", f"thing {name!r} is not a device of this core's group"
+        if name not in self.admitted:
+            return "not-in-group", (
+                f"thing {name!r} is not a device of group {self.group!r}: add it with"
+                f" `hedgerow cloud thing attach --group {self.group} {name}`"
+            )
         return None
 
     async def authenticate(self, info: ConnectInfo) -> Identity:
@@ -153,6 +176,6 @@ class Admission:
         if identity.kind != "thing":
             return True
         return (
-            identity.name in self.things
+            identity.name in self.admitted
             and identity.attributes.get("fingerprint") not in self.revoked
         )

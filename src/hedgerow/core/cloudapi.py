@@ -43,6 +43,8 @@ class CloudAPI(Protocol):
 
     async def revocations(self) -> list[str]: ...
 
+    async def things(self) -> list[str]: ...
+
     async def group_cas(self) -> list[bytes]: ...
 
     async def server_date(self) -> str | None: ...
@@ -139,6 +141,15 @@ class HttpCloudAPI:
             return [str(f) for f in data["fingerprints"]]
         except (KeyError, TypeError) as exc:
             raise CloudAPIError("the revocations reply lacks fingerprints", path) from exc
+
+    async def things(self) -> list[str]:
+        """The things of the core's group: the devices it admits."""
+        path = "/core/v1/things"
+        data = await self._json("GET", path)
+        try:
+            return [str(t) for t in data["things"]]
+        except (KeyError, TypeError) as exc:
+            raise CloudAPIError("the things reply lacks things", path) from exc
 
     async def group_cas(self) -> list[bytes]:
         """The CAs of the core's group (PEM), newest first."""

@@ -6,7 +6,7 @@ oldest unacknowledged record after every reconnect (at-least-once). Each routed 
 carries the v5 user property ``core=<name>``. Reconnects follow a capped exponential
 backoff with full jitter.
 
-Inbound: ``$hedgerow/cores/{core}/deployments``, ``/revocations`` and ``/group-cas`` plus
+Inbound: ``$hedgerow/cores/{core}/deployments``, ``/revocations``, ``/group-cas`` and ``/things`` plus
 every filter of
 a subscription whose source is ``cloud`` are subscribed on each connect and handed to
 ``on_message``; ``on_connected`` runs after each successful (re)connect.
@@ -51,6 +51,10 @@ ClientFactory = Callable[..., Client]
 SEND_SLICE = 200
 #: Acknowledged records removed from the spool in one transaction (at least; also when idle).
 ACK_BATCH = 500
+
+
+#: what the cloud tells the core under ``$hedgerow/cores/{core}/`` (each retained)
+INBOUND_LEAVES = ("deployments", "revocations", "group-cas", "things")
 
 
 def core_topic(core: str, leaf: str) -> str:
@@ -177,7 +181,7 @@ class CloudConnector:
             await asyncio.sleep(delay)
 
     async def _session(self, client: Client) -> None:
-        base = [core_topic(self.core, leaf) for leaf in ("deployments", "revocations", "group-cas")]
+        base = [core_topic(self.core, leaf) for leaf in INBOUND_LEAVES]
         filters = list(dict.fromkeys([*base, *self.filters()]))
         await client.subscribe(*filters, qos=1)
         self._subscribed = set(filters)

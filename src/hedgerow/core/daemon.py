@@ -69,6 +69,8 @@ if TYPE_CHECKING:  # the stream manager is imported only when [streams] is enabl
 log = logging.getLogger(__name__)
 
 _HEALTH_ORDER = [Health.BROKEN, Health.PENDING, Health.HEALTHY]  # worst first
+#: the group's things as the cloud last announced them (see Admission.members)
+MEMBERS_FILE = "members.json"
 
 
 class FunctionRuntime(Protocol):
@@ -208,6 +210,8 @@ class CoreDaemon:
         self._certificate_lock = asyncio.Lock()
         #: Wakes the certificate loop early (the cloud announced the group's CAs).
         self._certificate_wake = asyncio.Event()
+        #: Wakes the membership loop (the cloud link came up: read the group's things).
+        self._members_wake = asyncio.Event()
         self._announced_cas: list[CertInfo] | None = None
         self.streams: StreamService | None = None
 
@@ -323,7 +327,12 @@ class CoreDaemon:
     @contextlib.asynccontextmanager
     async def _open_broker(self) -> AsyncIterator[None]:
         """Admission (who may connect, publish, subscribe) and the local broker."""
-        self.admission = Admission(self.roots, revoked=self._load_revocations())
+        self.admission = Admission(
+            self.roots,
+            revoked=self._load_revocations(),
+            members=self._load_members(),
+            group=self.config.group,
+        )
         limits = self.config.broker
         async with Broker(
             BrokerConfig(
@@ -446,6 +455,7 @@ class CoreDaemon:
             self.spawn(self._poll_deployments(), "deployment-poll")
             self.spawn(self._certificate_loop(), "certificate-renewal")
             self.spawn(self._heartbeat_loop(), "heartbeat")
+            self.spawn(self._membership_loop(), "membership")
             interval = service.watchdog_interval()
             if interval:
                 self.spawn(self._watchdog(interval), "systemd-watchdog")
@@ -643,6 +653,7 @@ class CoreDaemon:
     def _cloud_connected(self) -> None:
         self.agent.request(None)
         self._send_heartbeat()
+        self._members_wake.set()
 
     def _cloud_message(self, topic: str, payload: bytes) -> None:
         name = self.config.name
@@ -661,6 +672,13 @@ class CoreDaemon:
                 log.warning("core.revocations.bad_message")
                 return
             self.set_revocations(fingerprints)
+        elif topic == core_topic(name, "things"):
+            try:
+                things = [str(t) for t in json.loads(payload)["things"]]
+            except (ValueError, KeyError, TypeError):
+                log.warning("core.membership.bad_message payload=%r", payload[:200])
+                return
+            self.set_members(things)
         elif topic == core_topic(name, "group-cas"):
             try:
                 pems = json.loads(payload)["group_cas"]
@@ -684,6 +702,37 @@ class CoreDaemon:
             lambda i: not self.admission.still_admitted(i), "certificate revoked"
         )
         log.info("core.revocations.updated count=%d disconnected=%d", len(fingerprints), dropped)
+
+    def set_members(self, things: Sequence[str]) -> None:
+        """The cloud's list of this group's things: admit exactly those (no deployment needed)."""
+        members = frozenset(things)
+        if members == self.admission.members:
+            return
+        self.admission.set_members(members)
+        write_atomic(self.config.data_dir / MEMBERS_FILE, json.dumps(sorted(members)).encode())
+        dropped = self.broker.disconnect_where(
+            lambda i: not self.admission.still_admitted(i), "no longer a device of this group"
+        )
+        log.info("core.membership.updated things=%d disconnected=%d", len(members), dropped)
+
+    def _load_members(self) -> list[str] | None:
+        try:
+            return [str(t) for t in json.loads((self.config.data_dir / MEMBERS_FILE).read_text())]
+        except (OSError, ValueError, TypeError):
+            return None
+
+    async def _membership_loop(self) -> None:
+        """After each cloud (re)connect: the group's things over HTTPS as well (the retained
+        message may be missing, e.g. on an external broker that lost it)."""
+        while True:
+            await self._members_wake.wait()
+            self._members_wake.clear()
+            try:
+                things = await self.api.things()
+            except CloudAPIError as exc:
+                log.warning("core.membership.fetch_failed error=%s", exc)
+                continue
+            self.set_members(things)
 
     def _load_revocations(self) -> list[str]:
         try:

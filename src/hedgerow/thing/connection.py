@@ -444,11 +444,11 @@ class Thing:
             "; ".join(f"{where}: {why}" for where, why in failures) or "no endpoints advertised"
         )
         if tls:
-            hint = "the core's certificate is not signed by the group CA from discovery; re-discovering"
+            hint = "the core's certificate is not signed by the group CA from discovery (rotated?)"
         elif failures and refused == len(failures):
-            hint = "the core refused this thing: is it in the core's group, and deployed? retrying"
+            hint = _refused_hint(self.config.thing_name, info)
         else:
-            hint = "is the core running and reachable from here? retrying"
+            hint = "is the core running and reachable from here?"
         raise CoreConnectError(
             f"cannot connect to the core ({detail})", failures=failures, tls=tls, hint=hint
         )
@@ -539,6 +539,18 @@ class Thing:
                 if self._inbox.full():
                     self._inbox.get_nowait()
                 self._inbox.put_nowait(message)
+
+
+def _refused_hint(thing: str, info: DiscoveryInfo) -> str:
+    """Why a core that accepted TLS closes the connection (a 3.1.1 client cannot be told:
+    the core sends no CONNACK), and the commands that fix it."""
+    group = info.groups[0].group_id if info.groups else "GROUP"
+    return (
+        f"the core refused thing {thing!r}: it admits only things of its group {group!r} whose"
+        f" certificate is not revoked (the core's admission.log says which); check with"
+        f" `hedgerow cloud thing show {thing}`, add it with"
+        f" `hedgerow cloud thing attach --group {group} {thing}`"
+    )
 
 
 def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:

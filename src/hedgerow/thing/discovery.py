@@ -310,7 +310,7 @@ def _status_error(
             f"discovery at {where} is unavailable: HTTP {status}{detail}",
             thing=thing,
             status=status,
-            hint="retrying with backoff",
+            hint="the cloud is overloaded or failing: see its log",
         )
     return DiscoveryError(
         f"discovery at {where} answered HTTP {status}{detail}",
@@ -318,6 +318,17 @@ def _status_error(
         status=status,
         hint="check -e points at a Hedgerow cloud's device port (8443)",
     )
+
+
+#: what OpenSSL says when the far side is not a TLS server (plain HTTP, MQTT without TLS)
+_NOT_TLS = (
+    "WRONG_VERSION_NUMBER",
+    "wrong version number",
+    "RECORD_LAYER_FAILURE",
+    "record layer failure",
+    "UNKNOWN_PROTOCOL",
+    "http request",
+)
 
 
 def _transport_error(exc: httpx.HTTPError, thing: str, where: str, root_ca: str) -> DiscoveryError:
@@ -336,16 +347,23 @@ def _transport_error(exc: httpx.HTTPError, thing: str, where: str, root_ca: str)
             thing=thing,
             hint="use a certificate issued by this cloud (-c, -k)",
         )
+    if tls is not None and any(m in str(tls) for m in _NOT_TLS):
+        return DiscoveryRefused(
+            f"the server at {where} does not speak TLS ({tls.__class__.__name__}: {tls})",
+            thing=thing,
+            hint="-e must name the cloud's device port (8443 by default: discovery over mutual"
+            " TLS), not its REST API and console port (8080)",
+        )
     if isinstance(exc, httpx.TimeoutException):
         return DiscoveryUnavailable(
             f"discovery at {where} timed out",
             thing=thing,
-            hint="check -e and the network; retrying",
+            hint="check -e and the network",
         )
     return DiscoveryUnavailable(
         f"cannot reach discovery at {where}: {exc or type(exc).__name__}",
         thing=thing,
-        hint="check -e and that the cloud is running; retrying",
+        hint="check -e and that the cloud is running",
     )
 
 

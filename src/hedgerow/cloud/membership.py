@@ -1,0 +1,75 @@
+"""Group membership reaches the core as revocations do: no deployment needed to join or leave.
+
+Whenever the things of a group change (a thing created into it, attached, detached or
+deleted; a core created for it), the cloud publishes the group's thing names, retained, on
+``$hedgerow/cores/{core}/things``; a core that was away reads the same list from
+``GET /core/v1/things`` when it reconnects. The core admits exactly those things (a
+deployment still carries the full state, things included, for a core that never heard the
+list). A failed publish is logged, not raised: the core catches up on its next connect.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from hedgerow.cloud.errors import NotFound
+
+if TYPE_CHECKING:
+    from hedgerow.cloud.services import CloudServices
+
+log = logging.getLogger(__name__)
+
+#: things read per repository call while listing a group's members
+PAGE = 1000
+
+
+def things_topic(core: str) -> str:
+    return f"$hedgerow/cores/{core}/things"
+
+
+def membership_payload(things: Iterable[str]) -> bytes:
+    return json.dumps({"things": sorted(things)}).encode()
+
+
+async def group_things(services: CloudServices, group: str) -> list[str]:
+    """Every thing of ``group`` by name (all pages)."""
+    names: list[str] = []
+    while True:
+        page = await services.list_things(group=group, prefix="", limit=PAGE, offset=len(names))
+        names += [t.name for t in page]
+        if len(page) < PAGE:
+            return names
+
+
+async def core_things(services: CloudServices, core: str) -> dict[str, list[str]]:
+    """``GET /core/v1/things``: the things of the core's group."""
+    group = (await services.get_core(core)).group
+    return {"things": await group_things(services, group)}
+
+
+async def announce_membership(services: CloudServices, groups: Iterable[str]) -> None:
+    """Publish each group's things (retained) to its core, if it has one."""
+    for name in dict.fromkeys(groups):
+        try:
+            group = await services.get_group(name)
+            if not group.core:
+                continue
+            things = await group_things(services, name)
+        except NotFound:
+            continue
+        try:
+            await services.notifier.publish(
+                things_topic(group.core), membership_payload(things), retain=True
+            )
+        except Exception as exc:  # the core reads GET /core/v1/things when it reconnects
+            log.warning(
+                "group.membership_announce_failed group=%s core=%s error=%r",
+                name, group.core, exc,
+            )  # fmt: skip
+            continue
+        log.info(
+            "group.membership_announced group=%s core=%s things=%d", name, group.core, len(things)
+        )
