@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -36,3 +37,36 @@ def test_a_v1_lambda_republishes_through_the_subscription_table(system: System) 
         assert message["function"] == "v1-forward"
         assert message["reading"]["thing"] == "bme680-9"
         assert "temperature" in message["reading"]
+
+
+HELLO_WORLD = """\
+import greengrasssdk
+
+client = greengrasssdk.client("iot-data")
+# the V1 hello-world pattern: a pinned Lambda publishes as soon as it is loaded
+client.publish(topic="hello/world", payload="Hello world! Sent from Greengrass Core.")
+
+
+def function_handler(event, context):
+    return
+"""
+
+
+def test_a_pinned_v1_lambda_publishing_at_import_reaches_the_cloud(
+    system: System, tmp_path: Path
+) -> None:
+    code = tmp_path / "hello_world"
+    code.mkdir()
+    (code / "greengrassHelloWorld.py").write_text(HELLO_WORLD)
+    system.function(
+        "hello-world", code, "greengrassHelloWorld.function_handler",
+        "--runtime", "greengrass-v1", "--pinned",
+    )  # fmt: skip
+    system.route("function:hello-world", "hello/#", "cloud")
+    deployed = system.deploy()
+    assert "Success" in deployed.stdout + deployed.stderr
+    [message] = wait_until(
+        lambda: system.messages("hello/#"), timeout=30, what="the import-time publish"
+    )
+    assert message["topic"] == "hello/world"
+    assert message["payload"] == "Hello world! Sent from Greengrass Core."

@@ -139,7 +139,8 @@ def _read(config: CoreConfig, name: str) -> bytes:
 
 
 class CoreApplier:
-    """Puts a deployment into effect: functions first, then routes, devices and ACL."""
+    """Puts a deployment into effect: routes first (a function may publish as its module is
+    imported: the V1 hello-world pattern), then functions, then devices and ACL."""
 
     def __init__(self, daemon: CoreDaemon) -> None:
         self.d = daemon
@@ -153,9 +154,12 @@ class CoreApplier:
             for entry in doc.functions
             if entry.get("artifact")
         }
-        await d.functions.apply(specs, by_name)
+        # Routes before functions: what a function publishes while it starts must find its
+        # routes. Events for a function not started yet are counted as unknown (before this
+        # deployment they had no route at all); a failure re-applies the previous deployment.
         d.table = table
         d.router.set_table(table)
+        await d.functions.apply(specs, by_name)
         d.admission.set_deployment(table, doc.things)
         dropped = d.broker.disconnect_where(
             lambda i: not d.admission.still_admitted(i), "no longer admitted"
