@@ -112,6 +112,16 @@ class System:
     core_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
     procs: dict[str, Proc] = field(default_factory=dict)
+    #: the interpreter whose ``hedgerow`` runs the cloud and core (a fresh virtualenv's, to
+    #: test an installed wheel); its processes then run outside the repository
+    python: str = sys.executable
+
+    def hedgerow(self, *args: str) -> list[str]:
+        return [self.python, "-m", "hedgerow", *args]
+
+    @property
+    def cwd(self) -> Path | None:
+        return None if self.python == sys.executable else self.root
 
     @property
     def cloud_dir(self) -> Path:
@@ -136,7 +146,7 @@ class System:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                cwd=cwd,
+                cwd=cwd or self.cwd,
             )
         proc = Proc(name, popen, log)
         self.procs[name] = proc
@@ -146,7 +156,12 @@ class System:
         self, *args: str, check: bool = True, timeout: float = 90
     ) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
-            hedgerow(*args), capture_output=True, text=True, timeout=timeout, check=False
+            self.hedgerow(*args),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd=self.cwd,
         )
         if check and done.returncode != 0:
             raise AssertionError(
@@ -190,7 +205,7 @@ class System:
                 "--mqtt-host",
                 "127.0.0.1",
             )
-        self.start("cloud", hedgerow("cloud", "serve", "--data", str(self.cloud_dir)))
+        self.start("cloud", self.hedgerow("cloud", "serve", "--data", str(self.cloud_dir)))
         for port in (self.api_port, self.device_port, self.mqtt_port):
             wait_until(functools.partial(port_open, port), timeout=60, what=f"cloud port {port}")
 
@@ -213,7 +228,7 @@ class System:
         source = ["--bundle", str(self.root / f"{CORE}.tar.gz")] if first else []
         proc = self.start(
             "core",
-            hedgerow(
+            self.hedgerow(
                 "core",
                 "run",
                 *source,
@@ -393,10 +408,11 @@ def _add_settings(bundle: Path, settings: str) -> None:
 
 
 @contextmanager
-def running_system(root: Path, *group_flags: str) -> Iterator[System]:
+def running_system(root: Path, *group_flags: str, python: str = sys.executable) -> Iterator[System]:
     """A cloud, the group ``factory-1`` (``group_flags`` to ``group create``) and its core,
-    running; every process is stopped on exit, and the logs are printed if the test failed."""
-    s = System(root)
+    running (``python``'s ``hedgerow``); every process is stopped on exit, and the logs are
+    printed if the test failed."""
+    s = System(root, python=python)
     try:
         s.start_cloud()
         s.create_group_and_core(*group_flags)

@@ -94,3 +94,34 @@ def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
                 demo.kill()
     assert "stopped" in log.read_text()
     assert not stray_processes(data)
+
+
+def test_demo_ports_are_chosen_by_flags(tmp_path: Path) -> None:
+    import socket
+
+    from hedgerow.demo import DemoError
+    from hedgerow.demo.scenario import Ports
+
+    said: list[str] = []
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        with pytest.raises(DemoError, match=rf"port {taken} \(core MQTT\) is in use.*--core-port"):
+            Ports.choose(said.append, {"core": taken})
+    base = free_base()
+    ports = Ports.choose(said.append, {"mqtt": base + 10}, base)
+    assert ports == Ports(api=base, device=base + 1, mqtt=base + 10, core=base + 3)
+    with pytest.raises(DemoError, match="four different ports"):
+        Ports.choose(said.append, {"api": base, "device": base})
+    assert said == []  # nothing given was moved silently
+
+
+def free_base() -> int:
+    """A port N with N .. N+10 free (to hand out as --port-base)."""
+    from hedgerow.demo.processes import port_free
+
+    for base in range(20000, 60000, 97):
+        if all(port_free(base + i) for i in range(11)):
+            return base
+    raise AssertionError("no free run of ports")

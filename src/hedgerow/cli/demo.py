@@ -31,7 +31,24 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--factor", type=float, default=5.0, help="the correction's FACTOR")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between readings")
-    parser.add_argument("--examples", type=Path, help="directory holding the example functions")
+    parser.add_argument(
+        "--examples",
+        type=Path,
+        help="directory holding the example functions (default: the ones Hedgerow ships)",
+    )
+    ports = parser.add_argument_group(
+        "ports", "each defaults to the usual port, or the next free one above it when taken"
+    )
+    ports.add_argument("--api-port", type=int, help="REST API and console (default 8080)")
+    ports.add_argument("--device-port", type=int, help="discovery, device HTTPS (default 8443)")
+    ports.add_argument("--mqtt-port", type=int, help="the cloud's MQTT endpoint (default 8884)")
+    ports.add_argument("--core-port", type=int, help="the core's local MQTT (default 8883)")
+    ports.add_argument(
+        "--port-base",
+        type=int,
+        metavar="N",
+        help="API N, discovery N+1, cloud MQTT N+2, core N+3 (the flags above win)",
+    )
     parser.set_defaults(func=cmd_demo)
 
 
@@ -45,6 +62,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         factor=args.factor,
         interval=args.interval,
         examples=args.examples,
+        ports=(
+            ("api", args.api_port),
+            ("device", args.device_port),
+            ("mqtt", args.mqtt_port),
+            ("core", args.core_port),
+        ),
+        port_base=args.port_base,
     )
     try:
         return Demo(options, lambda text: print(text, flush=True)).run()

@@ -149,7 +149,10 @@ def pick_port(preferred: int, taken: set[int], host: str = "127.0.0.1") -> int:
     for candidate in range(preferred, preferred + 200):
         if candidate not in taken and port_free(candidate, host):
             return candidate
-    raise DemoError(f"no free port near {preferred}; free one or pass the ports explicitly")
+    raise DemoError(
+        f"no free port near {preferred}; free one or choose the ports with --api-port,"
+        " --device-port, --mqtt-port, --core-port or --port-base"
+    )
 
 
 def wait_for_port(

@@ -27,6 +27,7 @@ from hedgerow.demo.processes import (
     ProcessGroup,
     hedgerow_command,
     pick_port,
+    port_free,
     wait_for_port,
 )
 
@@ -41,6 +42,15 @@ VIBRATION_WINDOW_S = 8.0
 START_TIMEOUT_S = 60.0
 
 
+#: the demo's servers: (field, what it is, default port); --port-base N gives them N, N+1, ...
+PORT_ROLES = (
+    ("api", "API", 8080),
+    ("device", "discovery", 8443),
+    ("mqtt", "cloud MQTT", 8884),
+    ("core", "core MQTT", 8883),
+)
+
+
 @dataclass(frozen=True)
 class Ports:
     api: int
@@ -49,21 +59,42 @@ class Ports:
     core: int
 
     @classmethod
-    def choose(cls, say: Callable[[str], None]) -> Ports:
-        taken: set[int] = set()
-        chosen = []
-        for name, preferred in (
-            ("API", 8080),
-            ("discovery", 8443),
-            ("cloud MQTT", 8884),
-            ("core MQTT", 8883),
-        ):
-            port = pick_port(preferred, taken)
-            if port != preferred:
-                say(f"port {preferred} ({name}) is taken; using {port} instead")
+    def choose(
+        cls,
+        say: Callable[[str], None],
+        explicit: dict[str, int | None] | None = None,
+        base: int | None = None,
+    ) -> Ports:
+        """Ports given (``explicit``, or ``base`` + 0..3) are used as they are, and must be
+        free; the others are the defaults, or the next free port above a taken default."""
+        explicit = explicit or {}
+        given = {
+            field: explicit.get(field) or (base + i if base is not None else None)
+            for i, (field, _, _) in enumerate(PORT_ROLES)
+        }
+        for field, port in given.items():
+            if port is not None and not 0 < port < 65536:
+                raise DemoError(f"port {port} for --{field}-port is not a TCP port (1-65535)")
+        fixed = {p for p in given.values() if p is not None}
+        if len(fixed) < sum(p is not None for p in given.values()):
+            raise DemoError(f"the demo needs four different ports, got {sorted(given.items())}")
+        taken: set[int] = set(fixed)
+        chosen = {}
+        for field, name, preferred in PORT_ROLES:
+            port = given[field]
+            if port is not None:
+                if not port_free(port):
+                    raise DemoError(
+                        f"port {port} ({name}) is in use; choose another with --{field}-port"
+                        " or --port-base"
+                    )
+            else:
+                port = pick_port(preferred, taken)
+                if port != preferred:
+                    say(f"port {preferred} ({name}) is taken; using {port} instead")
             taken.add(port)
-            chosen.append(port)
-        return cls(*chosen)
+            chosen[field] = port
+        return cls(**chosen)
 
 
 @dataclass(frozen=True)
@@ -74,20 +105,28 @@ class DemoOptions:
     factor: float = 5.0
     interval: float = 1.0
     examples: Path | None = None
+    ports: tuple[tuple[str, int | None], ...] = ()
+    port_base: int | None = None
+
+
+#: the example functions, shipped with the package (``examples/functions`` in the repository
+#: links here)
+PACKAGED_EXAMPLES = Path(__file__).resolve().parent / "examples" / "functions"
 
 
 def find_examples(explicit: Path | None) -> Path:
-    """The example functions: next to the source tree (make demo) or given explicitly."""
-    candidates = [explicit] if explicit else []
-    candidates += [
-        Path.cwd() / "examples" / "functions",
-        Path(__file__).resolve().parents[3] / "examples" / "functions",
-    ]
-    for candidate in candidates:
-        if candidate and (candidate / "temp_correct").is_dir():
-            return candidate
+    """The example functions: the ones given with ``--examples``, else the packaged ones."""
+    candidate = explicit if explicit is not None else PACKAGED_EXAMPLES
+    if (candidate / "temp_correct").is_dir():
+        return candidate
+    if explicit is not None:
+        raise DemoError(
+            f"--examples {explicit} has no temp_correct/ function; give the directory that holds"
+            " the example functions (or leave --examples out to use the ones Hedgerow ships)"
+        )
     raise DemoError(
-        "cannot find examples/functions; run from the repository or pass --examples DIR"
+        f"the example functions are missing from this installation ({PACKAGED_EXAMPLES});"
+        " reinstall hedgerow, or pass --examples DIR"
     )
 
 
@@ -232,7 +271,7 @@ class Demo:
 
     def run(self) -> int:
         self.prepare_directory()
-        ports = Ports.choose(self.say)
+        ports = Ports.choose(self.say, dict(self.options.ports), self.options.port_base)
         with ProcessGroup(self.data / "logs") as group:
             self.start_cloud(group, ports)
             self.start_core(group, ports)
