@@ -270,6 +270,10 @@ async def test_functions_versions_and_subscriptions(cloud: Cloud) -> None:
     ] == "function:temp-correct"
     in_use = await cloud.api.delete("/api/v1/groups/g/functions/temp-correct")
     assert in_use.status_code == 409
+    # the 409 names what blocks it and how to remove it
+    message = in_use.json()["error"]["message"]
+    assert f"{sub['id']}: thing:bme680-1 sensors/+/t -> function:temp-correct" in message
+    assert "hedgerow cloud subscription remove --group g" in message
     await cloud.ok("DELETE", f"/api/v1/groups/g/subscriptions/{sub['id']}")
     await cloud.ok("DELETE", "/api/v1/groups/g/functions/temp-correct")
     assert (await cloud.ok("GET", "/api/v1/groups/g/functions"))["items"] == []

@@ -290,11 +290,20 @@ async def test_the_story_through_the_cli(served: Served, tmp_path: Path) -> None
         "cloud", "messages", "--filter", "corrected/#", "--json", *d, cwd=tmp_path, process=False
     )
     assert json.loads(messages)[0]["topic"] == "corrected/bme680-1"
-    await ok("cloud", "thing", "revoke", "bme680-1", *d, cwd=tmp_path, process=False)
+    # the positional filter works in messages too (as in tail); ids to page from
+    human = await ok("cloud", "messages", "corrected/#", *d, cwd=tmp_path, process=False)
+    assert "#1  " in human and "corrected/bme680-1" in human
+    await ok(
+        "cloud", "thing", "revoke", "--group", "factory-1", "bme680-1", *d,
+        cwd=tmp_path, process=False,
+    )  # fmt: skip
     shown = json.loads(
-        await ok("cloud", "thing", "show", "bme680-1", *d, cwd=tmp_path, process=False)
+        await ok("cloud", "thing", "show", "bme680-1", "--json", *d, cwd=tmp_path, process=False)
     )
     assert shown["certificates"][0]["status"] == "revoked"
+    # human output by default
+    human = await ok("cloud", "thing", "show", "bme680-1", *d, cwd=tmp_path, process=False)
+    assert "name: bme680-1" in human and "status: revoked" in human
 
     # fleet, group settings, a new core identity, detaching
     await ok("cloud", "group", "create", "factory-2", *d, cwd=tmp_path, process=False)
@@ -311,7 +320,7 @@ async def test_the_story_through_the_cli(served: Served, tmp_path: Path) -> None
         process=False,
     )
     shown_group = json.loads(
-        await ok("cloud", "group", "show", "factory-2", *d, cwd=tmp_path, process=False)
+        await ok("cloud", "group", "show", "factory-2", "--json", *d, cwd=tmp_path, process=False)
     )
     assert shown_group["settings"] == {"open_broker": True} and shown_group["ca_rotation_days"] == 3
     await ok(
@@ -421,3 +430,33 @@ async def test_commands_work_from_elsewhere_with_url_and_token(
         "cloud", "group", "list", "--url", "http://127.0.0.1:9", "--token", token, cwd=elsewhere
     )
     assert down.code == 2 and "cannot reach" in down.err
+
+
+def test_an_argument_error_shows_the_subcommands_usage(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from hedgerow.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["cloud", "thing", "revoke", "--bogus", "x"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: hedgerow cloud thing revoke")
+    assert "unrecognized arguments: --bogus" in err
+    with pytest.raises(SystemExit):
+        main(["cloud", "tail", "a/#", "--filter", "b/#", "--nope"])
+    assert capsys.readouterr().err.startswith("usage: hedgerow cloud tail")
+
+
+def test_messages_show_the_readings_own_time() -> None:
+    from hedgerow.cli.cloud import _message_line, reading_time
+
+    assert reading_time('{"timestamp": 1700000000.25, "t": 1}') == 1700000000.25
+    assert reading_time('{"timestamp": true}') is None
+    assert reading_time("not json") is None and reading_time(None) is None
+    line = _message_line(
+        {"id": 7, "ts": 1700000060.0, "core": "pi-1", "topic": "t",
+         "payload": '{"timestamp": 1700000000.25}'}
+    )  # fmt: skip
+    # spooled while offline: ingested a minute after it was read
+    assert line.startswith("#7  2023-11-14 22:14:20.000  read 22:13:20.250  pi-1")

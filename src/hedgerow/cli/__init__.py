@@ -23,6 +23,24 @@ class CLIError(Exception):
     """A user error: printed as one line (what is wrong, what to do), exit status 2."""
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser that reports unknown arguments itself.
+
+    argparse hands arguments a subcommand does not know up to the top-level parser, which
+    then prints *its* usage; every subcommand's parser is of this class (``add_subparsers``
+    uses the parent's class), so ``hedgerow cloud thing revoke --bogus x`` prints the usage
+    of ``thing revoke``, the command that was meant.
+    """
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
 def _role_of(argv: Sequence[str]) -> str | None:
     """The role a command line asks for (its first word), if it names one."""
     for arg in argv:
@@ -38,7 +56,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     does not need the cloud's HTTP client; the broker needs neither), so a command line
     that names its role loads just that one. ``hedgerow --help`` loads them all.
     """
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="hedgerow",
         description="Self-hosted IoT edge platform: cloud, core (gateway) and things (devices).",
     )

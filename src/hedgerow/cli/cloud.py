@@ -161,6 +161,61 @@ def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2))
 
 
+def _print_fields(value: Any, indent: int = 0) -> None:
+    """A JSON value for people: ``key: value`` lines, nested objects indented."""
+    pad = "  " * indent
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, dict) and item or isinstance(item, list) and _nested(item):
+                print(f"{pad}{key}:")
+                _print_fields(item, indent + 1)
+            else:
+                print(f"{pad}{key}: {_scalar(item)}")
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, dict | list):
+                print(f"{pad}-")
+                _print_fields(item, indent + 1)
+            else:
+                print(f"{pad}- {_scalar(item)}")
+    else:
+        print(f"{pad}{_scalar(value)}")
+
+
+def _nested(items: list[Any]) -> bool:
+    return any(isinstance(i, dict | list) for i in items)
+
+
+def _scalar(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(_scalar(v) for v in value) or "(none)"
+    if isinstance(value, dict):
+        return "(none)"
+    text = str(value)
+    return text if "\n" not in text else text.splitlines()[0] + " …"
+
+
+def _done(args: argparse.Namespace, result: Any, text: str) -> int:
+    """What a command did: a sentence, or the API's answer with ``--json``."""
+    if args.json:
+        _print_json(result)
+    else:
+        print(text)
+    return 0
+
+
+def _show(args: argparse.Namespace, value: Any) -> None:
+    """Human output by default, the API's JSON with ``--json``."""
+    if args.json:
+        _print_json(value)
+    else:
+        _print_fields(value)
+
+
 def _table(rows: list[list[str]], header: list[str]) -> None:
     if not rows:
         print("(none)")
@@ -338,7 +393,7 @@ def cmd_rotate_kek(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     with Api(args) as api:
-        _print_json(api.get("/api/v1/status"))
+        _show(args, api.get("/api/v1/status"))
     return 0
 
 
@@ -350,8 +405,7 @@ def cmd_group_create(args: argparse.Namespace) -> int:
         body["settings"] = {"open_broker": True}
     with Api(args) as api:
         group = api.post("/api/v1/groups", body)
-    print(f"group {group['name']} created")
-    return 0
+    return _done(args, group, f"group {group['name']} created")
 
 
 def cmd_group_list(args: argparse.Namespace) -> int:
@@ -369,15 +423,14 @@ def cmd_group_list(args: argparse.Namespace) -> int:
 
 def cmd_group_show(args: argparse.Namespace) -> int:
     with Api(args) as api:
-        _print_json(api.get(f"/api/v1/groups/{args.name}"))
+        _show(args, api.get(f"/api/v1/groups/{args.name}"))
     return 0
 
 
 def cmd_group_delete(args: argparse.Namespace) -> int:
     with Api(args) as api:
         api.request("DELETE", f"/api/v1/groups/{args.name}")
-    print(f"group {args.name} deleted")
-    return 0
+    return _done(args, {"deleted": args.name}, f"group {args.name} deleted")
 
 
 def cmd_group_update(args: argparse.Namespace) -> int:
@@ -394,15 +447,17 @@ def cmd_group_update(args: argparse.Namespace) -> int:
         )
     with Api(args) as api:
         group = api.request("PATCH", f"/api/v1/groups/{args.name}", json=body)
-    print(f"group {group['name']} updated")
-    return 0
+    return _done(args, group, f"group {group['name']} updated")
 
 
 def cmd_group_rotate_ca(args: argparse.Namespace) -> int:
     with Api(args) as api:
         cas = api.post(f"/api/v1/groups/{args.name}/cas/rotate")["items"]
-    print(f"group {args.name}: CA generation {cas[0]['generation']} is current ({len(cas)} listed)")
-    return 0
+    return _done(
+        args,
+        cas,
+        f"group {args.name}: CA generation {cas[0]['generation']} is current ({len(cas)} listed)",
+    )
 
 
 def cmd_core_create(args: argparse.Namespace) -> int:
@@ -412,6 +467,9 @@ def cmd_core_create(args: argparse.Namespace) -> int:
         result = api.post("/api/v1/cores", {"name": args.name, "group": args.group})
     path = out / result["bundle_name"]
     _write_private(path, base64.b64decode(result["bundle"]))
+    if args.json:
+        _print_json({**result["core"], "bundle": str(path)})
+        return 0
     print(f"core {args.name} created in group {args.group}")
     print(f"provisioning bundle: {path}")
     print(f"on the gateway: hedgerow core run --bundle {path.name}")
@@ -452,15 +510,16 @@ def cmd_core_list(args: argparse.Namespace) -> int:
 
 def cmd_core_show(args: argparse.Namespace) -> int:
     with Api(args) as api:
-        _print_json(api.get(f"/api/v1/cores/{args.name}"))
+        _show(args, api.get(f"/api/v1/cores/{args.name}"))
     return 0
 
 
 def cmd_core_delete(args: argparse.Namespace) -> int:
     with Api(args) as api:
         api.request("DELETE", f"/api/v1/cores/{args.name}")
-    print(f"core {args.name} deleted (its certificates are revoked)")
-    return 0
+    return _done(
+        args, {"deleted": args.name}, f"core {args.name} deleted (its certificates are revoked)"
+    )
 
 
 def cmd_thing_create(args: argparse.Namespace) -> int:
@@ -481,8 +540,11 @@ def cmd_thing_create(args: argparse.Namespace) -> int:
     if result.get("private_key"):
         _write_private(out / f"{args.name}.key", result["private_key"].encode())
         written.append(f"{args.name}.key")
-    print(f"thing {args.name} created; wrote {', '.join(written)} to {out}")
-    return 0
+    return _done(
+        args,
+        {"name": args.name, "groups": args.group or [], "files": [str(out / w) for w in written]},
+        f"thing {args.name} created; wrote {', '.join(written)} to {out}",
+    )
 
 
 def cmd_thing_list(args: argparse.Namespace) -> int:
@@ -507,36 +569,49 @@ def cmd_thing_show(args: argparse.Namespace) -> int:
         thing["certificates"] = api.get("/api/v1/certificates", params={"owner": args.name})[
             "items"
         ]
-    _print_json(thing)
+    _show(args, thing)
     return 0
 
 
 def cmd_thing_revoke(args: argparse.Namespace) -> int:
     with Api(args) as api:
+        if args.group:  # as in `thing create --group`: say which group's thing this is
+            groups = api.get(f"/api/v1/things/{args.name}")["groups"]
+            if args.group not in groups:
+                raise CLIError(
+                    f"thing {args.name} is not in group {args.group} (its groups:"
+                    f" {', '.join(groups) or 'none'}); nothing revoked"
+                )
         revoked = api.post(f"/api/v1/things/{args.name}/revoke")["revoked"]
-    print(f"revoked {len(revoked)} certificate(s) of {args.name}")
-    return 0
+    return _done(
+        args, {"revoked": revoked}, f"revoked {len(revoked)} certificate(s) of {args.name}"
+    )
 
 
 def cmd_thing_delete(args: argparse.Namespace) -> int:
     with Api(args) as api:
         api.request("DELETE", f"/api/v1/things/{args.name}")
-    print(f"thing {args.name} deleted")
-    return 0
+    return _done(args, {"deleted": args.name}, f"thing {args.name} deleted")
 
 
 def cmd_thing_detach(args: argparse.Namespace) -> int:
     with Api(args) as api:
         api.request("DELETE", f"/api/v1/groups/{args.group}/things/{args.name}")
-    print(f"thing {args.name} removed from group {args.group}")
-    return 0
+    return _done(
+        args,
+        {"thing": args.name, "group": args.group},
+        f"thing {args.name} removed from group {args.group} (its core cuts it off within seconds)",
+    )
 
 
 def cmd_thing_attach(args: argparse.Namespace) -> int:
     with Api(args) as api:
-        api.post(f"/api/v1/groups/{args.group}/things", {"thing": args.name})
-    print(f"thing {args.name} attached to group {args.group}")
-    return 0
+        thing = api.post(f"/api/v1/groups/{args.group}/things", {"thing": args.name})
+    return _done(
+        args,
+        thing,
+        f"thing {args.name} attached to group {args.group} (its core admits it within seconds)",
+    )
 
 
 def _function_body(args: argparse.Namespace) -> dict[str, Any]:
@@ -577,10 +652,12 @@ def cmd_function_create(args: argparse.Namespace) -> int:
     with Api(args) as api:
         body["artifact"] = _upload(api, args.code)
         fn = api.post(f"/api/v1/groups/{args.group}/functions", body)
-    print(
-        f"function {fn['name']} version {fn['version']} created in group {args.group} (code {fn['artifact']['sha256'][:12]})"
+    return _done(
+        args,
+        fn,
+        f"function {fn['name']} version {fn['version']} created in group {args.group}"
+        f" (code {fn['artifact']['sha256'][:12]})",
     )
-    return 0
 
 
 def cmd_function_update(args: argparse.Namespace) -> int:
@@ -589,8 +666,7 @@ def cmd_function_update(args: argparse.Namespace) -> int:
         if args.code:
             body["artifact"] = _upload(api, args.code)
         fn = api.request("PATCH", f"/api/v1/groups/{args.group}/functions/{args.name}", json=body)
-    print(f"function {fn['name']} is now version {fn['version']}")
-    return 0
+    return _done(args, fn, f"function {fn['name']} is now version {fn['version']}")
 
 
 def cmd_function_list(args: argparse.Namespace) -> int:
@@ -618,8 +694,7 @@ def cmd_function_list(args: argparse.Namespace) -> int:
 def cmd_function_delete(args: argparse.Namespace) -> int:
     with Api(args) as api:
         api.request("DELETE", f"/api/v1/groups/{args.group}/functions/{args.name}")
-    print(f"function {args.name} deleted")
-    return 0
+    return _done(args, {"deleted": args.name}, f"function {args.name} deleted")
 
 
 def cmd_subscription_add(args: argparse.Namespace) -> int:
@@ -628,8 +703,9 @@ def cmd_subscription_add(args: argparse.Namespace) -> int:
             f"/api/v1/groups/{args.group}/subscriptions",
             {"source": args.source, "topic": args.topic, "target": args.target},
         )
-    print(f"subscription {sub['id']}: {sub['source']} {sub['topic']} -> {sub['target']}")
-    return 0
+    return _done(
+        args, sub, f"subscription {sub['id']}: {sub['source']} {sub['topic']} -> {sub['target']}"
+    )
 
 
 def cmd_subscription_list(args: argparse.Namespace) -> int:
@@ -648,8 +724,7 @@ def cmd_subscription_list(args: argparse.Namespace) -> int:
 def cmd_subscription_remove(args: argparse.Namespace) -> int:
     with Api(args) as api:
         api.request("DELETE", f"/api/v1/groups/{args.group}/subscriptions/{args.id}")
-    print(f"subscription {args.id} removed")
-    return 0
+    return _done(args, {"removed": args.id}, f"subscription {args.id} removed")
 
 
 # ---- deployments -----------------------------------------------------------------------------
@@ -666,12 +741,17 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     with Api(args) as api:
         deployment = api.post(f"/api/v1/groups/{args.group}/deployments", body)
         deployment_id = deployment["deployment_id"]
+        if not args.wait:
+            return _done(
+                args,
+                deployment,
+                f"deployment {deployment_id} of group {args.group} to core {deployment['core']}:"
+                f" {deployment['status']}",
+            )
         print(
             f"deployment {deployment_id} of group {args.group} to core {deployment['core']}: {deployment['status']}",
             flush=True,
         )
-        if not args.wait:
-            return 0
         return _wait(api, deployment_id, args.timeout)
 
 
@@ -705,7 +785,7 @@ def _wait(api: Api, deployment_id: str, timeout: float) -> int:
 def cmd_deployments(args: argparse.Namespace) -> int:
     with Api(args) as api:
         if args.id:
-            _print_json(api.get(f"/api/v1/deployments/{args.id}"))
+            _show(args, api.get(f"/api/v1/deployments/{args.id}"))
             return 0
         if not args.group:
             raise CLIError("give --group G (history of a group) or a deployment id")
@@ -740,6 +820,9 @@ def cmd_fleet_apply(args: argparse.Namespace) -> int:
         raise CLIError("give --from-group TEMPLATE or --file fleet.json")
     with Api(args) as api:
         result = api.post("/api/v1/fleet/apply", body)
+    if args.json:
+        _print_json(result)
+        return 0
     print(
         f"applied {result['functions']} function(s) and {result['subscriptions']} subscription(s) to {len(result['groups'])} group(s)"
     )
@@ -751,31 +834,96 @@ def cmd_fleet_apply(args: argparse.Namespace) -> int:
 # ---- telemetry ---------------------------------------------------------------------------------
 
 
+def _utc(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def reading_time(payload: str | None) -> float | None:
+    """The reading's own timestamp (a JSON payload's ``timestamp``, Unix seconds), if any:
+    readings spooled while offline arrive in a burst, but were taken one by one."""
+    if not payload or not payload.startswith("{"):
+        return None
+    try:
+        value = json.loads(payload).get("timestamp")
+    except (ValueError, AttributeError):
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1e11:
+        return float(value)
+    return None
+
+
 def _message_line(message: dict[str, Any]) -> str:
-    when = dt.datetime.fromtimestamp(message["ts"], dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    """``#id  ingest time  (read at ...)  core  topic  payload``."""
     payload = message.get("payload")
     if payload is None:
         payload = "base64:" + message.get("payload_base64", "")
-    return f"{when}  {message['core']:<16} {message['topic']}  {payload}"
+    read = reading_time(message.get("payload"))
+    taken = f"  read {_utc(read)[11:]}" if read is not None else ""
+    ident = f"#{message['id']}  " if "id" in message else ""
+    return (
+        f"{ident}{_utc(message['ts'])}{taken}  {message['core']:<16} {message['topic']}  {payload}"
+    )
+
+
+def _topic_filter(args: argparse.Namespace, *, required: bool) -> str | None:
+    """The topic filter, given as the positional argument or ``--filter`` (the same idea,
+    spelled either way, in ``messages`` and ``tail``)."""
+    positional, flag = args.filter_positional, args.filter
+    if positional and flag and positional != flag:
+        raise CLIError(f"two topic filters ({positional!r} and --filter {flag!r}): give one")
+    chosen = positional or flag
+    if required and not chosen:
+        raise CLIError("give a topic filter, e.g. 'corrected/#' (or --filter 'corrected/#')")
+    return str(chosen) if chosen else None
+
+
+#: messages fetched per API call with --all
+MESSAGE_PAGE = 1000
 
 
 def cmd_messages(args: argparse.Namespace) -> int:
-    params = {"limit": str(args.limit), "order": "desc"}
-    if args.filter:
-        params["filter"] = args.filter
+    if args.limit < 1:
+        raise CLIError("--limit must be at least 1")
+    params: dict[str, str] = {}
+    topic_filter = _topic_filter(args, required=False)
+    if topic_filter:
+        params["filter"] = topic_filter
     if args.since:
         params["since"] = args.since
     if args.until:
         params["until"] = args.until
+    paging = args.after is not None or args.all
     with Api(args) as api:
-        result = api.get("/api/v1/messages", params=params)
-    messages = list(reversed(result["items"]))
+        if not paging:  # the newest --limit, shown oldest first
+            page = api.get("/api/v1/messages", params={**params, "limit": str(args.limit)})
+            messages = list(reversed(page["items"]))
+            more = len(messages) == args.limit
+        else:  # oldest first from --after (or the beginning), one page or --all
+            messages, more = [], False
+            after = args.after or 0
+            size = MESSAGE_PAGE if args.all else args.limit
+            while True:
+                query = {**params, "order": "asc", "limit": str(size), "after_id": str(after)}
+                page = api.get("/api/v1/messages", params=query)["items"]
+                messages += page
+                more = len(page) == size
+                if not page or not args.all or not more:
+                    break
+                after = page[-1]["id"]
     if args.json:
         _print_json(messages)
-    else:
-        for message in messages:
-            print(_message_line(message))
-        print(f"({len(messages)} message(s))", file=sys.stderr)
+        return 0
+    for message in messages:
+        print(_message_line(message))
+    note = f"{len(messages)} message(s)"
+    if more and messages and not args.all:
+        if paging:
+            note += f"; next page: --after {messages[-1]['id']}"
+        else:
+            note += (
+                f", the newest; older ones: --after ID (from #{messages[0]['id']} back) or --all"
+            )
+    print(f"({note})", file=sys.stderr)
     return 0
 
 
@@ -785,15 +933,16 @@ def cmd_publish(args: argparse.Namespace) -> int:
             "/api/v1/messages/publish",
             {"topic": args.topic, "payload": args.payload, "retain": args.retain},
         )
-    print(f"published {result['bytes']} bytes to {result['topic']}")
-    return 0
+    return _done(args, result, f"published {result['bytes']} bytes to {result['topic']}")
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    print(f"following {args.filter} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    topic_filter = _topic_filter(args, required=True)
+    assert topic_filter is not None
+    print(f"following {topic_filter} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     count = 0
     with Api(args) as api:
-        for line in api.stream_lines("/api/v1/messages/stream", {"filter": args.filter}):
+        for line in api.stream_lines("/api/v1/messages/stream", {"filter": topic_filter}):
             if not line.startswith("data: "):
                 continue
             message = json.loads(line[len("data: ") :])
@@ -840,6 +989,16 @@ def _listen_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
         "--mqtt-host", default="0.0.0.0" if defaults else None, help="cloud MQTT address"
     )
     parser.add_argument("--mqtt-port", type=int, default=DEFAULT_MQTT_PORT if defaults else None)
+
+
+def _filter_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    parser.add_argument(
+        "filter_positional",
+        nargs="?",
+        metavar="TOPIC_FILTER",
+        help="topic filter, e.g. 'corrected/#'" + ("" if required else " (default: every topic)"),
+    )
+    parser.add_argument("--filter", help="the same, as a flag")
 
 
 def _command(
@@ -1019,9 +1178,9 @@ def register(subparsers: Any) -> None:
     _command(thing, "show", cmd_thing_show, "show a thing and its certificates").add_argument(
         "name"
     )
-    _command(thing, "revoke", cmd_thing_revoke, "revoke every certificate of a thing").add_argument(
-        "name"
-    )
+    p = _command(thing, "revoke", cmd_thing_revoke, "revoke every certificate of a thing")
+    p.add_argument("--group", help="the thing's group (checked before anything is revoked)")
+    p.add_argument("name")
     _command(thing, "delete", cmd_thing_delete, "delete a thing").add_argument("name")
     p = _command(thing, "attach", cmd_thing_attach, "put a thing into another group")
     p.add_argument("--group", required=True)
@@ -1107,10 +1266,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--deploy", action="store_true", help="deploy every group afterwards")
 
     p = _command(sub, "messages", cmd_messages, "stored telemetry")
-    p.add_argument("--filter", help="topic filter, e.g. corrected/#")
+    _filter_options(p, required=False)
     p.add_argument("--since", help="epoch seconds or ISO-8601")
     p.add_argument("--until", help="epoch seconds or ISO-8601")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=int, default=50, help="messages per page (default 50)")
+    p.add_argument(
+        "--after", type=int, metavar="ID", help="oldest first, from the message after #ID"
+    )
+    p.add_argument("--all", action="store_true", help="every matching message, oldest first")
 
     p = _command(
         sub,
@@ -1123,5 +1286,5 @@ def register(subparsers: Any) -> None:
     p.add_argument("--retain", action="store_true")
 
     p = _command(sub, "tail", cmd_tail, "follow live telemetry")
-    p.add_argument("filter", metavar="TOPIC_FILTER")
+    _filter_options(p, required=True)
     p.add_argument("--count", type=int, default=0, help="stop after this many messages")

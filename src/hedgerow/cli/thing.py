@@ -339,7 +339,12 @@ async def _report(thing: Thing, quiet: bool) -> None:
             return  # the thing stopped: the command reports why
         if now.connected and not last.connected:
             print(f"connected to the core at {now.endpoint}", file=sys.stderr, flush=True)
-        elif now.last_error and now.last_error != last.last_error and not now.connected:
+        elif (
+            now.last_error
+            and now.last_error != last.last_error
+            and not now.connected
+            and thing.error is None  # a fatal error: the command reports it as it exits
+        ):
             print(f"not connected: {now.last_error} (retrying)", file=sys.stderr, flush=True)
         backlog_drained = now.queued == 0 and now.delivered - reported > 1
         if not quiet and (backlog_drained or now.delivered - reported >= DELIVERY_REPORT_EVERY):

@@ -815,14 +815,25 @@ class Repository:
             group_row = self._group(s, group)
             row = self._function(s, group_row, name)
             ref = f"function:{name}"
-            used = s.scalar(
-                sa.select(SubscriptionRow.id).where(
+            used = s.execute(
+                sa.select(
+                    SubscriptionRow.id,
+                    SubscriptionRow.source,
+                    SubscriptionRow.topic,
+                    SubscriptionRow.target,
+                )
+                .where(
                     SubscriptionRow.group_id == group_row.id,
                     sa.or_(SubscriptionRow.source == ref, SubscriptionRow.target == ref),
                 )
-            )
-            if used is not None:
-                raise Conflict(f"function {name!r} is used by subscriptions: remove them first")
+                .order_by(SubscriptionRow.id)
+            ).all()
+            if used:
+                named = "; ".join(f"{u.id}: {u.source} {u.topic} -> {u.target}" for u in used)
+                raise Conflict(
+                    f"function {name!r} is used by subscriptions of group {group!r} ({named}):"
+                    f" remove them first (hedgerow cloud subscription remove --group {group} ID)"
+                )
             s.execute(sa.delete(FunctionVersionRow).where(FunctionVersionRow.function_id == row.id))
             s.delete(row)
 
