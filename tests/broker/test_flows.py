@@ -417,7 +417,10 @@ async def test_silent_refusal_closes_311_without_connack_but_answers_v5() -> Non
         assert await old.closed() == []
         new = await RawClient.open(port, V5)
         await new.send(Connect("y", V5))
-        assert await new.closed() == [ConnAck(False, ReasonCode.NOT_AUTHORIZED)]
+        # a v5 client is told why: the refusal's message as reason string
+        assert await new.closed() == [
+            ConnAck(False, ReasonCode.NOT_AUTHORIZED, Properties(reason_string="unknown device"))
+        ]
         assert broker.stats().refused == 2
 
 
