@@ -1,17 +1,8 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
-from hedgerow.core.routing import (
-    FilterTrie,
-    RoutingError,
-    RoutingTable,
-    Subscription,
-    filter_covers,
-    topic_matches,
-)
+from hedgerow.core.routing import RoutingError, RoutingTable, Subscription
 
 
 def table(*subs: tuple[str, str, str], open_broker: bool = False) -> RoutingTable:
@@ -53,23 +44,6 @@ def test_least_privilege_acl() -> None:
     assert opened.may_publish("anyone", "any/topic") and opened.may_subscribe("anyone", "#")
 
 
-@pytest.mark.parametrize(
-    ("general", "specific", "covered"),
-    [
-        ("a/#", "a/b/c", True),
-        ("a/#", "a/+", True),
-        ("a/+", "a/#", False),
-        ("+/b", "x/b", True),
-        ("a/b", "a/+", False),
-        ("#", "$SYS/x", False),
-        ("a/+/c", "a/b/c", True),
-        ("a/+/c", "a/b", False),
-    ],
-)
-def test_filter_covers(general: str, specific: str, covered: bool) -> None:
-    assert filter_covers(general, specific) is covered
-
-
 def test_bad_entries_name_the_field() -> None:
     with pytest.raises(RoutingError) as e:
         Subscription.from_dict({"source": "device:x", "topic": "a", "target": "cloud"})
@@ -77,22 +51,6 @@ def test_bad_entries_name_the_field() -> None:
     with pytest.raises(RoutingError) as e:
         Subscription.from_dict({"source": "cloud", "topic": "a/#/b", "target": "shadow"})
     assert e.value.field == "topic"
-
-
-levels = st.sampled_from(["a", "b", "c", "$x"])
-topics = st.lists(levels, min_size=1, max_size=4).map("/".join)
-filters = st.lists(st.sampled_from(["a", "b", "+", "$x"]), min_size=1, max_size=4).flatmap(
-    lambda parts: st.sampled_from(["/".join(parts), "/".join([*parts, "#"]), "#"])
-)
-
-
-@given(st.lists(filters, max_size=8), topics)
-def test_trie_agrees_with_the_plain_matcher(fs: list[str], topic: str) -> None:
-    trie: FilterTrie[int] = FilterTrie()
-    for i, f in enumerate(fs):
-        trie.add(f, i)
-    assert sorted(trie.match(topic)) == [i for i, f in enumerate(fs) if topic_matches(f, topic)]
-    assert len(trie) == len(fs)
 
 
 def test_cache_is_bounded() -> None:

@@ -3,7 +3,8 @@
 Pure: no asyncio, sockets or files. A subscription is ``(source, topic filter, target)``;
 sources and targets are ``thing:NAME``, ``function:NAME``, ``cloud`` or ``shadow``. A message
 from source S on topic T goes to every target whose subscription has source S and a filter
-matching T. Matching uses one topic trie per source and a bounded cache of results.
+matching T. Matching uses one ``hedgerow.mqtt.topics.TopicTrie`` per source (the MQTT
+engine's, the one topic matching in Hedgerow) and a bounded cache of results.
 
 ACL derived from the table (least privilege):
 
@@ -19,9 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
 
-T = TypeVar("T")
+from hedgerow.mqtt.topics import TopicTrie, filter_covers
 
 CLOUD = "cloud"
 SHADOW = "shadow"
@@ -86,97 +86,6 @@ class Subscription:
         return {"source": self.source, "topic": self.topic, "target": self.target}
 
 
-def topic_matches(topic_filter: str, topic: str) -> bool:
-    """MQTT matching; wildcards at the first level never match ``$`` topics."""
-    if topic.startswith("$") and topic_filter[:1] in ("+", "#"):
-        return False
-    flevels = topic_filter.split("/")
-    tlevels = topic.split("/")
-    for i, f in enumerate(flevels):
-        if f == "#":
-            return True
-        if i >= len(tlevels):
-            return False
-        if f != "+" and f != tlevels[i]:
-            return False
-    return len(flevels) == len(tlevels)
-
-
-def filter_covers(general: str, specific: str) -> bool:
-    """True when every topic ``specific`` matches is also matched by ``general``."""
-    glevels = general.split("/")
-    slevels = specific.split("/")
-    if specific[:1] in ("+", "#") and general[:1] not in ("+", "#"):
-        return False
-    if specific.startswith("$") and general[:1] in ("+", "#"):
-        return False
-    for i, g in enumerate(glevels):
-        if g == "#":
-            return True
-        if i >= len(slevels):
-            return False
-        s = slevels[i]
-        if s == "#":
-            return False
-        if g != "+" and g != s:
-            return False
-    return len(glevels) == len(slevels)
-
-
-class _Node(Generic[T]):
-    __slots__ = ("children", "values", "hash_values")
-
-    def __init__(self) -> None:
-        self.children: dict[str, _Node[T]] = {}
-        self.values: list[T] = []
-        self.hash_values: list[T] = []
-
-
-class FilterTrie(Generic[T]):
-    """Topic filters in a trie; ``match(topic)`` walks only the branches that can match."""
-
-    def __init__(self) -> None:
-        self._root: _Node[T] = _Node()
-        self._size = 0
-
-    def add(self, topic_filter: str, value: T) -> None:
-        node = self._root
-        levels = topic_filter.split("/")
-        for level in levels:
-            if level == "#":
-                node.hash_values.append(value)
-                self._size += 1
-                return
-            node = node.children.setdefault(level, _Node())
-        node.values.append(value)
-        self._size += 1
-
-    def __len__(self) -> int:
-        return self._size
-
-    def match(self, topic: str) -> list[T]:
-        levels = topic.split("/")
-        out: list[T] = []
-        dollar = topic.startswith("$")
-        self._walk(self._root, levels, 0, out, dollar)
-        return out
-
-    def _walk(self, node: _Node[T], levels: list[str], i: int, out: list[T], dollar: bool) -> None:
-        first = i == 0 and dollar
-        if node.hash_values and not first:
-            out.extend(node.hash_values)
-        if i == len(levels):
-            out.extend(node.values)
-            return
-        child = node.children.get(levels[i])
-        if child is not None:
-            self._walk(child, levels, i + 1, out, dollar)
-        if not first:
-            plus = node.children.get("+")
-            if plus is not None:
-                self._walk(plus, levels, i + 1, out, dollar)
-
-
 class RoutingTable:
     """Subscriptions indexed by source; per-subscription message counters."""
 
@@ -192,10 +101,10 @@ class RoutingTable:
         self.counters: list[int] = [0] * len(self.subscriptions)
         self._cache_size = cache_size
         self._cache: dict[tuple[str, str], tuple[int, ...]] = {}
-        self._by_source: dict[str, FilterTrie[int]] = {}
+        self._by_source: dict[str, TopicTrie[int]] = {}
         self._by_target: dict[str, list[str]] = {}
         for index, sub in enumerate(self.subscriptions):
-            self._by_source.setdefault(sub.source, FilterTrie()).add(sub.topic, index)
+            self._by_source.setdefault(sub.source, TopicTrie()).add(sub.topic, index)
             self._by_target.setdefault(sub.target, []).append(sub.topic)
 
     @classmethod

@@ -29,6 +29,7 @@ from .reasons import ConnectReturnCode, ReasonCode, connect_return_code, reason_
 from .session import InboundAliases, InboundFlows, OutboundAliases, OutboundFlows, PacketIds
 from .topics import (
     TopicTrie,
+    filter_covers,
     matches,
     parse_shared,
     validate_topic_filter,
@@ -73,6 +74,7 @@ __all__ = [
     "Will",
     "connect_return_code",
     "encode",
+    "filter_covers",
     "encode_publish",
     "matches",
     "parse_shared",

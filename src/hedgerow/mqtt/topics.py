@@ -1,4 +1,9 @@
-"""Topic names and filters: validation, shared subscriptions, matching, and a topic trie.
+"""Topic names and filters: validation, shared subscriptions, matching, coverage, a trie.
+
+The one implementation of MQTT topic matching in Hedgerow: the broker, the core's routing
+table and the cloud's MQTT endpoint all use ``matches``, ``filter_covers`` and
+``TopicTrie`` from here. Topics starting with ``$`` are never matched by a filter whose
+first level is a wildcard (MQTT 5.0 §4.7.2).
 
 ``TopicTrie`` keeps filters without wildcards in a dict (one lookup per message) and the
 others in a trie walked level by level. Shared subscriptions (``$share/group/filter``)
@@ -97,6 +102,35 @@ def matches(topic_filter: str, topic: str) -> bool:
         if part != "+" and part != levels[index]:
             return False
     return len(pattern) == len(levels)
+
+
+def _wild_first(topic_filter: str) -> bool:
+    return topic_filter[:1] in ("+", "#")
+
+
+def filter_covers(general: str, specific: str) -> bool:
+    """Whether every topic ``specific`` can match is also matched by ``general``.
+
+    Both are plain (non-shared) filters. Used for "may subscribe to ``specific``" when a
+    rule allows ``general``: a filter starting with a wildcard never covers one starting
+    with ``$`` (``#`` does not match ``$SYS/...``), and the answer errs on "no" where
+    ``+`` and ``#`` happen to cover the same topics (``+/#`` vs ``#``).
+    """
+    if not general or not specific:
+        return False
+    if specific[0] == "$" and _wild_first(general):
+        return False
+    glevels = general.split("/")
+    slevels = specific.split("/")
+    for index, level in enumerate(glevels):
+        if level == "#":
+            return True
+        if index >= len(slevels):
+            return False
+        other = slevels[index]
+        if other == "#" or (level != "+" and level != other):
+            return False
+    return len(glevels) == len(slevels)
 
 
 class _Node(Generic[T]):
