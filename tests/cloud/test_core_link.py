@@ -108,7 +108,10 @@ async def test_deployment_over_mqtt_and_https(cloud: Cloud, tmp_path: Path) -> N
         deployment = await cloud.ok("POST", "/api/v1/groups/factory-1/deployments", json={})
         async with asyncio.timeout(WAIT):
             notice = await core.get_message()
-        assert json.loads(notice.payload) == {"deployment_id": deployment["deployment_id"]}
+        assert json.loads(notice.payload) == {
+            "schema": 1,
+            "deployment_id": deployment["deployment_id"],
+        }
 
         async with cloud.device_client(cert, key) as device:
             latest = (await device.get("/core/v1/deployments/latest")).json()
@@ -213,7 +216,17 @@ async def test_telemetry_is_stored_and_namespaces_are_enforced(
     assert {m["core"] for m in stored["items"]} == {"pi-1"}
     assert stored["items"][0]["payload"] == json.dumps({"t": 24})
     heartbeat = (await cloud.ok("GET", "/api/v1/cores/pi-1"))["heartbeat"]
-    assert heartbeat == {"version": "0.1.0", "uptime": 3}
+    # an old core's heartbeat (no schema, fewer fields) is read as the contract's version 1
+    assert heartbeat == {
+        "schema": 1,
+        "version": "0.1.0",
+        "uptime": 3,
+        "devices": 0,
+        "functions": {},
+        "spool": 0,
+        "deployment": None,
+        "counters": {},
+    }
 
     filtered = await cloud.ok("GET", "/api/v1/messages", params={"filter": "corrected/+/3"})
     assert [m["topic"] for m in filtered["items"]] == ["corrected/bme680-1/3"]

@@ -30,24 +30,6 @@ def test_invalid_names(name: object) -> None:
         domain.validate_name(name)
 
 
-@pytest.mark.parametrize(
-    ("outer", "inner", "covered"),
-    [
-        ("a/#", "a/b/c", True),
-        ("a/#", "a/+", True),
-        ("a/+", "a/b", True),
-        ("a/+", "a/#", False),
-        ("a/b", "a/+", False),
-        ("#", "x/y", True),
-        ("a/+/c", "a/b/c", True),
-        ("a/+/c", "a/b/d", False),
-        ("a", "a/b", False),
-    ],
-)
-def test_filter_covers(outer: str, inner: str, covered: bool) -> None:
-    assert domain.filter_covers(outer, inner) is covered
-
-
 def test_endpoint_refs() -> None:
     assert str(domain.parse_endpoint_ref("thing:t-1", "source")) == "thing:t-1"
     assert domain.parse_endpoint_ref("cloud", "target").kind == "cloud"

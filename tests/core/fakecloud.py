@@ -21,6 +21,7 @@ import h11
 
 from hedgerow import pki
 from hedgerow.broker import Broker, BrokerConfig, CertificateAuthenticator, Identity
+from hedgerow.contract.deployment import StatusReport
 from hedgerow.mqtt.packets import Publish
 
 from ..conftest import free_port
@@ -143,8 +144,15 @@ class FakeCloud:
         return json.dumps({"group_cas": [ca.cert_pem.decode() for ca in self.group_cas]}).encode()
 
     def statuses(self) -> list[dict[str, Any]]:
+        """The status reports received, read by the contract as the real cloud reads them."""
+        reports = [
+            StatusReport.from_json(p.payload)
+            for p in self.received
+            if p.topic.endswith("/deployment-status")
+        ]
         return [
-            json.loads(p.payload) for p in self.received if p.topic.endswith("/deployment-status")
+            {"deployment_id": r.deployment_id, "status": r.status.value, "detail": r.detail}
+            for r in reports
         ]
 
     def telemetry(self, prefix: str) -> list[Publish]:

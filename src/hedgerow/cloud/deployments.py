@@ -1,23 +1,36 @@
 """Deployment documents: what a snapshot becomes, and the status a core reports (pure).
 
-The document is the exact JSON text the Ed25519 signature covers (see
-``docs/architecture.md``, "Cloud ⇄ core"); ``parse_status_report`` turns a core's
-``deployment-status`` message into checked values.
+The shapes are the contract's (``hedgerow.contract.deployment``, documented in
+``docs/architecture.md``, "Cloud ⇄ core"): the document is the exact JSON text the Ed25519
+signature covers; ``parse_status_report`` turns a core's ``deployment-status`` message into
+checked values. Contract errors become ``InvalidInput`` here, naming the field.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import secrets
-from dataclasses import dataclass
-from typing import Any
 
-from hedgerow.cloud.domain import DeploymentStatus
 from hedgerow.cloud.errors import InvalidInput
 from hedgerow.cloud.storage.repository import Snapshot
+from hedgerow.contract.deployment import (
+    MAX_DETAIL,
+    DeployedFunction,
+    DeploymentDocument,
+    DeploymentNotification,
+    Route,
+    StatusReport,
+)
+from hedgerow.contract.errors import ContractError
 
-MAX_DETAIL = 4096
+__all__ = [
+    "MAX_DETAIL",
+    "StatusReport",
+    "build_document",
+    "new_deployment_id",
+    "notification",
+    "parse_status_report",
+]
 
 
 def new_deployment_id() -> str:
@@ -25,47 +38,36 @@ def new_deployment_id() -> str:
 
 
 def build_document(snapshot: Snapshot, deployment_id: str, created_at: dt.datetime) -> str:
-    document: dict[str, Any] = {
-        "deployment_id": deployment_id,
-        "group": snapshot.group.name,
-        "core": snapshot.core,
-        "created_at": created_at.isoformat(),
-        "things": list(snapshot.things),
-        "functions": [f.to_document() for f in snapshot.functions],
-        "subscriptions": [
-            {"source": s.source, "topic": s.topic, "target": s.target}
-            for s in snapshot.subscriptions
-        ],
-        "settings": {"open_broker": bool(snapshot.group.settings.get("open_broker", False))},
-    }
-    return json.dumps(document, separators=(",", ":"))
+    functions = []
+    for version in snapshot.functions:
+        try:
+            functions.append(DeployedFunction.from_json(version.to_document()))
+        except ContractError as exc:  # stored before the contract's limits applied
+            raise InvalidInput(
+                f"function {version.name!r} version {version.version} breaks a limit the "
+                f"core enforces ({exc}): update the function, then deploy again",
+                field=exc.field,
+            ) from exc
+    document = DeploymentDocument(
+        deployment_id=deployment_id,
+        group=snapshot.group.name,
+        core=snapshot.core,
+        created_at=created_at.isoformat(),
+        things=tuple(snapshot.things),
+        functions=tuple(functions),
+        subscriptions=tuple(Route(s.source, s.topic, s.target) for s in snapshot.subscriptions),
+        open_broker=bool(snapshot.group.settings.get("open_broker", False)),
+    )
+    return document.to_json()
 
 
-@dataclass(frozen=True)
-class StatusReport:
-    deployment_id: str
-    status: DeploymentStatus
-    detail: str
+def notification(deployment_id: str) -> bytes:
+    """The payload of ``$hedgerow/cores/{core}/deployments``."""
+    return DeploymentNotification(deployment_id).to_json()
 
 
 def parse_status_report(payload: bytes) -> StatusReport:
     try:
-        data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"deployment status is not JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise InvalidInput("deployment status must be a JSON object")
-    deployment_id = data.get("deployment_id")
-    if not isinstance(deployment_id, str) or not deployment_id:
-        raise InvalidInput("deployment status lacks deployment_id")
-    try:
-        status = DeploymentStatus(str(data.get("status")))
-    except ValueError as exc:
-        allowed = ", ".join(s.value for s in DeploymentStatus)
-        raise InvalidInput(
-            f"unknown deployment status {data.get('status')!r}: use {allowed}"
-        ) from exc
-    detail = data.get("detail") or ""
-    if not isinstance(detail, str):
-        detail = json.dumps(detail)
-    return StatusReport(deployment_id, status, detail[:MAX_DETAIL])
+        return StatusReport.from_json(payload)
+    except ContractError as exc:
+        raise InvalidInput(f"deployment status: {exc}", field=exc.field) from exc

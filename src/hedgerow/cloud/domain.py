@@ -15,44 +15,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hedgerow.cloud.errors import InvalidInput
+from hedgerow.contract import functions as function_rules
+from hedgerow.contract.deployment import DeploymentStatus
+from hedgerow.contract.errors import InvalidFunction
+from hedgerow.contract.functions import FunctionDefinition
 from hedgerow.mqtt.errors import MQTTError
-from hedgerow.mqtt.topics import matches, validate_topic_filter
+from hedgerow.mqtt.topics import matches as topic_matches
+from hedgerow.mqtt.topics import validate_topic_filter
+
+__all__ = ["DeploymentStatus", "topic_matches"]  # the contract's, and the MQTT engine's
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-HANDLER_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
-ENV_KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-#: Limits on what one request may create.
+#: Limits on what one request may create (a function's own limits are the contract's:
+#: ``hedgerow.contract.functions``, shared with the core).
 MAX_DESCRIPTION = 1024
 MAX_CONNECTIVITY_ENTRIES = 32
-MAX_ENVIRONMENT_ENTRIES = 64
-MAX_ENV_VALUE = 4096
 MAX_ATTRIBUTES = 50
-MIN_MEMORY_MB = 16
-MAX_MEMORY_MB = 16384
-MAX_TIMEOUT_S = 900.0
-MAX_CONCURRENCY = 64
-RUNTIMES = ("python", "greengrass-v1")
-ENCODINGS = ("json", "binary")
+RUNTIMES = function_rules.RUNTIMES
+ENCODINGS = function_rules.ENCODINGS
 #: Group CA rotation period bounds (days).
 MIN_ROTATION_DAYS = 1
 MAX_ROTATION_DAYS = 30
-
-
-class DeploymentStatus(enum.StrEnum):
-    PENDING = "Pending"
-    IN_PROGRESS = "InProgress"
-    SUCCESS = "Success"
-    FAILURE = "Failure"
-    ROLLED_BACK = "RolledBack"
-
-    @property
-    def final(self) -> bool:
-        return self in (
-            DeploymentStatus.SUCCESS,
-            DeploymentStatus.FAILURE,
-            DeploymentStatus.ROLLED_BACK,
-        )
 
 
 class DeploymentKind(enum.StrEnum):
@@ -105,28 +89,6 @@ def validate_topic_filter_text(value: object) -> str:
     if value.startswith("$share/"):
         raise InvalidInput("a subscription's topic cannot be a shared subscription", field="topic")
     return value
-
-
-def topic_matches(topic_filter: str, topic: str) -> bool:
-    return matches(topic_filter, topic)
-
-
-def filter_covers(outer: str, inner: str) -> bool:
-    """True when every topic ``inner`` can match is also matched by ``outer``."""
-    o_levels, i_levels = outer.split("/"), inner.split("/")
-    for index, level in enumerate(o_levels):
-        if level == "#":
-            return True
-        if index >= len(i_levels):
-            return False
-        other = i_levels[index]
-        if other == "#":
-            return False
-        if level == "+":
-            continue
-        if other == "+" or other != level:
-            return False
-    return len(o_levels) == len(i_levels)
 
 
 @dataclass(frozen=True)
@@ -250,69 +212,43 @@ class FunctionSettings:
         }
 
 
-def _int_in(value: object, name: str, low: int, high: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise InvalidInput(f"{name} must be an integer within {low}..{high}", field=name)
-    return value
+def validate_function_name(value: object) -> str:
+    """A function's name, by the contract's rule (the core refuses any other)."""
+    try:
+        return function_rules.check_function_name(value)
+    except InvalidFunction as exc:
+        raise InvalidInput(exc.reason, field="name") from exc
 
 
 def function_settings_from_json(
     body: Mapping[str, Any], base: FunctionSettings | None = None
 ) -> FunctionSettings:
-    """Validated settings from a request body; missing fields come from ``base``."""
+    """Validated settings from a request body; missing fields come from ``base``.
+
+    The rules are the contract's (``hedgerow.contract.functions``), the ones the core
+    applies to the deployment: what is refused here would be refused there."""
     current = base.to_json() if base else {}
     merged = {
         **current,
         **{k: v for k, v in body.items() if k in FunctionSettings.__dataclass_fields__},
     }
-    handler = merged.get("handler")
-    if not isinstance(handler, str) or not HANDLER_PATTERN.fullmatch(handler):
-        raise InvalidInput(f"invalid handler {handler!r}: use module.function", field="handler")
-    runtime = merged.get("runtime", "python")
-    if runtime not in RUNTIMES:
-        raise InvalidInput(
-            f"invalid runtime {runtime!r}: use one of {', '.join(RUNTIMES)}", field="runtime"
-        )
-    pinned = merged.get("pinned", False)
-    if not isinstance(pinned, bool):
-        raise InvalidInput("pinned must be true or false", field="pinned")
-    memory = _int_in(merged.get("memory_mb", 128), "memory_mb", MIN_MEMORY_MB, MAX_MEMORY_MB)
-    timeout = merged.get("timeout_s", 3.0)
-    if (
-        not isinstance(timeout, int | float)
-        or isinstance(timeout, bool)
-        or not 0 < timeout <= MAX_TIMEOUT_S
-    ):
-        raise InvalidInput(
-            f"timeout_s must be a number within (0, {MAX_TIMEOUT_S}]", field="timeout_s"
-        )
-    concurrency = _int_in(merged.get("max_concurrency", 1), "max_concurrency", 1, MAX_CONCURRENCY)
-    environment = merged.get("environment") or {}
-    if not isinstance(environment, dict) or len(environment) > MAX_ENVIRONMENT_ENTRIES:
-        raise InvalidInput(
-            f"environment must be an object of at most {MAX_ENVIRONMENT_ENTRIES} entries"
-        )
-    for key, item in environment.items():
-        if not isinstance(key, str) or not ENV_KEY_PATTERN.fullmatch(key):
-            raise InvalidInput(f"invalid environment variable name {key!r}", field="environment")
-        if not isinstance(item, str) or len(item) > MAX_ENV_VALUE:
-            raise InvalidInput(f"environment value of {key} must be a string", field="environment")
-    encoding = merged.get("encoding", "json")
-    if encoding not in ENCODINGS:
-        raise InvalidInput(f"invalid encoding {encoding!r}: use json or binary", field="encoding")
-    run_as = merged.get("run_as")
-    if run_as is not None and (not isinstance(run_as, str) or not run_as):
-        raise InvalidInput("run_as must be a user name or null", field="run_as")
+    if merged.get("environment") is None:
+        merged["environment"] = {}
+    try:
+        # the name and version are checked on their own: here only the settings count
+        definition = FunctionDefinition.from_json({**merged, "name": "f", "version": 1})
+    except InvalidFunction as exc:
+        raise InvalidInput(str(exc), field=exc.field) from exc
     return FunctionSettings(
-        handler=handler,
-        runtime=runtime,
-        pinned=pinned,
-        memory_mb=memory,
-        timeout_s=float(timeout),
-        max_concurrency=concurrency,
-        environment=dict(environment),
-        encoding=encoding,
-        run_as=run_as,
+        handler=definition.handler,
+        runtime=definition.runtime,
+        pinned=definition.pinned,
+        memory_mb=definition.memory_mb,
+        timeout_s=definition.timeout_s,
+        max_concurrency=definition.max_concurrency,
+        environment=dict(definition.environment),
+        encoding=definition.encoding,
+        run_as=definition.run_as,
     )
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from hedgerow.cloud.errors import NotFound
+from hedgerow.contract.topics import CoreLeaf, core_topic
 
 if TYPE_CHECKING:
     from hedgerow.cloud.services import CloudServices
@@ -27,7 +28,7 @@ PAGE = 1000
 
 
 def things_topic(core: str) -> str:
-    return f"$hedgerow/cores/{core}/things"
+    return core_topic(core, CoreLeaf.THINGS)
 
 
 def membership_payload(things: Iterable[str]) -> bytes:

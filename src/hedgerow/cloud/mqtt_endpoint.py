@@ -1,10 +1,13 @@
 """The cloud's MQTT side: who may connect, where they may publish, and what is stored.
 
 Embedded mode (default): a Hedgerow ``Broker`` with mutual TLS against the root CA.
-``CoreAuthenticator`` admits registered, live core identities; ``CoreAuthorizer`` keeps
-each core inside ``$hedgerow/cores/{core}/`` plus the topics its group routes to the
-cloud (publish) and from the cloud (subscribe). ``CloudInterceptor`` hands telemetry to
-ingest and deployment status / heartbeats to the services.
+``CoreAuthenticator`` admits registered, live core identities. ``CoreAuthorizer`` keeps
+each core to itself: it may publish its own heartbeat and deployment status and the topics
+its group routes to ``cloud``; it may subscribe under its own ``$hedgerow/cores/{core}/``
+and to filters covered by its group's routes from ``cloud`` (coverage by
+``hedgerow.mqtt.topics.filter_covers``: ``#`` never covers a ``$`` topic); and it hears
+only what the cloud publishes, never another core's messages. ``CloudInterceptor`` hands
+telemetry to ingest and deployment status / heartbeats to the services.
 
 External mode (``--broker mqtts://...``): ``ExternalBrokerLink`` connects to another
 broker with the cloud's own identity, subscribes through a shared subscription (so
@@ -18,35 +21,34 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from hedgerow.broker import Action, Broker, ConnectInfo, Identity, Refused
 from hedgerow.broker.auth import NOT_AUTHORIZED
 from hedgerow.client import Client, ClientError
-from hedgerow.cloud.domain import CertificateKind, filter_covers, topic_matches
+from hedgerow.cloud.domain import CertificateKind
 from hedgerow.cloud.errors import CloudError, ConfigError
 from hedgerow.cloud.ingest import IngestWorker
 from hedgerow.cloud.services import CloudServices
+from hedgerow.contract.topics import (
+    FROM_CORE,
+    CoreLeaf,
+    all_cores_filter,
+    core_namespace_filter,
+    core_topic,
+    parse_core_topic,
+)
 from hedgerow.mqtt.packets import Publish
-from hedgerow.mqtt.topics import parse_shared
+from hedgerow.mqtt.topics import filter_covers, matches
 
 log = logging.getLogger(__name__)
 
-CORE_PREFIX = "$hedgerow/cores/"
 ROUTES_REFRESH_SECONDS = 1.0
 EVENT_QUEUE_SIZE = 10_000
 RECONNECT_BASE = 0.5
 RECONNECT_MAX = 15.0
-
-
-def core_of_topic(topic: str) -> tuple[str, str] | None:
-    """``$hedgerow/cores/{core}/{kind}`` → (core, kind)."""
-    if not topic.startswith(CORE_PREFIX):
-        return None
-    core, sep, kind = topic[len(CORE_PREFIX) :].partition("/")
-    return (core, kind) if sep and core else None
 
 
 class RouteCache:
@@ -101,26 +103,42 @@ class CoreAuthenticator:
 
 
 class CoreAuthorizer:
+    """What a core may do at the cloud (the broker asks for every PUBLISH and SUBSCRIBE
+    filter, and for every client-to-client delivery)."""
+
     def __init__(self, routes: RouteCache) -> None:
         self.routes = routes
 
     def authorize(self, identity: Identity, action: Action, topic: str) -> bool:
         if identity.kind != "core":
             return False
-        own = f"{CORE_PREFIX}{identity.name}/"
         group = identity.attributes.get("group", "")
         if action is Action.PUBLISH:
-            if topic.startswith(own):
-                return True
-            if topic.startswith("$"):
-                return False
-            return any(topic_matches(f, topic) for f in self.routes.to_cloud(group))
-        share, inner = parse_shared(topic) if topic.startswith("$share/") else (None, topic)
-        if share is not None:
-            return False
-        if inner.startswith(own):
-            return True
-        return any(filter_covers(f, inner) for f in self.routes.from_cloud(group))
+            return may_publish(identity.name, self.routes.to_cloud(group), topic)
+        return may_subscribe(identity.name, self.routes.from_cloud(group), topic)
+
+    def may_deliver(self, publisher: Identity, subscriber: Identity, topic: str) -> bool:
+        """A core hears the cloud, never another core (nor itself): what cores publish
+        here is for the cloud's ingest, whatever their subscriptions cover."""
+        return False
+
+
+def may_publish(core: str, to_cloud: Sequence[str], topic: str) -> bool:
+    """A core publishes its own heartbeat and deployment status, and topics its group
+    routes to ``cloud`` (no other ``$`` topic: wildcards never match them)."""
+    if topic.startswith("$"):
+        return any(topic == core_topic(core, leaf) for leaf in FROM_CORE)
+    return any(matches(f, topic) for f in to_cloud)
+
+
+def may_subscribe(core: str, from_cloud: Sequence[str], topic_filter: str) -> bool:
+    """A core subscribes under its own ``$hedgerow/cores/{core}/`` and to what its
+    group's routes from ``cloud`` cover; never to a shared subscription."""
+    if topic_filter.startswith("$share/"):
+        return False
+    if filter_covers(core_namespace_filter(core), topic_filter):
+        return True
+    return any(filter_covers(f, topic_filter) for f in from_cloud)
 
 
 @dataclass(frozen=True)
@@ -138,7 +156,7 @@ class CoreEvents:
         self.queue: asyncio.Queue[CoreEvent] = asyncio.Queue(EVENT_QUEUE_SIZE)
 
     def offer(self, core: str, kind: str, payload: bytes) -> None:
-        if kind not in ("deployment-status", "heartbeat"):
+        if kind not in FROM_CORE:
             return
         try:
             self.queue.put_nowait(CoreEvent(core, kind, payload))
@@ -149,7 +167,7 @@ class CoreEvents:
         while True:
             event = await self.queue.get()
             try:
-                if event.kind == "deployment-status":
+                if event.kind == CoreLeaf.DEPLOYMENT_STATUS:
                     await self.services.record_status(event.core, event.payload)
                 else:
                     await self.services.record_heartbeat(event.core, event.payload)
@@ -177,10 +195,10 @@ class CloudInterceptor:
         if identity.kind != "core":
             return None
         topic = publish.topic
-        if topic.startswith(CORE_PREFIX):
-            parsed = core_of_topic(topic)
-            if parsed is not None and parsed[0] == identity.name:
-                self.events.offer(identity.name, parsed[1], publish.payload)
+        if topic.startswith("$"):
+            parsed = parse_core_topic(topic)
+            if parsed is not None and parsed.core == identity.name:
+                self.events.offer(identity.name, parsed.leaf, publish.payload)
             return None
         stored = self.ingest.submit(topic, publish.payload, identity.name)
         return stored if publish.qos else None
@@ -243,8 +261,8 @@ class ExternalBrokerLink:
         subscriptions; recording a status twice is harmless)."""
         return [
             f"$share/{self.share}/#",
-            f"{CORE_PREFIX}+/deployment-status",
-            f"{CORE_PREFIX}+/heartbeat",
+            all_cores_filter(CoreLeaf.DEPLOYMENT_STATUS),
+            all_cores_filter(CoreLeaf.HEARTBEAT),
         ]
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool) -> None:
@@ -261,9 +279,9 @@ class ExternalBrokerLink:
     def _handle(
         self, topic: str, payload: bytes, user_properties: tuple[tuple[str, str], ...]
     ) -> None:
-        parsed = core_of_topic(topic)
+        parsed = parse_core_topic(topic)
         if parsed is not None:
-            self.events.offer(parsed[0], parsed[1], payload)
+            self.events.offer(parsed.core, parsed.leaf, payload)
             return
         core = next((v for k, v in user_properties if k == "core"), "")
         # The external broker already acknowledged the message to the core; a refusal here

@@ -35,21 +35,12 @@ from hedgerow.cloud.domain import (
 from hedgerow.cloud.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from hedgerow.cloud.pki_service import PKIService, record_of
 from hedgerow.cloud.storage.repository import Repository, Snapshot
+from hedgerow.contract.errors import ContractError
+from hedgerow.contract.heartbeat import Heartbeat
+from hedgerow.contract.topics import CoreLeaf, core_topic
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-def deployments_topic(core: str) -> str:
-    return f"$hedgerow/cores/{core}/deployments"
-
-
-def revocations_topic(core: str) -> str:
-    return f"$hedgerow/cores/{core}/revocations"
-
-
-def group_cas_topic(core: str) -> str:
-    return f"$hedgerow/cores/{core}/group-cas"
 
 
 class Notifier(Protocol):
@@ -221,7 +212,9 @@ class CloudServices:
         cas = await self._run(self.pki.group_cas, name, group.ca_rotation_days)
         payload = json.dumps({"group_cas": [c.cert_pem for c in cas]}).encode()
         try:
-            await self.notifier.publish(group_cas_topic(group.core), payload, retain=True)
+            await self.notifier.publish(
+                core_topic(group.core, CoreLeaf.GROUP_CAS), payload, retain=True
+            )
         except Exception as exc:
             log.warning(
                 "group.cas_announce_failed group=%s core=%s error=%r", name, group.core, exc
@@ -299,14 +292,18 @@ class CloudServices:
         return result
 
     async def record_heartbeat(self, core: str, payload: bytes) -> None:
-        try:
-            data = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
-            data = None
-        await self._run(
-            self.repository.record_heartbeat, core, data if isinstance(data, dict) else None
-        )
-        if isinstance(data, dict) and data.get("refused"):
+        """Record that ``core`` is alive and, when ``payload`` is a heartbeat, its state
+        (an empty payload only updates "last seen"; a malformed one is logged, not kept).
+        A heartbeat naming deployments the core refused at start brings the latest again."""
+        beat = None
+        if payload:
+            try:
+                beat = Heartbeat.from_json(payload)
+            except ContractError as exc:
+                log.warning("core.heartbeat_refused core=%s error=%s", core, exc)
+        data = beat.to_dict() if beat is not None else None
+        await self._run(self.repository.record_heartbeat, core, data)
+        if beat is not None and data is not None and beat.refused:
             await self._redeploy_refused(core, data)
 
     async def _redeploy_refused(self, core: str, heartbeat: Mapping[str, Any]) -> None:
@@ -331,8 +328,8 @@ class CloudServices:
         if latest is None or latest == heartbeat.get("deployment"):
             return
         await self.notifier.publish(
-            deployments_topic(core),
-            json.dumps({"deployment_id": latest}).encode(),
+            core_topic(core, CoreLeaf.DEPLOYMENTS),
+            deployments.notification(latest),
             retain=True,
         )
 
@@ -442,7 +439,9 @@ class CloudServices:
             except NotFound:
                 continue
             if group.core:
-                await self.notifier.publish(revocations_topic(group.core), payload, retain=True)
+                await self.notifier.publish(
+                    core_topic(group.core, CoreLeaf.REVOCATIONS), payload, retain=True
+                )
 
     async def revocations(self) -> list[str]:
         return await self._run(self.repository.revoked_fingerprints)
@@ -476,7 +475,7 @@ class CloudServices:
         return data
 
     async def create_function(self, group: str, body: Mapping[str, Any]) -> FunctionVersion:
-        name = domain.validate_name(body.get("name"), "function name")
+        name = domain.validate_function_name(body.get("name"))
         settings = domain.function_settings_from_json(body)
         sha = domain.validate_sha256(_artifact_sha(body))
         result = await self._run(self.repository.create_function, group, name, settings, sha)
@@ -586,8 +585,8 @@ class CloudServices:
             self.repository.create_deployment, group, kind.value, self._build, document_of=of
         )
         await self.notifier.publish(
-            deployments_topic(deployment.core),
-            json.dumps({"deployment_id": deployment.id}).encode(),
+            core_topic(deployment.core, CoreLeaf.DEPLOYMENTS),
+            deployments.notification(deployment.id),
             retain=True,
         )
         log.info(
@@ -652,7 +651,7 @@ class CloudServices:
                     raise InvalidInput("each function must be an object", field="functions")
                 functions.append(
                     FleetFunction(
-                        domain.validate_name(item.get("name"), "function name"),
+                        domain.validate_function_name(item.get("name")),
                         domain.function_settings_from_json(item),
                         domain.validate_sha256(_artifact_sha(item)),
                     )

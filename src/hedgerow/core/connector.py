@@ -6,10 +6,10 @@ oldest unacknowledged record after every reconnect (at-least-once). Each routed 
 carries the v5 user property ``core=<name>``. Reconnects follow a capped exponential
 backoff with full jitter.
 
-Inbound: ``$hedgerow/cores/{core}/deployments``, ``/revocations``, ``/group-cas`` and ``/things`` plus
-every filter of
-a subscription whose source is ``cloud`` are subscribed on each connect and handed to
-``on_message``; ``on_connected`` runs after each successful (re)connect.
+Inbound: the core's topics of ``hedgerow.contract.topics.TO_CORE``
+(``$hedgerow/cores/{core}/deployments``, ``/revocations``, ``/group-cas``, ``/things``) plus
+every filter of a subscription whose source is ``cloud`` are subscribed on each connect and
+handed to ``on_message``; ``on_connected`` runs after each successful (re)connect.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from hedgerow.client import (
     ProtocolVersion,
     PublishError,
 )
+from hedgerow.contract.topics import TO_CORE, core_topic
 
 from .errors import CoreError
 from .spool import Spool
@@ -51,14 +52,6 @@ ClientFactory = Callable[..., Client]
 SEND_SLICE = 200
 #: Acknowledged records removed from the spool in one transaction (at least; also when idle).
 ACK_BATCH = 500
-
-
-#: what the cloud tells the core under ``$hedgerow/cores/{core}/`` (each retained)
-INBOUND_LEAVES = ("deployments", "revocations", "group-cas", "things")
-
-
-def core_topic(core: str, leaf: str) -> str:
-    return f"$hedgerow/cores/{core}/{leaf}"
 
 
 class CloudConnector:
@@ -181,7 +174,7 @@ class CloudConnector:
             await asyncio.sleep(delay)
 
     async def _session(self, client: Client) -> None:
-        base = [core_topic(self.core, leaf) for leaf in INBOUND_LEAVES]
+        base = [core_topic(self.core, leaf) for leaf in TO_CORE]
         filters = list(dict.fromkeys([*base, *self.filters()]))
         await client.subscribe(*filters, qos=1)
         self._subscribed = set(filters)

@@ -40,7 +40,11 @@ from hedgerow import certinfo
 from hedgerow.backoff import BackoffPolicy
 from hedgerow.broker import Broker, BrokerConfig
 from hedgerow.certinfo import CertInfo, CertInfoError
+from hedgerow.contract.deployment import DeploymentNotification, DeploymentStatus, StatusReport
+from hedgerow.contract.errors import ContractError
+from hedgerow.contract.topics import CoreLeaf, core_topic
 from hedgerow.lifecycle import BROKEN_STATES, HEALTHY_STATES, Health, health_of, parse_state
+from hedgerow.mqtt.topics import matches
 from hedgerow.tlscontext import client_context
 
 from . import keytool, service
@@ -54,12 +58,12 @@ from .certificates import (
 )
 from .cloudapi import CloudAPI, HttpCloudAPI
 from .config import CORE_CERT, CORE_KEY, DEPLOY_VERIFY, METRICS_AUTO, ROOT_CA, CoreConfig
-from .connector import CloudConnector, core_topic
+from .connector import CloudConnector
 from .deployment import DeploymentAgent, DeploymentDocument, DeploymentStore
 from .errors import CertificateError, CloudAPIError, ConfigError, CoreError
 from .lifecycle import Components, Step
 from .router import Router, SpoolWriter
-from .routing import CLOUD, SHADOW, RoutingTable, topic_matches
+from .routing import CLOUD, SHADOW, RoutingTable
 from .spool import IntakeLog, MemorySpool, Spool, SqliteSpool
 from .status import MetricsServer, Snapshot, heartbeat
 
@@ -533,7 +537,7 @@ class CoreDaemon:
     def _cloud_takes(self, topic: str) -> bool:
         """The cloud accepts a core's message only on a topic a subscription to ``cloud``
         covers (its ACL); stream exports wait for one instead of being dropped."""
-        return any(s.target == CLOUD and topic_matches(s.topic, topic) for s in self.table)
+        return any(s.target == CLOUD and matches(s.topic, topic) for s in self.table)
 
     def _stream_token(self, token: str | None) -> bool:
         """A stream manager client must present a token the core gave one of its functions."""
@@ -651,8 +655,9 @@ class CoreDaemon:
             self.connector.wake()
 
     def _report_status(self, deployment_id: str, status: str, detail: str) -> None:
-        body = json.dumps({"deployment_id": deployment_id, "status": status, "detail": detail})
-        self.spool_writer.add(core_topic(self.config.name, "deployment-status"), body.encode(), 1)
+        report = StatusReport(deployment_id, DeploymentStatus(status), detail)
+        topic = core_topic(self.config.name, CoreLeaf.DEPLOYMENT_STATUS)
+        self.spool_writer.add(topic, report.to_json(), 1)
 
     def _cloud_connected(self) -> None:
         self.agent.request(None)
@@ -661,29 +666,30 @@ class CoreDaemon:
 
     def _cloud_message(self, topic: str, payload: bytes) -> None:
         name = self.config.name
-        if topic == core_topic(name, "deployments"):
+        if topic == core_topic(name, CoreLeaf.DEPLOYMENTS):
             try:
-                deployment_id = json.loads(payload)["deployment_id"]
-            except (ValueError, KeyError, TypeError):
-                log.warning("core.deployment.bad_notification payload=%r", payload[:200])
+                notice = DeploymentNotification.from_json(payload)
+            except ContractError as exc:
+                log.warning(
+                    "core.deployment.bad_notification error=%s payload=%r", exc, payload[:200]
+                )
                 return
-            if deployment_id:
-                self.agent.request(str(deployment_id))
-        elif topic == core_topic(name, "revocations"):
+            self.agent.request(notice.deployment_id)
+        elif topic == core_topic(name, CoreLeaf.REVOCATIONS):
             try:
                 fingerprints = [str(f) for f in json.loads(payload)["fingerprints"]]
             except (ValueError, KeyError, TypeError):
                 log.warning("core.revocations.bad_message")
                 return
             self.set_revocations(fingerprints)
-        elif topic == core_topic(name, "things"):
+        elif topic == core_topic(name, CoreLeaf.THINGS):
             try:
                 things = [str(t) for t in json.loads(payload)["things"]]
             except (ValueError, KeyError, TypeError):
                 log.warning("core.membership.bad_message payload=%r", payload[:200])
                 return
             self.set_members(things)
-        elif topic == core_topic(name, "group-cas"):
+        elif topic == core_topic(name, CoreLeaf.GROUP_CAS):
             try:
                 pems = json.loads(payload)["group_cas"]
                 cas = [certinfo.from_pem(str(pem).encode()) for pem in pems]
@@ -805,7 +811,7 @@ class CoreDaemon:
     def _send_heartbeat(self) -> None:
         if self.connector is not None:
             self.connector.publish_nowait(
-                core_topic(self.config.name, "heartbeat"), heartbeat(self.snapshot())
+                core_topic(self.config.name, CoreLeaf.HEARTBEAT), heartbeat(self.snapshot())
             )
 
     async def _heartbeat_loop(self) -> None:

@@ -41,6 +41,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from hedgerow.contract.deployment import DeploymentDocument as WireDocument
+from hedgerow.contract.deployment import DeploymentStatus
+from hedgerow.contract.errors import ContractError
+
 from . import keytool
 from .certificates import write_atomic
 from .cloudapi import CloudAPI
@@ -50,14 +54,13 @@ from .routing import RoutingError, Subscription
 
 log = logging.getLogger(__name__)
 
-PENDING = "Pending"
-IN_PROGRESS = "InProgress"
-SUCCESS = "Success"
-FAILURE = "Failure"
-ROLLED_BACK = "RolledBack"
+PENDING = DeploymentStatus.PENDING
+IN_PROGRESS = DeploymentStatus.IN_PROGRESS
+SUCCESS = DeploymentStatus.SUCCESS
+FAILURE = DeploymentStatus.FAILURE
+ROLLED_BACK = DeploymentStatus.ROLLED_BACK
 
-_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-_SHA = re.compile(r"^[0-9a-f]{64}$")
+_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 Reporter = Callable[[str, str, str], None]
 
@@ -102,47 +105,35 @@ class DeploymentDocument:
 
 
 def parse_document(text: str) -> DeploymentDocument:
-    """Parse a document's JSON text (already verified); ``DeploymentError`` names the field."""
+    """Parse a document's JSON text (already verified) by the contract's rules
+    (``hedgerow.contract.deployment``); ``DeploymentError`` names the field."""
     try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise DeploymentError("?", f"the document is not JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise DeploymentError("?", "the document is not a JSON object")
-    deployment_id = data.get("deployment_id")
-    if not isinstance(deployment_id, str) or not _ID.match(deployment_id):
-        raise DeploymentError("?", "deployment_id: missing or malformed")
-    functions = data.get("functions", [])
-    if not isinstance(functions, list) or not all(
-        isinstance(f, dict) and "name" in f for f in functions
-    ):
-        raise DeploymentError(deployment_id, "functions: must be a list of objects with a name")
-    for entry in functions:
-        sha = (entry.get("artifact") or {}).get("sha256", "")
-        if not isinstance(sha, str) or not _SHA.match(sha):
-            raise DeploymentError(
-                deployment_id, f"functions[{entry['name']}].artifact.sha256: malformed"
-            )
-    things = data.get("things", [])
-    if not isinstance(things, list) or not all(isinstance(t, str) for t in things):
-        raise DeploymentError(deployment_id, "things: must be a list of names")
+        wire = WireDocument.from_json(text)
+    except ContractError as exc:
+        raise DeploymentError(_id_of(text), str(exc)) from exc
     try:
-        subscriptions = tuple(Subscription.from_dict(s) for s in data.get("subscriptions", []))
+        subscriptions = tuple(Subscription.from_dict(s.to_json()) for s in wire.subscriptions)
     except RoutingError as exc:
-        raise DeploymentError(deployment_id, f"subscriptions: {exc}") from exc
-    settings = data.get("settings") or {}
-    if not isinstance(settings, dict):
-        raise DeploymentError(deployment_id, "settings: must be an object")
+        raise DeploymentError(wire.deployment_id, f"subscriptions: {exc}") from exc
     return DeploymentDocument(
-        deployment_id=deployment_id,
-        group=str(data.get("group", "")),
-        core=str(data.get("core", "")),
-        things=tuple(things),
-        functions=tuple(functions),
+        deployment_id=wire.deployment_id,
+        group=wire.group,
+        core=wire.core,
+        things=wire.things,
+        functions=tuple(f.to_json() for f in wire.functions),
         subscriptions=subscriptions,
-        settings=settings,
+        settings={"open_broker": wire.open_broker},
         text=text,
     )
+
+
+def _id_of(text: str) -> str:
+    """The deployment id of a document that did not parse, for the report ("?" if none)."""
+    try:
+        value = json.loads(text).get("deployment_id")
+    except (ValueError, AttributeError):
+        return "?"
+    return value if isinstance(value, str) and _ID.fullmatch(value) else "?"
 
 
 BAD_SIGNATURE = "the signature does not verify"

@@ -8,15 +8,14 @@ served on ``http://127.0.0.1:<status.metrics_port>/metrics`` (loopback only by d
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import h11
 
 from hedgerow import __version__
+from hedgerow.contract.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -43,27 +42,24 @@ class Snapshot:
 
 
 def heartbeat(s: Snapshot) -> bytes:
-    """The heartbeat JSON: version, uptime, devices, functions, spool depth, the core's
-    health, counters, and
-    ``refused`` (deployments on disk that did not verify at start) when there are any."""
-    body: dict[str, Any] = {
-        "version": s.version,
-        "uptime": round(s.uptime),
-        "devices": s.devices,
-        "functions": dict(s.functions),
-        "spool": s.spool.get("depth", 0),
-        "deployment": s.deployment,
-        "health": s.health,
-        "counters": {k: v for k, v in s.counters.items() if v},
-    }
-    if s.refused:
-        body["refused"] = [dict(r) for r in s.refused]
-    if s.streams:
-        body["streams"] = {
+    """The heartbeat JSON (``hedgerow.contract.heartbeat``): version, uptime, devices,
+    functions, spool depth, the core's health, non-zero counters, ``refused`` (deployments
+    on disk that did not verify at start) and ``streams`` when there are any."""
+    return Heartbeat(
+        version=s.version,
+        uptime=round(s.uptime),
+        devices=s.devices,
+        functions=s.functions,
+        spool=s.spool.get("depth", 0),
+        deployment=s.deployment,
+        health=s.health,
+        counters=s.counters,
+        refused=s.refused,
+        streams={
             name: {"newest": p.get("newest", -1), "backlog": p.get("backlog", 0)}
             for name, p in s.streams.items()
-        }
-    return json.dumps(body, separators=(",", ":")).encode()
+        },
+    ).to_json()
 
 
 def _label(value: str) -> str:

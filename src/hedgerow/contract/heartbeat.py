@@ -1,0 +1,119 @@
+"""The heartbeat: core → cloud on ``$hedgerow/cores/{core}/heartbeat`` (QoS 0).
+
+Small on purpose (it is sent every ``status.heartbeat_interval`` over a metered link):
+counters that are zero are left out. A heartbeat without ``schema`` is version 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from . import _wire
+from .errors import InvalidMessage
+
+#: The version of the heartbeat this release writes and reads.
+SCHEMA: Final = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    version: str = ""  # the core's Hedgerow version
+    uptime: int = 0  # seconds
+    devices: int = 0  # clients connected to the core's broker
+    functions: Mapping[str, str] = field(default_factory=dict)  # name → state
+    spool: int = 0  # records waiting for the cloud
+    deployment: str | None = None  # the current deployment id
+    #: the core's own health (``hedgerow.lifecycle.Health``); None from cores before it
+    health: str | None = None
+    counters: Mapping[str, int] = field(default_factory=dict)  # non-zero counters
+    #: deployments on the core's disk that did not verify at its last start: each
+    #: ``{"deployment_id", "file", "reason"}`` (the cloud then redeploys); sent when any
+    refused: tuple[Mapping[str, str], ...] = ()
+    #: the core's streams: name → ``{"newest": sequence number, "backlog": records}``
+    streams: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    schema: int = SCHEMA
+
+    @classmethod
+    def from_json(cls, payload: str | bytes) -> Heartbeat:
+        data = _wire.load_object(payload, "heartbeat")
+        schema = _wire.check_schema(data, SCHEMA)
+        deployment = data.get("deployment")
+        if deployment is not None and not isinstance(deployment, str):
+            raise InvalidMessage("deployment", f"{deployment!r}: must be a deployment id or null")
+        health = data.get("health")
+        if health is not None and not isinstance(health, str):
+            raise InvalidMessage("health", f"{health!r}: must be a string or null")
+        return cls(
+            version=_wire.text(data, "version", required=False),
+            uptime=round(_wire.number(data, "uptime")),
+            devices=_wire.integer(data, "devices"),
+            functions=_mapping(data, "functions", str),
+            spool=_wire.integer(data, "spool"),
+            deployment=deployment,
+            health=health,
+            counters=_mapping(data, "counters", int),
+            refused=_refusals(data),
+            streams=_streams(data),
+            schema=schema,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "schema": self.schema,
+            "version": self.version,
+            "uptime": self.uptime,
+            "devices": self.devices,
+            "functions": dict(self.functions),
+            "spool": self.spool,
+            "deployment": self.deployment,
+            "health": self.health,
+            "counters": {k: v for k, v in self.counters.items() if v},
+        }
+        if self.refused:
+            body["refused"] = [dict(r) for r in self.refused]
+        if self.streams:
+            body["streams"] = {name: dict(p) for name, p in self.streams.items()}
+        return body
+
+    def to_json(self) -> bytes:
+        return _wire.dumps(self.to_dict()).encode()
+
+
+def _mapping(data: Mapping[str, Any], key: str, kind: type) -> dict[str, Any]:
+    value = data.get(key) or {}
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, kind) and not isinstance(v, bool)
+        for k, v in value.items()
+    ):
+        raise InvalidMessage(key, f"must be an object of {kind.__name__} values")
+    return dict(value)
+
+
+_REFUSAL_KEYS = ("deployment_id", "file", "reason")
+
+
+def _refusals(data: Mapping[str, Any]) -> tuple[Mapping[str, str], ...]:
+    value = data.get("refused") or []
+    if not isinstance(value, list) or not all(
+        isinstance(item, Mapping) and all(isinstance(item.get(k), str) for k in _REFUSAL_KEYS)
+        for item in value
+    ):
+        raise InvalidMessage("refused", "must be a list of {deployment_id, file, reason}")
+    return tuple({k: item[k] for k in _REFUSAL_KEYS} for item in value)
+
+
+def _streams(data: Mapping[str, Any]) -> dict[str, Mapping[str, int]]:
+    value = data.get("streams") or {}
+    if not isinstance(value, Mapping) or not all(
+        isinstance(name, str)
+        and isinstance(p, Mapping)
+        and all(isinstance(p.get(k), int) and not isinstance(p.get(k), bool) for k in _STREAM_KEYS)
+        for name, p in value.items()
+    ):
+        raise InvalidMessage("streams", "must be an object of {newest, backlog} integers")
+    return {name: {k: p[k] for k in _STREAM_KEYS} for name, p in value.items()}
+
+
+_STREAM_KEYS = ("newest", "backlog")

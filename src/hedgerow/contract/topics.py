@@ -1,0 +1,83 @@
+"""The MQTT topics between cloud and core, spelled once.
+
+Every core has a namespace ``$hedgerow/cores/{core}/``. The cloud publishes on the leaves
+in ``TO_CORE`` (QoS 1, retained) and the core on the leaves in ``FROM_CORE``; a core may
+use no other topic in its namespace and none in another core's. ``parse_core_topic`` is
+the reverse direction: a topic name back to (core, leaf).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Final
+
+CORES_PREFIX: Final = "$hedgerow/cores/"
+
+
+class CoreLeaf(enum.StrEnum):
+    """The last level of a core topic: what the message is."""
+
+    DEPLOYMENTS = "deployments"  # cloud → core: DeploymentNotification
+    REVOCATIONS = "revocations"  # cloud → core: {"fingerprints": [...]}
+    GROUP_CAS = "group-cas"  # cloud → core: {"group_cas": [PEM, ...]}
+    THINGS = "things"  # cloud → core: {"things": [name, ...]} (the group's members)
+    DEPLOYMENT_STATUS = "deployment-status"  # core → cloud: StatusReport
+    HEARTBEAT = "heartbeat"  # core → cloud: Heartbeat
+
+
+#: What the cloud publishes to a core (the core subscribes to these on every connect).
+TO_CORE: Final = (
+    CoreLeaf.DEPLOYMENTS,
+    CoreLeaf.REVOCATIONS,
+    CoreLeaf.GROUP_CAS,
+    CoreLeaf.THINGS,
+)
+#: What a core publishes to the cloud.
+FROM_CORE: Final = (CoreLeaf.DEPLOYMENT_STATUS, CoreLeaf.HEARTBEAT)
+
+
+@dataclass(frozen=True, slots=True)
+class CoreTopic:
+    core: str
+    leaf: CoreLeaf
+
+
+def core_namespace(core: str) -> str:
+    """``$hedgerow/cores/{core}/``: the prefix of every topic of one core."""
+    _check_core(core)
+    return f"{CORES_PREFIX}{core}/"
+
+
+def core_topic(core: str, leaf: CoreLeaf | str) -> str:
+    """``$hedgerow/cores/{core}/{leaf}``; an unknown leaf raises ``ValueError``."""
+    return f"{core_namespace(core)}{CoreLeaf(leaf).value}"
+
+
+def core_namespace_filter(core: str) -> str:
+    """``$hedgerow/cores/{core}/#``: every topic of one core."""
+    return f"{core_namespace(core)}#"
+
+
+def all_cores_filter(leaf: CoreLeaf | str) -> str:
+    """``$hedgerow/cores/+/{leaf}``: one leaf of every core (the cloud's side)."""
+    return f"{CORES_PREFIX}+/{CoreLeaf(leaf).value}"
+
+
+def parse_core_topic(topic: str) -> CoreTopic | None:
+    """``$hedgerow/cores/{core}/{leaf}`` → ``CoreTopic``; None for any other topic
+    (another prefix, an empty core name, an unknown or deeper leaf)."""
+    if not topic.startswith(CORES_PREFIX):
+        return None
+    core, sep, leaf = topic[len(CORES_PREFIX) :].partition("/")
+    if not sep or not core or core in ("+", "#"):
+        return None
+    try:
+        return CoreTopic(core, CoreLeaf(leaf))
+    except ValueError:
+        return None
+
+
+def _check_core(core: str) -> None:
+    if not core or any(c in core for c in "/+#\x00"):
+        raise ValueError(f"core name {core!r} cannot be part of a topic")
