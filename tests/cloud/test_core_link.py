@@ -25,11 +25,15 @@ WAIT = 5.0
 
 @asynccontextmanager
 async def core_client(
-    cloud: Cloud, cert: Path, key: Path, name: str = "pi-1"
+    cloud: Cloud,
+    cert: Path,
+    key: Path,
+    name: str = "pi-1",
+    version: ProtocolVersion = ProtocolVersion.V5,
 ) -> AsyncIterator[Client]:
     ctx = pki.client_context(str(cloud.root_ca), str(cert), str(key))
     async with Client(
-        "127.0.0.1", cloud.mqtt_port, ssl=ctx, client_id=name, version=ProtocolVersion.V5
+        "127.0.0.1", cloud.mqtt_port, ssl=ctx, client_id=name, version=version
     ) as client:
         yield client
 
