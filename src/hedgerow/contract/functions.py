@@ -143,7 +143,7 @@ class FunctionDefinition:
         if not isinstance(entry, Mapping):
             raise InvalidFunction("function", "must be an object")
         for key in ("name", "handler"):
-            if key not in entry:
+            if entry.get(key) is None:
                 raise InvalidFunction(key, "is required")
         kwargs: dict[str, Any] = {}
         for key in FIELDS:

@@ -1,0 +1,243 @@
+"""The contract's messages: round trips, old formats, versions, and errors naming the field."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hedgerow.contract import (
+    Artifact,
+    ContractError,
+    DeployedFunction,
+    DeploymentDocument,
+    DeploymentNotification,
+    DeploymentStatus,
+    FunctionDefinition,
+    Heartbeat,
+    InvalidFunction,
+    InvalidMessage,
+    Route,
+    StatusReport,
+    UnsupportedSchema,
+)
+from hedgerow.core.deployment import parse_document
+from hedgerow.core.errors import DeploymentError
+
+#: A document as clouds wrote it before the contract (docs/architecture.md): no schema.
+OLD_DOCUMENT = (
+    '{"deployment_id":"d-5f2a","group":"factory-1","core":"pi-1",'
+    '"created_at":"2026-11-26T10:00:00+00:00","things":["bme680-1"],'
+    '"functions":[{"name":"temp-correct","version":1,"handler":"temp_correct.handler",'
+    '"runtime":"python","pinned":true,"memory_mb":128,"timeout_s":3.0,"max_concurrency":1,'
+    '"environment":{"FACTOR":"5"},"encoding":"json","run_as":null,'
+    '"artifact":{"sha256":"' + "ab" * 32 + '","size":1234}}],'
+    '"subscriptions":[{"source":"thing:bme680-1","topic":"sensors/#",'
+    '"target":"function:temp-correct"}],"settings":{"open_broker":false}}'
+)
+
+
+def test_an_old_document_still_parses_on_both_sides() -> None:
+    doc = DeploymentDocument.from_json(OLD_DOCUMENT)
+    assert doc.schema == 1 and doc.deployment_id == "d-5f2a" and doc.core == "pi-1"
+    assert doc.things == ("bme680-1",) and not doc.open_broker
+    (function,) = doc.functions
+    assert function.name == "temp-correct" and function.definition.environment == {"FACTOR": "5"}
+    assert function.artifact == Artifact("ab" * 32, 1234)
+    assert doc.subscriptions == (Route("thing:bme680-1", "sensors/#", "function:temp-correct"),)
+    # the only difference once written again is the schema field
+    again = json.loads(doc.to_json())
+    assert again.pop("schema") == 1 and again == json.loads(OLD_DOCUMENT)
+    # the core keeps the exact text (the signature covers it)
+    core_doc = parse_document(OLD_DOCUMENT)
+    assert core_doc.text == OLD_DOCUMENT and core_doc.functions[0]["memory_mb"] == 128
+
+
+def test_old_reports_heartbeats_and_notifications_still_parse() -> None:
+    report = StatusReport.from_json(b'{"deployment_id":"d-1","status":"RolledBack","detail":"x"}')
+    assert report == StatusReport("d-1", DeploymentStatus.ROLLED_BACK, "x")
+    assert report.status.final and not DeploymentStatus.IN_PROGRESS.final
+    beat = Heartbeat.from_json(b'{"version":"0.1.0","uptime":3.6,"devices":2,"spool":0,'
+                               b'"functions":{"f":"running"},"counters":{"a":1}}')  # fmt: skip
+    assert (beat.uptime, beat.devices, beat.functions, beat.deployment) == (
+        4,
+        2,
+        {"f": "running"},
+        None,
+    )
+    assert DeploymentNotification.from_json(b'{"deployment_id":"d-9"}').deployment_id == "d-9"
+
+
+NAMES = st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True)
+FUNCTIONS = st.builds(
+    DeployedFunction,
+    st.builds(
+        FunctionDefinition,
+        name=NAMES,
+        handler=st.just("m.h"),
+        version=st.integers(0, 100),
+        runtime=st.sampled_from(["python", "greengrass-v1"]),
+        pinned=st.booleans(),
+        memory_mb=st.integers(32, 16384),
+        timeout_s=st.floats(0.01, 900.0),
+        max_concurrency=st.integers(1, 64),
+        environment=st.dictionaries(
+            st.from_regex(r"[A-Z][A-Z0-9_]{0,5}", fullmatch=True),
+            st.text(max_size=5).filter(lambda v: "\0" not in v),
+            max_size=3,
+        ),  # fmt: skip
+        encoding=st.sampled_from(["json", "binary"]),
+        run_as=st.sampled_from([None, "ggc_user", "1000:1000"]),
+    ),
+    st.builds(Artifact, st.from_regex(r"[0-9a-f]{64}", fullmatch=True), st.none() | st.integers(0)),
+)
+ENDPOINTS = st.sampled_from(["cloud", "shadow", "thing:t-1", "function:f"])
+DOCUMENTS = st.builds(
+    DeploymentDocument,
+    deployment_id=st.from_regex(r"d-[0-9a-f]{4}", fullmatch=True),
+    group=NAMES,
+    core=NAMES,
+    created_at=st.just("2026-12-04T00:00:00+00:00"),
+    things=st.lists(NAMES, max_size=3).map(tuple),
+    functions=st.lists(FUNCTIONS, max_size=3, unique_by=lambda f: f.name).map(tuple),
+    subscriptions=st.lists(
+        st.builds(Route, ENDPOINTS, st.sampled_from(["a/#", "+/b", "c"]), ENDPOINTS), max_size=3
+    ).map(tuple),
+    open_broker=st.booleans(),
+)
+
+
+@given(DOCUMENTS)
+def test_documents_round_trip(doc: DeploymentDocument) -> None:
+    assert DeploymentDocument.from_json(doc.to_json()) == doc
+    assert parse_document(doc.to_json()).deployment_id == doc.deployment_id
+
+
+@given(
+    st.from_regex(r"d-[0-9a-f]{1,8}", fullmatch=True),
+    st.sampled_from(list(DeploymentStatus)),
+    st.text(max_size=50),
+)
+def test_reports_and_notifications_round_trip(
+    deployment_id: str, status: DeploymentStatus, detail: str
+) -> None:
+    report = StatusReport(deployment_id, status, detail)
+    assert StatusReport.from_json(report.to_json()) == report
+    notice = DeploymentNotification(deployment_id)
+    assert DeploymentNotification.from_json(notice.to_json()) == notice
+
+
+@given(
+    st.builds(
+        Heartbeat,
+        version=st.text(max_size=8),
+        uptime=st.integers(0, 10**9),
+        devices=st.integers(0, 10**5),
+        functions=st.dictionaries(NAMES, st.sampled_from(["running", "broken"]), max_size=3),
+        spool=st.integers(0, 10**6),
+        deployment=st.none() | st.just("d-1"),
+        counters=st.dictionaries(NAMES, st.integers(1, 10**6), max_size=3),
+    )
+)
+def test_heartbeats_round_trip(beat: Heartbeat) -> None:
+    assert Heartbeat.from_json(beat.to_json()) == beat
+
+
+@pytest.mark.parametrize(
+    "parse",
+    [
+        DeploymentDocument.from_json,
+        StatusReport.from_json,
+        Heartbeat.from_json,
+        DeploymentNotification.from_json,
+    ],
+)
+def test_an_unknown_version_is_refused_by_name(parse: Any) -> None:
+    body = json.loads(OLD_DOCUMENT) | {"status": "Success", "schema": 2}
+    with pytest.raises(UnsupportedSchema) as info:
+        parse(json.dumps(body))
+    assert info.value.field == "schema" and "upgrade" in str(info.value)
+    with pytest.raises(InvalidMessage) as bad:
+        parse(json.dumps(body | {"schema": "1"}))
+    assert bad.value.field == "schema"
+
+
+def _document(**changes: Any) -> str:
+    return json.dumps(json.loads(OLD_DOCUMENT) | changes)
+
+
+def _function(**changes: Any) -> list[dict[str, Any]]:
+    return [json.loads(OLD_DOCUMENT)["functions"][0] | changes]
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "kind"),
+    [
+        ("not json", "document", InvalidMessage),
+        ("[1]", "document", InvalidMessage),
+        (_document(deployment_id="../x"), "deployment_id", InvalidMessage),
+        (_document(core=None), "core", InvalidMessage),
+        (_document(things="t"), "things", InvalidMessage),
+        (_document(functions=_function(memory_mb=16)), "functions[0].memory_mb", InvalidFunction),
+        (_document(functions=_function(name="n" * 65)), "functions[0].name", InvalidFunction),
+        (
+            _document(functions=_function(artifact={"sha256": "AB"})),
+            "functions[0].artifact.sha256",
+            InvalidMessage,
+        ),
+        (_document(functions=_function() * 2), "functions", InvalidMessage),
+        (
+            _document(subscriptions=[{"source": "device:x", "topic": "a", "target": "cloud"}]),
+            "subscriptions[0].source",
+            InvalidMessage,
+        ),
+        (_document(settings={"open_broker": "yes"}), "settings.open_broker", InvalidMessage),
+    ],
+)
+def test_a_malformed_document_names_the_field(text: str, field: str, kind: type) -> None:
+    with pytest.raises(ContractError) as info:
+        DeploymentDocument.from_json(text)
+    assert type(info.value) is kind and info.value.field == field
+    with pytest.raises(DeploymentError) as core_info:  # the core says the same
+        parse_document(text)
+    assert field in str(core_info.value)
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        (b'{"status":"Success"}', "deployment_id"),
+        (b'{"deployment_id":"d-1","status":"Done"}', "status"),
+        (b"\xff", "status report"),
+    ],
+)
+def test_a_malformed_report_names_the_field(payload: bytes, field: str) -> None:
+    with pytest.raises(InvalidMessage) as info:
+        StatusReport.from_json(payload)
+    assert info.value.field == field
+
+
+def test_a_long_or_structured_detail_is_kept_short_and_textual() -> None:
+    long = StatusReport.from_json(json.dumps({"deployment_id": "d", "status": "Failure",
+                                              "detail": "x" * 10_000}))  # fmt: skip
+    assert len(long.detail) == 4096
+    structured = StatusReport.from_json(
+        b'{"deployment_id":"d","status":"Failure","detail":{"a":1}}'
+    )
+    assert structured.detail == '{"a":1}'
+
+
+def test_a_malformed_heartbeat_names_the_field() -> None:
+    for payload, field in (
+        (b'{"devices":-1}', "devices"),
+        (b'{"counters":{"a":"1"}}', "counters"),
+        (b'{"functions":{"f":1}}', "functions"),
+        (b'{"deployment":5}', "deployment"),
+        (b'{"uptime":"x"}', "uptime"),
+    ):
+        with pytest.raises(InvalidMessage) as info:
+            Heartbeat.from_json(payload)
+        assert info.value.field == field
