@@ -128,7 +128,7 @@ def test_invalid_forms_say_what_is_wrong_and_save_nothing(
     function.get_by_role("button", name="Create function").click()
     assert "use module.function" in field_error(function, "Handler")
     assert "choose the function's code" in field_error(function, "Code (zip)")
-    assert "16..16384" in field_error(function, "Memory (MB)")
+    assert "32..16384" in field_error(function, "Memory (MB)")
     assert cloud.ok("GET", "/api/v1/groups/refs/functions")["items"] == []
 
     # group settings: a rotation period out of range is refused; a valid change is saved

@@ -319,8 +319,8 @@ function functionForm(group, existing, done) {
     },
     { name: "runtime", label: "Runtime", type: "select", value: f.runtime || "python", options: [["python", "python"], ["greengrass-v1", "greengrass-v1"]] },
     { name: "pinned", label: "Pinned (long-lived)", type: "checkbox", value: f.pinned ?? true },
-    numberField("memory_mb", "Memory (MB)", f.memory_mb ?? 128, "16-16384"),
-    numberField("timeout_s", "Timeout (s)", f.timeout_s ?? 3, "up to 900"),
+    numberField("memory_mb", "Memory (MB)", f.memory_mb ?? 128, "32-16384"),
+    numberField("timeout_s", "Timeout (s)", f.timeout_s ?? 3, "0.01-900"),
     numberField("max_concurrency", "Max concurrency", f.max_concurrency ?? 1, "1-64"),
     { name: "encoding", label: "Encoding", type: "select", value: f.encoding || "json", options: [["json", "json"], ["binary", "binary"]] },
     { name: "environment", label: "Environment", type: "textarea", value: env, wide: true, hint: "One KEY=VALUE per line." },
@@ -342,12 +342,13 @@ function functionForm(group, existing, done) {
         code: !editing && !v.code ? "choose the function's code (a zip file)" : null,
         environment: parseEnvironment(v.environment).error || null,
       };
-      for (const [name, low, high] of [["memory_mb", 16, 16384], ["max_concurrency", 1, 64]]) {
+      // the limits of hedgerow.contract.functions (the server checks them again)
+      for (const [name, low, high] of [["memory_mb", 32, 16384], ["max_concurrency", 1, 64]]) {
         const n = Number(v[name]);
         if (!Number.isInteger(n) || n < low || n > high) problems[name] = `${name} must be an integer within ${low}..${high}`;
       }
       const t = Number(v.timeout_s);
-      if (!(t > 0 && t <= 900)) problems.timeout_s = "timeout_s must be a number within (0, 900]";
+      if (!(t >= 0.01 && t <= 900)) problems.timeout_s = "timeout_s must be a number within 0.01..900";
       return problems;
     },
     onSubmit: async (v) => {
