@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from hedgerow import pki
 from hedgerow.client import Client, ProtocolVersion
 from hedgerow.cloud.server import CloudServer
+from hedgerow.contract import DeploymentNotification
 from hedgerow.mqtt.packets import Properties
 from tests.conftest import free_port
 
@@ -120,8 +121,8 @@ async def test_two_processes_one_database_one_external_broker(
         await core.subscribe("$hedgerow/cores/pi-1/deployments", qos=1)
         deployment = await a.ok("POST", "/api/v1/groups/factory-1/deployments", json={})
         async with asyncio.timeout(WAIT):
-            notice = json.loads((await core.get_message()).payload)
-        assert notice == {"deployment_id": deployment["deployment_id"]}
+            notice = DeploymentNotification.from_json((await core.get_message()).payload)
+        assert notice == DeploymentNotification(deployment["deployment_id"])
         status = {"deployment_id": deployment["deployment_id"], "status": "Success", "detail": ""}
         await core.publish("$hedgerow/cores/pi-1/deployment-status", json.dumps(status), qos=1)
 
