@@ -8,7 +8,6 @@ numeric and size limit by name (the contract tests walk it at each boundary).
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -176,12 +175,14 @@ def _is_int(value: object) -> bool:
 
 
 def _bounded(value: object, limit: Limit, *, integer: bool) -> None:
-    number_ok = (
-        _is_int(value)
-        if integer
-        else (isinstance(value, int | float) and not isinstance(value, bool))
-    )
-    if not number_ok or not math.isfinite(value) or not limit.allows(value):  # type: ignore[arg-type]
+    """``value`` is a number (an integer if ``integer``) within ``limit``; NaN and the
+    infinities are never within one."""
+    number: int | float | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and not integer:
+        number = value
+    if number is None or not limit.allows(number):
         kind = "an integer" if integer else "a number"
         raise InvalidFunction(limit.field, f"{value!r}: must be {kind} within {limit.describe()}")
 

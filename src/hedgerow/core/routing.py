@@ -21,7 +21,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from hedgerow.mqtt.topics import TopicTrie, filter_covers
+from hedgerow.mqtt.errors import MQTTError
+from hedgerow.mqtt.topics import TopicTrie, filter_covers, validate_topic_filter
 
 CLOUD = "cloud"
 SHADOW = "shadow"
@@ -48,14 +49,11 @@ def validate_endpoint(value: str, field: str) -> str:
 
 
 def validate_filter(topic_filter: str) -> str:
-    if not topic_filter or len(topic_filter.encode()) > 65535:
-        raise RoutingError("topic", "a topic filter must be 1..65535 bytes")
-    levels = topic_filter.split("/")
-    for i, level in enumerate(levels):
-        if "#" in level and (level != "#" or i != len(levels) - 1):
-            raise RoutingError("topic", f"{topic_filter!r}: '#' must be a whole last level")
-        if "+" in level and level != "+":
-            raise RoutingError("topic", f"{topic_filter!r}: '+' must be a whole level")
+    """A subscription's topic filter, by the MQTT rules (``hedgerow.mqtt.topics``)."""
+    try:
+        validate_topic_filter(topic_filter)
+    except MQTTError as exc:
+        raise RoutingError("topic", str(exc)) from exc
     return topic_filter
 
 

@@ -48,8 +48,6 @@ MAX_ENVIRONMENT_BYTES: Final = rules.ENVIRONMENT_SIZE.high
 class FunctionSpec(FunctionDefinition):
     """One function of a deployment; invalid values raise :class:`InvalidFunctionSpec`."""
 
-    __slots__ = ()
-
     def __post_init__(self) -> None:
         try:
             super().__post_init__()
