@@ -15,6 +15,7 @@ import pytest
 
 from hedgerow import pki
 from hedgerow.client import Client, ConnectError, ProtocolVersion, SubscribeError
+from hedgerow.contract import DeploymentNotification
 from hedgerow.mqtt.packets import Properties
 
 from .conftest import Cloud
@@ -229,6 +230,7 @@ async def test_telemetry_is_stored_and_namespaces_are_enforced(
         "functions": {},
         "spool": 0,
         "deployment": None,
+        "health": None,  # not said by cores before lifecycle health
         "counters": {},
     }
 
@@ -370,7 +372,9 @@ async def test_a_refusal_in_the_heartbeat_brings_the_latest_deployment_again(
         async with asyncio.timeout(WAIT):
             retained = await core.get_message()
         assert retained.retain
-        assert json.loads(retained.payload) == {"deployment_id": latest["deployment_id"]}
+        assert DeploymentNotification.from_json(retained.payload) == DeploymentNotification(
+            latest["deployment_id"]
+        )
         refusal = {
             "deployment_id": latest["deployment_id"],
             "file": f"{latest['deployment_id']}.json",
@@ -381,7 +385,9 @@ async def test_a_refusal_in_the_heartbeat_brings_the_latest_deployment_again(
         async with asyncio.timeout(WAIT):
             again = await core.get_message()
         assert not again.retain  # sent now, not the retained copy
-        assert json.loads(again.payload) == {"deployment_id": latest["deployment_id"]}
+        assert DeploymentNotification.from_json(again.payload) == DeploymentNotification(
+            latest["deployment_id"]
+        )
     heartbeat = (await cloud.ok("GET", "/api/v1/cores/pi-1"))["heartbeat"]
     assert heartbeat["refused"] == [refusal]
 

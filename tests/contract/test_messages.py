@@ -139,7 +139,14 @@ def test_reports_and_notifications_round_trip(
         functions=st.dictionaries(NAMES, st.sampled_from(["running", "broken"]), max_size=3),
         spool=st.integers(0, 10**6),
         deployment=st.none() | st.just("d-1"),
+        health=st.none() | st.sampled_from(["healthy", "degraded"]),
         counters=st.dictionaries(NAMES, st.integers(1, 10**6), max_size=3),
+        refused=st.lists(
+            st.fixed_dictionaries(
+                {"deployment_id": NAMES, "file": st.just("d-1.json"), "reason": st.text(max_size=9)}
+            ),
+            max_size=2,
+        ).map(tuple),
     )
 )
 def test_heartbeats_round_trip(beat: Heartbeat) -> None:
@@ -237,6 +244,8 @@ def test_a_malformed_heartbeat_names_the_field() -> None:
         (b'{"functions":{"f":1}}', "functions"),
         (b'{"deployment":5}', "deployment"),
         (b'{"uptime":"x"}', "uptime"),
+        (b'{"health":3}', "health"),
+        (b'{"refused":[{"deployment_id":"d-1"}]}', "refused"),
     ):
         with pytest.raises(InvalidMessage) as info:
             Heartbeat.from_json(payload)
