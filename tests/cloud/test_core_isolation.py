@@ -109,6 +109,31 @@ async def test_a_core_granted_hash_hears_the_cloud_and_no_other_core(
         assert heard.topic == "plant-2/line/setpoint" and json.loads(heard.payload) == {"t": 20}
 
 
+async def test_a_core_hears_no_retained_message_of_another_core(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    """A retained message goes to later subscribers from the broker's store, not from the
+    publish: it must be asked about like any other core-to-core delivery."""
+    certs = await two_groups(cloud, tmp_path)
+    async with core_client(cloud, *certs["pi-2"], name="pi-2") as pi2:
+        await pi2.publish("plant-2/setpoint", b"from pi-2", qos=1, retain=True)
+    await cloud.ok(  # the cloud's own retained message is for every core its routes reach
+        "POST",
+        "/api/v1/messages/publish",
+        json={"topic": "plant-2/mode", "payload": "from the cloud", "retain": True},
+    )
+    async with core_client(cloud, *certs["pi-1"], name="pi-1") as pi1:
+        await pi1.subscribe("plant-2/#", qos=1)
+        async with asyncio.timeout(WAIT):
+            heard = await pi1.get_message()
+        # retained messages are sent in one go on SUBACK: pi-2's would come with it
+        await pi1.subscribe("plant-2/mode", qos=1)
+        async with asyncio.timeout(WAIT):
+            again = await pi1.get_message()
+    assert (heard.topic, heard.payload, heard.retain) == ("plant-2/mode", b"from the cloud", True)
+    assert again.topic == "plant-2/mode"
+
+
 async def test_a_core_publishes_only_its_own_reports_under_hedgerow(
     cloud: Cloud, tmp_path: Path
 ) -> None:

@@ -656,6 +656,8 @@ class Connection(asyncio.Protocol):
                 for message in hub.retained.matching(sub.topic_filter, now):
                     if hub.may_read is not None and not hub.readable(session, message.topic):
                         continue
+                    if not hub.retained_deliverable(message, session):
+                        continue
                     qos = min(sub.qos, message.qos)
                     session.deliver(message, qos, True, route.identifiers)
 

@@ -113,6 +113,14 @@ class Hub:
                 sub.session.deliver(message, q, sub.retain_as_published and retain, ids)
         self.publisher = None
 
+    def retained_deliverable(self, message: Message, session: Session) -> bool:
+        """Whether a retained message may go to ``session`` on SUBSCRIBE: a client's retained
+        message is a client-to-client delivery too, asked about like ``route``'s."""
+        origin = message.origin
+        if self.may_deliver is None or not isinstance(origin, Session) or origin.owner is None:
+            return True
+        return self._deliverable(origin.owner, session, message.topic)
+
     def _deliverable(self, sender: Identity, session: Session, topic: str) -> bool:
         receiver = session.owner
         if receiver is None or self.may_deliver is None:
