@@ -237,6 +237,12 @@ def test_a_long_or_structured_detail_is_kept_short_and_textual() -> None:
     assert structured.detail == '{"a":1}'
 
 
+def test_a_heartbeat_with_streams_round_trips() -> None:
+    beat = Heartbeat(version="1", streams={"vib": {"newest": 41, "backlog": 3}})
+    assert Heartbeat.from_json(beat.to_json()) == beat
+    assert "streams" not in json.loads(Heartbeat(version="1").to_json())  # only when any
+
+
 def test_a_malformed_heartbeat_names_the_field() -> None:
     for payload, field in (
         (b'{"devices":-1}', "devices"),
@@ -246,6 +252,7 @@ def test_a_malformed_heartbeat_names_the_field() -> None:
         (b'{"uptime":"x"}', "uptime"),
         (b'{"health":3}', "health"),
         (b'{"refused":[{"deployment_id":"d-1"}]}', "refused"),
+        (b'{"streams":{"s":{"newest":"1","backlog":0}}}', "streams"),
     ):
         with pytest.raises(InvalidMessage) as info:
             Heartbeat.from_json(payload)
