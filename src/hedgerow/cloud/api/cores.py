@@ -1,0 +1,104 @@
+"""``/api/v1/cores``: cores, their provisioning bundles and connectivity."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from hedgerow.cloud import domain
+from hedgerow.cloud.api.edge import ApiContext, Operation, created, items, path_param
+from hedgerow.cloud.api.parsing import checked
+from hedgerow.cloud.domain import Endpoint
+from hedgerow.cloud.services import CreatedCore
+
+CORE = "/api/v1/cores/{core}"
+
+
+@dataclass(frozen=True)
+class CreateCore:
+    """A new core in a group (one core per group)."""
+
+    name: str = checked(lambda v: domain.validate_name(v, "core name"))
+    group: str = checked(lambda v: domain.validate_name(v, "group name"))
+
+
+@dataclass(frozen=True)
+class Connectivity:
+    """Where things reach the core (Greengrass V1 connectivity info)."""
+
+    endpoints: list[Endpoint] = checked(domain.validate_endpoints)
+
+
+@dataclass(frozen=True)
+class UpdateCore:
+    """The fields to change."""
+
+    forbid_extra: ClassVar[bool] = True
+    endpoints: list[Endpoint] = checked(domain.validate_endpoints)
+
+
+def core_created(result: CreatedCore) -> dict[str, Any]:
+    return {
+        "core": result.core.to_json(),
+        "bundle": base64.b64encode(result.bundle).decode(),
+        "bundle_name": f"{result.core.name}.tar.gz",
+    }
+
+
+async def list_cores(ctx: ApiContext, request: Request) -> Response:
+    return items(await ctx.services.cores.all())
+
+
+async def create_core(ctx: ApiContext, request: Request, body: CreateCore) -> Response:
+    return created(core_created(await ctx.services.cores.create(body.name, body.group)))
+
+
+async def get_core(ctx: ApiContext, request: Request) -> Response:
+    return JSONResponse((await ctx.services.cores.get(path_param(request, "core"))).to_json())
+
+
+async def delete_core(ctx: ApiContext, request: Request) -> Response:
+    await ctx.services.cores.delete(path_param(request, "core"))
+    return JSONResponse({"deleted": path_param(request, "core")})
+
+
+async def set_connectivity(ctx: ApiContext, request: Request, body: Connectivity) -> Response:
+    core = await ctx.services.cores.set_connectivity(path_param(request, "core"), body.endpoints)
+    return JSONResponse(core.to_json())
+
+
+async def update_core(ctx: ApiContext, request: Request, body: UpdateCore) -> Response:
+    core = await ctx.services.cores.set_connectivity(path_param(request, "core"), body.endpoints)
+    return JSONResponse(core.to_json())
+
+
+async def core_bundle(ctx: ApiContext, request: Request) -> Response:
+    return created(
+        core_created(await ctx.services.cores.reissue_bundle(path_param(request, "core")))
+    )
+
+
+OPERATIONS = [
+    Operation("GET", "/api/v1/cores", "List cores", list_cores),
+    Operation(
+        "POST",
+        "/api/v1/cores",
+        "Create a core: returns its provisioning bundle",
+        create_core,
+        body=CreateCore,
+        status=201,
+    ),
+    Operation("GET", CORE, "Show a core", get_core),
+    Operation("PATCH", CORE, "Update a core", update_core, body=UpdateCore),
+    Operation("DELETE", CORE, "Delete a core (revokes its certificates)", delete_core),
+    Operation(
+        "PUT", CORE + "/connectivity", "Set connectivity", set_connectivity, body=Connectivity
+    ),
+    Operation(
+        "POST", CORE + "/bundle", "New identity and bundle for a core", core_bundle, status=201
+    ),
+]
