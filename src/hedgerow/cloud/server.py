@@ -192,7 +192,7 @@ class CloudServer:
             overlap_days=cfg.group_ca_overlap_days,
             keys=group_ca_keys,
         )
-        identities = IdentityService(repository)
+        identities = IdentityService(repository, repository)
         written = MessagesWritten()
         self.ingest = await self._stack.enter_async_context(
             IngestWorker(repository, retention_days=cfg.retention_days, on_written=written.set)

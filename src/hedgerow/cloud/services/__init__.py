@@ -105,7 +105,7 @@ class CloudServices:
         return cls(
             repository=repository,
             pki=pki_service,
-            identities=identities or IdentityService(repository),
+            identities=identities or IdentityService(repository, repository),
             groups=groups,
             cores=cores,
             things=ThingService(repository, pki_service, certificates, membership),

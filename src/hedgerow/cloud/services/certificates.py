@@ -9,27 +9,27 @@ from collections.abc import Sequence
 
 from hedgerow.cloud.domain import Certificate
 from hedgerow.cloud.services.notify import Notifier, revocations_topic
-from hedgerow.cloud.storage.repository import Repository
+from hedgerow.cloud.storage.certificates import CertificateStore
 
 log = logging.getLogger(__name__)
 
 
 class CertificateService:
-    def __init__(self, repository: Repository, notifier: Notifier) -> None:
-        self.repository = repository
+    def __init__(self, store: CertificateStore, notifier: Notifier) -> None:
+        self.store = store
         self.notifier = notifier
 
     async def all(self, owner: str | None, kind: str | None) -> list[Certificate]:
-        return await asyncio.to_thread(self.repository.list_certificates, owner=owner, kind=kind)
+        return await asyncio.to_thread(self.store.list_certificates, owner=owner, kind=kind)
 
     async def get(self, fingerprint: str) -> Certificate:
-        return await asyncio.to_thread(self.repository.get_certificate, fingerprint)
+        return await asyncio.to_thread(self.store.get_certificate, fingerprint)
 
     async def revoke(self, fingerprint: str) -> Certificate:
         cert = await asyncio.to_thread(
-            self.repository.revoke_certificate, fingerprint, "revoked by an administrator"
+            self.store.revoke_certificate, fingerprint, "revoked by an administrator"
         )
-        groups = await asyncio.to_thread(self.repository.groups_of_owner, cert.owner)
+        groups = await asyncio.to_thread(self.store.groups_of_owner, cert.owner)
         await self.after_revocation(cert.owner, groups)
         log.info("certificate.revoked fingerprint=%s owner=%s", fingerprint, cert.owner)
         return cert
@@ -37,9 +37,9 @@ class CertificateService:
     async def revoke_owner(self, owner: str) -> list[str]:
         """Revoke every certificate of ``owner``: the fingerprints revoked."""
         revoked = await asyncio.to_thread(
-            self.repository.revoke_owner, owner, "revoked by an administrator"
+            self.store.revoke_owner, owner, "revoked by an administrator"
         )
-        groups = await asyncio.to_thread(self.repository.groups_of_owner, owner)
+        groups = await asyncio.to_thread(self.store.groups_of_owner, owner)
         await self.after_revocation(owner, groups)
         log.info("certificates.revoked owner=%s count=%s", owner, len(revoked))
         return revoked
@@ -52,13 +52,8 @@ class CertificateService:
         """Tell the cores of ``groups`` the revoked fingerprints (retained: no deployment needed)."""
         fingerprints = await self.revocations()
         payload = json.dumps({"fingerprints": fingerprints}).encode()
-        cores = await asyncio.to_thread(self._cores_of, groups)
-        for core in cores:
+        for core in await asyncio.to_thread(self.store.cores_of_groups, groups):
             await self.notifier.publish(revocations_topic(core), payload, retain=True)
 
-    def _cores_of(self, groups: Sequence[str]) -> list[str]:
-        known = {g.name: g.core for g in self.repository.list_groups()}
-        return [core for name in groups if (core := known.get(name))]
-
     async def revocations(self) -> list[str]:
-        return await asyncio.to_thread(self.repository.revoked_fingerprints)
+        return await asyncio.to_thread(self.store.revoked_fingerprints)

@@ -12,7 +12,7 @@ from hedgerow.cloud.domain import CertificateKind, Core, Endpoint
 from hedgerow.cloud.pki_service import PKIService
 from hedgerow.cloud.services.membership import MembershipService
 from hedgerow.cloud.services.notify import Notifier
-from hedgerow.cloud.storage.repository import Repository
+from hedgerow.cloud.storage.cores import CoreStore
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class CreatedCore:
 class CoreService:
     def __init__(
         self,
-        repository: Repository,
+        store: CoreStore,
         pki_service: PKIService,
         notifier: Notifier,
         endpoints: Callable[[], PublicEndpoints],
@@ -42,7 +42,7 @@ class CoreService:
     ) -> None:
         """``endpoints`` says where the cloud listens; it is asked when a bundle is built
         (the listeners bind their ports after the services exist)."""
-        self.repository = repository
+        self.store = store
         self.pki = pki_service
         self.notifier = notifier
         self.endpoints = endpoints
@@ -64,9 +64,7 @@ class CoreService:
 
     async def create(self, name: str, group: str) -> CreatedCore:
         identity = await asyncio.to_thread(self.pki.issue_identity, name, CertificateKind.CORE)
-        core = await asyncio.to_thread(
-            self.repository.create_core, name, group, lambda: identity.record
-        )
+        core = await asyncio.to_thread(self.store.create_core, name, group, lambda: identity.record)
         assert identity.private_key_pem is not None
         log.info("core.created name=%s group=%s", name, group)
         await self.membership.announce([group])
@@ -78,8 +76,9 @@ class CoreService:
         """A new identity for the core (the old certificates are revoked) in a new bundle."""
         core = await self.get(name)
         identity = await asyncio.to_thread(self.pki.issue_identity, name, CertificateKind.CORE)
-        await asyncio.to_thread(self.repository.revoke_owner, name, "identity reissued")
-        await asyncio.to_thread(self.repository.add_core_certificate, name, identity.record)
+        await asyncio.to_thread(
+            self.store.replace_core_identity, name, identity.record, "identity reissued"
+        )
         await self.notifier.disconnect(name, "identity reissued")
         assert identity.private_key_pem is not None
         return CreatedCore(
@@ -87,17 +86,17 @@ class CoreService:
         )
 
     async def all(self) -> list[Core]:
-        return await asyncio.to_thread(self.repository.list_cores)
+        return await asyncio.to_thread(self.store.list_cores)
 
     async def get(self, name: str) -> Core:
-        return await asyncio.to_thread(self.repository.get_core, name)
+        return await asyncio.to_thread(self.store.get_core, name)
 
     async def delete(self, name: str) -> None:
-        await asyncio.to_thread(self.repository.delete_core, name)
+        await asyncio.to_thread(self.store.delete_core, name)
         await self.notifier.disconnect(name, "core deleted")
         log.info("core.deleted name=%s", name)
 
     async def set_connectivity(self, core: str, endpoints: Sequence[Endpoint]) -> Core:
-        result = await asyncio.to_thread(self.repository.set_endpoints, core, endpoints)
+        result = await asyncio.to_thread(self.store.set_endpoints, core, endpoints)
         log.info("core.connectivity core=%s endpoints=%s", core, len(endpoints))
         return result

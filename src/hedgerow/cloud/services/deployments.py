@@ -14,14 +14,15 @@ from hedgerow.cloud.domain import Deployment, DeploymentKind
 from hedgerow.cloud.errors import Conflict, NotFound
 from hedgerow.cloud.pki_service import PKIService
 from hedgerow.cloud.services.notify import Notifier, deployments_topic
-from hedgerow.cloud.storage.repository import Repository, Snapshot
+from hedgerow.cloud.storage.base import Snapshot
+from hedgerow.cloud.storage.deployments import DeploymentStore
 
 log = logging.getLogger(__name__)
 
 
 class DeploymentService:
-    def __init__(self, repository: Repository, pki_service: PKIService, notifier: Notifier) -> None:
-        self.repository = repository
+    def __init__(self, store: DeploymentStore, pki_service: PKIService, notifier: Notifier) -> None:
+        self.store = store
         self.pki = pki_service
         self.notifier = notifier
 
@@ -42,12 +43,12 @@ class DeploymentService:
         if kind is DeploymentKind.REDEPLOY:
             of = deployment_id
             if of is None:
-                history = await asyncio.to_thread(self.repository.list_deployments, group, 1)
+                history = await asyncio.to_thread(self.store.list_deployments, group, 1)
                 if not history:
                     raise Conflict(f"group {group!r} has no deployment to redeploy")
                 of = history[0].id
         deployment = await asyncio.to_thread(
-            self.repository.create_deployment, group, kind.value, self._build, document_of=of
+            self.store.create_deployment, group, kind.value, self._build, document_of=of
         )
         await self.notifier.publish(
             deployments_topic(deployment.core),
@@ -64,16 +65,16 @@ class DeploymentService:
         return deployment
 
     async def all(self, group: str, limit: int = 100) -> list[Deployment]:
-        return await asyncio.to_thread(self.repository.list_deployments, group, limit)
+        return await asyncio.to_thread(self.store.list_deployments, group, limit)
 
     async def get(self, deployment_id: str) -> Deployment:
-        return await asyncio.to_thread(self.repository.get_deployment, deployment_id)
+        return await asyncio.to_thread(self.store.get_deployment, deployment_id)
 
     async def record_status(self, core: str, payload: bytes) -> Deployment:
         report = deployments.parse_status_report(payload)
         try:
             result = await asyncio.to_thread(
-                self.repository.set_deployment_status,
+                self.store.set_deployment_status,
                 report.deployment_id,
                 core,
                 report.status,
@@ -95,7 +96,7 @@ class DeploymentService:
         an older one: send it the latest deployment again. The notification names the same
         id as before; the core, not running it, fetches and verifies it afresh, replacing
         the tampered files."""
-        latest = await asyncio.to_thread(self.repository.latest_deployment, core)
+        latest = await asyncio.to_thread(self.store.latest_deployment, core)
         refused = heartbeat.get("refused")
         ids = (
             [str(r.get("deployment_id")) for r in refused if isinstance(r, dict)]
@@ -118,11 +119,11 @@ class DeploymentService:
         )
 
     async def latest_for_core(self, core: str) -> str | None:
-        return await asyncio.to_thread(self.repository.latest_deployment, core)
+        return await asyncio.to_thread(self.store.latest_deployment, core)
 
     async def document_for_core(self, core: str, deployment_id: str) -> dict[str, str]:
         owner, document, signature = await asyncio.to_thread(
-            self.repository.deployment_document, deployment_id
+            self.store.deployment_document, deployment_id
         )
         if owner != core:
             raise NotFound(

@@ -14,7 +14,7 @@ from hedgerow.cloud.services.deployments import DeploymentService
 from hedgerow.cloud.services.functions import ArtifactService, FunctionService
 from hedgerow.cloud.services.notify import RoutesChanged
 from hedgerow.cloud.services.subscriptions import SubscriptionService
-from hedgerow.cloud.storage.repository import Repository
+from hedgerow.cloud.storage.fleet import FleetStore
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +36,14 @@ class FleetSubscription:
 class FleetService:
     def __init__(
         self,
-        repository: Repository,
+        store: FleetStore,
         artifacts: ArtifactService,
         functions: FunctionService,
         subscriptions: SubscriptionService,
         deployments: DeploymentService,
         routes_changed: RoutesChanged,
     ) -> None:
-        self.repository = repository
+        self.store = store
         self.artifacts = artifacts
         self.functions = functions
         self.subscriptions = subscriptions
@@ -76,7 +76,7 @@ class FleetService:
         for f in functions:
             await self.artifacts.size(f.artifact_sha256)
         await asyncio.to_thread(
-            self.repository.apply_to_groups,
+            self.store.apply_to_groups,
             groups,
             [(f.name, f.settings, f.artifact_sha256) for f in functions],
             [(s.source, s.topic, s.target) for s in subscriptions],

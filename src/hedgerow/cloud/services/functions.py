@@ -10,19 +10,20 @@ from typing import Any
 from hedgerow.cloud import domain
 from hedgerow.cloud.artifacts import ArtifactCache
 from hedgerow.cloud.domain import FunctionSettings, FunctionVersion
-from hedgerow.cloud.storage.repository import Repository
+from hedgerow.cloud.storage.artifacts import ArtifactStore
+from hedgerow.cloud.storage.functions import FunctionStore
 
 log = logging.getLogger(__name__)
 
 
 class ArtifactService:
-    def __init__(self, repository: Repository, cache: ArtifactCache | None) -> None:
+    def __init__(self, store: ArtifactStore, cache: ArtifactCache | None) -> None:
         """``cache``: content-addressed copies on local disk (None: the database only)."""
-        self.repository = repository
+        self.store = store
         self.cache = cache
 
     async def put(self, data: bytes) -> tuple[str, int]:
-        sha, size = await asyncio.to_thread(self.repository.put_artifact, data)
+        sha, size = await asyncio.to_thread(self.store.put_artifact, data)
         if self.cache is not None:
             await asyncio.to_thread(self.cache.write, sha, data)
         log.info("artifact.stored sha256=%s size=%s", sha, size)
@@ -34,25 +35,25 @@ class ArtifactService:
             cached = await asyncio.to_thread(self.cache.read, sha256)
             if cached is not None:
                 return cached
-        data = await asyncio.to_thread(self.repository.get_artifact, sha256)
+        data = await asyncio.to_thread(self.store.get_artifact, sha256)
         if self.cache is not None:
             await asyncio.to_thread(self.cache.write, sha256, data)
         return data
 
     async def size(self, sha256: str) -> int:
         """The stored size; ``NotFound`` if it was never uploaded."""
-        return await asyncio.to_thread(self.repository.artifact_size, sha256)
+        return await asyncio.to_thread(self.store.artifact_size, sha256)
 
 
 class FunctionService:
-    def __init__(self, repository: Repository) -> None:
-        self.repository = repository
+    def __init__(self, store: FunctionStore) -> None:
+        self.store = store
 
     async def create(
         self, group: str, name: str, settings: FunctionSettings, artifact_sha256: str
     ) -> FunctionVersion:
         result = await asyncio.to_thread(
-            self.repository.create_function, group, name, settings, artifact_sha256
+            self.store.create_function, group, name, settings, artifact_sha256
         )
         log.info("function.created group=%s name=%s", group, name)
         return result
@@ -67,16 +68,16 @@ class FunctionService:
                 changes, latest.settings
             ), artifact_sha256 or latest.artifact_sha256
 
-        return await asyncio.to_thread(self.repository.update_function, group, name, update)
+        return await asyncio.to_thread(self.store.update_function, group, name, update)
 
     async def all(self, group: str) -> list[FunctionVersion]:
-        return await asyncio.to_thread(self.repository.list_functions, group)
+        return await asyncio.to_thread(self.store.list_functions, group)
 
     async def get(self, group: str, name: str, version: int | None = None) -> FunctionVersion:
-        return await asyncio.to_thread(self.repository.get_function, group, name, version)
+        return await asyncio.to_thread(self.store.get_function, group, name, version)
 
     async def versions(self, group: str, name: str) -> list[FunctionVersion]:
-        return await asyncio.to_thread(self.repository.list_function_versions, group, name)
+        return await asyncio.to_thread(self.store.list_function_versions, group, name)
 
     async def delete(self, group: str, name: str) -> None:
-        await asyncio.to_thread(self.repository.delete_function, group, name)
+        await asyncio.to_thread(self.store.delete_function, group, name)

@@ -11,7 +11,7 @@ from hedgerow.cloud.domain import Group
 from hedgerow.cloud.errors import NotFound
 from hedgerow.cloud.pki_service import PKIService
 from hedgerow.cloud.services.notify import Notifier, RoutesChanged, group_cas_topic
-from hedgerow.cloud.storage.repository import Repository
+from hedgerow.cloud.storage.groups import GroupStore
 
 log = logging.getLogger(__name__)
 
@@ -19,12 +19,12 @@ log = logging.getLogger(__name__)
 class GroupService:
     def __init__(
         self,
-        repository: Repository,
+        store: GroupStore,
         pki_service: PKIService,
         notifier: Notifier,
         routes_changed: RoutesChanged,
     ) -> None:
-        self.repository = repository
+        self.store = store
         self.pki = pki_service
         self.notifier = notifier
         self.routes_changed = routes_changed
@@ -37,7 +37,7 @@ class GroupService:
         ca_rotation_days: int | None,
     ) -> Group:
         group = await asyncio.to_thread(
-            self.repository.create_group,
+            self.store.create_group,
             name,
             description,
             {"open_broker": False, **settings},
@@ -47,10 +47,10 @@ class GroupService:
         return group
 
     async def all(self) -> list[Group]:
-        return await asyncio.to_thread(self.repository.list_groups)
+        return await asyncio.to_thread(self.store.list_groups)
 
     async def get(self, name: str) -> Group:
-        return await asyncio.to_thread(self.repository.get_group, name)
+        return await asyncio.to_thread(self.store.get_group, name)
 
     async def update(
         self,
@@ -62,7 +62,7 @@ class GroupService:
     ) -> Group:
         """Change the given fields (``None``: leave as is)."""
         group = await asyncio.to_thread(
-            self.repository.update_group,
+            self.store.update_group,
             name,
             description=description,
             settings=settings,
@@ -73,7 +73,7 @@ class GroupService:
 
     async def delete(self, name: str) -> None:
         group = await self.get(name)
-        revoked = await asyncio.to_thread(self.repository.delete_group, name)
+        revoked = await asyncio.to_thread(self.store.delete_group, name)
         await self.routes_changed()
         if group.core and revoked:
             await self.notifier.disconnect(group.core, "core deleted")

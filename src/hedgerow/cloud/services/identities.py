@@ -10,7 +10,8 @@ from typing import Any
 
 from hedgerow.cloud.domain import Certificate, CertificateKind
 from hedgerow.cloud.errors import Forbidden
-from hedgerow.cloud.storage.repository import Repository
+from hedgerow.cloud.storage.certificates import CertificateStore
+from hedgerow.cloud.storage.cores import CoreStore
 
 
 def verify_record(record: Certificate | None, kind: CertificateKind) -> str:
@@ -29,11 +30,12 @@ def verify_record(record: Certificate | None, kind: CertificateKind) -> str:
 
 
 class IdentityService:
-    def __init__(self, repository: Repository) -> None:
-        self.repository = repository
+    def __init__(self, certificates: CertificateStore, cores: CoreStore) -> None:
+        self.certificates = certificates
+        self.cores = cores
 
     def _check(self, fingerprint: str, kind: CertificateKind) -> str:
-        return verify_record(self.repository.find_certificate(fingerprint), kind)
+        return verify_record(self.certificates.find_certificate(fingerprint), kind)
 
     async def check_identity(self, fingerprint: str, kind: CertificateKind) -> str:
         """The name a verified client certificate (by its SHA-256 ``fingerprint``) speaks for,
@@ -41,7 +43,7 @@ class IdentityService:
         return await asyncio.to_thread(self._check, fingerprint, kind)
 
     async def core_group(self, core: str) -> str:
-        return (await asyncio.to_thread(self.repository.get_core, core)).group
+        return (await asyncio.to_thread(self.cores.get_core, core)).group
 
     async def record_heartbeat(self, core: str, payload: bytes) -> dict[str, Any] | None:
         """A core's heartbeat (a JSON object) or, with an empty payload, just "seen now":
@@ -51,5 +53,5 @@ class IdentityService:
         except (ValueError, UnicodeDecodeError):
             data = None
         heartbeat = data if isinstance(data, dict) else None
-        await asyncio.to_thread(self.repository.record_heartbeat, core, heartbeat)
+        await asyncio.to_thread(self.cores.record_heartbeat, core, heartbeat)
         return heartbeat

@@ -9,7 +9,7 @@ import logging
 from hedgerow.cloud import domain
 from hedgerow.cloud.domain import Message
 from hedgerow.cloud.services.notify import Notifier
-from hedgerow.cloud.storage.repository import Repository
+from hedgerow.cloud.storage.messages import MessageStore
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +29,8 @@ class MessagesWritten:
 
 
 class TelemetryService:
-    def __init__(
-        self, repository: Repository, notifier: Notifier, written: MessagesWritten
-    ) -> None:
-        self.repository = repository
+    def __init__(self, store: MessageStore, notifier: Notifier, written: MessagesWritten) -> None:
+        self.store = store
         self.notifier = notifier
         self.written = written
 
@@ -57,7 +55,7 @@ class TelemetryService:
         if topic_filter is not None:
             domain.validate_topic_filter_text(topic_filter)
         return await asyncio.to_thread(
-            self.repository.query_messages,
+            self.store.query_messages,
             topic_filter=topic_filter,
             since=since,
             until=until,
@@ -68,7 +66,7 @@ class TelemetryService:
         )
 
     async def newest_id(self) -> int:
-        return await asyncio.to_thread(self.repository.max_message_id)
+        return await asyncio.to_thread(self.store.max_message_id)
 
 
 def payload_text(value: object) -> str:

@@ -12,7 +12,7 @@ from hedgerow.cloud.domain import CertificateKind, Thing
 from hedgerow.cloud.pki_service import PKIService
 from hedgerow.cloud.services.certificates import CertificateService
 from hedgerow.cloud.services.membership import MembershipService
-from hedgerow.cloud.storage.repository import Repository
+from hedgerow.cloud.storage.things import ThingStore
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +28,12 @@ class CreatedThing:
 class ThingService:
     def __init__(
         self,
-        repository: Repository,
+        store: ThingStore,
         pki_service: PKIService,
         certificates: CertificateService,
         membership: MembershipService,
     ) -> None:
-        self.repository = repository
+        self.store = store
         self.pki = pki_service
         self.certificates = certificates
         self.membership = membership
@@ -45,7 +45,7 @@ class ThingService:
             self.pki.issue_identity, name, CertificateKind.THING, csr
         )
         thing = await asyncio.to_thread(
-            self.repository.create_thing, name, list(groups), attributes, lambda: identity.record
+            self.store.create_thing, name, list(groups), attributes, lambda: identity.record
         )
         log.info("thing.created name=%s groups=%s csr=%s", name, ",".join(groups), csr is not None)
         await self.membership.announce(groups)
@@ -58,36 +58,36 @@ class ThingService:
         identity = await asyncio.to_thread(
             self.pki.issue_identity, name, CertificateKind.THING, csr
         )
-        await asyncio.to_thread(self.repository.add_thing_certificate, name, identity.record)
+        await asyncio.to_thread(self.store.add_thing_certificate, name, identity.record)
         return CreatedThing(
             thing, identity.certificate_pem, identity.private_key_pem, self.pki.root_ca_pem
         )
 
     async def all(self, *, group: str | None, prefix: str, limit: int, offset: int) -> list[Thing]:
         return await asyncio.to_thread(
-            self.repository.list_things, group=group, prefix=prefix, limit=limit, offset=offset
+            self.store.list_things, group=group, prefix=prefix, limit=limit, offset=offset
         )
 
     async def get(self, name: str) -> Thing:
-        return await asyncio.to_thread(self.repository.get_thing, name)
+        return await asyncio.to_thread(self.store.get_thing, name)
 
     async def update(self, name: str, attributes: dict[str, str]) -> Thing:
-        return await asyncio.to_thread(self.repository.update_thing, name, attributes)
+        return await asyncio.to_thread(self.store.update_thing, name, attributes)
 
     async def delete(self, name: str) -> None:
-        revoked, groups = await asyncio.to_thread(self.repository.delete_thing, name)
+        revoked, groups = await asyncio.to_thread(self.store.delete_thing, name)
         if revoked:
             await self.certificates.announce(groups)
         await self.membership.announce(groups)
         log.info("thing.deleted name=%s revoked=%s", name, len(revoked))
 
     async def attach(self, group: str, thing: str) -> Thing:
-        attached = await asyncio.to_thread(self.repository.attach_thing, group, thing)
+        attached = await asyncio.to_thread(self.store.attach_thing, group, thing)
         await self.membership.announce([group])
         return attached
 
     async def detach(self, group: str, thing: str) -> None:
-        await asyncio.to_thread(self.repository.detach_thing, group, thing)
+        await asyncio.to_thread(self.store.detach_thing, group, thing)
         await self.membership.announce([group])
 
     async def revoke(self, name: str) -> list[str]:

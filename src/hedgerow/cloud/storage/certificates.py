@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 
@@ -93,6 +94,20 @@ class CertificateStore(Store):
                 CertificateRow.revoked_at.is_not(None), CertificateRow.not_after > now()
             )
             return sorted(s.scalars(query))
+
+    def cores_of_groups(self, groups: Sequence[str]) -> list[str]:
+        """The cores of those of ``groups`` that exist and have one."""
+        if not groups:
+            return []
+        with self._tx() as s:
+            return [
+                str(name)
+                for name in s.scalars(
+                    sa.select(CoreRow.name)
+                    .join(GroupRow, GroupRow.id == CoreRow.group_id)
+                    .where(GroupRow.name.in_(list(groups)))
+                )
+            ]
 
     def groups_of_owner(self, owner: str) -> list[str]:
         with self._tx() as s:

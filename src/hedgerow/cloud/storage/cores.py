@@ -85,3 +85,14 @@ class CoreStore(Store):
         with self._tx() as s:
             self._core(s, core)
             self._add_certificate(s, certificate)
+
+    def replace_core_identity(
+        self, core: str, certificate: NewCertificate, reason: str
+    ) -> list[str]:
+        """Revoke every certificate of ``core`` and record its new one, in one transaction:
+        the fingerprints revoked."""
+        with self._tx() as s:
+            self._core(s, core)
+            revoked = self._revoke_owner(s, core, reason)
+            self._add_certificate(s, certificate)
+            return revoked
