@@ -119,9 +119,15 @@ def test_every_operation_with_a_body_has_its_schema_and_every_ref_resolves() -> 
                 f.name for f in dataclasses.fields(op.body)
             }
         assert ("security" in entry) == (not op.public), op.path
+        if op.response is not None:
+            content = entry["responses"][str(op.status)]["content"][op.produces]
+            assert content["schema"] == {"$ref": f"#/components/schemas/{op.response.__name__}"}
     for ref in _refs(OPENAPI):
         assert ref.startswith("#/components/schemas/")
         assert ref.rsplit("/", 1)[1] in schemas, ref
+    created = schemas["ThingCreated"]
+    assert created["properties"]["private_key"] == {"anyOf": [{"type": "string"}, {"type": "null"}]}
+    assert "deployments" not in schemas["FleetApplied"]["required"]
     create_function = schemas["CreateFunction"]["properties"]
     assert create_function["memory_mb"]["type"] == "integer"
     assert {"$ref": "#/components/schemas/ArtifactRef"} in create_function["artifact"]["anyOf"]

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from hedgerow.cloud import domain
-from hedgerow.cloud.api.edge import ApiContext, Operation, created, items, path_param
+from hedgerow.cloud.api.edge import ApiContext, Operation, items, path_param
 from hedgerow.cloud.api.parsing import checked
+from hedgerow.cloud.api.responses import CoreCreated, Deleted, Items, respond
 from hedgerow.cloud.domain import Endpoint
 from hedgerow.cloud.services import CreatedCore
 
@@ -41,12 +42,15 @@ class UpdateCore:
     endpoints: list[Endpoint] = checked(domain.validate_endpoints)
 
 
-def core_created(result: CreatedCore) -> dict[str, Any]:
-    return {
-        "core": result.core.to_json(),
-        "bundle": base64.b64encode(result.bundle).decode(),
-        "bundle_name": f"{result.core.name}.tar.gz",
-    }
+def core_created(result: CreatedCore) -> Response:
+    return respond(
+        CoreCreated(
+            core=result.core.to_json(),
+            bundle=base64.b64encode(result.bundle).decode(),
+            bundle_name=f"{result.core.name}.tar.gz",
+        ),
+        201,
+    )
 
 
 async def list_cores(ctx: ApiContext, request: Request) -> Response:
@@ -54,7 +58,7 @@ async def list_cores(ctx: ApiContext, request: Request) -> Response:
 
 
 async def create_core(ctx: ApiContext, request: Request, body: CreateCore) -> Response:
-    return created(core_created(await ctx.services.cores.create(body.name, body.group)))
+    return core_created(await ctx.services.cores.create(body.name, body.group))
 
 
 async def get_core(ctx: ApiContext, request: Request) -> Response:
@@ -63,7 +67,7 @@ async def get_core(ctx: ApiContext, request: Request) -> Response:
 
 async def delete_core(ctx: ApiContext, request: Request) -> Response:
     await ctx.services.cores.delete(path_param(request, "core"))
-    return JSONResponse({"deleted": path_param(request, "core")})
+    return respond(Deleted(path_param(request, "core")))
 
 
 async def set_connectivity(ctx: ApiContext, request: Request, body: Connectivity) -> Response:
@@ -77,13 +81,11 @@ async def update_core(ctx: ApiContext, request: Request, body: UpdateCore) -> Re
 
 
 async def core_bundle(ctx: ApiContext, request: Request) -> Response:
-    return created(
-        core_created(await ctx.services.cores.reissue_bundle(path_param(request, "core")))
-    )
+    return core_created(await ctx.services.cores.reissue_bundle(path_param(request, "core")))
 
 
 OPERATIONS = [
-    Operation("GET", "/api/v1/cores", "List cores", list_cores),
+    Operation("GET", "/api/v1/cores", "List cores", list_cores, response=Items),
     Operation(
         "POST",
         "/api/v1/cores",
@@ -91,14 +93,26 @@ OPERATIONS = [
         create_core,
         body=CreateCore,
         status=201,
+        response=CoreCreated,
     ),
     Operation("GET", CORE, "Show a core", get_core),
     Operation("PATCH", CORE, "Update a core", update_core, body=UpdateCore),
-    Operation("DELETE", CORE, "Delete a core (revokes its certificates)", delete_core),
+    Operation(
+        "DELETE",
+        CORE,
+        "Delete a core (revokes its certificates)",
+        delete_core,
+        response=Deleted,
+    ),
     Operation(
         "PUT", CORE + "/connectivity", "Set connectivity", set_connectivity, body=Connectivity
     ),
     Operation(
-        "POST", CORE + "/bundle", "New identity and bundle for a core", core_bundle, status=201
+        "POST",
+        CORE + "/bundle",
+        "New identity and bundle for a core",
+        core_bundle,
+        status=201,
+        response=CoreCreated,
     ),
 ]

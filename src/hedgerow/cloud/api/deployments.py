@@ -19,7 +19,8 @@ from hedgerow.cloud.api.edge import (
     path_param,
 )
 from hedgerow.cloud.api.functions import CreateFunction, new_function_parts
-from hedgerow.cloud.api.parsing import checked, described
+from hedgerow.cloud.api.parsing import UNSET, checked, described
+from hedgerow.cloud.api.responses import FleetApplied, Items, respond
 from hedgerow.cloud.domain import DeploymentKind
 from hedgerow.cloud.errors import InvalidInput
 from hedgerow.cloud.services import FleetFunction, FleetSubscription
@@ -104,7 +105,14 @@ async def fleet_apply(ctx: ApiContext, request: Request, body: FleetApply) -> Re
             functions.append(FleetFunction(name, settings, sha))
         subscriptions = list(body.subscriptions)
     result = await fleet.apply(body.groups, functions, subscriptions, deploy=body.deploy)
-    return JSONResponse(result)
+    return respond(
+        FleetApplied(
+            groups=result["groups"],
+            functions=result["functions"],
+            subscriptions=result["subscriptions"],
+            deployments=result.get("deployments", UNSET),
+        )
+    )
 
 
 OPERATIONS = [
@@ -122,6 +130,7 @@ OPERATIONS = [
         "Deployment history (newest first)",
         list_deployments,
         query=(Query("limit", "integer"),),
+        response=Items,
     ),
     Operation(
         "GET",
@@ -135,5 +144,6 @@ OPERATIONS = [
         "Apply functions and subscriptions to many groups",
         fleet_apply,
         body=FleetApply,
+        response=FleetApplied,
     ),
 ]

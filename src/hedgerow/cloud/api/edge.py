@@ -97,6 +97,8 @@ class Operation:
     raw_body: str | None = None
     query: tuple[Query, ...] = ()
     status: int = 200
+    #: The response model (``responses.py``); None: an entity in its ``to_json`` form.
+    response: type[Any] | None = None
     #: The response's media type when it is not JSON.
     produces: str = "application/json"
     #: a single-use ticket of this purpose may stand in for the token (``?ticket=``)

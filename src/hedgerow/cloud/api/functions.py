@@ -19,6 +19,7 @@ from hedgerow.cloud.api.edge import (
     read_body,
 )
 from hedgerow.cloud.api.parsing import UNSET, Unset, checked, described, present
+from hedgerow.cloud.api.responses import ArtifactStored, Deleted, Items, respond
 from hedgerow.cloud.errors import InvalidInput
 
 FUNCTIONS = "/api/v1/groups/{group}/functions"
@@ -97,7 +98,7 @@ async def upload_artifact(ctx: ApiContext, request: Request) -> Response:
     if not data:
         raise InvalidInput("empty artifact: send the zip as the request body")
     sha, size = await ctx.services.artifacts.put(data)
-    return created({"sha256": sha, "size": size})
+    return respond(ArtifactStored(sha, size), 201)
 
 
 async def get_artifact(ctx: ApiContext, request: Request) -> Response:
@@ -142,7 +143,7 @@ async def delete_function(ctx: ApiContext, request: Request) -> Response:
     await ctx.services.functions.delete(
         path_param(request, "group"), path_param(request, "function")
     )
-    return JSONResponse({"deleted": path_param(request, "function")})
+    return respond(Deleted(path_param(request, "function")))
 
 
 async def function_versions(ctx: ApiContext, request: Request) -> Response:
@@ -161,6 +162,7 @@ OPERATIONS = [
         upload_artifact,
         raw_body="application/zip",
         status=201,
+        response=ArtifactStored,
     ),
     Operation(
         "GET",
@@ -169,7 +171,7 @@ OPERATIONS = [
         get_artifact,
         produces="application/zip",
     ),
-    Operation("GET", FUNCTIONS, "List functions (latest versions)", list_functions),
+    Operation("GET", FUNCTIONS, "List functions (latest versions)", list_functions, response=Items),
     Operation(
         "POST", FUNCTIONS, "Create a function", create_function, body=CreateFunction, status=201
     ),
@@ -181,6 +183,12 @@ OPERATIONS = [
         query=(Query("version", "integer"),),
     ),
     Operation("PATCH", FUNCTION, "New version of a function", update_function, body=UpdateFunction),
-    Operation("DELETE", FUNCTION, "Delete a function", delete_function),
-    Operation("GET", FUNCTION + "/versions", "All versions of a function", function_versions),
+    Operation("DELETE", FUNCTION, "Delete a function", delete_function, response=Deleted),
+    Operation(
+        "GET",
+        FUNCTION + "/versions",
+        "All versions of a function",
+        function_versions,
+        response=Items,
+    ),
 ]

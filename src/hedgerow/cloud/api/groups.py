@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, Response
 from hedgerow.cloud import domain
 from hedgerow.cloud.api.edge import ApiContext, Operation, created, items, path_param
 from hedgerow.cloud.api.parsing import checked
+from hedgerow.cloud.api.responses import Deleted, Detached, GroupCAs, Items, respond
 from hedgerow.cloud.errors import InvalidInput
 
 GROUP = "/api/v1/groups/{group}"
@@ -93,17 +94,15 @@ async def update_group(ctx: ApiContext, request: Request, body: UpdateGroup) -> 
 
 async def delete_group(ctx: ApiContext, request: Request) -> Response:
     await ctx.services.groups.delete(path_param(request, "group"))
-    return JSONResponse({"deleted": path_param(request, "group")})
+    return respond(Deleted(path_param(request, "group")))
 
 
 async def group_cas(ctx: ApiContext, request: Request) -> Response:
-    return JSONResponse({"items": await ctx.services.groups.cas(path_param(request, "group"))})
+    return respond(GroupCAs(await ctx.services.groups.cas(path_param(request, "group"))))
 
 
 async def rotate_group_ca(ctx: ApiContext, request: Request) -> Response:
-    return JSONResponse(
-        {"items": await ctx.services.groups.rotate_ca(path_param(request, "group"))}
-    )
+    return respond(GroupCAs(await ctx.services.groups.rotate_ca(path_param(request, "group"))))
 
 
 async def attach_thing(ctx: ApiContext, request: Request, body: AttachThing) -> Response:
@@ -113,11 +112,11 @@ async def attach_thing(ctx: ApiContext, request: Request, body: AttachThing) -> 
 
 async def detach_thing(ctx: ApiContext, request: Request) -> Response:
     await ctx.services.things.detach(path_param(request, "group"), path_param(request, "thing"))
-    return JSONResponse({"detached": path_param(request, "thing")})
+    return respond(Detached(path_param(request, "thing")))
 
 
 OPERATIONS = [
-    Operation("GET", "/api/v1/groups", "List groups", list_groups),
+    Operation("GET", "/api/v1/groups", "List groups", list_groups, response=Items),
     Operation(
         "POST", "/api/v1/groups", "Create a group", create_group, body=CreateGroup, status=201
     ),
@@ -128,11 +127,22 @@ OPERATIONS = [
         GROUP,
         "Delete a group with its core, functions, subscriptions and deployments",
         delete_group,
+        response=Deleted,
     ),
-    Operation("GET", GROUP + "/cas", "The group CAs discovery lists (current first)", group_cas),
-    Operation("POST", GROUP + "/cas/rotate", "Rotate the group CA now", rotate_group_ca),
+    Operation(
+        "GET",
+        GROUP + "/cas",
+        "The group CAs discovery lists (current first)",
+        group_cas,
+        response=GroupCAs,
+    ),
+    Operation(
+        "POST", GROUP + "/cas/rotate", "Rotate the group CA now", rotate_group_ca, response=GroupCAs
+    ),
     Operation(
         "POST", GROUP + "/things", "Attach a thing", attach_thing, body=AttachThing, status=201
     ),
-    Operation("DELETE", GROUP + "/things/{thing}", "Detach a thing", detach_thing),
+    Operation(
+        "DELETE", GROUP + "/things/{thing}", "Detach a thing", detach_thing, response=Detached
+    ),
 ]

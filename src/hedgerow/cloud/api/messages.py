@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from hedgerow.cloud.api.edge import (
     TICKETS_PATH,
@@ -23,6 +23,7 @@ from hedgerow.cloud.api.edge import (
     time_param,
 )
 from hedgerow.cloud.api.parsing import checked, described
+from hedgerow.cloud.api.responses import Items, Published, StreamTicket, respond
 from hedgerow.cloud.errors import CloudError, InvalidInput
 from hedgerow.cloud.services import TelemetryService
 from hedgerow.cloud.services.telemetry import payload_text
@@ -80,9 +81,8 @@ async def query_messages(ctx: ApiContext, request: Request) -> Response:
 
 
 async def publish(ctx: ApiContext, request: Request, body: Publish) -> Response:
-    return JSONResponse(
-        await ctx.services.telemetry.publish(body.topic, payload_text(body.payload), body.retain)
-    )
+    sent = await ctx.services.telemetry.publish(body.topic, payload_text(body.payload), body.retain)
+    return respond(Published(body.topic, sent))
 
 
 async def stream(ctx: ApiContext, request: Request) -> Response:
@@ -101,14 +101,14 @@ async def stream_ticket(ctx: ApiContext, request: Request) -> Response:
     if ctx.tickets is None:
         raise CloudError("tickets are not available on this server")
     issued = await asyncio.to_thread(ctx.tickets.issue, TicketPurpose.LIVE_STREAM)
-    return JSONResponse(
-        {
-            "ticket": issued.value,
-            "purpose": issued.purpose.value,
-            "expires_in": issued.expires_in,
-            "url": f"/api/v1/messages/stream?ticket={issued.value}",
-        },
-        status_code=201,
+    return respond(
+        StreamTicket(
+            ticket=issued.value,
+            purpose=issued.purpose.value,
+            expires_in=issued.expires_in,
+            url=f"/api/v1/messages/stream?ticket={issued.value}",
+        ),
+        201,
         headers={"cache-control": "no-store"},
     )
 
@@ -166,6 +166,7 @@ OPERATIONS = [
             Query("order", description="asc or desc"),
             Query("after_id", "integer"),
         ),
+        response=Items,
     ),
     Operation(
         "POST",
@@ -173,6 +174,7 @@ OPERATIONS = [
         "Publish from the cloud (to cores routed from `cloud`)",
         publish,
         body=Publish,
+        response=Published,
     ),
     Operation(
         "GET",
@@ -189,5 +191,6 @@ OPERATIONS = [
         "A single-use ticket opening the live stream once within 60 s (for EventSource)",
         stream_ticket,
         status=201,
+        response=StreamTicket,
     ),
 ]

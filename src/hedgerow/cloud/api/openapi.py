@@ -33,10 +33,16 @@ def openapi_document(ops: Sequence[Operation]) -> dict[str, Any]:
         error = {
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
         }
+        if op.response is not None:
+            content: dict[str, Any] = {"schema": json_schema(op.response, schemas)}
+        elif op.produces == "application/json":
+            content = {"schema": {"type": "object"}}
+        else:
+            content = {}
         responses: dict[str, Any] = {
             str(op.status): {
                 "description": "Created" if op.status == 201 else "OK",
-                "content": {op.produces: {}},
+                "content": {op.produces: content},
             },
             "4XX": {"description": "The request cannot be served", **error},
         }

@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 
 from hedgerow.cloud.api.edge import ApiContext, Operation, created, items, path_param
 from hedgerow.cloud.api.parsing import UNSET, Unset, described, present
+from hedgerow.cloud.api.responses import Deleted, Items, respond
 from hedgerow.cloud.errors import InvalidInput
 
 SUBSCRIPTIONS = "/api/v1/groups/{group}/subscriptions"
@@ -72,11 +73,11 @@ async def update_subscription(
 
 async def delete_subscription(ctx: ApiContext, request: Request) -> Response:
     await ctx.services.subscriptions.delete(path_param(request, "group"), subscription_id(request))
-    return JSONResponse({"deleted": subscription_id(request)})
+    return respond(Deleted(subscription_id(request)))
 
 
 OPERATIONS = [
-    Operation("GET", SUBSCRIPTIONS, "List subscriptions", list_subscriptions),
+    Operation("GET", SUBSCRIPTIONS, "List subscriptions", list_subscriptions, response=Items),
     Operation(
         "POST",
         SUBSCRIPTIONS,
@@ -89,5 +90,7 @@ OPERATIONS = [
     Operation(
         "PATCH", SUBSCRIPTION, "Change a subscription", update_subscription, body=UpdateSubscription
     ),
-    Operation("DELETE", SUBSCRIPTION, "Remove a subscription", delete_subscription),
+    Operation(
+        "DELETE", SUBSCRIPTION, "Remove a subscription", delete_subscription, response=Deleted
+    ),
 ]

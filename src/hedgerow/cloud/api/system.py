@@ -7,10 +7,11 @@ from starlette.responses import JSONResponse, Response
 
 from hedgerow import __version__
 from hedgerow.cloud.api.edge import ApiContext, Operation
+from hedgerow.cloud.api.responses import Health, respond
 
 
 async def health(ctx: ApiContext, request: Request) -> Response:
-    return JSONResponse({"status": "ok", "version": __version__})
+    return respond(Health("ok", __version__))
 
 
 async def status(ctx: ApiContext, request: Request) -> Response:
@@ -18,6 +19,8 @@ async def status(ctx: ApiContext, request: Request) -> Response:
 
 
 OPERATIONS = [
-    Operation("GET", "/api/v1/health", "Liveness and version", health, public=True),
+    Operation(
+        "GET", "/api/v1/health", "Liveness and version", health, public=True, response=Health
+    ),
     Operation("GET", "/api/v1/status", "Endpoints and counters of this server", status),
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -13,12 +13,12 @@ from hedgerow.cloud.api.edge import (
     ApiContext,
     Operation,
     Query,
-    created,
     int_param,
     items,
     path_param,
 )
 from hedgerow.cloud.api.parsing import checked, described
+from hedgerow.cloud.api.responses import Deleted, Items, Revoked, ThingCreated, respond
 from hedgerow.cloud.errors import InvalidInput
 from hedgerow.cloud.services import CreatedThing
 
@@ -66,13 +66,16 @@ class NewCertificate:
     csr: str | None = checked(csr_text, default=None)
 
 
-def thing_created(result: CreatedThing) -> dict[str, Any]:
-    return {
-        "thing": result.thing.to_json(),
-        "certificate": result.certificate_pem,
-        "private_key": result.private_key_pem,
-        "root_ca": result.root_ca_pem,
-    }
+def thing_created(result: CreatedThing) -> Response:
+    return respond(
+        ThingCreated(
+            thing=result.thing.to_json(),
+            certificate=result.certificate_pem,
+            private_key=result.private_key_pem,
+            root_ca=result.root_ca_pem,
+        ),
+        201,
+    )
 
 
 async def list_things(ctx: ApiContext, request: Request) -> Response:
@@ -91,7 +94,7 @@ async def create_thing(ctx: ApiContext, request: Request, body: CreateThing) -> 
     if body.group is not None:
         groups = [domain.validate_name(body.group, "group name"), *groups]
     result = await ctx.services.things.create(body.name, groups, body.attributes, body.csr)
-    return created(thing_created(result))
+    return thing_created(result)
 
 
 async def get_thing(ctx: ApiContext, request: Request) -> Response:
@@ -105,16 +108,16 @@ async def update_thing(ctx: ApiContext, request: Request, body: UpdateThing) -> 
 
 async def delete_thing(ctx: ApiContext, request: Request) -> Response:
     await ctx.services.things.delete(path_param(request, "thing"))
-    return JSONResponse({"deleted": path_param(request, "thing")})
+    return respond(Deleted(path_param(request, "thing")))
 
 
 async def revoke_thing(ctx: ApiContext, request: Request) -> Response:
-    return JSONResponse({"revoked": await ctx.services.things.revoke(path_param(request, "thing"))})
+    return respond(Revoked(await ctx.services.things.revoke(path_param(request, "thing"))))
 
 
 async def thing_certificate(ctx: ApiContext, request: Request, body: NewCertificate) -> Response:
     result = await ctx.services.things.new_certificate(path_param(request, "thing"), body.csr)
-    return created(thing_created(result))
+    return thing_created(result)
 
 
 async def list_certificates(ctx: ApiContext, request: Request) -> Response:
@@ -147,14 +150,33 @@ OPERATIONS = [
             Query("limit", "integer"),
             Query("offset", "integer"),
         ),
+        response=Items,
     ),
     Operation(
-        "POST", "/api/v1/things", "Create a thing", create_thing, body=CreateThing, status=201
+        "POST",
+        "/api/v1/things",
+        "Create a thing",
+        create_thing,
+        body=CreateThing,
+        status=201,
+        response=ThingCreated,
     ),
     Operation("GET", THING, "Show a thing", get_thing),
     Operation("PATCH", THING, "Update a thing", update_thing, body=UpdateThing),
-    Operation("DELETE", THING, "Delete a thing (revokes its certificates)", delete_thing),
-    Operation("POST", THING + "/revoke", "Revoke every certificate of a thing", revoke_thing),
+    Operation(
+        "DELETE",
+        THING,
+        "Delete a thing (revokes its certificates)",
+        delete_thing,
+        response=Deleted,
+    ),
+    Operation(
+        "POST",
+        THING + "/revoke",
+        "Revoke every certificate of a thing",
+        revoke_thing,
+        response=Revoked,
+    ),
     Operation(
         "POST",
         THING + "/certificates",
@@ -162,6 +184,7 @@ OPERATIONS = [
         thing_certificate,
         body=NewCertificate,
         status=201,
+        response=ThingCreated,
     ),
     Operation(
         "GET",
@@ -169,6 +192,7 @@ OPERATIONS = [
         "List certificates",
         list_certificates,
         query=(Query("owner"), Query("kind")),
+        response=Items,
     ),
     Operation("GET", CERTIFICATE, "Show a certificate", get_certificate),
     Operation("POST", CERTIFICATE + "/revoke", "Revoke a certificate", revoke_certificate),

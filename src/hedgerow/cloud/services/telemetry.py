@@ -34,12 +34,13 @@ class TelemetryService:
         self.notifier = notifier
         self.written = written
 
-    async def publish(self, topic: str, payload: str, retain: bool) -> dict[str, object]:
-        """Publish a message from the cloud (cores subscribed by a ``cloud`` route get it)."""
+    async def publish(self, topic: str, payload: str, retain: bool) -> int:
+        """Publish a message from the cloud (cores subscribed by a ``cloud`` route get it):
+        the bytes sent."""
         data = payload.encode()
         await self.notifier.publish(topic, data, retain=retain)
         log.info("cloud.published topic=%s bytes=%s", topic, len(data))
-        return {"topic": topic, "bytes": len(data)}
+        return len(data)
 
     async def query(
         self,
