@@ -239,7 +239,7 @@ class CloudServer:
             mqtt_bound = await broker.listen(cfg.mqtt.host, cfg.mqtt.port, ssl=mqtt_ssl)
         else:
             notifier = NullNotifier()
-            log.warning("cloud.no_mqtt notifications=dropped")
+            log.info("cloud.no_mqtt notifications=dropped")
 
         self.services = services = CloudServices.build(
             repository,
