@@ -182,3 +182,20 @@ async def test_bad_bodies_are_refused_by_field_path_and_nothing_is_stored(cloud:
     assert (await cloud.ok("GET", "/api/v1/groups/g/subscriptions"))["count"] == 0
     assert (await cloud.ok("GET", "/api/v1/groups/g/functions"))["count"] == 0
     assert [g["name"] for g in (await cloud.ok("GET", "/api/v1/groups"))["items"]] == ["g"]
+
+
+def test_response_views_keep_the_entities_json_shapes() -> None:
+    import datetime as dt
+
+    from hedgerow.cloud.api.responses import CertificateView, MessageList, plain
+    from hedgerow.cloud.domain import Certificate, Message
+
+    text = Message(1, "a/b", b"21.5", "pi-1", 1_700_000_000.0)
+    binary = Message(2, "a/b", b"\xff\x00", "pi-1", 1_700_000_001.0)
+    listed = plain(MessageList.of([text, binary]))
+    assert listed == {"items": [text.to_json(), binary.to_json()], "count": 2}
+    assert "payload" not in listed["items"][1] and "payload_base64" not in listed["items"][0]
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    cert = Certificate("ab" * 32, "thing", "t1", "01", now, now, None, "PEM")
+    assert plain(CertificateView.of(cert)) == cert.to_json()
+    assert plain(CertificateView.of(cert, pem=True)) == {**cert.to_json(), "pem": "PEM"}

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from hedgerow.cloud import domain
-from hedgerow.cloud.api.edge import ApiContext, Operation, items, path_param
+from hedgerow.cloud.api.edge import ApiContext, Operation, path_param
 from hedgerow.cloud.api.parsing import checked
-from hedgerow.cloud.api.responses import CoreCreated, Deleted, Items, respond
+from hedgerow.cloud.api.responses import CoreCreated, CoreList, CoreView, Deleted, respond
 from hedgerow.cloud.domain import Endpoint
 from hedgerow.cloud.services import CreatedCore
 
@@ -54,7 +54,7 @@ def core_created(result: CreatedCore) -> Response:
 
 
 async def list_cores(ctx: ApiContext, request: Request) -> Response:
-    return items(await ctx.services.cores.all())
+    return respond(CoreList.of(await ctx.services.cores.all()))
 
 
 async def create_core(ctx: ApiContext, request: Request, body: CreateCore) -> Response:
@@ -62,7 +62,7 @@ async def create_core(ctx: ApiContext, request: Request, body: CreateCore) -> Re
 
 
 async def get_core(ctx: ApiContext, request: Request) -> Response:
-    return JSONResponse((await ctx.services.cores.get(path_param(request, "core"))).to_json())
+    return respond(CoreView.of(await ctx.services.cores.get(path_param(request, "core"))))
 
 
 async def delete_core(ctx: ApiContext, request: Request) -> Response:
@@ -72,12 +72,12 @@ async def delete_core(ctx: ApiContext, request: Request) -> Response:
 
 async def set_connectivity(ctx: ApiContext, request: Request, body: Connectivity) -> Response:
     core = await ctx.services.cores.set_connectivity(path_param(request, "core"), body.endpoints)
-    return JSONResponse(core.to_json())
+    return respond(CoreView.of(core))
 
 
 async def update_core(ctx: ApiContext, request: Request, body: UpdateCore) -> Response:
     core = await ctx.services.cores.set_connectivity(path_param(request, "core"), body.endpoints)
-    return JSONResponse(core.to_json())
+    return respond(CoreView.of(core))
 
 
 async def core_bundle(ctx: ApiContext, request: Request) -> Response:
@@ -85,7 +85,7 @@ async def core_bundle(ctx: ApiContext, request: Request) -> Response:
 
 
 OPERATIONS = [
-    Operation("GET", "/api/v1/cores", "List cores", list_cores, response=Items),
+    Operation("GET", "/api/v1/cores", "List cores", list_cores, response=CoreList),
     Operation(
         "POST",
         "/api/v1/cores",
@@ -95,8 +95,8 @@ OPERATIONS = [
         status=201,
         response=CoreCreated,
     ),
-    Operation("GET", CORE, "Show a core", get_core),
-    Operation("PATCH", CORE, "Update a core", update_core, body=UpdateCore),
+    Operation("GET", CORE, "Show a core", get_core, response=CoreView),
+    Operation("PATCH", CORE, "Update a core", update_core, body=UpdateCore, response=CoreView),
     Operation(
         "DELETE",
         CORE,
@@ -105,7 +105,12 @@ OPERATIONS = [
         response=Deleted,
     ),
     Operation(
-        "PUT", CORE + "/connectivity", "Set connectivity", set_connectivity, body=Connectivity
+        "PUT",
+        CORE + "/connectivity",
+        "Set connectivity",
+        set_connectivity,
+        body=Connectivity,
+        response=CoreView,
     ),
     Operation(
         "POST",

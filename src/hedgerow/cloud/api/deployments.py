@@ -6,21 +6,24 @@ from dataclasses import dataclass
 from typing import Literal
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from hedgerow.cloud import domain
 from hedgerow.cloud.api.edge import (
     ApiContext,
     Operation,
     Query,
-    created,
     int_param,
-    items,
     path_param,
 )
 from hedgerow.cloud.api.functions import CreateFunction, new_function_parts
 from hedgerow.cloud.api.parsing import UNSET, checked, described
-from hedgerow.cloud.api.responses import FleetApplied, Items, respond
+from hedgerow.cloud.api.responses import (
+    DeploymentList,
+    DeploymentView,
+    FleetApplied,
+    respond,
+)
 from hedgerow.cloud.domain import DeploymentKind
 from hedgerow.cloud.errors import InvalidInput
 from hedgerow.cloud.services import FleetFunction, FleetSubscription
@@ -77,20 +80,22 @@ async def deploy(ctx: ApiContext, request: Request, body: Deploy) -> Response:
         KINDS[body.kind],
         body.deployment_id if body.kind == "redeploy" else None,
     )
-    return created(deployment.to_json())
+    return respond(DeploymentView.of(deployment), 201)
 
 
 async def list_deployments(ctx: ApiContext, request: Request) -> Response:
-    return items(
-        await ctx.services.deployments.all(
-            path_param(request, "group"), int_param(request, "limit", 100, 1)
+    return respond(
+        DeploymentList.of(
+            await ctx.services.deployments.all(
+                path_param(request, "group"), int_param(request, "limit", 100, 1)
+            )
         )
     )
 
 
 async def get_deployment(ctx: ApiContext, request: Request) -> Response:
     found = await ctx.services.deployments.get(path_param(request, "deployment"))
-    return JSONResponse(found.to_json())
+    return respond(DeploymentView.of(found))
 
 
 async def fleet_apply(ctx: ApiContext, request: Request, body: FleetApply) -> Response:
@@ -123,6 +128,7 @@ OPERATIONS = [
         deploy,
         body=Deploy,
         status=201,
+        response=DeploymentView,
     ),
     Operation(
         "GET",
@@ -130,13 +136,14 @@ OPERATIONS = [
         "Deployment history (newest first)",
         list_deployments,
         query=(Query("limit", "integer"),),
-        response=Items,
+        response=DeploymentList,
     ),
     Operation(
         "GET",
         "/api/v1/deployments/{deployment}",
         "A deployment with its status events",
         get_deployment,
+        response=DeploymentView,
     ),
     Operation(
         "POST",

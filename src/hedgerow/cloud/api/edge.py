@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from hedgerow.cloud.errors import InvalidInput, TooLarge, Unauthorized
 from hedgerow.cloud.services import CloudServices
@@ -173,11 +172,3 @@ def time_param(request: Request, name: str) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return moment.timestamp()
-
-
-def items(values: Sequence[Any]) -> JSONResponse:
-    return JSONResponse({"items": [v.to_json() for v in values], "count": len(values)})
-
-
-def created(body: Any) -> JSONResponse:
-    return JSONResponse(body, status_code=201)

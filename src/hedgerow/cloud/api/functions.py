@@ -6,20 +6,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from hedgerow.cloud import domain
 from hedgerow.cloud.api.edge import (
     ApiContext,
     Operation,
     Query,
-    created,
-    items,
     path_param,
     read_body,
 )
 from hedgerow.cloud.api.parsing import UNSET, Unset, checked, described, present
-from hedgerow.cloud.api.responses import ArtifactStored, Deleted, Items, respond
+from hedgerow.cloud.api.responses import (
+    ArtifactStored,
+    Deleted,
+    FunctionList,
+    FunctionView,
+    respond,
+)
 from hedgerow.cloud.errors import InvalidInput
 
 FUNCTIONS = "/api/v1/groups/{group}/functions"
@@ -107,14 +111,14 @@ async def get_artifact(ctx: ApiContext, request: Request) -> Response:
 
 
 async def list_functions(ctx: ApiContext, request: Request) -> Response:
-    return items(await ctx.services.functions.all(path_param(request, "group")))
+    return respond(FunctionList.of(await ctx.services.functions.all(path_param(request, "group"))))
 
 
 async def create_function(ctx: ApiContext, request: Request, body: CreateFunction) -> Response:
     name = domain.validate_name(body.name or None, "function name")
     settings, sha = new_function_parts(body, name)
     result = await ctx.services.functions.create(path_param(request, "group"), name, settings, sha)
-    return created(result.to_json())
+    return respond(FunctionView.of(result), 201)
 
 
 async def get_function(ctx: ApiContext, request: Request) -> Response:
@@ -126,7 +130,7 @@ async def get_function(ctx: ApiContext, request: Request) -> Response:
         path_param(request, "function"),
         int(version) if version else None,
     )
-    return JSONResponse(found.to_json())
+    return respond(FunctionView.of(found))
 
 
 async def update_function(ctx: ApiContext, request: Request, body: UpdateFunction) -> Response:
@@ -136,7 +140,7 @@ async def update_function(ctx: ApiContext, request: Request, body: UpdateFunctio
         body.settings(),
         body.sha256(),
     )
-    return JSONResponse(updated.to_json())
+    return respond(FunctionView.of(updated))
 
 
 async def delete_function(ctx: ApiContext, request: Request) -> Response:
@@ -147,9 +151,11 @@ async def delete_function(ctx: ApiContext, request: Request) -> Response:
 
 
 async def function_versions(ctx: ApiContext, request: Request) -> Response:
-    return items(
-        await ctx.services.functions.versions(
-            path_param(request, "group"), path_param(request, "function")
+    return respond(
+        FunctionList.of(
+            await ctx.services.functions.versions(
+                path_param(request, "group"), path_param(request, "function")
+            )
         )
     )
 
@@ -171,9 +177,17 @@ OPERATIONS = [
         get_artifact,
         produces="application/zip",
     ),
-    Operation("GET", FUNCTIONS, "List functions (latest versions)", list_functions, response=Items),
     Operation(
-        "POST", FUNCTIONS, "Create a function", create_function, body=CreateFunction, status=201
+        "GET", FUNCTIONS, "List functions (latest versions)", list_functions, response=FunctionList
+    ),
+    Operation(
+        "POST",
+        FUNCTIONS,
+        "Create a function",
+        create_function,
+        body=CreateFunction,
+        status=201,
+        response=FunctionView,
     ),
     Operation(
         "GET",
@@ -181,14 +195,22 @@ OPERATIONS = [
         "Show a function",
         get_function,
         query=(Query("version", "integer"),),
+        response=FunctionView,
     ),
-    Operation("PATCH", FUNCTION, "New version of a function", update_function, body=UpdateFunction),
+    Operation(
+        "PATCH",
+        FUNCTION,
+        "New version of a function",
+        update_function,
+        body=UpdateFunction,
+        response=FunctionView,
+    ),
     Operation("DELETE", FUNCTION, "Delete a function", delete_function, response=Deleted),
     Operation(
         "GET",
         FUNCTION + "/versions",
         "All versions of a function",
         function_versions,
-        response=Items,
+        response=FunctionList,
     ),
 ]

@@ -6,12 +6,20 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from hedgerow.cloud import domain
-from hedgerow.cloud.api.edge import ApiContext, Operation, created, items, path_param
+from hedgerow.cloud.api.edge import ApiContext, Operation, path_param
 from hedgerow.cloud.api.parsing import checked
-from hedgerow.cloud.api.responses import Deleted, Detached, GroupCAs, Items, respond
+from hedgerow.cloud.api.responses import (
+    Deleted,
+    Detached,
+    GroupCAs,
+    GroupList,
+    GroupView,
+    ThingView,
+    respond,
+)
 from hedgerow.cloud.errors import InvalidInput
 
 GROUP = "/api/v1/groups/{group}"
@@ -65,7 +73,7 @@ class AttachThing:
 
 
 async def list_groups(ctx: ApiContext, request: Request) -> Response:
-    return items(await ctx.services.groups.all())
+    return respond(GroupList.of(await ctx.services.groups.all()))
 
 
 async def create_group(ctx: ApiContext, request: Request, body: CreateGroup) -> Response:
@@ -75,11 +83,11 @@ async def create_group(ctx: ApiContext, request: Request, body: CreateGroup) -> 
         dict(body.settings),
         body.ca_rotation_days,
     )
-    return created(group.to_json())
+    return respond(GroupView.of(group), 201)
 
 
 async def get_group(ctx: ApiContext, request: Request) -> Response:
-    return JSONResponse((await ctx.services.groups.get(path_param(request, "group"))).to_json())
+    return respond(GroupView.of(await ctx.services.groups.get(path_param(request, "group"))))
 
 
 async def update_group(ctx: ApiContext, request: Request, body: UpdateGroup) -> Response:
@@ -89,7 +97,7 @@ async def update_group(ctx: ApiContext, request: Request, body: UpdateGroup) -> 
         settings=dict(body.settings) if body.settings is not None else None,
         ca_rotation_days=body.ca_rotation_days,
     )
-    return JSONResponse(group.to_json())
+    return respond(GroupView.of(group))
 
 
 async def delete_group(ctx: ApiContext, request: Request) -> Response:
@@ -107,7 +115,7 @@ async def rotate_group_ca(ctx: ApiContext, request: Request) -> Response:
 
 async def attach_thing(ctx: ApiContext, request: Request, body: AttachThing) -> Response:
     thing = await ctx.services.things.attach(path_param(request, "group"), body.thing)
-    return created(thing.to_json())
+    return respond(ThingView.of(thing), 201)
 
 
 async def detach_thing(ctx: ApiContext, request: Request) -> Response:
@@ -116,12 +124,18 @@ async def detach_thing(ctx: ApiContext, request: Request) -> Response:
 
 
 OPERATIONS = [
-    Operation("GET", "/api/v1/groups", "List groups", list_groups, response=Items),
+    Operation("GET", "/api/v1/groups", "List groups", list_groups, response=GroupList),
     Operation(
-        "POST", "/api/v1/groups", "Create a group", create_group, body=CreateGroup, status=201
+        "POST",
+        "/api/v1/groups",
+        "Create a group",
+        create_group,
+        body=CreateGroup,
+        status=201,
+        response=GroupView,
     ),
-    Operation("GET", GROUP, "Show a group", get_group),
-    Operation("PATCH", GROUP, "Update a group", update_group, body=UpdateGroup),
+    Operation("GET", GROUP, "Show a group", get_group, response=GroupView),
+    Operation("PATCH", GROUP, "Update a group", update_group, body=UpdateGroup, response=GroupView),
     Operation(
         "DELETE",
         GROUP,
@@ -140,7 +154,13 @@ OPERATIONS = [
         "POST", GROUP + "/cas/rotate", "Rotate the group CA now", rotate_group_ca, response=GroupCAs
     ),
     Operation(
-        "POST", GROUP + "/things", "Attach a thing", attach_thing, body=AttachThing, status=201
+        "POST",
+        GROUP + "/things",
+        "Attach a thing",
+        attach_thing,
+        body=AttachThing,
+        status=201,
+        response=ThingView,
     ),
     Operation(
         "DELETE", GROUP + "/things/{thing}", "Detach a thing", detach_thing, response=Detached

@@ -18,12 +18,11 @@ from hedgerow.cloud.api.edge import (
     Operation,
     Query,
     int_param,
-    items,
     optional_id_param,
     time_param,
 )
 from hedgerow.cloud.api.parsing import checked, described
-from hedgerow.cloud.api.responses import Items, Published, StreamTicket, respond
+from hedgerow.cloud.api.responses import MessageList, Published, StreamTicket, respond
 from hedgerow.cloud.errors import CloudError, InvalidInput
 from hedgerow.cloud.services import TelemetryService
 from hedgerow.cloud.services.telemetry import payload_text
@@ -77,7 +76,7 @@ async def query_messages(ctx: ApiContext, request: Request) -> Response:
         after_id=optional_id_param(request, "after_id"),
         newest_first=order == "desc",
     )
-    return items(found)
+    return respond(MessageList.of(found))
 
 
 async def publish(ctx: ApiContext, request: Request, body: Publish) -> Response:
@@ -166,7 +165,7 @@ OPERATIONS = [
             Query("order", description="asc or desc"),
             Query("after_id", "integer"),
         ),
-        response=Items,
+        response=MessageList,
     ),
     Operation(
         "POST",

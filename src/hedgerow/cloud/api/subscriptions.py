@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
-from hedgerow.cloud.api.edge import ApiContext, Operation, created, items, path_param
+from hedgerow.cloud.api.edge import ApiContext, Operation, path_param
 from hedgerow.cloud.api.parsing import UNSET, Unset, described, present
-from hedgerow.cloud.api.responses import Deleted, Items, respond
+from hedgerow.cloud.api.responses import Deleted, SubscriptionList, SubscriptionView, respond
 from hedgerow.cloud.errors import InvalidInput
 
 SUBSCRIPTIONS = "/api/v1/groups/{group}/subscriptions"
@@ -45,21 +45,23 @@ def subscription_id(request: Request) -> int:
 
 
 async def list_subscriptions(ctx: ApiContext, request: Request) -> Response:
-    return items(await ctx.services.subscriptions.all(path_param(request, "group")))
+    return respond(
+        SubscriptionList.of(await ctx.services.subscriptions.all(path_param(request, "group")))
+    )
 
 
 async def add_subscription(ctx: ApiContext, request: Request, body: AddSubscription) -> Response:
     sub = await ctx.services.subscriptions.add(
         path_param(request, "group"), body.source, body.topic, body.target
     )
-    return created(sub.to_json())
+    return respond(SubscriptionView.of(sub), 201)
 
 
 async def get_subscription(ctx: ApiContext, request: Request) -> Response:
     found = await ctx.services.subscriptions.get(
         path_param(request, "group"), subscription_id(request)
     )
-    return JSONResponse(found.to_json())
+    return respond(SubscriptionView.of(found))
 
 
 async def update_subscription(
@@ -68,7 +70,7 @@ async def update_subscription(
     updated = await ctx.services.subscriptions.update(
         path_param(request, "group"), subscription_id(request), present(body)
     )
-    return JSONResponse(updated.to_json())
+    return respond(SubscriptionView.of(updated))
 
 
 async def delete_subscription(ctx: ApiContext, request: Request) -> Response:
@@ -77,7 +79,9 @@ async def delete_subscription(ctx: ApiContext, request: Request) -> Response:
 
 
 OPERATIONS = [
-    Operation("GET", SUBSCRIPTIONS, "List subscriptions", list_subscriptions, response=Items),
+    Operation(
+        "GET", SUBSCRIPTIONS, "List subscriptions", list_subscriptions, response=SubscriptionList
+    ),
     Operation(
         "POST",
         SUBSCRIPTIONS,
@@ -85,10 +89,18 @@ OPERATIONS = [
         add_subscription,
         body=AddSubscription,
         status=201,
+        response=SubscriptionView,
     ),
-    Operation("GET", SUBSCRIPTION, "Show a subscription", get_subscription),
     Operation(
-        "PATCH", SUBSCRIPTION, "Change a subscription", update_subscription, body=UpdateSubscription
+        "GET", SUBSCRIPTION, "Show a subscription", get_subscription, response=SubscriptionView
+    ),
+    Operation(
+        "PATCH",
+        SUBSCRIPTION,
+        "Change a subscription",
+        update_subscription,
+        body=UpdateSubscription,
+        response=SubscriptionView,
     ),
     Operation(
         "DELETE", SUBSCRIPTION, "Remove a subscription", delete_subscription, response=Deleted

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from hedgerow.cloud import domain
 from hedgerow.cloud.api.edge import (
@@ -14,11 +14,19 @@ from hedgerow.cloud.api.edge import (
     Operation,
     Query,
     int_param,
-    items,
     path_param,
 )
 from hedgerow.cloud.api.parsing import checked, described
-from hedgerow.cloud.api.responses import Deleted, Items, Revoked, ThingCreated, respond
+from hedgerow.cloud.api.responses import (
+    CertificateList,
+    CertificateView,
+    Deleted,
+    Revoked,
+    ThingCreated,
+    ThingList,
+    ThingView,
+    respond,
+)
 from hedgerow.cloud.errors import InvalidInput
 from hedgerow.cloud.services import CreatedThing
 
@@ -79,12 +87,14 @@ def thing_created(result: CreatedThing) -> Response:
 
 
 async def list_things(ctx: ApiContext, request: Request) -> Response:
-    return items(
-        await ctx.services.things.all(
-            group=request.query_params.get("group"),
-            prefix=request.query_params.get("prefix", ""),
-            limit=int_param(request, "limit", 1000, 1),
-            offset=int_param(request, "offset", 0, 0, 10**9),
+    return respond(
+        ThingList.of(
+            await ctx.services.things.all(
+                group=request.query_params.get("group"),
+                prefix=request.query_params.get("prefix", ""),
+                limit=int_param(request, "limit", 1000, 1),
+                offset=int_param(request, "offset", 0, 0, 10**9),
+            )
         )
     )
 
@@ -98,12 +108,12 @@ async def create_thing(ctx: ApiContext, request: Request, body: CreateThing) -> 
 
 
 async def get_thing(ctx: ApiContext, request: Request) -> Response:
-    return JSONResponse((await ctx.services.things.get(path_param(request, "thing"))).to_json())
+    return respond(ThingView.of(await ctx.services.things.get(path_param(request, "thing"))))
 
 
 async def update_thing(ctx: ApiContext, request: Request, body: UpdateThing) -> Response:
     thing = await ctx.services.things.update(path_param(request, "thing"), body.attributes)
-    return JSONResponse(thing.to_json())
+    return respond(ThingView.of(thing))
 
 
 async def delete_thing(ctx: ApiContext, request: Request) -> Response:
@@ -121,21 +131,23 @@ async def thing_certificate(ctx: ApiContext, request: Request, body: NewCertific
 
 
 async def list_certificates(ctx: ApiContext, request: Request) -> Response:
-    return items(
-        await ctx.services.certificates.all(
-            request.query_params.get("owner"), request.query_params.get("kind")
+    return respond(
+        CertificateList.of(
+            await ctx.services.certificates.all(
+                request.query_params.get("owner"), request.query_params.get("kind")
+            )
         )
     )
 
 
 async def get_certificate(ctx: ApiContext, request: Request) -> Response:
     cert = await ctx.services.certificates.get(path_param(request, "fingerprint"))
-    return JSONResponse({**cert.to_json(), "pem": cert.pem})
+    return respond(CertificateView.of(cert, pem=True))
 
 
 async def revoke_certificate(ctx: ApiContext, request: Request) -> Response:
     cert = await ctx.services.certificates.revoke(path_param(request, "fingerprint"))
-    return JSONResponse(cert.to_json())
+    return respond(CertificateView.of(cert))
 
 
 OPERATIONS = [
@@ -150,7 +162,7 @@ OPERATIONS = [
             Query("limit", "integer"),
             Query("offset", "integer"),
         ),
-        response=Items,
+        response=ThingList,
     ),
     Operation(
         "POST",
@@ -161,8 +173,8 @@ OPERATIONS = [
         status=201,
         response=ThingCreated,
     ),
-    Operation("GET", THING, "Show a thing", get_thing),
-    Operation("PATCH", THING, "Update a thing", update_thing, body=UpdateThing),
+    Operation("GET", THING, "Show a thing", get_thing, response=ThingView),
+    Operation("PATCH", THING, "Update a thing", update_thing, body=UpdateThing, response=ThingView),
     Operation(
         "DELETE",
         THING,
@@ -192,8 +204,14 @@ OPERATIONS = [
         "List certificates",
         list_certificates,
         query=(Query("owner"), Query("kind")),
-        response=Items,
+        response=CertificateList,
     ),
-    Operation("GET", CERTIFICATE, "Show a certificate", get_certificate),
-    Operation("POST", CERTIFICATE + "/revoke", "Revoke a certificate", revoke_certificate),
+    Operation("GET", CERTIFICATE, "Show a certificate", get_certificate, response=CertificateView),
+    Operation(
+        "POST",
+        CERTIFICATE + "/revoke",
+        "Revoke a certificate",
+        revoke_certificate,
+        response=CertificateView,
+    ),
 ]
