@@ -19,7 +19,7 @@ import enum
 import types
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Literal, Protocol, TypeVar, Union, get_args, get_origin
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from hedgerow.cloud.errors import InvalidInput
 
@@ -42,12 +42,6 @@ class BodyError(InvalidInput):
     """A body field of the wrong JSON type or missing (422, ``field`` is its path)."""
 
     status = 422
-
-
-class Model(Protocol):
-    """A request model: a frozen dataclass, optionally refusing fields it does not know."""
-
-    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
 
 
 def checked(
@@ -151,14 +145,13 @@ def _value(hint: Any, raw: object, where: str) -> Any:
         options = get_args(hint)
         if raw is None and type(None) in options:
             return None
-        errors: list[InvalidInput] = []
         for option in options:
             if option is type(None) or option is Unset:
                 continue
             try:
                 return _value(option, raw, where)
-            except InvalidInput as exc:
-                errors.append(exc)
+            except InvalidInput:
+                continue
         raise BodyError(f"{where} must be {describe(hint)}", field=where)
     if origin is Literal:
         if raw in get_args(hint):
