@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import logging
@@ -314,7 +315,7 @@ async def test_deployments_snapshot_sign_and_history(cloud: Cloud) -> None:
     )
     first = await cloud.ok("POST", "/api/v1/groups/g/deployments", json={})
     assert first["status"] == "Pending" and first["core"] == "pi-1"
-    core, text, signature = await cloud.server.services._run(
+    core, text, signature = await asyncio.to_thread(
         cloud.server.services.repository.deployment_document, first["deployment_id"]
     )
     verify = pki.verify_key_from_pem((cloud.data / "pki" / "deploy-verify.pem").read_bytes())
@@ -335,14 +336,14 @@ async def test_deployments_snapshot_sign_and_history(cloud: Cloud) -> None:
         "/api/v1/groups/g/deployments",
         json={"kind": "redeploy", "deployment_id": first["deployment_id"]},
     )
-    _, text2, _ = await cloud.server.services._run(
+    _, text2, _ = await asyncio.to_thread(
         cloud.server.services.repository.deployment_document, redeploy["deployment_id"]
     )
     assert json.loads(text2)["functions"][0]["timeout_s"] == 3.0, (
         "a redeployment freezes the old snapshot"
     )
     reset = await cloud.ok("POST", "/api/v1/groups/g/deployments", json={"kind": "reset"})
-    _, text3, _ = await cloud.server.services._run(
+    _, text3, _ = await asyncio.to_thread(
         cloud.server.services.repository.deployment_document, reset["deployment_id"]
     )
     assert json.loads(text3)["functions"] == [] and json.loads(text3)["subscriptions"] == []
@@ -417,4 +418,4 @@ async def test_revoking_a_thing(cloud: Cloud) -> None:
     await cloud.ok("DELETE", "/api/v1/things/gone")
     assert (await cloud.api.get("/api/v1/things/gone")).status_code == 404
     assert (await cloud.ok("GET", f"/api/v1/certificates/{other_fp}"))["status"] == "revoked"
-    assert other_fp in await cloud.server.services.revocations()
+    assert other_fp in await cloud.server.services.certificates.revocations()

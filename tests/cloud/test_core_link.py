@@ -299,7 +299,7 @@ async def test_group_ca_rotation_reaches_the_core(cloud: Cloud, tmp_path: Path) 
         services = cloud.server.services
         future = pki.now() + dt.timedelta(days=8)
         await asyncio.to_thread(services.pki.group_cas, "factory-1", None, at=future)
-        await services.rotate_due_group_cas()
+        await services.groups.rotate_due_cas()
         async with asyncio.timeout(WAIT):
             message = await core.get_message()
         latest = json.loads(message.payload)["group_cas"]

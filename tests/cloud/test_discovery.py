@@ -184,7 +184,7 @@ async def test_revoked_and_expired_certificates_are_refused(cloud: Cloud, tmp_pa
         .not_valid_after(past + dt.timedelta(days=1))
         .sign(root.key, hashes.SHA256())
     )
-    await cloud.server.services._run(
+    await asyncio.to_thread(
         cloud.server.services.repository.add_thing_certificate,
         "old-sensor",
         record_of(expired, "thing", "old-sensor"),

@@ -14,9 +14,10 @@ from hedgerow.cloud.domain import (
     FunctionSettings,
     FunctionVersion,
     Group,
+    Subscription,
 )
 from hedgerow.cloud.errors import InvalidInput
-from hedgerow.cloud.storage.repository import DiscoveryGroup, Snapshot, Subscription
+from hedgerow.cloud.storage.repository import DiscoveryGroup, Snapshot
 
 
 @pytest.mark.parametrize("name", ["a", "pi-1", "bme680_1.x", "A" * 128, "0start"])

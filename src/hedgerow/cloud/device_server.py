@@ -30,7 +30,10 @@ import h11
 from cryptography import x509
 
 from hedgerow import pki
-from hedgerow.cloud import discovery, membership
+from hedgerow.cloud import discovery, domain
+from hedgerow.cloud.api.cores import Connectivity
+from hedgerow.cloud.api.edge import decode_json_object
+from hedgerow.cloud.api.parsing import checked, parse
 from hedgerow.cloud.domain import CertificateKind
 from hedgerow.cloud.errors import (
     CloudError,
@@ -80,6 +83,20 @@ def error_response(exc: CloudError, *, discovery_request: bool) -> Response:
     if discovery_request and status == 403:
         status = 401  # the V1 SDKs know 401 (DiscoveryUnauthorizedException), not 403
     return json_response(status, discovery.error_body(status, exc.message))
+
+
+def _csr(value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput("csr must be a PEM string", field="csr")
+    return value
+
+
+@dataclass(frozen=True)
+class ServerCertificateRequest:
+    """``POST /core/v1/certificate``: the core's CSR and the names it answers to."""
+
+    csr: str = checked(_csr)
+    hosts: list[str] = checked(domain.validate_hosts, default_factory=list)
 
 
 class DeviceServer:
@@ -226,7 +243,7 @@ class DeviceServer:
                     raise InvalidInput("discovery takes GET")
                 return await self._discover(unquote(path[len(DISCOVERY_PREFIX) :]), cert)
             if path.startswith("/core/v1/"):
-                core = await self.services.check_identity(
+                core = await self.services.identities.check_identity(
                     pki.fingerprint(cert), CertificateKind.CORE
                 )
                 return await self._core_api(core, method, path[len("/core/v1/") :], body)
@@ -241,28 +258,29 @@ class DeviceServer:
             return json_response(500, discovery.error_body(500, "internal error"))
 
     async def _discover(self, thing: str, cert: x509.Certificate) -> Response:
-        return json_response(200, await self.services.discover_as(cert, thing))
+        return json_response(200, await self.services.devices.discover_as(cert, thing))
 
     async def _core_api(self, core: str, method: str, path: str, body: bytes) -> Response:
         routes: dict[tuple[str, str], Callable[[], Awaitable[Response]]] = {
-            ("POST", "certificate"): lambda: self._json(
-                self.services.sign_core_certificate(core, _json_body(body))
-            ),
+            ("POST", "certificate"): lambda: self._certificate(core, body),
             ("PUT", "connectivity"): lambda: self._connectivity(core, body),
             ("GET", "deployments/latest"): lambda: self._latest(core),
             ("GET", "revocations"): lambda: self._revocations(),
-            ("GET", "group-cas"): lambda: self._json(self.services.core_group_cas(core)),
-            ("GET", "things"): lambda: self._json(membership.core_things(self.services, core)),
+            ("GET", "group-cas"): lambda: self._json(self.services.devices.core_group_cas(core)),
+            ("GET", "things"): lambda: self._json(self.services.membership.core_things(core)),
         }
         handler = routes.get((method, path))
         if handler is not None:
             return await handler()
         if method == "GET" and path.startswith("deployments/"):
             return json_response(
-                200, await self.services.deployment_document(core, path[len("deployments/") :])
+                200,
+                await self.services.deployments.document_for_core(
+                    core, path[len("deployments/") :]
+                ),
             )
         if method == "GET" and path.startswith("artifacts/"):
-            data = await self.services.core_artifact(core, path[len("artifacts/") :])
+            data = await self.services.devices.core_artifact(core, path[len("artifacts/") :])
             return Response(200, data, b"application/zip")
         if any(p == path for _, p in routes):
             raise InvalidInput(f"method {method} is not allowed on /core/v1/{path}")
@@ -272,25 +290,23 @@ class DeviceServer:
     async def _json(result: Awaitable[dict[str, Any]]) -> Response:
         return json_response(200, await result)
 
+    async def _certificate(self, core: str, body: bytes) -> Response:
+        request = parse(ServerCertificateRequest, decode_json_object(body))
+        return json_response(
+            200,
+            await self.services.devices.sign_core_certificate(core, request.csr, request.hosts),
+        )
+
     async def _connectivity(self, core: str, body: bytes) -> Response:
-        await self.services.set_connectivity(core, _json_body(body))
+        connectivity = parse(Connectivity, decode_json_object(body))
+        await self.services.cores.set_connectivity(core, connectivity.endpoints)
         return json_response(200, {})
 
     async def _latest(self, core: str) -> Response:
-        latest = await self.services.latest_deployment(core)
+        latest = await self.services.deployments.latest_for_core(core)
         if latest is None:
             raise NotFound("deployment", core, f"core {core!r} has no deployment yet")
         return json_response(200, {"deployment_id": latest})
 
     async def _revocations(self) -> Response:
-        return json_response(200, {"fingerprints": await self.services.revocations()})
-
-
-def _json_body(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body) if body else {}
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"malformed JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise InvalidInput("the body must be a JSON object")
-    return data
+        return json_response(200, {"fingerprints": await self.services.certificates.revocations()})

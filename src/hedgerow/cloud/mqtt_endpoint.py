@@ -31,7 +31,7 @@ from hedgerow.client import Client, ClientError
 from hedgerow.cloud.domain import CertificateKind
 from hedgerow.cloud.errors import CloudError, ConfigError
 from hedgerow.cloud.ingest import IngestWorker
-from hedgerow.cloud.services import CloudServices
+from hedgerow.cloud.services import DeploymentService, IdentityService
 from hedgerow.contract.topics import (
     FROM_CORE,
     CoreLeaf,
@@ -79,21 +79,21 @@ class RouteCache:
 
 
 class CoreAuthenticator:
-    def __init__(self, services: CloudServices) -> None:
-        self.services = services
+    def __init__(self, identities: IdentityService) -> None:
+        self.identities = identities
 
     async def authenticate(self, info: ConnectInfo) -> Identity:
         if info.peer_cert is None:
             raise Refused(NOT_AUTHORIZED, "no client certificate", silent=True)
         try:
-            core = await self.services.check_identity(
+            core = await self.identities.check_identity(
                 info.peer_cert.fingerprint, CertificateKind.CORE
             )
-            group = (await self.services.get_core(core)).group
+            group = await self.identities.core_group(core)
         except CloudError as exc:
             log.info("mqtt.refused client_id=%s reason=%s", info.client_id, exc.message)
             raise Refused(NOT_AUTHORIZED, exc.message) from exc
-        await self.services.record_heartbeat(core, b"")  # last seen: now
+        await self.identities.record_heartbeat(core, b"")  # last seen: now
         log.info("mqtt.core_connected core=%s group=%s", core, group)
         return Identity(
             core,
@@ -149,10 +149,10 @@ class CoreEvent:
 
 
 class CoreEvents:
-    """Deployment status and heartbeats from cores, handled off the broker's hot path."""
+    """Deployment status and heartbeats from cores, handled off the broker's hot path
+    (queued by ``offer``, recorded by ``run`` through the services it is given)."""
 
-    def __init__(self, services: CloudServices) -> None:
-        self.services = services
+    def __init__(self) -> None:
         self.queue: asyncio.Queue[CoreEvent] = asyncio.Queue(EVENT_QUEUE_SIZE)
 
     def offer(self, core: str, kind: str, payload: bytes) -> None:
@@ -163,14 +163,16 @@ class CoreEvents:
         except asyncio.QueueFull:
             log.warning("mqtt.core_event_dropped core=%s kind=%s", core, kind)
 
-    async def run(self) -> None:
+    async def run(self, deployments: DeploymentService, identities: IdentityService) -> None:
         while True:
             event = await self.queue.get()
             try:
                 if event.kind == CoreLeaf.DEPLOYMENT_STATUS:
-                    await self.services.record_status(event.core, event.payload)
+                    await deployments.record_status(event.core, event.payload)
                 else:
-                    await self.services.record_heartbeat(event.core, event.payload)
+                    heartbeat = await identities.record_heartbeat(event.core, event.payload)
+                    if heartbeat is not None and heartbeat.refused:
+                        await deployments.redeploy_refused(event.core, heartbeat)
             except CloudError as exc:
                 log.warning(
                     "mqtt.core_event_refused core=%s kind=%s reason=%s",
@@ -207,22 +209,16 @@ class CloudInterceptor:
 class BrokerNotifier:
     """Notifications through the embedded broker (QoS 1, retained)."""
 
-    def __init__(self) -> None:
-        self.broker: Broker | None = None
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool) -> None:
-        if self.broker is None:
-            log.warning("mqtt.not_running topic=%s", topic)
-            return
         await self.broker.publish(topic, payload, qos=1, retain=retain)
 
     async def disconnect(self, identity: str, reason: str) -> None:
-        if self.broker is not None:
-            count = self.broker.disconnect_where(lambda i: i.name == identity, reason)
-            if count:
-                log.info(
-                    "mqtt.disconnected identity=%s count=%s reason=%s", identity, count, reason
-                )
+        count = self.broker.disconnect_where(lambda i: i.name == identity, reason)
+        if count:
+            log.info("mqtt.disconnected identity=%s count=%s reason=%s", identity, count, reason)
 
 
 def parse_broker_url(url: str) -> tuple[str, int, bool]:

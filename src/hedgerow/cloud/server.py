@@ -39,7 +39,16 @@ from hedgerow.cloud.mqtt_endpoint import (
     RouteCache,
 )
 from hedgerow.cloud.pki_service import PKIService
-from hedgerow.cloud.services import CloudServices, Notifier, PublicEndpoints
+from hedgerow.cloud.services import (
+    CloudServices,
+    IdentityService,
+    MessagesWritten,
+    Notifier,
+    NullNotifier,
+    PublicEndpoints,
+    RoutesChanged,
+)
+from hedgerow.cloud.services.notify import routes_unchanged
 from hedgerow.cloud.storage.database import create_engine, migrate
 from hedgerow.cloud.storage.repository import Repository
 from hedgerow.cloud.storage.sealed_keys import SealedKeyStore
@@ -162,6 +171,9 @@ class CloudServer:
             self.endpoints = None
 
     async def _start(self) -> None:
+        """Build every part complete, in dependency order: storage, PKI, the MQTT side
+        (which needs only the repository to admit cores), then the services with the
+        notifier that MQTT side provides, then the device server and the API."""
         cfg = self.config
         paths = cfg.paths
         check_modes(cfg)  # refuses secrets others can read before anything else
@@ -180,31 +192,24 @@ class CloudServer:
             overlap_days=cfg.group_ca_overlap_days,
             keys=group_ca_keys,
         )
-        broker_notifier = BrokerNotifier()
-        notifier: Notifier = broker_notifier
-        self.services = services = CloudServices(
-            repository, pki_service, notifier, PublicEndpoints("", "")
-        )
-        services.artifacts = ArtifactCache(paths.artifacts)
-        self.routes = RouteCache(repository.all_cloud_routes)
-        events = CoreEvents(services)
-
-        def written() -> None:
-            services.messages_written.set()
-            services.messages_written.clear()
-
+        identities = IdentityService(repository, repository)
+        written = MessagesWritten()
         self.ingest = await self._stack.enter_async_context(
-            IngestWorker(repository, retention_days=cfg.retention_days, on_written=written)
+            IngestWorker(repository, retention_days=cfg.retention_days, on_written=written.set)
         )
         self._tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
         self._stack.push_async_callback(self._stop_tasks)
+        self.routes = RouteCache(repository.all_cloud_routes)
+        events = CoreEvents()
 
+        notifier: Notifier
+        routes_changed: RoutesChanged = routes_unchanged
         mqtt_bound: tuple[str, int] | None = None
         if cfg.broker:
             client_ssl = pki.client_context(
                 str(paths.root_ca_cert), str(paths.cloud_client_cert), str(paths.cloud_client_key)
             )
-            self.link = ExternalBrokerLink(
+            self.link = notifier = ExternalBrokerLink(
                 cfg.broker,
                 client_ssl,
                 self.ingest,
@@ -212,20 +217,19 @@ class CloudServer:
                 share=cfg.ingest_share,
                 client_id=f"hedgerow-cloud-{uuid.uuid4().hex[:12]}",
             )
-            services.notifier = self.link
             self._spawn(self.link.run(), "cloud-external-broker")
         elif self.enable_mqtt:
             await self.routes.refresh()
-            services.on_routes_changed = self.routes.refresh
+            routes_changed = self.routes.refresh
             self._spawn(self.routes.run(), "cloud-routes")
             broker = Broker(
                 BrokerConfig(deny_policy="drop"),
-                authenticator=CoreAuthenticator(services),
+                authenticator=CoreAuthenticator(identities),
                 authorizer=CoreAuthorizer(self.routes),
             )
             self.broker = await self._stack.enter_async_context(broker)
-            broker_notifier.broker = broker
             self.broker.add_interceptor(CloudInterceptor(self.ingest, events))
+            notifier = BrokerNotifier(broker)
             mqtt_ssl = pki.server_context(
                 str(paths.server_cert),
                 str(paths.server_key),
@@ -233,7 +237,21 @@ class CloudServer:
                 require_client_cert=True,
             )
             mqtt_bound = await broker.listen(cfg.mqtt.host, cfg.mqtt.port, ssl=mqtt_ssl)
-        self._spawn(events.run(), "cloud-core-events")
+        else:
+            notifier = NullNotifier()
+            log.info("cloud.no_mqtt notifications=dropped")
+
+        self.services = services = CloudServices.build(
+            repository,
+            pki_service,
+            notifier=notifier,
+            endpoints=self.public_endpoints,
+            artifact_cache=ArtifactCache(paths.artifacts),
+            routes_changed=routes_changed,
+            messages_written=written,
+            identities=identities,
+        )
+        self._spawn(events.run(services.deployments, identities), "cloud-core-events")
         self._spawn(self._rotate_group_cas(), "cloud-ca-rotation")
 
         device = await self._stack.enter_async_context(
@@ -252,7 +270,6 @@ class CloudServer:
         self.endpoints = Endpoints(
             (str(api_bound[0]), int(api_bound[1])), device_bound, mqtt_bound, api_tls
         )
-        services.endpoints = PublicEndpoints(self.device_url, self.mqtt_url)
 
         tokens = [t for t in [self.admin_token] if t]
         self.tickets = Tickets(TicketStore(engine))
@@ -285,6 +302,10 @@ class CloudServer:
             "cloud.started api=%s device=%s mqtt=%s", self.api_url, self.device_url, self.mqtt_url
         )
 
+    def public_endpoints(self) -> PublicEndpoints:
+        """Where cores reach this cloud (for bundles), once the listeners are bound."""
+        return PublicEndpoints(self.device_url, self.mqtt_url)
+
     async def _serve_api(self, sock: socket.socket, started: asyncio.Event) -> None:
         assert self._uvicorn is not None
         server = self._uvicorn
@@ -310,7 +331,7 @@ class CloudServer:
         the cores of rotated groups are told at once."""
         while True:
             try:
-                await self.services.rotate_due_group_cas()
+                await self.services.groups.rotate_due_cas()
             except Exception as exc:
                 log.warning("cloud.ca_rotation_failed error=%s", exc)
             await asyncio.sleep(CA_ROTATION_CHECK_SECONDS)

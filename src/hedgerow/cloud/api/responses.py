@@ -1,0 +1,354 @@
+"""Response models: the envelopes the API answers with (entities are in ``to_json``
+form), serialized by ``respond`` and described in the OpenAPI document."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+from hedgerow.cloud.api.parsing import UNSET, Unset, described
+from hedgerow.cloud.domain import (
+    Certificate,
+    Core,
+    Deployment,
+    FunctionVersion,
+    Group,
+    Message,
+    Subscription,
+    Thing,
+)
+
+Entity = dict[str, Any]
+
+
+def plain(value: Any) -> Any:
+    """A response model as JSON values (fields left ``UNSET`` are left out)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: plain(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if getattr(value, f.name) is not UNSET
+        }
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+def respond(model: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
+    """``model`` (a response model) as the JSON response."""
+    return JSONResponse(plain(model), status_code=status, headers=headers)
+
+
+@dataclass(frozen=True)
+class Health:
+    status: str
+    version: str
+
+
+@dataclass(frozen=True)
+class Deleted:
+    deleted: str | int = described("the name (or id) of what was deleted")
+
+
+@dataclass(frozen=True)
+class Detached:
+    detached: str = described("the thing's name")
+
+
+@dataclass(frozen=True)
+class Revoked:
+    revoked: list[str] = described("the fingerprints revoked")
+
+
+@dataclass(frozen=True)
+class GroupCAs:
+    """The group's CAs, current first."""
+
+    items: list[Entity]
+
+
+@dataclass(frozen=True)
+class ThingCreated:
+    """A thing with its certificate; ``private_key`` is null when the device sent a CSR."""
+
+    thing: Entity
+    certificate: str
+    private_key: str | None
+    root_ca: str
+
+
+@dataclass(frozen=True)
+class CoreCreated:
+    """A core and its provisioning bundle (base64 of ``bundle_name``, a tar.gz)."""
+
+    core: Entity
+    bundle: str
+    bundle_name: str
+
+
+@dataclass(frozen=True)
+class ArtifactStored:
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Published:
+    topic: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class StreamTicket:
+    """A single-use ticket: open ``url`` (the live stream) once, within ``expires_in`` s."""
+
+    ticket: str
+    purpose: str
+    expires_in: float
+    url: str
+
+
+@dataclass(frozen=True)
+class FleetApplied:
+    groups: list[str]
+    functions: int
+    subscriptions: int
+    deployments: list[Entity] | Unset = described("when deploy was asked", default=UNSET)
+
+
+# ---- entities, as the API shows them -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroupView:
+    name: str
+    description: str
+    created_at: str | None
+    core: str | None
+    settings: dict[str, bool]
+    ca_rotation_days: int | None
+
+    @classmethod
+    def of(cls, group: Group) -> GroupView:
+        return cls(**group.to_json())
+
+
+@dataclass(frozen=True)
+class EndpointView:
+    host: str
+    port: int
+    metadata: str
+
+
+@dataclass(frozen=True)
+class CoreView:
+    name: str
+    group: str
+    created_at: str | None
+    endpoints: list[EndpointView]
+    last_seen: str | None
+    heartbeat: dict[str, Any] | None = described("the core's last heartbeat")
+
+    @classmethod
+    def of(cls, core: Core) -> CoreView:
+        data = core.to_json()
+        return cls(**{**data, "endpoints": [EndpointView(**e) for e in data["endpoints"]]})
+
+
+@dataclass(frozen=True)
+class ThingView:
+    name: str
+    groups: list[str]
+    created_at: str | None
+    attributes: dict[str, str]
+
+    @classmethod
+    def of(cls, thing: Thing) -> ThingView:
+        return cls(**thing.to_json())
+
+
+@dataclass(frozen=True)
+class CertificateView:
+    fingerprint: str
+    kind: str
+    owner: str
+    serial: str
+    issued_at: str | None
+    not_after: str | None
+    revoked_at: str | None
+    status: str = described("active or revoked")
+    pem: str | Unset = described("with GET of one certificate", default=UNSET)
+
+    @classmethod
+    def of(cls, certificate: Certificate, *, pem: bool = False) -> CertificateView:
+        data = certificate.to_json()
+        return cls(**data, pem=certificate.pem if pem else UNSET)
+
+
+@dataclass(frozen=True)
+class ArtifactView:
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class FunctionView:
+    group: str
+    name: str
+    version: int
+    handler: str
+    runtime: str
+    pinned: bool
+    memory_mb: int
+    timeout_s: float
+    max_concurrency: int
+    environment: dict[str, str]
+    encoding: str
+    run_as: str | None
+    artifact: ArtifactView
+    created_at: str | None
+
+    @classmethod
+    def of(cls, function: FunctionVersion) -> FunctionView:
+        data = function.to_json()
+        return cls(**{**data, "artifact": ArtifactView(**data["artifact"])})
+
+
+@dataclass(frozen=True)
+class SubscriptionView:
+    id: int
+    group: str
+    source: str
+    topic: str
+    target: str
+
+    @classmethod
+    def of(cls, subscription: Subscription) -> SubscriptionView:
+        return cls(**subscription.to_json())
+
+
+@dataclass(frozen=True)
+class DeploymentEventView:
+    status: str
+    detail: str
+    at: str | None
+
+
+@dataclass(frozen=True)
+class DeploymentView:
+    deployment_id: str
+    group: str
+    core: str
+    kind: str
+    created_at: str | None
+    status: str
+    detail: str
+    updated_at: str | None
+    events: list[DeploymentEventView]
+
+    @classmethod
+    def of(cls, deployment: Deployment) -> DeploymentView:
+        data = deployment.to_json()
+        return cls(**{**data, "events": [DeploymentEventView(**e) for e in data["events"]]})
+
+
+@dataclass(frozen=True)
+class MessageView:
+    id: int
+    topic: str
+    core: str
+    ts: float
+    time: str
+    payload: str | Unset = described("the payload, when it is UTF-8", default=UNSET)
+    payload_base64: str | Unset = described("the payload, when it is not UTF-8", default=UNSET)
+
+    @classmethod
+    def of(cls, message: Message) -> MessageView:
+        return cls(**message.to_json())
+
+
+# ---- lists of entities ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroupList:
+    items: list[GroupView]
+    count: int
+
+    @classmethod
+    def of(cls, values: Sequence[Any]) -> GroupList:
+        return cls([GroupView.of(v) for v in values], len(values))
+
+
+@dataclass(frozen=True)
+class CoreList:
+    items: list[CoreView]
+    count: int
+
+    @classmethod
+    def of(cls, values: Sequence[Any]) -> CoreList:
+        return cls([CoreView.of(v) for v in values], len(values))
+
+
+@dataclass(frozen=True)
+class ThingList:
+    items: list[ThingView]
+    count: int
+
+    @classmethod
+    def of(cls, values: Sequence[Any]) -> ThingList:
+        return cls([ThingView.of(v) for v in values], len(values))
+
+
+@dataclass(frozen=True)
+class CertificateList:
+    items: list[CertificateView]
+    count: int
+
+    @classmethod
+    def of(cls, values: Sequence[Any]) -> CertificateList:
+        return cls([CertificateView.of(v) for v in values], len(values))
+
+
+@dataclass(frozen=True)
+class FunctionList:
+    items: list[FunctionView]
+    count: int
+
+    @classmethod
+    def of(cls, values: Sequence[Any]) -> FunctionList:
+        return cls([FunctionView.of(v) for v in values], len(values))
+
+
+@dataclass(frozen=True)
+class SubscriptionList:
+    items: list[SubscriptionView]
+    count: int
+
+    @classmethod
+    def of(cls, values: Sequence[Any]) -> SubscriptionList:
+        return cls([SubscriptionView.of(v) for v in values], len(values))
+
+
+@dataclass(frozen=True)
+class DeploymentList:
+    items: list[DeploymentView]
+    count: int
+
+    @classmethod
+    def of(cls, values: Sequence[Any]) -> DeploymentList:
+        return cls([DeploymentView.of(v) for v in values], len(values))
+
+
+@dataclass(frozen=True)
+class MessageList:
+    items: list[MessageView]
+    count: int
+
+    @classmethod
+    def of(cls, values: Sequence[Any]) -> MessageList:
+        return cls([MessageView.of(v) for v in values], len(values))

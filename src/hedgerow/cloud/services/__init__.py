@@ -1,0 +1,123 @@
+"""Use cases of the cloud, one module per resource, shared by the REST API, the device
+server and the MQTT side.
+
+Each service holds only what it needs (the repository, the PKI service, a ``Notifier``,
+a ``RoutesChanged`` callback, the other services it calls) and is built complete by
+``CloudServices.build`` at the composition root. Services run the repository in a worker
+thread (one transaction per call) and then tell cores what changed (deployments,
+revocations, group-CA rotations). They take validated, typed arguments: request bodies
+are parsed at the HTTP edge (``hedgerow.cloud.api``).
+
+The pure validation and entities are in ``hedgerow.cloud.domain``; nothing here knows HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hedgerow.cloud.artifacts import ArtifactCache
+from hedgerow.cloud.pki_service import PKIService
+from hedgerow.cloud.services.certificates import CertificateService
+from hedgerow.cloud.services.cores import CoreService, CreatedCore, PublicEndpoints
+from hedgerow.cloud.services.deployments import DeploymentService
+from hedgerow.cloud.services.devices import DeviceService
+from hedgerow.cloud.services.fleet import FleetFunction, FleetService, FleetSubscription
+from hedgerow.cloud.services.functions import ArtifactService, FunctionService
+from hedgerow.cloud.services.groups import GroupService
+from hedgerow.cloud.services.identities import IdentityService
+from hedgerow.cloud.services.membership import MembershipService
+from hedgerow.cloud.services.notify import Notifier, NullNotifier, RoutesChanged, routes_unchanged
+from hedgerow.cloud.services.subscriptions import SubscriptionService
+from hedgerow.cloud.services.telemetry import MessagesWritten, TelemetryService
+from hedgerow.cloud.services.things import CreatedThing, ThingService
+from hedgerow.cloud.storage.repository import Repository
+
+__all__ = [
+    "ArtifactService",
+    "CertificateService",
+    "CloudServices",
+    "CoreService",
+    "CreatedCore",
+    "CreatedThing",
+    "DeploymentService",
+    "DeviceService",
+    "FleetFunction",
+    "FleetService",
+    "FleetSubscription",
+    "FunctionService",
+    "GroupService",
+    "IdentityService",
+    "MembershipService",
+    "MessagesWritten",
+    "Notifier",
+    "NullNotifier",
+    "PublicEndpoints",
+    "RoutesChanged",
+    "SubscriptionService",
+    "TelemetryService",
+    "ThingService",
+]
+
+
+@dataclass(frozen=True)
+class CloudServices:
+    """Every service of one cloud process, built together."""
+
+    repository: Repository
+    pki: PKIService
+    identities: IdentityService
+    groups: GroupService
+    cores: CoreService
+    things: ThingService
+    certificates: CertificateService
+    artifacts: ArtifactService
+    functions: FunctionService
+    subscriptions: SubscriptionService
+    deployments: DeploymentService
+    membership: MembershipService
+    fleet: FleetService
+    devices: DeviceService
+    telemetry: TelemetryService
+
+    @classmethod
+    def build(
+        cls,
+        repository: Repository,
+        pki_service: PKIService,
+        *,
+        notifier: Notifier,
+        endpoints: Callable[[], PublicEndpoints],
+        artifact_cache: ArtifactCache | None = None,
+        routes_changed: RoutesChanged = routes_unchanged,
+        messages_written: MessagesWritten | None = None,
+        identities: IdentityService | None = None,
+    ) -> CloudServices:
+        """All services wired to one another; nothing is set on them afterwards."""
+        groups = GroupService(repository, pki_service, notifier, routes_changed)
+        membership = MembershipService(repository, notifier)
+        cores = CoreService(repository, pki_service, notifier, endpoints, membership)
+        certificates = CertificateService(repository, notifier)
+        artifacts = ArtifactService(repository, artifact_cache)
+        functions = FunctionService(repository)
+        subscriptions = SubscriptionService(repository, routes_changed)
+        deployments = DeploymentService(repository, pki_service, notifier)
+        return cls(
+            repository=repository,
+            pki=pki_service,
+            identities=identities or IdentityService(repository, repository),
+            groups=groups,
+            cores=cores,
+            things=ThingService(repository, pki_service, certificates, membership),
+            membership=membership,
+            certificates=certificates,
+            artifacts=artifacts,
+            functions=functions,
+            subscriptions=subscriptions,
+            deployments=deployments,
+            fleet=FleetService(
+                repository, artifacts, functions, subscriptions, deployments, routes_changed
+            ),
+            devices=DeviceService(repository, pki_service, groups, cores, artifacts),
+            telemetry=TelemetryService(repository, notifier, messages_written or MessagesWritten()),
+        )

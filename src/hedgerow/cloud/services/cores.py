@@ -1,0 +1,102 @@
+"""Cores: identities, provisioning bundles, connectivity."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from hedgerow.cloud import bundle
+from hedgerow.cloud.domain import CertificateKind, Core, Endpoint
+from hedgerow.cloud.pki_service import PKIService
+from hedgerow.cloud.services.membership import MembershipService
+from hedgerow.cloud.services.notify import Notifier
+from hedgerow.cloud.storage.cores import CoreStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PublicEndpoints:
+    """Where cores reach the cloud (written into bundles)."""
+
+    https: str
+    mqtt: str
+
+
+@dataclass(frozen=True)
+class CreatedCore:
+    core: Core
+    bundle: bytes
+
+
+class CoreService:
+    def __init__(
+        self,
+        store: CoreStore,
+        pki_service: PKIService,
+        notifier: Notifier,
+        endpoints: Callable[[], PublicEndpoints],
+        membership: MembershipService,
+    ) -> None:
+        """``endpoints`` says where the cloud listens; it is asked when a bundle is built
+        (the listeners bind their ports after the services exist)."""
+        self.store = store
+        self.pki = pki_service
+        self.notifier = notifier
+        self.endpoints = endpoints
+        self.membership = membership
+
+    def _bundle(self, core: str, group: str, cert_pem: str, key_pem: str) -> bytes:
+        endpoints = self.endpoints()
+        return bundle.build_bundle(
+            {
+                bundle.CONFIG: bundle.core_config(
+                    core, group, endpoints.https, endpoints.mqtt
+                ).encode(),
+                bundle.CORE_CERT: cert_pem.encode(),
+                bundle.CORE_KEY: key_pem.encode(),
+                bundle.ROOT_CA: self.pki.root_ca_pem.encode(),
+                bundle.VERIFY_KEY: self.pki.verify_key_pem.encode(),
+            }
+        )
+
+    async def create(self, name: str, group: str) -> CreatedCore:
+        identity = await asyncio.to_thread(self.pki.issue_identity, name, CertificateKind.CORE)
+        core = await asyncio.to_thread(self.store.create_core, name, group, lambda: identity.record)
+        assert identity.private_key_pem is not None
+        log.info("core.created name=%s group=%s", name, group)
+        await self.membership.announce([group])
+        return CreatedCore(
+            core, self._bundle(name, group, identity.certificate_pem, identity.private_key_pem)
+        )
+
+    async def reissue_bundle(self, name: str) -> CreatedCore:
+        """A new identity for the core (the old certificates are revoked) in a new bundle."""
+        core = await self.get(name)
+        identity = await asyncio.to_thread(self.pki.issue_identity, name, CertificateKind.CORE)
+        await asyncio.to_thread(
+            self.store.replace_core_identity, name, identity.record, "identity reissued"
+        )
+        await self.notifier.disconnect(name, "identity reissued")
+        assert identity.private_key_pem is not None
+        return CreatedCore(
+            core, self._bundle(name, core.group, identity.certificate_pem, identity.private_key_pem)
+        )
+
+    async def all(self) -> list[Core]:
+        return await asyncio.to_thread(self.store.list_cores)
+
+    async def get(self, name: str) -> Core:
+        return await asyncio.to_thread(self.store.get_core, name)
+
+    async def delete(self, name: str) -> None:
+        await asyncio.to_thread(self.store.delete_core, name)
+        await self.notifier.disconnect(name, "core deleted")
+        log.info("core.deleted name=%s", name)
+
+    async def set_connectivity(self, core: str, endpoints: Sequence[Endpoint]) -> Core:
+        result = await asyncio.to_thread(self.store.set_endpoints, core, endpoints)
+        log.info("core.connectivity core=%s endpoints=%s", core, len(endpoints))
+        return result

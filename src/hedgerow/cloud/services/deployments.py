@@ -1,0 +1,124 @@
+"""Deployments: build and sign the document, notify the core, record its status reports."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from hedgerow import pki
+from hedgerow.cloud import deployments
+from hedgerow.cloud.domain import Deployment, DeploymentKind
+from hedgerow.cloud.errors import Conflict, NotFound
+from hedgerow.cloud.pki_service import PKIService
+from hedgerow.cloud.services.notify import Notifier, deployments_topic
+from hedgerow.cloud.storage.base import Snapshot
+from hedgerow.cloud.storage.deployments import DeploymentStore
+from hedgerow.contract.heartbeat import Heartbeat
+
+log = logging.getLogger(__name__)
+
+
+class DeploymentService:
+    def __init__(self, store: DeploymentStore, pki_service: PKIService, notifier: Notifier) -> None:
+        self.store = store
+        self.pki = pki_service
+        self.notifier = notifier
+
+    def _build(self, snapshot: Snapshot) -> tuple[str, str, str]:
+        deployment_id = deployments.new_deployment_id()
+        document = deployments.build_document(snapshot, deployment_id, pki.now())
+        return deployment_id, document, self.pki.sign(document)
+
+    async def deploy(
+        self,
+        group: str,
+        kind: DeploymentKind = DeploymentKind.NEW,
+        deployment_id: str | None = None,
+    ) -> Deployment:
+        """A new deployment of ``group``; ``REDEPLOY`` repeats ``deployment_id`` (default: the
+        latest), ``RESET`` deploys nothing (the core removes everything)."""
+        of: str | None = None
+        if kind is DeploymentKind.REDEPLOY:
+            of = deployment_id
+            if of is None:
+                history = await asyncio.to_thread(self.store.list_deployments, group, 1)
+                if not history:
+                    raise Conflict(f"group {group!r} has no deployment to redeploy")
+                of = history[0].id
+        deployment = await asyncio.to_thread(
+            self.store.create_deployment, group, kind.value, self._build, document_of=of
+        )
+        await self.notifier.publish(
+            deployments_topic(deployment.core),
+            deployments.notification(deployment.id),
+            retain=True,
+        )
+        log.info(
+            "deployment.created id=%s group=%s core=%s kind=%s",
+            deployment.id,
+            group,
+            deployment.core,
+            kind.value,
+        )
+        return deployment
+
+    async def all(self, group: str, limit: int = 100) -> list[Deployment]:
+        return await asyncio.to_thread(self.store.list_deployments, group, limit)
+
+    async def get(self, deployment_id: str) -> Deployment:
+        return await asyncio.to_thread(self.store.get_deployment, deployment_id)
+
+    async def record_status(self, core: str, payload: bytes) -> Deployment:
+        report = deployments.parse_status_report(payload)
+        try:
+            result = await asyncio.to_thread(
+                self.store.set_deployment_status,
+                report.deployment_id,
+                core,
+                report.status,
+                report.detail,
+            )
+        except Conflict:  # another cloud process recorded the same report at the same moment
+            return await self.get(report.deployment_id)
+        log.info(
+            "deployment.status id=%s core=%s status=%s detail=%s",
+            report.deployment_id,
+            core,
+            report.status.value,
+            report.detail,
+        )
+        return result
+
+    async def redeploy_refused(self, core: str, heartbeat: Heartbeat) -> None:
+        """The core refused deployments on its disk at start (they did not verify) and runs
+        an older one: send it the latest deployment again. The notification names the same
+        id as before; the core, not running it, fetches and verifies it afresh, replacing
+        the tampered files."""
+        latest = await asyncio.to_thread(self.store.latest_deployment, core)
+        log.warning(
+            "deployment.redeploy core=%s running=%s refused=%s latest=%s",
+            core,
+            heartbeat.deployment,
+            ",".join(r["deployment_id"] for r in heartbeat.refused),
+            latest,
+        )
+        if latest is None or latest == heartbeat.deployment:
+            return
+        await self.notifier.publish(
+            deployments_topic(core), deployments.notification(latest), retain=True
+        )
+
+    async def latest_for_core(self, core: str) -> str | None:
+        return await asyncio.to_thread(self.store.latest_deployment, core)
+
+    async def document_for_core(self, core: str, deployment_id: str) -> dict[str, str]:
+        owner, document, signature = await asyncio.to_thread(
+            self.store.deployment_document, deployment_id
+        )
+        if owner != core:
+            raise NotFound(
+                "deployment",
+                deployment_id,
+                f"deployment {deployment_id!r} is not for core {core!r}",
+            )
+        return {"document": document, "signature": signature}

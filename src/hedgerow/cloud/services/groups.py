@@ -1,0 +1,142 @@
+"""Groups and their CAs: creation, settings, rotation, and telling cores about new CAs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from hedgerow.cloud.domain import Group
+from hedgerow.cloud.errors import NotFound
+from hedgerow.cloud.pki_service import PKIService
+from hedgerow.cloud.services.notify import Notifier, RoutesChanged, group_cas_topic
+from hedgerow.cloud.storage.groups import GroupStore
+
+log = logging.getLogger(__name__)
+
+
+class GroupService:
+    def __init__(
+        self,
+        store: GroupStore,
+        pki_service: PKIService,
+        notifier: Notifier,
+        routes_changed: RoutesChanged,
+    ) -> None:
+        self.store = store
+        self.pki = pki_service
+        self.notifier = notifier
+        self.routes_changed = routes_changed
+
+    async def create(
+        self,
+        name: str,
+        description: str,
+        settings: dict[str, Any],
+        ca_rotation_days: int | None,
+    ) -> Group:
+        group = await asyncio.to_thread(
+            self.store.create_group,
+            name,
+            description,
+            {"open_broker": False, **settings},
+            ca_rotation_days,
+        )
+        log.info("group.created name=%s", name)
+        return group
+
+    async def all(self) -> list[Group]:
+        return await asyncio.to_thread(self.store.list_groups)
+
+    async def get(self, name: str) -> Group:
+        return await asyncio.to_thread(self.store.get_group, name)
+
+    async def update(
+        self,
+        name: str,
+        *,
+        description: str | None,
+        settings: dict[str, Any] | None,
+        ca_rotation_days: int | None,
+    ) -> Group:
+        """Change the given fields (``None``: leave as is)."""
+        group = await asyncio.to_thread(
+            self.store.update_group,
+            name,
+            description=description,
+            settings=settings,
+            ca_rotation_days=ca_rotation_days,
+        )
+        self.pki.forget(name)
+        return group
+
+    async def delete(self, name: str) -> None:
+        group = await self.get(name)
+        revoked = await asyncio.to_thread(self.store.delete_group, name)
+        await self.routes_changed()
+        if group.core and revoked:
+            await self.notifier.disconnect(group.core, "core deleted")
+        log.info("group.deleted name=%s", name)
+
+    async def cas(self, name: str) -> list[dict[str, Any]]:
+        group = await self.get(name)
+        cas = await asyncio.to_thread(self.pki.group_cas, name, group.ca_rotation_days)
+        await self.announce_rotations()
+        return [_ca_json(c) for c in cas]
+
+    async def rotate_ca(self, name: str) -> list[dict[str, Any]]:
+        group = await self.get(name)
+        cas = await asyncio.to_thread(self.pki.rotate, name, group.ca_rotation_days)
+        await self.announce_rotations()
+        return [_ca_json(c) for c in cas]
+
+    async def rotate_due_cas(self) -> None:
+        """Make a new CA for every group whose current one is due (and tell their cores)."""
+        for group in await self.all():
+            await asyncio.to_thread(self.pki.group_cas, group.name, group.ca_rotation_days)
+        await self.announce_rotations()
+
+    async def announce_rotations(self) -> None:
+        """Tell the cores of the groups this process rotated (on demand, due or lazily)."""
+        for name in self.pki.take_rotated():
+            await self.announce_cas(name)
+
+    async def announce_cas(self, name: str) -> None:
+        """Publish the group's CAs (newest first, retained) to its core.
+
+        A core whose server certificate is not signed by the newest CA renews it; a core
+        that misses this (offline, or the publish failed) catches up when it polls
+        ``GET /core/v1/group-cas``, so a failed publish is logged, not raised.
+        """
+        try:
+            group = await self.get(name)
+        except NotFound:
+            return
+        if not group.core:
+            return
+        cas = await asyncio.to_thread(self.pki.group_cas, name, group.ca_rotation_days)
+        payload = json.dumps({"group_cas": [c.cert_pem for c in cas]}).encode()
+        try:
+            await self.notifier.publish(group_cas_topic(group.core), payload, retain=True)
+        except Exception as exc:
+            log.warning(
+                "group.cas_announce_failed group=%s core=%s error=%r", name, group.core, exc
+            )
+            return
+        log.info(
+            "group.cas_announced group=%s core=%s generation=%s",
+            name,
+            group.core,
+            cas[0].generation,
+        )
+
+
+def _ca_json(ca: Any) -> dict[str, Any]:
+    return {
+        "generation": ca.generation,
+        "fingerprint": ca.fingerprint,
+        "certificate": ca.cert_pem,
+        "created_at": ca.created_at.isoformat(),
+        "not_after": ca.not_after.isoformat(),
+    }

@@ -1,0 +1,63 @@
+"""Who a client certificate speaks for: needs only the repository, so the MQTT
+authenticator can be built before the services that publish through the broker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from hedgerow.cloud.domain import Certificate, CertificateKind
+from hedgerow.cloud.errors import Forbidden
+from hedgerow.cloud.storage.certificates import CertificateStore
+from hedgerow.cloud.storage.cores import CoreStore
+from hedgerow.contract.errors import ContractError
+from hedgerow.contract.heartbeat import Heartbeat
+
+log = logging.getLogger(__name__)
+
+
+def verify_record(record: Certificate | None, kind: CertificateKind) -> str:
+    """The owner of a live, registered certificate of ``kind``; ``Forbidden`` otherwise."""
+    if record is None:
+        raise Forbidden("certificate is not registered with this cloud")
+    if record.revoked:
+        raise Forbidden(f"certificate of {record.owner!r} is revoked")
+    if record.not_after.timestamp() <= time.time():
+        raise Forbidden(
+            f"certificate of {record.owner!r} expired at {record.not_after.isoformat()}"
+        )
+    if record.kind != kind.value:
+        raise Forbidden(f"a {record.kind} certificate cannot be used here (needs a {kind.value})")
+    return record.owner
+
+
+class IdentityService:
+    def __init__(self, certificates: CertificateStore, cores: CoreStore) -> None:
+        self.certificates = certificates
+        self.cores = cores
+
+    def _check(self, fingerprint: str, kind: CertificateKind) -> str:
+        return verify_record(self.certificates.find_certificate(fingerprint), kind)
+
+    async def check_identity(self, fingerprint: str, kind: CertificateKind) -> str:
+        """The name a verified client certificate (by its SHA-256 ``fingerprint``) speaks for,
+        if it is ours, live and of ``kind``."""
+        return await asyncio.to_thread(self._check, fingerprint, kind)
+
+    async def core_group(self, core: str) -> str:
+        return (await asyncio.to_thread(self.cores.get_core, core)).group
+
+    async def record_heartbeat(self, core: str, payload: bytes) -> Heartbeat | None:
+        """Record that ``core`` is alive and, when ``payload`` is a heartbeat (the contract's,
+        ``hedgerow.contract.heartbeat``), its state: the heartbeat recorded, if any. An empty
+        payload only updates "last seen"; a malformed one is logged, not kept."""
+        beat = None
+        if payload:
+            try:
+                beat = Heartbeat.from_json(payload)
+            except ContractError as exc:
+                log.warning("core.heartbeat_refused core=%s error=%s", core, exc)
+        data = beat.to_dict() if beat is not None else None
+        await asyncio.to_thread(self.cores.record_heartbeat, core, data)
+        return beat

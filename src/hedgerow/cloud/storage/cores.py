@@ -1,0 +1,98 @@
+"""Cores: identity, connectivity, heartbeats."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from hedgerow.cloud.domain import (
+    Core,
+    Endpoint,
+)
+from hedgerow.cloud.errors import Conflict
+from hedgerow.cloud.storage.base import (
+    NewCertificate,
+    Store,
+    now,
+)
+from hedgerow.cloud.storage.models import (
+    CoreRow,
+    GroupRow,
+)
+
+log = logging.getLogger(__name__)
+
+
+class CoreStore(Store):
+    def create_core(self, name: str, group: str, certificate: Callable[[], NewCertificate]) -> Core:
+        with self._tx() as s:
+            group_row = self._group(s, group)
+            taken = self._identity_taken(s, name)
+            if taken:
+                raise Conflict(f"the name {name!r} is already used by a {taken}")
+            existing = s.scalar(sa.select(CoreRow.name).where(CoreRow.group_id == group_row.id))
+            if existing:
+                raise Conflict(
+                    f"group {group!r} already has a core ({existing!r}); a group has one core"
+                )
+            row = CoreRow(name=name, group_id=group_row.id, endpoints=[], created_at=now())
+            s.add(row)
+            s.flush()
+            self._add_certificate(s, certificate())
+            return self._core_entity(row, group)
+
+    def get_core(self, name: str) -> Core:
+        with self._tx() as s:
+            row = self._core(s, name)
+            group = s.scalar(sa.select(GroupRow.name).where(GroupRow.id == row.group_id))
+            return self._core_entity(row, str(group))
+
+    def list_cores(self) -> list[Core]:
+        with self._tx() as s:
+            query = (
+                sa.select(CoreRow, GroupRow.name)
+                .join(GroupRow, GroupRow.id == CoreRow.group_id)
+                .order_by(CoreRow.name)
+            )
+            return [self._core_entity(row, group) for row, group in s.execute(query)]
+
+    def delete_core(self, name: str) -> list[str]:
+        with self._tx() as s:
+            row = self._core(s, name)
+            revoked = self._revoke_owner(s, name, "core deleted")
+            s.delete(row)
+            return revoked
+
+    def set_endpoints(self, core: str, endpoints: Sequence[Endpoint]) -> Core:
+        with self._tx() as s:
+            row = self._core(s, core)
+            row.endpoints = [e.to_json() for e in endpoints]
+            group = s.scalar(sa.select(GroupRow.name).where(GroupRow.id == row.group_id))
+            s.flush()
+            return self._core_entity(row, str(group))
+
+    def record_heartbeat(self, core: str, heartbeat: dict[str, Any] | None) -> None:
+        with self._tx() as s:
+            row = self._core(s, core)
+            row.last_seen = now()
+            if heartbeat is not None:
+                row.heartbeat = heartbeat
+
+    def add_core_certificate(self, core: str, certificate: NewCertificate) -> None:
+        with self._tx() as s:
+            self._core(s, core)
+            self._add_certificate(s, certificate)
+
+    def replace_core_identity(
+        self, core: str, certificate: NewCertificate, reason: str
+    ) -> list[str]:
+        """Revoke every certificate of ``core`` and record its new one, in one transaction:
+        the fingerprints revoked."""
+        with self._tx() as s:
+            self._core(s, core)
+            revoked = self._revoke_owner(s, core, reason)
+            self._add_certificate(s, certificate)
+            return revoked

@@ -1,0 +1,248 @@
+"""Deployments: the group's snapshot, the signed document, status events."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from hedgerow.cloud import domain
+from hedgerow.cloud.domain import (
+    Deployment,
+    DeploymentEvent,
+    DeploymentStatus,
+    FunctionSettings,
+    FunctionVersion,
+    Subscription,
+)
+from hedgerow.cloud.errors import Conflict, NotFound
+from hedgerow.cloud.storage.base import (
+    MAX_PAGE,
+    Snapshot,
+    now,
+    utc,
+)
+from hedgerow.cloud.storage.functions import FunctionStore
+from hedgerow.cloud.storage.models import (
+    CoreRow,
+    DeploymentEventRow,
+    DeploymentRow,
+    FunctionRow,
+    FunctionVersionRow,
+    GroupRow,
+    GroupThingRow,
+    ThingRow,
+)
+from hedgerow.cloud.storage.subscriptions import SubscriptionStore
+
+log = logging.getLogger(__name__)
+
+
+class DeploymentStore(FunctionStore, SubscriptionStore):
+    def _snapshot(self, s: Session, group_row: GroupRow, *, empty: bool) -> Snapshot:
+        core = s.scalar(sa.select(CoreRow.name).where(CoreRow.group_id == group_row.id))
+        if core is None:
+            raise Conflict(
+                f"group {group_row.name!r} has no core: create one with `hedgerow cloud core create`"
+            )
+        things = s.scalars(
+            sa.select(ThingRow.name)
+            .join(GroupThingRow, GroupThingRow.thing_id == ThingRow.id)
+            .where(GroupThingRow.group_id == group_row.id)
+            .order_by(ThingRow.name)
+        ).all()
+        return Snapshot(
+            group=self._group_entity(s, group_row),
+            core=core,
+            things=list(things),
+            functions=[] if empty else self._functions(s, group_row),
+            subscriptions=[] if empty else self._subscriptions(s, group_row),
+        )
+
+    def create_deployment(
+        self,
+        group: str,
+        kind: str,
+        build: Callable[[Snapshot], tuple[str, str, str]],
+        *,
+        document_of: str | None = None,
+    ) -> Deployment:
+        """Freeze the group and store the deployment ``build(snapshot) -> (id, document, signature)``.
+
+        With ``document_of`` the snapshot is that earlier deployment's (a redeployment).
+        """
+        with self._tx() as s:
+            group_row = self._group(s, group)
+            snapshot = self._snapshot(s, group_row, empty=kind == domain.DeploymentKind.RESET)
+            if document_of is not None:
+                old = s.get(DeploymentRow, document_of)
+                if old is None or old.group_id != group_row.id:
+                    raise NotFound(
+                        "deployment",
+                        document_of,
+                        f"deployment {document_of!r} does not exist in group {group!r}",
+                    )
+                snapshot = _snapshot_from_document(snapshot, old.document)
+            deployment_id, document, signature = build(snapshot)
+            at = now()
+            row = DeploymentRow(
+                id=deployment_id,
+                group_id=group_row.id,
+                core=snapshot.core,
+                kind=kind,
+                document=document,
+                signature=signature,
+                status=DeploymentStatus.PENDING.value,
+                detail="",
+                created_at=at,
+                updated_at=at,
+            )
+            s.add(row)
+            s.flush()
+            s.add(
+                DeploymentEventRow(
+                    deployment_id=deployment_id, status=row.status, detail="created", at=at
+                )
+            )
+            s.flush()
+            return self._deployment_entity(s, row, group)
+
+    def _deployment_entity(
+        self, s: Session, row: DeploymentRow, group: str, *, events: bool = True
+    ) -> Deployment:
+        event_list: list[DeploymentEvent] = []
+        if events:
+            event_list = [
+                DeploymentEvent(e.status, e.detail, utc(e.at))
+                for e in s.scalars(
+                    sa.select(DeploymentEventRow)
+                    .where(DeploymentEventRow.deployment_id == row.id)
+                    .order_by(DeploymentEventRow.id)
+                )
+            ]
+        return Deployment(
+            id=row.id,
+            group=group,
+            core=row.core,
+            kind=row.kind,
+            created_at=utc(row.created_at),
+            status=row.status,
+            detail=row.detail,
+            updated_at=utc(row.updated_at),
+            events=event_list,
+        )
+
+    def get_deployment(self, deployment_id: str) -> Deployment:
+        with self._tx() as s:
+            row = s.get(DeploymentRow, deployment_id)
+            if row is None:
+                raise NotFound("deployment", deployment_id)
+            group = s.scalar(sa.select(GroupRow.name).where(GroupRow.id == row.group_id))
+            return self._deployment_entity(s, row, str(group))
+
+    def deployment_document(self, deployment_id: str) -> tuple[str, str, str]:
+        """(core, document, signature)."""
+        with self._tx() as s:
+            row = s.get(DeploymentRow, deployment_id)
+            if row is None:
+                raise NotFound("deployment", deployment_id)
+            return row.core, row.document, row.signature
+
+    def list_deployments(self, group: str, limit: int = 100) -> list[Deployment]:
+        with self._tx() as s:
+            group_row = self._group(s, group)
+            rows = s.scalars(
+                sa.select(DeploymentRow)
+                .where(DeploymentRow.group_id == group_row.id)
+                .order_by(DeploymentRow.created_at.desc(), DeploymentRow.id.desc())
+                .limit(min(limit, MAX_PAGE))
+            )
+            return [self._deployment_entity(s, r, group, events=False) for r in rows]
+
+    def latest_deployment(self, core: str) -> str | None:
+        with self._tx() as s:
+            row = self._core(s, core)
+            return s.scalar(
+                sa.select(DeploymentRow.id)
+                .where(DeploymentRow.group_id == row.group_id, DeploymentRow.core == core)
+                .order_by(DeploymentRow.created_at.desc(), DeploymentRow.id.desc())
+                .limit(1)
+            )
+
+    def artifact_in_core_deployments(self, core: str, sha256: str) -> bool:
+        with self._tx() as s:
+            row = self._core(s, core)
+            exists = s.scalar(
+                sa.select(FunctionVersionRow.id)
+                .join(FunctionRow, FunctionRow.id == FunctionVersionRow.function_id)
+                .where(
+                    FunctionRow.group_id == row.group_id,
+                    FunctionVersionRow.artifact_sha256 == sha256,
+                )
+                .limit(1)
+            )
+            if exists is not None:
+                return True
+            documents = s.scalars(
+                sa.select(DeploymentRow.document).where(DeploymentRow.group_id == row.group_id)
+            )
+            return any(sha256 in d for d in documents)
+
+    def set_deployment_status(
+        self, deployment_id: str, core: str, status: DeploymentStatus, detail: str
+    ) -> Deployment:
+        with self._tx() as s:
+            row = s.get(DeploymentRow, deployment_id)
+            if row is None or row.core != core:
+                raise NotFound(
+                    "deployment", deployment_id, f"deployment {deployment_id!r} is not {core!r}'s"
+                )
+            group = s.scalar(sa.select(GroupRow.name).where(GroupRow.id == row.group_id))
+            seen = s.scalar(
+                sa.select(DeploymentEventRow.id).where(
+                    DeploymentEventRow.deployment_id == deployment_id,
+                    DeploymentEventRow.status == status.value,
+                )
+            )
+            if seen is not None:  # the same report again (several cloud processes, a resend)
+                return self._deployment_entity(s, row, str(group))
+            at = now()
+            row.status = status.value
+            row.detail = detail
+            row.updated_at = at
+            s.add(
+                DeploymentEventRow(
+                    deployment_id=deployment_id, status=status.value, detail=detail, at=at
+                )
+            )
+            s.flush()
+            group = s.scalar(sa.select(GroupRow.name).where(GroupRow.id == row.group_id))
+            return self._deployment_entity(s, row, str(group))
+
+
+def _snapshot_from_document(current: Snapshot, document: str) -> Snapshot:
+    """The functions and subscriptions an earlier document froze (for a redeployment)."""
+    import json
+
+    data = json.loads(document)
+    functions = [
+        FunctionVersion(
+            group=current.group.name,
+            name=f["name"],
+            version=f["version"],
+            settings=FunctionSettings(
+                **{k: f[k] for k in FunctionSettings.__dataclass_fields__ if k in f}
+            ),
+            artifact_sha256=f["artifact"]["sha256"],
+            artifact_size=f["artifact"]["size"],
+            created_at=now(),
+        )
+        for f in data.get("functions", [])
+    ]
+    subscriptions = [
+        Subscription(0, current.group.name, sub["source"], sub["topic"], sub["target"])
+        for sub in data.get("subscriptions", [])
+    ]
+    return Snapshot(current.group, current.core, current.things, functions, subscriptions)

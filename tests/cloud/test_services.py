@@ -1,0 +1,93 @@
+"""The services without HTTP: built complete by ``CloudServices.build`` over a real
+SQLite repository, telling cores what changed through the notifier they were given."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from hedgerow.cloud import bundle
+from hedgerow.cloud.domain import DeploymentKind
+from hedgerow.cloud.errors import Conflict
+from hedgerow.cloud.pki_service import PKIService
+from hedgerow.cloud.services import CloudServices, NullNotifier, PublicEndpoints
+from hedgerow.cloud.storage.database import create_engine, migrate
+from hedgerow.cloud.storage.repository import Repository
+from hedgerow.contract import DeploymentNotification
+
+from .conftest import clone_config
+
+
+@dataclasses.dataclass
+class Built:
+    services: CloudServices
+    notifier: NullNotifier
+    routes_changes: list[int]
+
+
+@pytest.fixture
+async def built(tmp_path: Path, cloud_template: Path) -> AsyncIterator[Built]:
+    config = await asyncio.to_thread(clone_config, cloud_template, tmp_path / "cloud")
+    engine = create_engine(config.database_url)
+    await asyncio.to_thread(migrate, engine)
+    repository = Repository(engine)
+    notifier = NullNotifier()
+    changes: list[int] = []
+
+    async def routes_changed() -> None:
+        changes.append(1)
+
+    services = CloudServices.build(
+        repository,
+        PKIService(config.paths, repository),
+        notifier=notifier,
+        endpoints=lambda: PublicEndpoints("https://cloud.test:8443", "mqtts://cloud.test:8884"),
+        routes_changed=routes_changed,
+    )
+    try:
+        yield Built(services, notifier, changes)
+    finally:
+        engine.dispose()
+
+
+async def test_services_are_built_complete_and_cannot_be_rewired(built: Built) -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.services.groups = built.services.groups  # type: ignore[misc]
+    assert built.services.fleet.deployments is built.services.deployments
+    assert built.services.devices.groups is built.services.groups
+
+
+async def test_a_core_bundle_names_the_endpoints_asked_for_at_build_time(built: Built) -> None:
+    s = built.services
+    await s.groups.create("g", "", {}, None)
+    created = await s.cores.create("pi-1", "g")
+    config = bundle.read_bundle(created.bundle)[bundle.CONFIG].decode()
+    assert "https://cloud.test:8443" in config and "mqtts://cloud.test:8884" in config
+    reissued = await s.cores.reissue_bundle("pi-1")
+    assert reissued.bundle != created.bundle
+    live = [c for c in await s.certificates.all("pi-1", "core") if not c.revoked]
+    assert len(live) == 1, "reissuing revokes the old identity and records the new one"
+    assert ("disconnect:pi-1", b"identity reissued", False) in built.notifier.sent
+
+
+async def test_deploy_and_route_changes_reach_the_notifier_and_the_callback(built: Built) -> None:
+    s = built.services
+    await s.groups.create("g", "", {}, None)
+    await s.cores.create("pi-1", "g")
+    with pytest.raises(Conflict):
+        await s.deployments.deploy("g", DeploymentKind.REDEPLOY)
+    thing = await s.things.create("t1", ["g"], {}, None)
+    await s.subscriptions.add("g", "cloud", "commands/#", "thing:t1")
+    assert built.routes_changes == [1]
+    deployment = await s.deployments.deploy("g")
+    topic, payload, retain = built.notifier.sent[-1]
+    assert topic == "$hedgerow/cores/pi-1/deployments" and retain
+    assert DeploymentNotification.from_json(payload) == DeploymentNotification(deployment.id)
+    await s.things.revoke(thing.thing.name)
+    revocations = [m for m in built.notifier.sent if m[0] == "$hedgerow/cores/pi-1/revocations"]
+    assert len(json.loads(revocations[-1][1])["fingerprints"]) == 1
