@@ -20,9 +20,9 @@ here (a V1 result may wait for an invocation). What the server bounds:
 * garbage (not HTTP/1.1): 400, or what ``h11`` hints.
 
 After any of those refusals the server answers (through ``error_response(status,
-message)``, so each user keeps its error body format), says ``connection: close``, reads
-and discards what the peer still sends for a moment (so the peer sees the answer rather
-than a reset) and closes. Keep-alive is kept when both sides allow it and
+message)``, so each user keeps its error body format), says ``connection: close`` and
+closes; after a 413 it first reads and drops what the peer still sends for a moment (so
+the peer reads the answer rather than a connection reset). Keep-alive is kept when both sides allow it and
 ``Limits.keep_alive`` is true; otherwise the response says ``connection: close``.
 Every response carries ``date``, a lower-case ``content-length`` (Greengrass V1's discovery
 client demands the lower case) and ``content-type`` when the response has one. A handler
@@ -330,7 +330,8 @@ class Server:
                 )
                 if exc.status is not None and c.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                     await self._send(c, self.error_response(exc.status, exc.message), close=True)
-                    await self._linger(c.reader)
+                    if exc.status == 413:  # the peer may still be sending the body
+                        await self._linger(c.reader)
                 return
             if request is None:
                 return
@@ -375,6 +376,10 @@ class Server:
                         if not started:  # pipelined: it was already buffered
                             started = True
                             deadline.reschedule(loop.time() + limits.request_timeout)
+                        if _head_size(event) > limits.max_header_bytes:
+                            raise HTTPError(
+                                f"request head over {limits.max_header_bytes} bytes", status=431
+                            )
                         head = event
                         declared = content_length(event.headers)
                         if declared is not None and declared > limits.max_body_bytes:
@@ -419,6 +424,11 @@ class Server:
                     if not data:
                         return
                     dropped += len(data)
+
+
+def _head_size(head: h11.Request) -> int:
+    """About what the head took on the wire (h11 only bounds a head read in pieces)."""
+    return len(head.target) + sum(len(name) + len(value) + 4 for name, value in head.headers)
 
 
 def _body_over(limit: int) -> str:
