@@ -21,8 +21,8 @@ here (a V1 result may wait for an invocation). What the server bounds:
 
 After any of those refusals the server answers (through ``error_response(status,
 message)``, so each user keeps its error body format), says ``connection: close`` and
-closes; after a 413 it first reads and drops what the peer still sends for a moment (so
-the peer reads the answer rather than a connection reset). Keep-alive is kept when both sides allow it and
+closes; after a 408 or 413 it first reads and drops what the peer still sends for a
+moment (so the peer reads the answer rather than a connection reset). Keep-alive is kept when both sides allow it and
 ``Limits.keep_alive`` is true; otherwise the response says ``connection: close``.
 Every response carries ``date``, a lower-case ``content-length`` (Greengrass V1's discovery
 client demands the lower case) and ``content-type`` when the response has one. A handler
@@ -330,7 +330,7 @@ class Server:
                 )
                 if exc.status is not None and c.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                     await self._send(c, self.error_response(exc.status, exc.message), close=True)
-                    if exc.status == 413:  # the peer may still be sending the body
+                    if exc.status in (408, 413):  # the peer may still be sending
                         await self._linger(c.reader)
                 return
             if request is None:
