@@ -84,12 +84,13 @@ class HTTPError(Exception):
     """An HTTP exchange failed; the message says why and what to look at.
 
     ``status`` is the status a server answered the peer with (400, 408, 413, 431), None for
-    client-side failures."""
+    client-side failures; ``timed_out`` says the client's deadline passed."""
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, timed_out: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        self.timed_out = timed_out
 
 
 def http_date(now: float) -> str:
@@ -489,7 +490,7 @@ async def fetch(
             tls = ssl_context is not None
             return await _exchange(reader, writer, head, body, max_body, tls=tls)
     except TimeoutError:
-        raise HTTPError(f"no complete reply within {timeout:g} s") from None
+        raise HTTPError(f"no complete reply within {timeout:g} s", timed_out=True) from None
     except ssl.SSLError as exc:
         raise HTTPError(f"TLS: {exc}") from exc
     except OSError as exc:
