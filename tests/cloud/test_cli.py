@@ -460,3 +460,13 @@ def test_messages_show_the_readings_own_time() -> None:
     )  # fmt: skip
     # spooled while offline: ingested a minute after it was read
     assert line.startswith("#7  2023-11-14 22:14:20.000  read 22:13:20.250  pi-1")
+
+
+def test_admin_tokens_never_look_like_an_option() -> None:
+    """``--token VALUE`` must parse for every token `cloud init` makes: a URL-safe token
+    starts with "-" one time in 64, and argparse then refused it (a flaky CLI test)."""
+    from hedgerow.cloud.datadir import new_admin_token
+
+    tokens = [new_admin_token() for _ in range(2000)]
+    assert not [t for t in tokens if t.startswith("-")]
+    assert len(set(tokens)) == len(tokens)

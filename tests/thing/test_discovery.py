@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from pathlib import Path
 
@@ -168,6 +169,34 @@ async def test_timeout_is_retryable(env: Env, discovery: DiscoveryStandIn) -> No
     with pytest.raises(DiscoveryUnavailable, match="timed out") as info:
         await discover(discovery.endpoint, "bme680-1", env.credentials, request_timeout=0.3)
     assert info.value.retryable
+
+
+async def test_a_discovery_cancelled_in_its_tls_handshake_closes_its_socket(env: Env) -> None:
+    """A thing that stops (or gives up) while discovery is in its TLS handshake must close
+    its socket: httpx left it open, and a CLI test failed on the warning now and then."""
+    peers: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await peers.put((reader, writer))  # TCP accepted; no TLS answer, ever
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        task = asyncio.create_task(discover(f"127.0.0.1:{port}", "bme680-1", env.credentials))
+        async with asyncio.timeout(10):
+            reader, writer = await peers.get()
+            await reader.read(1)  # the ClientHello has arrived: the handshake is under way
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with asyncio.timeout(10):
+            while await reader.read(65536):
+                pass  # EOF: the client closed its end
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+    gc.collect()  # a socket left open would warn here, and warnings are errors
 
 
 async def test_unreachable_is_retryable(env: Env) -> None:

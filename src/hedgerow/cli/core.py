@@ -90,7 +90,8 @@ def _load(path: Path) -> CoreConfig:
             if exc.field == "config" and not path.exists()
             else "see src/hedgerow/core/README.md for the keys"
         )
-        raise CLIError(f"{path}: {exc} ({hint})") from exc
+        where = "" if exc.file else f"{path}: "  # the loader's errors name the file
+        raise CLIError(f"{where}{exc} ({hint})") from exc
 
 
 def _file_logging(config: CoreConfig) -> list[logging.Handler]:

@@ -27,6 +27,11 @@ max_upload_bytes = 16777216
 kek_file = ""                 # the key-encryption keyring; empty = DATA/pki/keyring.json
 ```
 
+``hedgerow.tomlconfig`` reads it into ``CloudFile`` (one field per table): an unknown table
+or key is refused with the nearest valid name, a wrong value names the field and the
+expected type, keys older files have (``MOVED``) say what to write instead; the
+``ConfigError`` names the file and every problem.
+
 Secrets at rest: the data directory is 0700 and every file holding a secret (keys, the
 admin token, the keyring, ``config.toml``, the SQLite database and its WAL) is 0600 from
 its creation. ``check_modes`` is run by ``serve``: a secret file readable or writable by
@@ -45,12 +50,14 @@ import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import tomli_w
 
+from hedgerow import tomlconfig
 from hedgerow.cloud.domain import MAX_ROTATION_DAYS, MIN_ROTATION_DAYS
 from hedgerow.cloud.errors import ConfigError
+from hedgerow.tomlconfig import Moved, check, within
 
 DEFAULT_API_PORT = 8080
 DEFAULT_DEVICE_PORT = 8443
@@ -248,46 +255,123 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
-def _listen(table: dict[str, Any], default: Listen) -> Listen:
-    host = table.get("host", default.host)
-    port = table.get("port", default.port)
-    if not isinstance(host, str) or not isinstance(port, int):
-        raise ConfigError("listener host must be a string and port an integer")
-    return Listen(host, port)
+def _positive(value: float) -> str | None:
+    return None if value > 0 else f"{value} must be positive"
+
+
+@dataclass(frozen=True, slots=True)
+class CloudTable:
+    database: str = ""
+    advertise: str = "127.0.0.1"
+    hosts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ApiTable:
+    host: str = "127.0.0.1"
+    port: int = field(default=DEFAULT_API_PORT, metadata=within(0, 65535))
+    tls: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceTable:
+    host: str = "0.0.0.0"
+    port: int = field(default=DEFAULT_DEVICE_PORT, metadata=within(0, 65535))
+
+
+@dataclass(frozen=True, slots=True)
+class MqttTable:
+    host: str = "0.0.0.0"
+    port: int = field(default=DEFAULT_MQTT_PORT, metadata=within(0, 65535))
+    broker: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PkiTable:
+    group_ca_rotation_days: int = field(
+        default=7, metadata=within(MIN_ROTATION_DAYS, MAX_ROTATION_DAYS)
+    )
+    group_ca_overlap_days: int = field(default=1, metadata=within(0, MAX_ROTATION_DAYS))
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryTable:
+    retention_days: float = field(default=7.0, metadata=check(_positive))
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsTable:
+    max_upload_bytes: int = field(default=DEFAULT_MAX_UPLOAD, metadata=within(1))
+
+
+@dataclass(frozen=True, slots=True)
+class SecretsTable:
+    kek_file: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CloudFile:
+    """``config.toml`` as written: one field per table (``hedgerow.tomlconfig`` reads it)."""
+
+    cloud: CloudTable = field(default_factory=CloudTable)
+    api: ApiTable = field(default_factory=ApiTable)
+    device: DeviceTable = field(default_factory=DeviceTable)
+    mqtt: MqttTable = field(default_factory=MqttTable)
+    pki: PkiTable = field(default_factory=PkiTable)
+    telemetry: TelemetryTable = field(default_factory=TelemetryTable)
+    limits: LimitsTable = field(default_factory=LimitsTable)
+    secrets: SecretsTable = field(default_factory=SecretsTable)
+
+
+#: Tables and keys older files have that Hedgerow renamed or dropped, with what to write.
+MOVED: Final = (
+    Moved(
+        "database",
+        None,
+        'moved: write the database URL as [cloud] database = "postgresql://..." '
+        "(empty = SQLite in the data directory)",
+    ),
+    Moved(
+        "api",
+        "token",
+        "dropped: the admin token lives in DATA/admin-token (`hedgerow cloud init` writes it; "
+        "clients send it in the Authorization header)",
+    ),
+    Moved(
+        "secrets",
+        "kek",
+        "renamed: write the keyring's path as [secrets] kek_file (never the key itself)",
+    ),
+)
 
 
 def from_toml(data_dir: Path, data: dict[str, Any]) -> CloudConfig:
-    base = CloudConfig(data_dir)
+    """A parsed ``config.toml`` as a ``CloudConfig``; ``ConfigError`` names the file and
+    every bad field."""
+    file = str(data_dir / CONFIG_FILE)
     try:
-        cloud = data.get("cloud", {})
-        mqtt = data.get("mqtt", {})
-        pki_table = data.get("pki", {})
+        parsed = tomlconfig.build(data, CloudFile, file=file, moved=MOVED)
+    except tomlconfig.ConfigFileError as exc:
+        raise ConfigError(str(exc), field=exc.field) from exc
+    try:
         return CloudConfig(
             data_dir=data_dir,
-            database=str(cloud.get("database", "")),
-            advertise=str(cloud.get("advertise", base.advertise)),
-            hosts=tuple(str(h) for h in cloud.get("hosts", [])),
-            api=_listen(data.get("api", {}), base.api),
-            api_tls=_optional_bool(data.get("api", {}).get("tls")),
-            device=_listen(data.get("device", {}), base.device),
-            mqtt=_listen(mqtt, base.mqtt),
-            broker=str(mqtt.get("broker", "")),
-            group_ca_rotation_days=int(pki_table.get("group_ca_rotation_days", 7)),
-            group_ca_overlap_days=int(pki_table.get("group_ca_overlap_days", 1)),
-            retention_days=float(data.get("telemetry", {}).get("retention_days", 7.0)),
-            max_upload_bytes=int(
-                data.get("limits", {}).get("max_upload_bytes", DEFAULT_MAX_UPLOAD)
-            ),
-            kek_file=str(data.get("secrets", {}).get("kek_file", "")),
+            database=parsed.cloud.database,
+            advertise=parsed.cloud.advertise,
+            hosts=parsed.cloud.hosts,
+            api=Listen(parsed.api.host, parsed.api.port),
+            api_tls=parsed.api.tls,
+            device=Listen(parsed.device.host, parsed.device.port),
+            mqtt=Listen(parsed.mqtt.host, parsed.mqtt.port),
+            broker=parsed.mqtt.broker,
+            group_ca_rotation_days=parsed.pki.group_ca_rotation_days,
+            group_ca_overlap_days=parsed.pki.group_ca_overlap_days,
+            retention_days=parsed.telemetry.retention_days,
+            max_upload_bytes=parsed.limits.max_upload_bytes,
+            kek_file=parsed.secrets.kek_file,
         )
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise ConfigError(f"invalid config in {data_dir / CONFIG_FILE}: {exc}") from exc
-
-
-def _optional_bool(value: object) -> bool | None:
-    if value is None or isinstance(value, bool):
-        return value
-    raise ConfigError(f"expected true or false, not {value!r}")
+    except ConfigError as exc:  # a rule across fields (the overlap within the rotation)
+        raise ConfigError(f"{file}: {exc.message}", field=exc.field) from exc
 
 
 def load(data_dir: Path) -> CloudConfig:

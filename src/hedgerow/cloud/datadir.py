@@ -20,6 +20,12 @@ from hedgerow.cloud.storage.repository import Repository
 log = logging.getLogger(__name__)
 
 
+def new_admin_token() -> str:
+    """A fresh admin token. Never starts with "-", so ``--token VALUE`` always parses
+    (a bare URL-safe token did one time in 64, and argparse took it for an option)."""
+    return "hr-" + secrets.token_urlsafe(32)
+
+
 def init_data_dir(
     data_dir: Path,
     *,
@@ -66,7 +72,7 @@ def init_data_dir(
     engine = create_engine(cfg.database_url)
     try:
         migrate(engine)
-        token = secrets.token_urlsafe(32)
+        token = new_admin_token()
         Repository(engine).add_token("admin", token)
     finally:
         engine.dispose()

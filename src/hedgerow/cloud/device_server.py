@@ -1,4 +1,4 @@
-"""Device HTTPS (mutual TLS): Greengrass V1 discovery and the cores' API, over h11.
+"""Device HTTPS (mutual TLS): Greengrass V1 discovery and the cores' API, on ``hedgerow.http11``.
 
 Not an ASGI server because every request needs the verified client certificate. Every
 response carries a lower-case ``content-length`` and a non-empty JSON body (the V1
@@ -15,9 +15,6 @@ Paths (the client certificate says who is asking):
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import email.utils
 import json
 import logging
 import ssl
@@ -26,10 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-import h11
 from cryptography import x509
 
-from hedgerow import pki
+from hedgerow import http11, pki
 from hedgerow.cloud import discovery, domain
 from hedgerow.cloud.api.cores import Connectivity
 from hedgerow.cloud.api.edge import decode_json_object
@@ -49,10 +45,17 @@ log = logging.getLogger(__name__)
 #: device gets a JSON answer saying so (the identity check refuses them).
 NO_CHECK_TIME = 0x200000
 MAX_REQUEST_BODY = 1024 * 1024
-READ_CHUNK = 65536
 REQUEST_TIMEOUT = 30.0
 HANDSHAKE_TIMEOUT = 15.0
 LISTEN_BACKLOG = 1024
+DEVICE_LIMITS = http11.Limits(
+    max_header_bytes=64 * 1024,
+    max_body_bytes=MAX_REQUEST_BODY,
+    idle_timeout=60.0,
+    request_timeout=REQUEST_TIMEOUT,
+    handshake_timeout=HANDSHAKE_TIMEOUT,
+    backlog=LISTEN_BACKLOG,
+)
 DISCOVERY_PREFIX = "/greengrass/discover/thing/"
 
 
@@ -65,16 +68,15 @@ def device_ssl_context(cert_file: str, key_file: str, ca_file: str) -> ssl.SSLCo
     return ctx
 
 
-@dataclass(frozen=True)
-class Response:
-    status: int
-    body: bytes
-    content_type: bytes = b"application/json"
+Response = http11.Response
 
 
 def json_response(status: int, body: Any) -> Response:
     return Response(
-        status, discovery.encode(body) if isinstance(body, dict) else json.dumps(body).encode()
+        status,
+        discovery.encode(body) if isinstance(body, dict) else json.dumps(body).encode(),
+        "application/json",
+        reason=discovery.REASONS.get(status, "Error"),
     )
 
 
@@ -99,14 +101,24 @@ class ServerCertificateRequest:
     hosts: list[str] = checked(domain.validate_hosts, default_factory=list)
 
 
+def _refusal(status: int, message: str) -> Response:
+    """The answer to a request refused before it reached a handler (too large, malformed)."""
+    return json_response(status, discovery.error_body(status, message))
+
+
 class DeviceServer:
     """An asyncio TLS server; ``async with DeviceServer(...)`` then ``await start(host, port)``."""
 
     def __init__(self, services: CloudServices, ssl_context: ssl.SSLContext) -> None:
         self.services = services
         self.ssl_context = ssl_context
-        self._servers: list[asyncio.Server] = []
-        self._connections: set[asyncio.Task[None]] = set()
+        self._http = http11.Server(
+            self._request,
+            limits=DEVICE_LIMITS,
+            ssl_context=ssl_context,
+            error_response=_refusal,
+            name="device_server",
+        )
 
     async def __aenter__(self) -> DeviceServer:
         return self
@@ -115,120 +127,24 @@ class DeviceServer:
         await self.close()
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
-        server = await asyncio.start_server(
-            self._accept,
-            host,
-            port,
-            ssl=self.ssl_context,
-            backlog=LISTEN_BACKLOG,
-            ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
-        )
-        self._servers.append(server)
-        bound = server.sockets[0].getsockname()
+        bound = await self._http.start(host, port)
         log.info("device_server.listening host=%s port=%s", bound[0], bound[1])
-        return str(bound[0]), int(bound[1])
+        return bound
 
     async def close(self) -> None:
-        for server in self._servers:
-            server.close()
-        for task in list(self._connections):
-            task.cancel()
-        for server in self._servers:
-            with contextlib.suppress(Exception):
-                await server.wait_closed()
-        if self._connections:
-            await asyncio.gather(*self._connections, return_exceptions=True)
-        self._servers.clear()
+        await self._http.close()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        try:
-            await self._serve_connection(reader, writer)
-        except (ConnectionError, TimeoutError, ssl.SSLError, h11.RemoteProtocolError) as exc:
-            log.debug("device_server.connection_ended error=%s", exc)
-        finally:
-            self._connections.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-    async def _serve_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        cert = pki.peer_certificate(writer.get_extra_info("ssl_object"))
-        peer = writer.get_extra_info("peername")
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
-        while True:
-            request, body, too_large = await self._read_request(conn, reader)
-            if request is None:
-                return
-            target = request.target.decode("latin-1")
-            method = request.method.decode()
-            if too_large:
-                response = json_response(
-                    413, discovery.error_body(413, f"request body over {MAX_REQUEST_BODY} bytes")
-                )
-            else:
-                response = await self._dispatch(method, target, body, cert)
-            log.debug(
-                "device_server.request peer=%s method=%s path=%s status=%s",
-                peer,
-                method,
-                target,
-                response.status,
-            )
-            await self._send(conn, writer, response)
-            if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE or too_large:
-                return
-            try:
-                conn.start_next_cycle()
-            except h11.LocalProtocolError:
-                return
-
-    async def _read_request(
-        self, conn: h11.Connection, reader: asyncio.StreamReader
-    ) -> tuple[h11.Request | None, bytes, bool]:
-        request: h11.Request | None = None
-        chunks: list[bytes] = []
-        size = 0
-        too_large = False
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                data = await asyncio.wait_for(reader.read(READ_CHUNK), REQUEST_TIMEOUT)
-                conn.receive_data(data)
-                if not data and conn.their_state is h11.IDLE:
-                    return None, b"", False
-                continue
-            if isinstance(event, h11.Request):
-                request = event
-            elif isinstance(event, h11.Data):
-                size += len(event.data)
-                if size > MAX_REQUEST_BODY:
-                    too_large = True
-                else:
-                    chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                return request, b"".join(chunks), too_large
-            elif isinstance(event, h11.ConnectionClosed):
-                return None, b"", False
-
-    @staticmethod
-    async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, response: Response) -> None:
-        reason = discovery.REASONS.get(response.status, "Error").encode()
-        headers = [
-            (b"content-type", response.content_type),
-            (b"content-length", str(len(response.body)).encode()),
-            # the core's `core check` compares its clock with this one
-            (b"date", email.utils.formatdate(usegmt=True).encode()),
-        ]
-        data = conn.send(h11.Response(status_code=response.status, headers=headers, reason=reason))
-        data += conn.send(h11.Data(data=response.body)) or b""
-        data += conn.send(h11.EndOfMessage()) or b""
-        writer.write(data)
-        await writer.drain()
+    async def _request(self, request: http11.Request) -> Response:
+        cert = pki.peer_certificate(request.tls)
+        response = await self._dispatch(request.method, request.target, request.body, cert)
+        log.debug(
+            "device_server.request peer=%s method=%s path=%s status=%s",
+            request.peer,
+            request.method,
+            request.target,
+            response.status,
+        )
+        return response
 
     async def _dispatch(
         self, method: str, target: str, body: bytes, cert: x509.Certificate | None
@@ -281,7 +197,7 @@ class DeviceServer:
             )
         if method == "GET" and path.startswith("artifacts/"):
             data = await self.services.devices.core_artifact(core, path[len("artifacts/") :])
-            return Response(200, data, b"application/zip")
+            return Response(200, data, "application/zip")
         if any(p == path for _, p in routes):
             raise InvalidInput(f"method {method} is not allowed on /core/v1/{path}")
         raise NotFound("path", path, f"no such path /core/v1/{path}")

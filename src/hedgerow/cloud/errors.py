@@ -63,7 +63,12 @@ class TooLarge(CloudError):
 
 
 class ConfigError(CloudError):
-    """The data directory or its ``config.toml`` cannot be used."""
+    """The data directory or its ``config.toml`` cannot be used; ``field`` names the bad
+    ``table.key`` when one is to blame."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class SecretError(CloudError):

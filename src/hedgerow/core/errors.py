@@ -18,12 +18,15 @@ class CoreError(Exception):
 
 
 class ConfigError(CoreError):
-    """A config value is missing or wrong; ``field`` names it (``section.key``)."""
+    """A config value is missing or wrong; ``field`` names it (``section.key``), ``file``
+    the config file when known (then ``str()`` starts with it)."""
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
+    def __init__(self, field: str, message: str, *, file: str | None = None) -> None:
+        text = message if message.startswith(f"{field}: ") else f"{field}: {message}"
+        super().__init__(f"{file}: {text}" if file else text)
         self.field = field
         self.message = message
+        self.file = file
 
 
 class SpoolError(CoreError):

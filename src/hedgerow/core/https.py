@@ -2,21 +2,19 @@
 
 The edge daemon calls the cloud rarely (a deployment, a certificate, the revocation list),
 so it needs no pool, proxies, redirects or compression; a full client library would cost
-megabytes of resident memory for nothing. This module is the standard library plus ``h11``
-(a sans-IO HTTP/1.1 state machine): ``request()`` opens a connection with
-``asyncio.open_connection``, sends one request with ``Connection: close``, reads the reply
-by h11 events (Content-Length or chunked) into a ``Response`` and closes the connection.
+megabytes of resident memory for nothing. ``request()`` parses the base URL, builds the
+headers (``Connection: close``) and runs the exchange through ``hedgerow.http11.fetch``
+(the standard library plus ``h11``), which reads the reply (Content-Length or chunked)
+into a ``Response`` and closes the connection.
 
 Every failure — DNS, refused connection, TLS handshake or verification, a reply that is
-not HTTP, a truncated or oversized body, the deadline — raises ``HTTPSError`` with a
-message for humans. HTTP error statuses are not failures here: the caller reads
-``Response.status``.
+not HTTP, a truncated or oversized body, the deadline — raises ``HTTPSError`` (which is
+``hedgerow.http11.HTTPError``) with a message for humans. HTTP error statuses are not
+failures here: the caller reads ``Response.status``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json as jsonlib
 import ssl
 from collections.abc import Iterable
@@ -24,23 +22,19 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import h11
-
 import hedgerow
+from hedgerow import http11
 
 #: The largest reply body accepted (artifacts are function bundles).
 MAX_BODY = 64 * 1024 * 1024
-#: How long closing a connection may take (a TLS close_notify) before it is aborted.
-CLOSE_TIMEOUT = 2.0
-READ_SIZE = 64 * 1024
 USER_AGENT = f"hedgerow-core/{hedgerow.__version__}"
 DEFAULT_PORTS = {"https": 443, "http": 80}
 #: Characters left as they are in a request target (RFC 3986 pchar, "/", "?" and escapes).
 _TARGET_SAFE = "/?%:@!$&'()*+,;=~"
 
 
-class HTTPSError(Exception):
-    """A request failed before a complete reply was read; the message says why."""
+#: A request failed before a complete reply was read; the message says why.
+HTTPSError = http11.HTTPError
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,32 +114,12 @@ def request_headers(
 
 def response_headers(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     """h11's (already lower-cased) header list as a dict; repeated names are joined."""
-    merged: dict[str, str] = {}
-    for name, value in headers:
-        key, text = name.decode("latin-1").lower(), value.decode("latin-1")
-        merged[key] = f"{merged[key]}, {text}" if key in merged else text
-    return merged
+    return http11.merge_headers(headers)
 
 
 def content_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
     """The Content-Length of h11 response headers (h11 has validated it), if there is one."""
-    for name, value in headers:
-        if name == b"content-length":
-            return int(value)
-    return None
-
-
-def _closed_without_reply(origin: Origin) -> str:
-    message = "the server closed the connection without a reply"
-    if origin.tls:
-        # with TLS 1.3 the client's handshake ends before the server has checked the client
-        # certificate; a server that rejects it may just close (asyncio's servers do)
-        message += " (did it reject the TLS client certificate?)"
-    return message
-
-
-def _too_large(limit: int, detail: str) -> HTTPSError:
-    return HTTPSError(f"the reply body exceeds the {limit} byte limit ({detail})")
+    return http11.content_length(headers)
 
 
 async def request(
@@ -172,88 +146,15 @@ async def request(
     tls: ssl.SSLContext | None = None
     if origin.tls:
         tls = ssl_context if ssl_context is not None else ssl.create_default_context()
-    writer: asyncio.StreamWriter | None = None
-    try:
-        async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(
-                origin.host, origin.port, ssl=tls, server_hostname=origin.host if tls else None
-            )
-            return await _exchange(
-                reader, writer, origin, method, path, body, max_body, content_type
-            )
-    except TimeoutError:
-        raise HTTPSError(f"no complete reply within {timeout:g} s") from None
-    except ssl.SSLError as exc:
-        raise HTTPSError(f"TLS: {exc}") from exc
-    except OSError as exc:
-        raise HTTPSError(str(exc) or type(exc).__name__) from exc
-    except h11.RemoteProtocolError as exc:
-        raise HTTPSError(f"invalid reply: {exc}") from exc
-    except h11.LocalProtocolError as exc:
-        raise HTTPSError(f"invalid request: {exc}") from exc
-    finally:
-        if writer is not None:
-            await _close(writer)
-
-
-async def _exchange(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    origin: Origin,
-    method: str,
-    path: str,
-    body: bytes | None,
-    max_body: int,
-    content_type: str = "application/json",
-) -> Response:
-    conn = h11.Connection(h11.CLIENT)
-    headers = request_headers(origin, body, content_type)
-    head = h11.Request(method=method, target=origin.target(path), headers=headers)
-    writer.write(conn.send(head) or b"")
-    if body:
-        writer.write(conn.send(h11.Data(data=body)) or b"")
-    writer.write(conn.send(h11.EndOfMessage()) or b"")
-    await writer.drain()
-
-    response: h11.Response | None = None
-    content = bytearray()
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            data = await reader.read(READ_SIZE)
-            if not data and response is None:
-                raise HTTPSError(_closed_without_reply(origin))
-            conn.receive_data(data)  # b"" is the end of the stream: h11 checks the body
-        elif isinstance(event, h11.Response):
-            response = event
-            length = content_length(event.headers)
-            if length is not None and length > max_body:
-                raise _too_large(max_body, f"Content-Length {length}")
-        elif isinstance(event, h11.Data):
-            content += event.data
-            if len(content) > max_body:
-                raise _too_large(max_body, f"{len(content)} bytes read")
-        elif isinstance(event, h11.EndOfMessage):
-            assert response is not None  # h11 sends a Response before any body
-            return Response(
-                response.status_code, response_headers(response.headers), bytes(content)
-            )
-        elif isinstance(event, h11.ConnectionClosed):
-            raise HTTPSError(_closed_without_reply(origin))
-        # InformationalResponse (1xx): the final response follows
-
-
-async def _close(writer: asyncio.StreamWriter) -> None:
-    """Close the connection; abort it if the peer does not finish closing in time."""
-    writer.close()
-    closed = False
-    try:
-        async with asyncio.timeout(CLOSE_TIMEOUT):
-            await writer.wait_closed()
-        closed = True
-    except (OSError, TimeoutError):  # ssl.SSLError is an OSError
-        pass
-    finally:
-        if not closed:
-            with contextlib.suppress(Exception):
-                writer.transport.abort()
+    reply = await http11.fetch(
+        origin.host,
+        origin.port,
+        method,
+        origin.target(path),
+        headers=request_headers(origin, body, content_type),
+        body=body,
+        ssl_context=tls,
+        timeout=timeout,
+        max_body=max_body,
+    )
+    return Response(reply.status, response_headers(reply.headers), reply.content)

@@ -7,17 +7,19 @@ served on ``http://127.0.0.1:<status.metrics_port>/metrics`` (loopback only by d
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-import h11
-
-from hedgerow import __version__
+from hedgerow import __version__, http11
 from hedgerow.contract.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
+
+#: The metrics listener takes only small GETs from a scraper.
+METRICS_LIMITS = http11.Limits(
+    max_header_bytes=8 * 1024, max_body_bytes=0, idle_timeout=30.0, request_timeout=10.0
+)
 
 
 @dataclass(frozen=True)
@@ -110,53 +112,24 @@ def prometheus(s: Snapshot) -> str:
 
 
 class MetricsServer:
-    """GET /metrics (Prometheus text) and GET /health on a local port, over h11."""
+    """GET /metrics (Prometheus text) and GET /health on a local port (``hedgerow.http11``)."""
 
     def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
         self.snapshot = snapshot
-        self._server: asyncio.Server | None = None
+        self._server = http11.Server(self._answer, limits=METRICS_LIMITS, name="core.metrics")
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
-        self._server = await asyncio.start_server(self._serve, host, port)
-        address = self._server.sockets[0].getsockname()
-        return str(address[0]), int(address[1])
+        return await self._server.start(host, port)
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        await self._server.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = h11.Connection(h11.SERVER)
-        try:
-            request = None
-            while request is None:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    data = await asyncio.wait_for(reader.read(65536), 10)
-                    if not data:
-                        return
-                    conn.receive_data(data)
-                elif isinstance(event, h11.Request):
-                    request = event
-                else:
-                    return
-            status, body, ctype = self._answer(request.method, request.target)
-            headers = [("content-type", ctype), ("content-length", str(len(body)))]
-            writer.write(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
-            writer.write(conn.send(h11.Data(data=body)) or b"")
-            writer.write(conn.send(h11.EndOfMessage()) or b"")
-            await writer.drain()
-        except (h11.RemoteProtocolError, TimeoutError, ConnectionError) as exc:
-            log.debug("core.metrics.bad_request error=%s", exc)
-        finally:
-            writer.close()
-
-    def _answer(self, method: bytes, target: bytes) -> tuple[int, bytes, str]:
-        if method != b"GET":
-            return 405, b"method not allowed\n", "text/plain"
-        if target == b"/metrics":
-            return 200, prometheus(self.snapshot()).encode(), "text/plain; version=0.0.4"
-        if target == b"/health":
-            return 200, heartbeat(self.snapshot()), "application/json"
-        return 404, b"not found\n", "text/plain"
+    async def _answer(self, request: http11.Request) -> http11.Response:
+        if request.method != "GET":
+            return http11.Response(405, b"method not allowed\n", "text/plain")
+        if request.target == "/metrics":
+            body = prometheus(self.snapshot()).encode()
+            return http11.Response(200, body, "text/plain; version=0.0.4")
+        if request.target == "/health":
+            return http11.Response(200, heartbeat(self.snapshot()), "application/json")
+        return http11.Response(404, b"not found\n", "text/plain")

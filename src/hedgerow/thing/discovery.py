@@ -14,10 +14,9 @@ import ssl
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
-import httpx
-
-from hedgerow import pki
+from hedgerow import http11, pki
 
 from .credentials import Credentials
 from .errors import (
@@ -33,6 +32,10 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 8443
 DEFAULT_TIMEOUT = 10.0
 PATH = "/greengrass/discover/thing/"
+#: a discovery answer larger than this is refused (thousands of cores and CAs fit)
+MAX_REPLY_BYTES = 4 * 1024 * 1024
+#: characters a URL path segment carries as they are (RFC 3986 pchar), as httpx sent them
+_PCHAR = "!$&'()*+,;=:@"
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,7 +334,7 @@ _NOT_TLS = (
 )
 
 
-def _transport_error(exc: httpx.HTTPError, thing: str, where: str, root_ca: str) -> DiscoveryError:
+def _transport_error(exc: http11.HTTPError, thing: str, where: str, root_ca: str) -> DiscoveryError:
     verify = _cause(exc, ssl.SSLCertVerificationError)
     if verify is not None:
         reason = getattr(verify, "verify_message", "") or str(verify)
@@ -354,7 +357,7 @@ def _transport_error(exc: httpx.HTTPError, thing: str, where: str, root_ca: str)
             hint="-e must name the cloud's device port (8443 by default: discovery over mutual"
             " TLS), not its REST API and console port (8080)",
         )
-    if isinstance(exc, httpx.TimeoutException):
+    if exc.timed_out:
         return DiscoveryUnavailable(
             f"discovery at {where} timed out",
             thing=thing,
@@ -379,16 +382,25 @@ async def discover(
     host, port = parse_endpoint(endpoint) if isinstance(endpoint, str) else endpoint
     netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     ctx = context or credentials.discovery_context()
-    url = f"https://{netloc}{PATH}{thing}"
     log.info("thing.discovery.request thing=%s endpoint=%s", thing, netloc)
     try:
-        async with httpx.AsyncClient(verify=ctx, timeout=request_timeout, trust_env=False) as http:
-            response = await http.get(url)
-            body = response.content
-    except httpx.HTTPError as exc:
+        # our own one-request client: a discovery cancelled in its TLS handshake (a thing
+        # stopping, a give-up deadline) closes its socket; httpx's left it open
+        reply = await http11.fetch(
+            host,
+            port,
+            "GET",
+            f"{PATH}{quote(thing, safe=_PCHAR)}",
+            headers=[("host", netloc), ("accept", "application/json")],
+            ssl_context=ctx,
+            timeout=request_timeout,
+            max_body=MAX_REPLY_BYTES,
+        )
+    except http11.HTTPError as exc:
         raise _transport_error(exc, thing, netloc, str(credentials.root_ca)) from exc
-    if response.status_code != 200:
-        raise _status_error(response.status_code, body, thing, netloc, credentials.thing_name)
+    body = reply.content
+    if reply.status != 200:
+        raise _status_error(reply.status, body, thing, netloc, credentials.thing_name)
     try:
         info = parse_discovery(body)
     except MalformedDiscovery as exc:

@@ -16,7 +16,7 @@ The whole tree, each with the data it carries as attributes::
     ├── SensorError                 a sensor could not be opened or read (.sensor)
     └── ThingClosed                 the thing was closed; nothing more can be published
 
-Errors from lower layers (``OSError``, ``ssl.SSLError``, ``httpx.HTTPError``,
+Errors from lower layers (``OSError``, ``ssl.SSLError``, ``http11.HTTPError``,
 ``hedgerow.client.ClientError``) are translated at the boundary with ``raise ... from exc``.
 """
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import itertools
 import json
 import logging
@@ -28,8 +27,7 @@ from types import TracebackType
 from typing import Final, Protocol
 from urllib.parse import unquote
 
-import h11
-
+from hedgerow import http11
 from hedgerow.functions.errors import HandlerError, InvocationError
 from hedgerow.functions.v1 import arn as arns
 
@@ -38,7 +36,11 @@ log = logging.getLogger(__name__)
 PREFIX: Final = "/2016-11-01/functions/"
 MAX_BODY: Final = 16 * 1024 * 1024
 MAX_PENDING_RESULTS: Final = 10_000
-READ_CHUNK: Final = 65536
+#: Requests come from the function processes on this host: a publish or invoke payload
+#: up to MAX_BODY; a kept-alive connection idles at most a minute.
+V1_LIMITS: Final = http11.Limits(
+    max_header_bytes=64 * 1024, max_body_bytes=MAX_BODY, idle_timeout=60.0, request_timeout=30.0
+)
 _SHADOW_TOPIC: Final = re.compile(r"^\$aws/things/([^/#+]+)/shadow/(get|update|delete)$")
 
 
@@ -69,6 +71,7 @@ class V1Backend(Protocol):
 
 
 Outcome = tuple[bytes, str]  # (body, X-Amz-Function-Error)
+Headers = tuple[tuple[str, str], ...]
 
 
 def _error_body(message: str, error_type: str = "", stack: str = "") -> bytes:
@@ -78,6 +81,10 @@ def _error_body(message: str, error_type: str = "", stack: str = "") -> bytes:
     if stack:
         body["stackTrace"] = stack.splitlines()
     return json.dumps(body).encode()
+
+
+def _error_response(status: int, message: str) -> http11.Response:
+    return http11.Response(status, _error_body(message))
 
 
 def parse_client_context(header: bytes) -> dict[str, object]:
@@ -97,17 +104,17 @@ class V1Server:
         self._backend = backend
         self._host = host
         self._port = port
-        self._server: asyncio.Server | None = None
         self._results: dict[str, asyncio.Future[Outcome]] = {}
         self._ids = itertools.count(1)
-        self._tasks: set[asyncio.Task[None]] = set()  # connections
+        self._http = http11.Server(
+            self._serve, limits=V1_LIMITS, error_response=_error_response, name="v1-ipc"
+        )
         self._work = asyncio.TaskGroup()  # invocations whose results callers will fetch
         self.port = 0
 
     async def __aenter__(self) -> V1Server:
         await self._work.__aenter__()
-        self._server = await asyncio.start_server(self._serve, self._host, self._port, backlog=256)
-        self.port = int(self._server.sockets[0].getsockname()[1])
+        self.port = (await self._http.start(self._host, self._port))[1]
         log.info("v1_ipc_listening port=%s", self.port)
         return self
 
@@ -117,113 +124,56 @@ class V1Server:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
         for future in self._results.values():
             future.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._http.close()
         await self._work.__aexit__(None, None, None)
-        await self._server.wait_closed()
 
     # -- connections --------------------------------------------------------------------------
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
-        try:
-            while True:
-                request, body = await self._read_request(conn, reader)
-                if request is None:
-                    return
-                status, headers, payload = await self._route(request, body)
-                headers = [*headers, (b"content-length", str(len(payload)).encode())]
-                data = conn.send(h11.Response(status_code=status, headers=headers))
-                data += conn.send(h11.Data(data=payload)) or b""
-                data += conn.send(h11.EndOfMessage()) or b""
-                writer.write(data)
-                await writer.drain()
-                if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
-                    return
-                conn.start_next_cycle()
-        except (h11.RemoteProtocolError, ConnectionError) as exc:
-            log.debug("v1_ipc_connection_error error=%s", exc)
-        finally:
-            self._tasks.discard(task)
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-
-    @staticmethod
-    async def _read_request(
-        conn: h11.Connection, reader: asyncio.StreamReader
-    ) -> tuple[h11.Request | None, bytes]:
-        request: h11.Request | None = None
-        body = bytearray()
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                data = await reader.read(READ_CHUNK)
-                conn.receive_data(data)
-                continue
-            if isinstance(event, h11.Request):
-                request = event
-            elif isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > MAX_BODY:
-                    raise h11.RemoteProtocolError("body too large")
-            elif isinstance(event, h11.EndOfMessage):
-                return request, bytes(body)
-            elif isinstance(event, h11.ConnectionClosed):
-                return None, b""
+    async def _serve(self, request: http11.Request) -> http11.Response:
+        status, headers, payload = await self._route(request)
+        return http11.Response(status, payload, headers=headers)
 
     # -- requests -----------------------------------------------------------------------------
 
-    async def _route(
-        self, request: h11.Request, body: bytes
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        headers = {name.lower(): value for name, value in request.headers}
-        caller = self._backend.caller_of(
-            headers.get(b"authorization", b"").decode(errors="replace")
-        )
+    async def _route(self, request: http11.Request) -> tuple[int, Headers, bytes]:
+        headers = dict(request.headers)  # the last of a repeated header wins
+        caller = self._backend.caller_of(headers.get("authorization", ""))
         if caller is None:
-            return 403, [], _error_body("unknown authorization token")
-        path = unquote(request.target.decode(errors="replace")).split("?", 1)[0]
+            return 403, (), _error_body("unknown authorization token")
+        path = unquote(request.target).split("?", 1)[0]
         if not path.startswith(PREFIX):
-            return 404, [], _error_body(f"no such path {path}")
+            return 404, (), _error_body(f"no such path {path}")
         arn = path[len(PREFIX) :]
         if arn.endswith("/work"):
-            return 501, [], _error_body("the runtime-side work API is not served by Hedgerow")
-        if request.method == b"POST":
-            return await self._post_work(caller, arn, headers, body)
-        if request.method == b"GET":
+            return 501, (), _error_body("the runtime-side work API is not served by Hedgerow")
+        if request.method == "POST":
+            return await self._post_work(caller, arn, headers, request.body)
+        if request.method == "GET":
             return await self._get_result(headers)
-        return 405, [], _error_body("method not allowed")
+        return 405, (), _error_body("method not allowed")
 
     async def _post_work(
-        self, caller: str, arn: str, headers: dict[bytes, bytes], body: bytes
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        context_header = headers.get(b"x-amz-client-context", b"")
-        invocation_type = headers.get(b"x-amz-invocation-type", b"RequestResponse").decode()
+        self, caller: str, arn: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, Headers, bytes]:
+        context_header = headers.get("x-amz-client-context", "").encode("latin-1")
+        invocation_type = headers.get("x-amz-invocation-type", "RequestResponse")
         event = invocation_type == "Event"
         context = parse_client_context(context_header)
         custom = context.get("custom")
         subject = custom.get("subject", "") if isinstance(custom, dict) else ""
         subject = subject if isinstance(subject, str) else ""
         invocation_id = f"{next(self._ids):016x}"
-        reply = [(b"x-amz-invocationid", invocation_id.encode())]
+        reply = (("x-amz-invocationid", invocation_id),)
         if arns.same_service(arn, arns.ROUTER_ARN):
             if not subject:
-                return 400, [], _error_body("publish without a topic (client context subject)")
+                return 400, (), _error_body("publish without a topic (client context subject)")
             try:
                 await self._backend.v1_publish(caller, subject, body)
             except Exception as exc:  # the core's router failed: tell the SDK, keep serving
                 log.exception("v1_publish_failed function=%s topic=%s", caller, subject)
-                return 500, [], _error_body(f"publish failed: {exc}")
+                return 500, (), _error_body(f"publish failed: {exc}")
             return 202, reply, b""
         if arns.same_service(arn, arns.SHADOW_ARN):
             self._store(invocation_id, self._shadow(subject, body))
@@ -234,13 +184,13 @@ class V1Server:
             return 202, reply, b""
         target = arns.function_name(arn)
         if target is None:
-            return 400, [], _error_body(f"malformed function ARN {arn}")
+            return 400, (), _error_body(f"malformed function ARN {arn}")
         coroutine = self._backend.v1_invoke(caller, target, body, subject, context_header, event)
         if event:
             try:
                 await coroutine
             except InvocationError as exc:
-                return 404, [], _error_body(str(exc))
+                return 404, (), _error_body(str(exc))
             return 202, reply, b""
         self._store(invocation_id, self._invoke(coroutine))
         return 202, reply, b""
@@ -284,15 +234,13 @@ class V1Server:
 
         return self._work.create_task(run(), name="v1-invoke")
 
-    async def _get_result(
-        self, headers: dict[bytes, bytes]
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        invocation_id = headers.get(b"x-amz-invocationid", b"").decode(errors="replace")
+    async def _get_result(self, headers: dict[str, str]) -> tuple[int, Headers, bytes]:
+        invocation_id = headers.get("x-amz-invocationid", "")
         future = self._results.get(invocation_id)
         if future is None:
             return (
                 404,
-                [(b"x-amz-function-error", b"Unhandled")],
+                (("x-amz-function-error", "Unhandled"),),
                 _error_body("unknown invocation id"),
             )
         try:
@@ -300,4 +248,4 @@ class V1Server:
         finally:
             if future.done():
                 self._results.pop(invocation_id, None)
-        return 200, [(b"x-amz-function-error", error.encode())], body
+        return 200, (("x-amz-function-error", error),), body

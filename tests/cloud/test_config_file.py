@@ -1,0 +1,92 @@
+"""The cloud's config.toml through the one loader (unknown keys, wrong types, old keys,
+``hedgerow cloud serve`` showing them), and the core's config.toml the cloud writes into a
+provisioning bundle, read by the core's loader."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hedgerow.cloud import bundle
+from hedgerow.cloud import config as config_module
+from hedgerow.cloud.config import Listen
+from hedgerow.cloud.errors import ConfigError
+from hedgerow.core.config import load_config
+
+from .conftest import Cloud
+
+HEDGEROW = str(Path(sys.executable).parent / "hedgerow")
+
+
+def error(tmp_path: Path, text: str) -> ConfigError:
+    (tmp_path / "config.toml").write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        config_module.load(tmp_path)
+    assert caught.value.message.startswith(f"{tmp_path / 'config.toml'}: ")
+    return caught.value
+
+
+def test_an_unknown_key_names_file_table_key_and_the_nearest(tmp_path: Path) -> None:
+    e = error(tmp_path, "[api]\nhost = '127.0.0.1'\nprot = 8080\n")
+    assert e.field == "api.prot" and '[api]; did you mean "port"?' in e.message
+    e = error(tmp_path, "[telemetri]\nretention_days = 3\n")
+    assert e.field == "telemetri" and "did you mean [telemetry]?" in e.message
+
+
+def test_a_wrong_type_names_the_field_and_the_expected_type(tmp_path: Path) -> None:
+    e = error(tmp_path, "[pki]\ngroup_ca_rotation_days = '7'\n")
+    assert e.field == "pki.group_ca_rotation_days"
+    assert 'expected an integer within 1..30, got "7" (a string)' in e.message
+    e = error(tmp_path, "[cloud]\nhosts = 'cloud.example.com'\n")
+    assert "cloud.hosts: expected a list of strings (non-empty)" in e.message
+
+
+def test_old_keys_get_a_migration_message(tmp_path: Path) -> None:
+    e = error(tmp_path, "[database]\nurl = 'postgresql://db/hedgerow'\n")
+    assert "database: moved: write the database URL as [cloud] database" in e.message
+    e = error(tmp_path, "[secrets]\nkek = 'c2VjcmV0'\n")
+    assert "secrets.kek: renamed: write the keyring's path as [secrets] kek_file" in e.message
+
+
+def test_what_save_writes_loads_back(tmp_path: Path) -> None:
+    config = config_module.CloudConfig(
+        tmp_path,
+        database="postgresql://db/x",
+        hosts=("a.example",),
+        api=Listen("0.0.0.0", 9000),
+        api_tls=False,
+        retention_days=2.5,
+        kek_file="/run/keyring.json",
+    )
+    config_module.save(config)
+    assert config_module.load(tmp_path) == config
+
+
+def test_cloud_serve_shows_the_errors_plainly(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text("[api]\nport = 'eighty'\n[mqtt]\nbrokr = ''\n")
+    done = subprocess.run(
+        [HEDGEROW, "cloud", "serve", "--data", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"hedgerow: {tmp_path / 'config.toml'}: api.port: expected")
+    assert 'mqtt.brokr: unknown key in [mqtt]; did you mean "broker"?' in done.stderr
+
+
+async def test_the_bundle_config_loads_cleanly_in_the_core(cloud: Cloud, tmp_path: Path) -> None:
+    await cloud.ok("POST", "/api/v1/groups", json={"name": "factory-1"})
+    made = await cloud.ok("POST", "/api/v1/cores", json={"name": "pi-1", "group": "factory-1"})
+    files = bundle.read_bundle(base64.b64decode(made["bundle"]))
+    (tmp_path / "config.toml").write_bytes(files[bundle.CONFIG])
+    config = await asyncio.to_thread(load_config, tmp_path / "config.toml")
+    assert (config.name, config.group) == ("pi-1", "factory-1")
+    assert config.cloud.https_endpoint.port == cloud.device_port
+    assert config.cloud.mqtt.port == cloud.mqtt_port
+    assert config.local.port == 8883 and config.data_dir == tmp_path
