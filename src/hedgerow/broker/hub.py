@@ -21,6 +21,7 @@ from hedgerow.broker.sessions import Session, SessionStore
 from hedgerow.broker.stats import Counters
 from hedgerow.broker.subscriptions import SubscriptionTable
 from hedgerow.broker.wills import DelayedWills
+from hedgerow.clock import Clock, MonotonicClock
 from hedgerow.mqtt.packets import Publish
 
 if TYPE_CHECKING:
@@ -42,9 +43,13 @@ class Hub:
         authenticator: Authenticator,
         authorizer: Authorizer,
         loop: asyncio.AbstractEventLoop,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
         self.loop = loop
+        #: Keep-alive, CONNECT timeout, session and will expiry, the sweep (tests advance
+        #: a ManualClock); backpressure and pacing use ``loop.time()`` and its timers.
+        self.clock: Clock = clock if clock is not None else MonotonicClock()
         self.counters = Counters()
         #: bytes held for clients, against the per-client and total limits
         self.budget = OutboundBudget(config.max_outbound_bytes, config.max_total_outbound_bytes)
