@@ -62,7 +62,7 @@ class Broker:
         allow = AllowAll()
         self._authenticator: Authenticator = authenticator or allow
         self._authorizer: Authorizer = authorizer or allow
-        self._hub: Hub | None = None
+        self._hub: Hub[Connection] | None = None
         self._servers: list[asyncio.Server] = []
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -79,7 +79,7 @@ class Broker:
         await self.close()
 
     @property
-    def hub(self) -> Hub:
+    def hub(self) -> Hub[Connection]:
         if self._hub is None or self._hub.closing:
             raise BrokerClosed("the broker is not running (use it as an async context manager)")
         return self._hub

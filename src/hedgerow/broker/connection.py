@@ -99,7 +99,7 @@ class Connection(asyncio.Protocol):
         "out_aliases",
     )
 
-    def __init__(self, hub: Hub, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, hub: Hub[Connection], tls: ssl.SSLContext | None = None) -> None:
         self.hub = hub
         #: TLS done by the connection itself (see ``tls.py``); None on plain TCP.
         self.tls = ServerTLS(tls) if tls is not None else None
@@ -596,7 +596,7 @@ class Connection(asyncio.Protocol):
                 refused.topic_filter,
                 refused.why,
             )
-        retained: list[Subscription] = []
+        retained: list[Subscription[Session]] = []
         for grant in decision.granted:
             s = grant.request
             sub = Subscription(
