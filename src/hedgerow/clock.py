@@ -69,6 +69,11 @@ class ManualClock:
         self._notify()
         await future
 
+    def next_due(self) -> float | None:
+        """When the earliest sleeper wakes (None: nobody sleeps)."""
+        due = [when for when, _, f in self._sleepers if not f.done()]
+        return min(due) if due else None
+
     def advance(self, seconds: float) -> None:
         """Move time forward and wake every sleeper whose time has come."""
         if seconds < 0:
