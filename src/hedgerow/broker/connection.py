@@ -619,7 +619,7 @@ class Connection(asyncio.Protocol):
                 retained.append(sub)
         self._send(encode(decision.suback, self.version))
         if retained and len(hub.retained):
-            now = hub.loop.time()
+            now = hub.clock.now()
             for sub in retained:
                 route = route_for(sub)
                 for message in hub.retained.matching(sub.topic_filter, now):

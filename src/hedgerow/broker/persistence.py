@@ -207,7 +207,7 @@ class Persister:
     def restore(self) -> tuple[int, int]:
         """Load sessions and retained messages into the hub; (sessions, retained)."""
         hub = self.hub
-        now = hub.loop.time()
+        now = hub.clock.now()
         wall = time.time()
         by_id: dict[str, tuple[Session, _Written]] = {}
         try:
@@ -387,7 +387,7 @@ class Persister:
 
     def snapshot(self, *, full: bool) -> list[Op]:
         hub = self.hub
-        now = hub.loop.time()
+        now = hub.clock.now()
         wall = time.time()
         ops: list[Op] = []
         if self._rewrite:
@@ -497,7 +497,7 @@ class Persister:
 
     def _retained_ops(self, wall: float, topics: set[str] | None = None) -> list[Op]:
         """Rows for retained messages that changed: all, or just ``topics``."""
-        now = self.hub.loop.time()
+        now = self.hub.clock.now()
         store = self.hub.retained
         current: dict[str, Message]
         if topics is None:
