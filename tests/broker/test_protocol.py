@@ -95,7 +95,9 @@ AUTH_REFUSALS = [
 def test_authenticator_refusal_codes_for_3_1_1_and_5(code: int, v311_code: int) -> None:
     v5 = refused_by_authenticator(V5, code)
     assert v5.connack is not None
-    assert on_the_wire(v5.connack, V5) == ConnAck(False, code)
+    assert on_the_wire(v5.connack, V5) == ConnAck(
+        False, code, Properties(reason_string="because")
+    )  # a v5 client is told why
     old = refused_by_authenticator(V311, code)
     assert old.connack is not None
     assert return_code(old.connack, V311) == v311_code
@@ -105,7 +107,7 @@ def test_authenticator_refusal_codes_for_3_1_1_and_5(code: int, v311_code: int) 
 def test_silent_refusal_sends_nothing_to_3_1_1_but_a_reason_to_v5() -> None:
     assert refused_by_authenticator(V311, ReasonCode.NOT_AUTHORIZED, silent=True).connack is None
     loud = refused_by_authenticator(V5, ReasonCode.NOT_AUTHORIZED, silent=True)
-    assert loud.connack == ConnAck(False, ReasonCode.NOT_AUTHORIZED)
+    assert loud.connack is not None and loud.connack.reason_code == ReasonCode.NOT_AUTHORIZED
 
 
 def test_unsupported_protocol_level_is_refused_with_0x84_or_return_code_1() -> None:
