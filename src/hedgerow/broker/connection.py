@@ -582,11 +582,10 @@ class Connection(asyncio.Protocol):
         session = self.session
         identity = self.identity
         assert session is not None and identity is not None
-        subscriptions = session.subscriptions
-        if subscriptions is None:
-            subscriptions = session.subscriptions = {}
         decision = self.proto.check_subscribe(
-            p, lambda f: hub.authorizer.authorize(identity, Action.SUBSCRIBE, f), subscriptions
+            p,
+            lambda f: hub.authorizer.authorize(identity, Action.SUBSCRIBE, f),
+            session.subscriptions or (),
         )
         for refused in decision.refused:
             hub.counters.denied_subscribe += refused.denied
@@ -597,7 +596,11 @@ class Connection(asyncio.Protocol):
                 refused.why,
             )
         retained: list[Subscription[Session]] = []
+        subscriptions = session.subscriptions
+        if subscriptions is None and decision.granted:
+            subscriptions = session.subscriptions = {}  # created on first use: idle clients
         for grant in decision.granted:
+            assert subscriptions is not None
             s = grant.request
             sub = Subscription(
                 session,
