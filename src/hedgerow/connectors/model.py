@@ -72,6 +72,7 @@ class ConnectorBase:
         self._publish = publish
         self._state = State.STOPPED
         self._task: asyncio.Task[None] | None = None
+        self._waiters: list[tuple[frozenset[State], asyncio.Future[State]]] = []
         self.counters = Counters()
 
     @property
@@ -85,6 +86,24 @@ class ConnectorBase:
     def health(self) -> Health:
         return health_of([self._state])
 
+    def _set_state(self, state: State) -> None:
+        self._state = state
+        for states, future in list(self._waiters):
+            if state in states and not future.done():
+                future.set_result(state)
+
+    async def wait_for_state(self, *states: State) -> State:
+        """Return once the connector is in one of ``states`` (the caller bounds the wait)."""
+        if self._state in states:
+            return self._state
+        future: asyncio.Future[State] = asyncio.get_running_loop().create_future()
+        entry = (frozenset(states), future)
+        self._waiters.append(entry)
+        try:
+            return await future
+        finally:
+            self._waiters.remove(entry)
+
     @property
     def request_topics(self) -> tuple[str, ...]:
         return ()
@@ -92,14 +111,14 @@ class ConnectorBase:
     async def start(self) -> None:
         if self._task is not None:
             return
-        self._state = State.STARTING
+        self._set_state(State.STARTING)
         self._task = asyncio.create_task(self._supervise(), name=f"connector:{self._name}")
         log.info("connector.started name=%s kind=%s", self._name, self.kind)
 
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            self._state = State.STOPPING
+            self._set_state(State.STOPPING)
             task.cancel()
             try:
                 await task
@@ -108,9 +127,9 @@ class ConnectorBase:
                     raise
             finally:
                 self.counters.connected = False
-                self._state = State.STOPPED
+                self._set_state(State.STOPPED)
             log.info("connector.stopped name=%s", self._name)
-        self._state = State.STOPPED
+        self._set_state(State.STOPPED)
 
     async def _supervise(self) -> None:
         try:
@@ -119,7 +138,7 @@ class ConnectorBase:
             raise
         except Exception as exc:  # a bug: report BROKEN rather than die silently
             log.exception("connector.broken name=%s error=%s", self._name, exc)
-            self._state = State.BROKEN
+            self._set_state(State.BROKEN)
 
     async def _run(self) -> None:
         raise NotImplementedError
@@ -130,10 +149,10 @@ class ConnectorBase:
 
     def _linked(self) -> None:
         self.counters.connected = True
-        self._state = State.RUNNING
+        self._set_state(State.RUNNING)
 
     def _unlinked(self, error: str) -> None:
         self.counters.connected = False
         self.counters.last_error = error
         if self._state is not State.STOPPING:
-            self._state = State.BACKOFF
+            self._set_state(State.BACKOFF)
