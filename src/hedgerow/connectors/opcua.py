@@ -321,7 +321,7 @@ class OpcUaConnector(ConnectorBase):
 
     async def _call(self, client: Any, body: dict[str, Any]) -> Any:
         obj = client.get_node(self._node_id(body, "object"))
-        method = self._node_id(body, "method")
+        method = _asyncua().ua.NodeId.from_string(self._node_id(body, "method"))
         args = body.get("args", [])
         if not isinstance(args, list):
             raise ValueError('"args" must be a list')
