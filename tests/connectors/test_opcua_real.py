@@ -166,3 +166,51 @@ async def test_browse(port: int) -> None:
     assert (1, "2:Add", "Method") in names
     (speed,) = [e for e in entries if e.browse_name == "2:Speed"]
     assert speed.node_id == "ns=2;s=Speed"
+
+
+async def test_browse_from_the_command_line(port: int) -> None:
+    import sys
+
+    async with machine_server(port) as machine:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "hedgerow",
+            "core",
+            "opcua",
+            "browse",
+            machine.url,
+            "--node",
+            "ns=2;s=Machine",
+            "--depth",
+            "1",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(60):
+            out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    assert "2:Speed  Variable  ns=2;s=Speed" in lines
+    assert "2:Add  Method  ns=2;s=Add" in lines
+    assert lines[-1] == "3 nodes"
+
+
+async def test_browse_cli_names_a_bad_option() -> None:
+    import sys
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hedgerow",
+        "core",
+        "opcua",
+        "browse",
+        "http://nope",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        _, err = await process.communicate()
+    assert process.returncode != 0
+    assert "--url: must start with opc.tcp://" in err.decode()
