@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -119,6 +120,7 @@ async def test_every_data_type_in_every_order(port: int, running: list[ModbusCon
         for name, value in expected.items():
             (message,) = await recorder.wait(topic(name))
             assert message["tag"] == name
+            assert abs(message["timestamp"] - time.time()) < 60
             if name.startswith("float32"):
                 assert message["value"] == pytest.approx(value, rel=1e-7), name
             else:

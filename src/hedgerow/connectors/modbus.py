@@ -16,6 +16,7 @@ the line, which RTU requires).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -56,11 +57,10 @@ class ModbusExceptionResponse(ConnectorIOError):
         self.exception_code = exception_code
 
 
-def value_payload(tag: str, value: Value, ts: float) -> bytes:
-    """A published value: ``{"tag", "value", "ts"}`` (``ts`` in seconds since the epoch)."""
-    import json
-
-    return json.dumps({"tag": tag, "value": value, "ts": round(ts, 3)}).encode()
+def value_payload(tag: str, value: Value, timestamp: float) -> bytes:
+    """A published value: ``{"tag", "value", "timestamp"}`` (seconds since the epoch: the
+    field the example ``window_aggregate`` function windows by)."""
+    return json.dumps({"tag": tag, "value": value, "timestamp": round(timestamp, 3)}).encode()
 
 
 def values_of(
