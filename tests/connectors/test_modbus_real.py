@@ -427,3 +427,24 @@ async def test_rtu_over_a_serial_line(running: list[ModbusConnector]) -> None:
             (v1,) = recorder.on("modbus/adapter/response")
             assert v1["response"]["payload"] == {"function_code": 3, "registers": [0x4049, 0x0FDB]}
             await c.stop()
+
+
+async def test_a_missing_device_backs_off_and_never_breaks(
+    running: list[ModbusConnector], tmp_path: Any
+) -> None:
+    recorder = Recorder()
+    for kind, where in (
+        ("modbus-rtu", {"serial_port": str(tmp_path / "ttyUSB9")}),
+        ("modbus-tcp", {"host": "127.0.0.1", "port": 1}),
+    ):
+        config = validate(
+            kind, "meter", {**where, **FAST, "tags": [{"name": "x", "table": "coil", "address": 0}]}
+        )
+        c = ModbusConnector(config, recorder)
+        running.append(c)
+        await c.start()
+        async with asyncio.timeout(10):
+            await c.wait_for_state(State.BACKOFF)
+        assert c.counters.errors >= 1 and "cannot connect" in c.counters.last_error
+        assert c.health().value == "pending"
+    assert recorder.messages == []

@@ -164,7 +164,11 @@ class ModbusConnector(ConnectorBase):
         while True:
             client = self._new_client()
             try:
-                if not await client.connect():
+                try:
+                    connected = await client.connect()
+                except OSError as exc:  # a serial port that cannot be opened, say
+                    raise ConnectorIOError(f"cannot connect to {self._where()}: {exc}") from exc
+                if not connected:
                     raise ConnectorIOError(f"cannot connect to {self._where()}")
                 self._client = client
                 if not first:
