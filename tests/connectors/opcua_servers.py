@@ -87,13 +87,17 @@ class Machine:
 
 
 @contextlib.asynccontextmanager
-async def machine_server(port: int, certs: Certs | None = None) -> AsyncIterator[Machine]:
+async def machine_server(
+    port: int, certs: Certs | None = None, *, sign_only: bool = False
+) -> AsyncIterator[Machine]:
     server = Server(user_manager=Passwords()) if certs else Server()
     await server.init()
     url = f"opc.tcp://127.0.0.1:{port}/hedgerow/"
     server.set_endpoint(url)
     if certs:
-        server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+        server.set_security_policy([
+            ua.SecurityPolicyType.Basic256Sha256_Sign if sign_only
+            else ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])  # fmt: skip
         server.set_identity_tokens([ua.UserNameIdentityToken])
         await server.load_certificate(str(certs.server_cert))
         await server.load_private_key(str(certs.server_key))

@@ -115,6 +115,19 @@ async def test_basic256sha256_sign_and_encrypt_with_a_user(port: int, tmp_path: 
             await c.stop()
 
 
+async def test_basic256sha256_sign_only(port: int, tmp_path: Path) -> None:
+    certs = await make_certs(tmp_path)
+    async with machine_server(port, certs, sign_only=True) as machine:
+        recorder = Recorder()
+        c = OpcUaConnector(config(machine.url, certs, security_mode="Sign"), recorder)
+        try:
+            await c.start()
+            (first,) = await recorder.wait(data("count"))
+            assert first["value"] == 0 and c.state is State.RUNNING
+        finally:
+            await c.stop()
+
+
 async def test_a_wrong_password_or_no_security_is_refused(port: int, tmp_path: Path) -> None:
     certs = await make_certs(tmp_path)
     async with machine_server(port, certs) as machine:
