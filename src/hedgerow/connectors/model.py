@@ -18,10 +18,15 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 from hedgerow.lifecycle import Health, State, health_of
 
 log = logging.getLogger(__name__)
+
+#: How often, and how long each time, ``stop()`` cancels and waits for a connector's task.
+STOP_ATTEMPTS: Final = 10
+STOP_WAIT_S: Final = 0.5
 
 #: How a connector hands a message to the core: ``await publish(topic, payload)``.
 Publish = Callable[[str, bytes], Awaitable[None]]
@@ -119,17 +124,27 @@ class ConnectorBase:
         task, self._task = self._task, None
         if task is not None:
             self._set_state(State.STOPPING)
-            task.cancel()
             try:
-                await task
-            except asyncio.CancelledError:
-                if (current := asyncio.current_task()) is not None and current.cancelling():
-                    raise
+                await self._cancel(task)
             finally:
                 self.counters.connected = False
                 self._set_state(State.STOPPED)
             log.info("connector.stopped name=%s", self._name)
         self._set_state(State.STOPPED)
+
+    async def _cancel(self, task: asyncio.Task[None]) -> None:
+        """Cancel the connector's task and wait for it, cancelling again when a library
+        swallowed the cancellation (bounded: ``STOP_ATTEMPTS`` × ``STOP_WAIT_S``)."""
+        for _ in range(STOP_ATTEMPTS):
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=STOP_WAIT_S)
+            if done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error(
+                        "connector.stop_failed name=%s error=%r", self._name, task.exception()
+                    )
+                return
+        log.error("connector.stop_timeout name=%s: its task did not end", self._name)
 
     async def _supervise(self) -> None:
         try:
