@@ -10,18 +10,37 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from hedgerow.cloud.domain import DeploymentStatus
 from hedgerow.cloud.errors import InvalidInput
 from hedgerow.cloud.storage.repository import Snapshot
+from hedgerow.connectors import ConnectorConfigError, ConnectorSpec, validate
 
 MAX_DETAIL = 4096
 
 
 def new_deployment_id() -> str:
     return "d-" + secrets.token_hex(8)
+
+
+def connector_entries(frozen: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A snapshot's connectors as the document carries them, validated again: one stored by
+    an older release that no longer passes fails the deployment, naming it and the field."""
+    entries = []
+    for entry in sorted(frozen, key=lambda e: str(e.get("name"))):
+        spec = ConnectorSpec.from_json(entry)
+        try:
+            validate(spec.kind, spec.name, spec.config)
+        except ConnectorConfigError as exc:
+            raise InvalidInput(
+                f"connector {spec.name!r}: {exc} (fix it with hedgerow cloud connector update)",
+                field=f"connectors.{spec.name}.{exc.field}",
+            ) from exc
+        entries.append(spec.to_json())
+    return entries
 
 
 def build_document(snapshot: Snapshot, deployment_id: str, created_at: dt.datetime) -> str:
@@ -38,6 +57,9 @@ def build_document(snapshot: Snapshot, deployment_id: str, created_at: dt.dateti
         ],
         "settings": {"open_broker": bool(snapshot.group.settings.get("open_broker", False))},
     }
+    connectors = connector_entries(snapshot.connectors)
+    if connectors:
+        document["connectors"] = connectors
     return json.dumps(document, separators=(",", ":"))
 
 

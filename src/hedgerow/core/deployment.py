@@ -84,6 +84,8 @@ class DeploymentDocument:
     subscriptions: tuple[Subscription, ...]
     settings: Mapping[str, Any]
     text: str = field(repr=False)
+    #: industrial connectors: ``{"kind", "name", "version", "config"}`` (``hedgerow.connectors``)
+    connectors: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def open_broker(self) -> bool:
@@ -133,6 +135,17 @@ def parse_document(text: str) -> DeploymentDocument:
     settings = data.get("settings") or {}
     if not isinstance(settings, dict):
         raise DeploymentError(deployment_id, "settings: must be an object")
+    connectors = data.get("connectors", [])
+    if not isinstance(connectors, list) or not all(
+        isinstance(c, dict)
+        and isinstance(c.get("name"), str)
+        and isinstance(c.get("kind"), str)
+        and isinstance(c.get("config", {}), dict)
+        for c in connectors
+    ):
+        raise DeploymentError(
+            deployment_id, "connectors: must be a list of objects with a kind, a name and a config"
+        )
     return DeploymentDocument(
         deployment_id=deployment_id,
         group=str(data.get("group", "")),
@@ -142,6 +155,7 @@ def parse_document(text: str) -> DeploymentDocument:
         subscriptions=subscriptions,
         settings=settings,
         text=text,
+        connectors=tuple(connectors),
     )
 
 

@@ -42,6 +42,8 @@ class Snapshot:
     version: str = field(default=__version__)
     #: per stream of the stream manager: newest sequence number, bytes, export backlog
     streams: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    #: Each industrial connector's kind, version, state and counters (``ConnectorHost.report``).
+    connectors: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
 
 
 def heartbeat(s: Snapshot) -> bytes:
@@ -65,6 +67,8 @@ def heartbeat(s: Snapshot) -> bytes:
             name: {"newest": p.get("newest", -1), "backlog": p.get("backlog", 0)}
             for name, p in s.streams.items()
         }
+    if s.connectors:
+        body["connectors"] = {name: dict(c) for name, c in s.connectors.items()}
     return json.dumps(body, separators=(",", ":")).encode()
 
 
