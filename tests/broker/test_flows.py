@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 from hedgerow.broker import Action, Broker, BrokerConfig, ConnectInfo, Identity, Refused
+from hedgerow.clock import ManualClock
 from hedgerow.mqtt.errors import ProtocolError
 from hedgerow.mqtt.packets import (
     ConnAck,
@@ -304,23 +306,63 @@ async def test_no_local_and_retain_as_published_and_retain_handling(running: Run
     assert await c.recv() == PingResp()
 
 
-async def test_message_expiry_drops_queued_message(running: Running) -> None:
-    props = Properties(session_expiry_interval=60)
-    c = await RawClient.connected(running.port, "exp", V5, clean_start=False, properties=props)
-    await subscribe(c, Subscription("e", 1))
-    await c.close()
-    await asyncio.sleep(0.05)
-    await running.broker.publish(
-        "e", b"short", qos=1, properties=Properties(message_expiry_interval=1)
-    )
-    await running.broker.publish(
-        "e", b"long", qos=1, properties=Properties(message_expiry_interval=60)
-    )
-    await asyncio.sleep(1.1)  # the time the message has to live
-    back = await RawClient.connected(running.port, "exp", V5, clean_start=False, properties=props)
-    m = await back.recv()
-    assert isinstance(m, Publish) and m.payload == b"long"
-    assert running.broker.stats().expired == 1
+async def test_message_expiry_drops_queued_message() -> None:
+    clock = ManualClock(start=time.monotonic())
+    async with Broker(BrokerConfig(sweep_interval=0.1), clock=clock) as broker:
+        _, port = await broker.listen("127.0.0.1", 0)
+        props = Properties(session_expiry_interval=60)
+        c = await RawClient.connected(port, "exp", V5, clean_start=False, properties=props)
+        await subscribe(c, Subscription("e", 1))
+        await c.close()
+        await eventually(lambda: broker.stats().clients_connected == 0)
+        await broker.publish("e", b"short", qos=1, properties=Properties(message_expiry_interval=1))
+        await broker.publish("e", b"long", qos=1, properties=Properties(message_expiry_interval=60))
+        clock.advance(1.0)  # exactly the time the short message has to live
+        back = await RawClient.connected(port, "exp", V5, clean_start=False, properties=props)
+        m = await back.recv()
+        assert isinstance(m, Publish) and m.payload == b"long"
+        assert broker.stats().expired == 1
+
+
+async def test_keepalive_expires_at_one_and_a_half_times_by_the_clock() -> None:
+    """The broker's sweep and keep-alive run on the injected clock: advancing it to just
+    before 1.5 x keep-alive keeps the client; to exactly 1.5 x disconnects it (0x8D)."""
+    clock = ManualClock()
+    async with Broker(BrokerConfig(sweep_interval=0.5), clock=clock) as broker:
+        _, port = await broker.listen("127.0.0.1", 0)
+        await clock.wait_sleepers(1)  # the sweep is parked
+        c = await RawClient.connected(port, "sleepy", V5, keepalive=10)
+        clock.advance(0.5)  # the sweep notes the CONNECT as the last packet at t=0.5
+        await clock.wait_sleepers(1)
+        clock.advance(14.5)  # t=15.0: 14.5 s of silence
+        await clock.wait_sleepers(1)
+        assert broker.stats().clients_connected == 1
+        await c.send(PingReq())
+        assert await c.recv() == PingResp()
+        clock.advance(0.5)  # t=15.5: the ping is noted, the deadline moves to t=30.5
+        await clock.wait_sleepers(1)
+        clock.advance(14.5)  # t=30.0
+        await clock.wait_sleepers(1)
+        assert broker.stats().clients_connected == 1
+        clock.advance(0.5)  # t=30.5: exactly 1.5 x 10 s after the ping was noted
+        assert await c.closed() == [Disconnect(ReasonCode.KEEP_ALIVE_TIMEOUT)]
+        assert broker.stats().clients_connected == 0
+
+
+async def test_connect_timeout_by_the_clock() -> None:
+    clock = ManualClock()
+    config = BrokerConfig(sweep_interval=1.0, connect_timeout=5.0)
+    async with Broker(config, clock=clock) as broker:
+        _, port = await broker.listen("127.0.0.1", 0)
+        await clock.wait_sleepers(1)
+        silent = await RawClient.open(port)
+        await eventually(lambda: len(broker.hub.connections) == 1)
+        for _ in range(4):  # t=1..4: still inside the CONNECT timeout
+            clock.advance(1.0)
+            await clock.wait_sleepers(1)
+        assert len(broker.hub.connections) == 1
+        clock.advance(1.0)  # t=5
+        assert await silent.closed() == []
 
 
 async def test_shared_subscription_round_robin(running: Running) -> None:

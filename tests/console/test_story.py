@@ -142,6 +142,7 @@ def test_the_seed_story_in_the_console(page: Any, cloud: RunningCloud, tmp_path:
     )
     assert row.locator("td[data-label='Version']").inner_text() not in ("", "–")
     assert row.locator("td[data-label='Spool depth']").inner_text().isdigit()
+    assert row.locator("td[data-label='Connectors']").inner_text() == "none"  # none deployed
     assert int(page.locator(".card-online .card-value").inner_text()) >= 1
     screenshots(page, "overview")
 

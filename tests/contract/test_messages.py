@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from hedgerow.contract import (
     Artifact,
+    ConnectorEntry,
     ContractError,
     DeployedFunction,
     DeploymentDocument,
@@ -94,7 +95,18 @@ FUNCTIONS = st.builds(
     ),
     st.builds(Artifact, st.from_regex(r"[0-9a-f]{64}", fullmatch=True), st.none() | st.integers(0)),
 )
-ENDPOINTS = st.sampled_from(["cloud", "shadow", "thing:t-1", "function:f"])
+ENDPOINTS = st.sampled_from(["cloud", "shadow", "thing:t-1", "function:f", "connector:meter"])
+CONNECTORS = st.builds(
+    ConnectorEntry,
+    kind=st.sampled_from(["modbus", "opcua"]),
+    name=NAMES,
+    version=st.integers(1, 50),
+    config=st.dictionaries(
+        st.sampled_from(["endpoint", "interval", "unit"]),
+        st.integers() | st.text(max_size=5),
+        max_size=3,
+    ),
+)
 DOCUMENTS = st.builds(
     DeploymentDocument,
     deployment_id=st.from_regex(r"d-[0-9a-f]{4}", fullmatch=True),
@@ -107,6 +119,7 @@ DOCUMENTS = st.builds(
         st.builds(Route, ENDPOINTS, st.sampled_from(["a/#", "+/b", "c"]), ENDPOINTS), max_size=3
     ).map(tuple),
     open_broker=st.booleans(),
+    connectors=st.lists(CONNECTORS, max_size=3, unique_by=lambda c: c.name).map(tuple),
 )
 
 
@@ -202,6 +215,29 @@ def _function(**changes: Any) -> list[dict[str, Any]]:
             InvalidMessage,
         ),
         (_document(settings={"open_broker": "yes"}), "settings.open_broker", InvalidMessage),
+        (_document(connectors={"kind": "modbus"}), "connectors", InvalidMessage),
+        (_document(connectors=["modbus"]), "connectors[0].connector", InvalidMessage),
+        (_document(connectors=[{"name": "m"}]), "connectors[0].kind", InvalidMessage),
+        (
+            _document(connectors=[{"kind": "modbus", "name": ""}]),
+            "connectors[0].name",
+            InvalidMessage,
+        ),
+        (
+            _document(connectors=[{"kind": "modbus", "name": "m", "version": "2"}]),
+            "connectors[0].version",
+            InvalidMessage,
+        ),
+        (
+            _document(connectors=[{"kind": "modbus", "name": "m", "config": [1]}]),
+            "connectors[0].config",
+            InvalidMessage,
+        ),
+        (
+            _document(connectors=[{"kind": "modbus", "name": "m"}, {"kind": "opcua", "name": "m"}]),
+            "connectors",
+            InvalidMessage,
+        ),
     ],
 )
 def test_a_malformed_document_names_the_field(text: str, field: str, kind: type) -> None:
@@ -257,3 +293,43 @@ def test_a_malformed_heartbeat_names_the_field() -> None:
         with pytest.raises(InvalidMessage) as info:
             Heartbeat.from_json(payload)
         assert info.value.field == field
+
+
+#: A connector entry as the cloud writes it since the industrial connectors (``hedgerow.connectors``).
+METER = {
+    "kind": "modbus",
+    "name": "meter",
+    "version": 3,
+    "config": {"transport": "tcp", "host": "127.0.0.1", "port": 5020, "tags": [{"name": "v"}]},
+}
+
+
+def test_a_document_with_connectors_keeps_every_field_on_both_sides() -> None:
+    route = {"source": "connector:meter", "topic": "meter/#", "target": "cloud"}
+    text = _document(connectors=[METER], subscriptions=[route])
+    doc = DeploymentDocument.from_json(text)
+    assert doc.connectors == (ConnectorEntry("modbus", "meter", 3, METER["config"]),)
+    assert doc.subscriptions == (Route("connector:meter", "meter/#", "cloud"),)
+    assert json.loads(doc.to_json())["connectors"] == [METER]
+    core_doc = parse_document(text)  # the core hands hedgerow.connectors the same entry
+    assert core_doc.connectors == (METER,) and core_doc.text == text
+    # a version left out is version 1, as the connectors' own reader takes it
+    assert DeploymentDocument.from_json(
+        _document(connectors=[{"kind": "opcua", "name": "press"}])
+    ).connectors == (ConnectorEntry("opcua", "press"),)
+    # no connectors: no key, so documents without them are written as before
+    assert "connectors" not in json.loads(DeploymentDocument.from_json(OLD_DOCUMENT).to_json())
+
+
+def test_a_heartbeat_with_connectors_round_trips() -> None:
+    report = {"kind": "modbus", "version": 3, "state": "running", "polls": 12, "values": 40,
+              "errors": 1, "reconnects": 0, "requests": 12, "latency": 0.004}  # fmt: skip
+    beat = Heartbeat(version="1", connectors={"meter": report})
+    assert Heartbeat.from_json(beat.to_json()) == beat
+    assert json.loads(beat.to_json())["connectors"] == {"meter": report}
+    assert "connectors" not in json.loads(Heartbeat(version="1").to_json())  # only when any
+    for payload in (b'{"connectors":[1]}', b'{"connectors":{"m":3}}',
+                    b'{"connectors":{"m":{"kind":1}}}'):  # fmt: skip
+        with pytest.raises(InvalidMessage) as info:
+            Heartbeat.from_json(payload)
+        assert info.value.field == "connectors"

@@ -13,8 +13,11 @@ import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
+
 from hedgerow.backoff import BackoffPolicy
 from hedgerow.client.errors import ConnectionLost
+from hedgerow.clock import ManualClock
 from hedgerow.core.connector import CloudConnector
 from hedgerow.core.spool import MemorySpool
 
@@ -47,12 +50,13 @@ class BreakingClient:
         pass
 
 
-def connector(client: type) -> CloudConnector:
+def connector(client: type, clock: ManualClock | None = None) -> CloudConnector:
     return CloudConnector(
         core="pi-1", host="127.0.0.1", port=1, ssl_context=ssl.create_default_context(),
         spool=MemorySpool(), on_message=lambda t, p: None, on_connected=lambda: None,
         filters=list, client_factory=client,  # type: ignore[arg-type]
-        backoff=BackoffPolicy(0.05, 0.2),
+        backoff=BackoffPolicy(0.05, 0.2), clock=clock,
+        uniform=lambda low, high: high,  # the jitter's upper bound: exact delays
     )  # fmt: skip
 
 
@@ -83,11 +87,22 @@ async def test_a_link_dropped_at_once_is_retried_at_the_backoffs_pace() -> None:
     loop (the backoff applies until a session lasts)."""
     BreakingClient.receiving = asyncio.Event()
     BreakingClient.sessions = 0
-    c = connector(ClosingClient)
+    clock = ManualClock()
+    c = connector(ClosingClient, clock)
     task = asyncio.create_task(c.run())
-    await asyncio.sleep(1.0)
+    await clock.wait_sleepers(1)
+    assert c.counters["connects"] == 1  # then it waits, it does not reconnect at once
+    clock.advance(0.049)
+    await clock.wait_sleepers(1)
+    assert c.counters["connects"] == 1
+    # 1 s of a cloud that drops every link at once: reconnects after 0.05, 0.1, 0.2, 0.2,
+    # 0.2, 0.2 s (the backoff, doubling up to its cap), i.e. at 0.05, 0.15, 0.35, 0.55,
+    # 0.75 and 0.95 s
+    while (due := clock.next_due()) is not None and due <= 1.0:
+        clock.advance(due - clock.now())
+        await clock.wait_sleepers(1)
+    assert c.counters["connects"] == 7, c.counters
+    assert clock.next_due() == pytest.approx(1.15)
     task.cancel()
     done, _ = await asyncio.wait([task], timeout=3)
     assert done and task.cancelled()
-    # full jitter over 0.05, 0.1, 0.2, 0.2, ... s: a handful of sessions, not thousands
-    assert 2 <= c.counters["connects"] <= 40, c.counters

@@ -16,6 +16,11 @@ HEAVY = (
     "pygments",
     "anyio",
     "hedgerow.pki",
+    "pymodbus",  # industrial connectors: loaded only when a deployment names one
+    "asyncua",
+    "serial",
+    "hedgerow.connectors.modbus",
+    "hedgerow.connectors.opcua",
     "hedgerow.core._keytool_child",  # the child's side: only in the short-lived process
 )
 
@@ -32,5 +37,6 @@ def test_what_core_run_imports_leaves_out_the_heavy_libraries() -> None:
     )
     loaded = json.loads(done.stdout)
     assert "hedgerow.core.daemon" in loaded
+    assert "hedgerow.connectors.host" in loaded  # the host is there, its libraries are not
     heavy = [m for m in loaded if m.split(".")[0] in HEAVY or m in HEAVY]
     assert heavy == []

@@ -23,11 +23,13 @@ from typing import TYPE_CHECKING
 
 from hedgerow.broker.auth import AllowAll, Authenticator, Authorizer, Identity
 from hedgerow.broker.config import LISTEN_BACKLOG, BrokerConfig
-from hedgerow.broker.connection import Connection, State
+from hedgerow.broker.connection import Connection
 from hedgerow.broker.errors import BrokerClosed
 from hedgerow.broker.hub import Hub, Interceptor
 from hedgerow.broker.messages import Message
+from hedgerow.broker.protocol import Phase
 from hedgerow.broker.stats import BrokerStats, snapshot, sys_topics
+from hedgerow.clock import Clock, MonotonicClock
 from hedgerow.mqtt.packets import Properties
 from hedgerow.mqtt.reasons import ReasonCode
 from hedgerow.mqtt.topics import validate_topic_name
@@ -47,8 +49,11 @@ class Broker:
         authorizer: Authorizer | None = None,
         persist: Path | None = None,
         persist_interval: float = 1.0,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
+        #: Time for keep-alive, timeouts, expiry and the sweep (tests pass a ManualClock).
+        self.clock: Clock = clock if clock is not None else MonotonicClock()
         #: Directory sessions and retained messages are kept in (None: memory only).
         self.persist = persist
         self.persist_interval = persist_interval
@@ -57,7 +62,7 @@ class Broker:
         allow = AllowAll()
         self._authenticator: Authenticator = authenticator or allow
         self._authorizer: Authorizer = authorizer or allow
-        self._hub: Hub | None = None
+        self._hub: Hub[Connection] | None = None
         self._servers: list[asyncio.Server] = []
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -74,14 +79,14 @@ class Broker:
         await self.close()
 
     @property
-    def hub(self) -> Hub:
+    def hub(self) -> Hub[Connection]:
         if self._hub is None or self._hub.closing:
             raise BrokerClosed("the broker is not running (use it as an async context manager)")
         return self._hub
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._hub = Hub(self.config, self._authenticator, self._authorizer, loop)
+        self._hub = Hub(self.config, self._authenticator, self._authorizer, loop, self.clock)
         if self.persist is not None:
             self._start_persistence(self.persist)
         self._sweeper = loop.create_task(self._sweep(), name="mqtt-broker-sweep")
@@ -144,7 +149,8 @@ class Broker:
         if qos not in (0, 1, 2):
             raise ValueError(f"QoS must be 0, 1 or 2, not {qos}")
         data = payload.encode() if isinstance(payload, str) else bytes(payload)
-        self.hub.route(Message(topic, data, qos, retain, properties), None)
+        hub = self.hub
+        hub.route(Message(topic, data, qos, retain, properties, now=hub.clock.now()), None)
 
     def add_interceptor(self, fn: Interceptor) -> Callable[[], None]:
         """Call ``fn(identity, publish)`` for every authorized client PUBLISH; returns a remover."""
@@ -162,7 +168,7 @@ class Broker:
         count = 0
         for conn in list(self.hub.connections):
             if (
-                conn.state is State.CONNECTED
+                conn.state is Phase.CONNECTED
                 and conn.identity is not None
                 and predicate(conn.identity)
             ):
@@ -175,7 +181,7 @@ class Broker:
         return [
             (c.client_id, c.identity)
             for c in self.hub.connections
-            if c.state is State.CONNECTED and c.identity is not None
+            if c.state is Phase.CONNECTED and c.identity is not None
         ]
 
     def stats(self) -> BrokerStats:
@@ -184,7 +190,7 @@ class Broker:
             raise BrokerClosed("the broker was never started")
         return snapshot(
             hub.counters,
-            clients_connected=sum(1 for c in hub.connections if c.state is State.CONNECTED),
+            clients_connected=sum(1 for c in hub.connections if c.state is Phase.CONNECTED),
             sessions=len(hub.sessions),
             subscriptions=hub.table.count,
             retained=len(hub.retained),
@@ -239,10 +245,11 @@ class Broker:
         assert hub is not None
         interval = self.config.sweep_interval
         sys_interval = self.config.sys_interval
-        next_sys = hub.loop.time() + sys_interval
+        clock = hub.clock
+        next_sys = clock.now() + sys_interval
         while True:
-            await asyncio.sleep(interval)
-            now = hub.loop.time()
+            await clock.sleep(interval)
+            now = clock.now()
             try:
                 for conn in list(hub.connections):
                     conn.sweep(now)

@@ -1,9 +1,13 @@
 """One client's connection: an asyncio Protocol driving the codec and the shared hub.
 
-States: CONNECTING (waiting for CONNECT) -> AUTHENTICATING (the authenticator runs,
-reading is paused) -> CONNECTED -> CLOSED. Every complete packet in a read burst is
-decoded and handled in ``data_received``; replies and deliveries are gathered and
-written once per event-loop tick by the hub.
+The protocol's rules (CONNECT checks and refusals, the CONNACK and its terms, SUBSCRIBE
+checks and reason codes, keep-alive deadlines) are decided by ``ClientProtocol``
+(``protocol.py``, pure); this module keeps the transport, TLS, the async authenticator
+call, the session and table updates, outbound writes, backpressure and pacing. Phases:
+CONNECTING (waiting for CONNECT) -> AUTHENTICATING (the authenticator runs, reading is
+paused) -> CONNECTED -> CLOSED. Every complete packet in a read burst is decoded and
+handled in ``data_received``; replies and deliveries are gathered and written once per
+event-loop tick by the hub.
 
 A client that breaks the protocol is closed with a logged reason (v5: a DISCONNECT or
 CONNACK with the reason code first); nothing it sends can raise out of this module.
@@ -13,9 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import enum
 import logging
-import secrets
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -26,7 +28,8 @@ from hedgerow.broker.auth import Action, ConnectInfo, Identity, Refused
 from hedgerow.broker.budget import Verdict
 from hedgerow.broker.hub import Hub
 from hedgerow.broker.messages import Message
-from hedgerow.broker.negotiate import NEVER_EXPIRES, negotiate
+from hedgerow.broker.negotiate import NEVER_EXPIRES
+from hedgerow.broker.protocol import Authenticate, ClientProtocol, Phase, Refusal
 from hedgerow.broker.sessions import Session
 from hedgerow.broker.subscriptions import Subscription, route_for
 from hedgerow.broker.tls import ServerTLS
@@ -45,32 +48,23 @@ from hedgerow.mqtt.packets import (
     Publish,
     PubRec,
     PubRel,
-    SubAck,
     Subscribe,
-    UnsubAck,
     Unsubscribe,
     Will,
 )
 from hedgerow.mqtt.reasons import ReasonCode
 from hedgerow.mqtt.session import InboundAliases
-from hedgerow.mqtt.topics import validate_topic_filter, validate_topic_name
+from hedgerow.mqtt.topics import validate_topic_name
 
 log = logging.getLogger(__name__)
 
 _PINGRESP = b"\xd0\x00"
 
 
-class State(enum.Enum):
-    CONNECTING = "connecting"
-    AUTHENTICATING = "authenticating"
-    CONNECTED = "connected"
-    CLOSED = "closed"
-
-
-_CONNECTING = State.CONNECTING
-_AUTHENTICATING = State.AUTHENTICATING
-_CONNECTED = State.CONNECTED
-_CLOSED = State.CLOSED
+_CONNECTING = Phase.CONNECTING
+_AUTHENTICATING = Phase.AUTHENTICATING
+_CONNECTED = Phase.CONNECTED
+_CLOSED = Phase.CLOSED
 
 
 class Connection(asyncio.Protocol):
@@ -78,15 +72,12 @@ class Connection(asyncio.Protocol):
         "hub",
         "transport",
         "decoder",
-        "state",
+        "proto",
         "session",
         "identity",
-        "client_id",
         "version",
         "v5",
-        "keepalive",
         "active",
-        "last_seen",
         "will",
         "out",
         "congested_since",
@@ -108,22 +99,22 @@ class Connection(asyncio.Protocol):
         "out_aliases",
     )
 
-    def __init__(self, hub: Hub, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, hub: Hub[Connection], tls: ssl.SSLContext | None = None) -> None:
         self.hub = hub
         #: TLS done by the connection itself (see ``tls.py``); None on plain TCP.
         self.tls = ServerTLS(tls) if tls is not None else None
         self.transport: asyncio.Transport | None = None
         self.decoder = Decoder(max_packet_size=hub.config.max_packet_size, server=True)
-        self.state = _CONNECTING
+        now = hub.clock.now()
+        #: The protocol's state and rules (pure); the phase is ``proto.phase``.
+        self.proto = ClientProtocol(hub.config, now)
         self.session: Session | None = None
         self.identity: Identity | None = None
-        self.client_id = ""
+        #: Copied from the CONNECT (fixed from then on): read on every write.
         self.version = ProtocolVersion.V311
         self.v5 = False
-        self.keepalive = 0
-        #: Set on every read; the keep-alive sweep clears it and notes the time.
+        #: Set on every read; the sweep clears it and tells ``proto`` the time.
         self.active = True
-        self.last_seen = hub.loop.time()
         self.will: Message | None = None
         #: Packets waiting for this tick's flush.
         self.out: list[bytes] | None = None
@@ -150,7 +141,7 @@ class Connection(asyncio.Protocol):
         #: When it starts to be busy (its first message in flight, its socket fills up) a
         #: client gets one ``backpressure_timeout`` of credit: acknowledgements take a
         #: round trip to come back.
-        self.progress_at = self.last_seen
+        self.progress_at = hub.loop.time()
         #: Since when QoS 1/2 messages wait behind its full in-flight window with no
         #: acknowledgement (None = they do not).
         self.window_since: float | None = None
@@ -182,6 +173,18 @@ class Connection(asyncio.Protocol):
         except (ValueError, ssl.SSLError) as exc:  # certinfo.CertInfoError is a ValueError
             log.warning("client %s: unreadable client certificate: %s", self.peer, exc)
             return None
+
+    @property
+    def state(self) -> Phase:
+        return self.proto.phase
+
+    @property
+    def client_id(self) -> str:
+        return self.proto.client_id
+
+    @property
+    def keepalive(self) -> int:
+        return self.proto.keepalive
 
     def __repr__(self) -> str:
         return f"<Connection {self.client_id or '?'} {self.peer} {self.state.value}>"
@@ -215,8 +218,8 @@ class Connection(asyncio.Protocol):
         except MQTTError as exc:
             self._violation(exc)
             return
-        state = self.state
-        if state is _CONNECTED or state is _CONNECTING:
+        phase = self.proto.phase
+        if phase is _CONNECTED or phase is _CONNECTING:
             self._process()
             self.hub.flush()
 
@@ -232,7 +235,8 @@ class Connection(asyncio.Protocol):
             if alert:
                 self.transport.write(alert)
             self.transport.close()
-            self.state = _CLOSED if self.state is not _CONNECTED else self.state
+            if self.proto.phase is not _CONNECTED:
+                self.proto.close()
             return b""
         if reply:
             self.transport.write(reply)
@@ -252,7 +256,7 @@ class Connection(asyncio.Protocol):
             if not self.clean_disconnect:
                 log.info("client %s: connection lost: %s", self.client_id, exc or "closed by peer")
             self._detach(publish_will=not self.clean_disconnect)
-        self.state = _CLOSED
+        self.proto.close()
         self.out = None
         self._set_held(0)
         self._release_publishers()
@@ -276,18 +280,19 @@ class Connection(asyncio.Protocol):
     def _process(self) -> None:
         decoder = self.decoder
         handlers = _HANDLERS
+        proto = self.proto
         try:
             while True:
                 packet = decoder.next_packet()
                 if packet is None:
                     return
-                state = self.state
+                state = proto.phase
                 if state is _CONNECTED:
                     handler = handlers.get(type(packet))
                     if handler is None:
                         raise ProtocolError(f"unexpected {type(packet).__name__} from a client")
                     handler(self, packet)
-                    if self.state is not _CONNECTED or self.paused_by:
+                    if proto.phase is not _CONNECTED or self.paused_by:
                         return  # paused: the rest waits in the decoder until unblock()
                 elif state is _CONNECTING:
                     if not isinstance(packet, Connect):
@@ -305,19 +310,12 @@ class Connection(asyncio.Protocol):
         assert self.transport is not None
         self.version = c.version
         self.v5 = c.version == ProtocolVersion.V5
-        client_id = c.client_id
-        assigned = None
-        if not client_id:
-            if self.v5:
-                client_id = assigned = "hedgerow-" + secrets.token_hex(8)
-            elif c.clean_start and self.hub.config.allow_empty_client_id:
-                client_id = "hedgerow-" + secrets.token_hex(8)
-            else:
-                self._refuse(ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, "empty client id")
-                return
-        self.client_id = client_id
+        step = self.proto.receive_connect(c, self.hub.clock.now())
+        if isinstance(step, Refusal):
+            self._refused(step)
+            return
         info = ConnectInfo(
-            client_id=client_id,
+            client_id=step.client_id,
             username=c.username,
             password=c.password,
             version=int(c.version),
@@ -325,42 +323,38 @@ class Connection(asyncio.Protocol):
             peer_cert=self._peer_certificate(),
             clean_start=c.clean_start,
         )
-        self.state = _AUTHENTICATING
         self.transport.pause_reading()
         hub = self.hub
         task = hub.loop.create_task(
-            self._authenticate(c, info, assigned), name=f"mqtt-connect-{client_id}"
+            self._authenticate(c, info, step), name=f"mqtt-connect-{step.client_id}"
         )
         hub.tasks.add(task)
         task.add_done_callback(hub.tasks.discard)
 
-    async def _authenticate(self, c: Connect, info: ConnectInfo, assigned: str | None) -> None:
+    async def _authenticate(self, c: Connect, info: ConnectInfo, step: Authenticate) -> None:
+        proto = self.proto
         try:
             identity = await self.hub.authenticator.authenticate(info)
         except Refused as exc:
-            if self.state is _AUTHENTICATING:
-                self._refuse(exc.reason_code, exc.message, silent=exc.silent)
+            if proto.phase is _AUTHENTICATING:
+                self._refused(proto.refuse(exc.reason_code, exc.message, silent=exc.silent))
             return
         except Exception:
             log.exception("client %s: authenticator failed", info.client_id)
-            if self.state is _AUTHENTICATING:
-                self._refuse(ReasonCode.SERVER_UNAVAILABLE, "authenticator failed")
+            if proto.phase is _AUTHENTICATING:
+                self._refused(proto.refuse(ReasonCode.SERVER_UNAVAILABLE, "authenticator failed"))
             return
-        if self.state is not _AUTHENTICATING or self.hub.closing:
+        if proto.phase is not _AUTHENTICATING or self.hub.closing:
             return
-        held = self.hub.sessions.get(self.client_id)
-        if held is not None and held.owner is not None and held.owner.name != identity.name:
-            # A client id is not an identity: claiming another's must neither kick it off
-            # nor resume its session (its queued messages are not ours to read).
-            self._refuse(
-                ReasonCode.NOT_AUTHORIZED,
-                f"client id {self.client_id!r} is held by identity {held.owner.name!r},"
-                f" not {identity.name!r}",
-            )
+        held = self.hub.sessions.get(step.client_id)
+        holder = held.owner.name if held is not None and held.owner is not None else None
+        refusal = proto.authenticated(identity.name, holder)
+        if refusal is not None:
+            self._refused(refusal)
             return
         self.identity = identity
         try:
-            self._accept(c, assigned)
+            self._accept(c, step.assigned)
         except MQTTError as exc:
             self._violation(exc)
             return
@@ -373,8 +367,8 @@ class Connection(asyncio.Protocol):
     def _accept(self, c: Connect, assigned: str | None) -> None:
         hub = self.hub
         cfg = hub.config
-        client_id = self.client_id
-        now = hub.loop.time()
+        client_id = self.proto.client_id
+        now = hub.clock.now()
         v5 = self.v5
         if c.will is not None:
             self.will = self._will_message(c.will)
@@ -395,26 +389,22 @@ class Connection(asyncio.Protocol):
             session = hub.sessions.create(client_id)
         else:
             present = True
+        accepted = self.proto.accept(present, assigned, now)
+        terms = accepted.terms
         self.session = session
         session.connection = self
         session.owner = self.identity
         session.expires_at = None
-        terms = negotiate(c, cfg, assigned)
         session.expiry = terms.session_expiry
         session.window = terms.window
-        self.keepalive = terms.keepalive
-        self.last_seen = self.progress_at = now
+        self.progress_at = hub.loop.time()
         if v5:
             self.max_out_packet = terms.max_out_packet
             if cfg.topic_alias_maximum:
                 self.aliases = InboundAliases(cfg.topic_alias_maximum)
             if c.properties.topic_alias_maximum:
                 self.out_aliases = OutboundAliases(c.properties.topic_alias_maximum)
-            ack = ConnAck(present, 0, terms.ack_properties)
-        else:
-            ack = ConnAck(present, 0)
-        self.state = _CONNECTED
-        self._send(encode(ack, self.version))
+        self._send(encode(accepted.connack, self.version))
         log.debug("client %s connected (%s, v%d)", client_id, self.peer, self.version)
         if present:
             session.redeliver(now)
@@ -429,21 +419,19 @@ class Connection(asyncio.Protocol):
         msg = Message(will.topic, will.payload, will.qos, will.retain, props)
         return msg
 
-    def _refuse(self, reason_code: int, message: str, *, silent: bool = False) -> None:
-        hub = self.hub
-        hub.counters.refused += 1
+    def _refused(self, refusal: Refusal) -> None:
+        self.hub.counters.refused += 1
         log.info(
             "client %s (%s): refused: %s (reason 0x%02x)",
-            self.client_id,
+            self.proto.client_id,
             self.peer,
-            message,
-            reason_code,
+            refusal.message,
+            refusal.reason_code,
         )
-        if not silent or self.v5:
+        if refusal.connack is not None:
             # the codec maps v5 reason codes to 3.1.1 return codes on the wire; a v5 client
             # is also told why (reason string)
-            props = Properties(reason_string=message) if self.v5 and message else NO_PROPERTIES
-            self._send(encode(ConnAck(False, reason_code, props), self.version))
+            self._send(encode(refusal.connack, self.version))
         self._close()
 
     # ---- packets of a connected client ---------------------------------------------------
@@ -594,64 +582,48 @@ class Connection(asyncio.Protocol):
         session = self.session
         identity = self.identity
         assert session is not None and identity is not None
-        identifier = (
-            p.properties.subscription_identifiers[0]
-            if p.properties.subscription_identifiers
-            else None
+        decision = self.proto.check_subscribe(
+            p,
+            lambda f: hub.authorizer.authorize(identity, Action.SUBSCRIBE, f),
+            session.subscriptions or (),
         )
-        codes: list[int] = []
-        retained: list[tuple[Subscription, bool]] = []
-        for s in p.subscriptions:
-            try:
-                validate_topic_filter(s.topic_filter)
-                sub = Subscription(
-                    session,
-                    s.topic_filter,
-                    s.qos,
-                    no_local=s.no_local,
-                    retain_as_published=s.retain_as_published,
-                    retain_handling=s.retain_handling,
-                    identifier=identifier,
-                )
-            except ProtocolError as exc:
-                log.info("client %s: bad topic filter %r: %s", self.client_id, s.topic_filter, exc)
-                codes.append(ReasonCode.TOPIC_FILTER_INVALID if self.v5 else 0x80)
-                continue
-            if sub.group is not None and s.no_local:
-                raise ProtocolError("no local on a shared subscription")
-            if not hub.authorizer.authorize(identity, Action.SUBSCRIBE, s.topic_filter):
-                hub.counters.denied_subscribe += 1
-                log.info(
-                    "client %s: SUBSCRIBE to %s not authorized", self.client_id, s.topic_filter
-                )
-                codes.append(ReasonCode.NOT_AUTHORIZED if self.v5 else 0x80)
-                continue
-            subscriptions = session.subscriptions
-            if subscriptions is None:
-                subscriptions = session.subscriptions = {}
-            if (
-                len(subscriptions) >= hub.config.max_subscriptions
-                and s.topic_filter not in subscriptions
-            ):
-                log.info(
-                    "client %s: too many subscriptions, refused %s", self.client_id, s.topic_filter
-                )
-                codes.append(ReasonCode.QUOTA_EXCEEDED if self.v5 else 0x80)
-                continue
+        for refused in decision.refused:
+            hub.counters.denied_subscribe += refused.denied
+            log.info(
+                "client %s: SUBSCRIBE to %r refused: %s",
+                self.client_id,
+                refused.topic_filter,
+                refused.why,
+            )
+        retained: list[Subscription[Session]] = []
+        subscriptions = session.subscriptions
+        if subscriptions is None and decision.granted:
+            subscriptions = session.subscriptions = {}  # created on first use: idle clients
+        for grant in decision.granted:
+            assert subscriptions is not None
+            s = grant.request
+            sub = Subscription(
+                session,
+                s.topic_filter,
+                s.qos,
+                no_local=s.no_local,
+                retain_as_published=s.retain_as_published,
+                retain_handling=s.retain_handling,
+                identifier=decision.identifier,
+            )
             old = subscriptions.get(s.topic_filter)
             if old is not None:
                 hub.table.remove(old)
             subscriptions[s.topic_filter] = sub
             hub.table.add(sub)
-            codes.append(s.qos)
             if sub.group is None and (
                 sub.retain_handling == 0 or (sub.retain_handling == 1 and old is None)
             ):
-                retained.append((sub, True))
-        self._send(encode(SubAck(p.packet_id, tuple(codes)), self.version))
+                retained.append(sub)
+        self._send(encode(decision.suback, self.version))
         if retained and len(hub.retained):
-            now = hub.loop.time()
-            for sub, _ in retained:
+            now = hub.clock.now()
+            for sub in retained:
                 route = route_for(sub)
                 for message in hub.retained.matching(sub.topic_filter, now):
                     if hub.may_read is not None and not hub.readable(session, message.topic):
@@ -665,15 +637,13 @@ class Connection(asyncio.Protocol):
         hub = self.hub
         session = self.session
         assert session is not None
-        codes: list[int] = []
+        existed: list[bool] = []
         for topic_filter in p.topic_filters:
             sub = session.subscriptions.pop(topic_filter, None) if session.subscriptions else None
-            if sub is None:
-                codes.append(ReasonCode.NO_SUBSCRIPTION_EXISTED)
-            else:
+            existed.append(sub is not None)
+            if sub is not None:
                 hub.table.remove(sub)
-                codes.append(ReasonCode.SUCCESS)
-        self._send(encode(UnsubAck(p.packet_id, tuple(codes) if self.v5 else ()), self.version))
+        self._send(encode(self.proto.unsuback(p, existed), self.version))
 
     def _on_pingreq(self, p: PingReq) -> None:
         self._send(_PINGRESP)
@@ -716,7 +686,7 @@ class Connection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             self.out = None
             return
-        if self.congested_since is not None and self.state is _CONNECTED:
+        if self.congested_since is not None and self.proto.phase is _CONNECTED:
             # Keep it until the transport drains (resume_writing): writing more into a
             # congested transport only moves the pile, and TLS transports handle huge
             # piles badly. The pile is bounded: QoS 0 is dropped beyond the limit.
@@ -927,17 +897,25 @@ class Connection(asyncio.Protocol):
         """Periodic checks: CONNECT timeout, keep-alive, slow consumers."""
         hub = self.hub
         cfg = hub.config
-        state = self.state
-        if state is _CONNECTED:
+        proto = self.proto
+        state = proto.phase
+        if state is _CONNECTING:
+            if proto.overdue(now):  # bytes that are no CONNECT do not move the deadline
+                log.info(
+                    "client %s: no CONNECT within %ss: closing", self.peer, cfg.connect_timeout
+                )
+                self._close()
+        elif state is _CONNECTED:
             if self.active:
                 self.active = False
-                self.last_seen = now
-            elif self.keepalive and now - self.last_seen > self.keepalive * 1.5:
+                proto.heard(now)
+            elif proto.overdue(now):
                 self.kick(
                     ReasonCode.KEEP_ALIVE_TIMEOUT,
-                    f"no packet within 1.5 x keep-alive {self.keepalive}s",
+                    f"no packet within 1.5 x keep-alive {proto.keepalive}s",
                 )
                 return
+            now = hub.loop.time()  # backpressure and pacing keep the event loop's time
             if self.acks != self.ack_mark:
                 self.ack_mark = self.acks
                 self.progress_at = now
@@ -964,9 +942,6 @@ class Connection(asyncio.Protocol):
                     f"no acknowledgement for {now - waiting:.0f}s with its in-flight window"
                     " full (slow consumer)",
                 )
-        elif state is _CONNECTING and now - self.last_seen > cfg.connect_timeout:
-            log.info("client %s: no CONNECT within %ss: closing", self.peer, cfg.connect_timeout)
-            self._close()
 
     # ---- closing -------------------------------------------------------------------------
 
@@ -1014,7 +989,7 @@ class Connection(asyncio.Protocol):
         """Leave the session (kept or forgotten by its expiry) and send the will if due."""
         if self.state is not _CONNECTED:
             return
-        self.state = _CLOSED
+        self.proto.close()
         hub = self.hub
         session = self.session
         will = self.will
@@ -1022,7 +997,7 @@ class Connection(asyncio.Protocol):
         if session is None or session.connection is not self:
             return
         session.connection = None
-        now = hub.loop.time()
+        now = hub.clock.now()
         expiry = session.expiry
         if will is not None and publish_will:
             delay = self.will_delay
@@ -1049,7 +1024,7 @@ class Connection(asyncio.Protocol):
     def _close(self) -> None:
         self.flush()
         if self.state is not _CONNECTED:
-            self.state = _CLOSED
+            self.proto.close()
         transport = self.transport
         if transport is not None:
             if self.congested_since is not None:

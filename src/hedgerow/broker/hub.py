@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import Generic, Protocol, TypeVar
 
 from hedgerow.broker.auth import AllowAll, Authenticator, Authorizer, Identity
 from hedgerow.broker.budget import OutboundBudget
@@ -21,10 +21,8 @@ from hedgerow.broker.sessions import Session, SessionStore
 from hedgerow.broker.stats import Counters
 from hedgerow.broker.subscriptions import SubscriptionTable
 from hedgerow.broker.wills import DelayedWills
+from hedgerow.clock import Clock, MonotonicClock
 from hedgerow.mqtt.packets import Publish
-
-if TYPE_CHECKING:
-    from hedgerow.broker.connection import Connection
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +33,36 @@ log = logging.getLogger(__name__)
 Interceptor = Callable[[Identity, Publish], "Awaitable[object] | None"]
 
 
-class Hub:
+class Writer(Protocol):
+    """What the hub asks of a connection (``connection.Connection``): write what it
+    gathered. The hub is generic over the connection type, so it needs nothing of the
+    layer above it."""
+
+    def flush(self) -> None: ...
+
+
+C = TypeVar("C", bound=Writer)
+
+
+class Hub(Generic[C]):
     def __init__(
         self,
         config: BrokerConfig,
         authenticator: Authenticator,
         authorizer: Authorizer,
         loop: asyncio.AbstractEventLoop,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
         self.loop = loop
+        #: Keep-alive, CONNECT timeout, session and will expiry, the sweep (tests advance
+        #: a ManualClock); backpressure and pacing use ``loop.time()`` and its timers.
+        self.clock: Clock = clock if clock is not None else MonotonicClock()
         self.counters = Counters()
         #: bytes held for clients, against the per-client and total limits
         self.budget = OutboundBudget(config.max_outbound_bytes, config.max_total_outbound_bytes)
         self.sessions = SessionStore(self.counters, config.max_queued_messages, self.budget)
-        self.table = SubscriptionTable()
+        self.table: SubscriptionTable[Session] = SubscriptionTable()
         self.retained = RetainedStore(config.max_retained)
         self.wills = DelayedWills()
         self.authenticator = authenticator
@@ -66,20 +79,20 @@ class Hub:
         )
         self.interceptors: list[Interceptor] = []
         #: Every open connection, connected or not yet.
-        self.connections: set[Connection] = set()
+        self.connections: set[C] = set()
         #: Authentication tasks in progress (cancelled on shutdown).
         self.tasks: set[asyncio.Task[None]] = set()
         #: The connection whose PUBLISH is being routed (paused when a subscriber congests).
-        self.publisher: Connection | None = None
+        self.publisher: C | None = None
         self.closing = False
         #: Set once the broker is closing and the last connection is gone.
         self.drained = asyncio.Event()
-        self._dirty: list[Connection] = []
+        self._dirty: list[C] = []
         self._flush_handle: asyncio.Handle | None = None
 
     # ---- fan-out -----------------------------------------------------------------------
 
-    def route(self, message: Message, publisher: Connection | None) -> None:
+    def route(self, message: Message, publisher: C | None) -> None:
         """Deliver to every matching subscriber (and retain if the message asks)."""
         if message.retain:
             self.retained.store(message)
@@ -160,7 +173,7 @@ class Hub:
 
     # ---- batched writes ----------------------------------------------------------------
 
-    def want_flush(self, conn: Connection) -> None:
+    def want_flush(self, conn: C) -> None:
         self._dirty.append(conn)
         if self._flush_handle is None:
             self._flush_handle = self.loop.call_soon(self._flush_soon)

@@ -35,7 +35,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hedgerow.broker.auth import Identity
 from hedgerow.broker.errors import BrokerError
@@ -46,6 +46,9 @@ from hedgerow.broker.subscriptions import Subscription
 from hedgerow.mqtt.codec import Decoder, encode_publish
 from hedgerow.mqtt.errors import MQTTError
 from hedgerow.mqtt.packets import ProtocolVersion, Publish
+
+if TYPE_CHECKING:
+    from hedgerow.broker.connection import Connection
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +183,9 @@ class _Written:
 class Persister:
     """Keeps a hub's persistent state in a :class:`Database`, off the hot path."""
 
-    def __init__(self, hub: Hub, directory: Path, interval: float = DEFAULT_INTERVAL) -> None:
+    def __init__(
+        self, hub: Hub[Connection], directory: Path, interval: float = DEFAULT_INTERVAL
+    ) -> None:
         self.hub = hub
         self.interval = interval
         self.db = Database(directory)
@@ -202,7 +207,7 @@ class Persister:
     def restore(self) -> tuple[int, int]:
         """Load sessions and retained messages into the hub; (sessions, retained)."""
         hub = self.hub
-        now = hub.loop.time()
+        now = hub.clock.now()
         wall = time.time()
         by_id: dict[str, tuple[Session, _Written]] = {}
         try:
@@ -382,7 +387,7 @@ class Persister:
 
     def snapshot(self, *, full: bool) -> list[Op]:
         hub = self.hub
-        now = hub.loop.time()
+        now = hub.clock.now()
         wall = time.time()
         ops: list[Op] = []
         if self._rewrite:
@@ -492,7 +497,7 @@ class Persister:
 
     def _retained_ops(self, wall: float, topics: set[str] | None = None) -> list[Op]:
         """Rows for retained messages that changed: all, or just ``topics``."""
-        now = self.hub.loop.time()
+        now = self.hub.clock.now()
         store = self.hub.retained
         current: dict[str, Message]
         if topics is None:
@@ -540,7 +545,7 @@ def _meta_row(session: Session, now: float, wall: float) -> tuple[object, ...]:
     )
 
 
-def _sub_row(sub: Subscription) -> tuple[object, ...]:
+def _sub_row(sub: Subscription[Session]) -> tuple[object, ...]:
     return (
         sub.session.client_id,
         sub.filter,

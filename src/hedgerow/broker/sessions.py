@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from hedgerow.broker.budget import OutboundBudget, Verdict
 from hedgerow.broker.messages import Message
@@ -24,7 +24,6 @@ from hedgerow.mqtt.reasons import ReasonCode
 
 if TYPE_CHECKING:
     from hedgerow.broker.auth import Identity
-    from hedgerow.broker.connection import Connection
     from hedgerow.broker.subscriptions import Subscription
 
 log = logging.getLogger(__name__)
@@ -36,6 +35,29 @@ MAX_PACKET_ID = 65535
 
 InFlight = tuple[Message, int, bool, tuple[int, ...]] | None
 Queued = tuple[Message, int, bool, tuple[int, ...]]
+
+
+class ClientLink(Protocol):
+    """What a session asks of its client's connection (``connection.Connection``): write
+    deliveries, say when the in-flight window is busy or full, disconnect it. Declared
+    here so that sessions need nothing of the layer above them."""
+
+    @property
+    def max_out_packet(self) -> int | None: ...
+    @property
+    def overflowed(self) -> bool: ...
+    def fits(self, message: Message, qos: int, retain: bool, ids: tuple[int, ...]) -> bool: ...
+    def write_publish0(self, message: Message, retain: bool, ids: tuple[int, ...]) -> None: ...
+    def write_publish(
+        self, message: Message, qos: int, retain: bool, dup: bool, pid: int, ids: tuple[int, ...]
+    ) -> None: ...
+    def write_pubrel(self, pid: int) -> None: ...
+    def busy(self) -> None: ...
+    def window_full(self) -> None: ...
+    def overflow(self, reason_code: int, message: str) -> None: ...
+    def release_publishers(self) -> None: ...
+    def flush(self) -> None: ...
+    def kick(self, reason_code: int, message: str) -> None: ...
 
 
 class Session:
@@ -65,9 +87,9 @@ class Session:
         self.client_id = client_id
         #: the identity that holds the session: another identity may not take it over
         self.owner: Identity | None = None
-        self.connection: Connection | None = None
+        self.connection: ClientLink | None = None
         #: Created on first use: most sessions of idle clients never need them.
-        self.subscriptions: dict[str, Subscription] | None = None
+        self.subscriptions: dict[str, Subscription[Session]] | None = None
         #: packet id -> (message, qos, retain, subscription ids), or RELEASED.
         self.inflight: dict[int, InFlight] | None = None
         self.queue: deque[Queued] | None = None
@@ -150,7 +172,7 @@ class Session:
         if conn is not None:
             conn.window_full()  # pace the publisher to the client's acknowledgements
 
-    def _over_budget(self, conn: Connection | None, size: int) -> bool:
+    def _over_budget(self, conn: ClientLink | None, size: int) -> bool:
         """The budget policy for a QoS 1/2 message that does not fit; whether to keep it."""
         budget = self.budget
         verdict = budget.check(self.held, size)
@@ -363,7 +385,9 @@ class SessionStore:
         self._sessions[client_id] = session
         return session
 
-    def discard(self, session: Session, unsubscribe: Callable[[Subscription], None]) -> None:
+    def discard(
+        self, session: Session, unsubscribe: Callable[[Subscription[Session]], None]
+    ) -> None:
         """Forget a session and its subscriptions."""
         if self._sessions.get(session.client_id) is session:
             del self._sessions[session.client_id]

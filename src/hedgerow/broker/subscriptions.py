@@ -8,18 +8,27 @@ stream on a few topics costs one dict lookup per message instead of a trie walk.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, NamedTuple
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 from hedgerow.mqtt.topics import TopicTrie, parse_shared
 
-if TYPE_CHECKING:
-    from hedgerow.broker.sessions import Session
+
+class Subscriber(Protocol):
+    """What the table asks of a subscribing session (``sessions.Session``): whether its
+    client is connected. The table is generic over the session type, so this module
+    needs nothing of the layers above it."""
+
+    @property
+    def connection(self) -> object | None: ...
+
+
+S = TypeVar("S", bound=Subscriber)
 
 #: Topics whose routes are remembered at most; the cache is cleared when it grows past it.
 ROUTE_CACHE_SIZE = 10_000
 
 
-class Subscription:
+class Subscription(Generic[S]):
     """One topic filter of one session, with its v5 options."""
 
     __slots__ = (
@@ -36,7 +45,7 @@ class Subscription:
 
     def __init__(
         self,
-        session: Session,
+        session: S,
         filter: str,
         qos: int,
         *,
@@ -57,17 +66,17 @@ class Subscription:
         self.identifier = identifier
 
 
-class Route(NamedTuple):
+class Route(NamedTuple, Generic[S]):
     """One session's copy of a message: the best QoS and the options of its matching filters."""
 
-    session: Session
+    session: S
     qos: int
     retain_as_published: bool
     no_local: bool
     identifiers: tuple[int, ...]
 
 
-class SharedGroup:
+class SharedGroup(Generic[S]):
     """``$share/{group}/{filter}``: each message goes to one member, round robin."""
 
     __slots__ = ("name", "topic_filter", "members", "_next")
@@ -75,10 +84,10 @@ class SharedGroup:
     def __init__(self, name: str, topic_filter: str) -> None:
         self.name = name
         self.topic_filter = topic_filter
-        self.members: list[Subscription] = []
+        self.members: list[Subscription[S]] = []
         self._next = 0
 
-    def pick(self) -> Subscription | None:
+    def pick(self) -> Subscription[S] | None:
         """The next member in turn, skipping members whose client is away if any is not."""
         members = self.members
         n = len(members)
@@ -94,14 +103,14 @@ class SharedGroup:
         return members[start]
 
 
-class SubscriptionTable:
+class SubscriptionTable(Generic[S]):
     def __init__(self) -> None:
-        self._trie: TopicTrie[Subscription | SharedGroup] = TopicTrie()
-        self._groups: dict[tuple[str, str], SharedGroup] = {}
-        self._cache: dict[str, tuple[list[Route], list[SharedGroup]]] = {}
+        self._trie: TopicTrie[Subscription[S] | SharedGroup[S]] = TopicTrie()
+        self._groups: dict[tuple[str, str], SharedGroup[S]] = {}
+        self._cache: dict[str, tuple[list[Route[S]], list[SharedGroup[S]]]] = {}
         self.count = 0
 
-    def add(self, sub: Subscription) -> None:
+    def add(self, sub: Subscription[S]) -> None:
         self._cache.clear()
         self.count += 1
         if sub.group is None:
@@ -114,7 +123,7 @@ class SubscriptionTable:
             self._trie.add(sub.topic_filter, group)
         group.members.append(sub)
 
-    def remove(self, sub: Subscription) -> None:
+    def remove(self, sub: Subscription[S]) -> None:
         self._cache.clear()
         self.count -= 1
         if sub.group is None:
@@ -130,13 +139,13 @@ class SubscriptionTable:
             del self._groups[key]
             self._trie.remove(sub.topic_filter, group)
 
-    def routes(self, topic: str) -> tuple[list[Route], list[SharedGroup]]:
+    def routes(self, topic: str) -> tuple[list[Route[S]], list[SharedGroup[S]]]:
         """Plain routes (one per session) and the shared groups a topic reaches."""
         hit = self._cache.get(topic)
         if hit is not None:
             return hit
-        best: dict[Session, list[Subscription]] = {}
-        groups: list[SharedGroup] = []
+        best: dict[S, list[Subscription[S]]] = {}
+        groups: list[SharedGroup[S]] = []
         for value in self._trie.match(topic):
             if isinstance(value, SharedGroup):
                 groups.append(value)
@@ -149,11 +158,11 @@ class SubscriptionTable:
         self._cache[topic] = result
         return result
 
-    def __iter__(self) -> Iterator[SharedGroup]:
+    def __iter__(self) -> Iterator[SharedGroup[S]]:
         return iter(self._groups.values())
 
 
-def _merge(session: Session, subs: list[Subscription]) -> Route:
+def _merge(session: S, subs: list[Subscription[S]]) -> Route[S]:
     if len(subs) == 1:
         s = subs[0]
         ids = (s.identifier,) if s.identifier else ()
@@ -167,6 +176,6 @@ def _merge(session: Session, subs: list[Subscription]) -> Route:
     )
 
 
-def route_for(sub: Subscription) -> Route:
+def route_for(sub: Subscription[S]) -> Route[S]:
     """The route of a single subscription (retained messages sent on subscribe)."""
     return _merge(sub.session, [sub])

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
@@ -35,6 +35,9 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 from hedgerow.broker.errors import BrokerError
 from hedgerow.broker.hub import Hub
 from hedgerow.broker.tls import ServerTLS
+
+if TYPE_CHECKING:
+    from hedgerow.broker.connection import Connection
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +205,7 @@ class FramedTransport:
 class WebSocketProtocol(asyncio.Protocol):
     """One WebSocket client: socket (and TLS) in, an MQTT Connection inside."""
 
-    def __init__(self, hub: Hub, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, hub: Hub[Connection], tls: ssl.SSLContext | None = None) -> None:
         from hedgerow.broker.connection import Connection
 
         self.hub = hub

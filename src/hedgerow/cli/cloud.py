@@ -20,6 +20,7 @@ import signal
 import ssl
 import sys
 import time
+import tomllib
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -697,6 +698,62 @@ def cmd_function_delete(args: argparse.Namespace) -> int:
     return _done(args, {"deleted": args.name}, f"function {args.name} deleted")
 
 
+def _connector_config(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        raise CLIError(f"cannot read {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise CLIError(f"{path} is not TOML: {exc}") from exc
+
+
+def cmd_connector_add(args: argparse.Namespace) -> int:
+    body = {"kind": args.kind, "name": args.name, "config": _connector_config(args.config)}
+    with Api(args) as api:
+        c = api.post(f"/api/v1/groups/{args.group}/connectors", body)
+    print(f"connector {c['name']}: {c['kind']} version {c['version']} (deploy to apply)")
+    return 0
+
+
+def cmd_connector_update(args: argparse.Namespace) -> int:
+    body = {"config": _connector_config(args.config)}
+    with Api(args) as api:
+        c = api.request("PUT", f"/api/v1/groups/{args.group}/connectors/{args.name}", json=body)
+    print(f"connector {c['name']}: {c['kind']} updated (deploy to apply)")
+    return 0
+
+
+def cmd_connector_list(args: argparse.Namespace) -> int:
+    with Api(args) as api:
+        result = api.get(f"/api/v1/groups/{args.group}/connectors")
+    if args.json:
+        _print_json(result["items"])
+    else:
+        _table(
+            [
+                [c["name"], c["kind"], str(c["version"]), _connector_where(c)]
+                for c in result["items"]
+            ],
+            ["CONNECTOR", "KIND", "VERSION", "DEVICE"],
+        )
+    return 0
+
+
+def _connector_where(c: dict[str, Any]) -> str:
+    config = c.get("config", {})
+    if c["kind"] == "modbus-tcp":
+        return f"{config.get('host')}:{config.get('port', 502)}"
+    return str(config.get("serial_port") or config.get("url") or "")
+
+
+def cmd_connector_remove(args: argparse.Namespace) -> int:
+    with Api(args) as api:
+        api.request("DELETE", f"/api/v1/groups/{args.group}/connectors/{args.name}")
+    print(f"connector {args.name} removed (deploy to apply)")
+    return 0
+
+
 def cmd_subscription_add(args: argparse.Namespace) -> int:
     with Api(args) as api:
         sub = api.post(
@@ -1205,6 +1262,25 @@ def register(subparsers: Any) -> None:
         "--group", required=True
     )
     p = _command(function, "delete", cmd_function_delete, "delete a function")
+    p.add_argument("--group", required=True)
+    p.add_argument("name")
+
+    connector = sub.add_parser(
+        "connector", help="industrial connectors (Modbus TCP/RTU, OPC UA) run by the core"
+    ).add_subparsers(dest="connector_command", metavar="COMMAND", required=True)
+    p = _command(connector, "add", cmd_connector_add, "add a connector to a group")
+    p.add_argument("--group", required=True)
+    p.add_argument("kind", choices=["modbus-tcp", "modbus-rtu", "opcua"])
+    p.add_argument("name")
+    p.add_argument("--config", required=True, help="the connector's settings (TOML file)")
+    p = _command(connector, "update", cmd_connector_update, "replace a connector's settings")
+    p.add_argument("--group", required=True)
+    p.add_argument("name")
+    p.add_argument("--config", required=True, help="the connector's settings (TOML file)")
+    _command(connector, "list", cmd_connector_list, "list a group's connectors").add_argument(
+        "--group", required=True
+    )
+    p = _command(connector, "remove", cmd_connector_remove, "remove a connector")
     p.add_argument("--group", required=True)
     p.add_argument("name")
 

@@ -74,6 +74,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     uninstall.add_argument("--no-systemctl", action="store_true")
     uninstall.set_defaults(func=cmd_uninstall)
 
+    opcua = sub.add_parser("opcua", help="OPC UA tools (to pick nodes for a connector)")
+    opcua_sub = opcua.add_subparsers(dest="opcua_command", required=True)
+    browse = opcua_sub.add_parser("browse", help="list an OPC UA server's nodes")
+    browse.add_argument("url", help="opc.tcp://host:4840/path")
+    browse.add_argument("--node", default="i=85", help="where to start (default: Objects)")
+    browse.add_argument("--depth", type=int, default=3)
+    browse.add_argument("--limit", type=int, default=1000)
+    browse.add_argument("--username", default="")
+    browse.add_argument("--password", default="", help="or HEDGEROW_OPCUA_PASSWORD")
+    browse.add_argument("--security-policy", default="None", choices=["None", "Basic256Sha256"])
+    browse.add_argument("--security-mode", default=None, choices=["Sign", "SignAndEncrypt"])
+    browse.add_argument("--certificate", default="", help="our certificate (trusted by the server)")
+    browse.add_argument("--private-key", default="")
+    browse.add_argument("--server-certificate", default="")
+    browse.add_argument("--timeout", type=float, default=4.0)
+    browse.set_defaults(func=cmd_opcua_browse)
+
 
 def _config_path(args: argparse.Namespace) -> Path:
     if args.config is not None:
@@ -252,6 +269,41 @@ def cmd_install(args: argparse.Namespace) -> int:
     print(f"  start it:   sudo systemctl start {unit}")
     print(f"  follow it:  journalctl -u {unit} -f   (and {config.log_dir}/core.log)")
     print(f"  check it:   hedgerow core check --config {config_path}")
+    return 0
+
+
+def cmd_opcua_browse(args: argparse.Namespace) -> int:
+    """Browse a server with the same settings an ``opcua`` connector takes."""
+    from hedgerow.connectors import ConnectorConfigError, ConnectorError, validate
+    from hedgerow.connectors.config import OpcUaConfig
+    from hedgerow.connectors.opcua import browse
+
+    raw: dict[str, Any] = {
+        "url": args.url,
+        "security_policy": args.security_policy,
+        "certificate": args.certificate,
+        "private_key": args.private_key,
+        "server_certificate": args.server_certificate,
+        "username": args.username,
+        "password": args.password or os.environ.get("HEDGEROW_OPCUA_PASSWORD", ""),
+        "timeout_s": args.timeout,
+        "nodes": [{"name": "root", "node_id": args.node}],
+    }
+    if args.security_mode:
+        raw["security_mode"] = args.security_mode
+    try:
+        config = validate("opcua", "browse", raw)
+        assert isinstance(config, OpcUaConfig)
+        entries = asyncio.run(browse(config, root=args.node, depth=args.depth, limit=args.limit))
+    except ConnectorConfigError as exc:
+        raise CLIError(f"--{exc.field.replace('_', '-')}: {exc.message}") from exc
+    except ConnectorError as exc:
+        raise CLIError(str(exc)) from exc
+    except Exception as exc:  # asyncua's errors: say what failed and where
+        raise CLIError(f"browsing {args.url} failed: {type(exc).__name__}: {exc}") from exc
+    for e in entries:
+        print(f"{'  ' * e.depth}{e.browse_name}  {e.node_class}  {e.node_id}")
+    print(f"{len(entries)} nodes")
     return 0
 
 

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from hedgerow.cloud.errors import InvalidInput
 from hedgerow.cloud.storage.repository import Snapshot
+from hedgerow.connectors import ConnectorConfigError, ConnectorSpec, validate
 from hedgerow.contract.deployment import (
     MAX_DETAIL,
+    ConnectorEntry,
     DeployedFunction,
     DeploymentDocument,
     DeploymentNotification,
@@ -27,6 +31,7 @@ __all__ = [
     "MAX_DETAIL",
     "StatusReport",
     "build_document",
+    "connector_entries",
     "new_deployment_id",
     "notification",
     "parse_status_report",
@@ -35,6 +40,23 @@ __all__ = [
 
 def new_deployment_id() -> str:
     return "d-" + secrets.token_hex(8)
+
+
+def connector_entries(frozen: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A snapshot's connectors as the document carries them, validated again: one stored by
+    an older release that no longer passes fails the deployment, naming it and the field."""
+    entries = []
+    for entry in sorted(frozen, key=lambda e: str(e.get("name"))):
+        spec = ConnectorSpec.from_json(entry)
+        try:
+            validate(spec.kind, spec.name, spec.config)
+        except ConnectorConfigError as exc:
+            raise InvalidInput(
+                f"connector {spec.name!r}: {exc} (fix it with hedgerow cloud connector update)",
+                field=f"connectors.{spec.name}.{exc.field}",
+            ) from exc
+        entries.append(spec.to_json())
+    return entries
 
 
 def build_document(snapshot: Snapshot, deployment_id: str, created_at: dt.datetime) -> str:
@@ -57,6 +79,10 @@ def build_document(snapshot: Snapshot, deployment_id: str, created_at: dt.dateti
         functions=tuple(functions),
         subscriptions=tuple(Route(s.source, s.topic, s.target) for s in snapshot.subscriptions),
         open_broker=bool(snapshot.group.settings.get("open_broker", False)),
+        connectors=tuple(
+            ConnectorEntry(e["kind"], e["name"], e["version"], e["config"])
+            for e in connector_entries(snapshot.connectors)
+        ),
     )
     return document.to_json()
 

@@ -151,13 +151,13 @@ def validate_attributes(value: object) -> dict[str, str]:
 
 # ---- subscriptions ---------------------------------------------------------------------
 
-SOURCE_KINDS = ("thing", "function")
+SOURCE_KINDS = ("thing", "function", "connector")
 SPECIAL_ENDPOINTS = ("cloud", "shadow")
 
 
 @dataclass(frozen=True)
 class EndpointRef:
-    """``thing:<name>``, ``function:<name>``, ``cloud`` or ``shadow``."""
+    """``thing:<name>``, ``function:<name>``, ``connector:<name>``, ``cloud`` or ``shadow``."""
 
     kind: str
     name: str | None = None
@@ -174,7 +174,8 @@ def parse_endpoint_ref(value: object, field_name: str) -> EndpointRef:
     kind, sep, name = value.partition(":")
     if not sep or kind not in SOURCE_KINDS:
         raise InvalidInput(
-            f"invalid {field_name} {value!r}: use thing:<name>, function:<name>, cloud or shadow",
+            f"invalid {field_name} {value!r}: use thing:<name>, function:<name>, "
+            "connector:<name>, cloud or shadow",
             field=field_name,
         )
     validate_name(name, f"{kind} name")

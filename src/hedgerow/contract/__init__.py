@@ -4,7 +4,8 @@ Pure (no I/O) and light (stdlib only: the core imports it and counts its memory)
 
     topics        core_topic(core, leaf), parse_core_topic(topic), CoreLeaf, TO_CORE, FROM_CORE
     functions     FunctionDefinition, LIMITS (the one set of function limits), check_*
-    deployment    DeploymentDocument, DeploymentNotification, StatusReport, DeploymentStatus
+    deployment    DeploymentDocument (+ ConnectorEntry), DeploymentNotification, StatusReport,
+                  DeploymentStatus
     heartbeat     Heartbeat
     errors        ContractError ⊃ InvalidMessage, UnsupportedSchema, InvalidFunction
 
@@ -13,6 +14,7 @@ Topic matching and filter coverage are not here: they live in ``hedgerow.mqtt.to
 
 from .deployment import (
     Artifact,
+    ConnectorEntry,
     DeployedFunction,
     DeploymentDocument,
     DeploymentNotification,
@@ -40,6 +42,7 @@ __all__ = [
     "LIMITS",
     "TO_CORE",
     "Artifact",
+    "ConnectorEntry",
     "ContractError",
     "CoreLeaf",
     "CoreTopic",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from . import _wire
@@ -27,7 +27,7 @@ MAX_DETAIL: Final = 4096
 _ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _SPECIAL_ENDPOINTS: Final = ("cloud", "shadow")
-_ENDPOINT_KINDS: Final = ("thing:", "function:")
+_ENDPOINT_KINDS: Final = ("thing:", "function:", "connector:")
 
 
 class DeploymentStatus(enum.StrEnum):
@@ -95,14 +95,16 @@ class DeployedFunction:
 
 
 def check_route_endpoint(value: object, field: str) -> str:
-    """``thing:NAME``, ``function:NAME``, ``cloud`` or ``shadow``."""
+    """``thing:NAME``, ``function:NAME``, ``connector:NAME``, ``cloud`` or ``shadow``."""
     if isinstance(value, str):
         if value in _SPECIAL_ENDPOINTS:
             return value
         for kind in _ENDPOINT_KINDS:
             if value.startswith(kind) and len(value) > len(kind):
                 return value
-    raise InvalidMessage(field, f"{value!r}: use thing:NAME, function:NAME, cloud or shadow")
+    raise InvalidMessage(
+        field, f"{value!r}: use thing:NAME, function:NAME, connector:NAME, cloud or shadow"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +134,39 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class ConnectorEntry:
+    """One industrial connector a deployment runs, checked here for shape only: a ``kind``
+    and a ``name`` (non-empty strings), a ``version`` (positive integer, 1 when absent) and
+    a ``config`` object. Its config is validated by ``hedgerow.connectors`` (which the
+    contract may not import): by the cloud before it is stored and again by the core."""
+
+    kind: str
+    name: str
+    version: int = 1
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: object) -> ConnectorEntry:
+        if not isinstance(data, Mapping):
+            raise InvalidMessage("connector", "must be an object {kind, name, version, config}")
+        version = data.get("version", 1)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise InvalidMessage("version", f"{version!r}: a positive integer")
+        config = data.get("config", {})
+        if not isinstance(config, Mapping):
+            raise InvalidMessage("config", f"{config!r}: must be an object")
+        return cls(_wire.text(data, "kind"), _wire.text(data, "name"), version, dict(config))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "version": self.version,
+            "config": dict(self.config),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class DeploymentDocument:
     """What one core runs: its group's things, functions and subscriptions. The cloud
     signs the exact text of ``to_json()``; the core keeps that text beside the parsed value."""
@@ -144,6 +179,8 @@ class DeploymentDocument:
     functions: tuple[DeployedFunction, ...] = ()
     subscriptions: tuple[Route, ...] = ()
     open_broker: bool = False
+    #: industrial connectors, sorted by name by the cloud; left out of the text when none
+    connectors: tuple[ConnectorEntry, ...] = ()
     schema: int = SCHEMA
 
     @classmethod
@@ -166,23 +203,25 @@ class DeploymentDocument:
             functions=_each(data, "functions", DeployedFunction.from_json),
             subscriptions=_each(data, "subscriptions", Route.from_json),
             open_broker=open_broker,
+            connectors=_each(data, "connectors", ConnectorEntry.from_json),
             schema=schema,
         )
 
     def to_json(self) -> str:
-        return _wire.dumps(
-            {
-                "schema": self.schema,
-                "deployment_id": self.deployment_id,
-                "group": self.group,
-                "core": self.core,
-                "created_at": self.created_at,
-                "things": list(self.things),
-                "functions": [f.to_json() for f in self.functions],
-                "subscriptions": [s.to_json() for s in self.subscriptions],
-                "settings": {"open_broker": self.open_broker},
-            }
-        )
+        body: dict[str, Any] = {
+            "schema": self.schema,
+            "deployment_id": self.deployment_id,
+            "group": self.group,
+            "core": self.core,
+            "created_at": self.created_at,
+            "things": list(self.things),
+            "functions": [f.to_json() for f in self.functions],
+            "subscriptions": [s.to_json() for s in self.subscriptions],
+            "settings": {"open_broker": self.open_broker},
+        }
+        if self.connectors:
+            body["connectors"] = [c.to_json() for c in self.connectors]
+        return _wire.dumps(body)
 
 
 def _each(data: Mapping[str, Any], key: str, parse: Any) -> tuple[Any, ...]:
@@ -194,8 +233,8 @@ def _each(data: Mapping[str, Any], key: str, parse: Any) -> tuple[Any, ...]:
         except ContractError as exc:
             raise exc.within(f"{key}[{index}]") from exc
     names = [getattr(item, "name", None) for item in out]
-    if key == "functions" and len(set(names)) != len(names):
-        raise InvalidMessage(key, "two functions have the same name")
+    if key in ("functions", "connectors") and len(set(names)) != len(names):
+        raise InvalidMessage(key, f"two {key} have the same name")
     return tuple(out)
 
 

@@ -33,6 +33,9 @@ class Heartbeat:
     refused: tuple[Mapping[str, str], ...] = ()
     #: the core's streams: name → ``{"newest": sequence number, "backlog": records}``
     streams: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    #: the core's industrial connectors: name → ``{"kind", "version", "state", "polls",
+    #: "values", "errors", "reconnects", "requests", "latency", ...}`` (values as reported)
+    connectors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     schema: int = SCHEMA
 
     @classmethod
@@ -56,6 +59,7 @@ class Heartbeat:
             counters=_mapping(data, "counters", int),
             refused=_refusals(data),
             streams=_streams(data),
+            connectors=_connectors(data),
             schema=schema,
         )
 
@@ -75,6 +79,8 @@ class Heartbeat:
             body["refused"] = [dict(r) for r in self.refused]
         if self.streams:
             body["streams"] = {name: dict(p) for name, p in self.streams.items()}
+        if self.connectors:
+            body["connectors"] = {name: dict(c) for name, c in self.connectors.items()}
         return body
 
     def to_json(self) -> bytes:
@@ -117,3 +123,13 @@ def _streams(data: Mapping[str, Any]) -> dict[str, Mapping[str, int]]:
 
 
 _STREAM_KEYS = ("newest", "backlog")
+
+
+def _connectors(data: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    value = data.get("connectors") or {}
+    if not isinstance(value, Mapping) or not all(
+        isinstance(name, str) and isinstance(c, Mapping) and isinstance(c.get("kind", ""), str)
+        for name, c in value.items()
+    ):
+        raise InvalidMessage("connectors", "must be an object of {kind, state, ...} objects")
+    return {name: dict(c) for name, c in value.items()}

@@ -18,12 +18,11 @@ import asyncio
 import logging
 import random
 import ssl
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from hedgerow.backoff import BackoffPolicy
+from hedgerow.backoff import BackoffPolicy, Uniform
 from hedgerow.client import (
     Client,
     ClientError,
@@ -32,6 +31,7 @@ from hedgerow.client import (
     ProtocolVersion,
     PublishError,
 )
+from hedgerow.clock import Clock, MonotonicClock
 from hedgerow.contract.topics import TO_CORE, core_topic
 
 from .errors import CoreError
@@ -70,6 +70,8 @@ class CloudConnector:
         inflight: int = 1000,
         backoff: BackoffPolicy = CONNECTOR_BACKOFF,
         client_factory: ClientFactory = Client,
+        clock: Clock | None = None,
+        uniform: Uniform = random.uniform,
     ) -> None:
         self.core = core
         self.host = host
@@ -83,6 +85,10 @@ class CloudConnector:
         self.inflight = inflight
         self.backoff = backoff
         self.client_factory = client_factory
+        #: Reconnect delays and session lengths are timed on it (tests advance one).
+        self.clock: Clock = clock if clock is not None else MonotonicClock()
+        #: The backoff's jitter source (tests pass a fixed one).
+        self.uniform = uniform
         self.properties = Properties(user_properties=(("core", core),))
         self.connected = asyncio.Event()
         self._progress = asyncio.Event()
@@ -146,32 +152,32 @@ class CloudConnector:
                 await client.connect()
             except ClientError as exc:
                 self.counters["connect_failures"] += 1
-                delay = self.backoff.delay(attempt, random.uniform)
+                delay = self.backoff.delay(attempt, self.uniform)
                 attempt += 1
                 log.info("core.connector.connect_failed error=%s retry_in=%.2f", exc, delay)
-                await asyncio.sleep(delay)
+                await self.clock.sleep(delay)
                 continue
             self.counters["connects"] += 1
             log.info("core.connector.connected host=%s port=%s", self.host, self.port)
-            started = time.monotonic()
+            started = self.clock.now()
             try:
                 await self._session(client)
             except ClientError as exc:
                 log.info("core.connector.disconnected error=%s", exc)
             except CoreError as exc:  # the spool failed: drop the link, try again later
                 log.error("core.connector.spool_failed error=%s", exc)
-                await asyncio.sleep(self.backoff.cap)
+                await self.clock.sleep(self.backoff.cap)
             finally:
                 self._client = None
                 self.connected.clear()
                 client.abort()
-            if time.monotonic() - started >= STABLE_SESSION_S:
+            if self.clock.now() - started >= STABLE_SESSION_S:
                 attempt = 0  # a stable session: reconnect at once
                 continue
-            delay = self.backoff.delay(attempt, random.uniform)
+            delay = self.backoff.delay(attempt, self.uniform)
             attempt += 1
             log.info("core.connector.short_session retry_in=%.2f", delay)
-            await asyncio.sleep(delay)
+            await self.clock.sleep(delay)
 
     async def _session(self, client: Client) -> None:
         base = [core_topic(self.core, leaf) for leaf in TO_CORE]

@@ -40,6 +40,8 @@ from hedgerow import certinfo
 from hedgerow.backoff import BackoffPolicy
 from hedgerow.broker import Broker, BrokerConfig
 from hedgerow.certinfo import CertInfo, CertInfoError
+from hedgerow.connectors import ConnectorConfigError, ConnectorSpec
+from hedgerow.connectors.host import ConnectorHost
 from hedgerow.contract.deployment import DeploymentNotification, DeploymentStatus, StatusReport
 from hedgerow.contract.errors import ContractError
 from hedgerow.contract.topics import CoreLeaf, core_topic
@@ -60,7 +62,7 @@ from .cloudapi import CloudAPI, HttpCloudAPI
 from .config import CORE_CERT, CORE_KEY, DEPLOY_VERIFY, METRICS_AUTO, ROOT_CA, CoreConfig
 from .connector import CloudConnector
 from .deployment import DeploymentAgent, DeploymentDocument, DeploymentStore
-from .errors import CertificateError, CloudAPIError, ConfigError, CoreError
+from .errors import CertificateError, CloudAPIError, ConfigError, CoreError, DeploymentError
 from .lifecycle import Components, Step
 from .router import Router, SpoolWriter
 from .routing import CLOUD, SHADOW, RoutingTable
@@ -164,6 +166,10 @@ class CoreApplier:
         d.table = table
         d.router.set_table(table)
         await d.functions.apply(specs, by_name)
+        try:
+            await d.connectors.apply([ConnectorSpec.from_json(c) for c in doc.connectors])
+        except ConnectorConfigError as exc:
+            raise DeploymentError(doc.deployment_id, str(exc)) from exc
         d.admission.set_deployment(table, doc.things)
         dropped = d.broker.disconnect_where(
             lambda i: not d.admission.still_admitted(i), "no longer admitted"
@@ -174,6 +180,11 @@ class CoreApplier:
             d.spawn(d.connector.resubscribe(), "connector-resubscribe")
 
     async def health(self, doc: DeploymentDocument, limit_s: float) -> str | None:
+        broken_connectors = sorted(
+            name for name, state in self.d.connectors.states().items() if state in BROKEN_STATES
+        )
+        if broken_connectors:
+            return f"connectors broken: {broken_connectors}"
         names = [str(entry["name"]) for entry in doc.functions]
         deadline = time.monotonic() + limit_s
         delay = 0.02
@@ -234,6 +245,7 @@ class CoreDaemon:
             Step("broker", self._open_broker),
             *([Step("streams", self._open_streams)] if self.config.streams.enabled else []),
             Step("functions", self._open_functions),
+            Step("connectors", self._open_connectors),
             Step("router", self._open_router),
             Step("deployment", self._open_deployment),
             Step("local-endpoint", self._open_local_endpoint),
@@ -267,7 +279,9 @@ class CoreDaemon:
             if state is not None
         )
         component = self.components.health()
-        return min(functions, component, key=_HEALTH_ORDER.index)
+        host: ConnectorHost | None = getattr(self, "connectors", None)
+        connectors = host.health() if host is not None else Health.HEALTHY
+        return min(functions, component, connectors, key=_HEALTH_ORDER.index)
 
     def functions_states(self) -> Mapping[str, str]:
         runtime: FunctionRuntime | None = getattr(self, "functions", None)
@@ -388,6 +402,14 @@ class CoreDaemon:
             yield
 
     @contextlib.asynccontextmanager
+    async def _open_connectors(self) -> AsyncIterator[None]:
+        """The industrial connectors a deployment names (none until one does; their
+        libraries load only then)."""
+        async with ConnectorHost(self._connector_publish) as host:
+            self.connectors = host
+            yield
+
+    @contextlib.asynccontextmanager
     async def _open_router(self) -> AsyncIterator[None]:
         """The router between devices, functions, the shadow and the cloud's spool."""
         self.spool_writer = SpoolWriter(self.spool, self._intake, self._spool_committed)
@@ -403,6 +425,7 @@ class CoreDaemon:
             local=_BrokerBus(self.broker),
             functions=self.functions,
             shadow=self._shadow,
+            connectors=self.connectors,
         ) as router:
             self.router = router
             remove = self.broker.add_interceptor(self.router.intercept)
@@ -763,6 +786,9 @@ class CoreDaemon:
     def _function_publish(self, function: str, topic: str, payload: bytes) -> None:
         self.router.dispatch("function:" + function, topic, payload, 1)
 
+    def _connector_publish(self, connector: str, topic: str, payload: bytes) -> None:
+        self.router.dispatch("connector:" + connector, topic, payload, 1)
+
     def _shadow_publish(self, topic: str, payload: bytes) -> None:
         """Shadow documents changed by a function: routed like the service's own replies."""
         self.router.dispatch(SHADOW, topic, payload, 0)
@@ -804,6 +830,7 @@ class CoreDaemon:
             cloud_connected=bool(self.connector and self.connector.connected.is_set()),
             refused=tuple(r.as_dict() for r in self.agent.refused),
             health=self.health().value,
+            connectors=self.connectors.report(),
             components={name: state.value for name, state in self.components.states().items()},
             streams=self.streams.progress() if self.streams is not None else {},
         )

@@ -87,6 +87,8 @@ class DeploymentDocument:
     subscriptions: tuple[Subscription, ...]
     settings: Mapping[str, Any]
     text: str = field(repr=False)
+    #: industrial connectors: ``{"kind", "name", "version", "config"}`` (``hedgerow.connectors``)
+    connectors: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def open_broker(self) -> bool:
@@ -124,6 +126,7 @@ def parse_document(text: str) -> DeploymentDocument:
         subscriptions=subscriptions,
         settings={"open_broker": wire.open_broker},
         text=text,
+        connectors=tuple(c.to_json() for c in wire.connectors),
     )
 
 

@@ -45,6 +45,10 @@ class FunctionSink(Protocol):
     async def deliver(self, name: str, topic: str, payload: bytes, source: str) -> None: ...
 
 
+class ConnectorSink(Protocol):
+    async def deliver(self, name: str, topic: str, payload: bytes) -> None: ...
+
+
 class ShadowHandler(Protocol):
     def handle(self, thing: str, operation: str, payload: bytes) -> list[tuple[str, bytes]]: ...
 
@@ -109,6 +113,7 @@ class Router:
         local: LocalBus,
         functions: FunctionSink,
         shadow: ShadowHandler | None,
+        connectors: ConnectorSink | None = None,
         queue_size: int = DEFAULT_QUEUE_SIZE,
     ) -> None:
         self.table = table
@@ -116,6 +121,7 @@ class Router:
         self.local = local
         self.functions = functions
         self.shadow = shadow
+        self.connectors = connectors
         self.queue_size = queue_size
         self.counters: dict[str, int] = {}
         self._queues: dict[str, asyncio.Queue[Routed]] = {}
@@ -156,9 +162,9 @@ class Router:
     def set_table(self, table: RoutingTable) -> None:
         """Install a new table (a deployment); queues of vanished functions are retired."""
         self.table = table
-        wanted = {s.target for s in table if s.target.startswith("function:")}
+        wanted = {s.target for s in table if s.target.startswith(("function:", "connector:"))}
         for target in list(self._queues):
-            if target.startswith("function:") and target not in wanted:
+            if target.startswith(("function:", "connector:")) and target not in wanted:
                 self._tasks.pop(target).cancel()
                 del self._queues[target]
 
@@ -263,6 +269,14 @@ class Router:
             self._count("to_local")
         elif target == SHADOW:
             await self._shadow(item)
+        elif target.startswith("connector:"):
+            if self.connectors is None:
+                self._count("dropped_connectors")
+                return
+            await self.connectors.deliver(
+                target.removeprefix("connector:"), item.topic, item.payload
+            )
+            self._count("to_connectors")
         else:
             await self.functions.deliver(
                 target.removeprefix("function:"), item.topic, item.payload, item.source

@@ -1,7 +1,8 @@
 """The group's subscription table: matching, the least-privilege ACL, per-subscription counters.
 
 Pure: no asyncio, sockets or files. A subscription is ``(source, topic filter, target)``;
-sources and targets are ``thing:NAME``, ``function:NAME``, ``cloud`` or ``shadow``. A message
+sources and targets are ``thing:NAME``, ``function:NAME``, ``connector:NAME``, ``cloud`` or
+``shadow``. A message
 from source S on topic T goes to every target whose subscription has source S and a filter
 matching T. Matching uses one ``hedgerow.mqtt.topics.TopicTrie`` per source (the MQTT
 engine's, the one topic matching in Hedgerow) and a bounded cache of results.
@@ -26,7 +27,7 @@ from hedgerow.mqtt.topics import TopicTrie, filter_covers, validate_topic_filter
 
 CLOUD = "cloud"
 SHADOW = "shadow"
-_PREFIXES = ("thing:", "function:")
+_PREFIXES = ("thing:", "function:", "connector:")
 #: Cached (source, topic) results kept at most; the cache is cleared when it fills.
 DEFAULT_CACHE_SIZE = 8192
 
@@ -45,7 +46,9 @@ def validate_endpoint(value: str, field: str) -> str:
     for prefix in _PREFIXES:
         if value.startswith(prefix) and len(value) > len(prefix):
             return value
-    raise RoutingError(field, f"{value!r} is not thing:NAME, function:NAME, cloud or shadow")
+    raise RoutingError(
+        field, f"{value!r} is not thing:NAME, function:NAME, connector:NAME, cloud or shadow"
+    )
 
 
 def validate_filter(topic_filter: str) -> str:

@@ -41,6 +41,8 @@ class Snapshot:
     version: str = field(default=__version__)
     #: per stream of the stream manager: newest sequence number, bytes, export backlog
     streams: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    #: Each industrial connector's kind, version, state and counters (``ConnectorHost.report``).
+    connectors: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
 
 
 def heartbeat(s: Snapshot) -> bytes:
@@ -61,6 +63,7 @@ def heartbeat(s: Snapshot) -> bytes:
             name: {"newest": p.get("newest", -1), "backlog": p.get("backlog", 0)}
             for name, p in s.streams.items()
         },
+        connectors=s.connectors,
     ).to_json()
 
 

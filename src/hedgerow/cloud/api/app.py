@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from hedgerow.cloud.api import (
+    connectors,
     cores,
     deployments,
     functions,
@@ -40,6 +41,7 @@ OPERATIONS: list[Operation] = [
     *groups.OPERATIONS,
     *functions.OPERATIONS,
     *subscriptions.OPERATIONS,
+    *connectors.OPERATIONS,
     *deployments.OPERATIONS,
     *cores.OPERATIONS,
     *things.OPERATIONS,

@@ -4,7 +4,7 @@ form), serialized by ``respond`` and described in the OpenAPI document."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -232,6 +232,19 @@ class SubscriptionView:
 
 
 @dataclass(frozen=True)
+class ConnectorView:
+    group: str
+    kind: str = described("modbus-tcp, modbus-rtu or opcua")
+    name: str = described("the connector's name (connector:NAME in subscriptions)")
+    version: int = described("the built-in connector's version")
+    config: dict[str, Any] = described("the connector's settings (see the connectors README)")
+
+    @classmethod
+    def of(cls, entry: Mapping[str, Any]) -> ConnectorView:
+        return cls(**entry)
+
+
+@dataclass(frozen=True)
 class DeploymentEventView:
     status: str
     detail: str
@@ -332,6 +345,16 @@ class SubscriptionList:
     @classmethod
     def of(cls, values: Sequence[Any]) -> SubscriptionList:
         return cls([SubscriptionView.of(v) for v in values], len(values))
+
+
+@dataclass(frozen=True)
+class ConnectorList:
+    items: list[ConnectorView]
+    count: int
+
+    @classmethod
+    def of(cls, values: Sequence[Mapping[str, Any]]) -> ConnectorList:
+        return cls([ConnectorView.of(v) for v in values], len(values))
 
 
 @dataclass(frozen=True)

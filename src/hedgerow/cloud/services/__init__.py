@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from hedgerow.cloud.artifacts import ArtifactCache
 from hedgerow.cloud.pki_service import PKIService
 from hedgerow.cloud.services.certificates import CertificateService
+from hedgerow.cloud.services.connectors import ConnectorService
 from hedgerow.cloud.services.cores import CoreService, CreatedCore, PublicEndpoints
 from hedgerow.cloud.services.deployments import DeploymentService
 from hedgerow.cloud.services.devices import DeviceService
@@ -36,6 +37,7 @@ from hedgerow.cloud.storage.repository import Repository
 __all__ = [
     "ArtifactService",
     "CertificateService",
+    "ConnectorService",
     "CloudServices",
     "CoreService",
     "CreatedCore",
@@ -74,6 +76,7 @@ class CloudServices:
     artifacts: ArtifactService
     functions: FunctionService
     subscriptions: SubscriptionService
+    connectors: ConnectorService
     deployments: DeploymentService
     membership: MembershipService
     fleet: FleetService
@@ -114,6 +117,7 @@ class CloudServices:
             artifacts=artifacts,
             functions=functions,
             subscriptions=subscriptions,
+            connectors=ConnectorService(repository),
             deployments=deployments,
             fleet=FleetService(
                 repository, artifacts, functions, subscriptions, deployments, routes_changed

@@ -11,10 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -95,6 +95,8 @@ class Snapshot:
     things: Sequence[str]
     functions: Sequence[FunctionVersion]
     subscriptions: Sequence[Subscription]
+    #: industrial connectors as the document carries them (``hedgerow.cloud.connectors``)
+    connectors: Sequence[Mapping[str, Any]] = ()
 
 
 @dataclass(frozen=True)

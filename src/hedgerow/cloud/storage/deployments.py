@@ -59,6 +59,9 @@ class DeploymentStore(FunctionStore, SubscriptionStore):
             things=list(things),
             functions=[] if empty else self._functions(s, group_row),
             subscriptions=[] if empty else self._subscriptions(s, group_row),
+            connectors=[]
+            if empty
+            else list((group_row.settings or {}).get("connectors", {}).values()),
         )
 
     def create_deployment(
@@ -245,4 +248,7 @@ def _snapshot_from_document(current: Snapshot, document: str) -> Snapshot:
         Subscription(0, current.group.name, sub["source"], sub["topic"], sub["target"])
         for sub in data.get("subscriptions", [])
     ]
-    return Snapshot(current.group, current.core, current.things, functions, subscriptions)
+    connectors = [dict(c) for c in data.get("connectors", [])]
+    return Snapshot(
+        current.group, current.core, current.things, functions, subscriptions, connectors
+    )

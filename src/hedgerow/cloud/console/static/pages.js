@@ -54,6 +54,24 @@ function functionStates(heartbeat) {
   );
 }
 
+function connectorStates(heartbeat) {
+  const entries = Object.entries((heartbeat && heartbeat.connectors) || {});
+  if (!entries.length) return "none";
+  return h(
+    "ul",
+    { class: "plain" },
+    entries.map(([name, c]) =>
+      h(
+        "li",
+        {},
+        `${name} (${c.kind}): `,
+        badge(c.state, String(c.state).toLowerCase()),
+        ` polls ${c.polls ?? 0}, errors ${c.errors ?? 0}, reconnects ${c.reconnects ?? 0}, ${c.latency_ms ?? 0} ms`,
+      ),
+    ),
+  );
+}
+
 function thingBundle(created) {
   const name = created.thing.name;
   const files = [{ name: `${name}.cert.pem`, text: created.certificate }];
@@ -137,6 +155,7 @@ export async function overviewPage(ctx) {
             { label: "Spool depth", cell: (c) => (c.heartbeat ? String(c.heartbeat.spool ?? 0) : "–") },
             { label: "Devices", cell: (c) => (c.heartbeat ? String(c.heartbeat.devices ?? 0) : "–") },
             { label: "Functions", cell: (c) => functionStates(c.heartbeat) },
+            { label: "Connectors", cell: (c) => connectorStates(c.heartbeat) },
           ],
           cores,
           "No cores yet: create a group, then its core.",
