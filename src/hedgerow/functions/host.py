@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import grp
 import json
 import logging
 import os
@@ -37,11 +39,17 @@ from hedgerow.functions.process import (
     RUN_AS_ADVICE,
     UNPRIVILEGED_USERS,
     LaunchPlan,
+    RunAs,
     choose_unprivileged_user,
     ensure_function_user,
     find_cgroup_base,
     plan_memory_limit,
     resolve_run_as,
+)
+from hedgerow.functions.resources import (
+    ResourceUnavailable,
+    SourceFacts,
+    plan_access,
 )
 from hedgerow.functions.spec import FunctionSpec
 from hedgerow.functions.v1 import V1_PATH
@@ -346,6 +354,7 @@ class FunctionHost:
                 raise LaunchError(
                     f"cannot hand the working directory to uid {run_as.uid}: {exc}"
                 ) from exc
+        run_as = grant_resources(spec, run_as, is_root=is_root)
         memory = plan_memory_limit(spec.memory_mb, self._cgroup_base, spec.name)
         config: dict[str, Any] = {
             "name": spec.name,
@@ -362,6 +371,11 @@ class FunctionHost:
             "rlimit_as": memory.rlimit_as,
             "timeout_s": spec.timeout_s,
             "settle_s": self._settle_s,
+            "mounts": [
+                [r.source, r.destination, r.read_only] for r in spec.resources if r.kind == "volume"
+            ]
+            if is_root
+            else [],
         }
         env = {key: os.environ[key] for key in PASSTHROUGH_ENV if key in os.environ}
         env.setdefault("LANG", "C.UTF-8")
@@ -554,6 +568,59 @@ class FunctionHost:
 
     def specs(self) -> dict[str, FunctionSpec]:
         return {name: pool.spec for name, pool in self._pools.items()}
+
+
+def source_facts(path: str) -> SourceFacts | None:
+    """Owner, group and mode of a resource's source on this gateway (None: missing)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return SourceFacts(st.st_mode, st.st_uid, st.st_gid)
+
+
+def _group_id(name: str) -> int | None:
+    if name.isdigit():
+        return int(name)
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
+
+
+def grant_resources(spec: FunctionSpec, run_as: RunAs | None, *, is_root: bool) -> RunAs | None:
+    """The user the worker runs as, with the supplementary groups its resources need.
+
+    As root, volumes are mounted in the worker's own namespace and groups are added to the
+    function's user. Otherwise the function runs as the core's user with the core's groups:
+    a resource those do not open, a read-only or relocated volume (no namespace) and a
+    declared group the core lacks are refused, saying what to do.
+    """
+    if not spec.resources and not spec.groups:
+        return run_as
+    facts = {r.source: source_facts(r.source) for r in spec.resources}
+    group_ids = {name: _group_id(name) for name in spec.groups}
+    uid, gid = (run_as.uid, run_as.gid) if run_as is not None else (os.getuid(), os.getgid())
+    try:
+        groups = plan_access(spec.resources, facts, uid=uid, gid=gid, group_ids=group_ids)
+    except ResourceUnavailable as exc:
+        raise ResourceUnavailable(f"function {spec.name!r}: {exc}") from exc
+    if run_as is not None:
+        return dataclasses.replace(run_as, groups=groups)
+    relocated = [r.source for r in spec.resources if r.needs_mount]
+    if relocated:
+        raise ResourceUnavailable(
+            f"function {spec.name!r}: volumes {', '.join(relocated)} are read-only or shown at "
+            "another path, which needs a mount namespace of their own: run the core as root, "
+            "or declare them read-write at their own path"
+        )
+    lacking = sorted(set(groups) - set(os.getgroups()) - {os.getgid()})
+    if lacking:
+        raise ResourceUnavailable(
+            f"function {spec.name!r}: its resources need groups {lacking} the core's user is "
+            "not in: add the core's user to them (usermod -aG) or run the core as root"
+        )
+    return None
 
 
 def _source_root() -> str:

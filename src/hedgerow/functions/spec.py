@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from hedgerow.functions.errors import InvalidFunctionSpec
+from hedgerow.functions.resources import LocalResource, check_resources, resource_from_document
 
 Runtime = Literal["python", "greengrass-v1"]
 Encoding = Literal["json", "binary"]
@@ -52,9 +53,14 @@ class FunctionSpec:
     environment: Mapping[str, str] = field(default_factory=dict)
     encoding: Encoding = "json"
     run_as: str | None = None
+    #: device files and volumes (V1 local resources) and OS groups the function needs
+    resources: tuple[LocalResource, ...] = ()
+    groups: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "environment", dict(self.environment))
+        object.__setattr__(self, "resources", tuple(self.resources))
+        object.__setattr__(self, "groups", tuple(self.groups))
         _check(self)
 
     def __hash__(self) -> int:
@@ -75,7 +81,7 @@ class FunctionSpec:
 
     def to_document(self) -> dict[str, Any]:
         """The entry as it appears in a deployment document (without ``artifact``)."""
-        return {
+        document: dict[str, Any] = {
             "name": self.name,
             "version": self.version,
             "handler": self.handler,
@@ -88,6 +94,12 @@ class FunctionSpec:
             "encoding": self.encoding,
             "run_as": self.run_as,
         }
+        # only when declared: documents of functions without them stay as they were
+        if self.resources:
+            document["resources"] = [r.to_document() for r in self.resources]
+        if self.groups:
+            document["groups"] = list(self.groups)
+        return document
 
 
 def validate_spec(entry: Mapping[str, Any] | FunctionSpec) -> FunctionSpec:
@@ -117,6 +129,15 @@ def validate_spec(entry: Mapping[str, Any] | FunctionSpec) -> FunctionSpec:
     environment = kwargs.get("environment", {})
     if not isinstance(environment, Mapping):
         raise InvalidFunctionSpec("environment", "must be an object of strings")
+    for key in ("resources", "groups"):
+        value = entry.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, list | tuple):
+            raise InvalidFunctionSpec(key, "must be a list")
+        kwargs[key] = (
+            tuple(resource_from_document(r) for r in value) if key == "resources" else tuple(value)
+        )
     if isinstance(kwargs.get("timeout_s"), int) and not isinstance(kwargs["timeout_s"], bool):
         kwargs["timeout_s"] = float(kwargs["timeout_s"])
     return FunctionSpec(**kwargs)
@@ -154,6 +175,9 @@ def _check(spec: FunctionSpec) -> None:
     _check_environment(spec.environment)
     if spec.run_as is not None:
         _check_run_as(spec.run_as)
+    if not all(isinstance(r, LocalResource) for r in spec.resources):
+        raise InvalidFunctionSpec("resources", "must be local resources")
+    check_resources(spec.resources, spec.groups)
 
 
 def _check_environment(environment: Mapping[str, str]) -> None:

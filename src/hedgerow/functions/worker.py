@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from importlib import import_module
 from typing import Any, Final
 
+from hedgerow.functions import namespace
 from hedgerow.functions import protocol as p
 from hedgerow.functions.errors import IPCProtocolError
 
@@ -65,6 +66,8 @@ class WorkerConfig:
     rlimit_as: int | None = None
     timeout_s: float = 3.0
     settle_s: float = 1.0
+    #: volumes as ``[source, destination, read_only]``, mounted in a namespace of its own
+    mounts: tuple[tuple[str, str, bool], ...] = ()
 
     @classmethod
     def from_json(cls, text: str) -> WorkerConfig:
@@ -403,7 +406,10 @@ def module_context(topic: str = "") -> Context:
 
 
 def drop_privileges(spec: str) -> None:
-    """Become ``uid:gid`` with no supplementary groups (irreversible).
+    """Become ``uid:gid[:g1,g2..]`` with just those supplementary groups (irreversible).
+
+    The supplementary groups are the ones the function's local resources are granted
+    through (``resources.plan_access``); none otherwise.
 
     Directories on ``sys.path`` that the new user cannot reach (an interpreter installed
     under a private home such as ``/root/.pyenv``, a data directory inside ``/root``) stay
@@ -411,13 +417,14 @@ def drop_privileges(spec: str) -> None:
     name, replaced by ``/proc/self/fd/N`` — the directory's own mode still applies, only
     the private parents are stepped over. Nothing else of the core's becomes readable.
     """
-    uid, _, gid = spec.partition(":")
+    uid, _, rest = spec.partition(":")
+    gid, _, extra = rest.partition(":")
     held: dict[str, int] = {}
     for entry in sys.path:
         if entry and entry not in held and os.path.isdir(entry):
             with contextlib.suppress(OSError):
                 held[entry] = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    os.setgroups([])
+    os.setgroups([int(g) for g in extra.split(",") if g])
     os.setgid(int(gid))
     os.setuid(int(uid))
     _reach_held_dirs(held)
@@ -463,6 +470,8 @@ def main() -> None:
     if config.v1_path:
         paths.append(config.v1_path)
     sys.path[:0] = paths
+    if config.mounts:  # as root, before the switch: the volumes at their destinations
+        namespace.enter([namespace.Mount.from_json(m) for m in config.mounts])
     if run_as:  # before any function code: it never runs with the core's privileges
         drop_privileges(run_as)
     logging.basicConfig(
