@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -636,7 +637,29 @@ def _function_body(args: argparse.Namespace) -> dict[str, Any]:
                 raise CLIError(f"--env {item!r}: use KEY=VALUE")
             environment[key] = value
         body["environment"] = environment
+    resources = _local_resources(args)
+    if resources is not None:
+        body["resources"] = resources
+    if args.os_group:
+        body["groups"] = list(args.os_group)
     return body
+
+
+def _local_resources(args: argparse.Namespace) -> list[dict[str, Any]] | None:
+    """--device and --volume as the function's V1 local resources (None: not given)."""
+    from hedgerow.functions.errors import InvalidFunctionSpec
+    from hedgerow.functions.resources import parse_device, parse_volume
+
+    if not args.device and not args.volume:
+        return None
+    try:
+        resources = [parse_device(d) for d in args.device or []]
+        resources += [parse_volume(v) for v in args.volume or []]
+    except InvalidFunctionSpec as exc:
+        raise CLIError(f"--{exc.field.rstrip('s')}: {exc.reason}") from exc
+    if args.no_group_owner:
+        resources = [dataclasses.replace(r, auto_add_group_owner=False) for r in resources]
+    return [r.to_document() for r in resources]
 
 
 def _upload(api: Api, code: str) -> str:
@@ -1090,6 +1113,30 @@ def _function_options(parser: argparse.ArgumentParser, *, create: bool) -> None:
     parser.add_argument("--encoding", choices=["json", "binary"])
     parser.add_argument(
         "--env", action="append", metavar="K=V", help="environment variable (repeatable)"
+    )
+    parser.add_argument(
+        "--device",
+        action="append",
+        metavar="PATH[:ro|rw]",
+        help="a device file the function may open, e.g. /dev/ttyUSB0:rw (repeatable)",
+    )
+    parser.add_argument(
+        "--volume",
+        action="append",
+        metavar="SRC[:DST][:ro|rw]",
+        help="a host directory the function sees at DST, e.g. /var/data:/data:ro (repeatable)",
+    )
+    parser.add_argument(
+        "--os-group",
+        action="append",
+        metavar="NAME",
+        help="an OS group the function's process joins on the gateway (repeatable)",
+    )
+    parser.add_argument(
+        "--no-group-owner",
+        action="store_true",
+        help="do not add each resource's owning group to the function's process (V1's "
+        "group owner auto-add is on by default)",
     )
 
 

@@ -601,23 +601,20 @@ def grant_resources(spec: FunctionSpec, run_as: RunAs | None, *, is_root: bool) 
     facts = {r.source: source_facts(r.source) for r in spec.resources}
     group_ids = {name: _group_id(name) for name in spec.groups}
     uid, gid = (run_as.uid, run_as.gid) if run_as is not None else (os.getuid(), os.getgid())
-    try:
-        groups = plan_access(spec.resources, facts, uid=uid, gid=gid, group_ids=group_ids)
-    except ResourceUnavailable as exc:
-        raise ResourceUnavailable(f"function {spec.name!r}: {exc}") from exc
+    groups = plan_access(spec.resources, facts, uid=uid, gid=gid, group_ids=group_ids)
     if run_as is not None:
         return dataclasses.replace(run_as, groups=groups)
     relocated = [r.source for r in spec.resources if r.needs_mount]
     if relocated:
         raise ResourceUnavailable(
-            f"function {spec.name!r}: volumes {', '.join(relocated)} are read-only or shown at "
+            f"volumes {', '.join(relocated)} are read-only or shown at "
             "another path, which needs a mount namespace of their own: run the core as root, "
             "or declare them read-write at their own path"
         )
     lacking = sorted(set(groups) - set(os.getgroups()) - {os.getgid()})
     if lacking:
         raise ResourceUnavailable(
-            f"function {spec.name!r}: its resources need groups {lacking} the core's user is "
+            f"its resources need groups {lacking} the core's user is "
             "not in: add the core's user to them (usermod -aG) or run the core as root"
         )
     return None

@@ -229,11 +229,13 @@ def plan_access(
             groups.append(source_facts.gid)
             continue
         wanted = "read" if resource.read_only else "read and write"
-        extra = "x" if resource.kind == "volume" else ""
+        bits = ("r" if resource.read_only else "rw") + ("x" if resource.kind == "volume" else "")
+        fix = f"chmod g+{bits} {resource.source}"
+        if source_facts.gid == 0:  # the root group is never added: it opens far more
+            fix = f"chgrp <a group of its own> {resource.source} && {fix}"
         raise ResourceUnavailable(
             f"{resource.source} (mode {stat.filemode(mode)}, uid {source_facts.uid}, gid "
-            f"{source_facts.gid}) does not let the function's user {wanted} it: give its group "
-            f"the access (chmod g+{'r' if resource.read_only else 'rw'}{extra} "
-            f"{resource.source}) and keep auto_add_group_owner, or declare a group that has it"
+            f"{source_facts.gid}) does not let the function's user {wanted} it: give a group "
+            f"the access ({fix}) and keep auto_add_group_owner, or declare that group"
         )
     return tuple(dict.fromkeys(g for g in groups if g != gid))
