@@ -51,6 +51,16 @@ from hedgerow.functions.resources import (
     SourceFacts,
     plan_access,
 )
+from hedgerow.functions.secrets import (
+    SecretSource,
+    SecretUnavailable,
+    SecretVersion,
+    parse_call_target,
+    parse_v1_request,
+    to_call_reply,
+    v1_error,
+    v1_reply,
+)
 from hedgerow.functions.spec import FunctionSpec
 from hedgerow.functions.v1 import V1_PATH
 from hedgerow.functions.v1 import arn as arns
@@ -116,6 +126,7 @@ class FunctionHost:
         memory_cgroups: bool = True,
         cgroup_base: Path | None = None,
         stream_manager_port: int | None = None,
+        secrets: SecretSource | None = None,
     ) -> None:
         self.work_dir = Path(work_dir)
         #: the core's stream manager (``[streams]``): its port and the function's own token
@@ -138,6 +149,7 @@ class FunctionHost:
         self._tasks: dict[FunctionPool, asyncio.Task[None]] = {}
         self._tokens: dict[str, FunctionPool] = {}  # V1 authorization token -> its pool
         self._apply_lock = asyncio.Lock()
+        self._secrets = secrets
         self._stack = contextlib.AsyncExitStack()
         self._tg: asyncio.TaskGroup | None = None
         self._v1: V1Server | None = None
@@ -460,7 +472,12 @@ class FunctionHost:
             raise InvocationTimeout(name, f"no result within {timeout} s") from None
 
     async def _call(self, target: str, caller: str, payload: bytes) -> bytes:
-        """A function's ``context.invoke`` (by name or ARN) or shadow call (by shadow topic)."""
+        """A function's ``context.invoke`` (by name or ARN), shadow call (by shadow topic) or
+        ``context.secrets.get`` (``$secret/<name>``, the stage as payload)."""
+        secret = parse_call_target(target)
+        if secret is not None:
+            stage = payload.decode(errors="replace") or "AWSCURRENT"
+            return to_call_reply(await self.secret(caller, secret, stage))
         shadow_op = parse_shadow_topic(target)
         if shadow_op is not None:
             accepted, document = await self.v1_shadow(shadow_op[0], shadow_op[1], payload)
@@ -469,6 +486,41 @@ class FunctionHost:
             return document
         name = arns.function_name(target) or target
         return await self.invoke(name, payload, source=caller)
+
+    # -- secrets --------------------------------------------------------------------------------------
+
+    async def secret(self, caller: str, name: str, stage: str) -> SecretVersion:
+        """The secret ``name`` at ``stage`` for the function ``caller`` — only if it declares
+        it (``SecretUnavailable`` with status 403), and only if this core has it (404)."""
+        pool = self._pools.get(caller)
+        if pool is None or name not in pool.spec.secrets:
+            log.warning("secret_refused function=%s secret=%s reason=not declared", caller, name)
+            raise SecretUnavailable(
+                name,
+                f"function {caller!r} does not declare secret {name!r}: declare it "
+                f"(hedgerow cloud function update --secret {name}) and deploy",
+                403,
+            )
+        version = await self._secrets(name, stage) if self._secrets is not None else None
+        if version is None:
+            raise SecretUnavailable(
+                name,
+                f"secret {name!r} has no version labelled {stage} on this core: create it "
+                f"(hedgerow cloud secret create) in this core's group and deploy",
+                404,
+            )
+        log.info("secret_read function=%s secret=%s version=%s", caller, name, version.version_id)
+        return version
+
+    async def v1_secret(self, caller: str, body: bytes) -> bytes:
+        """The GGSecretManager answer: the V1 SDK's fields, or ``{"Status", "Message"}``."""
+        try:
+            name, stage = parse_v1_request(body)
+            return v1_reply(await self.secret(caller, name, stage), self.region)
+        except ValueError as exc:
+            return v1_error(400, str(exc))
+        except SecretUnavailable as exc:
+            return v1_error(exc.status, exc.reason)
 
     # -- V1 backend (used by the V1 IPC server) -----------------------------------------------------
 

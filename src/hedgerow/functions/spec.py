@@ -35,6 +35,8 @@ _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _HANDLER = re.compile(rf"^{_IDENT}(\.{_IDENT})+$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
+_SECRET = re.compile(r"^[A-Za-z0-9_.\-/+=@]{1,128}$")
+MAX_SECRETS: Final = 32
 _RESERVED_ENV_PREFIXES: Final = ("HEDGEROW_",)
 
 
@@ -56,11 +58,14 @@ class FunctionSpec:
     #: device files and volumes (V1 local resources) and OS groups the function needs
     resources: tuple[LocalResource, ...] = ()
     groups: tuple[str, ...] = ()
+    #: the names of the secrets it may read (its group's secrets; no others)
+    secrets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "environment", dict(self.environment))
         object.__setattr__(self, "resources", tuple(self.resources))
         object.__setattr__(self, "groups", tuple(self.groups))
+        object.__setattr__(self, "secrets", tuple(self.secrets))
         _check(self)
 
     def __hash__(self) -> int:
@@ -99,6 +104,8 @@ class FunctionSpec:
             document["resources"] = [r.to_document() for r in self.resources]
         if self.groups:
             document["groups"] = list(self.groups)
+        if self.secrets:
+            document["secrets"] = list(self.secrets)
         return document
 
 
@@ -129,7 +136,7 @@ def validate_spec(entry: Mapping[str, Any] | FunctionSpec) -> FunctionSpec:
     environment = kwargs.get("environment", {})
     if not isinstance(environment, Mapping):
         raise InvalidFunctionSpec("environment", "must be an object of strings")
-    for key in ("resources", "groups"):
+    for key in ("resources", "groups", "secrets"):
         value = entry.get(key)
         if value is None:
             continue
@@ -178,6 +185,12 @@ def _check(spec: FunctionSpec) -> None:
     if not all(isinstance(r, LocalResource) for r in spec.resources):
         raise InvalidFunctionSpec("resources", "must be local resources")
     check_resources(spec.resources, spec.groups)
+    if len(spec.secrets) > MAX_SECRETS or not all(
+        isinstance(s, str) and _SECRET.match(s) for s in spec.secrets
+    ):
+        raise InvalidFunctionSpec(
+            "secrets", f"at most {MAX_SECRETS} names of letters, digits and _.-/+=@"
+        )
 
 
 def _check_environment(environment: Mapping[str, str]) -> None:

@@ -33,6 +33,7 @@ from typing import Any, Final
 from hedgerow.functions import namespace
 from hedgerow.functions import protocol as p
 from hedgerow.functions.errors import IPCProtocolError
+from hedgerow.functions.secrets import CURRENT, SecretVersion, call_target, from_call_reply
 
 log = logging.getLogger("hedgerow.function")
 
@@ -149,6 +150,25 @@ class Channel:
                 self.inbox.put(batch)
 
 
+class Secrets:
+    """``context.secrets``: the secrets this function declares, read from the core."""
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+
+    def get(self, name: str, stage: str = CURRENT) -> str | bytes:
+        """The value (``str``; ``bytes`` for a binary secret) of the version at ``stage``.
+
+        A secret the function does not declare, or that this core lacks, raises
+        ``FunctionCallError`` saying which and what to do."""
+        version = self.get_version(name, stage)
+        return version.value if version.binary else version.value.decode()
+
+    def get_version(self, name: str, stage: str = CURRENT) -> SecretVersion:
+        """The whole version: ``version_id``, ``stages``, ``created_ms``, ``value``."""
+        return from_call_reply(self._channel.call(call_target(name), stage.encode()))
+
+
 @dataclass
 class Context:
     """What a native handler receives as ``context``."""
@@ -159,6 +179,10 @@ class Context:
     thing_name: str
     logger: logging.Logger
     _channel: Channel = field(repr=False)
+
+    @property
+    def secrets(self) -> Secrets:
+        return Secrets(self._channel)
 
     def publish(self, topic: str, payload: Any) -> None:
         """Publish into the core's subscription table (as this function)."""
