@@ -47,6 +47,7 @@ from .cloudapi import CloudAPI
 from .errors import CloudAPIError, CoreError, DeploymentError
 from .plan import plan
 from .routing import RoutingError, Subscription
+from .secrets import SealedVersion, parse_secrets
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ class DeploymentDocument:
     text: str = field(repr=False)
     #: industrial connectors: ``{"kind", "name", "version", "config"}`` (``hedgerow.connectors``)
     connectors: tuple[Mapping[str, Any], ...] = ()
+    #: secret versions sealed to this core's key (see ``core/secrets.py``)
+    secrets: tuple[SealedVersion, ...] = ()
 
     @property
     def open_broker(self) -> bool:
@@ -156,6 +159,7 @@ def parse_document(text: str) -> DeploymentDocument:
         settings=settings,
         text=text,
         connectors=tuple(connectors),
+        secrets=parse_secrets(deployment_id, data.get("secrets")),
     )
 
 

@@ -501,7 +501,15 @@ class FunctionHost:
                 f"(hedgerow cloud function update --secret {name}) and deploy",
                 403,
             )
-        version = await self._secrets(name, stage) if self._secrets is not None else None
+        try:
+            version = await self._secrets(name, stage) if self._secrets is not None else None
+        except Exception as exc:  # the core could not open it: the function gets a reason
+            log.error("secret_unavailable function=%s secret=%s error=%s", caller, name, exc)
+            raise SecretUnavailable(
+                name,
+                f"the core could not open secret {name!r}: {exc} (run hedgerow core check)",
+                500,
+            ) from exc
         if version is None:
             raise SecretUnavailable(
                 name,
