@@ -1,0 +1,60 @@
+"""Secrets in the cloud (pure): labels move on a new value, values are sealed at rest under
+the KEK with the record's identity, and sealed to one core's key for its deployment."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from hedgerow import pki
+from hedgerow.cloud import function_secrets as fs
+from hedgerow.cloud.errors import InvalidInput, SecretError
+from hedgerow.cloud.keyring import KeyringFile, create_keyring
+from hedgerow.core.secrets import secret_aad
+
+NOW = dt.datetime(2026, 12, 4, 15, 0, tzinfo=dt.UTC)
+
+
+def test_labels_move_and_values_open_only_as_their_own_record(tmp_path: Path) -> None:
+    create_keyring(tmp_path / "kek.json")
+    keyring = KeyringFile(tmp_path / "kek.json")
+    v1 = fs.new_version(keyring, "factory-1", "api-key", b"one", False, NOW)
+    assert b"one" not in v1.sealed and v1.stages == ("AWSCURRENT",)
+    v2 = fs.new_version(keyring, "factory-1", "api-key", b"two", False, NOW)
+    after_v2 = fs.next_versions([v1], v2)
+    assert [(v.version_id, v.stages) for v in after_v2] == [
+        (v2.version_id, ("AWSCURRENT",)), (v1.version_id, ("AWSPREVIOUS",))
+    ]  # fmt: skip
+    v3 = fs.new_version(keyring, "factory-1", "api-key", b"three", False, NOW)
+    after_v3 = fs.next_versions(after_v2, v3)
+    assert [v.version_id for v in after_v3] == [v3.version_id, v2.version_id]  # v1 dropped
+    assert fs.open_version(keyring, "factory-1", "api-key", after_v3[1]) == b"two"
+    with pytest.raises(SecretError, match="api-key"):  # the blob of another record
+        fs.open_version(keyring, "factory-2", "api-key", after_v3[1])
+    assert "sealed" not in fs.SecretVersionRecord.to_json(v3)
+    with pytest.raises(InvalidInput):
+        fs.validate_secret_name("no spaces")
+    with pytest.raises(InvalidInput):
+        fs.validate_value("", False)
+    assert fs.validate_value("AP8=", True) == b"\x00\xff"
+
+
+def test_a_deployment_entry_opens_only_with_that_cores_key(tmp_path: Path) -> None:
+    create_keyring(tmp_path / "kek.json")
+    keyring = KeyringFile(tmp_path / "kek.json")
+    ca = pki.make_ca("test CA")
+    core_key = pki.new_key()
+    cert = pki.sign_public_key(ca, core_key.public_key(), "pi-1", unit="core")
+    version = fs.new_version(keyring, "factory-1", "api-key", b"s3cr3t", False, NOW)
+    (entry,) = fs.sealed_for_core(keyring, "factory-1", "pi-1", pki.cert_to_pem(cert).decode(),
+                                  "api-key", [version])  # fmt: skip
+    assert "s3cr3t" not in str(entry) and entry["created_ms"] == int(NOW.timestamp() * 1000)
+    sealed = base64.b64decode(entry["sealed"])
+    aad = secret_aad("factory-1", "pi-1", "api-key", version.version_id)
+    assert aad == fs.core_aad("factory-1", "pi-1", "api-key", version.version_id)
+    assert pki.open_sealed(core_key, sealed, aad) == b"s3cr3t"
+    with pytest.raises(pki.PKIError):
+        pki.open_sealed(pki.new_key(), sealed, aad)
