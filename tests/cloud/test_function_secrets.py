@@ -58,3 +58,48 @@ def test_a_deployment_entry_opens_only_with_that_cores_key(tmp_path: Path) -> No
     assert pki.open_sealed(core_key, sealed, aad) == b"s3cr3t"
     with pytest.raises(pki.PKIError):
         pki.open_sealed(pki.new_key(), sealed, aad)
+
+
+def test_the_store_keeps_two_labelled_versions_and_never_a_clear_value(
+    tmp_path: Path, database_url: str
+) -> None:
+    from hedgerow.cloud.errors import Conflict, NotFound
+    from hedgerow.cloud.storage.database import create_engine, migrate
+    from hedgerow.cloud.storage.repository import Repository
+    from hedgerow.cloud.storage.secrets import SecretStore
+
+    url = database_url or f"sqlite:///{tmp_path / 'cloud.db'}"
+    engine = create_engine(url)
+    try:
+        migrate(engine)
+        Repository(engine).create_group("factory-1")
+        create_keyring(tmp_path / "kek.json")
+        keyring = KeyringFile(tmp_path / "kek.json")
+        store = SecretStore(engine)
+        first = fs.new_version(keyring, "factory-1", "api-key", b"value-one", False, NOW)
+        store.create("factory-1", "api-key", first)
+        with pytest.raises(Conflict, match="secret update"):
+            store.create("factory-1", "api-key", first)
+        with pytest.raises(NotFound, match="group"):
+            store.create("factory-9", "api-key", first)
+        for value in (b"value-two", b"value-three"):
+            new = fs.new_version(keyring, "factory-1", "api-key", value, False, NOW)
+            store.put_version("factory-1", "api-key", new)
+        versions = store.versions("factory-1", "api-key")
+        assert [v.stages for v in versions] == [("AWSCURRENT",), ("AWSPREVIOUS",)]
+        opened = [fs.open_version(keyring, "factory-1", "api-key", v) for v in versions]
+        assert opened == [b"value-three", b"value-two"]
+        assert store.names("factory-1") == ["api-key"]
+        assert list(store.for_deployment("factory-1", ["api-key", "absent"])) == ["api-key"]
+        store.delete("factory-1", "api-key")
+        assert store.names("factory-1") == []
+        with pytest.raises(NotFound, match="does not exist in group"):
+            store.versions("factory-1", "api-key")
+    finally:
+        engine.dispose()
+    if not database_url:
+        raw = (tmp_path / "cloud.db").read_bytes()
+        for name in ("cloud.db-wal",):
+            if (tmp_path / name).exists():
+                raw += (tmp_path / name).read_bytes()
+        assert b"value-" not in raw
