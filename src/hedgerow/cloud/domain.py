@@ -240,6 +240,8 @@ class FunctionSettings:
     resources: tuple[Mapping[str, Any], ...] = ()
     #: OS groups the function's process needs on the gateway
     groups: tuple[str, ...] = ()
+    #: names of the group's secrets the function may read
+    secrets: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         document = {
@@ -258,6 +260,8 @@ class FunctionSettings:
             document["resources"] = [dict(r) for r in self.resources]
         if self.groups:
             document["groups"] = list(self.groups)
+        if self.secrets:
+            document["secrets"] = list(self.secrets)
         return document
 
 
@@ -321,6 +325,23 @@ def os_groups_from_json(value: object) -> tuple[str, ...]:
     for name in value:
         if not isinstance(name, str) or not OS_GROUP_PATTERN.fullmatch(name):
             raise InvalidInput(f"invalid OS group name {name!r}", field="groups")
+    return tuple(dict.fromkeys(value))
+
+
+SECRET_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-/+=@]{1,128}")
+MAX_FUNCTION_SECRETS = 32
+
+
+def secret_names_from_json(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple) or len(value) > MAX_FUNCTION_SECRETS:
+        raise InvalidInput(
+            f"secrets must be a list of at most {MAX_FUNCTION_SECRETS} names", field="secrets"
+        )
+    for name in value:
+        if not isinstance(name, str) or not SECRET_NAME_PATTERN.fullmatch(name):
+            raise InvalidInput(f"invalid secret name {name!r}", field="secrets")
     return tuple(dict.fromkeys(value))
 
 
@@ -389,6 +410,7 @@ def function_settings_from_json(
         run_as=run_as,
         resources=local_resources_from_json(merged.get("resources")),
         groups=os_groups_from_json(merged.get("groups")),
+        secrets=secret_names_from_json(merged.get("secrets")),
     )
 
 
