@@ -43,7 +43,13 @@ def connector_entries(frozen: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
     return entries
 
 
-def build_document(snapshot: Snapshot, deployment_id: str, created_at: dt.datetime) -> str:
+def build_document(
+    snapshot: Snapshot,
+    deployment_id: str,
+    created_at: dt.datetime,
+    sealed_secrets: Sequence[Mapping[str, Any]] = (),
+) -> str:
+    """``sealed_secrets``: the versions the functions declare, each sealed to the core's key."""
     document: dict[str, Any] = {
         "deployment_id": deployment_id,
         "group": snapshot.group.name,
@@ -60,6 +66,8 @@ def build_document(snapshot: Snapshot, deployment_id: str, created_at: dt.dateti
     connectors = connector_entries(snapshot.connectors)
     if connectors:
         document["connectors"] = connectors
+    if sealed_secrets:
+        document["secrets"] = [dict(entry) for entry in sealed_secrets]
     return json.dumps(document, separators=(",", ":"))
 
 

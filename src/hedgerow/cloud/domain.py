@@ -328,7 +328,7 @@ def os_groups_from_json(value: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
-SECRET_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-/+=@]{1,128}")
+SECRET_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-+=@]{1,128}")
 MAX_FUNCTION_SECRETS = 32
 
 

@@ -34,7 +34,7 @@ from hedgerow.cloud.keyring import KeyringFile
 CURRENT: Final = "AWSCURRENT"
 PREVIOUS: Final = "AWSPREVIOUS"
 MAX_SECRET_BYTES: Final = 64 * 1024
-NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9_.\-/+=@]{1,128}$")
+NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9_.\-+=@]{1,128}$")
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class SecretVersionRecord:
 def validate_secret_name(name: object) -> str:
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise InvalidInput(
-            f"invalid secret name {name!r}: 1-128 letters, digits and _.-/+=@", field="name"
+            f"invalid secret name {name!r}: 1-128 letters, digits and _.-+=@", field="name"
         )
     return name
 

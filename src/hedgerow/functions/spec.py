@@ -35,7 +35,7 @@ _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _HANDLER = re.compile(rf"^{_IDENT}(\.{_IDENT})+$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
-_SECRET = re.compile(r"^[A-Za-z0-9_.\-/+=@]{1,128}$")
+_SECRET = re.compile(r"^[A-Za-z0-9_.\-+=@]{1,128}$")
 MAX_SECRETS: Final = 32
 _RESERVED_ENV_PREFIXES: Final = ("HEDGEROW_",)
 
@@ -189,7 +189,7 @@ def _check(spec: FunctionSpec) -> None:
         isinstance(s, str) and _SECRET.match(s) for s in spec.secrets
     ):
         raise InvalidFunctionSpec(
-            "secrets", f"at most {MAX_SECRETS} names of letters, digits and _.-/+=@"
+            "secrets", f"at most {MAX_SECRETS} names of letters, digits and _.-+=@"
         )
 
 

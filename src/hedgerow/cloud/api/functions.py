@@ -59,6 +59,9 @@ class FunctionFields:
         default=UNSET,
     )
     groups: list[str] | Unset = described("OS groups the function's process joins", default=UNSET)
+    secrets: list[str] | Unset = described(
+        "names of the group's secrets the function may read", default=UNSET
+    )
     artifact: str | ArtifactRef | Unset = described(
         "the code: its sha256 or the upload's answer", default=UNSET
     )

@@ -214,6 +214,7 @@ class FunctionView:
     #: only when declared (as in the deployment document)
     resources: list[dict[str, Any]] | Unset = UNSET
     groups: list[str] | Unset = UNSET
+    secrets: list[str] | Unset = UNSET
 
     @classmethod
     def of(cls, function: FunctionVersion) -> FunctionView:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from hedgerow.cloud import envelope
 from hedgerow.cloud.errors import Conflict, NotFound
 from hedgerow.cloud.function_secrets import SecretVersionRecord, next_versions
-from hedgerow.cloud.storage.models import GroupRow, SecretRow, SecretVersionRow
+from hedgerow.cloud.storage.models import CertificateRow, GroupRow, SecretRow, SecretVersionRow
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
@@ -138,3 +138,17 @@ class SecretStore:
                 secret.name: [_record(r) for r in self._versions(s, secret.id)]
                 for secret in secrets
             }
+
+    def core_certificate(self, core: str) -> str | None:
+        """The PEM of the core's newest unrevoked identity certificate (its key seals)."""
+        with Session(self.engine) as s:
+            return s.scalar(
+                sa.select(CertificateRow.pem)
+                .where(
+                    CertificateRow.owner == core,
+                    CertificateRow.kind == "core",
+                    CertificateRow.revoked_at.is_(None),
+                )
+                .order_by(CertificateRow.issued_at.desc())
+                .limit(1)
+            )
