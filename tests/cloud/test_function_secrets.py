@@ -103,3 +103,33 @@ def test_the_store_keeps_two_labelled_versions_and_never_a_clear_value(
             if (tmp_path / name).exists():
                 raw += (tmp_path / name).read_bytes()
         assert b"value-" not in raw
+
+
+def test_rotating_the_kek_rewraps_secrets_and_keeps_them_openable(tmp_path: Path) -> None:
+    from hedgerow.cloud import envelope
+    from hedgerow.cloud.group_ca_keys import rotate_kek
+    from hedgerow.cloud.storage.database import create_engine, migrate
+    from hedgerow.cloud.storage.repository import Repository
+    from hedgerow.cloud.storage.sealed_keys import SealedKeyStore
+    from hedgerow.cloud.storage.secrets import SecretStore
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'cloud.db'}")
+    try:
+        migrate(engine)
+        Repository(engine).create_group("factory-1")
+        create_keyring(tmp_path / "kek.json")
+        keyring = KeyringFile(tmp_path / "kek.json")
+        old_kek = keyring.current().id
+        store = SecretStore(engine)
+        store.create("factory-1", "api-key",
+                     fs.new_version(keyring, "factory-1", "api-key", b"v-one", False, NOW))  # fmt: skip
+        sealed_store = SealedKeyStore(engine)
+        assert sealed_store.sealed_count() == 1 and sealed_store.kek_ids_in_use() == {old_kek}
+        rotation = rotate_kek(tmp_path / "kek.json", sealed_store)
+        assert old_kek in rotation.retired
+        (version,) = store.versions("factory-1", "api-key")
+        assert envelope.kek_id_of(version.sealed) == rotation.kek_id
+        assert fs.open_version(KeyringFile(tmp_path / "kek.json"), "factory-1", "api-key",
+                               version) == b"v-one"  # fmt: skip
+    finally:
+        engine.dispose()

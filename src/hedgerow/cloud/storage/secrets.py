@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 
 from hedgerow.cloud import envelope
 from hedgerow.cloud.errors import Conflict, NotFound
-from hedgerow.cloud.function_secrets import SecretVersionRecord, next_versions
+from hedgerow.cloud.function_secrets import SecretVersionRecord, next_versions, record_aad
+from hedgerow.cloud.keyring import KeyringFile
 from hedgerow.cloud.storage.models import CertificateRow, GroupRow, SecretRow, SecretVersionRow
 
 
@@ -152,3 +153,28 @@ class SecretStore:
                 .order_by(CertificateRow.issued_at.desc())
                 .limit(1)
             )
+
+    def rewrap(self, keyring: KeyringFile, new: envelope.Kek) -> int:
+        """Re-wrap every version not under ``new`` (``rotate-kek``); each row is replaced
+        only if nobody changed it since it was read. Returns how many were re-wrapped."""
+        query = (
+            sa.select(SecretVersionRow.id, SecretVersionRow.version_id, SecretVersionRow.kek_id,
+                      SecretVersionRow.sealed, SecretRow.name, GroupRow.name)
+            .join(SecretRow, SecretRow.id == SecretVersionRow.secret_id)
+            .join(GroupRow, GroupRow.id == SecretRow.group_id)
+            .where(SecretVersionRow.kek_id != new.id)
+        )  # fmt: skip
+        with self.engine.connect() as connection:
+            rows = list(connection.execute(query))
+        done = 0
+        for row_id, version_id, kek_id, sealed, name, group in rows:
+            aad = record_aad(group, name, version_id)
+            blob = envelope.rewrap(keyring.get(kek_id), new, sealed, aad)
+            with self.engine.begin() as connection:
+                result = connection.execute(
+                    sa.update(SecretVersionRow)
+                    .where(SecretVersionRow.id == row_id, SecretVersionRow.kek_id == kek_id)
+                    .values(sealed=blob, kek_id=new.id)
+                )
+                done += result.rowcount
+        return done
