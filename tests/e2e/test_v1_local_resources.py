@@ -5,6 +5,7 @@ read-only volume it cannot write; ``core check`` reports a resource that went mi
 from __future__ import annotations
 
 import grp
+import json
 import os
 import select
 import shutil
@@ -65,13 +66,28 @@ def test_a_v1_serial_bridge_gets_its_device_and_a_read_only_volume(
     spool.mkdir()
     os.chown(spool, 0, dialout)
     spool.chmod(0o770)
+    # the volumes come from the function's Greengrass V1 definition, as migrated
+    v1_definition = shared_dir / "v1-resources.json"
+    v1_definition.write_text(json.dumps({
+        "ResourceDefinitionVersion": {"Resources": [
+            {"Id": "config", "Name": "config", "ResourceDataContainer": {
+                "LocalVolumeResourceData": {"SourcePath": str(config), "DestinationPath":
+                    str(seen_at), "GroupOwnerSetting": {"AutoAddGroupOwner": False}}}},
+            {"Id": "spool", "Name": "spool", "ResourceDataContainer": {
+                "LocalVolumeResourceData": {"SourcePath": str(spool), "DestinationPath":
+                    str(spool), "GroupOwnerSetting": {"AutoAddGroupOwner": True}}}},
+        ]},
+        "FunctionConfiguration": {"Environment": {"ResourceAccessPolicies": [
+            {"ResourceId": "config", "Permission": "ro"},
+            {"ResourceId": "spool", "Permission": "rw"},
+        ]}},
+    }))  # fmt: skip
     try:
         system.function(
             "serial-bridge", EXAMPLES / "v1_serial_bridge", "v1_serial_bridge.function_handler",
             "--runtime", "greengrass-v1", "--pinned",
             "--device", f"{device}:rw",
-            "--volume", f"{config}:{seen_at}:ro",
-            "--volume", f"{spool}:rw",
+            "--v1-resources", str(v1_definition),
             "--env", f"SERIAL_DEVICE={device}", "--env", f"CONFIG_DIR={seen_at}",
         )  # fmt: skip
         listed = system.cloud("function", "list", "--group", "factory-1", "--json").stdout

@@ -230,3 +230,31 @@ async def test_a_missing_device_fails_the_deployment_and_keeps_the_old_functions
         with pytest.raises(FunctionDeployError, match="ttyHEDGEROW-MISSING does not exist"):
             await host.apply([plain, wanting], {"plain": bundle, "wanting": bundle})
         assert host.states() == {"plain": "RUNNING"}
+
+
+def test_a_migrated_v1_resource_definition_keeps_its_semantics() -> None:
+    from hedgerow.functions.resources import from_v1_definition
+
+    resources = [
+        {"Id": "serial", "Name": "serial", "ResourceDataContainer": {"LocalDeviceResourceData": {
+            "SourcePath": "/dev/ttyUSB0", "GroupOwnerSetting": {"AutoAddGroupOwner": True}}}},
+        {"Id": "data", "Name": "data", "ResourceDataContainer": {"LocalVolumeResourceData": {
+            "SourcePath": "/var/data", "DestinationPath": "/data",
+            "GroupOwnerSetting": {"AutoAddGroupOwner": False, "GroupOwner": "gpio"}}}},
+        {"Id": "key", "Name": "key", "ResourceDataContainer": {"SecretsManagerSecretResourceData": {
+            "ARN": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:greengrass-key-AbC123"}}},
+        {"Id": "model", "Name": "model", "ResourceDataContainer": {
+            "S3MachineLearningModelResourceData": {"DestinationPath": "/model"}}},
+    ]  # fmt: skip
+    policies = [{"ResourceId": "serial", "Permission": "rw"},
+                {"ResourceId": "data", "Permission": "ro"}, {"ResourceId": "key"}]  # fmt: skip
+    migrated = from_v1_definition(resources, policies)
+    assert migrated.resources == (
+        LocalResource("device", "/dev/ttyUSB0", "/dev/ttyUSB0", "rw", True),
+        LocalResource("volume", "/var/data", "/data", "ro", False),
+    )
+    assert migrated.groups == ("gpio",) and migrated.secrets == ("greengrass-key",)
+    with pytest.raises(InvalidFunctionSpec, match="no Hedgerow counterpart.*--volume"):
+        from_v1_definition(resources, [{"ResourceId": "model", "Permission": "ro"}])
+    with pytest.raises(InvalidFunctionSpec, match="unknown resource nope"):
+        from_v1_definition(resources, [{"ResourceId": "nope", "Permission": "ro"}])

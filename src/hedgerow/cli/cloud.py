@@ -638,7 +638,7 @@ def _function_body(args: argparse.Namespace) -> dict[str, Any]:
                 raise CLIError(f"--env {item!r}: use KEY=VALUE")
             environment[key] = value
         body["environment"] = environment
-    resources = _local_resources(args)
+    resources = _local_resources(args)  # first: a V1 definition adds groups and secrets
     if resources is not None:
         body["resources"] = resources
     if args.os_group:
@@ -649,20 +649,50 @@ def _function_body(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _local_resources(args: argparse.Namespace) -> list[dict[str, Any]] | None:
-    """--device and --volume as the function's V1 local resources (None: not given)."""
+    """--device, --volume and --v1-resources as the function's local resources (None: not
+    given); a V1 definition's named group owners and secrets join --os-group / --secret."""
     from hedgerow.functions.errors import InvalidFunctionSpec
-    from hedgerow.functions.resources import parse_device, parse_volume
+    from hedgerow.functions.resources import from_v1_definition, parse_device, parse_volume
 
-    if not args.device and not args.volume:
+    if not args.device and not args.volume and not args.v1_resources:
         return None
     try:
         resources = [parse_device(d) for d in args.device or []]
         resources += [parse_volume(v) for v in args.volume or []]
+        if args.v1_resources:
+            definition = _read_v1_definition(args.v1_resources)
+            migrated = from_v1_definition(*definition)
+            resources += migrated.resources
+            args.os_group = [*(args.os_group or []), *migrated.groups]
+            args.secret = [*(args.secret or []), *migrated.secrets]
     except InvalidFunctionSpec as exc:
         raise CLIError(f"--{exc.field.rstrip('s')}: {exc.reason}") from exc
     if args.no_group_owner:
         resources = [dataclasses.replace(r, auto_add_group_owner=False) for r in resources]
     return [r.to_document() for r in resources]
+
+
+def _read_v1_definition(path: str) -> tuple[list[Any], list[Any]]:
+    """``Resources`` (of a ResourceDefinitionVersion) and ``ResourceAccessPolicies`` (of the
+    function's Environment) from a JSON file, at the top level or nested as V1 exports them."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"--v1-resources {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CLIError(f"--v1-resources {path}: a JSON object is expected")
+    definition = data.get("ResourceDefinitionVersion") or data.get("Definition") or data
+    environment = (data.get("FunctionConfiguration") or {}).get("Environment") or data.get(
+        "Environment"
+    ) or data  # fmt: skip
+    resources = definition.get("Resources") if isinstance(definition, dict) else None
+    policies = environment.get("ResourceAccessPolicies") if isinstance(environment, dict) else None
+    if not isinstance(resources, list) or not isinstance(policies, list):
+        raise CLIError(
+            f"--v1-resources {path}: needs Resources (a ResourceDefinitionVersion) and the "
+            "function's ResourceAccessPolicies"
+        )
+    return resources, policies
 
 
 def _upload(api: Api, code: str) -> str:
@@ -1227,6 +1257,12 @@ def _function_options(parser: argparse.ArgumentParser, *, create: bool) -> None:
         action="append",
         metavar="NAME",
         help="an OS group the function's process joins on the gateway (repeatable)",
+    )
+    parser.add_argument(
+        "--v1-resources",
+        metavar="FILE",
+        help="a Greengrass V1 ResourceDefinitionVersion with the function's "
+        "ResourceAccessPolicies (JSON): its devices, volumes, group owners and secrets",
     )
     parser.add_argument(
         "--no-group-owner",

@@ -239,3 +239,70 @@ def plan_access(
             f"the access ({fix}) and keep auto_add_group_owner, or declare that group"
         )
     return tuple(dict.fromkeys(g for g in groups if g != gid))
+
+
+# -- migrated Greengrass V1 definitions -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MigratedAccess:
+    """What a V1 function's resource access policies become here."""
+
+    resources: tuple[LocalResource, ...]
+    groups: tuple[str, ...]
+    secrets: tuple[str, ...]
+
+
+def _v1_secret_name(arn: str) -> str:
+    """``arn:aws:secretsmanager:r:a:secret:NAME-AbCdEf`` -> ``NAME`` (AWS's 6-char suffix off)."""
+    name = arn.split(":secret:", 1)[-1]
+    head, dash, tail = name.rpartition("-")
+    return head if dash and len(tail) == 6 and tail.isalnum() else name
+
+
+def from_v1_definition(
+    resources: Sequence[Mapping[str, Any]], policies: Sequence[Mapping[str, Any]]
+) -> MigratedAccess:
+    """A V1 ``ResourceDefinitionVersion``'s ``Resources`` and a function's
+    ``Environment.ResourceAccessPolicies`` as local resources, OS groups and secret names.
+
+    ``GroupOwnerSetting``: ``AutoAddGroupOwner`` is kept; a named ``GroupOwner`` becomes an
+    OS group. Machine-learning model resources have no counterpart: refused, saying what
+    to use instead."""
+    by_id = {str(r.get("Id")): r for r in resources if isinstance(r, Mapping)}
+    out: list[LocalResource] = []
+    groups: list[str] = []
+    secrets: list[str] = []
+    for policy in policies:
+        resource_id = str(policy.get("ResourceId"))
+        resource = by_id.get(resource_id)
+        if resource is None:
+            raise InvalidFunctionSpec(
+                "resources", f"V1 policy names unknown resource {resource_id}"
+            )
+        container = resource.get("ResourceDataContainer") or {}
+        access = _access("resources", resource_id, str(policy.get("Permission", "ro")))
+        if "SecretsManagerSecretResourceData" in container:
+            secrets.append(
+                _v1_secret_name(str(container["SecretsManagerSecretResourceData"]["ARN"]))
+            )
+            continue
+        kind: Kind
+        if "LocalDeviceResourceData" in container:
+            kind, data = "device", container["LocalDeviceResourceData"]
+        elif "LocalVolumeResourceData" in container:
+            kind, data = "volume", container["LocalVolumeResourceData"]
+        else:
+            raise InvalidFunctionSpec(
+                "resources",
+                f"V1 resource {resource_id} ({', '.join(container) or 'empty'}) has no Hedgerow "
+                "counterpart: ship a model as a volume (--volume) instead",
+            )
+        owner = data.get("GroupOwnerSetting") or {}
+        auto = bool(owner.get("AutoAddGroupOwner", False))
+        if owner.get("GroupOwner") and not auto:
+            groups.append(str(owner["GroupOwner"]))
+        source = str(data.get("SourcePath"))
+        destination = str(data.get("DestinationPath") or source) if kind == "volume" else source
+        out.append(LocalResource(kind, source, destination, access, auto))
+    return MigratedAccess(tuple(out), tuple(dict.fromkeys(groups)), tuple(dict.fromkeys(secrets)))
