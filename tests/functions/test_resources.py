@@ -258,3 +258,16 @@ def test_a_migrated_v1_resource_definition_keeps_its_semantics() -> None:
         from_v1_definition(resources, [{"ResourceId": "model", "Permission": "ro"}])
     with pytest.raises(InvalidFunctionSpec, match="unknown resource nope"):
         from_v1_definition(resources, [{"ResourceId": "nope", "Permission": "ro"}])
+
+
+def test_without_root_relocated_or_read_only_volumes_are_refused(tmp_path: Path) -> None:
+    """Not root: no mount namespace and no user switch; what needs them is refused."""
+    from hedgerow.functions.host import grant_resources
+
+    tmp_path.chmod(0o755)
+    read_only = FunctionSpec(name="f", handler="m.h",
+                             resources=(parse_volume(f"{tmp_path}:/data:ro"),))  # fmt: skip
+    with pytest.raises(ResourceUnavailable, match="needs a mount namespace.*run the core as root"):
+        grant_resources(read_only, None, is_root=False)
+    own_path = FunctionSpec(name="f", handler="m.h", resources=(parse_volume(f"{tmp_path}:rw"),))
+    assert grant_resources(own_path, None, is_root=False) is None  # the core's user owns it
