@@ -27,10 +27,10 @@ async def test_secret_lifecycle_and_sealed_delivery(cloud: Cloud, tmp_path: Path
     assert bad.status_code == 400
     updated = await cloud.ok("PUT", f"{base}/greengrass-key", json={"value": "v-two"})
     assert updated["previous"] == created["version_id"]
-    rotated = await cloud.ok("POST", f"{base}/greengrass-key/rotate")  # a generated value
+    rotated = await cloud.ok("POST", f"{base}/greengrass-key/rotate", json={})  # generated
     assert rotated["previous"] == updated["version_id"]
     listed = await cloud.ok("GET", base)
-    assert listed == {"items": [{"name": "greengrass-key"}]}
+    assert listed == {"items": [{"name": "greengrass-key"}], "count": 1}
     versions = await cloud.ok("GET", f"{base}/greengrass-key")
     assert [v["stages"] for v in versions["versions"]] == [["AWSCURRENT"], ["AWSPREVIOUS"]]
     assert "v-two" not in json.dumps(versions) and "v-one" not in json.dumps(versions)
@@ -58,6 +58,6 @@ async def test_secret_lifecycle_and_sealed_delivery(cloud: Cloud, tmp_path: Path
     assert "v-two" not in json.dumps(document)
 
     await cloud.ok("DELETE", f"{base}/greengrass-key")
-    assert (await cloud.ok("GET", base)) == {"items": []}
+    assert (await cloud.ok("GET", base)) == {"items": [], "count": 0}
     gone = await cloud.api.get(f"{base}/greengrass-key")
     assert gone.status_code == 404
