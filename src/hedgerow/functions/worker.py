@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from importlib import import_module
 from typing import Any, Final
 
-from hedgerow.functions import namespace
 from hedgerow.functions import protocol as p
 from hedgerow.functions.errors import IPCProtocolError
 from hedgerow.functions.secrets import CURRENT, SecretVersion, call_target, from_call_reply
@@ -495,6 +494,8 @@ def main() -> None:
         paths.append(config.v1_path)
     sys.path[:0] = paths
     if config.mounts:  # as root, before the switch: the volumes at their destinations
+        from hedgerow.functions import namespace  # ctypes: only for functions with volumes
+
         namespace.enter([namespace.Mount.from_json(m) for m in config.mounts])
     if run_as:  # before any function code: it never runs with the core's privileges
         drop_privileges(run_as)
