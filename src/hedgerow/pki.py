@@ -335,3 +335,56 @@ def peer_certificate(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> x509.C
         return None
     der = ssl_object.getpeercert(binary_form=True)
     return cert_from_der(der) if der else None
+
+
+# -- sealing a secret to one core's key (ECIES: P-256 ECDH, HKDF-SHA256, AES-256-GCM) -------
+
+SEALED_MAGIC = b"HRS1"
+_SEAL_INFO = b"hedgerow-sealed/1"
+_POINT_BYTES = 65  # an uncompressed P-256 point
+
+
+def _seal_key(shared: bytes, ephemeral_point: bytes, aad: bytes) -> bytes:
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    info = _SEAL_INFO + b"\x00" + ephemeral_point + aad
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
+
+
+def seal_to(public_key: ec.EllipticCurvePublicKey, plaintext: bytes, aad: bytes) -> bytes:
+    """Encrypt ``plaintext`` so that only the holder of ``public_key``'s private key opens it.
+
+    ``aad`` (e.g. ``secret/<group>/<core>/<name>/<version>``) is bound in: a blob copied to
+    another record does not open. Layout: ``HRS1 | ephemeral point (65) | nonce (12) | ct``.
+    """
+    import os
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    ephemeral = ec.generate_private_key(ec.SECP256R1())
+    point = ephemeral.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    key = _seal_key(ephemeral.exchange(ec.ECDH(), public_key), point, aad)
+    nonce = os.urandom(12)
+    return SEALED_MAGIC + point + nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def open_sealed(private_key: PrivateKey, blob: bytes, aad: bytes) -> bytes:
+    """The plaintext of a :func:`seal_to` blob; ``PKIError`` if it is not for this key/aad."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    head = len(SEALED_MAGIC)
+    if len(blob) < head + _POINT_BYTES + 12 + 16 or not blob.startswith(SEALED_MAGIC):
+        raise PKIError("not a sealed blob (HRS1)")
+    point = blob[head : head + _POINT_BYTES]
+    nonce = blob[head + _POINT_BYTES : head + _POINT_BYTES + 12]
+    try:
+        peer = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
+        key = _seal_key(private_key.exchange(ec.ECDH(), peer), point, aad)
+        return AESGCM(key).decrypt(nonce, blob[head + _POINT_BYTES + 12 :], aad)
+    except (InvalidTag, ValueError) as exc:
+        raise PKIError(
+            "the sealed blob does not open with this key (another core's, or altered)"
+        ) from exc

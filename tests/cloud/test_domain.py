@@ -122,3 +122,36 @@ def test_discovery_body() -> None:
         ]
     }
     assert json.loads(discovery.encode(discovery.error_body(404, "gone")))["errorMessage"] == "gone"
+
+
+def test_function_local_resources_are_validated_and_kept_out_of_old_documents() -> None:
+    from hedgerow.cloud.domain import FunctionSettings, function_settings_from_json
+
+    plain = function_settings_from_json({"handler": "m.h"})
+    assert "resources" not in plain.to_json() and "groups" not in plain.to_json()
+    settings = function_settings_from_json(
+        {
+            "handler": "m.h",
+            "resources": [{"kind": "device", "source": "/dev/ttyUSB0", "access": "ro"}],
+            "groups": ["gpio", "gpio"],
+        }
+    )
+    assert settings.to_json()["resources"] == [
+        {"kind": "device", "source": "/dev/ttyUSB0", "destination": "/dev/ttyUSB0",
+         "access": "ro", "auto_add_group_owner": True}
+    ]  # fmt: skip
+    assert settings.groups == ("gpio",)
+    assert FunctionSettings(**settings.to_json()).to_json() == settings.to_json()
+    bad_entries = [
+        {"kind": "socket", "source": "/x"},
+        {"kind": "volume", "source": "relative"},
+        {"kind": "volume", "source": "/var/../etc"},
+        {"kind": "device", "source": "/dev/a", "destination": "/dev/b"},
+        {"kind": "volume", "source": "/a", "access": "wx"},
+    ]
+    for bad in bad_entries:
+        with pytest.raises(InvalidInput) as caught:
+            function_settings_from_json({"handler": "m.h", "resources": [bad]})
+        assert caught.value.field == "resources"
+    with pytest.raises(InvalidInput, match="OS group"):
+        function_settings_from_json({"handler": "m.h", "groups": ["no spaces"]})

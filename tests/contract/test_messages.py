@@ -333,3 +333,51 @@ def test_a_heartbeat_with_connectors_round_trips() -> None:
         with pytest.raises(InvalidMessage) as info:
             Heartbeat.from_json(payload)
         assert info.value.field == "connectors"
+
+
+def test_local_resources_groups_and_secrets_are_kept_on_both_sides() -> None:
+    from hedgerow.functions.resources import LocalResource
+    from hedgerow.functions.spec import FunctionSpec
+
+    volume = {"kind": "volume", "source": "/srv/data", "destination": "/data", "access": "ro",
+              "auto_add_group_owner": True}  # fmt: skip
+    sealed = {"name": "db", "version_id": "v1", "stages": ["AWSCURRENT"], "created_ms": 1,
+              "binary": False, "sealed": "AAAA"}  # fmt: skip
+    functions = _function(resources=[volume], groups=["dialout"], secrets=["db"])
+    text = _document(functions=functions, secrets=[sealed])
+    doc = DeploymentDocument.from_json(text)
+    (function,) = doc.functions
+    assert function.definition.groups == ("dialout",) and function.definition.secrets == ("db",)
+    assert doc.secrets == (sealed,)
+    again = json.loads(doc.to_json())
+    assert again["functions"][0]["resources"] == [volume] and again["secrets"] == [sealed]
+    core_doc = parse_document(text)  # the runtime holds the resource as a LocalResource
+    spec = FunctionSpec.from_document(core_doc.functions[0])
+    assert spec.resources == (LocalResource("volume", "/srv/data", "/data", "ro"),)
+    assert spec.to_document()["resources"] == [volume]
+    assert [s.name for s in core_doc.secrets] == ["db"]
+    # none declared: no keys, so the entries of functions without them stay as they were
+    plain = json.loads(DeploymentDocument.from_json(OLD_DOCUMENT).to_json())
+    assert not {"resources", "groups", "secrets"} & (set(plain["functions"][0]) | set(plain))
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        (_document(functions=_function(groups="dialout")), "functions[0].groups"),
+        (_document(functions=_function(groups=["no spaces"])), "functions[0].groups"),
+        (_document(functions=_function(secrets=["a/b"])), "functions[0].secrets"),
+        (_document(functions=_function(resources=[{"kind": "device"}])), "functions[0].resources"),
+        (
+            _document(functions=_function(resources=[{"source": "/x"}] * 33)),
+            "functions[0].resources",
+        ),
+        (_document(secrets=["db"]), "secrets[0].secret"),
+    ],
+)
+def test_malformed_local_access_names_the_field(text: str, field: str) -> None:
+    with pytest.raises(ContractError) as info:
+        DeploymentDocument.from_json(text)
+    assert info.value.field == field
+    with pytest.raises(DeploymentError):  # the core refuses it too
+        parse_document(text)

@@ -197,3 +197,24 @@ async def test_a_broken_key_tool_fails_the_check_with_what_to_do(
     assert error is not None and "no_such_module" in error
     result = check.check_keytool(error)
     assert result.level is check.Level.FAIL and "reinstall" in result.advice
+
+
+def test_local_resources_check_names_what_is_missing() -> None:
+    from hedgerow.core.check import Level, check_local_resources, resource_problems
+
+    entries = [
+        {"name": "bridge", "handler": "m.h",
+         "resources": [{"kind": "device", "source": "/dev/null", "access": "rw"},
+                       {"kind": "volume", "source": "/no/such/hedgerow-dir"}],
+         "groups": ["no-such-group-hedgerow"]},
+        {"name": "plain", "handler": "m.h"},
+    ]  # fmt: skip
+    declared, problems = resource_problems(entries)
+    assert declared == 3
+    assert problems == [
+        "function 'bridge': volume /no/such/hedgerow-dir does not exist on this gateway",
+        "function 'bridge': OS group 'no-such-group-hedgerow' does not exist",
+    ]
+    result = check_local_resources(declared, problems)
+    assert result.level is Level.FAIL and "hedgerow-dir" in result.detail
+    assert check_local_resources(0, []).level is Level.OK

@@ -96,7 +96,7 @@ async def test_ipc_server_refuses_unknown_tokens_and_paths(tmp_path: Path) -> No
             )
             assert result.status_code == 200 and result.content == b"1"
             assert result.headers["x-amz-function-error"] == ""
-            # secrets are not served: an Unhandled error, not a hang
+            # an undeclared secret: the V1 error in the payload, as the SDK reads it
             posted = await client.post(
                 f"/2016-11-01/functions/{arns.SECRETS_ARN}",
                 headers={**headers, "X-Amz-Invocation-Type": "RequestResponse"},
@@ -106,5 +106,6 @@ async def test_ipc_server_refuses_unknown_tokens_and_paths(tmp_path: Path) -> No
                 f"/2016-11-01/functions/{arns.SECRETS_ARN}",
                 headers={**headers, "X-Amz-InvocationId": posted.headers["x-amz-invocationid"]},
             )
-            assert secret.headers["x-amz-function-error"] == "Unhandled"
-            assert "not supported" in secret.json()["errorMessage"]
+            assert secret.headers["x-amz-function-error"] == ""
+            assert secret.json()["Status"] == 403
+            assert "does not declare secret 'x'" in secret.json()["Message"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -25,6 +26,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -636,7 +638,61 @@ def _function_body(args: argparse.Namespace) -> dict[str, Any]:
                 raise CLIError(f"--env {item!r}: use KEY=VALUE")
             environment[key] = value
         body["environment"] = environment
+    resources = _local_resources(args)  # first: a V1 definition adds groups and secrets
+    if resources is not None:
+        body["resources"] = resources
+    if args.os_group:
+        body["groups"] = list(args.os_group)
+    if args.secret:
+        body["secrets"] = list(args.secret)
     return body
+
+
+def _local_resources(args: argparse.Namespace) -> list[dict[str, Any]] | None:
+    """--device, --volume and --v1-resources as the function's local resources (None: not
+    given); a V1 definition's named group owners and secrets join --os-group / --secret."""
+    from hedgerow.functions.errors import InvalidFunctionSpec
+    from hedgerow.functions.resources import from_v1_definition, parse_device, parse_volume
+
+    if not args.device and not args.volume and not args.v1_resources:
+        return None
+    try:
+        resources = [parse_device(d) for d in args.device or []]
+        resources += [parse_volume(v) for v in args.volume or []]
+        if args.v1_resources:
+            definition = _read_v1_definition(args.v1_resources)
+            migrated = from_v1_definition(*definition)
+            resources += migrated.resources
+            args.os_group = [*(args.os_group or []), *migrated.groups]
+            args.secret = [*(args.secret or []), *migrated.secrets]
+    except InvalidFunctionSpec as exc:
+        raise CLIError(f"--{exc.field.rstrip('s')}: {exc.reason}") from exc
+    if args.no_group_owner:
+        resources = [dataclasses.replace(r, auto_add_group_owner=False) for r in resources]
+    return [r.to_document() for r in resources]
+
+
+def _read_v1_definition(path: str) -> tuple[list[Any], list[Any]]:
+    """``Resources`` (of a ResourceDefinitionVersion) and ``ResourceAccessPolicies`` (of the
+    function's Environment) from a JSON file, at the top level or nested as V1 exports them."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"--v1-resources {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CLIError(f"--v1-resources {path}: a JSON object is expected")
+    definition = data.get("ResourceDefinitionVersion") or data.get("Definition") or data
+    environment = (data.get("FunctionConfiguration") or {}).get("Environment") or data.get(
+        "Environment"
+    ) or data  # fmt: skip
+    resources = definition.get("Resources") if isinstance(definition, dict) else None
+    policies = environment.get("ResourceAccessPolicies") if isinstance(environment, dict) else None
+    if not isinstance(resources, list) or not isinstance(policies, list):
+        raise CLIError(
+            f"--v1-resources {path}: needs Resources (a ResourceDefinitionVersion) and the "
+            "function's ResourceAccessPolicies"
+        )
+    return resources, policies
 
 
 def _upload(api: Api, code: str) -> str:
@@ -689,6 +745,93 @@ def cmd_function_list(args: argparse.Namespace) -> int:
             ],
             ["FUNCTION", "VERSION", "HANDLER", "RUNTIME", "PINNED"],
         )
+    return 0
+
+
+def _secret_value(args: argparse.Namespace, *, required: bool) -> dict[str, Any]:
+    """The request body's value: ``--value`` or ``--from-file`` (``-``: stdin); base64 for
+    ``--binary``. Never printed."""
+    if args.value is not None and args.from_file is not None:
+        raise CLIError("give --value or --from-file, not both")
+    if args.value is not None:
+        data = args.value.encode()
+    elif args.from_file is not None:
+        try:
+            data = (
+                sys.stdin.buffer.read()
+                if args.from_file == "-"
+                else Path(args.from_file).read_bytes()
+            )
+        except OSError as exc:
+            raise CLIError(f"--from-file {args.from_file}: {exc.strerror}") from exc
+    elif required:
+        raise CLIError("give the value: --value V or --from-file FILE (- for stdin)")
+    else:
+        return {}
+    if args.binary:
+        return {"value": base64.b64encode(data).decode(), "binary": True}
+    try:
+        return {"value": data.decode()}
+    except UnicodeDecodeError as exc:
+        raise CLIError("the value is not UTF-8 text: add --binary") from exc
+
+
+def _secret_path(args: argparse.Namespace, name: str = "") -> str:
+    base = f"/api/v1/groups/{args.group}/secrets"
+    return f"{base}/{quote(name, safe='')}" if name else base
+
+
+def cmd_secret_create(args: argparse.Namespace) -> int:
+    body = {"name": args.name, **_secret_value(args, required=True)}
+    with Api(args) as api:
+        result = api.post(_secret_path(args), body)
+    print(f"secret {args.name} created in group {args.group} (version {result['version_id']})")
+    return 0
+
+
+def cmd_secret_update(args: argparse.Namespace, *, rotate: bool = False) -> int:
+    body = _secret_value(args, required=not rotate)
+    with Api(args) as api:
+        path = _secret_path(args, args.name) + ("/rotate" if rotate else "")
+        result = api.post(path, body) if rotate else api.request("PUT", path, json=body)
+    print(
+        f"secret {args.name}: version {result['version_id']} is AWSCURRENT"
+        + (f", {result['previous']} is AWSPREVIOUS" if result.get("previous") else "")
+        + "; deploy the group to deliver it"
+    )
+    return 0
+
+
+def cmd_secret_rotate(args: argparse.Namespace) -> int:
+    return cmd_secret_update(args, rotate=True)
+
+
+def cmd_secret_list(args: argparse.Namespace) -> int:
+    with Api(args) as api:
+        names = [item["name"] for item in api.get(_secret_path(args))["items"]]
+    if args.json:
+        _print_json(names)
+    else:
+        for name in names:
+            print(name)
+    return 0
+
+
+def cmd_secret_versions(args: argparse.Namespace) -> int:
+    with Api(args) as api:
+        result = api.get(_secret_path(args, args.name))
+    _table(
+        [[v["version_id"], ",".join(v["stages"]), v["created_at"], "binary" if v["binary"]
+          else "string"] for v in result["versions"]],
+        ["VERSION", "STAGES", "CREATED", "TYPE"],
+    )  # fmt: skip
+    return 0
+
+
+def cmd_secret_delete(args: argparse.Namespace) -> int:
+    with Api(args) as api:
+        api.request("DELETE", _secret_path(args, args.name))
+    print(f"secret {args.name} deleted from group {args.group}")
     return 0
 
 
@@ -1091,6 +1234,42 @@ def _function_options(parser: argparse.ArgumentParser, *, create: bool) -> None:
     parser.add_argument(
         "--env", action="append", metavar="K=V", help="environment variable (repeatable)"
     )
+    parser.add_argument(
+        "--device",
+        action="append",
+        metavar="PATH[:ro|rw]",
+        help="a device file the function may open, e.g. /dev/ttyUSB0:rw (repeatable)",
+    )
+    parser.add_argument(
+        "--volume",
+        action="append",
+        metavar="SRC[:DST][:ro|rw]",
+        help="a host directory the function sees at DST, e.g. /var/data:/data:ro (repeatable)",
+    )
+    parser.add_argument(
+        "--secret",
+        action="append",
+        metavar="NAME",
+        help="a secret of the group the function may read (repeatable; replaces the list)",
+    )
+    parser.add_argument(
+        "--os-group",
+        action="append",
+        metavar="NAME",
+        help="an OS group the function's process joins on the gateway (repeatable)",
+    )
+    parser.add_argument(
+        "--v1-resources",
+        metavar="FILE",
+        help="a Greengrass V1 ResourceDefinitionVersion with the function's "
+        "ResourceAccessPolicies (JSON): its devices, volumes, group owners and secrets",
+    )
+    parser.add_argument(
+        "--no-group-owner",
+        action="store_true",
+        help="do not add each resource's owning group to the function's process (V1's "
+        "group owner auto-add is on by default)",
+    )
 
 
 def _kek_option(parser: argparse.ArgumentParser) -> None:
@@ -1281,6 +1460,29 @@ def register(subparsers: Any) -> None:
         "--group", required=True
     )
     p = _command(connector, "remove", cmd_connector_remove, "remove a connector")
+    p.add_argument("--group", required=True)
+    p.add_argument("name")
+
+    secret = sub.add_parser("secret", help="secrets functions read").add_subparsers(
+        dest="secret_command", metavar="COMMAND", required=True
+    )
+    for verb, func, text in (
+        ("create", cmd_secret_create, "create a secret in a group"),
+        ("update", cmd_secret_update, "a new value: it becomes AWSCURRENT"),
+        ("rotate", cmd_secret_rotate, "a new (given or generated) value: AWSCURRENT moves"),
+    ):
+        p = _command(secret, verb, func, text)
+        p.add_argument("--group", required=True)
+        p.add_argument("name")
+        p.add_argument("--value", help="the value (visible in the process list: prefer a file)")
+        p.add_argument("--from-file", metavar="FILE", help="read the value from FILE (- stdin)")
+        p.add_argument("--binary", action="store_true", help="the value is bytes, not text")
+    p = _command(secret, "list", cmd_secret_list, "the names of a group's secrets")
+    p.add_argument("--group", required=True)
+    p = _command(secret, "versions", cmd_secret_versions, "a secret's versions and labels")
+    p.add_argument("--group", required=True)
+    p.add_argument("name")
+    p = _command(secret, "delete", cmd_secret_delete, "delete a secret and its versions")
     p.add_argument("--group", required=True)
     p.add_argument("name")
 

@@ -59,7 +59,13 @@ def connector_entries(frozen: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
     return entries
 
 
-def build_document(snapshot: Snapshot, deployment_id: str, created_at: dt.datetime) -> str:
+def build_document(
+    snapshot: Snapshot,
+    deployment_id: str,
+    created_at: dt.datetime,
+    sealed_secrets: Sequence[Mapping[str, Any]] = (),
+) -> str:
+    """``sealed_secrets``: the versions the functions declare, each sealed to the core's key."""
     functions = []
     for version in snapshot.functions:
         try:
@@ -83,6 +89,7 @@ def build_document(snapshot: Snapshot, deployment_id: str, created_at: dt.dateti
             ConnectorEntry(e["kind"], e["name"], e["version"], e["config"])
             for e in connector_entries(snapshot.connectors)
         ),
+        secrets=tuple(dict(entry) for entry in sealed_secrets),
     )
     return document.to_json()
 

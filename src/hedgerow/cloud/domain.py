@@ -198,9 +198,15 @@ class FunctionSettings:
     environment: Mapping[str, str] = field(default_factory=dict)
     encoding: str = "json"
     run_as: str | None = None
+    #: V1 local resources: {kind, source, destination, access, auto_add_group_owner}
+    resources: tuple[Mapping[str, Any], ...] = ()
+    #: OS groups the function's process needs on the gateway
+    groups: tuple[str, ...] = ()
+    #: names of the group's secrets the function may read
+    secrets: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        document = {
             "handler": self.handler,
             "runtime": self.runtime,
             "pinned": self.pinned,
@@ -211,6 +217,94 @@ class FunctionSettings:
             "encoding": self.encoding,
             "run_as": self.run_as,
         }
+        # only when declared: documents of functions without them stay as they were
+        if self.resources:
+            document["resources"] = [dict(r) for r in self.resources]
+        if self.groups:
+            document["groups"] = list(self.groups)
+        if self.secrets:
+            document["secrets"] = list(self.secrets)
+        return document
+
+
+RESOURCE_KINDS = ("device", "volume")
+MAX_RESOURCES = 32
+MAX_OS_GROUPS = 16
+OS_GROUP_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}")
+
+
+def _local_path(value: object, what: str) -> str:
+    if (
+        not isinstance(value, str)
+        or not value.startswith("/")
+        or ":" in value
+        or "\0" in value
+        or len(value) > 4096
+        or any(part in (".", "..") for part in value.split("/"))
+    ):
+        raise InvalidInput(
+            f"invalid {what} {value!r}: an absolute path without ':', '.' or '..'",
+            field="resources",
+        )
+    return value
+
+
+def local_resources_from_json(value: object) -> tuple[dict[str, Any], ...]:
+    """Validated V1 local resources (device files and volumes) of a function."""
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple) or len(value) > MAX_RESOURCES:
+        raise InvalidInput(
+            f"resources must be a list of at most {MAX_RESOURCES}", field="resources"
+        )
+    result: list[dict[str, Any]] = []
+    for entry in value:
+        if not isinstance(entry, Mapping) or entry.get("kind") not in RESOURCE_KINDS:
+            raise InvalidInput("each resource needs kind device or volume", field="resources")
+        source = _local_path(entry.get("source"), "source")
+        destination = _local_path(entry.get("destination", source), "destination")
+        if entry["kind"] == "device" and destination != source:
+            raise InvalidInput(f"device {source} is seen at its own path", field="resources")
+        access = entry.get("access", "rw")
+        auto = entry.get("auto_add_group_owner", True)
+        if access not in ("ro", "rw") or not isinstance(auto, bool):
+            raise InvalidInput(
+                f"{source}: access must be ro or rw, auto_add_group_owner true or false",
+                field="resources",
+            )
+        if any(r["destination"] == destination for r in result):
+            raise InvalidInput(f"{destination} is declared twice", field="resources")
+        result.append({"kind": entry["kind"], "source": source, "destination": destination,
+                       "access": access, "auto_add_group_owner": auto})  # fmt: skip
+    return tuple(result)
+
+
+def os_groups_from_json(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple) or len(value) > MAX_OS_GROUPS:
+        raise InvalidInput(f"groups must be a list of at most {MAX_OS_GROUPS}", field="groups")
+    for name in value:
+        if not isinstance(name, str) or not OS_GROUP_PATTERN.fullmatch(name):
+            raise InvalidInput(f"invalid OS group name {name!r}", field="groups")
+    return tuple(dict.fromkeys(value))
+
+
+SECRET_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-+=@]{1,128}")
+MAX_FUNCTION_SECRETS = 32
+
+
+def secret_names_from_json(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple) or len(value) > MAX_FUNCTION_SECRETS:
+        raise InvalidInput(
+            f"secrets must be a list of at most {MAX_FUNCTION_SECRETS} names", field="secrets"
+        )
+    for name in value:
+        if not isinstance(name, str) or not SECRET_NAME_PATTERN.fullmatch(name):
+            raise InvalidInput(f"invalid secret name {name!r}", field="secrets")
+    return tuple(dict.fromkeys(value))
 
 
 def validate_function_name(value: object) -> str:
@@ -235,6 +329,11 @@ def function_settings_from_json(
     }
     if merged.get("environment") is None:
         merged["environment"] = {}
+    # local resources, OS groups and secrets: the cloud's own messages first
+    resources = local_resources_from_json(merged.get("resources"))
+    groups = os_groups_from_json(merged.get("groups"))
+    secrets = secret_names_from_json(merged.get("secrets"))
+    merged |= {"resources": list(resources), "groups": list(groups), "secrets": list(secrets)}
     try:
         # the name and version are checked on their own: here only the settings count
         definition = FunctionDefinition.from_json({**merged, "name": "f", "version": 1})
@@ -250,6 +349,9 @@ def function_settings_from_json(
         environment=dict(definition.environment),
         encoding=definition.encoding,
         run_as=definition.run_as,
+        resources=resources,
+        groups=groups,
+        secrets=secrets,
     )
 
 

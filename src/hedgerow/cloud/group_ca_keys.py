@@ -25,6 +25,7 @@ from hedgerow.cloud.errors import SecretError
 from hedgerow.cloud.keyring import KeyringFile, create_keyring, read_keyring, write_keyring
 from hedgerow.cloud.storage.repository import GroupCA
 from hedgerow.cloud.storage.sealed_keys import GroupCAKeyRow, SealedKeyStore
+from hedgerow.cloud.storage.secrets import SecretStore
 
 log = logging.getLogger(__name__)
 #: Passes over the table before ``rotate_kek`` gives up on rows that keep changing.
@@ -152,6 +153,10 @@ def rotate_kek(path: Path, store: SealedKeyStore) -> KekRotation:
         )
     if from_clear:
         store.compact()
+    # function secrets: re-wrapped too; a version that changed meanwhile keeps its old KEK
+    # in the file (kek_ids_in_use counts them), so nothing becomes unopenable
+    secrets_rewrapped = SecretStore(store.engine).rewrap(KeyringFile(path), new)
+    log.info("keyring.secrets_rewrapped count=%s", secrets_rewrapped)
     final = keyring.keeping_only(store.kek_ids_in_use())
     if final.ids != keyring.ids:
         write_keyring(path, final)

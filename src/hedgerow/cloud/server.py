@@ -47,11 +47,13 @@ from hedgerow.cloud.services import (
     NullNotifier,
     PublicEndpoints,
     RoutesChanged,
+    SecretService,
 )
 from hedgerow.cloud.services.notify import routes_unchanged
 from hedgerow.cloud.storage.database import create_engine, migrate
 from hedgerow.cloud.storage.repository import Repository
 from hedgerow.cloud.storage.sealed_keys import SealedKeyStore
+from hedgerow.cloud.storage.secrets import SecretStore
 from hedgerow.cloud.storage.tickets import TicketStore
 from hedgerow.cloud.tickets import Tickets
 
@@ -250,6 +252,7 @@ class CloudServer:
             routes_changed=routes_changed,
             messages_written=written,
             identities=identities,
+            secrets=SecretService(SecretStore(engine), keyring),
         )
         self._spawn(events.run(services.deployments, identities), "cloud-core-events")
         self._spawn(self._rotate_group_cas(), "cloud-ca-rotation")

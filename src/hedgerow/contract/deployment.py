@@ -181,6 +181,10 @@ class DeploymentDocument:
     open_broker: bool = False
     #: industrial connectors, sorted by name by the cloud; left out of the text when none
     connectors: tuple[ConnectorEntry, ...] = ()
+    #: the secret versions its functions declare, each sealed to the core's key:
+    #: ``{name, version_id, stages, created_ms, binary, sealed}``, checked here for shape
+    #: (objects); the core reads them (``core/secrets.py``); left out of the text when none
+    secrets: tuple[Mapping[str, Any], ...] = ()
     schema: int = SCHEMA
 
     @classmethod
@@ -204,6 +208,7 @@ class DeploymentDocument:
             subscriptions=_each(data, "subscriptions", Route.from_json),
             open_broker=open_broker,
             connectors=_each(data, "connectors", ConnectorEntry.from_json),
+            secrets=_each(data, "secrets", _sealed_secret),
             schema=schema,
         )
 
@@ -221,7 +226,15 @@ class DeploymentDocument:
         }
         if self.connectors:
             body["connectors"] = [c.to_json() for c in self.connectors]
+        if self.secrets:
+            body["secrets"] = [dict(entry) for entry in self.secrets]
         return _wire.dumps(body)
+
+
+def _sealed_secret(data: object) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping) or not isinstance(data.get("name"), str):
+        raise InvalidMessage("secret", "must be an object {name, version_id, stages, sealed, ...}")
+    return dict(data)
 
 
 def _each(data: Mapping[str, Any], key: str, parse: Any) -> tuple[Any, ...]:

@@ -81,6 +81,15 @@ _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _HANDLER = re.compile(rf"{_IDENT}(\.{_IDENT})+")
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+#: V1 local resources (device files and volumes), OS groups and secret names per function.
+#: A resource entry is checked here for shape (an object with a ``source`` path); its
+#: kinds, paths and access are ``hedgerow.functions.resources``' rules, applied by the
+#: cloud when the function is stored and by the core's runtime when it is deployed.
+MAX_RESOURCES: Final = 32
+MAX_GROUPS: Final = 16
+MAX_SECRETS: Final = 32
+_GROUP = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}")
+_SECRET = re.compile(r"[A-Za-z0-9_.\-+=@]{1,128}")
 
 #: The fields of a function entry, in document order (``artifact`` is the deployment's).
 FIELDS: Final = (
@@ -95,6 +104,9 @@ FIELDS: Final = (
     "environment",
     "encoding",
     "run_as",
+    "resources",
+    "groups",
+    "secrets",
 )
 
 
@@ -125,11 +137,23 @@ class FunctionDefinition:
     environment: Mapping[str, str] = field(default_factory=dict)
     encoding: Encoding = "json"
     run_as: str | None = None
+    #: V1 local resources: ``{kind, source, destination, access, auto_add_group_owner}``
+    #: (the runtime's ``FunctionSpec`` holds them as ``functions.resources.LocalResource``)
+    resources: tuple[Any, ...] = ()
+    #: OS groups the function's process needs on the gateway
+    groups: tuple[str, ...] = ()
+    #: the names of its group's secrets the function may read
+    secrets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.environment, Mapping):
             raise InvalidFunction("environment", "must be an object of strings")
         object.__setattr__(self, "environment", dict(self.environment))
+        for key in ("resources", "groups", "secrets"):
+            value = getattr(self, key)
+            if not isinstance(value, list | tuple):
+                raise InvalidFunction(key, "must be a list")
+            object.__setattr__(self, key, tuple(value))
         check_definition(self)
 
     def __hash__(self) -> int:
@@ -154,8 +178,10 @@ class FunctionDefinition:
         return cls(**kwargs)
 
     def to_json(self) -> dict[str, Any]:
-        """The function entry as it appears in a deployment document (without artifact)."""
-        return {
+        """The function entry as it appears in a deployment document (without artifact);
+        ``resources``, ``groups`` and ``secrets`` only when declared, so the entries of
+        functions without them stay as they were."""
+        entry: dict[str, Any] = {
             "name": self.name,
             "version": self.version,
             "handler": self.handler,
@@ -168,6 +194,15 @@ class FunctionDefinition:
             "encoding": self.encoding,
             "run_as": self.run_as,
         }
+        if self.resources:
+            entry["resources"] = [
+                dict(r) if isinstance(r, Mapping) else r.to_document() for r in self.resources
+            ]
+        if self.groups:
+            entry["groups"] = list(self.groups)
+        if self.secrets:
+            entry["secrets"] = list(self.secrets)
+        return entry
 
 
 def _is_int(value: object) -> bool:
@@ -209,6 +244,32 @@ def check_definition(spec: FunctionDefinition) -> None:
     check_environment(spec.environment)
     if spec.run_as is not None:
         check_run_as(spec.run_as)
+    check_local_access(spec.resources, spec.groups, spec.secrets)
+
+
+def check_local_access(
+    resources: tuple[Any, ...], groups: tuple[str, ...], secrets: tuple[str, ...]
+) -> None:
+    """Counts and names of a function's local resources, OS groups and secrets; a
+    resource given as an entry must be an object with a ``source`` path."""
+    if len(resources) > MAX_RESOURCES:
+        raise InvalidFunction("resources", f"{len(resources)} resources: at most {MAX_RESOURCES}")
+    for resource in resources:
+        if isinstance(resource, Mapping) and not isinstance(resource.get("source"), str):
+            raise InvalidFunction("resources", "each resource must be an object with a source path")
+        if not isinstance(resource, Mapping) and not hasattr(resource, "to_document"):
+            raise InvalidFunction("resources", "each resource must be an object")
+    if len(groups) > MAX_GROUPS:
+        raise InvalidFunction("groups", f"{len(groups)} groups: at most {MAX_GROUPS}")
+    for group in groups:
+        if not isinstance(group, str) or not _GROUP.fullmatch(group):
+            raise InvalidFunction("groups", f"bad group name {group!r}: letters, digits, _.-")
+    if len(secrets) > MAX_SECRETS or not all(
+        isinstance(s, str) and _SECRET.fullmatch(s) for s in secrets
+    ):
+        raise InvalidFunction(
+            "secrets", f"at most {MAX_SECRETS} names of letters, digits and _.-+=@"
+        )
 
 
 def check_environment(environment: Mapping[str, str]) -> None:

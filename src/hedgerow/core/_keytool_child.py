@@ -80,7 +80,34 @@ def verify(request: dict[str, Any]) -> dict[str, Any]:
     return {"valid": True}
 
 
-OPERATIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"csr": csr, "verify": verify}
+def open_sealed(request: dict[str, Any]) -> dict[str, Any]:
+    """Open secrets sealed to the core's key (``pki.seal_to``): the plaintexts go back to
+    the daemon over the pipe, never to a file or a log."""
+    from hedgerow import pki
+
+    key_file = Path(_field(request, "key_file", str))
+    items = _field(request, "items", list)
+    try:
+        key = pki.key_from_pem(key_file.read_bytes())
+    except (OSError, pki.PKIError) as exc:
+        raise RequestError(f"cannot use the core's key {key_file}: {exc}") from exc
+    opened = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise RequestError(f"items[{index}]: not an object")
+        try:
+            plain = pki.open_sealed(key, _b64(item, "sealed"), _b64(item, "aad"))
+        except pki.PKIError as exc:
+            raise RequestError(f"items[{index}]: {exc}") from exc
+        opened.append(base64.b64encode(plain).decode())
+    return {"plaintexts": opened}
+
+
+OPERATIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "csr": csr,
+    "verify": verify,
+    "open": open_sealed,
+}
 
 
 def main(stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:

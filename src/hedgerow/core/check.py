@@ -19,14 +19,20 @@ import shutil
 import socket
 import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hedgerow import certinfo, tlscontext
+from hedgerow.functions.errors import InvalidFunctionSpec
+from hedgerow.functions.host import source_facts
+from hedgerow.functions.resources import missing_reason
+from hedgerow.functions.spec import FunctionSpec
 
 from . import keytool
 from .config import CORE_CERT, CORE_KEY, DEPLOY_VERIFY, ROOT_CA, CoreConfig, Endpoint
+from .deployment import DeploymentStore
 from .https import HTTPSError, request
 
 MIN_PYTHON = (3, 11)
@@ -284,6 +290,49 @@ async def _keytool_error(wait_s: float) -> str | None:
     return None if valid else "a known-good signature did not verify"
 
 
+def check_local_resources(declared: int, problems: Sequence[str]) -> CheckResult:
+    """Devices, volumes and OS groups the deployed functions declare, against this gateway."""
+    if problems:
+        return CheckResult(
+            "local resources",
+            Level.FAIL,
+            "; ".join(problems),
+            "create or plug in what is missing (or fix the function's declaration): the "
+            "functions that declare them cannot start",
+        )
+    if declared == 0:
+        return ok("local resources", "the deployed functions declare none")
+    return ok("local resources", f"all {declared} declared by the deployed functions are present")
+
+
+def resource_problems(functions: Sequence[Mapping[str, Any]]) -> tuple[int, list[str]]:
+    """(how many resources and groups are declared, what is missing or wrong on the gateway)."""
+    declared, problems = 0, []
+    for entry in functions:
+        try:
+            spec = FunctionSpec.from_document(entry)
+        except InvalidFunctionSpec as exc:
+            problems.append(f"function {entry.get('name')!r}: {exc}")
+            continue
+        declared += len(spec.resources) + len(spec.groups)
+        for declared_resource in spec.resources:
+            reason = missing_reason(declared_resource, source_facts(declared_resource.source))
+            if reason is not None:
+                problems.append(f"function {spec.name!r}: {reason}")
+        for group in spec.groups:
+            if not _exists("group", group):
+                problems.append(f"function {spec.name!r}: OS group {group!r} does not exist")
+    return declared, problems
+
+
+def _deployed_functions(config: CoreConfig) -> list[Mapping[str, Any]]:
+    """The function entries of the deployment this core runs (none when never deployed)."""
+    store = DeploymentStore(config.data_dir / "deployments")
+    current = store.pointer("current")
+    doc = store.load(current) if current else None
+    return list(doc.functions) if doc is not None else []
+
+
 def _exists(kind: str, name: str | None) -> bool:
     if name is None:
         return True
@@ -334,4 +383,5 @@ async def run_checks(
     results.append(check_rlimit(resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
     user, group = config.functions.run_as_user, config.functions.run_as_group
     results.append(check_run_as(user, group, (_exists("user", user), _exists("group", group))))
+    results.append(check_local_resources(*resource_problems(_deployed_functions(config))))
     return results

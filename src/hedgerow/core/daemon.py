@@ -66,6 +66,7 @@ from .errors import CertificateError, CloudAPIError, ConfigError, CoreError, Dep
 from .lifecycle import Components, Step
 from .router import Router, SpoolWriter
 from .routing import CLOUD, SHADOW, RoutingTable
+from .secrets import CoreSecrets
 from .spool import IntakeLog, MemorySpool, Spool, SqliteSpool
 from .status import MetricsServer, Snapshot, heartbeat
 
@@ -163,6 +164,7 @@ class CoreApplier:
         # Routes before functions: what a function publishes while it starts must find its
         # routes. Events for a function not started yet are counted as unknown (before this
         # deployment they had no route at all); a failure re-applies the previous deployment.
+        d.secrets.set_versions(doc.secrets)  # before functions: they may read them at start
         d.table = table
         d.router.set_table(table)
         await d.functions.apply(specs, by_name)
@@ -379,6 +381,7 @@ class CoreDaemon:
         """The shadow service and the function runtime (which reaches the shadow through
         its own ``Shadows`` protocol)."""
         c = self.config
+        self.secrets = CoreSecrets(c.file(CORE_KEY), c.group, c.name)
         if self._shadow is None:
             from .shadow import ShadowService
 
@@ -396,6 +399,7 @@ class CoreDaemon:
             c.name,
             shadow_publish=self._shadow_publish,
             default_run_as=run_as,
+            secrets=self.secrets.get,
             **stream_options,
         ) as runtime:
             self.functions: FunctionRuntime = runtime

@@ -51,6 +51,7 @@ from .cloudapi import CloudAPI
 from .errors import CloudAPIError, CoreError, DeploymentError
 from .plan import plan
 from .routing import RoutingError, Subscription
+from .secrets import SealedVersion, parse_secrets
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ class DeploymentDocument:
     text: str = field(repr=False)
     #: industrial connectors: ``{"kind", "name", "version", "config"}`` (``hedgerow.connectors``)
     connectors: tuple[Mapping[str, Any], ...] = ()
+    #: secret versions sealed to this core's key (see ``core/secrets.py``)
+    secrets: tuple[SealedVersion, ...] = ()
 
     @property
     def open_broker(self) -> bool:
@@ -127,6 +130,7 @@ def parse_document(text: str) -> DeploymentDocument:
         settings={"open_broker": wire.open_broker},
         text=text,
         connectors=tuple(c.to_json() for c in wire.connectors),
+        secrets=parse_secrets(wire.deployment_id, [dict(e) for e in wire.secrets]),
     )
 
 

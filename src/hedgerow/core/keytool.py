@@ -15,6 +15,8 @@ op        request                                                reply
           P-256 key (0600, written atomically) if missing        "key_created": bool}``
 ``verify``  ``{"public_key", "message", "signature"}`` (base64;  ``{"valid": bool}``
           the key is the raw 32-byte Ed25519 key)
+``open``  ``{"key_file", "items": [{"sealed", "aad"}]}`` (base64):  ``{"plaintexts": [b64]}``
+          secrets sealed to the core's key (``pki.seal_to``)
 ========  =====================================================  ==========================
 
 Exit status 0 with the reply; on failure ``{"error": "..."}`` and exit status 1.
@@ -132,6 +134,31 @@ async def verify_signature(
     if not isinstance(valid, bool):
         raise KeytoolError("verify: the key tool's reply has no verdict")
     return valid
+
+
+async def open_sealed(
+    key_file: str | os.PathLike[str],
+    items: Sequence[tuple[bytes, bytes]],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - bounds the child's whole life
+) -> list[bytes]:
+    """The plaintexts of ``(sealed, aad)`` blobs sealed to the key in ``key_file`` (the
+    core's identity key); the key and ``cryptography`` stay in the child."""
+    reply = await _call(
+        {
+            "op": "open",
+            "key_file": os.fspath(key_file),
+            "items": [
+                {"sealed": base64.b64encode(s).decode(), "aad": base64.b64encode(a).decode()}
+                for s, a in items
+            ],
+        },
+        timeout,
+    )
+    plaintexts = reply.get("plaintexts")
+    if not isinstance(plaintexts, list) or len(plaintexts) != len(items):
+        raise KeytoolError("open: the key tool's reply has no plaintexts")
+    return [base64.b64decode(p) for p in plaintexts]
 
 
 async def _call(

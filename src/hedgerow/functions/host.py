@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import grp
 import json
 import logging
 import os
@@ -37,11 +39,27 @@ from hedgerow.functions.process import (
     RUN_AS_ADVICE,
     UNPRIVILEGED_USERS,
     LaunchPlan,
+    RunAs,
     choose_unprivileged_user,
     ensure_function_user,
     find_cgroup_base,
     plan_memory_limit,
     resolve_run_as,
+)
+from hedgerow.functions.resources import (
+    ResourceUnavailable,
+    SourceFacts,
+    plan_access,
+)
+from hedgerow.functions.secrets import (
+    SecretSource,
+    SecretUnavailable,
+    SecretVersion,
+    parse_call_target,
+    parse_v1_request,
+    to_call_reply,
+    v1_error,
+    v1_reply,
 )
 from hedgerow.functions.spec import FunctionSpec
 from hedgerow.functions.v1 import V1_PATH
@@ -108,6 +126,7 @@ class FunctionHost:
         memory_cgroups: bool = True,
         cgroup_base: Path | None = None,
         stream_manager_port: int | None = None,
+        secrets: SecretSource | None = None,
     ) -> None:
         self.work_dir = Path(work_dir)
         #: the core's stream manager (``[streams]``): its port and the function's own token
@@ -130,6 +149,7 @@ class FunctionHost:
         self._tasks: dict[FunctionPool, asyncio.Task[None]] = {}
         self._tokens: dict[str, FunctionPool] = {}  # V1 authorization token -> its pool
         self._apply_lock = asyncio.Lock()
+        self._secrets = secrets
         self._stack = contextlib.AsyncExitStack()
         self._tg: asyncio.TaskGroup | None = None
         self._v1: V1Server | None = None
@@ -346,6 +366,7 @@ class FunctionHost:
                 raise LaunchError(
                     f"cannot hand the working directory to uid {run_as.uid}: {exc}"
                 ) from exc
+        run_as = grant_resources(spec, run_as, is_root=is_root)
         memory = plan_memory_limit(spec.memory_mb, self._cgroup_base, spec.name)
         config: dict[str, Any] = {
             "name": spec.name,
@@ -362,6 +383,11 @@ class FunctionHost:
             "rlimit_as": memory.rlimit_as,
             "timeout_s": spec.timeout_s,
             "settle_s": self._settle_s,
+            "mounts": [
+                [r.source, r.destination, r.read_only] for r in spec.resources if r.kind == "volume"
+            ]
+            if is_root
+            else [],
         }
         env = {key: os.environ[key] for key in PASSTHROUGH_ENV if key in os.environ}
         env.setdefault("LANG", "C.UTF-8")
@@ -446,7 +472,12 @@ class FunctionHost:
             raise InvocationTimeout(name, f"no result within {timeout} s") from None
 
     async def _call(self, target: str, caller: str, payload: bytes) -> bytes:
-        """A function's ``context.invoke`` (by name or ARN) or shadow call (by shadow topic)."""
+        """A function's ``context.invoke`` (by name or ARN), shadow call (by shadow topic) or
+        ``context.secrets.get`` (``$secret/<name>``, the stage as payload)."""
+        secret = parse_call_target(target)
+        if secret is not None:
+            stage = payload.decode(errors="replace") or "AWSCURRENT"
+            return to_call_reply(await self.secret(caller, secret, stage))
         shadow_op = parse_shadow_topic(target)
         if shadow_op is not None:
             accepted, document = await self.v1_shadow(shadow_op[0], shadow_op[1], payload)
@@ -455,6 +486,49 @@ class FunctionHost:
             return document
         name = arns.function_name(target) or target
         return await self.invoke(name, payload, source=caller)
+
+    # -- secrets --------------------------------------------------------------------------------------
+
+    async def secret(self, caller: str, name: str, stage: str) -> SecretVersion:
+        """The secret ``name`` at ``stage`` for the function ``caller`` — only if it declares
+        it (``SecretUnavailable`` with status 403), and only if this core has it (404)."""
+        pool = self._pools.get(caller)
+        if pool is None or name not in pool.spec.secrets:
+            log.warning("secret_refused function=%s secret=%s reason=not declared", caller, name)
+            raise SecretUnavailable(
+                name,
+                f"function {caller!r} does not declare secret {name!r}: declare it "
+                f"(hedgerow cloud function update --secret {name}) and deploy",
+                403,
+            )
+        try:
+            version = await self._secrets(name, stage) if self._secrets is not None else None
+        except Exception as exc:  # the core could not open it: the function gets a reason
+            log.error("secret_unavailable function=%s secret=%s error=%s", caller, name, exc)
+            raise SecretUnavailable(
+                name,
+                f"the core could not open secret {name!r}: {exc} (run hedgerow core check)",
+                500,
+            ) from exc
+        if version is None:
+            raise SecretUnavailable(
+                name,
+                f"secret {name!r} has no version labelled {stage} on this core: create it "
+                f"(hedgerow cloud secret create) in this core's group and deploy",
+                404,
+            )
+        log.info("secret_read function=%s secret=%s version=%s", caller, name, version.version_id)
+        return version
+
+    async def v1_secret(self, caller: str, body: bytes) -> bytes:
+        """The GGSecretManager answer: the V1 SDK's fields, or ``{"Status", "Message"}``."""
+        try:
+            name, stage = parse_v1_request(body)
+            return v1_reply(await self.secret(caller, name, stage), self.region)
+        except ValueError as exc:
+            return v1_error(400, str(exc))
+        except SecretUnavailable as exc:
+            return v1_error(exc.status, exc.reason)
 
     # -- V1 backend (used by the V1 IPC server) -----------------------------------------------------
 
@@ -554,6 +628,56 @@ class FunctionHost:
 
     def specs(self) -> dict[str, FunctionSpec]:
         return {name: pool.spec for name, pool in self._pools.items()}
+
+
+def source_facts(path: str) -> SourceFacts | None:
+    """Owner, group and mode of a resource's source on this gateway (None: missing)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return SourceFacts(st.st_mode, st.st_uid, st.st_gid)
+
+
+def _group_id(name: str) -> int | None:
+    if name.isdigit():
+        return int(name)
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
+
+
+def grant_resources(spec: FunctionSpec, run_as: RunAs | None, *, is_root: bool) -> RunAs | None:
+    """The user the worker runs as, with the supplementary groups its resources need.
+
+    As root, volumes are mounted in the worker's own namespace and groups are added to the
+    function's user. Otherwise the function runs as the core's user with the core's groups:
+    a resource those do not open, a read-only or relocated volume (no namespace) and a
+    declared group the core lacks are refused, saying what to do.
+    """
+    if not spec.resources and not spec.groups:
+        return run_as
+    facts = {r.source: source_facts(r.source) for r in spec.resources}
+    group_ids = {name: _group_id(name) for name in spec.groups}
+    uid, gid = (run_as.uid, run_as.gid) if run_as is not None else (os.getuid(), os.getgid())
+    groups = plan_access(spec.resources, facts, uid=uid, gid=gid, group_ids=group_ids)
+    if run_as is not None:
+        return dataclasses.replace(run_as, groups=groups)
+    relocated = [r.source for r in spec.resources if r.needs_mount]
+    if relocated:
+        raise ResourceUnavailable(
+            f"volumes {', '.join(relocated)} are read-only or shown at "
+            "another path, which needs a mount namespace of their own: run the core as root, "
+            "or declare them read-write at their own path"
+        )
+    lacking = sorted(set(groups) - set(os.getgroups()) - {os.getgid()})
+    if lacking:
+        raise ResourceUnavailable(
+            f"its resources need groups {lacking} the core's user is "
+            "not in: add the core's user to them (usermod -aG) or run the core as root"
+        )
+    return None
 
 
 def _source_root() -> str:

@@ -128,6 +128,13 @@ def plan_memory_limit(memory_mb: int, cgroup_base: Path | None, name: str) -> Me
 class RunAs:
     uid: int
     gid: int
+    #: supplementary groups (those the function's local resources are granted through)
+    groups: tuple[int, ...] = ()
+
+    def to_env(self) -> str:
+        """``uid:gid[:g1,g2..]`` as ``worker.drop_privileges`` reads it."""
+        extra = ",".join(str(g) for g in self.groups)
+        return f"{self.uid}:{self.gid}" + (f":{extra}" if extra else "")
 
 
 def resolve_run_as(run_as: str | None, *, is_root: bool) -> RunAs | None:
@@ -403,7 +410,7 @@ class WorkerProcess:
             env["HEDGEROW_IPC_FD"] = str(child.fileno())
             self.log = RotatingLog(plan.log_path)
             if plan.run_as is not None:  # the worker drops to it before loading any code
-                env["HEDGEROW_RUN_AS"] = f"{plan.run_as.uid}:{plan.run_as.gid}"
+                env["HEDGEROW_RUN_AS"] = plan.run_as.to_env()
             self._proc = await asyncio.create_subprocess_exec(
                 *plan.argv,
                 stdin=asyncio.subprocess.DEVNULL,

@@ -15,6 +15,7 @@ from hedgerow.contract import functions as rules
 from hedgerow.contract.errors import InvalidFunction
 from hedgerow.contract.functions import Encoding, FunctionDefinition, Runtime
 from hedgerow.functions.errors import InvalidFunctionSpec
+from hedgerow.functions.resources import LocalResource, check_resources, resource_from_document
 
 __all__ = [
     "DEFAULT_MEMORY_MB",
@@ -23,6 +24,7 @@ __all__ = [
     "MAX_CONCURRENCY",
     "MAX_ENVIRONMENT_BYTES",
     "MAX_MEMORY_MB",
+    "MAX_SECRETS",
     "MAX_TIMEOUT_S",
     "MIN_MEMORY_MB",
     "MIN_TIMEOUT_S",
@@ -43,6 +45,7 @@ MAX_TIMEOUT_S: Final = rules.TIMEOUT_S.high
 DEFAULT_TIMEOUT_S: Final = rules.DEFAULT_TIMEOUT_S
 MAX_CONCURRENCY: Final = rules.CONCURRENCY.high
 MAX_ENVIRONMENT_BYTES: Final = rules.ENVIRONMENT_SIZE.high
+MAX_SECRETS: Final = rules.MAX_SECRETS
 
 
 class FunctionSpec(FunctionDefinition):
@@ -53,6 +56,15 @@ class FunctionSpec(FunctionDefinition):
             super().__post_init__()
         except InvalidFunction as exc:
             raise InvalidFunctionSpec(exc.field, exc.reason) from exc
+        # the contract checked the entries' shape; the runtime holds them as LocalResource
+        resources = tuple(
+            r if isinstance(r, LocalResource) else resource_from_document(r) for r in self.resources
+        )
+        object.__setattr__(self, "resources", resources)
+        check_resources(resources, self.groups)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.version, self.handler, self.runtime))
 
     @property
     def module(self) -> str:

@@ -32,6 +32,7 @@ from typing import Any, Final
 
 from hedgerow.functions import protocol as p
 from hedgerow.functions.errors import IPCProtocolError
+from hedgerow.functions.secrets import CURRENT, SecretVersion, call_target, from_call_reply
 
 log = logging.getLogger("hedgerow.function")
 
@@ -65,6 +66,8 @@ class WorkerConfig:
     rlimit_as: int | None = None
     timeout_s: float = 3.0
     settle_s: float = 1.0
+    #: volumes as ``[source, destination, read_only]``, mounted in a namespace of its own
+    mounts: tuple[tuple[str, str, bool], ...] = ()
 
     @classmethod
     def from_json(cls, text: str) -> WorkerConfig:
@@ -146,6 +149,25 @@ class Channel:
                 self.inbox.put(batch)
 
 
+class Secrets:
+    """``context.secrets``: the secrets this function declares, read from the core."""
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+
+    def get(self, name: str, stage: str = CURRENT) -> str | bytes:
+        """The value (``str``; ``bytes`` for a binary secret) of the version at ``stage``.
+
+        A secret the function does not declare, or that this core lacks, raises
+        ``FunctionCallError`` saying which and what to do."""
+        version = self.get_version(name, stage)
+        return version.value if version.binary else version.value.decode()
+
+    def get_version(self, name: str, stage: str = CURRENT) -> SecretVersion:
+        """The whole version: ``version_id``, ``stages``, ``created_ms``, ``value``."""
+        return from_call_reply(self._channel.call(call_target(name), stage.encode()))
+
+
 @dataclass
 class Context:
     """What a native handler receives as ``context``."""
@@ -156,6 +178,10 @@ class Context:
     thing_name: str
     logger: logging.Logger
     _channel: Channel = field(repr=False)
+
+    @property
+    def secrets(self) -> Secrets:
+        return Secrets(self._channel)
 
     def publish(self, topic: str, payload: Any) -> None:
         """Publish into the core's subscription table (as this function)."""
@@ -403,7 +429,10 @@ def module_context(topic: str = "") -> Context:
 
 
 def drop_privileges(spec: str) -> None:
-    """Become ``uid:gid`` with no supplementary groups (irreversible).
+    """Become ``uid:gid[:g1,g2..]`` with just those supplementary groups (irreversible).
+
+    The supplementary groups are the ones the function's local resources are granted
+    through (``resources.plan_access``); none otherwise.
 
     Directories on ``sys.path`` that the new user cannot reach (an interpreter installed
     under a private home such as ``/root/.pyenv``, a data directory inside ``/root``) stay
@@ -411,13 +440,14 @@ def drop_privileges(spec: str) -> None:
     name, replaced by ``/proc/self/fd/N`` — the directory's own mode still applies, only
     the private parents are stepped over. Nothing else of the core's becomes readable.
     """
-    uid, _, gid = spec.partition(":")
+    uid, _, rest = spec.partition(":")
+    gid, _, extra = rest.partition(":")
     held: dict[str, int] = {}
     for entry in sys.path:
         if entry and entry not in held and os.path.isdir(entry):
             with contextlib.suppress(OSError):
                 held[entry] = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    os.setgroups([])
+    os.setgroups([int(g) for g in extra.split(",") if g])
     os.setgid(int(gid))
     os.setuid(int(uid))
     _reach_held_dirs(held)
@@ -463,6 +493,10 @@ def main() -> None:
     if config.v1_path:
         paths.append(config.v1_path)
     sys.path[:0] = paths
+    if config.mounts:  # as root, before the switch: the volumes at their destinations
+        from hedgerow.functions import namespace  # ctypes: only for functions with volumes
+
+        namespace.enter([namespace.Mount.from_json(m) for m in config.mounts])
     if run_as:  # before any function code: it never runs with the core's privileges
         drop_privileges(run_as)
     logging.basicConfig(

@@ -53,6 +53,15 @@ class FunctionFields:
     environment: dict[str, str] | Unset = described("environment variables", default=UNSET)
     encoding: str | Unset = described("json or binary", default=UNSET)
     run_as: str | None | Unset = described("a user name, or null", default=UNSET)
+    resources: list[dict[str, Any]] | Unset = described(
+        "V1 local resources: {kind: device|volume, source, destination?, access?: ro|rw, "
+        "auto_add_group_owner?}",
+        default=UNSET,
+    )
+    groups: list[str] | Unset = described("OS groups the function's process joins", default=UNSET)
+    secrets: list[str] | Unset = described(
+        "names of the group's secrets the function may read", default=UNSET
+    )
     artifact: str | ArtifactRef | Unset = described(
         "the code: its sha256 or the upload's answer", default=UNSET
     )

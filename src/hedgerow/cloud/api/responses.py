@@ -211,6 +211,10 @@ class FunctionView:
     run_as: str | None
     artifact: ArtifactView
     created_at: str | None
+    #: only when declared (as in the deployment document)
+    resources: list[dict[str, Any]] | Unset = UNSET
+    groups: list[str] | Unset = UNSET
+    secrets: list[str] | Unset = UNSET
 
     @classmethod
     def of(cls, function: FunctionVersion) -> FunctionView:

@@ -29,6 +29,7 @@ from hedgerow.cloud.services.groups import GroupService
 from hedgerow.cloud.services.identities import IdentityService
 from hedgerow.cloud.services.membership import MembershipService
 from hedgerow.cloud.services.notify import Notifier, NullNotifier, RoutesChanged, routes_unchanged
+from hedgerow.cloud.services.secrets import SecretService
 from hedgerow.cloud.services.subscriptions import SubscriptionService
 from hedgerow.cloud.services.telemetry import MessagesWritten, TelemetryService
 from hedgerow.cloud.services.things import CreatedThing, ThingService
@@ -56,6 +57,7 @@ __all__ = [
     "NullNotifier",
     "PublicEndpoints",
     "RoutesChanged",
+    "SecretService",
     "SubscriptionService",
     "TelemetryService",
     "ThingService",
@@ -82,6 +84,9 @@ class CloudServices:
     fleet: FleetService
     devices: DeviceService
     telemetry: TelemetryService
+    #: the secrets functions read (None: this cloud keeps none; deploying a function that
+    #: declares one is refused)
+    secrets: SecretService | None = None
 
     @classmethod
     def build(
@@ -95,6 +100,7 @@ class CloudServices:
         routes_changed: RoutesChanged = routes_unchanged,
         messages_written: MessagesWritten | None = None,
         identities: IdentityService | None = None,
+        secrets: SecretService | None = None,
     ) -> CloudServices:
         """All services wired to one another; nothing is set on them afterwards."""
         groups = GroupService(repository, pki_service, notifier, routes_changed)
@@ -104,7 +110,7 @@ class CloudServices:
         artifacts = ArtifactService(repository, artifact_cache)
         functions = FunctionService(repository)
         subscriptions = SubscriptionService(repository, routes_changed)
-        deployments = DeploymentService(repository, pki_service, notifier)
+        deployments = DeploymentService(repository, pki_service, notifier, secrets)
         return cls(
             repository=repository,
             pki=pki_service,
@@ -124,4 +130,5 @@ class CloudServices:
             ),
             devices=DeviceService(repository, pki_service, groups, cores, artifacts),
             telemetry=TelemetryService(repository, notifier, messages_written or MessagesWritten()),
+            secrets=secrets,
         )

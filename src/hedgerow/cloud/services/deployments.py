@@ -11,6 +11,7 @@ from hedgerow.cloud.domain import Deployment, DeploymentKind
 from hedgerow.cloud.errors import Conflict, NotFound
 from hedgerow.cloud.pki_service import PKIService
 from hedgerow.cloud.services.notify import Notifier, deployments_topic
+from hedgerow.cloud.services.secrets import SecretService
 from hedgerow.cloud.storage.base import Snapshot
 from hedgerow.cloud.storage.deployments import DeploymentStore
 from hedgerow.contract.heartbeat import Heartbeat
@@ -19,14 +20,29 @@ log = logging.getLogger(__name__)
 
 
 class DeploymentService:
-    def __init__(self, store: DeploymentStore, pki_service: PKIService, notifier: Notifier) -> None:
+    def __init__(
+        self,
+        store: DeploymentStore,
+        pki_service: PKIService,
+        notifier: Notifier,
+        secrets: SecretService | None = None,
+    ) -> None:
         self.store = store
         self.pki = pki_service
         self.notifier = notifier
+        self.secrets = secrets
 
     def _build(self, snapshot: Snapshot) -> tuple[str, str, str]:
         deployment_id = deployments.new_deployment_id()
-        document = deployments.build_document(snapshot, deployment_id, pki.now())
+        declared = {f.name: f.settings.secrets for f in snapshot.functions if f.settings.secrets}
+        if declared and self.secrets is None:
+            raise Conflict("functions declare secrets but this cloud keeps no secrets")
+        sealed = (
+            self.secrets.document_entries(snapshot.group.name, snapshot.core, declared)
+            if self.secrets is not None and declared
+            else []
+        )
+        document = deployments.build_document(snapshot, deployment_id, pki.now(), sealed)
         return deployment_id, document, self.pki.sign(document)
 
     async def deploy(

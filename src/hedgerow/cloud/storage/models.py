@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -195,3 +196,28 @@ class StreamTicketRow(Base):
     ticket_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     purpose: Mapped[str] = mapped_column(String(32))
     expires_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class SecretRow(Base):
+    """A group's secret (its value lives in ``secret_versions``, sealed)."""
+
+    __tablename__ = "secrets"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    group_id: Mapped[int] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc)
+    __table_args__ = (UniqueConstraint("group_id", "name", name="uq_secrets_group_name"),)
+
+
+class SecretVersionRow(Base):
+    """One version: the value as an envelope blob under the KEK named by ``kek_id``."""
+
+    __tablename__ = "secret_versions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    secret_id: Mapped[int] = mapped_column(ForeignKey("secrets.id", ondelete="CASCADE"), index=True)
+    version_id: Mapped[str] = mapped_column(String(36), unique=True)
+    stages: Mapped[list[str]] = mapped_column(JSON)
+    binary: Mapped[bool] = mapped_column(Boolean, default=False)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    kek_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc)

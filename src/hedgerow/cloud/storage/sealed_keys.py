@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from hedgerow.cloud.storage.models import GroupCARow, GroupRow
+from hedgerow.cloud.storage.models import GroupCARow, GroupRow, SecretVersionRow
 
 log = logging.getLogger(__name__)
 _KeyQuery = sa.Select[int, str, int, str, str | None, bytes | None, str | None]
@@ -67,22 +67,26 @@ class SealedKeyStore:
         )
 
     def kek_ids_in_use(self) -> set[str]:
+        """The KEKs sealed group CA keys and sealed function secrets need."""
         with self.engine.connect() as connection:
             return {
                 str(kek_id)
                 for kek_id in connection.scalars(
                     sa.select(GroupCARow.kek_id).where(GroupCARow.kek_id.is_not(None)).distinct()
                 )
+            } | {
+                str(kek_id)
+                for kek_id in connection.scalars(sa.select(SecretVersionRow.kek_id).distinct())
             }
 
     def sealed_count(self) -> int:
+        """Sealed group CA keys and function secret versions (each needs the keyring)."""
         with self.engine.connect() as connection:
-            return int(
-                connection.scalar(
-                    sa.select(sa.func.count()).where(GroupCARow.key_sealed.is_not(None))
-                )
-                or 0
+            keys = connection.scalar(
+                sa.select(sa.func.count()).where(GroupCARow.key_sealed.is_not(None))
             )
+            secrets = connection.scalar(sa.select(sa.func.count()).select_from(SecretVersionRow))
+            return int(keys or 0) + int(secrets or 0)
 
     def store_sealed(self, row: GroupCAKeyRow, sealed: bytes, kek_id: str) -> bool:
         """Replace ``row``'s key by ``sealed`` if nobody changed it since it was read."""

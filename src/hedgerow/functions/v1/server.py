@@ -69,6 +69,8 @@ class V1Backend(Protocol):
         self, thing: str, operation: str, payload: bytes
     ) -> Awaitable[tuple[bool, bytes]]: ...
 
+    def v1_secret(self, caller: str, body: bytes) -> Awaitable[bytes]: ...
+
 
 Outcome = tuple[bytes, str]  # (body, X-Amz-Function-Error)
 Headers = tuple[tuple[str, str], ...]
@@ -179,8 +181,9 @@ class V1Server:
             self._store(invocation_id, self._shadow(subject, body))
             return 202, reply, b""
         if arns.same_service(arn, arns.SECRETS_ARN):
-            message = "secrets are not supported by this core"
-            self._store(invocation_id, self._done((_error_body(message), "Unhandled")))
+            # errors travel in the payload ({"Status", "Message"}), as the SDK expects
+            secret = self._work.create_task(self._secret(caller, body), name="v1-secret")
+            self._store(invocation_id, secret)
             return 202, reply, b""
         target = arns.function_name(arn)
         if target is None:
@@ -222,6 +225,9 @@ class V1Server:
             log.exception("v1_shadow_failed subject=%s", subject)
             return _error_body(f"shadow service error: {exc}"), "Unhandled"
         return document, ""
+
+    async def _secret(self, caller: str, body: bytes) -> Outcome:
+        return await self._backend.v1_secret(caller, body), ""
 
     def _invoke(self, coroutine: Awaitable[bytes]) -> asyncio.Future[Outcome]:
         async def run() -> Outcome:
