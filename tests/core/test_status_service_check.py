@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -218,3 +219,39 @@ def test_local_resources_check_names_what_is_missing() -> None:
     result = check_local_resources(declared, problems)
     assert result.level is Level.FAIL and "hedgerow-dir" in result.detail
     assert check_local_resources(0, []).level is Level.OK
+def test_heartbeat_pacer_is_periodic_and_debounces_changes() -> None:
+    from hedgerow.core.status import HeartbeatPacer
+
+    pacer = HeartbeatPacer(interval=600.0, min_gap=1.0)
+    pacer.sent(100.0)
+    assert pacer.delay(100.0) == 600.0  # idle: the periodic one only
+    pacer.changed()
+    assert pacer.delay(100.2) == pytest.approx(0.8)  # a change: as soon as a second passed
+    assert pacer.delay(101.5) == 0.0
+    pacer.sent(101.5)
+    assert pacer.delay(101.5) == 600.0
+    # a burst of changes in one second costs one heartbeat
+    sent = 0
+    now = 101.5
+    for i in range(1, 296):  # 2.95 s of changes, one every 10 ms
+        now = 101.5 + i / 100
+        pacer.changed()
+        if pacer.delay(now) == 0.0:
+            pacer.sent(now)
+            sent += 1
+    assert sent == 2 and pacer.pending  # at 102.5 and 103.5; the next is due at 104.5
+    assert pacer.delay(now) == pytest.approx(104.5 - now)
+
+
+def test_heartbeat_carries_function_errors_only_when_any() -> None:
+    assert "function_errors" not in json.loads(heartbeat(SNAP))
+    failing = dataclasses.replace(
+        SNAP,
+        function_errors={
+            "f": {"failed": 2, "crashes": 0, "timeouts": 0, "last_error": "ValueError: x"}
+        },
+    )
+    body = json.loads(heartbeat(failing))
+    assert body["function_errors"]["f"]["last_error"] == "ValueError: x"
+    # idle cost at the default interval with one failing function: well under 1 MiB a day
+    assert len(heartbeat(failing)) * (86400 / 600) < 1024 * 1024 / 10

@@ -1,8 +1,12 @@
-"""Status: the heartbeat payload (pure), Prometheus text (pure), and a tiny metrics server.
+"""Status: the heartbeat payload and its pacing (pure), Prometheus text (pure), and a tiny
+metrics server.
 
 The heartbeat is small JSON sent at QoS 0 every ``status.heartbeat_interval`` (default
-10 minutes: about 150 KB a day with the TLS and MQTT framing). Prometheus metrics are
-served on ``http://127.0.0.1:<status.metrics_port>/metrics`` (loopback only by default).
+10 minutes: about 150 KB a day with the TLS and MQTT framing) and soon after every change
+the cloud should see (a deployment applied, a function started, stopped or failed, the
+certificate renewed), at most one per ``HEARTBEAT_MIN_GAP_S`` so a crash loop cannot flood
+the link. Prometheus metrics are served on ``http://127.0.0.1:<status.metrics_port>/metrics``
+(loopback only by default).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from hedgerow import __version__, http11
 
@@ -44,12 +48,47 @@ class Snapshot:
     streams: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     #: Each industrial connector's kind, version, state and counters (``ConnectorHost.report``).
     connectors: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    #: functions that failed: ``{"failed", "crashes", "timeouts", "last_error"}`` each
+    function_errors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+#: the shortest time between two heartbeats sent for changes (the periodic one aside)
+HEARTBEAT_MIN_GAP_S: Final = 1.0
+
+
+@dataclass
+class HeartbeatPacer:
+    """When the next heartbeat is due (pure: the caller passes the clock's time).
+
+    Periodic every ``interval`` seconds; after ``changed()`` as soon as ``min_gap`` has
+    passed since the last one, so bursts of changes cost one heartbeat a second at most.
+    """
+
+    interval: float
+    min_gap: float = HEARTBEAT_MIN_GAP_S
+    last_sent: float | None = None
+    pending: bool = False
+
+    def changed(self) -> None:
+        self.pending = True
+
+    def delay(self, now: float) -> float:
+        """Seconds until the next heartbeat is due (0: send it now)."""
+        if self.last_sent is None:
+            return 0.0 if self.pending else self.interval
+        due = self.last_sent + (self.min_gap if self.pending else self.interval)
+        return max(0.0, due - now)
+
+    def sent(self, now: float) -> None:
+        self.last_sent = now
+        self.pending = False
 
 
 def heartbeat(s: Snapshot) -> bytes:
     """The heartbeat JSON: version, uptime, devices, functions, spool depth, the core's
-    health, counters, and
-    ``refused`` (deployments on disk that did not verify at start) when there are any."""
+    health, counters, ``refused`` (deployments on disk that did not verify at start) and
+    ``function_errors`` (per failing function: counts and the last error's text) when there
+    are any."""
     body: dict[str, Any] = {
         "version": s.version,
         "uptime": round(s.uptime),
@@ -62,6 +101,8 @@ def heartbeat(s: Snapshot) -> bytes:
     }
     if s.refused:
         body["refused"] = [dict(r) for r in s.refused]
+    if s.function_errors:
+        body["function_errors"] = {name: dict(e) for name, e in s.function_errors.items()}
     if s.streams:
         body["streams"] = {
             name: {"newest": p.get("newest", -1), "backlog": p.get("backlog", 0)}
