@@ -222,25 +222,28 @@ def test_local_resources_check_names_what_is_missing() -> None:
 def test_heartbeat_pacer_is_periodic_and_debounces_changes() -> None:
     from hedgerow.core.status import HeartbeatPacer
 
-    pacer = HeartbeatPacer(interval=600.0, min_gap=1.0)
+    pacer = HeartbeatPacer(interval=600.0, min_gap=1.0, settle=0.25)
     pacer.sent(100.0)
     assert pacer.delay(100.0) == 600.0  # idle: the periodic one only
-    pacer.changed()
-    assert pacer.delay(100.2) == pytest.approx(0.8)  # a change: as soon as a second passed
+    pacer.changed(100.2)
+    assert pacer.delay(100.2) == pytest.approx(0.8)  # a second after the last heartbeat
     assert pacer.delay(101.5) == 0.0
     pacer.sent(101.5)
     assert pacer.delay(101.5) == 600.0
-    # a burst of changes in one second costs one heartbeat
+    pacer.changed(200.0)  # long after: sent once the burst settled
+    pacer.changed(200.1)
+    assert pacer.delay(200.1) == pytest.approx(0.15)
+    pacer.sent(200.25)
+    # 2.95 s of changes, one every 10 ms: one heartbeat a second
     sent = 0
-    now = 101.5
-    for i in range(1, 296):  # 2.95 s of changes, one every 10 ms
-        now = 101.5 + i / 100
-        pacer.changed()
+    for i in range(1, 296):
+        now = 200.25 + i / 100
+        pacer.changed(now)
         if pacer.delay(now) == 0.0:
             pacer.sent(now)
             sent += 1
-    assert sent == 2 and pacer.pending  # at 102.5 and 103.5; the next is due at 104.5
-    assert pacer.delay(now) == pytest.approx(104.5 - now)
+    assert sent == 2 and pacer.pending  # at 201.25 and 202.25; the next is due at 203.25
+    assert pacer.delay(now) == pytest.approx(203.25 - now)
 
 
 def test_heartbeat_carries_function_errors_only_when_any() -> None:

@@ -355,6 +355,7 @@ class CoreDaemon:
             revoked=self._load_revocations(),
             members=self._load_members(),
             group=self.config.group,
+            on_admitted=lambda thing: self.state_changed("devices"),
         )
         limits = self.config.broker
         async with Broker(
@@ -849,7 +850,7 @@ class CoreDaemon:
     def state_changed(self, what: str) -> None:
         """Something the cloud shows changed: send a heartbeat soon (debounced)."""
         log.debug("core.status.changed what=%s", what)
-        self._pacer.changed()
+        self._pacer.changed(asyncio.get_running_loop().time())
         self._heartbeat_wake.set()
 
     def _send_heartbeat(self) -> None:

@@ -54,34 +54,50 @@ class Snapshot:
 
 #: the shortest time between two heartbeats sent for changes (the periodic one aside)
 HEARTBEAT_MIN_GAP_S: Final = 1.0
+#: how long after the first change of a burst the heartbeat waits, so what changed
+#: together (three devices connecting, a deployment's functions starting) goes in one
+#: heartbeat and a device's connection is complete when counted
+HEARTBEAT_SETTLE_S: Final = 0.25
 
 
 @dataclass
 class HeartbeatPacer:
     """When the next heartbeat is due (pure: the caller passes the clock's time).
 
-    Periodic every ``interval`` seconds; after ``changed()`` as soon as ``min_gap`` has
-    passed since the last one, so bursts of changes cost one heartbeat a second at most.
+    Periodic every ``interval`` seconds; after ``changed(now)`` once ``settle`` has passed
+    since the first change of a burst and ``min_gap`` since the last heartbeat, so bursts
+    of changes cost one heartbeat a second at most.
     """
 
     interval: float
     min_gap: float = HEARTBEAT_MIN_GAP_S
+    settle: float = HEARTBEAT_SETTLE_S
     last_sent: float | None = None
-    pending: bool = False
+    first_change: float | None = None  # the first change not yet sent
 
-    def changed(self) -> None:
-        self.pending = True
+    @property
+    def pending(self) -> bool:
+        return self.first_change is not None
+
+    def changed(self, now: float) -> None:
+        if self.first_change is None:
+            self.first_change = now
 
     def delay(self, now: float) -> float:
         """Seconds until the next heartbeat is due (0: send it now)."""
-        if self.last_sent is None:
-            return 0.0 if self.pending else self.interval
-        due = self.last_sent + (self.min_gap if self.pending else self.interval)
+        if self.first_change is not None:
+            due = self.first_change + self.settle
+            if self.last_sent is not None:
+                due = max(due, self.last_sent + self.min_gap)
+        elif self.last_sent is None:
+            return self.interval
+        else:
+            due = self.last_sent + self.interval
         return max(0.0, due - now)
 
     def sent(self, now: float) -> None:
         self.last_sent = now
-        self.pending = False
+        self.first_change = None
 
 
 def heartbeat(s: Snapshot) -> bytes:
