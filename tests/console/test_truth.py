@@ -106,3 +106,77 @@ def test_drift_offline_core_and_revoked_thing(
     assert "revoked" in row.inner_text()
     assert "no active certificate" not in row.inner_text()
     assert overflow(page) <= 0
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_overview_counts_match_a_running_core_within_two_seconds(
+    page: Any, cloud: RunningCloud, tmp_path: Path, viewport: dict[str, int]
+) -> None:
+    """A core whose periodic heartbeat is 10 minutes away, one function, three things
+    publishing through it: the overview shows 3 devices and the function RUNNING within
+    2 s of the things' readings reaching the cloud."""
+    import base64
+    import io
+    import time
+    import zipfile
+
+    from .conftest import ROOT
+
+    suffix = "d" if viewport is DESKTOP else "p"
+    group, core = f"ov-{suffix}", f"ov-core-{suffix}"
+    things = [f"ov-{suffix}-{i}" for i in range(3)]
+    cloud.ok("POST", "/api/v1/groups", json={"name": group})
+    made = cloud.ok("POST", "/api/v1/cores", json={"name": core, "group": group})
+    bundle = tmp_path / made["bundle_name"]
+    bundle.write_bytes(base64.b64decode(made["bundle"]))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.write(
+            ROOT / "examples" / "functions" / "temp_correct" / "temp_correct.py", "temp_correct.py"
+        )
+    sha = cloud.ok("POST", "/api/v1/artifacts", content=buffer.getvalue())["sha256"]
+    cloud.ok("POST", f"/api/v1/groups/{group}/functions", json={
+        "name": "temp-correct", "handler": "temp_correct.handler", "artifact": sha, "pinned": True,
+    })  # fmt: skip
+    for name in things:
+        created = cloud.ok("POST", "/api/v1/things", json={"name": name, "groups": [group]})
+        (tmp_path / f"{name}.cert.pem").write_text(created["certificate"])
+        (tmp_path / f"{name}.key").write_text(created["private_key"])
+        cloud.ok("POST", f"/api/v1/groups/{group}/subscriptions",
+                 json={"source": f"thing:{name}", "topic": f"ov/{name}", "target": "function:temp-correct"})  # fmt: skip
+    cloud.ok("POST", f"/api/v1/groups/{group}/subscriptions",
+             json={"source": "function:temp-correct", "topic": "corrected/#", "target": "cloud"})  # fmt: skip
+    cloud.start_core(bundle, tmp_path / "core", heartbeat_interval=600)
+    deployment = cloud.ok("POST", f"/api/v1/groups/{group}/deployments", json={})
+    wait_until(lambda: cloud.ok("GET", f"/api/v1/deployments/{deployment['deployment_id']}")["status"] == "Success", what="the deployment")  # fmt: skip
+
+    page.set_viewport_size(viewport)
+    login(page, cloud, "#/overview")
+    for name in things:
+        cloud.start_thing(name, tmp_path / f"{name}.cert.pem", tmp_path / f"{name}.key",
+                          tmp_path / f"state-{name}", f"ov/{name}")  # fmt: skip
+
+    def readings_from_all() -> bool:
+        stored = cloud.ok("GET", "/api/v1/messages", params={"filter": "corrected/#", "limit": 500})
+        return {m["topic"] for m in stored["items"]} >= {f"corrected/{n}" for n in things}
+
+    wait_until(readings_from_all, what="corrected readings from the three things")
+    started = time.monotonic()
+    row = page.get_by_role("region", name="Cores", exact=True).locator("tr", has_text=core)
+    seen: list[str] = []
+
+    def shown() -> bool:
+        devices = row.locator("td[data-label='Devices']").inner_text().strip()
+        functions = row.locator("td[data-label='Functions']").inner_text()
+        seen.append(f"devices={devices} functions={functions!r}")
+        return devices == "3" and "temp-correct" in functions and "RUNNING" in functions
+
+    try:
+        wait_until(shown, 2.0, "3 devices and temp-correct RUNNING on the overview")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {seen[-1:]}") from None
+    assert time.monotonic() - started <= 2.0
+    assert row.locator(".badge-online").count() == 1
+    assert overflow(page) <= 0
+    cloud.processes.stop("thing")
+    cloud.processes.stop("core")

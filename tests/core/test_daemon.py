@@ -504,5 +504,7 @@ async def test_heartbeat_follows_devices_connecting_within_two_seconds(
         async with contextlib.AsyncExitStack() as stack:
             for device in devices:
                 await stack.enter_async_context(device)
+                # staggered, as real devices start: each after the last one's heartbeat
+                await cloud.wait_for(lambda: json.loads(cloud.telemetry(topic)[-1].payload)["devices"] == sum(d.is_connected for d in devices), 2.0)  # fmt: skip
             await cloud.wait_for(lambda: json.loads(cloud.telemetry(topic)[-1].payload)["devices"] == 3, 2.0)  # fmt: skip
         assert len(cloud.telemetry(topic)) - before <= 3

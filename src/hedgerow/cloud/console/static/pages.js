@@ -224,7 +224,7 @@ export async function overviewPage(ctx) {
     );
   }
   await refresh();
-  ctx.every(2000, () => refresh().catch(() => {}));
+  ctx.every(1000, () => refresh().catch(() => {})); // counts current within 2 s of a change
 }
 
 // ---- groups ------------------------------------------------------------------------------
