@@ -80,6 +80,8 @@ def test_drift_offline_core_and_revoked_thing(
     assert f"Core {core} runs no deployment yet" in text
     assert f"+ route thing:{thing} t/# → cloud" in text
     assert overflow(page) <= 0
+    # the routing picture scrolls inside its box; on a phone it says so
+    assert page.locator(".scroll-hint").is_visible() == (viewport is PHONE)
 
     # a deploy to the offline core: pending, and the page says why
     made = cloud.ok("POST", f"/api/v1/groups/{group}/deployments", json={})
@@ -92,10 +94,20 @@ def test_drift_offline_core_and_revoked_thing(
     assert overflow(page) <= 0
 
     # the core never ran anything: "Roll back to" offers nothing
+    for _ in range(5):  # a timeline wider than a phone
+        cloud.ok("POST", f"/api/v1/groups/{group}/deployments", json={})
     page.goto(f"{cloud.url}/console/#/deployments?group={group}")
     rollback = page.get_by_role("button", name="Roll back")
     rollback.wait_for()
     assert rollback.is_disabled()
+    timeline = page.locator("#deploy-timeline")
+    wait_until(lambda: timeline.locator("li").count() == 6, what="six deployments")
+    settle(page)
+    # the newest end of the timeline is in view
+    assert timeline.evaluate("(e) => e.scrollLeft + e.clientWidth >= e.scrollWidth - 1")
+    if viewport is PHONE:
+        assert timeline.evaluate("(e) => e.scrollWidth > e.clientWidth")  # it does overflow
+    assert overflow(page) <= 0
 
     # a revoked thing says so
     cloud.ok("POST", f"/api/v1/things/{thing}/revoke", json={})
