@@ -80,3 +80,24 @@ def test_stops_removes_and_settings() -> None:
         "- thing b",
         "~ setting open_broker",
     ]
+
+
+def test_connectors_started_stopped_and_replaced() -> None:
+    running = doc("d-1", [], [], [])
+    running["connectors"] = [
+        {"name": "plc", "kind": "modbus", "poll_s": 1},
+        {"name": "old", "kind": "opcua"},
+    ]
+    proposed = doc("d-2", [], [], [])
+    proposed["connectors"] = [
+        {"name": "plc", "kind": "modbus", "poll_s": 2},
+        {"name": "new", "kind": "opcua"},
+    ]
+    plan = plan_deployment(running, proposed)
+    assert plan.connectors == (("new", "start"), ("old", "stop"), ("plc", "replace"))
+    assert plan.render() == [
+        "+ start connector new",
+        "- stop connector old",
+        "~ replace connector plc",
+    ]
+    assert plan_deployment(running, running).empty

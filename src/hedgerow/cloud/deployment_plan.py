@@ -55,10 +55,12 @@ class DeploymentPlan:
     things_added: tuple[str, ...] = ()
     things_removed: tuple[str, ...] = ()
     settings: tuple[str, ...] = ()  # names of settings that change
+    #: industrial connectors: (name, "start" | "stop" | "replace")
+    connectors: tuple[tuple[str, str], ...] = ()
 
     @property
     def empty(self) -> bool:
-        return not (self.functions or self.routes_added or self.routes_removed
+        return not (self.functions or self.routes_added or self.routes_removed or self.connectors
                     or self.things_added or self.things_removed or self.settings)  # fmt: skip
 
     def render(self) -> list[str]:
@@ -68,6 +70,8 @@ class DeploymentPlan:
         for change in self.functions:
             mark = "+" if change.before is None else "-" if change.after is None else "~"
             lines.append(f"{mark} {change.describe()}")
+        marks = {"start": "+", "stop": "-", "replace": "~"}
+        lines += [f"{marks[what]} {what} connector {name}" for name, what in self.connectors]
         lines += [f"+ thing {t}" for t in self.things_added]
         lines += [f"- thing {t}" for t in self.things_removed]
         lines += [f"~ setting {s}" for s in self.settings]
@@ -86,6 +90,7 @@ class DeploymentPlan:
             "things_added": list(self.things_added),
             "things_removed": list(self.things_removed),
             "settings": list(self.settings),
+            "connectors": [{"name": n, "change": c} for n, c in self.connectors],
             "lines": self.render(),
         }
 
@@ -127,6 +132,22 @@ def _sorted_routes(routes: Iterable[Route]) -> tuple[Route, ...]:
     return tuple(sorted(routes, key=lambda r: (r.source, r.topic, r.target)))
 
 
+def _connectors(running: Document | None, proposed: Document) -> tuple[tuple[str, str], ...]:
+    def entries(doc: Document | None) -> dict[str, str]:
+        return {str(c["name"]): _canon(c) for c in (doc or {}).get("connectors", ())}
+
+    before, after = entries(running), entries(proposed)
+    changes = []
+    for name in sorted(set(before) | set(after)):
+        if name not in before:
+            changes.append((name, "start"))
+        elif name not in after:
+            changes.append((name, "stop"))
+        elif before[name] != after[name]:
+            changes.append((name, "replace"))
+    return tuple(changes)
+
+
 def plan_deployment(running: Document | None, proposed: Document) -> DeploymentPlan:
     before, after = _functions(running), _functions(proposed)
     changes: list[FunctionChange] = []
@@ -160,4 +181,5 @@ def plan_deployment(running: Document | None, proposed: Document) -> DeploymentP
         things_added=tuple(sorted(new_things - old_things)),
         things_removed=tuple(sorted(old_things - new_things)),
         settings=settings if running is not None else (),
+        connectors=_connectors(running, proposed),
     )

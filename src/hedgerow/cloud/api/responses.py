@@ -293,6 +293,9 @@ class DeploymentPlanView:
     things_added: list[str] = described("things added")
     things_removed: list[str] = described("things removed")
     settings: list[str] = described("settings that change")
+    connectors: list[dict[str, str]] = described(
+        "{name, change}: connectors started, stopped, replaced"
+    )
 
     @classmethod
     def of(cls, plan: DeploymentPlan) -> DeploymentPlanView:
