@@ -219,6 +219,8 @@ def test_local_resources_check_names_what_is_missing() -> None:
     result = check_local_resources(declared, problems)
     assert result.level is Level.FAIL and "hedgerow-dir" in result.detail
     assert check_local_resources(0, []).level is Level.OK
+
+
 def test_heartbeat_pacer_is_periodic_and_debounces_changes() -> None:
     from hedgerow.core.status import HeartbeatPacer
 
