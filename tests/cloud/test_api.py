@@ -419,3 +419,22 @@ async def test_revoking_a_thing(cloud: Cloud) -> None:
     assert (await cloud.api.get("/api/v1/things/gone")).status_code == 404
     assert (await cloud.ok("GET", f"/api/v1/certificates/{other_fp}"))["status"] == "revoked"
     assert other_fp in await cloud.server.services.certificates.revocations()
+
+
+async def test_a_certificates_issue_time_is_when_it_was_issued(cloud: Cloud) -> None:
+    """Not its not-before, which is backdated for clock skew."""
+    import datetime as dt
+
+    from hedgerow import pki
+
+    await cloud.ok("POST", "/api/v1/groups", json={"name": "issued-g"})
+    before = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    made = await cloud.ok(
+        "POST", "/api/v1/things", json={"name": "issued-t", "groups": ["issued-g"]}
+    )
+    after = dt.datetime.now(dt.UTC)
+    cert = pki.cert_from_pem(made["certificate"].encode())
+    listed = await cloud.ok("GET", "/api/v1/certificates", params={"owner": "issued-t"})
+    issued = dt.datetime.fromisoformat(listed["items"][0]["issued_at"])
+    assert before <= issued <= after
+    assert cert.not_valid_before_utc < before  # the certificate itself is backdated

@@ -142,13 +142,15 @@ class RunningCloud:
         key.write_bytes(files[bundle.CORE_KEY])
         return cert, key
 
-    def start_core(self, bundle_path: Path, directory: Path) -> int:
+    def start_core(
+        self, bundle_path: Path, directory: Path, heartbeat_interval: float = 1.0
+    ) -> int:
         """Run ``hedgerow core run`` from a bundle on a free local port; returns the port."""
         from hedgerow.core.bundle import unpack_bundle
 
         config_path = unpack_bundle(bundle_path, directory)
         config = tomllib.loads(config_path.read_text())
-        config["status"] = {"heartbeat_interval": 1.0, "metrics_port": 0}
+        config["status"] = {"heartbeat_interval": heartbeat_interval, "metrics_port": 0}
         config["spool"] = {"fsync": "off"}
         for _ in range(3):
             # the core reports its port before it listens, so it needs a fixed one

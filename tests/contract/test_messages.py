@@ -381,3 +381,16 @@ def test_malformed_local_access_names_the_field(text: str, field: str) -> None:
     assert info.value.field == field
     with pytest.raises(DeploymentError):  # the core refuses it too
         parse_document(text)
+
+
+def test_a_heartbeat_with_function_errors_round_trips() -> None:
+    errors = {"crunch": {"failed": 2, "crashes": 1, "timeouts": 1, "last_error": "boom"}}
+    beat = Heartbeat(version="1", function_errors=errors)
+    assert Heartbeat.from_json(beat.to_json()) == beat
+    assert json.loads(beat.to_json())["function_errors"] == errors
+    assert "function_errors" not in json.loads(Heartbeat(version="1").to_json())
+    for payload in (b'{"function_errors":{"f":{"failed":"2"}}}',
+                    b'{"function_errors":{"f":{"last_error":3}}}'):  # fmt: skip
+        with pytest.raises(InvalidMessage) as info:
+            Heartbeat.from_json(payload)
+        assert info.value.field == "function_errors"

@@ -485,3 +485,26 @@ async def test_components_start_in_order_and_health_follows_the_functions(
             core.snapshot()
         )
     assert set(core.components.states().values()) == {State.STOPPED}
+
+
+async def test_heartbeat_follows_devices_connecting_within_two_seconds(
+    cloud: FakeCloud, tmp_path: Path
+) -> None:
+    """The periodic heartbeat is 10 minutes away; three devices connecting reach the
+    cloud's view of the core (devices == 3) within 2 s, in few heartbeats."""
+    topic = f"$hedgerow/cores/{CORE}/heartbeat"
+    async with running_core(
+        cloud, tmp_path / "core", "[status]\nheartbeat_interval = 600\n"
+    ) as core:
+        await cloud.deploy(document("d-1", things=("a", "b", "c")))
+        await deployed(cloud, core, "d-1")
+        await cloud.wait_for(lambda: any(json.loads(m.payload)["deployment"] == "d-1" for m in cloud.telemetry(topic)), 5)  # fmt: skip
+        before = len(cloud.telemetry(topic))
+        devices = [thing_client(cloud, core, cloud.thing(name)) for name in ("a", "b", "c")]
+        async with contextlib.AsyncExitStack() as stack:
+            for device in devices:
+                await stack.enter_async_context(device)
+                # staggered, as real devices start: each after the last one's heartbeat
+                await cloud.wait_for(lambda: json.loads(cloud.telemetry(topic)[-1].payload)["devices"] == sum(d.is_connected for d in devices), 2.0)  # fmt: skip
+            await cloud.wait_for(lambda: json.loads(cloud.telemetry(topic)[-1].payload)["devices"] == 3, 2.0)  # fmt: skip
+        assert len(cloud.telemetry(topic)) - before <= 3

@@ -74,3 +74,48 @@ async def test_real_functions_deploy_route_and_roll_back(tmp_path: Path, test_pk
             assert last["status"] == "RolledBack" and "temp-correct" in last["detail"]
             assert core.agent.current is not None and core.agent.current.deployment_id == "d-1"
             assert core.functions.states() == {"temp-correct": "RUNNING"}
+
+
+async def test_heartbeat_follows_changes_with_the_last_error(tmp_path: Path, test_pki: Any) -> None:
+    """With the periodic heartbeat 10 minutes away, the cloud still sees a deployment's
+    functions RUNNING and a handler's exception text within seconds (debounced)."""
+    topic = "$hedgerow/cores/pi-1/heartbeat"
+    async with FakeCloud(tmp_path / "cloud", test_pki.root) as cloud:
+        port = free_port()
+        config = load_config(
+            cloud.provision(
+                tmp_path / "core",
+                port,
+                "[spool]\nfsync = 'normal'\n[status]\nheartbeat_interval = 600\n",
+            )
+        )
+        code = zipped({
+            "strict.py": "def handler(event, context):\n"
+                         "    if 'value' not in event:\n"
+                         "        raise ValueError('reading without a value')\n"
+                         "    return event\n"
+        })  # fmt: skip
+        entry = function_entry("strict", code, handler="strict.handler", pinned=True)
+        subs = (("thing:bme680-1", "sensors/#", "function:strict"),)
+
+        def beats() -> list[dict[str, Any]]:
+            return [json.loads(m.payload) for m in cloud.telemetry(topic)]
+
+        async with CoreDaemon(config) as core:
+            assert config.name == "pi-1"
+            await cloud.wait_for(lambda: len(beats()) >= 1, 10)  # the connect heartbeat
+            await cloud.deploy(document("d-1", things=("bme680-1",), functions=(entry,), subscriptions=subs),
+                               artifacts=(code,))  # fmt: skip
+            await cloud.wait_for(lambda: any(b["functions"] == {"strict": "RUNNING"} and b["deployment"] == "d-1" for b in beats()), 10)  # fmt: skip
+            ctx = cloud.thing_context(cloud.thing("bme680-1"))
+            async with Client(
+                "127.0.0.1", port, client_id="bme680-1", ssl=ctx, server_hostname="127.0.0.1"
+            ) as c:
+                await c.publish("sensors/bme680-1", b'{"temperature": 3}', qos=1)
+                await cloud.wait_for(lambda: "function_errors" in beats()[-1], 10)
+            errors = beats()[-1]["function_errors"]["strict"]
+            assert errors["failed"] == 1
+            assert errors["last_error"] == "ValueError: reading without a value"
+            assert core.functions.states() == {"strict": "RUNNING"}
+        # a few change heartbeats, not one per message (the pacer's own test bounds the rate)
+        assert len(beats()) < 10

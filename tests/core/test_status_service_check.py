@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -218,3 +219,44 @@ def test_local_resources_check_names_what_is_missing() -> None:
     result = check_local_resources(declared, problems)
     assert result.level is Level.FAIL and "hedgerow-dir" in result.detail
     assert check_local_resources(0, []).level is Level.OK
+
+
+def test_heartbeat_pacer_is_periodic_and_debounces_changes() -> None:
+    from hedgerow.core.status import HeartbeatPacer
+
+    pacer = HeartbeatPacer(interval=600.0, min_gap=1.0, settle=0.25)
+    pacer.sent(100.0)
+    assert pacer.delay(100.0) == 600.0  # idle: the periodic one only
+    pacer.changed(100.2)
+    assert pacer.delay(100.2) == pytest.approx(0.8)  # a second after the last heartbeat
+    assert pacer.delay(101.5) == 0.0
+    pacer.sent(101.5)
+    assert pacer.delay(101.5) == 600.0
+    pacer.changed(200.0)  # long after: sent once the burst settled
+    pacer.changed(200.1)
+    assert pacer.delay(200.1) == pytest.approx(0.15)
+    pacer.sent(200.25)
+    # 2.95 s of changes, one every 10 ms: one heartbeat a second
+    sent = 0
+    for i in range(1, 296):
+        now = 200.25 + i / 100
+        pacer.changed(now)
+        if pacer.delay(now) == 0.0:
+            pacer.sent(now)
+            sent += 1
+    assert sent == 2 and pacer.pending  # at 201.25 and 202.25; the next is due at 203.25
+    assert pacer.delay(now) == pytest.approx(203.25 - now)
+
+
+def test_heartbeat_carries_function_errors_only_when_any() -> None:
+    assert "function_errors" not in json.loads(heartbeat(SNAP))
+    failing = dataclasses.replace(
+        SNAP,
+        function_errors={
+            "f": {"failed": 2, "crashes": 0, "timeouts": 0, "last_error": "ValueError: x"}
+        },
+    )
+    body = json.loads(heartbeat(failing))
+    assert body["function_errors"]["f"]["last_error"] == "ValueError: x"
+    # idle cost at the default interval with one failing function: well under 1 MiB a day
+    assert len(heartbeat(failing)) * (86400 / 600) < 1024 * 1024 / 10

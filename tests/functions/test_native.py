@@ -78,6 +78,42 @@ async def test_handler_that_raises_is_counted_and_worker_survives(tmp_path: Path
     assert "handled {}" in log_text  # print() lands in the function's log
 
 
+async def test_last_error_and_changes_reach_the_core(tmp_path: Path) -> None:
+    """A handler that raises leaves its error text in ``errors()`` (the heartbeat's source),
+    and ``watch_changes`` fires on start, on a new error and on stop, not on every message."""
+    bundle = write_bundle(
+        tmp_path,
+        "flaky",
+        {
+            "flaky.py": """
+                def handler(event, context):
+                    if event.get("fail"):
+                        raise KeyError("sensor " + str(event["fail"]))
+                    return {}
+            """
+        },
+    )
+    spec = FunctionSpec(name="flaky", handler="flaky.handler", pinned=True)
+    changes: list[dict[str, str]] = []
+    async with FunctionHost(tmp_path / "work", publish=Recorder(), settings=FAST) as host:
+        host.watch_changes(lambda: changes.append(host.states()))
+        await host.apply([spec], {"flaky": bundle})
+        assert changes and changes[-1] == {"flaky": "RUNNING"}
+        assert host.errors() == {}
+        seen = len(changes)
+        for _ in range(5):
+            await host.invoke("flaky", b"{}")
+        assert len(changes) == seen  # successful messages are not changes
+        await host.deliver("flaky", "t", b'{"fail": 9}', "thing:x")
+        await eventually(host, lambda host: "flaky" in host.errors())
+        error = host.errors()["flaky"]
+        assert error["failed"] == 1 and error["crashes"] == 0
+        assert error["last_error"] == "KeyError: 'sensor 9'"
+        assert len(changes) == seen + 1
+        await host.apply([], {})
+        assert changes[-1] == {}
+
+
 async def test_native_pinned_module_level_sensor_loop(tmp_path: Path) -> None:
     recorder = Recorder()
     bundle = write_bundle(

@@ -513,8 +513,46 @@ def cmd_core_list(args: argparse.Namespace) -> int:
 
 def cmd_core_show(args: argparse.Namespace) -> int:
     with Api(args) as api:
-        _show(args, api.get(f"/api/v1/cores/{args.name}"))
+        core = api.get(f"/api/v1/cores/{args.name}")
+    if args.json:
+        _print_json(core)
+        return 0
+    for line in core_summary(core):
+        print(line)
     return 0
+
+
+def core_summary(core: dict[str, Any]) -> list[str]:
+    """A core for people: connection, what it runs, each function's state and last error."""
+    connected = {True: "connected", False: "not connected", None: "unknown"}[core.get("connected")]
+    beat = core.get("heartbeat") or {}
+    lines = [
+        f"core {core['name']} (group {core['group']}): {connected}, "
+        f"last seen {core.get('last_seen') or 'never'}",
+        f"deployment: {beat.get('deployment') or 'none'}   health: {beat.get('health') or 'unknown'}"
+        f"   devices: {beat.get('devices', 0)}",
+    ]
+    endpoints = ", ".join(f"{e['host']}:{e['port']}" for e in core.get("endpoints", []))
+    lines.append(f"endpoints: {endpoints or 'none reported'}")
+    functions: dict[str, str] = beat.get("functions") or {}
+    errors: dict[str, dict[str, Any]] = beat.get("function_errors") or {}
+    if not functions:
+        lines.append("functions: none reported")
+    else:
+        lines.append("functions:")
+        for name, state in sorted(functions.items()):
+            error = errors.get(name) or {}
+            counts = ", ".join(
+                f"{error[k]} {k}" for k in ("failed", "crashes", "timeouts") if error.get(k)
+            )
+            lines.append(f"  {name}: {state}" + (f" ({counts})" if counts else ""))
+            if error.get("last_error"):
+                lines.append(f"    last error: {error['last_error']}")
+    for refusal in beat.get("refused") or []:
+        lines.append(
+            f"refused on the core's disk: {refusal.get('deployment_id')}: {refusal.get('reason')}"
+        )
+    return lines
 
 
 def cmd_core_delete(args: argparse.Namespace) -> int:
@@ -939,20 +977,38 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         if args.redeploy:
             body["deployment_id"] = args.redeploy
     with Api(args) as api:
+        plan = api.post(f"/api/v1/groups/{args.group}/deployments/plan", body)
+        if args.dry_run:
+            if args.json:
+                _print_json(plan)
+            else:
+                _print_plan(args.group, plan)
+            return 0
+        if not args.json:
+            _print_plan(args.group, plan)
+        if not plan["empty"] and not args.yes and sys.stdin.isatty():
+            answer = input("deploy these changes? [y/N] ").strip().lower()
+            if answer not in ("y", "yes"):
+                print("nothing deployed (--yes skips this question)")
+                return 1
         deployment = api.post(f"/api/v1/groups/{args.group}/deployments", body)
         deployment_id = deployment["deployment_id"]
-        if not args.wait:
-            return _done(
-                args,
-                deployment,
-                f"deployment {deployment_id} of group {args.group} to core {deployment['core']}:"
-                f" {deployment['status']}",
-            )
-        print(
-            f"deployment {deployment_id} of group {args.group} to core {deployment['core']}: {deployment['status']}",
-            flush=True,
+        restores = f" (restores {deployment['restores']})" if deployment.get("restores") else ""
+        line = (
+            f"deployment {deployment_id}{restores} of group {args.group} to core"
+            f" {deployment['core']}: {deployment['status']}"
         )
+        if not args.wait:
+            return _done(args, deployment, line)
+        print(line, flush=True)
         return _wait(api, deployment_id, args.timeout)
+
+
+def _print_plan(group: str, plan: dict[str, Any]) -> None:
+    running = plan["running"] or "nothing yet"
+    print(f"plan for group {group} (the core runs {running}):")
+    for line in plan["lines"]:
+        print(f"  {line}")
 
 
 def _wait(api: Api, deployment_id: str, timeout: float) -> int:
@@ -1511,6 +1567,16 @@ def register(subparsers: Any) -> None:
         help="show progress until the core reports; non-zero exit on failure",
     )
     p.add_argument("--timeout", type=float, default=120.0, help="seconds --wait waits")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what the deployment would change on the core and deploy nothing",
+    )
+    p.add_argument(
+        "--yes",
+        action="store_true",
+        help="deploy without asking (a deploy from a script, stdin not a terminal, never asks)",
+    )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(
         "--reset",

@@ -396,6 +396,9 @@ class Core:
     endpoints: Sequence[Endpoint]
     last_seen: dt.datetime | None
     heartbeat: Mapping[str, Any] | None
+    #: a live MQTT session at the cloud's endpoint now (None: this process cannot tell,
+    #: e.g. with an external broker)
+    connected: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -405,6 +408,7 @@ class Core:
             "endpoints": [e.to_json() for e in self.endpoints],
             "last_seen": iso(self.last_seen),
             "heartbeat": dict(self.heartbeat) if self.heartbeat else None,
+            "connected": self.connected,
         }
 
 
@@ -520,6 +524,7 @@ class Deployment:
     detail: str
     updated_at: dt.datetime
     events: Sequence[DeploymentEvent] = ()
+    restores: str | None = None  # the earlier deployment a redeployment repeats
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -527,6 +532,7 @@ class Deployment:
             "group": self.group,
             "core": self.core,
             "kind": self.kind,
+            "restores": self.restores,
             "created_at": iso(self.created_at),
             "status": self.status,
             "detail": self.detail,

@@ -95,13 +95,15 @@ class IssuedIdentity:
 
 
 def record_of(cert: x509.Certificate, kind: str, owner: str) -> NewCertificate:
+    """The registry's row for a certificate issued now: ``issued_at`` is the time of
+    issue, not the certificate's not-before (backdated for clock skew)."""
     return NewCertificate(
         fingerprint=pki.fingerprint(cert),
         kind=kind,
         owner=owner,
         serial=format(cert.serial_number, "x"),
         pem=pki.cert_to_pem(cert).decode(),
-        issued_at=cert.not_valid_before_utc,
+        issued_at=max(pki.now(), cert.not_valid_before_utc),
         not_after=cert.not_valid_after_utc,
     )
 

@@ -141,6 +141,13 @@ class CloudServer:
     def admin_token(self) -> str | None:
         return read_admin_token(self.config.data_dir)
 
+    def connected_cores(self) -> set[str] | None:
+        """The cores with a live session at the embedded MQTT endpoint (set on CONNECT,
+        gone at disconnect or keepalive expiry); None with an external broker."""
+        if self.broker is None:
+            return None
+        return {i.name for _, i in self.broker.clients() if i.kind == "core"}
+
     def status(self) -> dict[str, Any]:
         result: dict[str, Any] = {
             "api": self.api_url,
@@ -150,8 +157,9 @@ class CloudServer:
             "ingest": self.ingest.stats.to_json(),
             "external_broker": bool(self.config.broker),
         }
-        if self.broker is not None:
-            result["connected_cores"] = sorted(i.name for _, i in self.broker.clients())
+        live = self.connected_cores()
+        if live is not None:
+            result["connected_cores"] = sorted(live)
         return result
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -253,6 +261,7 @@ class CloudServer:
             messages_written=written,
             identities=identities,
             secrets=SecretService(SecretStore(engine), keyring),
+            presence=self.connected_cores,
         )
         self._spawn(events.run(services.deployments, identities), "cloud-core-events")
         self._spawn(self._rotate_group_cas(), "cloud-ca-rotation")

@@ -36,6 +36,9 @@ class Heartbeat:
     #: the core's industrial connectors: name → ``{"kind", "version", "state", "polls",
     #: "values", "errors", "reconnects", "requests", "latency", ...}`` (values as reported)
     connectors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: functions that failed: name → ``{"failed", "crashes", "timeouts", "last_error"}``
+    #: (counts, and the last error's text or null); sent when any
+    function_errors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     schema: int = SCHEMA
 
     @classmethod
@@ -60,6 +63,7 @@ class Heartbeat:
             refused=_refusals(data),
             streams=_streams(data),
             connectors=_connectors(data),
+            function_errors=_function_errors(data),
             schema=schema,
         )
 
@@ -77,6 +81,8 @@ class Heartbeat:
         }
         if self.refused:
             body["refused"] = [dict(r) for r in self.refused]
+        if self.function_errors:
+            body["function_errors"] = {n: dict(e) for n, e in self.function_errors.items()}
         if self.streams:
             body["streams"] = {name: dict(p) for name, p in self.streams.items()}
         if self.connectors:
@@ -133,3 +139,21 @@ def _connectors(data: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     ):
         raise InvalidMessage("connectors", "must be an object of {kind, state, ...} objects")
     return {name: dict(c) for name, c in value.items()}
+
+
+def _function_errors(data: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    value = data.get("function_errors") or {}
+    if not isinstance(value, Mapping) or not all(
+        isinstance(name, str)
+        and isinstance(e, Mapping)
+        and isinstance(e.get("last_error"), str | None)
+        and all(
+            isinstance(e.get(k, 0), int) and not isinstance(e.get(k, 0), bool)
+            for k in ("failed", "crashes", "timeouts")
+        )
+        for name, e in value.items()
+    ):
+        raise InvalidMessage(
+            "function_errors", "must be an object of {failed, crashes, timeouts, last_error}"
+        )
+    return {name: dict(e) for name, e in value.items()}

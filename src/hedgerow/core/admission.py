@@ -67,8 +67,11 @@ class Admission:
         table: RoutingTable | None = None,
         clock: Clock = certinfo.now,
         group: str = "GROUP",
+        on_admitted: Callable[[str], None] | None = None,
     ) -> None:
         self.roots = list(roots)
+        #: told each admitted device's name (the core's heartbeat follows device counts)
+        self.on_admitted = on_admitted
         self.group = group
         #: the current deployment's things
         self.things: frozenset[str] = frozenset(things)
@@ -141,6 +144,8 @@ class Admission:
         if problem is not None:
             raise self._refuse(problem[0], problem[1], info)
         assert info.peer_cert is not None
+        if self.on_admitted is not None:
+            self.on_admitted(info.peer_cert.name)
         return Identity(
             info.peer_cert.name,
             kind="thing",

@@ -68,7 +68,7 @@ from .router import Router, SpoolWriter
 from .routing import CLOUD, SHADOW, RoutingTable
 from .secrets import CoreSecrets
 from .spool import IntakeLog, MemorySpool, Spool, SqliteSpool
-from .status import MetricsServer, Snapshot, heartbeat
+from .status import HeartbeatPacer, MetricsServer, Snapshot, heartbeat
 
 if TYPE_CHECKING:  # the stream manager is imported only when [streams] is enabled
     from hedgerow.streams.service import StreamService
@@ -235,6 +235,9 @@ class CoreDaemon:
         self._members_wake = asyncio.Event()
         self._announced_cas: list[CertInfo] | None = None
         self.streams: StreamService | None = None
+        #: periodic heartbeats, and one soon after each change (at most one a second)
+        self._pacer = HeartbeatPacer(config.status.heartbeat_interval)
+        self._heartbeat_wake = asyncio.Event()
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -356,6 +359,7 @@ class CoreDaemon:
             revoked=self._load_revocations(),
             members=self._load_members(),
             group=self.config.group,
+            on_admitted=lambda thing: self.state_changed("devices"),
         )
         limits = self.config.broker
         async with Broker(
@@ -403,6 +407,9 @@ class CoreDaemon:
             **stream_options,
         ) as runtime:
             self.functions: FunctionRuntime = runtime
+            watch = getattr(runtime, "watch_changes", None)
+            if watch is not None:  # a function started, stopped or failed: tell the cloud
+                watch(lambda: self.state_changed("functions"))
             yield
 
     @contextlib.asynccontextmanager
@@ -639,6 +646,7 @@ class CoreDaemon:
                 return None
             log.info("core.certificates.renewing reason=%s", reason)
             await self._renew(hosts)
+            self.state_changed("certificate")
             return reason
 
     async def current_group_cas(self) -> list[CertInfo] | None:
@@ -685,6 +693,7 @@ class CoreDaemon:
         report = StatusReport(deployment_id, DeploymentStatus(status), detail)
         topic = core_topic(self.config.name, CoreLeaf.DEPLOYMENT_STATUS)
         self.spool_writer.add(topic, report.to_json(), 1)
+        self.state_changed("deployment")
 
     def _cloud_connected(self) -> None:
         self.agent.request(None)
@@ -817,6 +826,7 @@ class CoreDaemon:
             uptime=time.monotonic() - self.started,
             devices=broker.clients_connected,
             functions=dict(self.functions.states()),
+            function_errors=self._function_errors(),
             spool={
                 "depth": stats.depth,
                 "bytes": stats.bytes,
@@ -839,15 +849,36 @@ class CoreDaemon:
             streams=self.streams.progress() if self.streams is not None else {},
         )
 
+    def _function_errors(self) -> dict[str, Mapping[str, Any]]:
+        errors = getattr(self.functions, "errors", None)
+        return dict(errors()) if errors is not None else {}
+
+    def state_changed(self, what: str) -> None:
+        """Something the cloud shows changed: send a heartbeat soon (debounced)."""
+        log.debug("core.status.changed what=%s", what)
+        self._pacer.changed(asyncio.get_running_loop().time())
+        self._heartbeat_wake.set()
+
     def _send_heartbeat(self) -> None:
+        self._pacer.sent(asyncio.get_running_loop().time())
         if self.connector is not None:
             self.connector.publish_nowait(
                 core_topic(self.config.name, CoreLeaf.HEARTBEAT), heartbeat(self.snapshot())
             )
 
     async def _heartbeat_loop(self) -> None:
+        """Every ``heartbeat_interval``, and after changes at most once per
+        ``HEARTBEAT_MIN_GAP_S`` (the pacer decides; this loop only waits)."""
+        loop = asyncio.get_running_loop()
+        if self._pacer.last_sent is None:
+            self._pacer.sent(loop.time())  # the connect heartbeat is the first one
         while True:
-            await asyncio.sleep(self.config.status.heartbeat_interval)
+            delay = self._pacer.delay(loop.time())
+            if delay > 0:
+                self._heartbeat_wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._heartbeat_wake.wait(), delay)
+                continue
             self._send_heartbeat()
 
     async def _watchdog(self, interval: float) -> None:

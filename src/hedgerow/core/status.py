@@ -1,8 +1,12 @@
-"""Status: the heartbeat payload (pure), Prometheus text (pure), and a tiny metrics server.
+"""Status: the heartbeat payload and its pacing (pure), Prometheus text (pure), and a tiny
+metrics server.
 
 The heartbeat is small JSON sent at QoS 0 every ``status.heartbeat_interval`` (default
-10 minutes: about 150 KB a day with the TLS and MQTT framing). Prometheus metrics are
-served on ``http://127.0.0.1:<status.metrics_port>/metrics`` (loopback only by default).
+10 minutes: about 150 KB a day with the TLS and MQTT framing) and soon after every change
+the cloud should see (a deployment applied, a function started, stopped or failed, the
+certificate renewed), at most one per ``HEARTBEAT_MIN_GAP_S`` so a crash loop cannot flood
+the link. Prometheus metrics are served on ``http://127.0.0.1:<status.metrics_port>/metrics``
+(loopback only by default).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Final
 
 from hedgerow import __version__, http11
 from hedgerow.contract.heartbeat import Heartbeat
@@ -43,12 +48,63 @@ class Snapshot:
     streams: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     #: Each industrial connector's kind, version, state and counters (``ConnectorHost.report``).
     connectors: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    #: functions that failed: ``{"failed", "crashes", "timeouts", "last_error"}`` each
+    function_errors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+#: the shortest time between two heartbeats sent for changes (the periodic one aside)
+HEARTBEAT_MIN_GAP_S: Final = 1.0
+#: how long after the first change of a burst the heartbeat waits, so what changed
+#: together (three devices connecting, a deployment's functions starting) goes in one
+#: heartbeat and a device's connection is complete when counted
+HEARTBEAT_SETTLE_S: Final = 0.25
+
+
+@dataclass
+class HeartbeatPacer:
+    """When the next heartbeat is due (pure: the caller passes the clock's time).
+
+    Periodic every ``interval`` seconds; after ``changed(now)`` once ``settle`` has passed
+    since the first change of a burst and ``min_gap`` since the last heartbeat, so bursts
+    of changes cost one heartbeat a second at most.
+    """
+
+    interval: float
+    min_gap: float = HEARTBEAT_MIN_GAP_S
+    settle: float = HEARTBEAT_SETTLE_S
+    last_sent: float | None = None
+    first_change: float | None = None  # the first change not yet sent
+
+    @property
+    def pending(self) -> bool:
+        return self.first_change is not None
+
+    def changed(self, now: float) -> None:
+        if self.first_change is None:
+            self.first_change = now
+
+    def delay(self, now: float) -> float:
+        """Seconds until the next heartbeat is due (0: send it now)."""
+        if self.first_change is not None:
+            due = self.first_change + self.settle
+            if self.last_sent is not None:
+                due = max(due, self.last_sent + self.min_gap)
+        elif self.last_sent is None:
+            return self.interval
+        else:
+            due = self.last_sent + self.interval
+        return max(0.0, due - now)
+
+    def sent(self, now: float) -> None:
+        self.last_sent = now
+        self.first_change = None
 
 
 def heartbeat(s: Snapshot) -> bytes:
     """The heartbeat JSON (``hedgerow.contract.heartbeat``): version, uptime, devices,
     functions, spool depth, the core's health, non-zero counters, ``refused`` (deployments
-    on disk that did not verify at start) and ``streams`` when there are any."""
+    on disk that did not verify at start), ``function_errors`` (per failing function: counts
+    and the last error's text) and ``streams`` when there are any."""
     return Heartbeat(
         version=s.version,
         uptime=round(s.uptime),
@@ -59,6 +115,7 @@ def heartbeat(s: Snapshot) -> bytes:
         health=s.health,
         counters=s.counters,
         refused=s.refused,
+        function_errors=s.function_errors,
         streams={
             name: {"newest": p.get("newest", -1), "backlog": p.get("backlog", 0)}
             for name, p in s.streams.items()

@@ -156,6 +156,9 @@ class FunctionHost:
         self._unknown = 0
         self._changed = asyncio.Event()
         self._watchers = 0
+        #: called when a function's state or last error changed (the core's heartbeat)
+        self._on_change: Callable[[], None] | None = None
+        self._signature: tuple[tuple[str, str, str | None], ...] = ()
 
     # -- lifetime -----------------------------------------------------------------------------
 
@@ -301,6 +304,7 @@ class FunctionHost:
                 [p.name for p in removed],
                 sorted(self._pools),
             )
+            self._pulse()  # functions started, replaced or stopped: an observable change
             await asyncio.to_thread(
                 remove_unused, self.work_dir, [pool.bundle for pool in self._pools.values()]
             )
@@ -584,7 +588,21 @@ class FunctionHost:
 
     # -- observing changes --------------------------------------------------------------------
 
+    def watch_changes(self, on_change: Callable[[], None] | None) -> None:
+        """Call ``on_change()`` whenever a function starts, stops, fails or records a new
+        error (not on every message: counters alone do not count as a change)."""
+        self._on_change = on_change
+        self._signature = self._states_and_errors()
+
+    def _states_and_errors(self) -> tuple[tuple[str, str, str | None], ...]:
+        return tuple((n, p.state.value, p.last_error) for n, p in self._pools.items())
+
     def _pulse(self) -> None:
+        if self._on_change is not None:
+            signature = self._states_and_errors()
+            if signature != self._signature:
+                self._signature = signature
+                self._on_change()
         if self._watchers:
             changed, self._changed = self._changed, asyncio.Event()
             changed.set()
@@ -612,6 +630,21 @@ class FunctionHost:
 
     def counters(self) -> dict[str, dict[str, int]]:
         return {name: pool.counters.as_dict() for name, pool in self._pools.items()}
+
+    def errors(self) -> dict[str, dict[str, Any]]:
+        """The functions that failed at least once: failed invocations, crashes, timeouts
+        and the last error's text (only these go into the heartbeat, to keep it small)."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, pool in self._pools.items():
+            c = pool.counters
+            if c.failed or c.crashes or c.timeouts or pool.last_error:
+                out[name] = {
+                    "failed": c.failed,
+                    "crashes": c.crashes,
+                    "timeouts": c.timeouts,
+                    "last_error": pool.last_error,
+                }
+        return out
 
     def status(self) -> dict[str, Any]:
         """For the core's heartbeat/status: state, version, last crash reason, counters."""

@@ -149,7 +149,8 @@ class FunctionPool:
         self._drained = asyncio.Event()
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._internal_error: Exception | None = None
-        self.last_error: str | None = None  # the latest crash or timeout, for status reports
+        #: the latest handler exception, crash or timeout, for status reports and the heartbeat
+        self.last_error: str | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._backstop = 2 * spec.timeout_s + 1.0
 
@@ -491,6 +492,7 @@ class FunctionPool:
             log.warning(
                 "handler_failed function=%s topic=%s error=%s", self.name, job.topic, detail
             )
+            self.last_error = detail  # what `hedgerow cloud core show` tells the operator
             exc = HandlerError(self.name, error.message, error.error_type, error.traceback)
         self._fail(job, exc)
 

@@ -20,6 +20,7 @@ from hedgerow.cloud.api.functions import CreateFunction, new_function_parts
 from hedgerow.cloud.api.parsing import UNSET, checked, described
 from hedgerow.cloud.api.responses import (
     DeploymentList,
+    DeploymentPlanView,
     DeploymentView,
     FleetApplied,
     respond,
@@ -83,6 +84,15 @@ async def deploy(ctx: ApiContext, request: Request, body: Deploy) -> Response:
     return respond(DeploymentView.of(deployment), 201)
 
 
+async def plan_deployment(ctx: ApiContext, request: Request, body: Deploy) -> Response:
+    plan = await ctx.services.deployments.plan(
+        path_param(request, "group"),
+        KINDS[body.kind],
+        body.deployment_id if body.kind == "redeploy" else None,
+    )
+    return respond(DeploymentPlanView.of(plan))
+
+
 async def list_deployments(ctx: ApiContext, request: Request) -> Response:
     return respond(
         DeploymentList.of(
@@ -129,6 +139,14 @@ OPERATIONS = [
         body=Deploy,
         status=201,
         response=DeploymentView,
+    ),
+    Operation(
+        "POST",
+        "/api/v1/groups/{group}/deployments/plan",
+        "What a deployment would change on the core (nothing is deployed)",
+        plan_deployment,
+        body=Deploy,
+        response=DeploymentPlanView,
     ),
     Operation(
         "GET",

@@ -11,6 +11,7 @@ from typing import Any
 from starlette.responses import JSONResponse
 
 from hedgerow.cloud.api.parsing import UNSET, Unset, described
+from hedgerow.cloud.deployment_plan import DeploymentPlan
 from hedgerow.cloud.domain import (
     Certificate,
     Core,
@@ -152,6 +153,9 @@ class CoreView:
     endpoints: list[EndpointView]
     last_seen: str | None
     heartbeat: dict[str, Any] | None = described("the core's last heartbeat")
+    connected: bool | None = described(
+        "a live MQTT session at the cloud's endpoint now (null: unknown, external broker)"
+    )
 
     @classmethod
     def of(cls, core: Core) -> CoreView:
@@ -266,11 +270,36 @@ class DeploymentView:
     detail: str
     updated_at: str | None
     events: list[DeploymentEventView]
+    restores: str | None = described("the earlier deployment this redeployment repeats")
 
     @classmethod
     def of(cls, deployment: Deployment) -> DeploymentView:
         data = deployment.to_json()
         return cls(**{**data, "events": [DeploymentEventView(**e) for e in data["events"]]})
+
+
+@dataclass(frozen=True)
+class DeploymentPlanView:
+    """What a deployment would change on the core, against the deployment it runs."""
+
+    running: str | None = described("the deployment the core runs (null: none)")
+    empty: bool = described("true when the core already runs this definition")
+    lines: list[str] = described("the changes, one line each, as the CLI prints them")
+    functions: list[dict[str, Any]] = described(
+        "{name, before, after, fields}: versions running and deployed (null: none)"
+    )
+    routes_added: list[dict[str, str]] = described("subscriptions added")
+    routes_removed: list[dict[str, str]] = described("subscriptions removed")
+    things_added: list[str] = described("things added")
+    things_removed: list[str] = described("things removed")
+    settings: list[str] = described("settings that change")
+    connectors: list[dict[str, str]] = described(
+        "{name, change}: connectors started, stopped, replaced"
+    )
+
+    @classmethod
+    def of(cls, plan: DeploymentPlan) -> DeploymentPlanView:
+        return cls(**plan.to_dict())
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,13 @@ from hedgerow.cloud.artifacts import ArtifactCache
 from hedgerow.cloud.pki_service import PKIService
 from hedgerow.cloud.services.certificates import CertificateService
 from hedgerow.cloud.services.connectors import ConnectorService
-from hedgerow.cloud.services.cores import CoreService, CreatedCore, PublicEndpoints
+from hedgerow.cloud.services.cores import (
+    CoreService,
+    CreatedCore,
+    Presence,
+    PublicEndpoints,
+    presence_unknown,
+)
 from hedgerow.cloud.services.deployments import DeploymentService
 from hedgerow.cloud.services.devices import DeviceService
 from hedgerow.cloud.services.fleet import FleetFunction, FleetService, FleetSubscription
@@ -101,11 +107,12 @@ class CloudServices:
         messages_written: MessagesWritten | None = None,
         identities: IdentityService | None = None,
         secrets: SecretService | None = None,
+        presence: Presence = presence_unknown,
     ) -> CloudServices:
         """All services wired to one another; nothing is set on them afterwards."""
         groups = GroupService(repository, pki_service, notifier, routes_changed)
         membership = MembershipService(repository, notifier)
-        cores = CoreService(repository, pki_service, notifier, endpoints, membership)
+        cores = CoreService(repository, pki_service, notifier, endpoints, membership, presence)
         certificates = CertificateService(repository, notifier)
         artifacts = ArtifactService(repository, artifact_cache)
         functions = FunctionService(repository)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, replace
 
 from hedgerow.cloud import bundle
 from hedgerow.cloud.domain import CertificateKind, Core, Endpoint
@@ -25,6 +25,15 @@ class PublicEndpoints:
     mqtt: str
 
 
+#: the names of the cores with a live MQTT session at this process's endpoint, or None
+#: when it cannot tell (no embedded broker)
+Presence = Callable[[], Collection[str] | None]
+
+
+def presence_unknown() -> Collection[str] | None:
+    return None
+
+
 @dataclass(frozen=True)
 class CreatedCore:
     core: Core
@@ -39,6 +48,7 @@ class CoreService:
         notifier: Notifier,
         endpoints: Callable[[], PublicEndpoints],
         membership: MembershipService,
+        presence: Presence = presence_unknown,
     ) -> None:
         """``endpoints`` says where the cloud listens; it is asked when a bundle is built
         (the listeners bind their ports after the services exist)."""
@@ -47,6 +57,13 @@ class CoreService:
         self.notifier = notifier
         self.endpoints = endpoints
         self.membership = membership
+        self.presence = presence
+
+    def _with_presence(self, cores: list[Core]) -> list[Core]:
+        live = self.presence()
+        if live is None:
+            return cores
+        return [replace(core, connected=core.name in live) for core in cores]
 
     def _bundle(self, core: str, group: str, cert_pem: str, key_pem: str) -> bytes:
         endpoints = self.endpoints()
@@ -86,10 +103,10 @@ class CoreService:
         )
 
     async def all(self) -> list[Core]:
-        return await asyncio.to_thread(self.store.list_cores)
+        return self._with_presence(await asyncio.to_thread(self.store.list_cores))
 
     async def get(self, name: str) -> Core:
-        return await asyncio.to_thread(self.store.get_core, name)
+        return self._with_presence([await asyncio.to_thread(self.store.get_core, name)])[0]
 
     async def delete(self, name: str) -> None:
         await asyncio.to_thread(self.store.delete_core, name)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 from hedgerow import pki
 from hedgerow.cloud import deployments
+from hedgerow.cloud.deployment_plan import DeploymentPlan, plan_deployment
 from hedgerow.cloud.domain import Deployment, DeploymentKind
 from hedgerow.cloud.errors import Conflict, NotFound
 from hedgerow.cloud.pki_service import PKIService
@@ -77,6 +79,26 @@ class DeploymentService:
             kind.value,
         )
         return deployment
+
+    async def plan(
+        self,
+        group: str,
+        kind: DeploymentKind = DeploymentKind.NEW,
+        deployment_id: str | None = None,
+    ) -> DeploymentPlan:
+        """What ``deploy(group, kind, deployment_id)`` would change on the core, against the
+        deployment it runs (nothing is stored or sent)."""
+        of = deployment_id if kind is DeploymentKind.REDEPLOY else None
+        if kind is DeploymentKind.REDEPLOY and of is None:
+            history = await asyncio.to_thread(self.store.list_deployments, group, 1)
+            if not history:
+                raise Conflict(f"group {group!r} has no deployment to redeploy")
+            of = history[0].id
+        snapshot, _running_id, running = await asyncio.to_thread(
+            self.store.plan_inputs, group, kind.value, of
+        )
+        proposed = json.loads(deployments.build_document(snapshot, "(planned)", pki.now()))
+        return plan_deployment(json.loads(running) if running else None, proposed)
 
     async def all(self, group: str, limit: int = 100) -> list[Deployment]:
         return await asyncio.to_thread(self.store.list_deployments, group, limit)

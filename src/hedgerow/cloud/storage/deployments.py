@@ -78,16 +78,7 @@ class DeploymentStore(FunctionStore, SubscriptionStore):
         """
         with self._tx() as s:
             group_row = self._group(s, group)
-            snapshot = self._snapshot(s, group_row, empty=kind == domain.DeploymentKind.RESET)
-            if document_of is not None:
-                old = s.get(DeploymentRow, document_of)
-                if old is None or old.group_id != group_row.id:
-                    raise NotFound(
-                        "deployment",
-                        document_of,
-                        f"deployment {document_of!r} does not exist in group {group!r}",
-                    )
-                snapshot = _snapshot_from_document(snapshot, old.document)
+            snapshot = self._proposed(s, group_row, kind, document_of)
             deployment_id, document, signature = build(snapshot)
             at = now()
             row = DeploymentRow(
@@ -101,6 +92,7 @@ class DeploymentStore(FunctionStore, SubscriptionStore):
                 detail="",
                 created_at=at,
                 updated_at=at,
+                restores=document_of,
             )
             s.add(row)
             s.flush()
@@ -111,6 +103,49 @@ class DeploymentStore(FunctionStore, SubscriptionStore):
             )
             s.flush()
             return self._deployment_entity(s, row, group)
+
+    def _proposed(
+        self, s: Session, group_row: GroupRow, kind: str, document_of: str | None
+    ) -> Snapshot:
+        snapshot = self._snapshot(s, group_row, empty=kind == domain.DeploymentKind.RESET)
+        if document_of is not None:
+            old = s.get(DeploymentRow, document_of)
+            if old is None or old.group_id != group_row.id:
+                raise NotFound(
+                    "deployment",
+                    document_of,
+                    f"deployment {document_of!r} does not exist in group {group_row.name!r}",
+                )
+            snapshot = _snapshot_from_document(snapshot, old.document)
+        return snapshot
+
+    def plan_inputs(
+        self, group: str, kind: str, document_of: str | None
+    ) -> tuple[Snapshot, str | None, str | None]:
+        """What a deployment would freeze, and the deployment the core runs (its id and
+        document): the one its last heartbeat names, else its latest successful one."""
+        with self._tx() as s:
+            group_row = self._group(s, group)
+            snapshot = self._proposed(s, group_row, kind, document_of)
+            core = s.scalar(sa.select(CoreRow).where(CoreRow.group_id == group_row.id))
+            running: DeploymentRow | None = None
+            beat = core.heartbeat if core is not None else None
+            named = beat.get("deployment") if isinstance(beat, dict) else None
+            if isinstance(named, str):
+                running = s.get(DeploymentRow, named)
+            if running is None and core is not None:
+                running = s.scalar(
+                    sa.select(DeploymentRow)
+                    .where(
+                        DeploymentRow.core == core.name,
+                        DeploymentRow.status == DeploymentStatus.SUCCESS.value,
+                    )
+                    .order_by(DeploymentRow.created_at.desc(), DeploymentRow.id.desc())
+                    .limit(1)
+                )
+            if running is None:
+                return snapshot, None, None
+            return snapshot, running.id, running.document
 
     def _deployment_entity(
         self, s: Session, row: DeploymentRow, group: str, *, events: bool = True
@@ -135,6 +170,7 @@ class DeploymentStore(FunctionStore, SubscriptionStore):
             detail=row.detail,
             updated_at=utc(row.updated_at),
             events=event_list,
+            restores=row.restores,
         )
 
     def get_deployment(self, deployment_id: str) -> Deployment:

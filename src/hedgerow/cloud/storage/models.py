@@ -153,6 +153,8 @@ class DeploymentRow(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    #: the earlier deployment a redeployment repeats (None for new and reset)
+    restores: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class DeploymentEventRow(Base):

@@ -1,7 +1,7 @@
 // The console's shell: hash routing (#/page/arg?query), the login page, navigation.
 
 import { ApiError, clearToken, get, getToken, setToken, whenUnauthorized } from "./api.js";
-import { announce, clear, h, put } from "./dom.js";
+import { announce, clear, h, leavePageStatus, put } from "./dom.js";
 import { form } from "./forms.js";
 import { chartsPage } from "./chart.js";
 import { livePage } from "./live.js";
@@ -54,6 +54,7 @@ async function route() {
   const first = firstPage;
   firstPage = false;
   const { parts, params } = parseHash();
+  leavePageStatus(location.hash || "#/overview");
   const main = document.getElementById("main");
   if (!getToken() && parts[0] !== "login") {
     const next = location.hash || "#/overview";
@@ -130,8 +131,9 @@ async function loginPage(ctx) {
         throw exc;
       }
       setToken(v.token);
-      announce("Logged in.");
-      location.hash = next.startsWith("#/login") ? "#/overview" : next;
+      const target = next.startsWith("#/login") ? "#/overview" : next;
+      announce("Logged in.", "info", target.slice(2).split(/[/?]/)[0] || "overview");
+      location.hash = target;
     },
   });
   put(ctx.main,
@@ -157,7 +159,7 @@ whenUnauthorized((message) => {
 
 document.getElementById("logout").addEventListener("click", () => {
   clearToken();
-  announce("Logged out.");
+  announce("Logged out.", "info", "login");
   location.hash = "#/login";
 });
 

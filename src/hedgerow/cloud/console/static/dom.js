@@ -127,14 +127,31 @@ export function base64Bytes(text) {
 
 let statusTimer = null;
 
-// The polite status line at the top of the page (screen readers announce it).
-export function announce(message, kind = "info") {
+function pageOf(hash) {
+  return (hash.slice(1).split("?")[0].split("/").filter(Boolean)[0]) || "overview";
+}
+
+// The polite status line at the top of the page (screen readers announce it). A line
+// belongs to the page it was said on (`page`: the page it is meant for, when a message is
+// said just before moving there, e.g. "Logged in."); another page never shows it.
+export function announce(message, kind = "info", page = pageOf(location.hash)) {
   const line = document.getElementById("status-line");
   if (!line) return;
   line.textContent = message;
   line.className = `status-line status-${kind}`;
+  line.dataset.page = page;
   clearTimeout(statusTimer);
   if (kind !== "error") statusTimer = setTimeout(() => (line.textContent = ""), 6000);
+}
+
+// On navigation: the status line of another page is cleared.
+export function leavePageStatus(hash) {
+  const line = document.getElementById("status-line");
+  if (!line || line.dataset.page === pageOf(hash)) return;
+  clearTimeout(statusTimer);
+  line.textContent = "";
+  line.className = "status-line";
+  delete line.dataset.page;
 }
 
 export async function copyText(text) {

@@ -140,7 +140,10 @@ export async function livePage(ctx) {
             delay = 500;
             setState(`live: ${filter}`, "live");
           },
-          onMessage,
+          // a message of the previous filter still in flight is not this filter's
+          onMessage: (message) => {
+            if (!controller.signal.aborted) onMessage(message);
+          },
         });
       } catch (exc) {
         if (controller.signal.aborted) return;
@@ -162,6 +165,16 @@ export async function livePage(ctx) {
     state.controller = null;
   }
 
+  // What a filter showed and counted: gone when another filter is subscribed.
+  function reset() {
+    state.pending.length = 0;
+    state.shown.length = 0;
+    state.received = 0;
+    state.skipped = 0;
+    clear(list);
+    updateCounters();
+  }
+
   const subscribe = form({
     label: "Subscribe to a topic filter",
     submit: "Subscribe",
@@ -180,6 +193,7 @@ export async function livePage(ctx) {
     validate: (v) => ({ filter: checkTopicFilter(v.filter) }),
     onSubmit: async (v) => {
       stop();
+      reset();
       state.lastId = null;
       const controller = new AbortController();
       state.controller = controller;
@@ -201,12 +215,7 @@ export async function livePage(ctx) {
     type: "button",
     id: "live-clear",
     onclick: () => {
-      state.pending.length = 0;
-      state.shown.length = 0;
-      state.received = 0;
-      state.skipped = 0;
-      clear(list);
-      updateCounters();
+      reset();
       announce("Cleared.");
     },
   }, "Clear");

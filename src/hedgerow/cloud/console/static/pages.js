@@ -40,6 +40,8 @@ function refreshTimes(root) {
 }
 
 function coreOnline(core, status) {
+  // the core's live MQTT session at the cloud, when the cloud can tell
+  if (typeof core.connected === "boolean") return core.connected;
   if (Array.isArray(status.connected_cores)) return status.connected_cores.includes(core.name);
   return Boolean(core.last_seen) && Date.now() - new Date(core.last_seen).getTime() < STALE_MS;
 }
@@ -50,7 +52,7 @@ function functionStates(heartbeat) {
   return h(
     "ul",
     { class: "plain" },
-    states.map(([name, state]) => h("li", {}, `${name}: `, badge(state, String(state).toLowerCase()))),
+    states.map(([name, state]) => h("li", {}, `${name}: `, badge(state, String(state).toLowerCase()), functionError(heartbeat, name))),
   );
 }
 
@@ -70,6 +72,48 @@ function connectorStates(heartbeat) {
       ),
     ),
   );
+}
+
+// A function's failures as the core's heartbeat reports them (null when none).
+function functionError(heartbeat, name) {
+  const error = ((heartbeat && heartbeat.function_errors) || {})[name];
+  if (!error) return null;
+  const counts = ["failed", "crashes", "timeouts"].filter((k) => error[k]).map((k) => `${error[k]} ${k}`).join(", ");
+  return h(
+    "span",
+    { class: "function-error" },
+    counts ? ` (${counts})` : "",
+    error.last_error ? h("span", { class: "detail" }, `last error: ${error.last_error}`) : null,
+  );
+}
+
+// What the next deploy would change against what the core runs (the cloud's plan).
+function driftNotice(plan, coreName) {
+  if (!plan) return null;
+  if (plan.empty) {
+    return h("p", { class: "in-sync", "data-drift": "none" }, `Core ${coreName} runs the group's definition.`);
+  }
+  return h(
+    "div",
+    { class: "notice drift", role: "note", "data-drift": "differs" },
+    h(
+      "p",
+      {},
+      plan.running
+        ? `The group's definition differs from what core ${coreName} runs (${plan.running}). The next deploy would:`
+        : `Core ${coreName} runs no deployment yet. The first deploy would:`,
+    ),
+    h("ul", {}, plan.lines.map((line) => h("li", {}, h("code", {}, line)))),
+  );
+}
+
+async function planOf(group) {
+  try {
+    return await post(`/api/v1/groups/${enc(group)}/deployments/plan`, { kind: "new" });
+  } catch (exc) {
+    if (exc instanceof ApiError && exc.status === 409) return null; // no core yet
+    throw exc;
+  }
 }
 
 function thingBundle(created) {
@@ -180,7 +224,7 @@ export async function overviewPage(ctx) {
     );
   }
   await refresh();
-  ctx.every(2000, () => refresh().catch(() => {}));
+  ctx.every(1000, () => refresh().catch(() => {})); // counts current within 2 s of a change
 }
 
 // ---- groups ------------------------------------------------------------------------------
@@ -422,9 +466,11 @@ export async function groupPage(ctx) {
       get(`${path}/subscriptions`),
       get("/api/v1/status"),
     ]);
-    const core = group.core ? await get(`/api/v1/cores/${enc(group.core)}`) : null;
+    const [core, plan] = group.core
+      ? await Promise.all([get(`/api/v1/cores/${enc(group.core)}`), planOf(name)])
+      : [null, null];
     if (!ctx.alive()) return;
-    render(group, core, status, things.items, allThings.items, functions.items, subscriptions.items);
+    render(group, core, status, things.items, allThings.items, functions.items, subscriptions.items, plan);
     if (focus) focusHeading(body, focus);
   }
 
@@ -439,7 +485,7 @@ export async function groupPage(ctx) {
     await refresh(focus);
   }
 
-  function render(group, core, status, things, allThings, functions, subscriptions) {
+  function render(group, core, status, things, allThings, functions, subscriptions, plan) {
     const thingNames = things.map((t) => t.name);
     const functionNames = functions.map((f) => f.name);
     const deploy = h(
@@ -452,7 +498,7 @@ export async function groupPage(ctx) {
         onclick: async () => {
           try {
             const made = await post(`${path}/deployments`, { kind: "new" });
-            announce(`Deployment ${made.deployment_id} created.`);
+            announce(`Deployment ${made.deployment_id} created.`, "info", "deployments");
             location.hash = `#/deployments/${enc(made.deployment_id)}`;
           } catch (exc) {
             if (!(exc instanceof ApiError)) throw exc;
@@ -493,7 +539,8 @@ export async function groupPage(ctx) {
           "dl",
           { class: "facts" },
           h("dt", {}, "Core"), h("dd", {}, core.name, " ", online ? badge("online") : badge("offline")),
-          h("dt", {}, "Last heartbeat"), h("dd", {}, timeCell(core.last_seen)),
+          h("dt", {}, "Last activity"), h("dd", {}, timeCell(core.last_seen)),
+          h("dt", {}, "Runs"), h("dd", {}, (core.heartbeat && core.heartbeat.deployment) || "no deployment"),
           h("dt", {}, "Endpoints"), h("dd", {}, core.endpoints.map((e) => `${e.host}:${e.port}`).join(", ") || "none reported"),
         ),
         h(
@@ -509,6 +556,7 @@ export async function groupPage(ctx) {
           },
           "New provisioning bundle",
         ),
+        driftNotice(plan, core.name),
       );
     } else {
       const made = form({
@@ -694,7 +742,7 @@ export async function groupPage(ctx) {
               label: "State on the core",
               cell: (f) => {
                 const state = core && core.heartbeat && (core.heartbeat.functions || {})[f.name];
-                return state ? badge(state, String(state).toLowerCase()) : "not running";
+                return state ? [badge(state, String(state).toLowerCase()), functionError(core.heartbeat, f.name)] : "not deployed";
               },
             },
             { label: "Handler", cell: (f) => h("code", {}, f.handler) },
@@ -725,7 +773,13 @@ export async function groupPage(ctx) {
       ),
       section(
         "Subscriptions",
-        h("figure", { class: "picture" }, routingPicture(name, subscriptions), h("figcaption", {}, "Source → topic filter → target")),
+        h(
+          "figure",
+          { class: "picture", tabindex: "0", role: "region", "aria-label": "Routing picture" },
+          routingPicture(name, subscriptions),
+          h("figcaption", {}, "Source → topic filter → target"),
+          h("p", { class: "scroll-hint" }, "Scroll sideways for the targets →"),
+        ),
         table(
           `Subscriptions of ${name}`,
           [
@@ -772,7 +826,7 @@ function eventTimeline(events) {
 async function startDeployment(group, body) {
   try {
     const made = await post(`/api/v1/groups/${enc(group)}/deployments`, body);
-    announce(`Deployment ${made.deployment_id} created.`);
+    announce(`Deployment ${made.deployment_id} created.`, "info", "deployments");
     location.hash = `#/deployments/${enc(made.deployment_id)}`;
   } catch (exc) {
     if (!(exc instanceof ApiError)) throw exc;
@@ -806,23 +860,29 @@ export async function deploymentsPage(ctx) {
   }
   let shown = "";
   async function refresh() {
-    const [found, core] = await Promise.all([
+    const [found, core, plan] = await Promise.all([
       get(`/api/v1/groups/${enc(chosen)}/deployments?limit=50`),
       group.core ? get(`/api/v1/cores/${enc(group.core)}`) : null,
+      group.core ? planOf(chosen) : null,
     ]);
     const history = found.items;
     // what the core says it runs (its last heartbeat)
     const running = (core && core.heartbeat && core.heartbeat.deployment) || null;
     if (!ctx.alive()) return;
-    const key = JSON.stringify([history, running]);
+    const key = JSON.stringify([history, running, plan, core && core.connected]);
     if (key === shown) return refreshTimes(body);
     shown = key;
-    render(history, running);
+    render(history, running, plan, core);
   }
-  function render(history, running) {
+  function render(history, running, plan, core) {
     const runs = (d) => (d.deployment_id === running ? [" ", badge("running on the core", "live")] : null);
     const latest = history[0];
-    const previousGood = history.slice(1).find((d) => d.status === "Success");
+    // roll back to a successful deployment older than the one running, with other content
+    const at = history.findIndex((d) => d.deployment_id === running);
+    const current = at >= 0 ? history[at] : null;
+    const previousGood = history
+      .slice(at >= 0 ? at + 1 : 1)
+      .find((d) => d.status === "Success" && d.deployment_id !== running && !(current && current.restores === d.deployment_id));
     const button = (label, options, onclick, cls) => h("button", { type: "button", class: cls, onclick, ...options }, label);
     const noCore = !group.core;
     fill(body,
@@ -838,12 +898,13 @@ export async function deploymentsPage(ctx) {
         ),
         button("Reset core", { disabled: noCore }, () => confirm(`Remove every function and subscription from core ${group.core}?`) && startDeployment(chosen, { kind: "reset" }), "danger"),
       ),
+      core ? driftNotice(plan, core.name) : null,
       section(
         `Timeline of core ${group.core || "(none)"}`,
         history.length
           ? h(
               "ol",
-              { class: "strip", "aria-label": "Deployments, oldest first" },
+              { class: "strip", id: "deploy-timeline", "aria-label": "Deployments, oldest first" },
               [...history].reverse().map((d) =>
                 h(
                   "li",
@@ -862,7 +923,7 @@ export async function deploymentsPage(ctx) {
           `Deployments of ${chosen}`,
           [
             { label: "Deployment", cell: (d) => link(`#/deployments/${enc(d.deployment_id)}`, d.deployment_id) },
-            { label: "Kind", cell: (d) => d.kind },
+            { label: "Kind", cell: (d) => (d.restores ? `${d.kind} (restores ${shortId(d.restores)})` : d.kind) },
             { label: "Created", cell: (d) => timeCell(d.created_at) },
             { label: "Status", cell: (d) => [statusBadge(d.status), runs(d)] },
             { label: "Detail", cell: (d) => d.detail || "" },
@@ -876,6 +937,9 @@ export async function deploymentsPage(ctx) {
         ),
       ),
     );
+    // the timeline reads oldest to newest: on a narrow screen, show the newest end
+    const strip = body.querySelector("#deploy-timeline");
+    if (strip) strip.scrollLeft = strip.scrollWidth;
   }
   await refresh();
   ctx.every(1500, () => refresh().catch(() => {}));
@@ -894,11 +958,17 @@ export async function deploymentPage(ctx) {
   let shown = "";
   async function refresh() {
     const d = await get(`/api/v1/deployments/${enc(id)}`);
+    const core = FINAL.has(d.status) ? null : await get(`/api/v1/cores/${enc(d.core)}`).catch(() => null);
     if (!ctx.alive()) return;
-    const key = JSON.stringify(d);
+    const offline = core && core.connected === false;
+    const key = JSON.stringify([d, offline]);
     if (key === shown) return;
     shown = key;
-    fill(status, "Status: ", statusBadge(d.status), FINAL.has(d.status) ? "" : " (watching…)");
+    fill(status, "Status: ", statusBadge(d.status), FINAL.has(d.status) ? "" : " (watching…)",
+      offline
+        ? h("span", { class: "offline-core" }, ` core ${d.core} is offline (last seen ${ago(core.last_seen)}): it gets this deployment when it connects`)
+        : null,
+    );
     status.dataset.status = d.status;
     const failed = d.status === "Failure" || d.status === "RolledBack";
     fill(body,
@@ -909,6 +979,7 @@ export async function deploymentPage(ctx) {
         h("dt", {}, "Group"), h("dd", {}, link(`#/groups/${enc(d.group)}`, d.group)),
         h("dt", {}, "Core"), h("dd", {}, d.core),
         h("dt", {}, "Kind"), h("dd", {}, d.kind),
+        d.restores ? [h("dt", {}, "Restores"), h("dd", {}, link(`#/deployments/${enc(d.restores)}`, d.restores))] : null,
         h("dt", {}, "Created"), h("dd", {}, formatTime(d.created_at)),
         h("dt", {}, "Updated"), h("dd", {}, formatTime(d.updated_at)),
       ),
@@ -1027,7 +1098,10 @@ export async function thingsPage(ctx) {
               label: "Next expiry",
               cell: (t) => {
                 const active = certsOf(t.name).sort((a, b) => (a.not_after < b.not_after ? -1 : 1));
-                return active.length ? expiryCell(active[0]) : owner || kind ? "–" : "no active certificate";
+                if (active.length) return expiryCell(active[0]);
+                if (owner || kind) return "–";
+                const revoked = certs.filter((c) => c.owner === t.name && c.status === "revoked");
+                return revoked.length ? badge("revoked") : "no certificate";
               },
             },
             {
