@@ -39,7 +39,7 @@ from hedgerow.broker.auth import Action, Identity
 from hedgerow.broker.errors import BrokerFileError
 from hedgerow.broker.passwordfile import ANONYMOUS_KIND
 from hedgerow.mqtt.errors import ProtocolError
-from hedgerow.mqtt.topics import matches, parse_shared, validate_topic_filter
+from hedgerow.mqtt.topics import filter_covers, matches, parse_shared, validate_topic_filter
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +113,9 @@ class CompiledRules:
             _, inner = parse_shared(topic_filter)
         except ProtocolError:
             return False
-        if any(covers(rule, inner) for rule in self.deny):
+        if any(filter_covers(rule, inner) for rule in self.deny):
             return False
-        return any(covers(rule, inner) for rule in self.read)
+        return any(filter_covers(rule, inner) for rule in self.read)
 
 
 def _allowed(deny: tuple[str, ...], grant: tuple[str, ...], topic: str) -> bool:
@@ -126,25 +126,6 @@ def _allowed(deny: tuple[str, ...], grant: tuple[str, ...], topic: str) -> bool:
         if matches(rule, topic):
             return True
     return False
-
-
-def covers(rule: str, topic_filter: str) -> bool:
-    """Whether every topic ``topic_filter`` can match is matched by ``rule``."""
-    if topic_filter.startswith("$") and rule[:1] in ("+", "#"):
-        return False
-    wanted = topic_filter.split("/")
-    have = rule.split("/")
-    for index, part in enumerate(have):
-        if part == "#":
-            return True
-        if index >= len(wanted):
-            return False
-        level = wanted[index]
-        if level == "#":
-            return False
-        if part != "+" and part != level:
-            return False
-    return len(have) == len(wanted)
 
 
 def _substitute(topic: str, username: str | None, client_id: str) -> str | None:
