@@ -115,6 +115,8 @@ class System:
     #: the interpreter whose ``hedgerow`` runs the cloud and core (a fresh virtualenv's, to
     #: test an installed wheel); its processes then run outside the repository
     python: str = sys.executable
+    #: TOML merged into the core's config.toml after the test defaults
+    core_settings: str = ""
 
     def hedgerow(self, *args: str) -> list[str]:
         return [self.python, "-m", "hedgerow", *args]
@@ -222,6 +224,8 @@ class System:
         self.cloud("core", "create", "--group", GROUP, "--out", str(self.root), CORE)
         bundle = self.root / f"{CORE}.tar.gz"
         _add_settings(bundle, CORE_TEST_SETTINGS.format(metrics_port=self.metrics_port))
+        if self.core_settings:
+            _add_settings(bundle, self.core_settings)
         return bundle
 
     def start_core(self, *, first: bool = True) -> Proc:
@@ -408,11 +412,13 @@ def _add_settings(bundle: Path, settings: str) -> None:
 
 
 @contextmanager
-def running_system(root: Path, *group_flags: str, python: str = sys.executable) -> Iterator[System]:
+def running_system(
+    root: Path, *group_flags: str, python: str = sys.executable, core_settings: str = ""
+) -> Iterator[System]:
     """A cloud, the group ``factory-1`` (``group_flags`` to ``group create``) and its core,
-    running (``python``'s ``hedgerow``); every process is stopped on exit, and the logs are
-    printed if the test failed."""
-    s = System(root, python=python)
+    running (``python``'s ``hedgerow``; ``core_settings``, TOML merged into the core's
+    config); every process is stopped on exit, and the logs are printed if the test failed."""
+    s = System(root, python=python, core_settings=core_settings)
     try:
         s.start_cloud()
         s.create_group_and_core(*group_flags)
