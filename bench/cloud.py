@@ -182,7 +182,7 @@ async def bench_mqtt_ingest(directory: Path, messages: int) -> float:
         made = (await api.post("/api/v1/cores", json={"name": "pi-1", "group": "g"})).json()
         import base64
 
-        from hedgerow.cloud import bundle
+        from hedgerow.cloud import core_bundle as bundle
 
         files = bundle.read_bundle(base64.b64decode(made["bundle"]))
         (directory / "core.pem").write_bytes(files["core.cert.pem"])

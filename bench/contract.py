@@ -43,7 +43,7 @@ HEAP = textwrap.dedent(
 ROUTE_MISS = textwrap.dedent(
     """
     import json, time, timeit
-    from hedgerow.core.routing import RoutingTable, Subscription
+    from hedgerow.core.routing_table import RoutingTable, Subscription
     subs = [Subscription("thing:t", f"sensors/t{i}/#", "cloud") for i in range(50)]
     subs += [Subscription("thing:t", f"+/t{i}/temp", "function:f") for i in range(50)]
     topics = [f"sensors/t{i % 60}/temp/{i}" for i in range(2000)]

@@ -504,7 +504,7 @@ async def real_cloud_deploy_latency(tmp: Path, quick: bool) -> dict[str, Any]:
     from hedgerow.cloud.config import Listen
     from hedgerow.cloud.datadir import init_data_dir
     from hedgerow.cloud.server import CloudServer
-    from hedgerow.core.bundle import unpack_bundle
+    from hedgerow.core.bundle_unpack import unpack_bundle
 
     config, _ = await asyncio.to_thread(
         init_data_dir, tmp / "real-cloud", database="",

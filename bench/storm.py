@@ -217,7 +217,7 @@ class CoreTarget:
 
         from hedgerow.cloud.config import Listen
         from hedgerow.cloud.datadir import init_data_dir
-        from hedgerow.core.bundle import unpack_bundle
+        from hedgerow.core.bundle_unpack import unpack_bundle
 
         api_port = free_port()
         data = self.directory / "cloud"

@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 
 from hedgerow import pki
-from hedgerow.cloud import bundle
 from hedgerow.cloud import config as config_module
+from hedgerow.cloud import core_bundle as bundle
 from hedgerow.cloud.config import CloudConfig, Listen
 from hedgerow.cloud.datadir import init_data_dir
 from hedgerow.cloud.server import CloudServer

@@ -13,7 +13,7 @@ import pytest
 from cryptography import x509
 
 from hedgerow import pki
-from hedgerow.cloud import bundle
+from hedgerow.cloud import core_bundle as bundle
 
 from .conftest import Cloud
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from hedgerow.cloud import bundle
 from hedgerow.cloud import config as config_module
+from hedgerow.cloud import core_bundle as bundle
 from hedgerow.cloud.config import Listen
 from hedgerow.cloud.errors import ConfigError
 from hedgerow.core.config import load_config

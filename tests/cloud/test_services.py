@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hedgerow.cloud import bundle
+from hedgerow.cloud import core_bundle as bundle
 from hedgerow.cloud.domain import DeploymentKind
 from hedgerow.cloud.errors import Conflict
 from hedgerow.cloud.pki_service import PKIService

@@ -133,7 +133,7 @@ class RunningCloud:
 
     def core_identity(self, name: str, group: str, directory: Path) -> tuple[Path, Path]:
         """Create a core through the API; its identity certificate and key as files."""
-        from hedgerow.cloud import bundle
+        from hedgerow.cloud import core_bundle as bundle
 
         made = self.ok("POST", "/api/v1/cores", json={"name": name, "group": group})
         files = bundle.read_bundle(base64.b64decode(made["bundle"]))
@@ -146,7 +146,7 @@ class RunningCloud:
         self, bundle_path: Path, directory: Path, heartbeat_interval: float = 1.0
     ) -> int:
         """Run ``hedgerow core run`` from a bundle on a free local port; returns the port."""
-        from hedgerow.core.bundle import unpack_bundle
+        from hedgerow.core.bundle_unpack import unpack_bundle
 
         config_path = unpack_bundle(bundle_path, directory)
         config = tomllib.loads(config_path.read_text())

@@ -11,7 +11,7 @@ from cryptography.x509.oid import NameOID
 from hedgerow import certinfo, pki
 from hedgerow.broker.auth import Action, ConnectInfo, Identity, Refused
 from hedgerow.core.admission import Admission
-from hedgerow.core.routing import RoutingTable, Subscription
+from hedgerow.core.routing_table import RoutingTable, Subscription
 
 
 def info(cert: certinfo.CertInfo | None) -> ConnectInfo:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from hedgerow.broker.auth import Identity
 from hedgerow.core.router import Router, SpoolWriter
-from hedgerow.core.routing import RoutingTable, Subscription
+from hedgerow.core.routing_table import RoutingTable, Subscription
 from hedgerow.core.shadow import ShadowService
 from hedgerow.core.spool import IntakeLog, MemorySpool
 from hedgerow.mqtt.packets import Publish

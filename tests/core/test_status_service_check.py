@@ -14,7 +14,7 @@ import pytest
 
 from hedgerow import certinfo, pki
 from hedgerow.core import check, service
-from hedgerow.core.bundle import unpack_bundle
+from hedgerow.core.bundle_unpack import unpack_bundle
 from hedgerow.core.errors import ConfigError
 from hedgerow.core.status import MetricsServer, Snapshot, heartbeat, prometheus
 

@@ -23,7 +23,7 @@ import tomli_w
 from hedgerow.cloud.config import Listen
 from hedgerow.cloud.datadir import init_data_dir
 from hedgerow.cloud.server import CloudServer
-from hedgerow.core.bundle import unpack_bundle
+from hedgerow.core.bundle_unpack import unpack_bundle
 
 from ..conftest import free_port
 from .test_kill9 import start_core, stop_core

@@ -15,7 +15,7 @@ from hedgerow.cli import main
 from tests.conftest import free_port
 
 from .conftest import DiscoveryStandIn, Env, Recorder, core_broker, discovery_body
-from .test_connection import collect, observer
+from .test_core_link import collect, observer
 
 TIMEOUT = 30
 

@@ -22,7 +22,7 @@ import pytest
 from hedgerow import pki
 from hedgerow.broker import Broker, CertificateAuthenticator
 from hedgerow.client import Client
-from hedgerow.cloud import bundle
+from hedgerow.cloud import core_bundle as bundle
 from hedgerow.cloud.config import Listen
 from hedgerow.cloud.datadir import init_data_dir
 from hedgerow.cloud.server import CloudServer

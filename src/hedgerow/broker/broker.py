@@ -22,8 +22,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from hedgerow.broker.auth import AllowAll, Authenticator, Authorizer, Identity
+from hedgerow.broker.client_io import Connection
 from hedgerow.broker.config import LISTEN_BACKLOG, BrokerConfig
-from hedgerow.broker.connection import Connection
 from hedgerow.broker.errors import BrokerClosed
 from hedgerow.broker.hub import Hub, Interceptor
 from hedgerow.broker.messages import Message

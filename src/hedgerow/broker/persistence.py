@@ -48,7 +48,7 @@ from hedgerow.mqtt.errors import MQTTError
 from hedgerow.mqtt.packets import ProtocolVersion, Publish
 
 if TYPE_CHECKING:
-    from hedgerow.broker.connection import Connection
+    from hedgerow.broker.client_io import Connection
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
 packets (from ``hedgerow.mqtt``), the time ``now`` and the verdicts of the authenticator
 and authorizer, and answers with decisions and packets to send. It holds no socket, no
 event loop and reads no clock, so every rule here is tested by feeding it packets
-(``tests/broker/test_protocol.py``); ``connection.py`` is the asyncio shell that drives it.
+(``tests/broker/test_protocol.py``); ``client_io.py`` is the asyncio shell that drives it.
 
 Phases (``Phase``, changed only through ``_TRANSITIONS``)::
 

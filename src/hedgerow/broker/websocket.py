@@ -7,7 +7,7 @@ answers pings, and frames outbound MQTT bytes as binary messages.
 
 :class:`WebSocketProtocol` is the asyncio shell: it owns the socket (and TLS, over memory
 BIOs like ``tls.py``) and hands the MQTT bytes to an ordinary
-:class:`~hedgerow.broker.connection.Connection` through :class:`FramedTransport`, a
+:class:`~hedgerow.broker.client_io.Connection` through :class:`FramedTransport`, a
 transport that frames what the connection writes. Authentication, ACLs, limits, keep-alive
 and backpressure are therefore exactly those of a TCP client; the CONNECT timeout covers
 a handshake that never completes.
@@ -37,7 +37,7 @@ from hedgerow.broker.hub import Hub
 from hedgerow.broker.tls import ServerTLS
 
 if TYPE_CHECKING:
-    from hedgerow.broker.connection import Connection
+    from hedgerow.broker.client_io import Connection
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ class WebSocketProtocol(asyncio.Protocol):
     """One WebSocket client: socket (and TLS) in, an MQTT Connection inside."""
 
     def __init__(self, hub: Hub[Connection], tls: ssl.SSLContext | None = None) -> None:
-        from hedgerow.broker.connection import Connection
+        from hedgerow.broker.client_io import Connection
 
         self.hub = hub
         self.tls = ServerTLS(tls) if tls is not None else None

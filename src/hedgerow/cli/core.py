@@ -17,7 +17,7 @@ from typing import Any
 
 from hedgerow.cli import CLIError
 from hedgerow.core import service
-from hedgerow.core.bundle import unpack_bundle
+from hedgerow.core.bundle_unpack import unpack_bundle
 from hedgerow.core.check import Level, run_checks
 from hedgerow.core.config import CONFIG_FILE, CoreConfig, load_config
 from hedgerow.core.errors import ConfigError, CoreError

@@ -33,7 +33,7 @@ from hedgerow.thing import (
     ThingError,
 )
 from hedgerow.thing.cache import default_directory, file_name
-from hedgerow.thing.connection import ThingStats
+from hedgerow.thing.core_link import ThingStats
 from hedgerow.thing.discovery import parse_endpoint
 from hedgerow.thing.fleet import FleetReport, environment_source, run_fleet, vibration_source
 from hedgerow.thing.readings import reading_payload

@@ -45,7 +45,6 @@ from hedgerow.mqtt.reasons import ReasonCode
 from hedgerow.mqtt.session import InboundAliases, InboundFlows, OutboundAliases, OutboundFlows
 from hedgerow.mqtt.topics import validate_topic_filter, validate_topic_name
 
-from .connection import Connection
 from .errors import (
     ClientError,
     ConnectError,
@@ -56,6 +55,7 @@ from .errors import (
 )
 from .inbox import Inbox
 from .message import Message, Will
+from .transport import Connection
 
 log = logging.getLogger(__name__)
 

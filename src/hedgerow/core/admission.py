@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from hedgerow import certinfo
 from hedgerow.broker.auth import NOT_AUTHORIZED, Action, ConnectInfo, Identity, Refused
 
-from .routing import RoutingTable
+from .routing_table import RoutingTable
 
 log = logging.getLogger(__name__)
 

@@ -65,7 +65,7 @@ from .deployment import DeploymentAgent, DeploymentDocument, DeploymentStore
 from .errors import CertificateError, CloudAPIError, ConfigError, CoreError, DeploymentError
 from .lifecycle import Components, Step
 from .router import Router, SpoolWriter
-from .routing import CLOUD, SHADOW, RoutingTable
+from .routing_table import CLOUD, SHADOW, RoutingTable
 from .secrets import CoreSecrets
 from .spool import IntakeLog, MemorySpool, Spool, SqliteSpool
 from .status import HeartbeatPacer, MetricsServer, Snapshot, heartbeat

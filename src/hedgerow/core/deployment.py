@@ -50,7 +50,7 @@ from .certificates import write_atomic
 from .cloudapi import CloudAPI
 from .errors import CloudAPIError, CoreError, DeploymentError
 from .plan import plan
-from .routing import RoutingError, Subscription
+from .routing_table import RoutingError, Subscription
 from .secrets import SealedVersion, parse_secrets
 
 log = logging.getLogger(__name__)

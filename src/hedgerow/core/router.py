@@ -27,7 +27,7 @@ from hedgerow.broker.auth import Identity
 from hedgerow.mqtt.packets import Publish
 
 from .errors import SpoolError
-from .routing import CLOUD, SHADOW, RoutingTable
+from .routing_table import CLOUD, SHADOW, RoutingTable
 from .shadow import parse_topic
 from .spool import IntakeLog, Spool
 

@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any, Final, Protocol
 
 import hedgerow
-from hedgerow.functions.bundle import PreparedBundle, prepare_bundle, remove_unused
+from hedgerow.functions.code_bundle import PreparedBundle, prepare_bundle, remove_unused
 from hedgerow.functions.errors import (
     BundleError,
     FunctionDeployError,

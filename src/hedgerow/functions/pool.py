@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 from hedgerow.functions import protocol as p
-from hedgerow.functions.bundle import PreparedBundle
+from hedgerow.functions.code_bundle import PreparedBundle
 from hedgerow.functions.errors import (
     FunctionDeployError,
     FunctionUnavailable,

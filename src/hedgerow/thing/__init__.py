@@ -7,7 +7,7 @@ numpy is optional (the vibration simulator uses it when present).
 from hedgerow.backoff import Backoff, BackoffPolicy, Jitter
 
 from .cache import CachedInfo, ConnInfoCache
-from .connection import Thing, ThingConfig, ThingStats, connect, thing_config
+from .core_link import Thing, ThingConfig, ThingStats, connect, thing_config
 from .credentials import Credentials
 from .discovery import Candidate, Core, DiscoveryInfo, Endpoint, Group, discover, parse_discovery
 from .errors import (

@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .connection import Thing, ThingConfig
+from .core_link import Thing, ThingConfig
 from .errors import ThingError
 from .queue import MemoryQueue
 from .readings import reading_payload

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from hedgerow.client import Message
 
-from .connection import Thing, ThingConfig, ThingStats
+from .core_link import Thing, ThingConfig, ThingStats
 from .discovery import Endpoint
 from .errors import ThingClosed
 from .queue import OfflineQueue

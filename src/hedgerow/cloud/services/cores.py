@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 
-from hedgerow.cloud import bundle
+from hedgerow.cloud import core_bundle as bundle
 from hedgerow.cloud.domain import CertificateKind, Core, Endpoint
 from hedgerow.cloud.pki_service import PKIService
 from hedgerow.cloud.services.membership import MembershipService

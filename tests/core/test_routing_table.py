@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from hedgerow.core.routing import RoutingError, RoutingTable, Subscription
+from hedgerow.core.routing_table import RoutingError, RoutingTable, Subscription
 
 
 def table(*subs: tuple[str, str, str], open_broker: bool = False) -> RoutingTable:

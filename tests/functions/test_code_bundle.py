@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hedgerow.functions import BundleError, FunctionDeployError, FunctionHost, FunctionSpec
-from hedgerow.functions.bundle import bundle_digest, unpack
+from hedgerow.functions.code_bundle import bundle_digest, unpack
 
 from .helpers import Recorder, write_bundle
 
@@ -109,7 +109,7 @@ def test_unpack_reuses_by_digest_and_finds_code_in_a_single_top_folder(tmp_path:
 
 def test_zip_bomb_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     """One entry of zeros that deflates ~1000:1 past the unpacked-size limit."""
-    from hedgerow.functions.bundle import MAX_UNPACKED_BYTES
+    from hedgerow.functions.code_bundle import MAX_UNPACKED_BYTES
 
     archive = tmp_path / "bomb.zip"
     chunk = bytes(4 * 1024 * 1024)
@@ -126,7 +126,7 @@ def test_zip_bomb_is_refused_before_anything_is_written(tmp_path: Path) -> None:
 
 
 def test_zip_of_100k_tiny_entries_is_refused_naming_the_limit(tmp_path: Path) -> None:
-    from hedgerow.functions.bundle import MAX_ENTRIES
+    from hedgerow.functions.code_bundle import MAX_ENTRIES
 
     archive = tmp_path / "many.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
