@@ -151,7 +151,7 @@ async def run_fleet(
         if duration:
             waits.append(asyncio.ensure_future(asyncio.sleep(duration)))
         if connect_deadline:
-            waits.append(asyncio.ensure_future(_deadline(all_connected, connect_deadline)))
+            waits.append(asyncio.ensure_future(_deadline_missed(all_connected, connect_deadline)))
         if not messages and not duration:
             waits.append(asyncio.ensure_future(all_connected.wait()))
         waits.append(asyncio.ensure_future(stop.wait()))
@@ -188,10 +188,16 @@ async def run_fleet(
     )
 
 
-async def _deadline(event: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
+async def _deadline_missed(event: asyncio.Event, seconds: float) -> None:
+    """Return when ``seconds`` pass before ``event`` is set; once it is set, never return.
+
+    All things connecting in time must not end a run that still has messages to send."""
+    try:
         async with asyncio.timeout(seconds):
             await event.wait()
+    except TimeoutError:
+        return
+    await asyncio.Future()
 
 
 async def _until(stop: asyncio.Event, work: Coroutine[Any, Any, Any]) -> None:
