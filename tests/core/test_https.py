@@ -108,20 +108,12 @@ class _Uvicorn(uvicorn.Server):
         yield
 
 
-def _free_port(host: str) -> int:
-    if ":" not in host:
-        return free_port(host)
-    with socket.socket(socket.AF_INET6) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def serve(
     server: CertFiles | None, client_ca: str | None = None, host: str = "127.0.0.1"
 ) -> AsyncIterator[str]:
     """``APP`` on a free port; yields its base URL (https with ``server``, else http)."""
-    port = _free_port(host)
+    port = free_port(host)
     config = uvicorn.Config(
         APP,
         host=host,

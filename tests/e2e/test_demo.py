@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, free_port_run
 
 pytestmark = pytest.mark.slow
 
@@ -129,19 +129,9 @@ def test_demo_ports_are_chosen_by_flags(tmp_path: Path) -> None:
         with pytest.raises(DemoError, match=rf"port {taken} \(core MQTT\) is in use.*--core-port"):
             Ports.choose(lambda _: None, {"core": taken})
     said: list[str] = []
-    base = free_base()
+    base = free_port_run(11)
     ports = Ports.choose(said.append, {"mqtt": base + 10}, base)
     assert ports == Ports(api=base, device=base + 1, mqtt=base + 10, core=base + 3)
     with pytest.raises(DemoError, match="four different ports"):
         Ports.choose(said.append, {"api": base, "device": base})
     assert said == []  # nothing given was moved silently
-
-
-def free_base() -> int:
-    """A port N with N .. N+10 free (to hand out as --port-base)."""
-    from hedgerow.demo.processes import port_free
-
-    for base in range(20000, 60000, 97):
-        if all(port_free(base + i) for i in range(11)):
-            return base
-    raise AssertionError("no free run of ports")
