@@ -37,7 +37,7 @@ function clock(ts) {
 function row(message) {
   return h(
     "li",
-    { class: "message" },
+    { class: "message", "data-id": String(message.id) },
     h(
       "div",
       { class: "meta" },
