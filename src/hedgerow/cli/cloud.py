@@ -406,20 +406,42 @@ def cmd_group_create(args: argparse.Namespace) -> int:
         body["ca_rotation_days"] = args.ca_rotation_days
     if args.open_broker:
         body["settings"] = {"open_broker": True}
+    if args.label:
+        body["labels"] = _labels(args.label)
     with Api(args) as api:
         group = api.post("/api/v1/groups", body)
     return _done(args, group, f"group {group['name']} created")
 
 
+def _labels(pairs: list[str]) -> dict[str, str]:
+    """``["site=berlin", "tier=2"]`` → labels (``key=`` removes one on update)."""
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CLIError(f"invalid label {pair!r}: write --label key=value")
+        labels[key] = value
+    return labels
+
+
 def cmd_group_list(args: argparse.Namespace) -> int:
+    params = {"label": ",".join(args.label)} if args.label else {}
     with Api(args) as api:
-        result = api.get("/api/v1/groups")
+        result = api.get("/api/v1/groups", params=params)
     if args.json:
         _print_json(result["items"])
     else:
         _table(
-            [[g["name"], g["core"] or "-", g["description"]] for g in result["items"]],
-            ["GROUP", "CORE", "DESCRIPTION"],
+            [
+                [
+                    g["name"],
+                    g["core"] or "-",
+                    ",".join(f"{k}={v}" for k, v in sorted(g.get("labels", {}).items())) or "-",
+                    g["description"],
+                ]
+                for g in result["items"]
+            ],
+            ["GROUP", "CORE", "LABELS", "DESCRIPTION"],
         )
     return 0
 
@@ -444,9 +466,11 @@ def cmd_group_update(args: argparse.Namespace) -> int:
         body["ca_rotation_days"] = args.ca_rotation_days
     if args.open_broker is not None:
         body["settings"] = {"open_broker": args.open_broker}
+    if args.label:
+        body["labels"] = _labels(args.label)
     if not body:
         raise CLIError(
-            "nothing to change: give --description, --ca-rotation-days or --open-broker/--no-open-broker"
+            "nothing to change: give --description, --ca-rotation-days, --label k=v or --open-broker/--no-open-broker"
         )
     with Api(args) as api:
         group = api.request("PATCH", f"/api/v1/groups/{args.name}", json=body)
@@ -1415,12 +1439,16 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="devices may publish/subscribe anywhere in the group",
     )
-    _command(group, "list", cmd_group_list, "list groups")
+    label_help = "a label key=value (repeat); rollouts select groups by labels"
+    p.add_argument("--label", action="append", default=[], help=label_help)
+    p = _command(group, "list", cmd_group_list, "list groups")
+    p.add_argument("--label", action="append", default=[], help="only groups with key=value")
     p = _command(group, "update", cmd_group_update, "change a group's description or settings")
     p.add_argument("name")
     p.add_argument("--description")
     p.add_argument("--ca-rotation-days", type=int)
     p.add_argument("--open-broker", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--label", action="append", default=[], help=label_help + " (key= removes)")
     for name, func, text in (
         ("show", cmd_group_show, "show a group"),
         ("delete", cmd_group_delete, "delete a group and what only it owns"),
