@@ -37,7 +37,7 @@ SERVE_STATE = "serve.json"
 #: Files never packed into a function's artifact.
 SKIPPED_PARTS = {"__pycache__", ".git", ".mypy_cache", ".pytest_cache", ".venv"}
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
-FINAL_STATUSES = {"Success", "Failure", "RolledBack"}
+FINAL_STATUSES = {"Success", "Failure", "RolledBack", "Superseded"}
 
 
 # ---- helpers ----------------------------------------------------------------------------
@@ -1000,6 +1000,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         body = {"kind": "redeploy"}
         if args.redeploy:
             body["deployment_id"] = args.redeploy
+    if args.deadline is not None:
+        body["deadline_s"] = args.deadline
     with Api(args) as api:
         plan = api.post(f"/api/v1/groups/{args.group}/deployments/plan", body)
         if args.dry_run:
@@ -1085,18 +1087,26 @@ def cmd_deployments(args: argparse.Namespace) -> int:
     return 0
 
 
+def fleet_definition(from_group: str | None, file: str | None) -> dict[str, Any]:
+    """What many groups get: ``{"from_group"}``, or the functions and subscriptions of a
+    JSON file (``{}``: neither given)."""
+    if from_group:
+        return {"from_group": from_group}
+    if not file:
+        return {}
+    try:
+        spec = json.loads(Path(file).read_text())
+    except (OSError, ValueError) as exc:
+        raise CLIError(
+            f"cannot read fleet file {file}: {exc} (JSON {{functions: [...], subscriptions: [...]}})"
+        ) from exc
+    return {"functions": spec.get("functions", []), "subscriptions": spec.get("subscriptions", [])}
+
+
 def cmd_fleet_apply(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"groups": args.group, "deploy": args.deploy}
-    if args.from_group:
-        body["from_group"] = args.from_group
-    elif args.file:
-        try:
-            spec = json.loads(Path(args.file).read_text())
-        except (OSError, ValueError) as exc:
-            raise CLIError(f"cannot read fleet file {args.file}: {exc}") from exc
-        body["functions"] = spec.get("functions", [])
-        body["subscriptions"] = spec.get("subscriptions", [])
-    else:
+    body.update(fleet_definition(args.from_group, args.file))
+    if len(body) == 2:
         raise CLIError("give --from-group TEMPLATE or --file fleet.json")
     with Api(args) as api:
         result = api.post("/api/v1/fleet/apply", body)
@@ -1596,6 +1606,11 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--timeout", type=float, default=120.0, help="seconds --wait waits")
     p.add_argument(
+        "--deadline",
+        type=float,
+        help="seconds the core has to finish it, else it fails (default: the cloud's)",
+    )
+    p.add_argument(
         "--dry-run",
         action="store_true",
         help="print what the deployment would change on the core and deploy nothing",
@@ -1636,6 +1651,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--from-group", help="copy functions and subscriptions of this group")
     p.add_argument("--file", help="JSON {functions: [...], subscriptions: [...]}")
     p.add_argument("--deploy", action="store_true", help="deploy every group afterwards")
+
+    from hedgerow.cli import fleet as fleet_cli
+
+    fleet_cli.register(sub)
 
     p = _command(sub, "messages", cmd_messages, "stored telemetry")
     _filter_options(p, required=False)
