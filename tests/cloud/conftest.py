@@ -172,8 +172,8 @@ class Built:
 
 
 @pytest.fixture
-async def built(tmp_path: Path, cloud_template: Path) -> AsyncIterator[Built]:
-    config = await asyncio.to_thread(clone_config, cloud_template, tmp_path / "cloud")
+async def built(tmp_path: Path, cloud_template: Path, database_url: str) -> AsyncIterator[Built]:
+    config = await asyncio.to_thread(clone_config, cloud_template, tmp_path / "cloud", database_url)
     engine = create_engine(config.database_url)
     await asyncio.to_thread(migrate, engine)
     repository = Repository(engine)

@@ -248,6 +248,7 @@ class Rollout:
             failure_limit(len(names), max_failures),
             deadline_s,
             template=template,
+            events=[f"started: {len(names)} groups in {len(ends)} wave(s)"],
         )
 
     # ---- reading --------------------------------------------------------------------
