@@ -175,3 +175,26 @@ async def test_an_offline_deployment_is_drift_never_overwritten_until_adopted(
         await s.deployments.adopt("site-0")
     replaced = await s.deployments.replace("site-0")
     assert replaced.restores == adopted.id
+
+
+async def test_one_cloud_process_drives_a_rollout_and_a_stale_write_is_refused(
+    built: Built,
+) -> None:
+    await fleet(built)
+    s = built.services
+    clock = ManualClock(1_000_000.0)
+    first = RolloutService(s.repository, s.groups, s.deployments, s.fleet, clock.now)
+    second = RolloutService(s.repository, s.groups, s.deployments, s.fleet, clock.now)
+    rollout = await first.start(RolloutRequest(groups=GROUPS[:2]))
+    store = s.repository
+    assert [p["id"] for p, _ in store.claim_rollouts(first.owner, 60)] == [rollout.id]
+    assert store.claim_rollouts(second.owner, 60) == []  # the first holds it
+    plan, revision = store.get_rollout(rollout.id)
+    assert store.save_rollout(rollout.id, "running", plan, revision)
+    assert not store.save_rollout(rollout.id, "running", plan, revision), "stale revision"
+    # the first process stops renewing: its lease runs out, the second takes over
+    store.claim_rollouts(first.owner, -1)
+    assert [p["id"] for p, _ in store.claim_rollouts(second.owner, 60)] == [rollout.id]
+    await second.tick()
+    paused = await first.command(rollout.id, "pause")  # commands work from any process
+    assert paused.state.value == "paused"

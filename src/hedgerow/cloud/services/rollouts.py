@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 
 #: How often the rollout job looks at active rollouts and overdue deployments.
 TICK_SECONDS = 0.5
+#: How long a cloud process holds the rollouts it drives without renewing (another
+#: ``serve`` on the same database takes them over after that).
+LEASE_SECONDS = 10.0
+#: Operator commands tried again this often when the rollout changed meanwhile.
+COMMAND_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,8 @@ class RolloutService:
         self.fleet = fleet
         self.clock = clock
         self._lock = asyncio.Lock()
+        #: this process, as the holder of rollout leases
+        self.owner = f"cloud-{uuid.uuid4().hex[:12]}"
 
     async def start(self, request: RolloutRequest) -> Rollout:
         names = list(dict.fromkeys(request.groups))
@@ -134,7 +141,7 @@ class RolloutService:
             await asyncio.to_thread(
                 self.store.create_rollout, rollout.id, rollout.state.value, rollout.to_json()
             )
-            await self._drive(rollout)
+            await self._drive(rollout, 0)
         log.info(
             "rollout.started id=%s groups=%s waves=%s soak=%s max_failures=%s",
             rollout.id,
@@ -146,33 +153,41 @@ class RolloutService:
         return rollout
 
     async def get(self, rollout_id: str) -> Rollout:
-        return Rollout.from_json(await asyncio.to_thread(self.store.get_rollout, rollout_id))
+        plan, _revision = await asyncio.to_thread(self.store.get_rollout, rollout_id)
+        return Rollout.from_json(plan)
 
     async def all(self, limit: int = 100) -> list[Rollout]:
-        return [
-            Rollout.from_json(r) for r in await asyncio.to_thread(self.store.list_rollouts, limit)
-        ]
+        found = await asyncio.to_thread(self.store.list_rollouts, limit)
+        return [Rollout.from_json(r) for r in found]
 
     async def command(self, rollout_id: str, name: str) -> Rollout:
         """``pause``, ``resume``, ``abort`` or ``rollback`` (``Conflict`` when its state
         does not allow it)."""
         async with self._lock:
-            rollout = await self.get(rollout_id)
-            try:
-                rollout.command(name, self.clock())
-            except RolloutError as exc:
-                raise Conflict(exc.message) from exc
-            await self._drive(rollout)
+            for _attempt in range(COMMAND_ATTEMPTS):
+                plan, revision = await asyncio.to_thread(self.store.get_rollout, rollout_id)
+                rollout = Rollout.from_json(plan)
+                try:
+                    rollout.command(name, self.clock())
+                except RolloutError as exc:
+                    raise Conflict(exc.message) from exc
+                if await self._drive(rollout, revision):
+                    break
+            else:
+                raise Conflict(f"rollout {rollout_id} keeps changing: try {name} again")
         log.info("rollout.%s id=%s state=%s", name, rollout_id, rollout.state.value)
         return rollout
 
     async def tick(self) -> None:
-        """One pass over every active rollout."""
+        """One pass over every active rollout this process holds the lease of."""
         async with self._lock:
-            for data in await asyncio.to_thread(self.store.list_rollouts, 1000, active=True):
-                await self._drive(Rollout.from_json(data))
+            claimed = await asyncio.to_thread(self.store.claim_rollouts, self.owner, LEASE_SECONDS)
+            for plan, revision in claimed:
+                await self._drive(Rollout.from_json(plan), revision)
 
-    async def _drive(self, rollout: Rollout) -> None:
+    async def _drive(self, rollout: Rollout, revision: int) -> bool:
+        """Step, act, store (compare-and-set on ``revision``; False: it changed meanwhile
+        and nothing was stored — the deployments made are superseded by the next pass's)."""
         before = rollout.state
         seen = {
             group: Observation(*inputs)
@@ -197,9 +212,12 @@ class RolloutService:
                     exc.message,
                 )
                 rollout.action_failed(action.group, exc.message, self.clock())
-        await asyncio.to_thread(
-            self.store.save_rollout, rollout.id, rollout.state.value, rollout.to_json()
+        saved = await asyncio.to_thread(
+            self.store.save_rollout, rollout.id, rollout.state.value, rollout.to_json(), revision
         )
+        if not saved:
+            log.warning("rollout.changed_meanwhile id=%s revision=%s", rollout.id, revision)
+            return False
         if rollout.state is not before:
             log.info(
                 "rollout.state id=%s state=%s reason=%s",
@@ -207,6 +225,7 @@ class RolloutService:
                 rollout.state.value,
                 rollout.reason,
             )
+        return True
 
     async def _deploy(self, rollout: Rollout, group: str) -> str:
         if rollout.template is not None:

@@ -168,6 +168,11 @@ class RolloutRow(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     state: Mapped[str] = mapped_column(String(16), index=True)
     plan: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: bumped by every write, which is a compare-and-set on it
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: the cloud process driving it, until when (several ``serve`` on one database)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 

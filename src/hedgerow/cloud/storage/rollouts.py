@@ -3,6 +3,7 @@ what the rollout job observes of its targets in one read."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,35 +17,68 @@ from hedgerow.cloud.storage.models import CoreRow, DeploymentRow, GroupRow, Roll
 ACTIVE = ("running", "paused", "rolling-back")
 
 
+Stored = tuple[dict[str, Any], int]  # (the plan, its revision)
+
+
 class RolloutStore(Store):
     def create_rollout(self, rollout_id: str, state: str, plan: dict[str, Any]) -> None:
         with self._tx() as s:
             at = now()
-            s.add(RolloutRow(id=rollout_id, state=state, plan=plan, created_at=at, updated_at=at))
+            s.add(
+                RolloutRow(
+                    id=rollout_id, state=state, plan=plan, revision=0, created_at=at, updated_at=at
+                )
+            )
 
-    def save_rollout(self, rollout_id: str, state: str, plan: dict[str, Any]) -> None:
+    def save_rollout(
+        self, rollout_id: str, state: str, plan: dict[str, Any], revision: int
+    ) -> bool:
+        """Store the rollout if nobody wrote it since ``revision`` was read (False: it
+        changed meanwhile; nothing is written)."""
+        with self._tx() as s:
+            done = s.execute(
+                sa.update(RolloutRow)
+                .where(RolloutRow.id == rollout_id, RolloutRow.revision == revision)
+                .values(state=state, plan=plan, revision=revision + 1, updated_at=now())
+            )
+            return bool(getattr(done, "rowcount", 0))
+
+    def get_rollout(self, rollout_id: str) -> Stored:
         with self._tx() as s:
             row = s.get(RolloutRow, rollout_id)
             if row is None:
                 raise NotFound("rollout", rollout_id)
-            row.state = state
-            row.plan = plan
-            row.updated_at = now()
+            return dict(row.plan), row.revision
 
-    def get_rollout(self, rollout_id: str) -> dict[str, Any]:
-        with self._tx() as s:
-            row = s.get(RolloutRow, rollout_id)
-            if row is None:
-                raise NotFound("rollout", rollout_id)
-            return dict(row.plan)
-
-    def list_rollouts(self, limit: int = 100, *, active: bool = False) -> list[dict[str, Any]]:
-        """Newest first (only the running, paused and rolling-back ones with ``active``)."""
+    def list_rollouts(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Newest first."""
         with self._tx() as s:
             query = sa.select(RolloutRow).order_by(RolloutRow.created_at.desc())
-            if active:
-                query = query.where(RolloutRow.state.in_(ACTIVE))
             return [dict(r.plan) for r in s.scalars(query.limit(min(limit, MAX_PAGE)))]
+
+    def claim_rollouts(self, owner: str, lease_s: float) -> list[Stored]:
+        """The active rollouts ``owner`` drives now: those it holds, and those whose lease
+        ran out (taken over, e.g. from a cloud process that stopped)."""
+        at = now()
+        with self._tx() as s:
+            s.execute(
+                sa.update(RolloutRow)
+                .where(
+                    RolloutRow.state.in_(ACTIVE),
+                    sa.or_(
+                        RolloutRow.lease_owner.is_(None),
+                        RolloutRow.lease_owner == owner,
+                        RolloutRow.lease_until < at,
+                    ),
+                )
+                .values(lease_owner=owner, lease_until=at + dt.timedelta(seconds=lease_s))
+            )
+            rows = s.scalars(
+                sa.select(RolloutRow)
+                .where(RolloutRow.state.in_(ACTIVE), RolloutRow.lease_owner == owner)
+                .order_by(RolloutRow.created_at)
+            )
+            return [(dict(r.plan), r.revision) for r in rows]
 
     def rollout_inputs(
         self, watched: Mapping[str, str]

@@ -31,6 +31,9 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=64), primary_key=True),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("plan", sa.JSON(), nullable=False),
+        sa.Column("revision", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("lease_owner", sa.String(length=64), nullable=True),
+        sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     )
