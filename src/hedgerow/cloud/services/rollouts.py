@@ -248,9 +248,12 @@ class RolloutService:
     async def run(self, interval: float = TICK_SECONDS) -> None:
         """The cloud's rollout job: rollouts and deployment deadlines, forever."""
         while True:
-            try:
-                await self.deployments.fail_overdue()
-                await self.tick()
-            except Exception:  # the job outlives any one bad pass; the next one retries
-                log.exception("rollout.tick_failed")
+            for name, step in (
+                ("deadlines", self.deployments.fail_overdue),
+                ("rollouts", self.tick),
+            ):
+                try:
+                    await step()
+                except Exception:  # the job outlives any one bad pass; the next one retries
+                    log.exception("rollout.job_failed step=%s", name)
             await asyncio.sleep(interval)
