@@ -88,6 +88,7 @@ async def test_a_rollout_pauses_on_a_failure_restores_it_and_completes_after_res
         RolloutRequest(groups=GROUPS[:1], labels={"site": "s1"}, canary=1, waves=["100%"])
     )
     assert [t.group for t in rollout.targets] == ["site-0", "site-1", "site-3"]
+    assert [t.core for t in rollout.targets] == ["core-0", "core-1", "core-3"]
     assert [t.previous for t in rollout.targets] == [
         before[g] for g in ("site-0", "site-1", "site-3")
     ]

@@ -115,10 +115,12 @@ class Target:
     failed: bool = False
     since: float | None = None
     detail: str = ""
+    core: str = ""  # the group's core (for people: a rollout targets groups)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "group": self.group,
+            "core": self.core,
             "wave": self.wave,
             "previous": self.previous,
             "state": self.state.value,
@@ -141,6 +143,7 @@ class Target:
             failed=bool(data.get("failed", False)),
             since=data.get("since"),
             detail=str(data.get("detail", "")),
+            core=str(data.get("core", "")),
         )
 
 
@@ -226,8 +229,10 @@ class Rollout:
         max_failures: str = "0",
         deadline_s: float = DEFAULT_DEADLINE_S,
         template: dict[str, Any] | None = None,
+        cores: Mapping[str, str] | None = None,
     ) -> Rollout:
-        """``groups``: each target group with the deployment it runs now (None: none)."""
+        """``groups``: each target group with the deployment it runs now (None: none);
+        ``cores``: each group's core, for the views."""
         names = [g for g, _ in groups]
         if len(set(names)) != len(names):
             raise RolloutError("a group is named twice", field="groups")
@@ -239,7 +244,7 @@ class Rollout:
         targets = []
         for index, (group, previous) in enumerate(groups):
             wave = next(w for w, end in enumerate(ends) if index < end)
-            targets.append(Target(group, wave, previous))
+            targets.append(Target(group, wave, previous, core=(cores or {}).get(group, "")))
         return cls(
             rollout_id,
             targets,

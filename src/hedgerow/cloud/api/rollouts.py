@@ -89,6 +89,7 @@ def _action(value: object) -> str:
 @dataclass(frozen=True)
 class RolloutTargetView:
     group: str
+    core: str
     wave: int
     state: str = described("waiting, deploying, soaking, done, restoring, restored, skipped")
     failed: bool = described("this group failed in this rollout (and was restored)")
@@ -134,6 +135,7 @@ class RolloutView:
             targets=[
                 RolloutTargetView(
                     group=t.group,
+                    core=t.core,
                     wave=t.wave + 1,
                     state=t.state.value,
                     failed=t.failed,

@@ -117,9 +117,12 @@ class RolloutService:
             names += [g.name for g in await self.groups.all(request.labels) if g.name not in names]
         if not names:
             raise InvalidInput("no group matches: name groups or a label", field="groups")
+        cores: dict[str, str] = {}
         for name in names:
-            if (await self.groups.get(name)).core is None:
+            core = (await self.groups.get(name)).core
+            if core is None:
                 raise Conflict(f"group {name!r} has no core: a rollout deploys to cores")
+            cores[name] = core
         if request.functions is not None:
             for f in request.functions:
                 await self.fleet.artifacts.size(f.artifact_sha256)
@@ -134,6 +137,7 @@ class RolloutService:
                 max_failures=request.max_failures,
                 deadline_s=request.deadline_s,
                 template=_template(request.functions, request.subscriptions),
+                cores=cores,
             )
         except RolloutError as exc:
             raise _invalid(exc) from exc

@@ -106,6 +106,7 @@ export async function rolloutPage(ctx) {
       ], rollout.per_wave)),
       section("Groups", table("Groups of the rollout", [
         { label: "Group", cell: (t) => h("a", { href: `#/deployments?group=${enc(t.group)}` }, t.group) },
+        { label: "Core", cell: (t) => t.core },
         { label: "Wave", cell: (t) => String(t.wave) },
         { label: "State", cell: (t) => [targetBadge(t.state, t.failed), t.failed ? " failed" : ""] },
         { label: "Deployment", cell: (t) => t.deployment
