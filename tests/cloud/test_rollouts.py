@@ -196,6 +196,14 @@ async def test_one_cloud_process_drives_a_rollout_and_a_stale_write_is_refused(
     # the first process stops renewing: its lease runs out, the second takes over
     store.claim_rollouts(first.owner, -1)
     assert [p["id"] for p, _ in store.claim_rollouts(second.owner, 60)] == [rollout.id]
+    # a restarted cloud (a new process) carries the rollout on from the database
+    for index, target in enumerate((await second.get(rollout.id)).targets):
+        assert target.deployment is not None
+        await report(built, f"core-{index}", target.deployment, DeploymentStatus.SUCCESS)
+        await beat(built, f"core-{index}", target.deployment, "healthy")
     await second.tick()
-    paused = await first.command(rollout.id, "pause")  # commands work from any process
-    assert paused.state.value == "paused"
+    assert (await first.get(rollout.id)).state.value == "completed"
+    with pytest.raises(Conflict):  # commands work from any process, checked against the state
+        await first.command(rollout.id, "pause")
+    rolled = await first.command(rollout.id, "rollback")
+    assert rolled.state.value == "rolling-back"
