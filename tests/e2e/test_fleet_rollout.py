@@ -57,6 +57,7 @@ def heartbeat(system: System, core: str) -> dict[str, Any]:
     return beat
 
 
+@pytest.mark.timeout(300)  # eleven real processes on a shared two-core machine
 def test_rollout_pause_restore_resume_then_a_stuck_deployment_and_an_offline_one(
     tmp_path: Path,
 ) -> None:
