@@ -6,6 +6,7 @@ logs in the test's temporary directory. ``System.close()`` ends every process it
 
 from __future__ import annotations
 
+import base64
 import functools
 import io
 import json
@@ -223,10 +224,20 @@ class System:
         self.cloud("group", "create", GROUP, *group_flags)
         return self.create_core(GROUP, CORE, self.metrics_port)
 
-    def create_core(self, group: str, core: str, metrics_port: int, settings: str = "") -> Path:
-        """The bundle of a new core of ``group``, with the test settings merged in."""
-        self.cloud("core", "create", "--group", group, "--out", str(self.root), core)
+    def create_core(
+        self, group: str, core: str, metrics_port: int, settings: str = "", *, api: bool = False
+    ) -> Path:
+        """The bundle of a new core of ``group``, with the test settings merged in (made
+        by ``hedgerow cloud core create``, or with ``api`` by the REST API: many cores
+        without a CLI process each)."""
         bundle = self.root / f"{core}.tar.gz"
+        if api:
+            with self._http() as http:
+                response = http.post("/api/v1/cores", json={"name": core, "group": group})
+                response.raise_for_status()
+                bundle.write_bytes(base64.b64decode(response.json()["bundle"]))
+        else:
+            self.cloud("core", "create", "--group", group, "--out", str(self.root), core)
         _add_settings(bundle, CORE_TEST_SETTINGS.format(metrics_port=metrics_port))
         for extra in (self.core_settings, settings):
             if extra:

@@ -77,9 +77,15 @@ def test_rollout_pause_restore_resume_then_a_stuck_deployment_and_an_offline_one
             "--handler", "tiny.handler", "--pinned", "--env", f"MARKER_DIR={markers}",
         )  # fmt: skip
         procs: list[tuple[Proc, int]] = []
+        # the ten groups and cores through the API (ten CLI processes each cost seconds here)
+        with system._http() as http:
+            for i in range(GATEWAYS):
+                made = http.post(
+                    "/api/v1/groups", json={"name": f"berlin-{i}", "labels": {"site": "berlin"}}
+                )
+                made.raise_for_status()
         for i in range(GATEWAYS):
-            system.cloud("group", "create", f"berlin-{i}", "--label", "site=berlin")
-            system.create_core(f"berlin-{i}", f"gw-{i}", free_port(), CORE_SETTINGS)
+            system.create_core(f"berlin-{i}", f"gw-{i}", free_port(), CORE_SETTINGS, api=True)
             port = free_port()
             procs.append((system.start_named_core(f"gw-{i}", port, wait=False), port))
         for proc, port in procs:
@@ -145,7 +151,7 @@ def test_rollout_pause_restore_resume_then_a_stuck_deployment_and_an_offline_one
 
         # a core that never answers: superseded, then failed at its deadline
         system.cloud("group", "create", "stuck")
-        system.create_core("stuck", "gw-stuck", free_port())  # never started
+        system.create_core("stuck", "gw-stuck", free_port(), api=True)  # never started
         stuck = json.loads(system.cloud("deploy", "--group", "stuck", "--json").stdout)
         newer = json.loads(
             system.cloud("deploy", "--group", "stuck", "--deadline", "2", "--json").stdout
