@@ -410,6 +410,48 @@ async def test_commands_work_from_elsewhere_with_url_and_token(
         cwd=elsewhere,
         process=False,
     )
+    # labels: set, listed, filtered by, removed; rollouts need targets
+    auth = [*env_free, "--token", token]
+    await ok(
+        "cloud",
+        "group",
+        "update",
+        "remote",
+        "--label",
+        "site=a",
+        *auth,
+        cwd=elsewhere,
+        process=False,
+    )
+    labelled = await ok(
+        "cloud", "group", "list", "--label", "site=a", *auth, cwd=elsewhere, process=False
+    )
+    assert "remote" in labelled and "site=a" in labelled
+    await ok(
+        "cloud",
+        "group",
+        "update",
+        "remote",
+        "--label",
+        "site=",
+        *auth,
+        cwd=elsewhere,
+        process=False,
+    )
+    assert "(none)" in await ok(
+        "cloud", "group", "list", "--label", "site=a", *auth, cwd=elsewhere, process=False
+    )
+    bad = await run(
+        "cloud", "group", "update", "remote", "--label", "site", *auth, cwd=elsewhere, process=False
+    )
+    assert bad.code == 2 and "write --label key=value" in bad.err
+    untargeted = await run("cloud", "rollout", "start", *auth, cwd=elsewhere, process=False)
+    assert untargeted.code == 2 and "--groups a,b or --label" in untargeted.err
+    nobody = await run(
+        "cloud", "rollout", "start", "--label", "site=a", *auth, cwd=elsewhere, process=False
+    )
+    assert nobody.code == 2 and "no group matches" in nobody.err
+    assert "(none)" in await ok("cloud", "rollout", "status", *auth, cwd=elsewhere, process=False)
     wrong = await run(
         "cloud", "group", "list", *env_free, "--token", "bad", cwd=elsewhere, process=False
     )
