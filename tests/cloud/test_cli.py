@@ -412,35 +412,15 @@ async def test_commands_work_from_elsewhere_with_url_and_token(
     )
     # labels: set, listed, filtered by, removed; rollouts need targets
     auth = [*env_free, "--token", token]
-    await ok(
-        "cloud",
-        "group",
-        "update",
-        "remote",
-        "--label",
-        "site=a",
-        *auth,
-        cwd=elsewhere,
-        process=False,
-    )
-    labelled = await ok(
-        "cloud", "group", "list", "--label", "site=a", *auth, cwd=elsewhere, process=False
-    )
+
+    async def cloud(*args: str) -> str:
+        return await ok("cloud", *args, *auth, cwd=elsewhere, process=False)
+
+    await cloud("group", "update", "remote", "--label", "site=a")
+    labelled = await cloud("group", "list", "--label", "site=a")
     assert "remote" in labelled and "site=a" in labelled
-    await ok(
-        "cloud",
-        "group",
-        "update",
-        "remote",
-        "--label",
-        "site=",
-        *auth,
-        cwd=elsewhere,
-        process=False,
-    )
-    assert "(none)" in await ok(
-        "cloud", "group", "list", "--label", "site=a", *auth, cwd=elsewhere, process=False
-    )
+    await cloud("group", "update", "remote", "--label", "site=")
+    assert "(none)" in await cloud("group", "list", "--label", "site=a")
     bad = await run(
         "cloud", "group", "update", "remote", "--label", "site", *auth, cwd=elsewhere, process=False
     )
@@ -451,7 +431,7 @@ async def test_commands_work_from_elsewhere_with_url_and_token(
         "cloud", "rollout", "start", "--label", "site=a", *auth, cwd=elsewhere, process=False
     )
     assert nobody.code == 2 and "no group matches" in nobody.err
-    assert "(none)" in await ok("cloud", "rollout", "status", *auth, cwd=elsewhere, process=False)
+    assert "(none)" in await cloud("rollout", "status")
     wrong = await run(
         "cloud", "group", "list", *env_free, "--token", "bad", cwd=elsewhere, process=False
     )
