@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -19,7 +20,9 @@ from hedgerow.cloud import config as config_module
 from hedgerow.cloud import core_bundle as bundle
 from hedgerow.cloud.config import CloudConfig, Listen
 from hedgerow.cloud.datadir import init_data_dir
+from hedgerow.cloud.pki_service import PKIService
 from hedgerow.cloud.server import CloudServer
+from hedgerow.cloud.services import CloudServices, NullNotifier, PublicEndpoints
 from hedgerow.cloud.storage.database import create_engine, migrate
 from hedgerow.cloud.storage.repository import Repository
 
@@ -157,3 +160,37 @@ async def cloud(tmp_path: Path, database_url: str, cloud_template: Path) -> Asyn
             timeout=10,
         ) as api:
             yield Cloud(server, api, config.data_dir)
+
+
+@dataclasses.dataclass
+class Built:
+    """The services over a real SQLite repository, with a recording notifier."""
+
+    services: CloudServices
+    notifier: NullNotifier
+    routes_changes: list[int]
+
+
+@pytest.fixture
+async def built(tmp_path: Path, cloud_template: Path, database_url: str) -> AsyncIterator[Built]:
+    config = await asyncio.to_thread(clone_config, cloud_template, tmp_path / "cloud", database_url)
+    engine = create_engine(config.database_url)
+    await asyncio.to_thread(migrate, engine)
+    repository = Repository(engine)
+    notifier = NullNotifier()
+    changes: list[int] = []
+
+    async def routes_changed() -> None:
+        changes.append(1)
+
+    services = CloudServices.build(
+        repository,
+        PKIService(config.paths, repository),
+        notifier=notifier,
+        endpoints=lambda: PublicEndpoints("https://cloud.test:8443", "mqtts://cloud.test:8884"),
+        routes_changed=routes_changed,
+    )
+    try:
+        yield Built(services, notifier, changes)
+    finally:
+        engine.dispose()

@@ -410,6 +410,28 @@ async def test_commands_work_from_elsewhere_with_url_and_token(
         cwd=elsewhere,
         process=False,
     )
+    # labels: set, listed, filtered by, removed; rollouts need targets
+    auth = [*env_free, "--token", token]
+
+    async def cloud(*args: str) -> str:
+        return await ok("cloud", *args, *auth, cwd=elsewhere, process=False)
+
+    await cloud("group", "update", "remote", "--label", "site=a")
+    labelled = await cloud("group", "list", "--label", "site=a")
+    assert "remote" in labelled and "site=a" in labelled
+    await cloud("group", "update", "remote", "--label", "site=")
+    assert "(none)" in await cloud("group", "list", "--label", "site=a")
+    bad = await run(
+        "cloud", "group", "update", "remote", "--label", "site", *auth, cwd=elsewhere, process=False
+    )
+    assert bad.code == 2 and "write --label key=value" in bad.err
+    untargeted = await run("cloud", "rollout", "start", *auth, cwd=elsewhere, process=False)
+    assert untargeted.code == 2 and "--groups a,b or --label" in untargeted.err
+    nobody = await run(
+        "cloud", "rollout", "start", "--label", "site=a", *auth, cwd=elsewhere, process=False
+    )
+    assert nobody.code == 2 and "no group matches" in nobody.err
+    assert "(none)" in await cloud("rollout", "status")
     wrong = await run(
         "cloud", "group", "list", *env_free, "--token", "bad", cwd=elsewhere, process=False
     )

@@ -3,56 +3,17 @@ SQLite repository, telling cores what changed through the notifier they were giv
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from hedgerow.cloud import core_bundle as bundle
 from hedgerow.cloud.domain import DeploymentKind
 from hedgerow.cloud.errors import Conflict
-from hedgerow.cloud.pki_service import PKIService
-from hedgerow.cloud.services import CloudServices, NullNotifier, PublicEndpoints
-from hedgerow.cloud.storage.database import create_engine, migrate
-from hedgerow.cloud.storage.repository import Repository
 from hedgerow.contract import DeploymentNotification
 
-from .conftest import clone_config
-
-
-@dataclasses.dataclass
-class Built:
-    services: CloudServices
-    notifier: NullNotifier
-    routes_changes: list[int]
-
-
-@pytest.fixture
-async def built(tmp_path: Path, cloud_template: Path) -> AsyncIterator[Built]:
-    config = await asyncio.to_thread(clone_config, cloud_template, tmp_path / "cloud")
-    engine = create_engine(config.database_url)
-    await asyncio.to_thread(migrate, engine)
-    repository = Repository(engine)
-    notifier = NullNotifier()
-    changes: list[int] = []
-
-    async def routes_changed() -> None:
-        changes.append(1)
-
-    services = CloudServices.build(
-        repository,
-        PKIService(config.paths, repository),
-        notifier=notifier,
-        endpoints=lambda: PublicEndpoints("https://cloud.test:8443", "mqtts://cloud.test:8884"),
-        routes_changed=routes_changed,
-    )
-    try:
-        yield Built(services, notifier, changes)
-    finally:
-        engine.dispose()
+from .conftest import Built
 
 
 async def test_services_are_built_complete_and_cannot_be_rewired(built: Built) -> None:

@@ -55,13 +55,14 @@ def document(
     functions: tuple[Mapping[str, Any], ...] = (),
     subscriptions: tuple[tuple[str, str, str], ...] = (),
     settings: Mapping[str, Any] | None = None,
+    created_at: str = "2026-11-26T00:00:00Z",
 ) -> str:
     return json.dumps(
         {
             "deployment_id": deployment_id,
             "group": group,
             "core": core,
-            "created_at": "2026-11-26T00:00:00Z",
+            "created_at": created_at,
             "things": list(things),
             "functions": list(functions),
             "subscriptions": [{"source": s, "topic": t, "target": g} for s, t, g in subscriptions],

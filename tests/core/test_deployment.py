@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -7,14 +9,18 @@ from pathlib import Path
 import pytest
 
 from hedgerow import pki
+from hedgerow.contract.offline import OfflineDeployment, pack
 from hedgerow.core.deployment import (
     FAILURE,
     IN_PROGRESS,
+    OFFLINE_SUFFIX,
+    OLDER,
     ROLLED_BACK,
     SUCCESS,
     DeploymentAgent,
     DeploymentDocument,
     DeploymentStore,
+    OfflineFile,
     Refusal,
 )
 from hedgerow.core.plan import plan
@@ -343,3 +349,106 @@ async def test_a_key_tool_that_cannot_run_is_reported_and_retried_not_failed(
     assert "no_such_module" in reports[0][2] and "hedgerow core check" in reports[0][2]
     monkeypatch.undo()
     assert await agent.deploy("d-1") == SUCCESS
+
+
+# ---- offline files, deadlines, never going back ------------------------------------------
+
+
+def _offline_file(api: FakeAPI, tmp_path: Path, text: str, artifacts: dict[str, bytes]) -> Path:
+    data = json.loads(text)
+    path = tmp_path / "inbox" / f"{data['deployment_id']}{OFFLINE_SUFFIX}"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(
+        pack(
+            OfflineDeployment(
+                data["deployment_id"],
+                data["group"],
+                data["core"],
+                text,
+                sign(api.signing_key, text),
+                {hashlib.sha256(a).hexdigest(): a for a in artifacts.values()},
+            )
+        )
+    )
+    return path
+
+
+async def test_an_offline_file_is_applied_with_no_cloud_and_then_wins_over_older_ones(
+    setup: Setup, tmp_path: Path
+) -> None:
+    agent, api, applier, reports = setup
+    art = function_zip()
+    api.add(document("d-1", functions=(function_entry("fn", art),)), artifacts={"fn": art})
+    assert await agent.deploy("d-1") == SUCCESS
+    api.offline = True
+    art2 = function_zip(code="def handler(event, context):\n    return 2\n")
+    text = document(
+        "d-2", functions=(function_entry("fn", art2),), created_at="2026-11-27T00:00:00Z"
+    )
+    path = _offline_file(api, tmp_path, text, {"fn": art2})
+    assert await agent.deploy_file(OfflineFile(path)) == SUCCESS
+    assert applier.applied == ["d-1", "d-2"]
+    result = json.loads(path.with_name(path.name + ".result").read_text())
+    assert result == {"deployment_id": "d-2", "status": SUCCESS, "detail": ""}
+    assert not path.exists()
+    assert agent.store.pointer("current") == "d-2" and agent.store.pointer("previous") == "d-1"
+    # back online, the cloud's retained notification still names d-1 (older): not applied
+    api.offline = False
+    assert await agent.deploy("d-1") == OLDER  # fetched, verified, not applied
+    assert await agent.deploy("d-1") is None  # and not fetched again
+    api.add(document("d-0", created_at="2026-11-26T12:00:00Z"))
+    assert await agent.deploy("d-0") == OLDER
+    assert applier.applied == ["d-1", "d-2"]
+    # a newer one from the cloud (e.g. the operator's replace) is applied
+    api.add(document("d-3", created_at="2026-11-28T00:00:00Z"))
+    assert await agent.deploy("d-3") == SUCCESS
+
+
+async def test_an_offline_file_that_does_not_verify_changes_nothing(
+    setup: Setup, tmp_path: Path
+) -> None:
+    agent, api, applier, reports = setup
+    other = FakeAPI(pki.new_signing_key())
+    path = _offline_file(other, tmp_path, document("d-9"), {})
+    assert await agent.deploy_file(OfflineFile(path)) == FAILURE
+    result = json.loads(path.with_name(path.name + ".result").read_text())
+    assert result["detail"] == "the signature does not verify"
+    bad = tmp_path / "inbox" / f"junk{OFFLINE_SUFFIX}"
+    bad.write_bytes(b"not a tar")
+    assert await agent.deploy_file(OfflineFile(bad)) == FAILURE
+    assert "not a tar file" in json.loads(bad.with_name(bad.name + ".result").read_text())["detail"]
+    assert applier.applied == []
+
+
+async def test_a_stuck_deployment_fails_at_its_deadline_and_the_next_one_runs(
+    setup: Setup,
+) -> None:
+    agent, api, applier, reports = setup
+    api.add(document("d-1"))
+    assert await agent.deploy("d-1") == SUCCESS
+    agent.deadline_s = 2.0  # the signature check runs in a child process: not 0
+    release = asyncio.Event()
+    stuck_health = applier.health
+
+    async def hangs(doc: DeploymentDocument, limit_s: float) -> str | None:
+        if doc.deployment_id == "d-2":
+            await release.wait()  # never set: a health check that never returns
+        return await stuck_health(doc, limit_s)
+
+    applier.health = hangs  # type: ignore[method-assign]
+    api.add(document("d-2"))
+    api.add(document("d-3"))
+    worker = asyncio.create_task(agent.run())
+    try:
+        agent.request("d-2")
+        agent.request("d-3")
+        async with asyncio.timeout(20):
+            while agent.results.get("d-3") is None:
+                await asyncio.sleep(0.01)
+    finally:
+        worker.cancel()
+    assert agent.results["d-2"] == FAILURE
+    d2 = [r for r in reports if r[0] == "d-2"]
+    assert d2[-1][2].startswith("deadline exceeded") and "rolled back" in d2[-1][2]
+    assert agent.results["d-3"] == SUCCESS
+    assert applier.applied == ["d-1", "d-2", "d-1", "d-3"]  # d-2, rolled back, then d-3

@@ -6,6 +6,7 @@ logs in the test's temporary directory. ``System.close()`` ends every process it
 
 from __future__ import annotations
 
+import base64
 import functools
 import io
 import json
@@ -221,36 +222,67 @@ class System:
 
     def create_group_and_core(self, *group_flags: str) -> Path:
         self.cloud("group", "create", GROUP, *group_flags)
-        self.cloud("core", "create", "--group", GROUP, "--out", str(self.root), CORE)
-        bundle = self.root / f"{CORE}.tar.gz"
-        _add_settings(bundle, CORE_TEST_SETTINGS.format(metrics_port=self.metrics_port))
-        if self.core_settings:
-            _add_settings(bundle, self.core_settings)
+        return self.create_core(GROUP, CORE, self.metrics_port)
+
+    def create_core(
+        self, group: str, core: str, metrics_port: int, settings: str = "", *, api: bool = False
+    ) -> Path:
+        """The bundle of a new core of ``group``, with the test settings merged in (made
+        by ``hedgerow cloud core create``, or with ``api`` by the REST API: many cores
+        without a CLI process each)."""
+        bundle = self.root / f"{core}.tar.gz"
+        if api:
+            with self._http() as http:
+                response = http.post("/api/v1/cores", json={"name": core, "group": group})
+                response.raise_for_status()
+                bundle.write_bytes(base64.b64decode(response.json()["bundle"]))
+        else:
+            self.cloud("core", "create", "--group", group, "--out", str(self.root), core)
+        _add_settings(bundle, CORE_TEST_SETTINGS.format(metrics_port=metrics_port))
+        for extra in (self.core_settings, settings):
+            if extra:
+                _add_settings(bundle, extra)
         return bundle
 
     def start_core(self, *, first: bool = True) -> Proc:
-        source = ["--bundle", str(self.root / f"{CORE}.tar.gz")] if first else []
+        return self.start_named_core(CORE, self.core_port, first=first, data_dir=self.root / "core")
+
+    def start_named_core(
+        self,
+        core: str,
+        port: int,
+        *,
+        first: bool = True,
+        data_dir: Path | None = None,
+        wait: bool = True,
+    ) -> Proc:
+        """``hedgerow core run`` for ``core`` (its bundle at the first start) on ``port``."""
+        source = ["--bundle", str(self.root / f"{core}.tar.gz")] if first else []
         proc = self.start(
-            "core",
+            core if core != CORE else "core",
             self.hedgerow(
                 "core",
                 "run",
                 *source,
                 "--data-dir",
-                str(self.root / "core"),
+                str(data_dir or self.root / core),
                 "--host",
                 "127.0.0.1",
                 "--port",
-                str(self.core_port),
+                str(port),
             ),
         )
+        if wait:
+            self.wait_core(proc, port)
+        return proc
+
+    def wait_core(self, proc: Proc, port: int) -> None:
         wait_until(
-            lambda: port_open(self.core_port) or proc.popen.poll() is not None,
+            lambda: port_open(port) or proc.popen.poll() is not None,
             timeout=60,
-            what="core port",
+            what=f"{proc.name} port",
         )
         assert proc.popen.poll() is None, proc.output()
-        return proc
 
     def create_thing(self, name: str) -> None:
         self.cloud("thing", "create", "--group", GROUP, "--out", str(self.certs), name)

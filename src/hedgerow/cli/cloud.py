@@ -37,7 +37,7 @@ SERVE_STATE = "serve.json"
 #: Files never packed into a function's artifact.
 SKIPPED_PARTS = {"__pycache__", ".git", ".mypy_cache", ".pytest_cache", ".venv"}
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
-FINAL_STATUSES = {"Success", "Failure", "RolledBack"}
+FINAL_STATUSES = {"Success", "Failure", "RolledBack", "Superseded"}
 
 
 # ---- helpers ----------------------------------------------------------------------------
@@ -406,20 +406,42 @@ def cmd_group_create(args: argparse.Namespace) -> int:
         body["ca_rotation_days"] = args.ca_rotation_days
     if args.open_broker:
         body["settings"] = {"open_broker": True}
+    if args.label:
+        body["labels"] = _labels(args.label)
     with Api(args) as api:
         group = api.post("/api/v1/groups", body)
     return _done(args, group, f"group {group['name']} created")
 
 
+def _labels(pairs: list[str]) -> dict[str, str]:
+    """``["site=berlin", "tier=2"]`` → labels (``key=`` removes one on update)."""
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CLIError(f"invalid label {pair!r}: write --label key=value")
+        labels[key] = value
+    return labels
+
+
 def cmd_group_list(args: argparse.Namespace) -> int:
+    params = {"label": ",".join(args.label)} if args.label else {}
     with Api(args) as api:
-        result = api.get("/api/v1/groups")
+        result = api.get("/api/v1/groups", params=params)
     if args.json:
         _print_json(result["items"])
     else:
         _table(
-            [[g["name"], g["core"] or "-", g["description"]] for g in result["items"]],
-            ["GROUP", "CORE", "DESCRIPTION"],
+            [
+                [
+                    g["name"],
+                    g["core"] or "-",
+                    ",".join(f"{k}={v}" for k, v in sorted(g.get("labels", {}).items())) or "-",
+                    g["description"],
+                ]
+                for g in result["items"]
+            ],
+            ["GROUP", "CORE", "LABELS", "DESCRIPTION"],
         )
     return 0
 
@@ -444,9 +466,11 @@ def cmd_group_update(args: argparse.Namespace) -> int:
         body["ca_rotation_days"] = args.ca_rotation_days
     if args.open_broker is not None:
         body["settings"] = {"open_broker": args.open_broker}
+    if args.label:
+        body["labels"] = _labels(args.label)
     if not body:
         raise CLIError(
-            "nothing to change: give --description, --ca-rotation-days or --open-broker/--no-open-broker"
+            "nothing to change: give --description, --ca-rotation-days, --label k=v or --open-broker/--no-open-broker"
         )
     with Api(args) as api:
         group = api.request("PATCH", f"/api/v1/groups/{args.name}", json=body)
@@ -976,6 +1000,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         body = {"kind": "redeploy"}
         if args.redeploy:
             body["deployment_id"] = args.redeploy
+    if args.deadline is not None:
+        body["deadline_s"] = args.deadline
     with Api(args) as api:
         plan = api.post(f"/api/v1/groups/{args.group}/deployments/plan", body)
         if args.dry_run:
@@ -1061,18 +1087,26 @@ def cmd_deployments(args: argparse.Namespace) -> int:
     return 0
 
 
+def fleet_definition(from_group: str | None, file: str | None) -> dict[str, Any]:
+    """What many groups get: ``{"from_group"}``, or the functions and subscriptions of a
+    JSON file (``{}``: neither given)."""
+    if from_group:
+        return {"from_group": from_group}
+    if not file:
+        return {}
+    try:
+        spec = json.loads(Path(file).read_text())
+    except (OSError, ValueError) as exc:
+        raise CLIError(
+            f"cannot read fleet file {file}: {exc} (JSON {{functions: [...], subscriptions: [...]}})"
+        ) from exc
+    return {"functions": spec.get("functions", []), "subscriptions": spec.get("subscriptions", [])}
+
+
 def cmd_fleet_apply(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"groups": args.group, "deploy": args.deploy}
-    if args.from_group:
-        body["from_group"] = args.from_group
-    elif args.file:
-        try:
-            spec = json.loads(Path(args.file).read_text())
-        except (OSError, ValueError) as exc:
-            raise CLIError(f"cannot read fleet file {args.file}: {exc}") from exc
-        body["functions"] = spec.get("functions", [])
-        body["subscriptions"] = spec.get("subscriptions", [])
-    else:
+    body.update(fleet_definition(args.from_group, args.file))
+    if len(body) == 2:
         raise CLIError("give --from-group TEMPLATE or --file fleet.json")
     with Api(args) as api:
         result = api.post("/api/v1/fleet/apply", body)
@@ -1415,12 +1449,16 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="devices may publish/subscribe anywhere in the group",
     )
-    _command(group, "list", cmd_group_list, "list groups")
+    label_help = "a label key=value (repeat); rollouts select groups by labels"
+    p.add_argument("--label", action="append", default=[], help=label_help)
+    p = _command(group, "list", cmd_group_list, "list groups")
+    p.add_argument("--label", action="append", default=[], help="only groups with key=value")
     p = _command(group, "update", cmd_group_update, "change a group's description or settings")
     p.add_argument("name")
     p.add_argument("--description")
     p.add_argument("--ca-rotation-days", type=int)
     p.add_argument("--open-broker", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--label", action="append", default=[], help=label_help + " (key= removes)")
     for name, func, text in (
         ("show", cmd_group_show, "show a group"),
         ("delete", cmd_group_delete, "delete a group and what only it owns"),
@@ -1568,6 +1606,11 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--timeout", type=float, default=120.0, help="seconds --wait waits")
     p.add_argument(
+        "--deadline",
+        type=float,
+        help="seconds the core has to finish it, else it fails (default: the cloud's)",
+    )
+    p.add_argument(
         "--dry-run",
         action="store_true",
         help="print what the deployment would change on the core and deploy nothing",
@@ -1608,6 +1651,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--from-group", help="copy functions and subscriptions of this group")
     p.add_argument("--file", help="JSON {functions: [...], subscriptions: [...]}")
     p.add_argument("--deploy", action="store_true", help="deploy every group afterwards")
+
+    from hedgerow.cli import fleet as fleet_cli
+
+    fleet_cli.register(sub)
 
     p = _command(sub, "messages", cmd_messages, "stored telemetry")
     _filter_options(p, required=False)

@@ -74,6 +74,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     uninstall.add_argument("--no-systemctl", action="store_true")
     uninstall.set_defaults(func=cmd_uninstall)
 
+    deploy = sub.add_parser(
+        "deploy", help="apply an offline deployment file (no cloud needed; the core must run)"
+    )
+    deploy.add_argument(
+        "--file", type=Path, required=True, help="from `hedgerow cloud deployment export`"
+    )
+    deploy.add_argument("--config", type=Path)
+    deploy.add_argument("--data-dir", type=Path)
+    deploy.add_argument("--timeout", type=float, default=300.0, help="wait this long (s)")
+    deploy.add_argument("--json", action="store_true", help="print the result as JSON")
+    deploy.set_defaults(func=cmd_deploy)
+
     opcua = sub.add_parser("opcua", help="OPC UA tools (to pick nodes for a connector)")
     opcua_sub = opcua.add_subparsers(dest="opcua_command", required=True)
     browse = opcua_sub.add_parser("browse", help="list an OPC UA server's nodes")
@@ -232,6 +244,64 @@ async def _run(config: CoreConfig) -> None:
         )
         await stop.wait()
         service.sd_notify("STOPPING=1")
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    """Hand an offline deployment file to the running core (through its data directory)
+    and wait for the result; the core verifies and applies it as any deployment."""
+    import json
+    import shutil
+    import time
+
+    from hedgerow.contract.errors import ContractError
+    from hedgerow.contract.offline import unpack
+    from hedgerow.core.deployment import OFFLINE_SUFFIX, offline_inbox
+
+    config = _load(_config_path(args))
+    try:
+        offline = unpack(args.file.read_bytes())
+    except OSError as exc:
+        raise CLIError(f"cannot read {args.file}: {exc}") from exc
+    except ContractError as exc:
+        raise CLIError(
+            f"{args.file} is not an offline deployment ({exc}): write one with "
+            "`hedgerow cloud deployment export --group GROUP --out FILE`"
+        ) from exc
+    if offline.core != config.name:
+        raise CLIError(
+            f"{args.file} is for core {offline.core!r}, this is {config.name!r}: "
+            f"export it for group {config.group!r}"
+        )
+    inbox = offline_inbox(config.data_dir)
+    inbox.mkdir(parents=True, exist_ok=True)
+    target = inbox / f"{offline.deployment_id}{OFFLINE_SUFFIX}"
+    result_file = target.with_name(target.name + ".result")
+    result_file.unlink(missing_ok=True)
+    tmp = inbox / f".{offline.deployment_id}.tmp"
+    shutil.copyfile(args.file, tmp)
+    tmp.replace(target)
+    if not args.json:
+        print(f"deployment {offline.deployment_id} handed to core {config.name}", flush=True)
+    deadline = time.monotonic() + args.timeout
+    started = time.monotonic()
+    while not result_file.exists():
+        if time.monotonic() > deadline:
+            raise CLIError(
+                f"core {config.name} did not answer within {args.timeout:g} s: is "
+                "`hedgerow core run` running? The file stays in "
+                f"{inbox} and is applied when the core starts"
+            )
+        if not args.json and sys.stdout.isatty():
+            print(f"\r  applying... {time.monotonic() - started:5.1f} s", end="", flush=True)
+        time.sleep(0.2)
+    result = json.loads(result_file.read_text())
+    result_file.unlink(missing_ok=True)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        detail = f": {result['detail']}" if result.get("detail") else ""
+        print(f"\rdeployment {result['deployment_id']}: {result['status']}{detail}")
+    return 0 if result["status"] == "Success" else 1
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -23,6 +23,8 @@ group_ca_overlap_days = 1
 retention_days = 7.0
 [limits]
 max_upload_bytes = 16777216
+[deployments]
+deadline_s = 300.0            # unfinished by then, a deployment is failed
 [secrets]
 kek_file = ""                 # the key-encryption keyring; empty = DATA/pki/keyring.json
 ```
@@ -191,6 +193,8 @@ class CloudConfig:
     ingest_share: str = "hedgerow-ingest"
     #: The key-encryption keyring; empty = ``DATA/pki/keyring.json``.
     kek_file: str = ""
+    #: Unfinished this long after it was made, a deployment is failed.
+    deployment_deadline_s: float = 300.0
 
     def __post_init__(self) -> None:
         if not MIN_ROTATION_DAYS <= self.group_ca_rotation_days <= MAX_ROTATION_DAYS:
@@ -201,6 +205,8 @@ class CloudConfig:
             raise ConfigError("group_ca_overlap_days must be within 0..group_ca_rotation_days")
         if self.retention_days <= 0:
             raise ConfigError("retention_days must be positive")
+        if self.deployment_deadline_s <= 0:
+            raise ConfigError("deployments.deadline_s must be positive")
         for listen in (self.api, self.device, self.mqtt):
             if not 0 <= listen.port <= 65535:
                 raise ConfigError(f"port {listen.port} is out of range")
@@ -244,6 +250,7 @@ class CloudConfig:
             "telemetry": {"retention_days": self.retention_days},
             "limits": {"max_upload_bytes": self.max_upload_bytes},
             "secrets": {"kek_file": self.kek_file},
+            "deployments": {"deadline_s": self.deployment_deadline_s},
         }
 
 
@@ -310,6 +317,11 @@ class SecretsTable:
 
 
 @dataclass(frozen=True, slots=True)
+class DeploymentsTable:
+    deadline_s: float = field(default=300.0, metadata=check(_positive))
+
+
+@dataclass(frozen=True, slots=True)
 class CloudFile:
     """``config.toml`` as written: one field per table (``hedgerow.tomlconfig`` reads it)."""
 
@@ -321,6 +333,7 @@ class CloudFile:
     telemetry: TelemetryTable = field(default_factory=TelemetryTable)
     limits: LimitsTable = field(default_factory=LimitsTable)
     secrets: SecretsTable = field(default_factory=SecretsTable)
+    deployments: DeploymentsTable = field(default_factory=DeploymentsTable)
 
 
 #: Tables and keys older files have that Hedgerow renamed or dropped, with what to write.
@@ -369,6 +382,7 @@ def from_toml(data_dir: Path, data: dict[str, Any]) -> CloudConfig:
             retention_days=parsed.telemetry.retention_days,
             max_upload_bytes=parsed.limits.max_upload_bytes,
             kek_file=parsed.secrets.kek_file,
+            deployment_deadline_s=parsed.deployments.deadline_s,
         )
     except ConfigError as exc:  # a rule across fields (the overlap within the rotation)
         raise ConfigError(f"{file}: {exc.message}", field=exc.field) from exc

@@ -43,6 +43,11 @@ class DeploymentKind(enum.StrEnum):
     NEW = "NewDeployment"
     REDEPLOY = "Redeployment"
     RESET = "ResetDeployment"
+    #: exported for ``hedgerow core deploy --file``: not sent to the core, not the group's
+    #: latest until adopted
+    OFFLINE = "OfflineDeployment"
+    #: an offline deployment the core runs, made the group's current one by the operator
+    ADOPTED = "AdoptedDeployment"
 
 
 class CertificateKind(enum.StrEnum):
@@ -59,6 +64,51 @@ def validate_name(value: object, kind: str = "name") -> str:
             field=kind,
         )
     return value
+
+
+MAX_LABELS = 32
+LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def validate_labels(value: object) -> dict[str, str]:
+    """A group's labels: at most 32 ``key: value`` pairs, each 1-63 letters, digits, '_',
+    '.' or '-' (what ``--label site=berlin`` selects by)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInput("labels must be an object of key: value", field="labels")
+    if len(value) > MAX_LABELS:
+        raise InvalidInput(f"at most {MAX_LABELS} labels", field="labels")
+    for key, item in value.items():
+        for part in (key, item):
+            if not isinstance(part, str) or not LABEL_PATTERN.fullmatch(part):
+                raise InvalidInput(
+                    f"invalid label {key!r}: {item!r}: keys and values are 1-63 letters, "
+                    "digits, '_', '.' or '-'",
+                    field=f"labels.{key}",
+                )
+    return dict(value)
+
+
+def validate_label_changes(value: object) -> dict[str, str]:
+    """Labels to merge into a group's: as ``validate_labels``, and ``""`` removes one."""
+    if isinstance(value, dict):
+        removed = {k: v for k, v in value.items() if v == ""}
+        kept = validate_labels({k: v for k, v in value.items() if v != ""})
+        validate_labels({k: "x" for k in removed})
+        return {**kept, **removed}
+    return validate_labels(value)
+
+
+def parse_label_selector(text: str) -> dict[str, str]:
+    """``site=berlin,tier=2`` → ``{"site": "berlin", "tier": "2"}`` (every pair must match)."""
+    pairs: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(",")):
+        key, sep, item = part.partition("=")
+        if not sep:
+            raise InvalidInput(f"invalid label {part!r}: write key=value", field="label")
+        pairs[key.strip()] = item.strip()
+    return validate_labels(pairs)
 
 
 def validate_description(value: object) -> str:
@@ -376,6 +426,7 @@ class Group:
     core: str | None
     settings: Mapping[str, Any]
     ca_rotation_days: int | None
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -385,6 +436,7 @@ class Group:
             "core": self.core,
             "settings": dict(self.settings),
             "ca_rotation_days": self.ca_rotation_days,
+            "labels": dict(self.labels),
         }
 
 

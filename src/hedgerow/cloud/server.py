@@ -262,8 +262,10 @@ class CloudServer:
             identities=identities,
             secrets=SecretService(SecretStore(engine), keyring),
             presence=self.connected_cores,
+            deadline_s=cfg.deployment_deadline_s,
         )
         self._spawn(events.run(services.deployments, identities), "cloud-core-events")
+        self._spawn(services.rollouts.run(), "cloud-rollouts")
         self._spawn(self._rotate_group_cas(), "cloud-ca-rotation")
 
         device = await self._stack.enter_async_context(

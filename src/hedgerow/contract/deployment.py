@@ -36,6 +36,8 @@ class DeploymentStatus(enum.StrEnum):
     SUCCESS = "Success"
     FAILURE = "Failure"
     ROLLED_BACK = "RolledBack"
+    #: the cloud's own verdict: a newer deployment of the group replaced it unfinished
+    SUPERSEDED = "Superseded"
 
     @property
     def final(self) -> bool:
@@ -43,6 +45,7 @@ class DeploymentStatus(enum.StrEnum):
             DeploymentStatus.SUCCESS,
             DeploymentStatus.FAILURE,
             DeploymentStatus.ROLLED_BACK,
+            DeploymentStatus.SUPERSEDED,
         )
 
 

@@ -116,6 +116,8 @@ class ConnectorConfig:
 class DeploymentConfig:
     poll_interval: float = field(default=900.0, metadata=within(1.0))
     health_timeout: float = field(default=10.0, metadata=within(0.1))
+    #: a deployment not finished this long after it started is failed and rolled back
+    deadline: float = field(default=300.0, metadata=within(1.0))
 
 
 @dataclass(frozen=True, slots=True)

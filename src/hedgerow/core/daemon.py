@@ -61,7 +61,15 @@ from .certificates import (
 from .cloudapi import CloudAPI, HttpCloudAPI
 from .config import CORE_CERT, CORE_KEY, DEPLOY_VERIFY, METRICS_AUTO, ROOT_CA, CoreConfig
 from .connector import CloudConnector
-from .deployment import DeploymentAgent, DeploymentDocument, DeploymentStore
+from .deployment import (
+    OFFLINE_INBOX_POLL,
+    OFFLINE_SUFFIX,
+    DeploymentAgent,
+    DeploymentDocument,
+    DeploymentStore,
+    OfflineFile,
+    offline_inbox,
+)
 from .errors import CertificateError, CloudAPIError, ConfigError, CoreError, DeploymentError
 from .lifecycle import Components, Step
 from .router import Router, SpoolWriter
@@ -458,6 +466,7 @@ class CoreDaemon:
             core=c.name,
             group=c.group,
             health_timeout=c.deployment.health_timeout,
+            deadline_s=c.deployment.deadline,
         )
         await self.agent.restore()
         yield
@@ -495,6 +504,7 @@ class CoreDaemon:
             self.spawn(self.connector.run(), "cloud-connector")
             self.spawn(self.agent.run(), "deployment-agent")
             self.spawn(self._poll_deployments(), "deployment-poll")
+            self.spawn(self._offline_inbox(), "deployment-inbox")
             self.spawn(self._certificate_loop(), "certificate-renewal")
             self.spawn(self._heartbeat_loop(), "heartbeat")
             self.spawn(self._membership_loop(), "membership")
@@ -793,6 +803,22 @@ class CoreDaemon:
             await asyncio.sleep(self.config.deployment.poll_interval)
             if self.connector is not None and self.connector.connected.is_set():
                 self.agent.request(None)
+
+    async def _offline_inbox(self) -> None:
+        """Offline deployment files ``hedgerow core deploy --file`` drops in
+        ``<data_dir>/deployments/inbox`` (no cloud needed): queued for the agent."""
+        inbox = offline_inbox(self.config.data_dir)
+        queued: set[Path] = set()
+        while True:
+            try:
+                found = set(inbox.glob("*" + OFFLINE_SUFFIX)) if inbox.is_dir() else set()
+            except OSError as exc:
+                log.warning("core.deployment.inbox_failed error=%s", exc)
+                found = set()
+            for path in sorted(found - queued):
+                self.agent.request(OfflineFile(path))
+            queued = found
+            await asyncio.sleep(OFFLINE_INBOX_POLL)
 
     # ---- status ---------------------------------------------------------------------
 

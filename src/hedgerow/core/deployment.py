@@ -32,11 +32,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
+import datetime as dt
 import hashlib
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -44,6 +46,7 @@ from typing import Any, Protocol
 from hedgerow.contract.deployment import DeploymentDocument as WireDocument
 from hedgerow.contract.deployment import DeploymentStatus
 from hedgerow.contract.errors import ContractError
+from hedgerow.contract.offline import unpack
 
 from . import keytool
 from .certificates import write_atomic
@@ -64,6 +67,31 @@ ROLLED_BACK = DeploymentStatus.ROLLED_BACK
 _ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 Reporter = Callable[[str, str, str], None]
+#: fetches one artifact's bytes by sha256 (from the cloud, or from an offline file)
+ArtifactSource = Callable[[str], Awaitable[bytes]]
+#: A deployment not finished this long after it started is failed and rolled back, so a
+#: stuck one never blocks the next in the queue.
+DEFAULT_DEADLINE_S = 300.0
+#: What ``deploy`` returns for a deployment older than the one running (not applied).
+OLDER = "Older"
+
+
+#: Where ``hedgerow core deploy --file`` drops files for the running core, how they end,
+#: and how often the core looks.
+OFFLINE_SUFFIX = ".offline.tar"
+OFFLINE_INBOX_POLL = 0.5
+
+
+def offline_inbox(data_dir: Path) -> Path:
+    return data_dir / "deployments" / "inbox"
+
+
+@dataclass(frozen=True)
+class OfflineFile:
+    """A queued offline deployment file (``hedgerow core deploy --file``); the result is
+    written beside it as ``<file>.result`` (JSON ``{"deployment_id", "status", "detail"}``)."""
+
+    path: Path
 
 
 @dataclass(frozen=True)
@@ -295,6 +323,7 @@ class DeploymentAgent:
         core: str,
         group: str,
         health_timeout: float = 10.0,
+        deadline_s: float = DEFAULT_DEADLINE_S,
     ) -> None:
         self.api = api
         self.store = store
@@ -304,6 +333,7 @@ class DeploymentAgent:
         self.core = core
         self.group = group
         self.health_timeout = health_timeout
+        self.deadline_s = deadline_s
         self.current: DeploymentDocument | None = None
         self.in_progress: str | None = None
         self.failed: set[str] = set()
@@ -311,14 +341,15 @@ class DeploymentAgent:
         #: Deployments on disk that did not verify at the last restart (for the heartbeat);
         #: cleared when a deployment from the cloud succeeds.
         self.refused: tuple[Refusal, ...] = ()
-        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._last_detail: dict[str, str] = {}
+        self._queue: asyncio.Queue[str | OfflineFile | None] = asyncio.Queue()
         self.idle = asyncio.Event()
         self.idle.set()
 
     # ---- triggers -------------------------------------------------------------------
 
-    def request(self, deployment_id: str | None) -> None:
-        """Queue a deployment id (None = ask the cloud for the latest)."""
+    def request(self, deployment_id: str | OfflineFile | None) -> None:
+        """Queue a deployment id (None = ask the cloud for the latest) or an offline file."""
         self.idle.clear()
         self._queue.put_nowait(deployment_id)
 
@@ -331,6 +362,8 @@ class DeploymentAgent:
             try:
                 if item is None:
                     await self.check_latest()
+                elif isinstance(item, OfflineFile):
+                    await self.deploy_file(item)
                 else:
                     await self.deploy(item)
             except CoreError as exc:
@@ -433,18 +466,71 @@ class DeploymentAgent:
     # ---- one deployment -------------------------------------------------------------
 
     async def deploy(self, deployment_id: str) -> str | None:
-        """Run one deployment; returns the final status (None when skipped)."""
+        """Run one deployment from the cloud; returns the final status (None when skipped)."""
+        return await self._run_one(deployment_id, self._deploy(deployment_id))
+
+    async def _run_one(self, deployment_id: str, work: Awaitable[str]) -> str | None:
+        """One deployment within the deadline: past it, it is failed and the previous
+        deployment applied again, and the queue moves on."""
         if self._skip(deployment_id):
+            if asyncio.iscoroutine(work):
+                work.close()
             return None
         self.in_progress = deployment_id
         try:
-            status = await self._deploy(deployment_id)
+            async with asyncio.timeout(self.deadline_s):
+                status = await work
+        except TimeoutError:
+            self.failed.add(deployment_id)
+            rollback_error = await self._rollback()
+            detail = f"deadline exceeded: not finished within {self.deadline_s:g} s; " + (
+                f"rollback failed: {rollback_error}" if rollback_error else "rolled back"
+            )
+            self._report(deployment_id, FAILURE, detail)
+            status = FAILURE
         finally:
             self.in_progress = None
         self.results[deployment_id] = status
         return status
 
+    async def deploy_file(self, request: OfflineFile) -> str | None:
+        """Apply an offline deployment file: no cloud needed. The same checks and steps as
+        a deployment from the cloud (signature, addressee, artifact hashes, stage, apply,
+        health, roll back); the result is written to ``<file>.result``."""
+        deployment_id = "?"
+        status: str | None
+        try:
+            offline = unpack(await asyncio.to_thread(request.path.read_bytes))
+            deployment_id = offline.deployment_id
+
+            async def from_file(sha256: str) -> bytes:
+                try:
+                    return offline.artifacts[sha256]
+                except KeyError:
+                    raise DeploymentError(
+                        deployment_id, f"artifact {sha256}: not in the file"
+                    ) from None
+
+            log.info("core.deployment.offline id=%s file=%s", deployment_id, request.path)
+            status = await self._run_one(
+                deployment_id,
+                self._deploy_signed(deployment_id, offline.document, offline.signature, from_file),
+            )
+            detail = self._last_detail.get(deployment_id, "")
+            if status is None:
+                status, detail = "Skipped", "already running or failed before"
+        except (OSError, ContractError) as exc:
+            status, detail = FAILURE, f"cannot read {request.path.name}: {exc}"
+        result = {"deployment_id": deployment_id, "status": status, "detail": detail}
+        write_atomic(
+            request.path.with_name(request.path.name + ".result"), json.dumps(result).encode()
+        )
+        with contextlib.suppress(OSError):
+            request.path.unlink()
+        return status
+
     def _report(self, deployment_id: str, status: str, detail: str = "") -> None:
+        self._last_detail[deployment_id] = detail
         log.info("core.deployment.status id=%s status=%s detail=%s", deployment_id, status, detail)
         self.report(deployment_id, status, detail)
 
@@ -457,13 +543,30 @@ class DeploymentAgent:
                 self._report(deployment_id, FAILURE, f"not found: {exc}")
                 return FAILURE
             raise
+        return await self._deploy_signed(
+            deployment_id, signed.document, signed.signature, self._cloud_artifact
+        )
+
+    async def _deploy_signed(
+        self, deployment_id: str, document: str, signature: str, source: ArtifactSource
+    ) -> str:
         try:
             doc = await verify_document(
-                signed.document, signed.signature, self.verify_key, core=self.core, group=self.group
+                document, signature, self.verify_key, core=self.core, group=self.group
             )
             if doc.deployment_id != deployment_id:
                 raise DeploymentError(deployment_id, f"the document says {doc.deployment_id!r}")
-            await self._fetch_artifacts(doc)
+            if self._older(doc):
+                # e.g. the cloud's retained notification after an offline deployment:
+                # never go back on the operator's behalf (the cloud shows the drift)
+                self.failed.add(deployment_id)
+                log.warning(
+                    "core.deployment.older id=%s running=%s: not applied",
+                    deployment_id,
+                    self.current.deployment_id if self.current else None,
+                )
+                return OLDER
+            await self._fetch_artifacts(doc, source)
         except keytool.KeytoolError as exc:
             # the signature could not be checked at all: say so (an operator must fix the
             # core's Python), touch nothing, and do not mark the id failed: the next
@@ -479,7 +582,7 @@ class DeploymentAgent:
             self.failed.add(deployment_id)
             self._report(deployment_id, FAILURE, exc.reason)
             return FAILURE
-        self.store.stage(doc, signed.signature)
+        self.store.stage(doc, signature)
         self._report(
             deployment_id, IN_PROGRESS, plan(self._current_dict(), doc.as_dict()).summary()
         )
@@ -502,16 +605,34 @@ class DeploymentAgent:
     def _current_dict(self) -> dict[str, Any] | None:
         return self.current.as_dict() if self.current else None
 
-    async def _fetch_artifacts(self, doc: DeploymentDocument) -> None:
+    def _older(self, doc: DeploymentDocument) -> bool:
+        """Whether ``doc`` was made before the deployment the core runs."""
+        if self.current is None:
+            return False
+        made, running = doc.as_dict().get("created_at"), self.current.as_dict().get("created_at")
+        if not isinstance(made, str) or not isinstance(running, str):
+            return False
+        try:
+            return dt.datetime.fromisoformat(made) < dt.datetime.fromisoformat(running)
+        except ValueError:
+            return False
+
+    async def _cloud_artifact(self, sha256: str) -> bytes:
+        try:
+            return await self.api.artifact(sha256)
+        except CloudAPIError as exc:
+            if exc.status is None or exc.status >= 500:
+                raise  # transient: the deployment is tried again on the next trigger
+            raise DeploymentError("?", f"artifact {sha256}: {exc}") from exc
+
+    async def _fetch_artifacts(self, doc: DeploymentDocument, source: ArtifactSource) -> None:
         for sha256, size in doc.artifacts():
             if self.store.has_artifact(sha256):
                 continue
             try:
-                data = await self.api.artifact(sha256)
-            except CloudAPIError as exc:
-                if exc.status is None or exc.status >= 500:
-                    raise  # transient: the deployment is tried again on the next trigger
-                raise DeploymentError(doc.deployment_id, f"artifact {sha256}: {exc}") from exc
+                data = await source(sha256)
+            except DeploymentError as exc:
+                raise DeploymentError(doc.deployment_id, exc.reason) from exc
             if hashlib.sha256(data).hexdigest() != sha256:
                 raise DeploymentError(
                     doc.deployment_id, f"artifact {sha256}: the hash does not match"

@@ -53,6 +53,44 @@ class Deploy:
 
     kind: Literal["new", "redeploy", "reset"] = checked(deployment_kind, default="new")
     deployment_id: str | None = described("the deployment to redeploy", default=None)
+    deadline_s: float | None = checked(
+        lambda v: None if v is None else _deadline(v),
+        default=None,
+        doc="unfinished after this many seconds, it fails (default: the cloud's)",
+    )
+
+
+def _deadline(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise InvalidInput("deadline_s must be a number of seconds above 0", field="deadline_s")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class DriftView:
+    """What the group's core runs against the group's current deployment."""
+
+    group: str
+    core: str
+    running: str | None = described("the deployment the core's heartbeat names")
+    latest: str | None = described("the group's current deployment")
+    drift: bool = described("the core runs something else than the group's current deployment")
+    running_kind: str | None = described(
+        "OfflineDeployment when it was exported and applied offline"
+    )
+    signed_here: bool = described(
+        "this cloud made (and signed) what the core runs: it can be adopted"
+    )
+
+
+@dataclass(frozen=True)
+class ExportedView:
+    """A signed deployment for ``hedgerow core deploy --file`` (artifacts: GET /api/v1/artifacts/{sha256})."""
+
+    deployment: DeploymentView
+    document: str = described("the exact signed JSON text")
+    signature: str = described("Ed25519 over the document's UTF-8 bytes, base64")
+    artifacts: list[str] = described("the sha256 of every artifact the document names")
 
 
 def group_list(value: object) -> list[str]:
@@ -80,8 +118,37 @@ async def deploy(ctx: ApiContext, request: Request, body: Deploy) -> Response:
         path_param(request, "group"),
         KINDS[body.kind],
         body.deployment_id if body.kind == "redeploy" else None,
+        deadline_s=body.deadline_s,
     )
     return respond(DeploymentView.of(deployment), 201)
+
+
+async def export_deployment(ctx: ApiContext, request: Request) -> Response:
+    exported = await ctx.services.deployments.export(path_param(request, "group"))
+    return respond(
+        ExportedView(
+            DeploymentView.of(exported.deployment),
+            exported.document,
+            exported.signature,
+            list(exported.artifacts),
+        ),
+        201,
+    )
+
+
+async def drift(ctx: ApiContext, request: Request) -> Response:
+    found = await ctx.services.deployments.drift(path_param(request, "group"))
+    return respond(DriftView(**found.to_json()))  # type: ignore[arg-type]
+
+
+async def adopt(ctx: ApiContext, request: Request) -> Response:
+    adopted = await ctx.services.deployments.adopt(path_param(request, "group"))
+    return respond(DeploymentView.of(adopted))
+
+
+async def replace(ctx: ApiContext, request: Request) -> Response:
+    replaced = await ctx.services.deployments.replace(path_param(request, "group"))
+    return respond(DeploymentView.of(replaced), 201)
 
 
 async def plan_deployment(ctx: ApiContext, request: Request, body: Deploy) -> Response:
@@ -108,17 +175,28 @@ async def get_deployment(ctx: ApiContext, request: Request) -> Response:
     return respond(DeploymentView.of(found))
 
 
+async def fleet_definition(
+    ctx: ApiContext,
+    from_group: str | None,
+    items: list[CreateFunction],
+    given: list[FleetSubscription],
+) -> tuple[list[FleetFunction], list[FleetSubscription]]:
+    """``from_group``'s functions and subscriptions, or those of the body."""
+    if from_group is not None:
+        return await ctx.services.fleet.template(from_group)
+    functions = []
+    for item in items:
+        name = domain.validate_function_name(item.name or None)
+        settings, sha = new_function_parts(item, name)
+        functions.append(FleetFunction(name, settings, sha))
+    return functions, list(given)
+
+
 async def fleet_apply(ctx: ApiContext, request: Request, body: FleetApply) -> Response:
     fleet = ctx.services.fleet
-    if body.from_group is not None:
-        functions, subscriptions = await fleet.template(body.from_group)
-    else:
-        functions = []
-        for item in body.functions:
-            name = domain.validate_function_name(item.name or None)
-            settings, sha = new_function_parts(item, name)
-            functions.append(FleetFunction(name, settings, sha))
-        subscriptions = list(body.subscriptions)
+    functions, subscriptions = await fleet_definition(
+        ctx, body.from_group, body.functions, body.subscriptions
+    )
     result = await fleet.apply(body.groups, functions, subscriptions, deploy=body.deploy)
     return respond(
         FleetApplied(
@@ -155,6 +233,36 @@ OPERATIONS = [
         list_deployments,
         query=(Query("limit", "integer"),),
         response=DeploymentList,
+    ),
+    Operation(
+        "POST",
+        "/api/v1/groups/{group}/deployments/export",
+        "A signed deployment of the group for an offline core (not sent to it)",
+        export_deployment,
+        status=201,
+        response=ExportedView,
+    ),
+    Operation(
+        "GET",
+        "/api/v1/groups/{group}/drift",
+        "What the core runs against the group's current deployment",
+        drift,
+        response=DriftView,
+    ),
+    Operation(
+        "POST",
+        "/api/v1/groups/{group}/drift/adopt",
+        "Make what the core runs (applied offline, signed here) the group's current deployment",
+        adopt,
+        response=DeploymentView,
+    ),
+    Operation(
+        "POST",
+        "/api/v1/groups/{group}/drift/replace",
+        "Deploy the group's current deployment over what the core runs",
+        replace,
+        status=201,
+        response=DeploymentView,
     ),
     Operation(
         "GET",

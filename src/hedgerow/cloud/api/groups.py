@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from hedgerow.cloud import domain
-from hedgerow.cloud.api.edge import ApiContext, Operation, path_param
+from hedgerow.cloud.api.edge import ApiContext, Operation, Query, path_param
 from hedgerow.cloud.api.parsing import checked
 from hedgerow.cloud.api.responses import (
     Deleted,
@@ -53,6 +53,9 @@ class CreateGroup:
     ca_rotation_days: int | None = checked(
         lambda v: None if v is None else domain.validate_rotation_days(v), default=None
     )
+    labels: dict[str, str] = checked(
+        domain.validate_labels, default_factory=dict, doc="what rollouts select by"
+    )
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,9 @@ class UpdateGroup:
     description: str | None = checked(domain.validate_description, default=None)
     settings: dict[str, bool] | None = checked(group_settings, default=None, doc=SETTINGS_DOC)
     ca_rotation_days: int | None = checked(domain.validate_rotation_days, default=None)
+    labels: dict[str, str] | None = checked(
+        domain.validate_label_changes, default=None, doc='merged in; "" removes a label'
+    )
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,9 @@ class AttachThing:
 
 
 async def list_groups(ctx: ApiContext, request: Request) -> Response:
-    return respond(GroupList.of(await ctx.services.groups.all()))
+    selector = request.query_params.get("label")
+    labels = domain.parse_label_selector(selector) if selector else None
+    return respond(GroupList.of(await ctx.services.groups.all(labels)))
 
 
 async def create_group(ctx: ApiContext, request: Request, body: CreateGroup) -> Response:
@@ -82,6 +90,7 @@ async def create_group(ctx: ApiContext, request: Request, body: CreateGroup) -> 
         body.description,
         dict(body.settings),
         body.ca_rotation_days,
+        dict(body.labels),
     )
     return respond(GroupView.of(group), 201)
 
@@ -96,6 +105,7 @@ async def update_group(ctx: ApiContext, request: Request, body: UpdateGroup) -> 
         description=body.description,
         settings=dict(body.settings) if body.settings is not None else None,
         ca_rotation_days=body.ca_rotation_days,
+        labels=dict(body.labels) if body.labels is not None else None,
     )
     return respond(GroupView.of(group))
 
@@ -124,7 +134,14 @@ async def detach_thing(ctx: ApiContext, request: Request) -> Response:
 
 
 OPERATIONS = [
-    Operation("GET", "/api/v1/groups", "List groups", list_groups, response=GroupList),
+    Operation(
+        "GET",
+        "/api/v1/groups",
+        "List groups (those with every label of ?label=site=berlin,tier=2)",
+        list_groups,
+        query=(Query("label", "string", "key=value[,key=value]"),),
+        response=GroupList,
+    ),
     Operation(
         "POST",
         "/api/v1/groups",

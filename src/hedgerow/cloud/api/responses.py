@@ -132,6 +132,7 @@ class GroupView:
     core: str | None
     settings: dict[str, bool]
     ca_rotation_days: int | None
+    labels: dict[str, str]
 
     @classmethod
     def of(cls, group: Group) -> GroupView:

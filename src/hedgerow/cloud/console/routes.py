@@ -32,6 +32,7 @@ ASSETS = (
     "forms.js",
     "live.js",
     "pages.js",
+    "rollouts.js",
     "zip.js",
 )
 MEDIA_TYPES = {

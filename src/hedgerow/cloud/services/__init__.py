@@ -27,7 +27,7 @@ from hedgerow.cloud.services.cores import (
     PublicEndpoints,
     presence_unknown,
 )
-from hedgerow.cloud.services.deployments import DeploymentService
+from hedgerow.cloud.services.deployments import DEFAULT_DEADLINE_S, DeploymentService
 from hedgerow.cloud.services.devices import DeviceService
 from hedgerow.cloud.services.fleet import FleetFunction, FleetService, FleetSubscription
 from hedgerow.cloud.services.functions import ArtifactService, FunctionService
@@ -35,6 +35,7 @@ from hedgerow.cloud.services.groups import GroupService
 from hedgerow.cloud.services.identities import IdentityService
 from hedgerow.cloud.services.membership import MembershipService
 from hedgerow.cloud.services.notify import Notifier, NullNotifier, RoutesChanged, routes_unchanged
+from hedgerow.cloud.services.rollouts import RolloutRequest, RolloutService
 from hedgerow.cloud.services.secrets import SecretService
 from hedgerow.cloud.services.subscriptions import SubscriptionService
 from hedgerow.cloud.services.telemetry import MessagesWritten, TelemetryService
@@ -62,6 +63,8 @@ __all__ = [
     "Notifier",
     "NullNotifier",
     "PublicEndpoints",
+    "RolloutRequest",
+    "RolloutService",
     "RoutesChanged",
     "SecretService",
     "SubscriptionService",
@@ -90,6 +93,7 @@ class CloudServices:
     fleet: FleetService
     devices: DeviceService
     telemetry: TelemetryService
+    rollouts: RolloutService
     #: the secrets functions read (None: this cloud keeps none; deploying a function that
     #: declares one is refused)
     secrets: SecretService | None = None
@@ -108,6 +112,7 @@ class CloudServices:
         identities: IdentityService | None = None,
         secrets: SecretService | None = None,
         presence: Presence = presence_unknown,
+        deadline_s: float = DEFAULT_DEADLINE_S,
     ) -> CloudServices:
         """All services wired to one another; nothing is set on them afterwards."""
         groups = GroupService(repository, pki_service, notifier, routes_changed)
@@ -117,7 +122,10 @@ class CloudServices:
         artifacts = ArtifactService(repository, artifact_cache)
         functions = FunctionService(repository)
         subscriptions = SubscriptionService(repository, routes_changed)
-        deployments = DeploymentService(repository, pki_service, notifier, secrets)
+        deployments = DeploymentService(repository, pki_service, notifier, secrets, deadline_s)
+        fleet = FleetService(
+            repository, artifacts, functions, subscriptions, deployments, routes_changed
+        )
         return cls(
             repository=repository,
             pki=pki_service,
@@ -132,9 +140,8 @@ class CloudServices:
             subscriptions=subscriptions,
             connectors=ConnectorService(repository),
             deployments=deployments,
-            fleet=FleetService(
-                repository, artifacts, functions, subscriptions, deployments, routes_changed
-            ),
+            fleet=fleet,
+            rollouts=RolloutService(repository, groups, deployments, fleet),
             devices=DeviceService(repository, pki_service, groups, cores, artifacts),
             telemetry=TelemetryService(repository, notifier, messages_written or MessagesWritten()),
             secrets=secrets,

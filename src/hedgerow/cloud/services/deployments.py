@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+from dataclasses import dataclass
 
 from hedgerow import pki
 from hedgerow.cloud import deployments
@@ -19,6 +21,46 @@ from hedgerow.cloud.storage.deployments import DeploymentStore
 from hedgerow.contract.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
+#: Unfinished after this long, a deployment is failed (``[deployments] deadline_s``).
+DEFAULT_DEADLINE_S = 300.0
+
+
+@dataclass(frozen=True)
+class Drift:
+    """What the group's core runs against the group's current deployment."""
+
+    group: str
+    core: str
+    running: str | None
+    latest: str | None
+    #: the running deployment as this cloud made it (None: unknown here, or none)
+    running_deployment: Deployment | None
+
+    @property
+    def drifted(self) -> bool:
+        return self.running is not None and self.running != self.latest
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "group": self.group,
+            "core": self.core,
+            "running": self.running,
+            "latest": self.latest,
+            "drift": self.drifted,
+            "running_kind": self.running_deployment.kind if self.running_deployment else None,
+            "signed_here": self.running_deployment is not None,
+        }
+
+
+@dataclass(frozen=True)
+class Exported:
+    deployment: Deployment
+    document: str
+    signature: str
+    artifacts: tuple[str, ...]
+
+
+OFFLINE_KINDS = (DeploymentKind.OFFLINE.value, DeploymentKind.ADOPTED.value)
 
 
 class DeploymentService:
@@ -28,11 +70,13 @@ class DeploymentService:
         pki_service: PKIService,
         notifier: Notifier,
         secrets: SecretService | None = None,
+        deadline_s: float = DEFAULT_DEADLINE_S,
     ) -> None:
         self.store = store
         self.pki = pki_service
         self.notifier = notifier
         self.secrets = secrets
+        self.deadline_s = deadline_s
 
     def _build(self, snapshot: Snapshot) -> tuple[str, str, str]:
         deployment_id = deployments.new_deployment_id()
@@ -52,9 +96,12 @@ class DeploymentService:
         group: str,
         kind: DeploymentKind = DeploymentKind.NEW,
         deployment_id: str | None = None,
+        deadline_s: float | None = None,
     ) -> Deployment:
         """A new deployment of ``group``; ``REDEPLOY`` repeats ``deployment_id`` (default: the
-        latest), ``RESET`` deploys nothing (the core removes everything)."""
+        latest), ``RESET`` deploys nothing (the core removes everything). Unfinished after
+        ``deadline_s`` (default: the cloud's) it is failed; the group's unfinished
+        deployments are superseded by it."""
         of: str | None = None
         if kind is DeploymentKind.REDEPLOY:
             of = deployment_id
@@ -64,7 +111,14 @@ class DeploymentService:
                     raise Conflict(f"group {group!r} has no deployment to redeploy")
                 of = history[0].id
         deployment = await asyncio.to_thread(
-            self.store.create_deployment, group, kind.value, self._build, document_of=of
+            functools.partial(
+                self.store.create_deployment,
+                group,
+                kind.value,
+                self._build,
+                document_of=of,
+                deadline_s=deadline_s or self.deadline_s,
+            )
         )
         await self.notifier.publish(
             deployments_topic(deployment.core),
@@ -142,9 +196,90 @@ class DeploymentService:
         )
         if latest is None or latest == heartbeat.deployment:
             return
+        if heartbeat.deployment and await self._newer_offline(core, heartbeat.deployment, latest):
+            log.warning(
+                "deployment.drift core=%s running=%s latest=%s: not redeployed over an "
+                "offline deployment; adopt or replace it",
+                core,
+                heartbeat.deployment,
+                latest,
+            )
+            return
         await self.notifier.publish(
             deployments_topic(core), deployments.notification(latest), retain=True
         )
+
+    async def _newer_offline(self, core: str, running: str, latest: str) -> bool:
+        """Whether ``running`` is an offline deployment this cloud signed for ``core``,
+        newer than the group's latest: the operator's choice, never overwritten here."""
+        try:
+            ran = await self.get(running)
+            last = await self.get(latest)
+        except NotFound:
+            return False
+        return ran.core == core and ran.kind in OFFLINE_KINDS and ran.created_at > last.created_at
+
+    async def fail_overdue(self) -> list[Deployment]:
+        """Fail every unfinished deployment past its deadline (the cloud's sweep)."""
+        failed = await asyncio.to_thread(self.store.fail_overdue, pki.now())
+        for d in failed:
+            log.warning("deployment.deadline id=%s group=%s core=%s", d.id, d.group, d.core)
+        return failed
+
+    # ---- offline deployments --------------------------------------------------------
+
+    async def export(self, group: str) -> Exported:
+        """A signed deployment of ``group`` for ``hedgerow core deploy --file``: stored
+        (so the cloud knows it when the core reports it), never sent, supersedes nothing."""
+        deployment = await asyncio.to_thread(
+            functools.partial(
+                self.store.create_deployment,
+                group,
+                DeploymentKind.OFFLINE.value,
+                self._build,
+                supersede=False,
+            )
+        )
+        _core, document, signature = await asyncio.to_thread(
+            self.store.deployment_document, deployment.id
+        )
+        artifacts = tuple(
+            dict.fromkeys(f["artifact"]["sha256"] for f in json.loads(document)["functions"])
+        )
+        log.info("deployment.exported id=%s group=%s", deployment.id, group)
+        return Exported(deployment, document, signature, artifacts)
+
+    async def drift(self, group: str) -> Drift:
+        core, running, known = await asyncio.to_thread(self.store.running_deployment, group)
+        latest = await self.latest_for_core(core)
+        return Drift(group, core, running, latest, known)
+
+    async def adopt(self, group: str) -> Deployment:
+        """The deployment the core runs (signed here, applied offline) becomes the group's
+        current one; the core is told so it stays on it."""
+        drift = await self.drift(group)
+        if drift.running is None:
+            raise Conflict(f"core {drift.core!r} has not reported a deployment yet")
+        if drift.running_deployment is None:
+            raise Conflict(
+                f"core {drift.core!r} runs {drift.running!r}, which this cloud did not make "
+                f"for group {group!r}: replace it (`hedgerow cloud deployment replace --group {group}`)"
+            )
+        if not drift.drifted:
+            return drift.running_deployment
+        adopted = await asyncio.to_thread(self.store.adopt_deployment, drift.running)
+        await self.notifier.publish(
+            deployments_topic(drift.core), deployments.notification(adopted.id), retain=True
+        )
+        log.info("deployment.adopted id=%s group=%s", adopted.id, group)
+        return adopted
+
+    async def replace(self, group: str) -> Deployment:
+        """The group's current deployment again, over whatever the core runs."""
+        drift = await self.drift(group)
+        if drift.latest is None:
+            return await self.deploy(group, DeploymentKind.RESET)
+        return await self.deploy(group, DeploymentKind.REDEPLOY, drift.latest)
 
     async def latest_for_core(self, core: str) -> str | None:
         return await asyncio.to_thread(self.store.latest_deployment, core)

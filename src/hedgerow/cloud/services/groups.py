@@ -35,6 +35,7 @@ class GroupService:
         description: str,
         settings: dict[str, Any],
         ca_rotation_days: int | None,
+        labels: dict[str, str] | None = None,
     ) -> Group:
         group = await asyncio.to_thread(
             self.store.create_group,
@@ -42,12 +43,14 @@ class GroupService:
             description,
             {"open_broker": False, **settings},
             ca_rotation_days,
+            labels,
         )
         log.info("group.created name=%s", name)
         return group
 
-    async def all(self) -> list[Group]:
-        return await asyncio.to_thread(self.store.list_groups)
+    async def all(self, labels: dict[str, str] | None = None) -> list[Group]:
+        """Every group, or those carrying all of ``labels``."""
+        return await asyncio.to_thread(self.store.list_groups, labels)
 
     async def get(self, name: str) -> Group:
         return await asyncio.to_thread(self.store.get_group, name)
@@ -59,14 +62,17 @@ class GroupService:
         description: str | None,
         settings: dict[str, Any] | None,
         ca_rotation_days: int | None,
+        labels: dict[str, str] | None = None,
     ) -> Group:
-        """Change the given fields (``None``: leave as is)."""
+        """Change the given fields (``None``: leave as is; labels are merged, ``""``
+        removes one)."""
         group = await asyncio.to_thread(
             self.store.update_group,
             name,
             description=description,
             settings=settings,
             ca_rotation_days=ca_rotation_days,
+            labels=labels,
         )
         self.pki.forget(name)
         return group

@@ -176,6 +176,7 @@ class Store:
             core=core,
             settings=dict(row.settings or {}),
             ca_rotation_days=row.ca_rotation_days,
+            labels=dict(row.labels or {}),
         )
 
     @staticmethod

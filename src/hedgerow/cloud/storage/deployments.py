@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Callable
 
@@ -38,6 +39,8 @@ from hedgerow.cloud.storage.models import (
 from hedgerow.cloud.storage.subscriptions import SubscriptionStore
 
 log = logging.getLogger(__name__)
+#: Statuses a deployment can still leave (a newer one supersedes it, its deadline fails it).
+UNFINISHED = (DeploymentStatus.PENDING.value, DeploymentStatus.IN_PROGRESS.value)
 
 
 class DeploymentStore(FunctionStore, SubscriptionStore):
@@ -71,16 +74,23 @@ class DeploymentStore(FunctionStore, SubscriptionStore):
         build: Callable[[Snapshot], tuple[str, str, str]],
         *,
         document_of: str | None = None,
+        deadline_s: float | None = None,
+        supersede: bool = True,
     ) -> Deployment:
         """Freeze the group and store the deployment ``build(snapshot) -> (id, document, signature)``.
 
         With ``document_of`` the snapshot is that earlier deployment's (a redeployment).
+        Unfinished after ``deadline_s`` it is failed (``fail_overdue``); with ``supersede``
+        the group's unfinished deployments become ``Superseded``: a stuck one never
+        blocks this one.
         """
         with self._tx() as s:
             group_row = self._group(s, group)
             snapshot = self._proposed(s, group_row, kind, document_of)
             deployment_id, document, signature = build(snapshot)
             at = now()
+            if supersede:
+                self._supersede(s, group_row.id, deployment_id, at)
             row = DeploymentRow(
                 id=deployment_id,
                 group_id=group_row.id,
@@ -93,6 +103,7 @@ class DeploymentStore(FunctionStore, SubscriptionStore):
                 created_at=at,
                 updated_at=at,
                 restores=document_of,
+                deadline_at=at + dt.timedelta(seconds=deadline_s) if deadline_s else None,
             )
             s.add(row)
             s.flush()
@@ -103,6 +114,36 @@ class DeploymentStore(FunctionStore, SubscriptionStore):
             )
             s.flush()
             return self._deployment_entity(s, row, group)
+
+    @staticmethod
+    def _supersede(s: Session, group_id: int, newer: str, at: dt.datetime) -> None:
+        for old in s.scalars(
+            sa.select(DeploymentRow).where(
+                DeploymentRow.group_id == group_id, DeploymentRow.status.in_(UNFINISHED)
+            )
+        ):
+            _conclude(s, old, DeploymentStatus.SUPERSEDED, f"superseded by {newer}", at)
+            log.info("deployment.superseded id=%s by=%s", old.id, newer)
+
+    def fail_overdue(self, at: dt.datetime) -> list[Deployment]:
+        """Fail every unfinished deployment past its deadline (returns them)."""
+        failed: list[Deployment] = []
+        with self._tx() as s:
+            rows = s.scalars(
+                sa.select(DeploymentRow).where(
+                    DeploymentRow.status.in_(UNFINISHED),
+                    DeploymentRow.deadline_at.is_not(None),
+                    DeploymentRow.deadline_at <= at,
+                )
+            ).all()
+            for row in rows:
+                limit = (utc(row.deadline_at) - utc(row.created_at)).total_seconds()  # type: ignore[arg-type]
+                detail = f"deadline exceeded: not finished within {limit:g} s"
+                _conclude(s, row, DeploymentStatus.FAILURE, detail, at)
+                s.flush()
+                group = s.scalar(sa.select(GroupRow.name).where(GroupRow.id == row.group_id))
+                failed.append(self._deployment_entity(s, row, str(group), events=False))
+        return failed
 
     def _proposed(
         self, s: Session, group_row: GroupRow, kind: str, document_of: str | None
@@ -201,14 +242,53 @@ class DeploymentStore(FunctionStore, SubscriptionStore):
             return [self._deployment_entity(s, r, group, events=False) for r in rows]
 
     def latest_deployment(self, core: str) -> str | None:
+        """The group's current deployment: its newest, offline exports not adopted left out."""
         with self._tx() as s:
             row = self._core(s, core)
             return s.scalar(
                 sa.select(DeploymentRow.id)
-                .where(DeploymentRow.group_id == row.group_id, DeploymentRow.core == core)
+                .where(
+                    DeploymentRow.group_id == row.group_id,
+                    DeploymentRow.core == core,
+                    DeploymentRow.kind != domain.DeploymentKind.OFFLINE.value,
+                )
                 .order_by(DeploymentRow.created_at.desc(), DeploymentRow.id.desc())
                 .limit(1)
             )
+
+    def running_deployment(self, group: str) -> tuple[str, str | None, Deployment | None]:
+        """(core, the deployment id its last heartbeat names, that deployment when this
+        cloud made it for this group)."""
+        with self._tx() as s:
+            group_row = self._group(s, group)
+            core = s.scalar(sa.select(CoreRow).where(CoreRow.group_id == group_row.id))
+            if core is None:
+                raise Conflict(f"group {group!r} has no core")
+            beat = core.heartbeat if isinstance(core.heartbeat, dict) else {}
+            named = beat.get("deployment")
+            running = named if isinstance(named, str) else None
+            row = s.get(DeploymentRow, running) if running else None
+            if row is None or row.group_id != group_row.id:
+                return core.name, running, None
+            return core.name, running, self._deployment_entity(s, row, group, events=False)
+
+    def adopt_deployment(self, deployment_id: str) -> Deployment:
+        """The offline deployment ``deployment_id`` becomes the group's current one."""
+        with self._tx() as s:
+            row = s.get(DeploymentRow, deployment_id)
+            if row is None:
+                raise NotFound("deployment", deployment_id)
+            at = now()
+            row.kind = domain.DeploymentKind.ADOPTED.value
+            row.status = DeploymentStatus.SUCCESS.value
+            row.detail = "adopted: the core runs it (applied offline)"
+            row.updated_at = at
+            s.add(
+                DeploymentEventRow(deployment_id=row.id, status="Adopted", detail=row.detail, at=at)
+            )
+            s.flush()
+            group = s.scalar(sa.select(GroupRow.name).where(GroupRow.id == row.group_id))
+            return self._deployment_entity(s, row, str(group))
 
     def artifact_in_core_deployments(self, core: str, sha256: str) -> bool:
         with self._tx() as s:
@@ -248,8 +328,9 @@ class DeploymentStore(FunctionStore, SubscriptionStore):
             if seen is not None:  # the same report again (several cloud processes, a resend)
                 return self._deployment_entity(s, row, str(group))
             at = now()
-            row.status = status.value
-            row.detail = detail
+            if row.status != DeploymentStatus.SUPERSEDED.value:  # a late report: an event
+                row.status = status.value
+                row.detail = detail
             row.updated_at = at
             s.add(
                 DeploymentEventRow(
@@ -259,6 +340,16 @@ class DeploymentStore(FunctionStore, SubscriptionStore):
             s.flush()
             group = s.scalar(sa.select(GroupRow.name).where(GroupRow.id == row.group_id))
             return self._deployment_entity(s, row, str(group))
+
+
+def _conclude(
+    s: Session, row: DeploymentRow, status: DeploymentStatus, detail: str, at: dt.datetime
+) -> None:
+    """The cloud's own verdict on an unfinished deployment, with its event."""
+    row.status = status.value
+    row.detail = detail
+    row.updated_at = at
+    s.add(DeploymentEventRow(deployment_id=row.id, status=status.value, detail=detail, at=at))
 
 
 def _snapshot_from_document(current: Snapshot, document: str) -> Snapshot:

@@ -40,6 +40,7 @@ class GroupStore(Store):
         description: str = "",
         settings: dict[str, Any] | None = None,
         ca_rotation_days: int | None = None,
+        labels: dict[str, str] | None = None,
     ) -> Group:
         with self._tx() as s:
             if s.scalar(sa.select(GroupRow.id).where(GroupRow.name == name)) is not None:
@@ -50,12 +51,15 @@ class GroupStore(Store):
                 settings=settings or {"open_broker": False},
                 ca_rotation_days=ca_rotation_days,
                 created_at=now(),
+                # only when given: the column is left out of the INSERT otherwise (0006)
+                **({"labels": labels} if labels else {}),
             )
             s.add(row)
             s.flush()
             return self._group_entity(s, row)
 
-    def list_groups(self) -> list[Group]:
+    def list_groups(self, labels: dict[str, str] | None = None) -> list[Group]:
+        """Every group, or those carrying all of ``labels``."""
         with self._tx() as s:
             cores = dict(s.execute(sa.select(CoreRow.group_id, CoreRow.name)).all())
             return [
@@ -66,8 +70,10 @@ class GroupStore(Store):
                     core=cores.get(r.id),
                     settings=dict(r.settings or {}),
                     ca_rotation_days=r.ca_rotation_days,
+                    labels=dict(r.labels or {}),
                 )
                 for r in s.scalars(sa.select(GroupRow).order_by(GroupRow.name))
+                if all((r.labels or {}).get(k) == v for k, v in (labels or {}).items())
             ]
 
     def get_group(self, name: str) -> Group:
@@ -81,9 +87,14 @@ class GroupStore(Store):
         description: str | None = None,
         settings: dict[str, Any] | None = None,
         ca_rotation_days: int | None = None,
+        labels: dict[str, str] | None = None,
     ) -> Group:
+        """``labels`` are merged in; a label whose value is ``""`` is removed."""
         with self._tx() as s:
             row = self._group(s, name)
+            if labels is not None:
+                merged = {**(row.labels or {}), **labels}
+                row.labels = {k: v for k, v in merged.items() if v}
             if description is not None:
                 row.description = description
             if settings is not None:

@@ -38,6 +38,8 @@ class GroupRow(Base):
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     ca_rotation_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc)
+    #: ``{"site": "berlin"}``: what a rollout selects groups by
+    labels: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
 
 
 class GroupCARow(Base):
@@ -155,6 +157,24 @@ class DeploymentRow(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     #: the earlier deployment a redeployment repeats (None for new and reset)
     restores: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: unfinished by then, the deployment is failed (None: before 0006, or exported)
+    deadline_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class RolloutRow(Base):
+    """A staged rollout: ``plan`` is the whole state of ``hedgerow.cloud.rollout_plan``."""
+
+    __tablename__ = "rollouts"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    plan: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: bumped by every write, which is a compare-and-set on it
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: the cloud process driving it, until when (several ``serve`` on one database)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
 class DeploymentEventRow(Base):

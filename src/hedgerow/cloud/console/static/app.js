@@ -5,6 +5,7 @@ import { announce, clear, h, leavePageStatus, put } from "./dom.js";
 import { form } from "./forms.js";
 import { chartsPage } from "./chart.js";
 import { livePage } from "./live.js";
+import { rolloutPage, rolloutsPage } from "./rollouts.js";
 import {
   deploymentPage,
   deploymentsPage,
@@ -18,6 +19,7 @@ const PAGES = {
   overview: overviewPage,
   groups: (ctx) => (ctx.parts[1] ? groupPage(ctx) : groupsPage(ctx)),
   deployments: (ctx) => (ctx.parts[1] ? deploymentPage(ctx) : deploymentsPage(ctx)),
+  rollouts: (ctx) => (ctx.parts[1] ? rolloutPage(ctx) : rolloutsPage(ctx)),
   things: thingsPage,
   live: livePage,
   charts: chartsPage,

@@ -1,0 +1,263 @@
+"""Staged rollouts: start one over many groups, drive it, and the operator's commands.
+
+The state machine is ``hedgerow.cloud.rollout_plan`` (pure); this service is its shell:
+``tick`` loads every active rollout from the database, observes its targets (deployment
+status, the core's heartbeat), steps it, carries out the deploys and restores it asks for
+and stores it again — so a cloud restart carries on where it stopped. ``run`` is the
+cloud's background job: ``tick`` and the deployment deadline sweep, every
+``TICK_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hedgerow.cloud.domain import DeploymentKind, FunctionSettings
+from hedgerow.cloud.errors import CloudError, Conflict, InvalidInput
+from hedgerow.cloud.rollout_plan import (
+    DEFAULT_DEADLINE_S,
+    Deploy,
+    Observation,
+    Rollout,
+    RolloutError,
+)
+from hedgerow.cloud.services.deployments import DeploymentService
+from hedgerow.cloud.services.fleet import FleetFunction, FleetService, FleetSubscription
+from hedgerow.cloud.services.groups import GroupService
+from hedgerow.cloud.storage.rollouts import RolloutStore
+
+log = logging.getLogger(__name__)
+
+#: How often the rollout job looks at active rollouts and overdue deployments.
+TICK_SECONDS = 0.5
+#: How long a cloud process holds the rollouts it drives without renewing (another
+#: ``serve`` on the same database takes them over after that).
+LEASE_SECONDS = 10.0
+#: Operator commands tried again this often when the rollout changed meanwhile.
+COMMAND_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class RolloutRequest:
+    """Which groups (``groups`` or every group with all of ``labels``), what they get
+    (``functions``/``subscriptions``, e.g. a source group's; None: each group's own
+    definition) and how: waves, soak, failure threshold, deadline."""
+
+    groups: Sequence[str] = ()
+    labels: dict[str, str] | None = None
+    functions: Sequence[FleetFunction] | None = None
+    subscriptions: Sequence[FleetSubscription] = ()
+    canary: int = 0
+    waves: Sequence[str] = ("100%",)
+    soak_s: float = 0.0
+    max_failures: str = "0"
+    deadline_s: float = DEFAULT_DEADLINE_S
+
+
+def _template(
+    functions: Sequence[FleetFunction] | None, subscriptions: Sequence[FleetSubscription]
+) -> dict[str, Any] | None:
+    if functions is None:
+        return None
+    return {
+        "functions": [
+            {
+                "name": f.name,
+                "settings": dataclasses.asdict(f.settings),
+                "artifact_sha256": f.artifact_sha256,
+            }
+            for f in functions
+        ],
+        "subscriptions": [dataclasses.asdict(s) for s in subscriptions],
+    }
+
+
+def _from_template(
+    template: dict[str, Any],
+) -> tuple[list[FleetFunction], list[FleetSubscription]]:
+    functions = [
+        FleetFunction(f["name"], FunctionSettings(**f["settings"]), f["artifact_sha256"])
+        for f in template["functions"]
+    ]
+    return functions, [FleetSubscription(**s) for s in template["subscriptions"]]
+
+
+def _invalid(exc: RolloutError) -> InvalidInput:
+    return InvalidInput(exc.message, field=exc.field)
+
+
+class RolloutService:
+    def __init__(
+        self,
+        store: RolloutStore,
+        groups: GroupService,
+        deployments: DeploymentService,
+        fleet: FleetService,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.groups = groups
+        self.deployments = deployments
+        self.fleet = fleet
+        self.clock = clock
+        self._lock = asyncio.Lock()
+        #: this process, as the holder of rollout leases
+        self.owner = f"cloud-{uuid.uuid4().hex[:12]}"
+
+    async def start(self, request: RolloutRequest) -> Rollout:
+        names = list(dict.fromkeys(request.groups))
+        if request.labels:
+            names += [g.name for g in await self.groups.all(request.labels) if g.name not in names]
+        if not names:
+            raise InvalidInput("no group matches: name groups or a label", field="groups")
+        cores: dict[str, str] = {}
+        for name in names:
+            core = (await self.groups.get(name)).core
+            if core is None:
+                raise Conflict(f"group {name!r} has no core: a rollout deploys to cores")
+            cores[name] = core
+        if request.functions is not None:
+            for f in request.functions:
+                await self.fleet.artifacts.size(f.artifact_sha256)
+        current = await asyncio.to_thread(self.store.current_deployments, names)
+        try:
+            rollout = Rollout.start(
+                f"r-{uuid.uuid4().hex[:12]}",
+                [(g, current[g]) for g in names],
+                canary=request.canary,
+                waves=request.waves,
+                soak_s=request.soak_s,
+                max_failures=request.max_failures,
+                deadline_s=request.deadline_s,
+                template=_template(request.functions, request.subscriptions),
+                cores=cores,
+            )
+        except RolloutError as exc:
+            raise _invalid(exc) from exc
+        async with self._lock:
+            await asyncio.to_thread(
+                self.store.create_rollout, rollout.id, rollout.state.value, rollout.to_json()
+            )
+            await self._drive(rollout, 0)
+        log.info(
+            "rollout.started id=%s groups=%s waves=%s soak=%s max_failures=%s",
+            rollout.id,
+            len(names),
+            rollout.waves,
+            rollout.soak_s,
+            rollout.max_failures,
+        )
+        return rollout
+
+    async def get(self, rollout_id: str) -> Rollout:
+        plan, _revision = await asyncio.to_thread(self.store.get_rollout, rollout_id)
+        return Rollout.from_json(plan)
+
+    async def all(self, limit: int = 100) -> list[Rollout]:
+        found = await asyncio.to_thread(self.store.list_rollouts, limit)
+        return [Rollout.from_json(r) for r in found]
+
+    async def command(self, rollout_id: str, name: str) -> Rollout:
+        """``pause``, ``resume``, ``abort`` or ``rollback`` (``Conflict`` when its state
+        does not allow it)."""
+        async with self._lock:
+            for _attempt in range(COMMAND_ATTEMPTS):
+                plan, revision = await asyncio.to_thread(self.store.get_rollout, rollout_id)
+                rollout = Rollout.from_json(plan)
+                try:
+                    rollout.command(name, self.clock())
+                except RolloutError as exc:
+                    raise Conflict(exc.message) from exc
+                if await self._drive(rollout, revision):
+                    break
+            else:
+                raise Conflict(f"rollout {rollout_id} keeps changing: try {name} again")
+        log.info("rollout.%s id=%s state=%s", name, rollout_id, rollout.state.value)
+        return rollout
+
+    async def tick(self) -> None:
+        """One pass over every active rollout this process holds the lease of."""
+        async with self._lock:
+            claimed = await asyncio.to_thread(self.store.claim_rollouts, self.owner, LEASE_SECONDS)
+            for plan, revision in claimed:
+                await self._drive(Rollout.from_json(plan), revision)
+
+    async def _drive(self, rollout: Rollout, revision: int) -> bool:
+        """Step, act, store (compare-and-set on ``revision``; False: it changed meanwhile
+        and nothing was stored — the deployments made are superseded by the next pass's)."""
+        before = rollout.state
+        seen = {
+            group: Observation(*inputs)
+            for group, inputs in (
+                await asyncio.to_thread(self.store.rollout_inputs, rollout.watched())
+            ).items()
+        }
+        rollout.step(self.clock(), seen)
+        for action in rollout.pending_actions():
+            try:
+                if isinstance(action, Deploy):
+                    deployment_id = await self._deploy(rollout, action.group)
+                    rollout.deployed(action.group, deployment_id, self.clock())
+                else:
+                    restored = await self._restore(rollout, action.group, action.previous)
+                    rollout.restoring(action.group, restored, self.clock())
+            except CloudError as exc:
+                log.warning(
+                    "rollout.action_failed id=%s group=%s error=%s",
+                    rollout.id,
+                    action.group,
+                    exc.message,
+                )
+                rollout.action_failed(action.group, exc.message, self.clock())
+        saved = await asyncio.to_thread(
+            self.store.save_rollout, rollout.id, rollout.state.value, rollout.to_json(), revision
+        )
+        if not saved:
+            log.warning("rollout.changed_meanwhile id=%s revision=%s", rollout.id, revision)
+            return False
+        if rollout.state is not before:
+            log.info(
+                "rollout.state id=%s state=%s reason=%s",
+                rollout.id,
+                rollout.state.value,
+                rollout.reason,
+            )
+        return True
+
+    async def _deploy(self, rollout: Rollout, group: str) -> str:
+        if rollout.template is not None:
+            functions, subscriptions = _from_template(rollout.template)
+            await self.fleet.apply([group], functions, subscriptions, deploy=False)
+        deployment = await self.deployments.deploy(group, deadline_s=rollout.deadline_s)
+        return deployment.id
+
+    async def _restore(self, rollout: Rollout, group: str, previous: str | None) -> str:
+        if previous is None:
+            deployment = await self.deployments.deploy(
+                group, DeploymentKind.RESET, deadline_s=rollout.deadline_s
+            )
+        else:
+            deployment = await self.deployments.deploy(
+                group, DeploymentKind.REDEPLOY, previous, deadline_s=rollout.deadline_s
+            )
+        return deployment.id
+
+    async def run(self, interval: float = TICK_SECONDS) -> None:
+        """The cloud's rollout job: rollouts and deployment deadlines, forever."""
+        while True:
+            for name, step in (
+                ("deadlines", self.deployments.fail_overdue),
+                ("rollouts", self.tick),
+            ):
+                try:
+                    await step()
+                except Exception:  # the job outlives any one bad pass; the next one retries
+                    log.exception("rollout.job_failed step=%s", name)
+            await asyncio.sleep(interval)
