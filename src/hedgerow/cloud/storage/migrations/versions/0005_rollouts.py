@@ -5,7 +5,7 @@ state (its waves, each target's deployments and verdicts) is one JSON document d
 the cloud's rollout job, so it survives a restart; every deployment has a deadline after
 which, unfinished, it is failed.
 
-Revision ID: 0006
+Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-04 17:20:00
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
+revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
