@@ -263,7 +263,9 @@ class CloudServer:
             secrets=SecretService(SecretStore(engine), keyring),
             presence=self.connected_cores,
         )
-        self._spawn(events.run(services.deployments, identities), "cloud-core-events")
+        self._spawn(
+            events.run(services.deployments, identities, services.shadows), "cloud-core-events"
+        )
         self._spawn(self._rotate_group_cas(), "cloud-ca-rotation")
 
         device = await self._stack.enter_async_context(

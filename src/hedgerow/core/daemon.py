@@ -73,6 +73,8 @@ from .status import HeartbeatPacer, MetricsServer, Snapshot, heartbeat
 if TYPE_CHECKING:  # the stream manager is imported only when [streams] is enabled
     from hedgerow.streams.service import StreamService
 
+    from .shadow_sync import ShadowSync
+
 log = logging.getLogger(__name__)
 
 _HEALTH_ORDER = [Health.BROKEN, Health.PENDING, Health.HEALTHY]  # worst first
@@ -172,6 +174,8 @@ class CoreApplier:
             await d.connectors.apply([ConnectorSpec.from_json(c) for c in doc.connectors])
         except ConnectorConfigError as exc:
             raise DeploymentError(doc.deployment_id, str(exc)) from exc
+        if d.shadow_sync is not None:
+            d.shadow_sync.set_things(doc.sync_shadows, connected=d.cloud_connected())
         d.admission.set_deployment(table, doc.things)
         dropped = d.broker.disconnect_where(
             lambda i: not d.admission.still_admitted(i), "no longer admitted"
@@ -224,6 +228,8 @@ class CoreDaemon:
         self.local_address: tuple[str, int] | None = None
         self.metrics_address: tuple[str, int] | None = None
         self.connector: CloudConnector | None = None
+        #: shadow sync with the cloud (None when a test hands in its own shadow service)
+        self.shadow_sync: ShadowSync | None = None
         self.table = RoutingTable()
         self.components = self._components()
         self._tg: asyncio.TaskGroup | None = None
@@ -386,10 +392,18 @@ class CoreDaemon:
         its own ``Shadows`` protocol)."""
         c = self.config
         self.secrets = CoreSecrets(c.file(CORE_KEY), c.group, c.name)
-        if self._shadow is None:
-            from .shadow import ShadowService
+        from .shadow import ShadowService
+        from .shadow_sync import ShadowSync
 
+        if self._shadow is None:
             self._shadow = ShadowService(c.data_dir / "shadows.json")
+        if isinstance(self._shadow, ShadowService):
+            self.shadow_sync = ShadowSync(
+                self._shadow,
+                c.data_dir / "shadow-sync.json",
+                self._shadow_send,
+                self._shadow_synced,
+            )
         run_as = c.functions.run_as_user
         if run_as and c.functions.run_as_group:
             run_as = f"{run_as}:{c.functions.run_as_group}"
@@ -695,10 +709,27 @@ class CoreDaemon:
         self.spool_writer.add(topic, report.to_json(), 1)
         self.state_changed("deployment")
 
+    def cloud_connected(self) -> bool:
+        return bool(self.connector and self.connector.connected.is_set())
+
     def _cloud_connected(self) -> None:
         self.agent.request(None)
         self._send_heartbeat()
         self._members_wake.set()
+        if self.shadow_sync is not None:
+            self.shadow_sync.connected()
+
+    def _shadow_send(self, payload: bytes) -> None:
+        """A synced shadow changed here: to the cloud through the durable spool."""
+        writer: SpoolWriter | None = getattr(self, "spool_writer", None)
+        if writer is None:  # before the router: nothing can have changed a shadow yet
+            log.warning("core.shadow_sync.not_ready")
+            return
+        writer.add(core_topic(self.config.name, CoreLeaf.SHADOW_UPDATE), payload, 1)
+
+    def _shadow_synced(self, thing: str, messages: list[tuple[str, bytes]]) -> None:
+        """The cloud changed a synced shadow: its device hears the replies (delta...)."""
+        self.router.shadow_replies(thing, messages)
 
     def _cloud_message(self, topic: str, payload: bytes) -> None:
         name = self.config.name
@@ -725,6 +756,9 @@ class CoreDaemon:
                 log.warning("core.membership.bad_message payload=%r", payload[:200])
                 return
             self.set_members(things)
+        elif topic == core_topic(name, CoreLeaf.SHADOW):
+            if self.shadow_sync is not None:
+                self.shadow_sync.cloud_state(payload)
         elif topic == core_topic(name, CoreLeaf.GROUP_CAS):
             try:
                 pems = json.loads(payload)["group_cas"]
@@ -841,7 +875,7 @@ class CoreDaemon:
                 (s.source, s.topic, s.target, n) for s, n in self.table.counter_items()
             ),
             deployment=current.deployment_id if current else None,
-            cloud_connected=bool(self.connector and self.connector.connected.is_set()),
+            cloud_connected=self.cloud_connected(),
             refused=tuple(r.as_dict() for r in self.agent.refused),
             health=self.health().value,
             connectors=self.connectors.report(),

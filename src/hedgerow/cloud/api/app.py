@@ -20,6 +20,7 @@ from hedgerow.cloud.api import (
     groups,
     messages,
     secrets,
+    shadows,
     subscriptions,
     system,
     things,
@@ -47,6 +48,7 @@ OPERATIONS: list[Operation] = [
     *deployments.OPERATIONS,
     *cores.OPERATIONS,
     *things.OPERATIONS,
+    *shadows.OPERATIONS,
     *messages.OPERATIONS,
 ]
 OPENAPI: dict[str, Any] = openapi_document(OPERATIONS)

@@ -130,7 +130,7 @@ class GroupView:
     description: str
     created_at: str | None
     core: str | None
-    settings: dict[str, bool]
+    settings: dict[str, Any]
     ca_rotation_days: int | None
 
     @classmethod

@@ -36,6 +36,7 @@ from hedgerow.cloud.services.identities import IdentityService
 from hedgerow.cloud.services.membership import MembershipService
 from hedgerow.cloud.services.notify import Notifier, NullNotifier, RoutesChanged, routes_unchanged
 from hedgerow.cloud.services.secrets import SecretService
+from hedgerow.cloud.services.shadows import ShadowChange, ShadowService
 from hedgerow.cloud.services.subscriptions import SubscriptionService
 from hedgerow.cloud.services.telemetry import MessagesWritten, TelemetryService
 from hedgerow.cloud.services.things import CreatedThing, ThingService
@@ -64,6 +65,8 @@ __all__ = [
     "PublicEndpoints",
     "RoutesChanged",
     "SecretService",
+    "ShadowChange",
+    "ShadowService",
     "SubscriptionService",
     "TelemetryService",
     "ThingService",
@@ -90,6 +93,7 @@ class CloudServices:
     fleet: FleetService
     devices: DeviceService
     telemetry: TelemetryService
+    shadows: ShadowService
     #: the secrets functions read (None: this cloud keeps none; deploying a function that
     #: declares one is refused)
     secrets: SecretService | None = None
@@ -137,5 +141,6 @@ class CloudServices:
             ),
             devices=DeviceService(repository, pki_service, groups, cores, artifacts),
             telemetry=TelemetryService(repository, notifier, messages_written or MessagesWritten()),
+            shadows=ShadowService(repository, notifier),
             secrets=secrets,
         )

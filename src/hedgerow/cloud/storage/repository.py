@@ -32,6 +32,7 @@ from hedgerow.cloud.storage.discovery_queries import DiscoveryStore
 from hedgerow.cloud.storage.fleet import FleetStore
 from hedgerow.cloud.storage.groups import GroupStore
 from hedgerow.cloud.storage.messages import MessageStore
+from hedgerow.cloud.storage.shadows import ShadowStore
 from hedgerow.cloud.storage.things import ThingStore
 from hedgerow.cloud.storage.tokens import TokenStore, token_digest
 
@@ -62,5 +63,6 @@ class Repository(
     DiscoveryStore,
     MessageStore,
     TokenStore,
+    ShadowStore,
 ):
     """Every store over one engine (``Repository(engine)``)."""
