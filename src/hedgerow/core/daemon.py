@@ -851,6 +851,8 @@ class CoreDaemon:
                      "dropped_queue_full", "protocol_errors"):  # fmt: skip
             counters[f"broker_{name}"] = int(getattr(broker, name))
         counters["spool_write_failed"] = self.spool_writer.failed
+        if self.shadow_sync is not None:
+            counters.update({f"shadow_sync_{k}": v for k, v in self.shadow_sync.counters.items()})
         counters["denied_publish"] = self.admission.denied_publish
         counters["denied_subscribe"] = self.admission.denied_subscribe
         counters.update({f"refused_{k}": v for k, v in self.admission.refused.items()})
