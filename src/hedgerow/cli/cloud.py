@@ -114,6 +114,16 @@ class Api:
     def post(self, path: str, body: Any = None, **kwargs: Any) -> Any:
         return self.request("POST", path, json=body if body is not None else {}, **kwargs)
 
+    def download(self, path: str) -> bytes:
+        """A binary body (JSON errors become ``CLIError`` as everywhere)."""
+        try:
+            response = self.client.get(path)
+        except httpx.HTTPError as exc:
+            raise CLIError(f"cannot reach the cloud API at {self.url}: {exc}") from exc
+        if response.status_code >= 400:
+            _decode(response)
+        return response.content
+
     def stream_lines(self, path: str, params: dict[str, str]) -> Iterator[str]:
         try:
             with self.client.stream(
@@ -531,6 +541,39 @@ def cmd_core_show(args: argparse.Namespace) -> int:
     for line in core_summary(core):
         print(line)
     return 0
+
+
+def cmd_core_support_bundle(args: argparse.Namespace) -> int:
+    """Ask the core (over its MQTT link) for a support bundle, wait for its upload, save it."""
+    out = Path(args.out or f"{args.name}-support.tar.gz")
+    started = time.monotonic()
+    with Api(args) as api:
+        asked = api.post(f"/api/v1/cores/{args.name}/support-bundles")
+        path = f"/api/v1/cores/{args.name}/support-bundles/{asked['request_id']}"
+        if not args.json:
+            print(f"asked {args.name} for a support bundle ({asked['request_id']})", flush=True)
+        shown = -1
+        while (bundle := api.get(path))["status"] != "received":
+            waited = time.monotonic() - started
+            if waited > args.timeout:
+                raise CLIError(
+                    f"{args.name} did not upload its support bundle within {args.timeout:.0f} s: "
+                    f"is it connected? (hedgerow cloud core show {args.name}); "
+                    f"it may still arrive: GET {path}"
+                )
+            if not args.json and int(waited) // 2 > shown:
+                shown = int(waited) // 2
+                print(f"  {waited:5.1f}s  waiting for {args.name} to upload it", flush=True)
+            time.sleep(0.2)
+        data = api.download(path + "/download")
+    out.write_bytes(data)
+    out.chmod(0o600)
+    return _done(
+        args,
+        {**bundle, "file": str(out)},
+        f"support bundle of {args.name}: {out} ({len(data)} bytes, "
+        f"{time.monotonic() - started:.1f} s); look inside: tar tzf {out}",
+    )
 
 
 def core_summary(core: dict[str, Any]) -> list[str]:
@@ -1531,6 +1574,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("name")
     _command(core, "list", cmd_core_list, "list cores")
     _command(core, "show", cmd_core_show, "show a core").add_argument("name")
+    p = _command(
+        core,
+        "support-bundle",
+        cmd_core_support_bundle,
+        "fetch a support bundle from a core through the cloud (versions, config without "
+        "secrets, core check, recent logs, last deployments)",
+    )
+    p.add_argument("name")
+    p.add_argument("--out", help="file to write (default: NAME-support.tar.gz)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the core")
     _command(core, "delete", cmd_core_delete, "delete a core").add_argument("name")
 
     thing = sub.add_parser("thing", help="things (devices)").add_subparsers(

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import random
@@ -44,6 +45,7 @@ from hedgerow.connectors import ConnectorConfigError, ConnectorSpec
 from hedgerow.connectors.host import ConnectorHost
 from hedgerow.contract.deployment import DeploymentNotification, DeploymentStatus, StatusReport
 from hedgerow.contract.errors import ContractError
+from hedgerow.contract.support import SupportBundleRequest
 from hedgerow.contract.topics import CoreLeaf, core_topic
 from hedgerow.lifecycle import BROKEN_STATES, HEALTHY_STATES, Health, health_of, parse_state
 from hedgerow.mqtt.topics import matches
@@ -719,6 +721,54 @@ class CoreDaemon:
         if self.shadow_sync is not None:
             self.shadow_sync.connected()
 
+    async def _support_bundle(self, request_id: str) -> None:
+        """Build the support bundle the cloud asked for and upload it (``support_bundle.py``)."""
+        from . import support_bundle
+        from .check import format_results, run_checks
+
+        c = self.config
+        started = time.monotonic()
+        try:
+            check = "\n".join(
+                format_results(await run_checks(c, wait_s=3.0, check_local_port=False))
+            )
+        except Exception as exc:  # the bundle is most wanted when something is wrong
+            check = f"core check failed: {type(exc).__name__}: {exc}"
+        status = json.loads(heartbeat(self.snapshot()))
+        status["cloud_connected"] = self.cloud_connected()
+        status["components"] = {n: s.value for n, s in self.components.states().items()}
+        if self.shadow_sync is not None:
+            status["shadow_sync"] = self.shadow_sync.report()
+        config = json.loads(json.dumps(dataclasses.asdict(c), default=str))
+
+        def build() -> bytes:
+            return support_bundle.build(
+                support_bundle.BundleInputs(
+                    core=c.name,
+                    group=c.group,
+                    config=config,
+                    check=check,
+                    status=status,
+                    logs=support_bundle.newest_logs(
+                        {"core": c.log_dir, "functions": c.data_dir / "functions" / "logs"}
+                    ),
+                    deployments=support_bundle.stored_deployments(c.data_dir / "deployments"),
+                )
+            )
+
+        try:
+            data = await asyncio.to_thread(build)
+            await self.api.upload_support_bundle(request_id, data)
+        except (CloudAPIError, ValueError, OSError) as exc:
+            log.warning("core.support_bundle.failed id=%s error=%s", request_id, exc)
+            return
+        log.info(
+            "core.support_bundle.uploaded id=%s bytes=%d seconds=%.1f",
+            request_id,
+            len(data),
+            time.monotonic() - started,
+        )
+
     def _shadow_send(self, payload: bytes) -> None:
         """A synced shadow changed here: to the cloud through the durable spool."""
         writer: SpoolWriter | None = getattr(self, "spool_writer", None)
@@ -756,6 +806,13 @@ class CoreDaemon:
                 log.warning("core.membership.bad_message payload=%r", payload[:200])
                 return
             self.set_members(things)
+        elif topic == core_topic(name, CoreLeaf.SUPPORT_BUNDLE):
+            try:
+                ask = SupportBundleRequest.from_json(payload)
+            except ContractError as exc:
+                log.warning("core.support_bundle.bad_request error=%s", exc)
+                return
+            self.spawn(self._support_bundle(ask.request_id), f"support-bundle-{ask.request_id}")
         elif topic == core_topic(name, CoreLeaf.SHADOW):
             if self.shadow_sync is not None:
                 self.shadow_sync.cloud_state(payload)

@@ -22,6 +22,7 @@ from hedgerow.cloud.api import (
     secrets,
     shadows,
     subscriptions,
+    support_bundles,
     system,
     things,
 )
@@ -47,6 +48,7 @@ OPERATIONS: list[Operation] = [
     *connectors.OPERATIONS,
     *deployments.OPERATIONS,
     *cores.OPERATIONS,
+    *support_bundles.OPERATIONS,
     *things.OPERATIONS,
     *shadows.OPERATIONS,
     *messages.OPERATIONS,

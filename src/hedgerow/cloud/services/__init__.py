@@ -38,6 +38,7 @@ from hedgerow.cloud.services.notify import Notifier, NullNotifier, RoutesChanged
 from hedgerow.cloud.services.secrets import SecretService
 from hedgerow.cloud.services.shadows import ShadowChange, ShadowService
 from hedgerow.cloud.services.subscriptions import SubscriptionService
+from hedgerow.cloud.services.support_bundles import SupportBundleService
 from hedgerow.cloud.services.telemetry import MessagesWritten, TelemetryService
 from hedgerow.cloud.services.things import CreatedThing, ThingService
 from hedgerow.cloud.storage.repository import Repository
@@ -68,6 +69,7 @@ __all__ = [
     "ShadowChange",
     "ShadowService",
     "SubscriptionService",
+    "SupportBundleService",
     "TelemetryService",
     "ThingService",
 ]
@@ -94,6 +96,7 @@ class CloudServices:
     devices: DeviceService
     telemetry: TelemetryService
     shadows: ShadowService
+    support_bundles: SupportBundleService
     #: the secrets functions read (None: this cloud keeps none; deploying a function that
     #: declares one is refused)
     secrets: SecretService | None = None
@@ -142,5 +145,6 @@ class CloudServices:
             devices=DeviceService(repository, pki_service, groups, cores, artifacts),
             telemetry=TelemetryService(repository, notifier, messages_written or MessagesWritten()),
             shadows=ShadowService(repository, notifier),
+            support_bundles=SupportBundleService(repository, notifier),
             secrets=secrets,
         )

@@ -251,3 +251,16 @@ class DashboardRow(Base):
     charts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc)
     __table_args__ = (UniqueConstraint("group_id", "name", name="uq_dashboards_group_name"),)
+
+
+class SupportBundleRow(Base):
+    """A support bundle asked of a core, and once it uploaded it, the bundle."""
+
+    __tablename__ = "support_bundles"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(80), unique=True)
+    core_id: Mapped[int] = mapped_column(ForeignKey("cores.id", ondelete="CASCADE"), index=True)
+    requested_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc)
+    received_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    data: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)

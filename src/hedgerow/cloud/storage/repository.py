@@ -33,6 +33,7 @@ from hedgerow.cloud.storage.fleet import FleetStore
 from hedgerow.cloud.storage.groups import GroupStore
 from hedgerow.cloud.storage.messages import MessageStore
 from hedgerow.cloud.storage.shadows import ShadowStore
+from hedgerow.cloud.storage.support_bundles import SupportBundleStore
 from hedgerow.cloud.storage.things import ThingStore
 from hedgerow.cloud.storage.tokens import TokenStore, token_digest
 
@@ -64,5 +65,6 @@ class Repository(
     MessageStore,
     TokenStore,
     ShadowStore,
+    SupportBundleStore,
 ):
     """Every store over one engine (``Repository(engine)``)."""

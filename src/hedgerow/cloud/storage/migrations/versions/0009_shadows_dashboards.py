@@ -1,7 +1,8 @@
-"""synced thing shadows and saved dashboards
+"""synced thing shadows, saved dashboards and support bundles
 
 ``shadows``: the cloud's copy of each synced shadow (``hedgerow.contract.shadow``);
-``dashboards``: a group's saved charts (the console).
+``dashboards``: a group's saved charts (the console); ``support_bundles``: the bundles
+asked of cores and what they uploaded (``hedgerow.contract.support``).
 
 Revision ID: 0009
 Revises: 0004
@@ -46,7 +47,26 @@ def upgrade() -> None:
         sa.UniqueConstraint("group_id", "name", name="uq_dashboards_group_name"),
     )
 
+    op.create_table(
+        "support_bundles",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("request_id", sa.String(length=80), nullable=False),
+        sa.Column("core_id", sa.Integer(), nullable=False),
+        sa.Column("requested_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("size", sa.Integer(), nullable=True),
+        sa.Column("data", sa.LargeBinary(), nullable=True),
+        sa.ForeignKeyConstraint(["core_id"], ["cores.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("request_id"),
+    )
+    with op.batch_alter_table("support_bundles", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_support_bundles_core_id"), ["core_id"], unique=False)
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("support_bundles", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_support_bundles_core_id"))
+    op.drop_table("support_bundles")
     op.drop_table("dashboards")
     op.drop_table("shadows")
