@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Route
 from hedgerow.cloud.api import (
     connectors,
     cores,
+    dashboards,
     deployments,
     functions,
     groups,
@@ -42,6 +43,7 @@ OPERATIONS: list[Operation] = [
     *system.OPERATIONS,
     Operation("GET", "/api/openapi.json", "This document", openapi, public=True),
     *groups.OPERATIONS,
+    *dashboards.OPERATIONS,
     *functions.OPERATIONS,
     *secrets.OPERATIONS,
     *subscriptions.OPERATIONS,

@@ -303,6 +303,21 @@ class DeploymentPlanView:
 
 
 @dataclass(frozen=True)
+class DeploymentContentsView:
+    """What a deployment holds, and its difference from the deployment before it and from
+    what its core runs (each a plan: ``running`` names the deployment compared against)."""
+
+    deployment_id: str
+    document: dict[str, Any] = described("the deployment document (sealed secrets left out)")
+    previous: DeploymentPlanView | None = described(
+        "this deployment against the one before it for the same core (null: the first)"
+    )
+    running: DeploymentPlanView | None = described(
+        "what deploying this would change on what the core runs (null: it runs nothing)"
+    )
+
+
+@dataclass(frozen=True)
 class MessageView:
     id: int
     topic: str

@@ -27,6 +27,7 @@ from hedgerow.cloud.services.cores import (
     PublicEndpoints,
     presence_unknown,
 )
+from hedgerow.cloud.services.dashboards import DashboardService
 from hedgerow.cloud.services.deployments import DeploymentService
 from hedgerow.cloud.services.devices import DeviceService
 from hedgerow.cloud.services.fleet import FleetFunction, FleetService, FleetSubscription
@@ -51,6 +52,7 @@ __all__ = [
     "CoreService",
     "CreatedCore",
     "CreatedThing",
+    "DashboardService",
     "DeploymentService",
     "DeviceService",
     "FleetFunction",
@@ -97,6 +99,7 @@ class CloudServices:
     telemetry: TelemetryService
     shadows: ShadowService
     support_bundles: SupportBundleService
+    dashboards: DashboardService
     #: the secrets functions read (None: this cloud keeps none; deploying a function that
     #: declares one is refused)
     secrets: SecretService | None = None
@@ -146,5 +149,6 @@ class CloudServices:
             telemetry=TelemetryService(repository, notifier, messages_written or MessagesWritten()),
             shadows=ShadowService(repository, notifier),
             support_bundles=SupportBundleService(repository, notifier),
+            dashboards=DashboardService(repository),
             secrets=secrets,
         )

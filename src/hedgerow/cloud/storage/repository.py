@@ -27,6 +27,7 @@ from hedgerow.cloud.storage.base import (
 )
 from hedgerow.cloud.storage.certificates import CertificateStore
 from hedgerow.cloud.storage.cores import CoreStore
+from hedgerow.cloud.storage.dashboards import DashboardStore
 from hedgerow.cloud.storage.deployments import DeploymentStore
 from hedgerow.cloud.storage.discovery_queries import DiscoveryStore
 from hedgerow.cloud.storage.fleet import FleetStore
@@ -66,5 +67,6 @@ class Repository(
     TokenStore,
     ShadowStore,
     SupportBundleStore,
+    DashboardStore,
 ):
     """Every store over one engine (``Repository(engine)``)."""
