@@ -12,91 +12,29 @@ offline desired change being a conflict).
 from __future__ import annotations
 
 import json
-import queue
-import ssl
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 
-from tests.e2e.harness import WAIT, System, core_endpoint, running_system, wait_until
+from tests.conftest import ShadowDevice
+from tests.e2e.harness import System, core_endpoint, running_system, wait_until
 
 pytestmark = pytest.mark.slow
 
 THING = "lamp"
-SHADOW = f"$aws/things/{THING}/shadow"
 #: a normal sync, either way, while connected
 SYNC_S = 2.0
-
-
-class ShadowDevice:
-    """A device on paho-mqtt (its own network thread, reconnecting by itself)."""
-
-    def __init__(self, system: System, host: str, port: int, ca: Path) -> None:
-        self.replies: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
-        self.connected = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=THING)
-        self.client.tls_set(
-            ca_certs=str(ca),
-            certfile=str(system.certs / f"{THING}.cert.pem"),
-            keyfile=str(system.certs / f"{THING}.key"),
-            cert_reqs=ssl.CERT_REQUIRED,
-        )
-        self.client.reconnect_delay_set(0.2, 1)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = lambda *args: self.connected.clear()
-        self.client.on_message = lambda c, u, m: self.replies.put((m.topic, json.loads(m.payload)))
-        self.host, self.port = host, port
-
-    def _on_connect(self, client: mqtt.Client, *args: object) -> None:
-        client.subscribe(f"{SHADOW}/#", 1)
-        self.connected.set()
-
-    def start(self) -> None:
-        self.client.connect(self.host, self.port, keepalive=30)
-        self.client.loop_start()
-        assert self.connected.wait(WAIT), "the device did not connect to the core"
-
-    def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-    def request(self, operation: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Publish a shadow request; its accepted reply (rejected fails the test)."""
-        token = f"t-{time.monotonic_ns()}"
-        info = self.client.publish(
-            f"{SHADOW}/{operation}", json.dumps({**body, "clientToken": token}), 1
-        )
-        info.wait_for_publish(WAIT)
-        while True:
-            topic, reply = self.replies.get(timeout=WAIT)
-            if reply.get("clientToken") == token and topic.startswith(f"{SHADOW}/{operation}/"):
-                assert topic.endswith("/accepted"), (topic, reply)
-                return reply
-
-    def delta(self, timeout: float, want: dict[str, Any]) -> dict[str, Any]:
-        """Wait for an ``update/delta`` whose state includes ``want``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            assert left > 0, f"no delta with {want} within {timeout} s"
-            try:
-                topic, reply = self.replies.get(timeout=left)
-            except queue.Empty:
-                continue
-            if topic == f"{SHADOW}/update/delta" and want.items() <= reply["state"].items():
-                return reply
 
 
 @contextmanager
 def device(system: System, tmp_path: Path) -> Iterator[ShadowDevice]:
     host, port, ca = core_endpoint(system, THING, tmp_path)
-    d = ShadowDevice(system, host, port, ca)
+    certs = system.certs
+    d = ShadowDevice(THING, certs / f"{THING}.cert.pem", certs / f"{THING}.key", host, port, ca)
     d.start()
     try:
         yield d

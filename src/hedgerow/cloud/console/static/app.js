@@ -5,6 +5,7 @@ import { announce, clear, h, leavePageStatus, put } from "./dom.js";
 import { form } from "./forms.js";
 import { chartsPage } from "./chart.js";
 import { livePage } from "./live.js";
+import { dashboardsPage, thingPage } from "./operator.js";
 import {
   deploymentPage,
   deploymentsPage,
@@ -18,7 +19,8 @@ const PAGES = {
   overview: overviewPage,
   groups: (ctx) => (ctx.parts[1] ? groupPage(ctx) : groupsPage(ctx)),
   deployments: (ctx) => (ctx.parts[1] ? deploymentPage(ctx) : deploymentsPage(ctx)),
-  things: thingsPage,
+  things: (ctx) => (ctx.parts[1] ? thingPage(ctx) : thingsPage(ctx)),
+  dashboards: dashboardsPage,
   live: livePage,
   charts: chartsPage,
   login: loginPage,
