@@ -89,3 +89,14 @@ def test_sync_state_survives_a_restart(tmp_path: Path) -> None:
     again.cloud_state(ShadowState("lamp", 6, {"led": "stale"}, {}, seq=2).to_json())
     assert again.counters["stale"] == 1
     assert again.report()["state"] == {"lamp": {"cloud_version": 7, "seq": 2}}
+
+
+def test_a_first_sync_offers_the_local_desired_once(tmp_path: Path) -> None:
+    shadow, sync, wire = build(tmp_path)
+    device_update(shadow, "lamp", {"desired": {"led": "on"}, "reported": {"led": "off"}})
+    sync.set_things(["lamp"], connected=True)
+    first = wire.sent[-1]
+    assert (first.desired, first.reported, first.base_version) == ({"led": "on"}, {"led": "off"}, 0)
+    sync.cloud_state(ShadowState("lamp", 1, {"led": "on"}, {"led": "off"}, seq=first.seq).to_json())
+    sync.connected()  # a cloud copy was applied: from now on only reported goes up on connect
+    assert wire.sent[-1].desired is None and wire.sent[-1].reported == {"led": "off"}

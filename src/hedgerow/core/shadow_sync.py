@@ -8,7 +8,8 @@ For each thing the deployment names in ``settings.sync_shadows``:
   back;
 - after every connect to the cloud (and when a thing starts being synced) the core sends
   its whole ``reported`` (the device wins for reported), which also asks the cloud for
-  its copy;
+  its copy; until a cloud copy was applied, its ``desired`` as well (it seeds a cloud copy
+  whose desired nobody set; otherwise it is a conflict and the cloud's stands);
 - a ``ShadowState`` from the cloud is applied unless it is older than the cloud version
   already applied: desired always (the cloud wins for desired), reported only when the
   cloud has processed every local update (``seq``).
@@ -153,8 +154,15 @@ class ShadowSync:
     # ---- internals ----------------------------------------------------------------------
 
     def _send_reported(self, thing: str) -> None:
-        _, reported = self.shadow.sections(thing)
-        self._send(thing, desired=None, reported=reported if self.shadow.exists(thing) else None)
+        """The whole reported; and before the first cloud copy was applied, the local desired
+        too: it seeds a cloud copy nobody has set desired on (else it is a conflict and the
+        cloud's stands)."""
+        if not self.shadow.exists(thing):
+            self._send(thing, desired=None, reported=None)
+            return
+        desired, reported = self.shadow.sections(thing)
+        first = self._state.get(thing, _ThingSync()).cloud_version == 0
+        self._send(thing, desired=desired if first and desired else None, reported=reported)
 
     def _send(self, thing: str, *, desired: dict[str, object] | None, reported: object) -> None:
         sync = self._state.setdefault(thing, _ThingSync())
