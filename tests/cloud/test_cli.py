@@ -492,3 +492,16 @@ def test_admin_tokens_never_look_like_an_option() -> None:
     tokens = [new_admin_token() for _ in range(2000)]
     assert not [t for t in tokens if t.startswith("-")]
     assert len(set(tokens)) == len(tokens)
+
+
+def test_shadow_commands_say_what_to_give(tmp_path: Path) -> None:
+    """Refused before any request: a --desired that is not a JSON object, nothing to change."""
+    common = ("--url", "http://127.0.0.1:9", "--token", "t-unused")
+    bad = _in_process(("cloud", "shadow", "update", "lamp", "--desired", "{led: on}", *common))
+    assert bad.code == 2 and "--desired is not JSON" in bad.err and "give an object" in bad.err
+    listed = _in_process(("cloud", "shadow", "update", "lamp", "--desired", "[1]", *common))
+    assert listed.code == 2 and "must be a JSON object" in listed.err
+    nothing = _in_process(("cloud", "shadow", "update", "lamp", *common))
+    assert nothing.code == 2 and "give --desired" in nothing.err
+    down = _in_process(("cloud", "core", "support-bundle", "pi-1", *common))
+    assert down.code == 2 and "cannot reach the cloud API" in down.err

@@ -22,8 +22,15 @@ from hedgerow.mqtt.topics import filter_covers, matches, validate_topic_filter
 def test_the_topics_of_the_architecture_document() -> None:
     assert core_topic("pi-1", CoreLeaf.DEPLOYMENTS) == "$hedgerow/cores/pi-1/deployments"
     assert core_topic("pi-1", "deployment-status") == "$hedgerow/cores/pi-1/deployment-status"
-    assert [leaf.value for leaf in TO_CORE] == ["deployments", "revocations", "group-cas", "things"]
-    assert [leaf.value for leaf in FROM_CORE] == ["deployment-status", "heartbeat"]
+    assert [leaf.value for leaf in TO_CORE] == [
+        "deployments",
+        "revocations",
+        "group-cas",
+        "things",
+        "shadow",
+        "support-bundle",
+    ]
+    assert [leaf.value for leaf in FROM_CORE] == ["deployment-status", "heartbeat", "shadow-update"]
     assert set(TO_CORE) | set(FROM_CORE) == set(CoreLeaf)
     assert all_cores_filter(CoreLeaf.HEARTBEAT) == "$hedgerow/cores/+/heartbeat"
 

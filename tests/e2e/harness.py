@@ -27,6 +27,8 @@ from typing import Any
 
 import httpx
 import tomli_w
+from awscrt import io as crt_io
+from awsiot.greengrass_discovery import DiscoverResponse, DiscoveryClient
 
 from tests.conftest import free_port
 
@@ -34,6 +36,10 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "functions"
 GROUP = "factory-1"
 CORE = "pi-1"
+
+
+#: how long a device waits for one answer (discovery, CONNACK, PUBACK)
+WAIT = 15.0
 
 
 def hedgerow(*args: str) -> list[str]:
@@ -425,6 +431,37 @@ class System:
 
     def payloads(self, topic_filter: str) -> list[dict[str, Any]]:
         return [json.loads(m["payload"]) for m in self.messages(topic_filter) if "payload" in m]
+
+
+def discover(system: System, thing: str) -> DiscoverResponse:
+    certs = system.certs
+    options = crt_io.TlsContextOptions.create_client_with_mtls_from_path(
+        str(certs / f"{thing}.cert.pem"), str(certs / f"{thing}.key")
+    )
+    options.override_default_trust_store_from_path(None, str(certs / "root-ca.pem"))
+    client = DiscoveryClient(
+        crt_io.ClientBootstrap.get_or_create_static_default(),
+        crt_io.SocketOptions(),
+        crt_io.ClientTlsContext(options),
+        "us-east-1",
+        gg_server_name="localhost",
+    )
+    client.port = system.device_port
+    response: DiscoverResponse = client.discover(thing).result(timeout=WAIT)
+    return response
+
+
+def core_endpoint(system: System, thing: str, tmp_path: Path) -> tuple[str, int, Path]:
+    """Discover like the SDK's sample: the first group's CA, the first core's first endpoint."""
+    response = discover(system, thing)
+    group = response.gg_groups[0]
+    core = group.cores[0]
+    assert core.thing_arn.endswith(f"/{CORE}"), core.thing_arn
+    connectivity = core.connectivity[0]
+    assert (connectivity.host_address, connectivity.port) == ("127.0.0.1", system.core_port)
+    ca = tmp_path / f"{thing}-group-ca.pem"
+    ca.write_text(group.certificate_authorities[0])
+    return connectivity.host_address, connectivity.port, ca
 
 
 def _add_settings(bundle: Path, settings: str) -> None:

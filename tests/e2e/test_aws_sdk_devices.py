@@ -13,47 +13,12 @@ import threading
 from pathlib import Path
 
 import pytest
-from awscrt import io as crt_io
 from awscrt import mqtt, mqtt5
 from awsiot import mqtt5_client_builder, mqtt_connection_builder
-from awsiot.greengrass_discovery import DiscoverResponse, DiscoveryClient
 
-from tests.e2e.harness import CORE, System, running_system, wait_until
+from tests.e2e.harness import CORE, WAIT, System, core_endpoint, running_system, wait_until
 
 pytestmark = pytest.mark.slow
-
-WAIT = 15.0
-
-
-def discover(system: System, thing: str) -> DiscoverResponse:
-    certs = system.certs
-    options = crt_io.TlsContextOptions.create_client_with_mtls_from_path(
-        str(certs / f"{thing}.cert.pem"), str(certs / f"{thing}.key")
-    )
-    options.override_default_trust_store_from_path(None, str(certs / "root-ca.pem"))
-    client = DiscoveryClient(
-        crt_io.ClientBootstrap.get_or_create_static_default(),
-        crt_io.SocketOptions(),
-        crt_io.ClientTlsContext(options),
-        "us-east-1",
-        gg_server_name="localhost",
-    )
-    client.port = system.device_port
-    response: DiscoverResponse = client.discover(thing).result(timeout=WAIT)
-    return response
-
-
-def core_endpoint(system: System, thing: str, tmp_path: Path) -> tuple[str, int, Path]:
-    """Discover like the SDK's sample: the first group's CA, the first core's first endpoint."""
-    response = discover(system, thing)
-    group = response.gg_groups[0]
-    core = group.cores[0]
-    assert core.thing_arn.endswith(f"/{CORE}"), core.thing_arn
-    connectivity = core.connectivity[0]
-    assert (connectivity.host_address, connectivity.port) == ("127.0.0.1", system.core_port)
-    ca = tmp_path / f"{thing}-group-ca.pem"
-    ca.write_text(group.certificate_authorities[0])
-    return connectivity.host_address, connectivity.port, ca
 
 
 def stored(system: System, thing: str) -> list[dict[str, object]]:

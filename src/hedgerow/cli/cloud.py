@@ -114,6 +114,16 @@ class Api:
     def post(self, path: str, body: Any = None, **kwargs: Any) -> Any:
         return self.request("POST", path, json=body if body is not None else {}, **kwargs)
 
+    def download(self, path: str) -> bytes:
+        """A binary body (JSON errors become ``CLIError`` as everywhere)."""
+        try:
+            response = self.client.get(path)
+        except httpx.HTTPError as exc:
+            raise CLIError(f"cannot reach the cloud API at {self.url}: {exc}") from exc
+        if response.status_code >= 400:
+            _decode(response)
+        return response.content
+
     def stream_lines(self, path: str, params: dict[str, str]) -> Iterator[str]:
         try:
             with self.client.stream(
@@ -404,8 +414,13 @@ def cmd_group_create(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"name": args.name, "description": args.description}
     if args.ca_rotation_days is not None:
         body["ca_rotation_days"] = args.ca_rotation_days
+    settings: dict[str, Any] = {}
     if args.open_broker:
-        body["settings"] = {"open_broker": True}
+        settings["open_broker"] = True
+    if args.sync_shadows is not None:
+        settings["sync_shadows"] = _names(args.sync_shadows)
+    if settings:
+        body["settings"] = settings
     if args.label:
         body["labels"] = _labels(args.label)
     with Api(args) as api:
@@ -464,13 +479,19 @@ def cmd_group_update(args: argparse.Namespace) -> int:
         body["description"] = args.description
     if args.ca_rotation_days is not None:
         body["ca_rotation_days"] = args.ca_rotation_days
+    settings: dict[str, Any] = {}
     if args.open_broker is not None:
-        body["settings"] = {"open_broker": args.open_broker}
+        settings["open_broker"] = args.open_broker
+    if args.sync_shadows is not None:
+        settings["sync_shadows"] = _names(args.sync_shadows)
+    if settings:
+        body["settings"] = settings
     if args.label:
         body["labels"] = _labels(args.label)
     if not body:
         raise CLIError(
-            "nothing to change: give --description, --ca-rotation-days, --label k=v or --open-broker/--no-open-broker"
+            "nothing to change: give --description, --ca-rotation-days, --label k=v, "
+            "--open-broker/--no-open-broker or --sync-shadows"
         )
     with Api(args) as api:
         group = api.request("PATCH", f"/api/v1/groups/{args.name}", json=body)
@@ -544,6 +565,39 @@ def cmd_core_show(args: argparse.Namespace) -> int:
     for line in core_summary(core):
         print(line)
     return 0
+
+
+def cmd_core_support_bundle(args: argparse.Namespace) -> int:
+    """Ask the core (over its MQTT link) for a support bundle, wait for its upload, save it."""
+    out = Path(args.out or f"{args.name}-support.tar.gz")
+    started = time.monotonic()
+    with Api(args) as api:
+        asked = api.post(f"/api/v1/cores/{args.name}/support-bundles")
+        path = f"/api/v1/cores/{args.name}/support-bundles/{asked['request_id']}"
+        if not args.json:
+            print(f"asked {args.name} for a support bundle ({asked['request_id']})", flush=True)
+        shown = -1
+        while (bundle := api.get(path))["status"] != "received":
+            waited = time.monotonic() - started
+            if waited > args.timeout:
+                raise CLIError(
+                    f"{args.name} did not upload its support bundle within {args.timeout:.0f} s: "
+                    f"is it connected? (hedgerow cloud core show {args.name}); "
+                    f"it may still arrive: GET {path}"
+                )
+            if not args.json and int(waited) // 2 > shown:
+                shown = int(waited) // 2
+                print(f"  {waited:5.1f}s  waiting for {args.name} to upload it", flush=True)
+            time.sleep(0.2)
+        data = api.download(path + "/download")
+    out.write_bytes(data)
+    out.chmod(0o600)
+    return _done(
+        args,
+        {**bundle, "file": str(out)},
+        f"support bundle of {args.name}: {out} ({len(data)} bytes, "
+        f"{time.monotonic() - started:.1f} s); look inside: tar tzf {out}",
+    )
 
 
 def core_summary(core: dict[str, Any]) -> list[str]:
@@ -1226,6 +1280,73 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return _done(args, result, f"published {result['bytes']} bytes to {result['topic']}")
 
 
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _json_object(text: str | None, option: str) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise CLIError(
+            f'{option} is not JSON ({exc}): give an object, e.g. \'{{"led": "on"}}\''
+        ) from exc
+    if value is not None and not isinstance(value, dict):
+        raise CLIError(f"{option} must be a JSON object (or null to clear the section)")
+    return {"value": value}
+
+
+def _print_shadow(args: argparse.Namespace, shadow: dict[str, Any]) -> None:
+    if args.json:
+        _print_json(shadow)
+        return
+    state = shadow["state"]
+    synced = ", ".join(shadow["synced_by"]) or "no core (set the group's --sync-shadows, deploy)"
+    print(f"thing     {shadow['thing']}")
+    print(f"version   {shadow['version']}")
+    print(f"synced by {synced}")
+    keys = sorted(set(state.get("desired", {})) | set(state.get("reported", {})))
+    rows = []
+    for key in keys:
+        desired = state.get("desired", {}).get(key, "-")
+        reported = state.get("reported", {}).get(key, "-")
+        mark = "*" if key in state.get("delta", {}) else ""
+        rows.append([key, json.dumps(desired), json.dumps(reported), mark])
+    if rows:
+        _table(rows, ["KEY", "DESIRED", "REPORTED", "DELTA"])
+    else:
+        print("(empty shadow)")
+
+
+def cmd_shadow_get(args: argparse.Namespace) -> int:
+    with Api(args) as api:
+        _print_shadow(args, api.get(f"/api/v1/things/{args.thing}/shadow"))
+    return 0
+
+
+def cmd_shadow_update(args: argparse.Namespace) -> int:
+    state: dict[str, Any] = {}
+    for option, text in (("desired", args.desired), ("reported", args.reported)):
+        value = _json_object(text, f"--{option}")
+        if value is not None:
+            state[option] = value["value"]
+    if not state:
+        raise CLIError("nothing to change: give --desired '{...}' and/or --reported '{...}'")
+    body: dict[str, Any] = {"state": state}
+    if args.version is not None:
+        body["version"] = args.version
+    with Api(args) as api:
+        shadow = api.request("PATCH", f"/api/v1/things/{args.thing}/shadow", json=body)
+    if args.json:
+        _print_json(shadow)
+    else:
+        cores = ", ".join(shadow["synced_by"]) or "no core syncs it yet"
+        print(f"shadow of {shadow['thing']} at version {shadow['version']} (sent to: {cores})")
+    return 0
+
+
 def cmd_tail(args: argparse.Namespace) -> int:
     topic_filter = _topic_filter(args, required=True)
     assert topic_filter is not None
@@ -1289,6 +1410,12 @@ def _filter_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
         help="topic filter, e.g. 'corrected/#'" + ("" if required else " (default: every topic)"),
     )
     parser.add_argument("--filter", help="the same, as a flag")
+
+
+SYNC_SHADOWS_HELP = (
+    "things whose shadows the core syncs with the cloud, comma-separated ('' for none); "
+    "takes effect with the next deploy"
+)
 
 
 def _command(
@@ -1451,6 +1578,7 @@ def register(subparsers: Any) -> None:
     )
     label_help = "a label key=value (repeat); rollouts select groups by labels"
     p.add_argument("--label", action="append", default=[], help=label_help)
+    p.add_argument("--sync-shadows", metavar="THING,...", help=SYNC_SHADOWS_HELP)
     p = _command(group, "list", cmd_group_list, "list groups")
     p.add_argument("--label", action="append", default=[], help="only groups with key=value")
     p = _command(group, "update", cmd_group_update, "change a group's description or settings")
@@ -1459,6 +1587,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--ca-rotation-days", type=int)
     p.add_argument("--open-broker", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--label", action="append", default=[], help=label_help + " (key= removes)")
+    p.add_argument("--sync-shadows", metavar="THING,...", help=SYNC_SHADOWS_HELP)
     for name, func, text in (
         ("show", cmd_group_show, "show a group"),
         ("delete", cmd_group_delete, "delete a group and what only it owns"),
@@ -1483,6 +1612,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("name")
     _command(core, "list", cmd_core_list, "list cores")
     _command(core, "show", cmd_core_show, "show a core").add_argument("name")
+    p = _command(
+        core,
+        "support-bundle",
+        cmd_core_support_bundle,
+        "fetch a support bundle from a core through the cloud (versions, config without "
+        "secrets, core check, recent logs, last deployments)",
+    )
+    p.add_argument("name")
+    p.add_argument("--out", help="file to write (default: NAME-support.tar.gz)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the core")
     _command(core, "delete", cmd_core_delete, "delete a core").add_argument("name")
 
     thing = sub.add_parser("thing", help="things (devices)").add_subparsers(
@@ -1675,6 +1814,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("topic")
     p.add_argument("payload")
     p.add_argument("--retain", action="store_true")
+
+    shadow = sub.add_parser("shadow", help="thing shadows synced with the cloud").add_subparsers(
+        dest="shadow_command", metavar="COMMAND", required=True
+    )
+    p = _command(shadow, "get", cmd_shadow_get, "show a thing's shadow: desired vs reported")
+    p.add_argument("thing")
+    p = _command(shadow, "update", cmd_shadow_update, "change a thing's shadow (reaches its core)")
+    p.add_argument("thing")
+    p.add_argument("--desired", help="JSON object merged into desired (null deletes a key)")
+    p.add_argument("--reported", help="JSON object merged into reported")
+    p.add_argument("--version", type=int, help="refuse (409) if the shadow moved past this")
 
     p = _command(sub, "tail", cmd_tail, "follow live telemetry")
     _filter_options(p, required=True)

@@ -18,7 +18,7 @@ from typing import Any
 from hedgerow.cli import CLIError
 from hedgerow.core import service
 from hedgerow.core.bundle_unpack import unpack_bundle
-from hedgerow.core.check import Level, run_checks
+from hedgerow.core.check import Level, format_results, run_checks
 from hedgerow.core.config import CONFIG_FILE, CoreConfig, load_config
 from hedgerow.core.errors import ConfigError, CoreError
 from hedgerow.core.logs import file_handlers
@@ -307,16 +307,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     config = _load(_config_path(args))
     results = asyncio.run(run_checks(config, wait_s=args.timeout))
-    width = max(len(r.name) for r in results)
-    for r in results:
-        line = f"{r.level.value:4}  {r.name:{width}}  {r.detail}"
-        if r.advice and r.level is not Level.OK:
-            line += f"  -> {r.advice}"
-        print(line)
-    failed = sum(r.level is Level.FAIL for r in results)
-    warned = sum(r.level is Level.WARN for r in results)
-    print(f"{len(results)} checks: {failed} failed, {warned} warnings")
-    return 1 if failed else 0
+    print("\n".join(format_results(results)))
+    return 1 if any(r.level is Level.FAIL for r in results) else 0
 
 
 def cmd_install(args: argparse.Namespace) -> int:

@@ -76,15 +76,19 @@ def build_document(
                 f"core enforces ({exc}): update the function, then deploy again",
                 field=exc.field,
             ) from exc
+    things = list(snapshot.things)
     document = DeploymentDocument(
         deployment_id=deployment_id,
         group=snapshot.group.name,
         core=snapshot.core,
         created_at=created_at.isoformat(),
-        things=tuple(snapshot.things),
+        things=tuple(things),
         functions=tuple(functions),
         subscriptions=tuple(Route(s.source, s.topic, s.target) for s in snapshot.subscriptions),
         open_broker=bool(snapshot.group.settings.get("open_broker", False)),
+        sync_shadows=tuple(
+            sorted(t for t in snapshot.group.settings.get("sync_shadows", ()) if t in things)
+        ),
         connectors=tuple(
             ConnectorEntry(e["kind"], e["name"], e["version"], e["config"])
             for e in connector_entries(snapshot.connectors)

@@ -10,7 +10,8 @@ Paths (the client certificate says who is asking):
 * ``POST /core/v1/certificate``, ``PUT /core/v1/connectivity``,
   ``GET /core/v1/deployments/latest``, ``GET /core/v1/deployments/{id}``,
   ``GET /core/v1/artifacts/{sha256}``, ``GET /core/v1/revocations``, ``GET /core/v1/things``,
-  ``GET /core/v1/group-cas`` — cores.
+  ``GET /core/v1/group-cas``, ``PUT /core/v1/support-bundles/{id}`` (a gzip'd tar the
+  cloud asked for) — cores.
 """
 
 from __future__ import annotations
@@ -195,6 +196,11 @@ class DeviceServer:
                     core, path[len("deployments/") :]
                 ),
             )
+        if method == "PUT" and path.startswith("support-bundles/"):
+            bundle = await self.services.support_bundles.receive(
+                core, path[len("support-bundles/") :], body
+            )
+            return json_response(200, {"request_id": bundle.request_id, "size": bundle.size})
         if method == "GET" and path.startswith("artifacts/"):
             data = await self.services.devices.core_artifact(core, path[len("artifacts/") :])
             return Response(200, data, "application/zip")

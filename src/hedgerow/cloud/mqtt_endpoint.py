@@ -31,7 +31,7 @@ from hedgerow.client import Client, ClientError
 from hedgerow.cloud.domain import CertificateKind
 from hedgerow.cloud.errors import CloudError, ConfigError
 from hedgerow.cloud.ingest import IngestWorker
-from hedgerow.cloud.services import DeploymentService, IdentityService
+from hedgerow.cloud.services import DeploymentService, IdentityService, ShadowService
 from hedgerow.contract.topics import (
     FROM_CORE,
     CoreLeaf,
@@ -124,7 +124,7 @@ class CoreAuthorizer:
 
 
 def may_publish(core: str, to_cloud: Sequence[str], topic: str) -> bool:
-    """A core publishes its own heartbeat and deployment status, and topics its group
+    """A core publishes its own heartbeat, deployment status and shadow updates, and topics its group
     routes to ``cloud`` (no other ``$`` topic: wildcards never match them)."""
     if topic.startswith("$"):
         return any(topic == core_topic(core, leaf) for leaf in FROM_CORE)
@@ -149,7 +149,7 @@ class CoreEvent:
 
 
 class CoreEvents:
-    """Deployment status and heartbeats from cores, handled off the broker's hot path
+    """Deployment status, heartbeats and shadow updates from cores, handled off the broker's hot path
     (queued by ``offer``, recorded by ``run`` through the services it is given)."""
 
     def __init__(self) -> None:
@@ -163,12 +163,19 @@ class CoreEvents:
         except asyncio.QueueFull:
             log.warning("mqtt.core_event_dropped core=%s kind=%s", core, kind)
 
-    async def run(self, deployments: DeploymentService, identities: IdentityService) -> None:
+    async def run(
+        self,
+        deployments: DeploymentService,
+        identities: IdentityService,
+        shadows: ShadowService,
+    ) -> None:
         while True:
             event = await self.queue.get()
             try:
                 if event.kind == CoreLeaf.DEPLOYMENT_STATUS:
                     await deployments.record_status(event.core, event.payload)
+                elif event.kind == CoreLeaf.SHADOW_UPDATE:
+                    await shadows.from_core(event.core, event.payload)
                 else:
                     heartbeat = await identities.record_heartbeat(event.core, event.payload)
                     if heartbeat is not None and heartbeat.refused:
@@ -259,6 +266,7 @@ class ExternalBrokerLink:
             f"$share/{self.share}/#",
             all_cores_filter(CoreLeaf.DEPLOYMENT_STATUS),
             all_cores_filter(CoreLeaf.HEARTBEAT),
+            all_cores_filter(CoreLeaf.SHADOW_UPDATE),
         ]
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool) -> None:

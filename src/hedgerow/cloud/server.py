@@ -264,7 +264,9 @@ class CloudServer:
             presence=self.connected_cores,
             deadline_s=cfg.deployment_deadline_s,
         )
-        self._spawn(events.run(services.deployments, identities), "cloud-core-events")
+        self._spawn(
+            events.run(services.deployments, identities, services.shadows), "cloud-core-events"
+        )
         self._spawn(services.rollouts.run(), "cloud-rollouts")
         self._spawn(self._rotate_group_cas(), "cloud-ca-rotation")
 

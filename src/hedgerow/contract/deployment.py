@@ -188,6 +188,9 @@ class DeploymentDocument:
     #: ``{name, version_id, stages, created_ms, binary, sealed}``, checked here for shape
     #: (objects); the core reads them (``core/secrets.py``); left out of the text when none
     secrets: tuple[Mapping[str, Any], ...] = ()
+    #: the things whose shadows the core syncs with the cloud (``contract.shadow``): the
+    #: group setting ``sync_shadows``; in ``settings`` only when any
+    sync_shadows: tuple[str, ...] = ()
     schema: int = SCHEMA
 
     @classmethod
@@ -201,6 +204,10 @@ class DeploymentDocument:
         open_broker = settings.get("open_broker", False)
         if not isinstance(open_broker, bool):
             raise InvalidMessage("settings.open_broker", "must be true or false")
+        try:
+            sync_shadows = _wire.strings(settings, "sync_shadows")
+        except InvalidMessage as exc:
+            raise exc.within("settings") from exc
         return cls(
             deployment_id=deployment_id,
             group=_wire.text(data, "group"),
@@ -212,6 +219,7 @@ class DeploymentDocument:
             open_broker=open_broker,
             connectors=_each(data, "connectors", ConnectorEntry.from_json),
             secrets=_each(data, "secrets", _sealed_secret),
+            sync_shadows=sync_shadows,
             schema=schema,
         )
 
@@ -227,6 +235,8 @@ class DeploymentDocument:
             "subscriptions": [s.to_json() for s in self.subscriptions],
             "settings": {"open_broker": self.open_broker},
         }
+        if self.sync_shadows:
+            body["settings"]["sync_shadows"] = list(self.sync_shadows)
         if self.connectors:
             body["connectors"] = [c.to_json() for c in self.connectors]
         if self.secrets:

@@ -1,7 +1,8 @@
 """The MQTT topics between cloud and core, spelled once.
 
 Every core has a namespace ``$hedgerow/cores/{core}/``. The cloud publishes on the leaves
-in ``TO_CORE`` (QoS 1, retained) and the core on the leaves in ``FROM_CORE``; a core may
+in ``TO_CORE`` (QoS 1; retained, except ``shadow`` and ``support-bundle``, which are
+answers and requests of the moment) and the core on the leaves in ``FROM_CORE``; a core may
 use no other topic in its namespace and none in another core's. ``parse_core_topic`` is
 the reverse direction: a topic name back to (core, leaf).
 """
@@ -24,6 +25,9 @@ class CoreLeaf(enum.StrEnum):
     THINGS = "things"  # cloud → core: {"things": [name, ...]} (the group's members)
     DEPLOYMENT_STATUS = "deployment-status"  # core → cloud: StatusReport
     HEARTBEAT = "heartbeat"  # core → cloud: Heartbeat
+    SHADOW = "shadow"  # cloud → core: contract.shadow.ShadowState (QoS 1, not retained)
+    SHADOW_UPDATE = "shadow-update"  # core → cloud: contract.shadow.ShadowUpdate
+    SUPPORT_BUNDLE = "support-bundle"  # cloud → core: SupportBundleRequest (not retained)
 
 
 #: What the cloud publishes to a core (the core subscribes to these on every connect).
@@ -32,9 +36,11 @@ TO_CORE: Final = (
     CoreLeaf.REVOCATIONS,
     CoreLeaf.GROUP_CAS,
     CoreLeaf.THINGS,
+    CoreLeaf.SHADOW,
+    CoreLeaf.SUPPORT_BUNDLE,
 )
 #: What a core publishes to the cloud.
-FROM_CORE: Final = (CoreLeaf.DEPLOYMENT_STATUS, CoreLeaf.HEARTBEAT)
+FROM_CORE: Final = (CoreLeaf.DEPLOYMENT_STATUS, CoreLeaf.HEARTBEAT, CoreLeaf.SHADOW_UPDATE)
 
 
 @dataclass(frozen=True, slots=True)

@@ -343,6 +343,21 @@ def _exists(kind: str, name: str | None) -> bool:
     return True
 
 
+def format_results(results: Sequence[CheckResult]) -> list[str]:
+    """One line per check (level, name, detail, advice when not ok), then the totals."""
+    width = max((len(r.name) for r in results), default=0)
+    lines = []
+    for r in results:
+        line = f"{r.level.value:4}  {r.name:{width}}  {r.detail}"
+        if r.advice and r.level is not Level.OK:
+            line += f"  -> {r.advice}"
+        lines.append(line)
+    failed = sum(r.level is Level.FAIL for r in results)
+    warned = sum(r.level is Level.WARN for r in results)
+    lines.append(f"{len(results)} checks: {failed} failed, {warned} warnings")
+    return lines
+
+
 async def run_checks(
     config: CoreConfig, *, wait_s: float = 5.0, check_local_port: bool = True
 ) -> list[CheckResult]:

@@ -49,6 +49,8 @@ class CloudAPI(Protocol):
 
     async def server_date(self) -> str | None: ...
 
+    async def upload_support_bundle(self, request_id: str, data: bytes) -> None: ...
+
 
 class HttpCloudAPI:
     """The cloud over mutual TLS; every failure becomes ``CloudAPIError`` (path, status)."""
@@ -64,7 +66,9 @@ class HttpCloudAPI:
     async def aclose(self) -> None:
         """Nothing to release (no connection outlives its call); kept for the interface."""
 
-    async def _request(self, method: str, path: str, json: Any = None) -> Response:
+    async def _request(
+        self, method: str, path: str, json: Any = None, content: bytes | None = None
+    ) -> Response:
         try:
             response = await request(
                 self._base_url,
@@ -72,6 +76,8 @@ class HttpCloudAPI:
                 path,
                 ssl_context=self._ssl_context,
                 json=json,
+                content=content,
+                content_type="application/gzip" if content is not None else "application/json",
                 timeout=self._timeout,
             )
         except HTTPSError as exc:
@@ -167,3 +173,10 @@ class HttpCloudAPI:
         response = await self._request("GET", "/core/v1/deployments/latest")
         date = response.headers.get("date")
         return str(date) if date else None
+
+    async def upload_support_bundle(self, request_id: str, data: bytes) -> None:
+        """``PUT /core/v1/support-bundles/{id}``: the bundle the cloud asked for."""
+        path = f"/core/v1/support-bundles/{request_id}"
+        response = await self._request("PUT", path, content=data)
+        if response.status == 404:
+            raise CloudAPIError(f"PUT {path}: the cloud does not know this request", path, 404)

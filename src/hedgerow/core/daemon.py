@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import random
@@ -44,6 +45,7 @@ from hedgerow.connectors import ConnectorConfigError, ConnectorSpec
 from hedgerow.connectors.host import ConnectorHost
 from hedgerow.contract.deployment import DeploymentNotification, DeploymentStatus, StatusReport
 from hedgerow.contract.errors import ContractError
+from hedgerow.contract.support import SupportBundleRequest
 from hedgerow.contract.topics import CoreLeaf, core_topic
 from hedgerow.lifecycle import BROKEN_STATES, HEALTHY_STATES, Health, health_of, parse_state
 from hedgerow.mqtt.topics import matches
@@ -80,6 +82,8 @@ from .status import HeartbeatPacer, MetricsServer, Snapshot, heartbeat
 
 if TYPE_CHECKING:  # the stream manager is imported only when [streams] is enabled
     from hedgerow.streams.service import StreamService
+
+    from .shadow_sync import ShadowSync
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +184,8 @@ class CoreApplier:
             await d.connectors.apply([ConnectorSpec.from_json(c) for c in doc.connectors])
         except ConnectorConfigError as exc:
             raise DeploymentError(doc.deployment_id, str(exc)) from exc
+        if d.shadow_sync is not None:
+            d.shadow_sync.set_things(doc.sync_shadows, connected=d.cloud_connected())
         d.admission.set_deployment(table, doc.things)
         dropped = d.broker.disconnect_where(
             lambda i: not d.admission.still_admitted(i), "no longer admitted"
@@ -232,6 +238,8 @@ class CoreDaemon:
         self.local_address: tuple[str, int] | None = None
         self.metrics_address: tuple[str, int] | None = None
         self.connector: CloudConnector | None = None
+        #: shadow sync with the cloud (None when a test hands in its own shadow service)
+        self.shadow_sync: ShadowSync | None = None
         self.table = RoutingTable()
         self.components = self._components()
         self._tg: asyncio.TaskGroup | None = None
@@ -394,10 +402,18 @@ class CoreDaemon:
         its own ``Shadows`` protocol)."""
         c = self.config
         self.secrets = CoreSecrets(c.file(CORE_KEY), c.group, c.name)
-        if self._shadow is None:
-            from .shadow import ShadowService
+        from .shadow import ShadowService
+        from .shadow_sync import ShadowSync
 
+        if self._shadow is None:
             self._shadow = ShadowService(c.data_dir / "shadows.json")
+        if isinstance(self._shadow, ShadowService):
+            self.shadow_sync = ShadowSync(
+                self._shadow,
+                c.data_dir / "shadow-sync.json",
+                self._shadow_send,
+                self._shadow_synced,
+            )
         run_as = c.functions.run_as_user
         if run_as and c.functions.run_as_group:
             run_as = f"{run_as}:{c.functions.run_as_group}"
@@ -705,10 +721,75 @@ class CoreDaemon:
         self.spool_writer.add(topic, report.to_json(), 1)
         self.state_changed("deployment")
 
+    def cloud_connected(self) -> bool:
+        return bool(self.connector and self.connector.connected.is_set())
+
     def _cloud_connected(self) -> None:
         self.agent.request(None)
         self._send_heartbeat()
         self._members_wake.set()
+        if self.shadow_sync is not None:
+            self.shadow_sync.connected()
+
+    async def _support_bundle(self, request_id: str) -> None:
+        """Build the support bundle the cloud asked for and upload it (``support_bundle.py``)."""
+        from . import support_bundle
+        from .check import format_results, run_checks
+
+        c = self.config
+        started = time.monotonic()
+        try:
+            check = "\n".join(
+                format_results(await run_checks(c, wait_s=3.0, check_local_port=False))
+            )
+        except Exception as exc:  # the bundle is most wanted when something is wrong
+            check = f"core check failed: {type(exc).__name__}: {exc}"
+        status = json.loads(heartbeat(self.snapshot()))
+        status["cloud_connected"] = self.cloud_connected()
+        status["components"] = {n: s.value for n, s in self.components.states().items()}
+        if self.shadow_sync is not None:
+            status["shadow_sync"] = self.shadow_sync.report()
+        config = json.loads(json.dumps(dataclasses.asdict(c), default=str))
+
+        def build() -> bytes:
+            return support_bundle.build(
+                support_bundle.BundleInputs(
+                    core=c.name,
+                    group=c.group,
+                    config=config,
+                    check=check,
+                    status=status,
+                    logs=support_bundle.newest_logs(
+                        {"core": c.log_dir, "functions": c.data_dir / "functions" / "logs"}
+                    ),
+                    deployments=support_bundle.stored_deployments(c.data_dir / "deployments"),
+                )
+            )
+
+        try:
+            data = await asyncio.to_thread(build)
+            await self.api.upload_support_bundle(request_id, data)
+        except (CloudAPIError, ValueError, OSError) as exc:
+            log.warning("core.support_bundle.failed id=%s error=%s", request_id, exc)
+            return
+        log.info(
+            "core.support_bundle.uploaded id=%s bytes=%d seconds=%.1f",
+            request_id,
+            len(data),
+            time.monotonic() - started,
+        )
+
+    def _shadow_send(self, payload: bytes) -> None:
+        """A synced shadow changed here: to the cloud through the durable spool."""
+        writer: SpoolWriter | None = getattr(self, "spool_writer", None)
+        if writer is None:  # before the router: nothing can have changed a shadow yet
+            log.warning("core.shadow_sync.not_ready")
+            return
+        writer.add(core_topic(self.config.name, CoreLeaf.SHADOW_UPDATE), payload, 1)
+
+    def _shadow_synced(self, thing: str, messages: list[tuple[str, bytes]]) -> None:
+        """The cloud changed a synced shadow: its device hears the replies (delta...)."""
+        self.router.shadow_replies(thing, messages)
 
     def _cloud_message(self, topic: str, payload: bytes) -> None:
         name = self.config.name
@@ -735,6 +816,16 @@ class CoreDaemon:
                 log.warning("core.membership.bad_message payload=%r", payload[:200])
                 return
             self.set_members(things)
+        elif topic == core_topic(name, CoreLeaf.SUPPORT_BUNDLE):
+            try:
+                ask = SupportBundleRequest.from_json(payload)
+            except ContractError as exc:
+                log.warning("core.support_bundle.bad_request error=%s", exc)
+                return
+            self.spawn(self._support_bundle(ask.request_id), f"support-bundle-{ask.request_id}")
+        elif topic == core_topic(name, CoreLeaf.SHADOW):
+            if self.shadow_sync is not None:
+                self.shadow_sync.cloud_state(payload)
         elif topic == core_topic(name, CoreLeaf.GROUP_CAS):
             try:
                 pems = json.loads(payload)["group_cas"]
@@ -843,6 +934,8 @@ class CoreDaemon:
                      "dropped_queue_full", "protocol_errors"):  # fmt: skip
             counters[f"broker_{name}"] = int(getattr(broker, name))
         counters["spool_write_failed"] = self.spool_writer.failed
+        if self.shadow_sync is not None:
+            counters.update({f"shadow_sync_{k}": v for k, v in self.shadow_sync.counters.items()})
         counters["denied_publish"] = self.admission.denied_publish
         counters["denied_subscribe"] = self.admission.denied_subscribe
         counters.update({f"refused_{k}": v for k, v in self.admission.refused.items()})
@@ -867,7 +960,7 @@ class CoreDaemon:
                 (s.source, s.topic, s.target, n) for s, n in self.table.counter_items()
             ),
             deployment=current.deployment_id if current else None,
-            cloud_connected=bool(self.connector and self.connector.connected.is_set()),
+            cloud_connected=self.cloud_connected(),
             refused=tuple(r.as_dict() for r in self.agent.refused),
             health=self.health().value,
             connectors=self.connectors.report(),

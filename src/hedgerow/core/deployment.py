@@ -125,6 +125,11 @@ class DeploymentDocument:
     def open_broker(self) -> bool:
         return bool(self.settings.get("open_broker", False))
 
+    @property
+    def sync_shadows(self) -> tuple[str, ...]:
+        """The things whose shadows this core syncs with the cloud (``core/shadow_sync.py``)."""
+        return tuple(self.settings.get("sync_shadows", ()))
+
     def artifacts(self) -> list[tuple[str, int | None]]:
         out = []
         for entry in self.functions:
@@ -155,7 +160,7 @@ def parse_document(text: str) -> DeploymentDocument:
         things=wire.things,
         functions=tuple(f.to_json() for f in wire.functions),
         subscriptions=subscriptions,
-        settings={"open_broker": wire.open_broker},
+        settings={"open_broker": wire.open_broker, "sync_shadows": wire.sync_shadows},
         text=text,
         connectors=tuple(c.to_json() for c in wire.connectors),
         secrets=parse_secrets(wire.deployment_id, [dict(e) for e in wire.secrets]),

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
@@ -282,6 +282,13 @@ class Router:
                 target.removeprefix("function:"), item.topic, item.payload, item.source
             )
             self._count("to_functions")
+
+    def shadow_replies(self, thing: str, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Replies of a change the cloud made to ``thing``'s shadow (shadow sync): the
+        device hears them on its own shadow topics, other targets by the table."""
+        for topic, payload in messages:
+            self._put("local", Routed(SHADOW, topic, payload, 0))
+            self.dispatch(SHADOW, topic, payload, 0, local_done=True)
 
     async def _shadow(self, item: Routed) -> None:
         assert self.shadow is not None

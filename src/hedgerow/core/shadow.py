@@ -12,10 +12,10 @@ yields ``update/accepted``, ``update/documents`` and, when desired and reported 
 with 409. The document logic is pure; the only I/O is an optional JSON file rewritten
 atomically after each change.
 
-Sync with a cloud copy is routing, not a second code path: a subscription
-``cloud -> shadow`` on ``$aws/things/<thing>/shadow/update`` applies the cloud's updates
-here (as any update: merged, versioned, with delta), and ``shadow -> cloud`` on
-``$aws/things/<thing>/shadow/update/documents`` carries every local change up.
+Sync with the cloud's copy (things in the deployment's ``sync_shadows``) is
+``core/shadow_sync.py``: it watches every accepted change (``watch``) and applies the
+cloud's changes through ``apply_synced`` (an update like any other — merged, versioned,
+with delta — that the watcher is not told about, so it does not go back up).
 """
 
 from __future__ import annotations
@@ -31,11 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from hedgerow.contract.shadow import MAX_DEPTH, MAX_DOCUMENT_BYTES, delta
+from hedgerow.contract.shadow import depth as _depth
+
 log = logging.getLogger(__name__)
 
 OPERATIONS: Final = ("get", "update", "delete")
-MAX_DOCUMENT_BYTES: Final = 8 * 1024
-MAX_DEPTH: Final = 6
 _TOPIC: Final = re.compile(r"^\$aws/things/([^/#+]+)/shadow/(get|update|delete)$")
 
 Json = dict[str, Any]
@@ -129,26 +130,6 @@ def _stamp(patch: Json, now: int) -> Json:
     return out
 
 
-def delta(desired: Json, reported: Json) -> Json:
-    """The desired keys whose values differ from reported (recursively)."""
-    out: Json = {}
-    for key, want in desired.items():
-        have = reported.get(key)
-        if isinstance(want, dict) and isinstance(have, dict):
-            sub = delta(want, have)
-            if sub:
-                out[key] = sub
-        elif want != have:
-            out[key] = copy.deepcopy(want)
-    return out
-
-
-def _depth(value: Any, level: int = 0) -> int:
-    if isinstance(value, dict):
-        return max([_depth(v, level + 1) for v in value.values()], default=level + 1)
-    return level
-
-
 def _metadata_for(meta: Json, keys: Json) -> Json:
     out: Json = {}
     for key, value in keys.items():
@@ -167,6 +148,8 @@ class ShadowService:
         self._store_path = store_path
         self._clock = clock
         self._shadows: dict[str, _Shadow] = {}
+        self._watchers: list[Callable[[str, frozenset[str]], None]] = []
+        self._quiet = False
         if store_path is not None and store_path.exists():
             self._load(store_path)
 
@@ -194,6 +177,55 @@ class ShadowService:
 
     def things(self) -> list[str]:
         return sorted(name for name, s in self._shadows.items() if s.exists)
+
+    def exists(self, thing: str) -> bool:
+        shadow = self._shadows.get(thing)
+        return shadow is not None and shadow.exists
+
+    def sections(self, thing: str) -> tuple[Json, Json]:
+        """Copies of the thing's (desired, reported); empty when it has no shadow."""
+        shadow = self._shadows.get(thing)
+        if shadow is None or not shadow.exists:
+            return {}, {}
+        return copy.deepcopy(shadow.desired), copy.deepcopy(shadow.reported)
+
+    # -- sync with the cloud ---------------------------------------------------------------
+
+    def watch(self, callback: Callable[[str, frozenset[str]], None]) -> None:
+        """``callback(thing, sections)`` after every accepted update or delete that did not
+        come through ``apply_synced`` (``sections``: ``desired`` and/or ``reported``)."""
+        self._watchers.append(callback)
+
+    def apply_synced(
+        self,
+        thing: str,
+        desired: Json | None,
+        reported: Json | None,
+        client_token: str | None = None,
+    ) -> list[tuple[str, bytes]]:
+        """Apply merge patches from the cloud's copy; the replies devices should hear."""
+        state: Json = {}
+        if desired is not None:
+            state["desired"] = desired
+        if reported is not None:
+            state["reported"] = reported
+        request: Json = {"state": state}
+        if client_token is not None:
+            request["clientToken"] = client_token
+        self._quiet = True
+        try:
+            return self.request(thing, "update", json.dumps(request).encode()).messages
+        finally:
+            self._quiet = False
+
+    def _changed(self, thing: str, sections: frozenset[str]) -> None:
+        if self._quiet or not sections:
+            return
+        for watcher in self._watchers:
+            try:
+                watcher(thing, sections)
+            except Exception:  # a watcher's failure must not fail the device's request
+                log.exception("shadow.watcher_failed thing=%s", thing)
 
     # -- MQTT ------------------------------------------------------------------------------
 
@@ -268,6 +300,7 @@ class ShadowService:
         version = shadow.version
         self._shadows[thing] = _Shadow(version=version)
         self._save()
+        self._changed(thing, frozenset(("desired", "reported")))
         doc: Json = {"version": version, "timestamp": now}
         if token is not None:
             doc["clientToken"] = token
@@ -315,6 +348,7 @@ class ShadowService:
         shadow.version += 1
         shadow.exists = True
         self._save()
+        self._changed(thing, frozenset(s for s in ("desired", "reported") if s in state))
 
         accepted: Json = {
             "state": copy.deepcopy(state),

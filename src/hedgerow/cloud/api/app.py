@@ -15,13 +15,16 @@ from starlette.routing import BaseRoute, Route
 from hedgerow.cloud.api import (
     connectors,
     cores,
+    dashboards,
     deployments,
     functions,
     groups,
     messages,
     rollouts,
     secrets,
+    shadows,
     subscriptions,
+    support_bundles,
     system,
     things,
 )
@@ -41,6 +44,7 @@ OPERATIONS: list[Operation] = [
     *system.OPERATIONS,
     Operation("GET", "/api/openapi.json", "This document", openapi, public=True),
     *groups.OPERATIONS,
+    *dashboards.OPERATIONS,
     *functions.OPERATIONS,
     *secrets.OPERATIONS,
     *subscriptions.OPERATIONS,
@@ -48,7 +52,9 @@ OPERATIONS: list[Operation] = [
     *deployments.OPERATIONS,
     *rollouts.OPERATIONS,
     *cores.OPERATIONS,
+    *support_bundles.OPERATIONS,
     *things.OPERATIONS,
+    *shadows.OPERATIONS,
     *messages.OPERATIONS,
 ]
 OPENAPI: dict[str, Any] = openapi_document(OPERATIONS)

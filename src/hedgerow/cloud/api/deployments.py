@@ -19,6 +19,7 @@ from hedgerow.cloud.api.edge import (
 from hedgerow.cloud.api.functions import CreateFunction, new_function_parts
 from hedgerow.cloud.api.parsing import UNSET, checked, described
 from hedgerow.cloud.api.responses import (
+    DeploymentContentsView,
     DeploymentList,
     DeploymentPlanView,
     DeploymentView,
@@ -192,6 +193,19 @@ async def fleet_definition(
     return functions, list(given)
 
 
+async def deployment_contents(ctx: ApiContext, request: Request) -> Response:
+    deployment_id = path_param(request, "deployment")
+    found = await ctx.services.deployments.contents(deployment_id)
+    return respond(
+        DeploymentContentsView(
+            deployment_id,
+            found.document,
+            DeploymentPlanView.of(found.previous) if found.previous else None,
+            DeploymentPlanView.of(found.running) if found.running else None,
+        )
+    )
+
+
 async def fleet_apply(ctx: ApiContext, request: Request, body: FleetApply) -> Response:
     fleet = ctx.services.fleet
     functions, subscriptions = await fleet_definition(
@@ -270,6 +284,13 @@ OPERATIONS = [
         "A deployment with its status events",
         get_deployment,
         response=DeploymentView,
+    ),
+    Operation(
+        "GET",
+        "/api/v1/deployments/{deployment}/contents",
+        "What a deployment contains, and its difference from the previous one and from what runs",
+        deployment_contents,
+        response=DeploymentContentsView,
     ),
     Operation(
         "POST",

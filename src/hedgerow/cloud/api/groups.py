@@ -23,7 +23,10 @@ from hedgerow.cloud.api.responses import (
 from hedgerow.cloud.errors import InvalidInput
 
 GROUP = "/api/v1/groups/{group}"
-SETTINGS_DOC = "only open_broker: let any client of the core's broker in"
+SETTINGS_DOC = (
+    "open_broker: let any client of the core's broker in; sync_shadows: the things whose "
+    "shadows the core syncs with the cloud (deployed with the group)"
+)
 
 
 def group_settings(value: object) -> dict[str, Any]:
@@ -31,7 +34,7 @@ def group_settings(value: object) -> dict[str, Any]:
         return {}
     if not isinstance(value, dict):
         raise InvalidInput("settings must be an object", field="settings")
-    unknown = set(value) - {"open_broker"}
+    unknown = set(value) - {"open_broker", "sync_shadows"}
     if unknown:
         raise InvalidInput(
             f"unknown group settings: {', '.join(sorted(unknown))}", field="settings"
@@ -40,6 +43,16 @@ def group_settings(value: object) -> dict[str, Any]:
         raise InvalidInput(
             "settings.open_broker must be true or false", field="settings.open_broker"
         )
+    if "sync_shadows" in value:
+        things = value["sync_shadows"]
+        if not isinstance(things, list) or not all(isinstance(t, str) for t in things):
+            raise InvalidInput(
+                "settings.sync_shadows must be a list of thing names",
+                field="settings.sync_shadows",
+            )
+        for thing in things:
+            domain.validate_name(thing, "thing name")
+        value = {**value, "sync_shadows": sorted(set(things))}
     return dict(value)
 
 
@@ -49,7 +62,7 @@ class CreateGroup:
 
     name: str = checked(lambda v: domain.validate_name(v, "group name"))
     description: str = checked(domain.validate_description, default="")
-    settings: dict[str, bool] = checked(group_settings, default_factory=dict, doc=SETTINGS_DOC)
+    settings: dict[str, Any] = checked(group_settings, default_factory=dict, doc=SETTINGS_DOC)
     ca_rotation_days: int | None = checked(
         lambda v: None if v is None else domain.validate_rotation_days(v), default=None
     )
@@ -64,7 +77,7 @@ class UpdateGroup:
 
     forbid_extra: ClassVar[bool] = True
     description: str | None = checked(domain.validate_description, default=None)
-    settings: dict[str, bool] | None = checked(group_settings, default=None, doc=SETTINGS_DOC)
+    settings: dict[str, Any] | None = checked(group_settings, default=None, doc=SETTINGS_DOC)
     ca_rotation_days: int | None = checked(domain.validate_rotation_days, default=None)
     labels: dict[str, str] | None = checked(
         domain.validate_label_changes, default=None, doc='merged in; "" removes a label'

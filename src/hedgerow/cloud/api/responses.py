@@ -130,7 +130,7 @@ class GroupView:
     description: str
     created_at: str | None
     core: str | None
-    settings: dict[str, bool]
+    settings: dict[str, Any]
     ca_rotation_days: int | None
     labels: dict[str, str]
 
@@ -301,6 +301,21 @@ class DeploymentPlanView:
     @classmethod
     def of(cls, plan: DeploymentPlan) -> DeploymentPlanView:
         return cls(**plan.to_dict())
+
+
+@dataclass(frozen=True)
+class DeploymentContentsView:
+    """What a deployment holds, and its difference from the deployment before it and from
+    what its core runs (each a plan: ``running`` names the deployment compared against)."""
+
+    deployment_id: str
+    document: dict[str, Any] = described("the deployment document (sealed secrets left out)")
+    previous: DeploymentPlanView | None = described(
+        "this deployment against the one before it for the same core (null: the first)"
+    )
+    running: DeploymentPlanView | None = described(
+        "what deploying this would change on what the core runs (null: it runs nothing)"
+    )
 
 
 @dataclass(frozen=True)

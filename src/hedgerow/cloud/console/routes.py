@@ -31,6 +31,7 @@ ASSETS = (
     "dom.js",
     "forms.js",
     "live.js",
+    "operator.js",
     "pages.js",
     "rollouts.js",
     "zip.js",

@@ -27,6 +27,7 @@ from hedgerow.cloud.services.cores import (
     PublicEndpoints,
     presence_unknown,
 )
+from hedgerow.cloud.services.dashboards import DashboardService
 from hedgerow.cloud.services.deployments import DEFAULT_DEADLINE_S, DeploymentService
 from hedgerow.cloud.services.devices import DeviceService
 from hedgerow.cloud.services.fleet import FleetFunction, FleetService, FleetSubscription
@@ -37,7 +38,9 @@ from hedgerow.cloud.services.membership import MembershipService
 from hedgerow.cloud.services.notify import Notifier, NullNotifier, RoutesChanged, routes_unchanged
 from hedgerow.cloud.services.rollouts import RolloutRequest, RolloutService
 from hedgerow.cloud.services.secrets import SecretService
+from hedgerow.cloud.services.shadows import ShadowChange, ShadowService
 from hedgerow.cloud.services.subscriptions import SubscriptionService
+from hedgerow.cloud.services.support_bundles import SupportBundleService
 from hedgerow.cloud.services.telemetry import MessagesWritten, TelemetryService
 from hedgerow.cloud.services.things import CreatedThing, ThingService
 from hedgerow.cloud.storage.repository import Repository
@@ -50,6 +53,7 @@ __all__ = [
     "CoreService",
     "CreatedCore",
     "CreatedThing",
+    "DashboardService",
     "DeploymentService",
     "DeviceService",
     "FleetFunction",
@@ -67,7 +71,10 @@ __all__ = [
     "RolloutService",
     "RoutesChanged",
     "SecretService",
+    "ShadowChange",
+    "ShadowService",
     "SubscriptionService",
+    "SupportBundleService",
     "TelemetryService",
     "ThingService",
 ]
@@ -94,6 +101,9 @@ class CloudServices:
     devices: DeviceService
     telemetry: TelemetryService
     rollouts: RolloutService
+    shadows: ShadowService
+    support_bundles: SupportBundleService
+    dashboards: DashboardService
     #: the secrets functions read (None: this cloud keeps none; deploying a function that
     #: declares one is refused)
     secrets: SecretService | None = None
@@ -144,5 +154,8 @@ class CloudServices:
             rollouts=RolloutService(repository, groups, deployments, fleet),
             devices=DeviceService(repository, pki_service, groups, cores, artifacts),
             telemetry=TelemetryService(repository, notifier, messages_written or MessagesWritten()),
+            shadows=ShadowService(repository, notifier),
+            support_bundles=SupportBundleService(repository, notifier),
+            dashboards=DashboardService(repository),
             secrets=secrets,
         )

@@ -6,7 +6,8 @@ import asyncio
 import functools
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from hedgerow import pki
 from hedgerow.cloud import deployments
@@ -61,6 +62,17 @@ class Exported:
 
 
 OFFLINE_KINDS = (DeploymentKind.OFFLINE.value, DeploymentKind.ADOPTED.value)
+
+
+@dataclass(frozen=True)
+class DeploymentContents:
+    """A deployment's document, and what it changes against the deployment before it for
+    the same core (``previous``) and against what the core runs (``running``); each plan's
+    ``running`` is the id compared against (None: there is none)."""
+
+    document: dict[str, Any]
+    previous: DeploymentPlan | None
+    running: DeploymentPlan | None
 
 
 class DeploymentService:
@@ -153,6 +165,23 @@ class DeploymentService:
         )
         proposed = json.loads(deployments.build_document(snapshot, "(planned)", pki.now()))
         return plan_deployment(json.loads(running) if running else None, proposed)
+
+    async def contents(self, deployment_id: str) -> DeploymentContents:
+        """What a deployment holds (sealed secrets left out), and how it differs from the
+        deployment before it and from the one its core runs."""
+        text, before, running = await asyncio.to_thread(
+            self.store.comparison_documents, deployment_id
+        )
+        document = json.loads(text)
+
+        def against(other: tuple[str, str] | None) -> DeploymentPlan | None:
+            if other is None:
+                return None
+            return replace(plan_deployment(json.loads(other[1]), document), running=other[0])
+
+        for entry in document.get("secrets", ()):
+            entry.pop("sealed", None)
+        return DeploymentContents(document, against(before), against(running))
 
     async def all(self, group: str, limit: int = 100) -> list[Deployment]:
         return await asyncio.to_thread(self.store.list_deployments, group, limit)

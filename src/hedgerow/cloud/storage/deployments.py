@@ -169,24 +169,30 @@ class DeploymentStore(FunctionStore, SubscriptionStore):
             group_row = self._group(s, group)
             snapshot = self._proposed(s, group_row, kind, document_of)
             core = s.scalar(sa.select(CoreRow).where(CoreRow.group_id == group_row.id))
-            running: DeploymentRow | None = None
-            beat = core.heartbeat if core is not None else None
-            named = beat.get("deployment") if isinstance(beat, dict) else None
-            if isinstance(named, str):
-                running = s.get(DeploymentRow, named)
-            if running is None and core is not None:
-                running = s.scalar(
-                    sa.select(DeploymentRow)
-                    .where(
-                        DeploymentRow.core == core.name,
-                        DeploymentRow.status == DeploymentStatus.SUCCESS.value,
-                    )
-                    .order_by(DeploymentRow.created_at.desc(), DeploymentRow.id.desc())
-                    .limit(1)
-                )
+            running = self._running(s, core) if core is not None else None
             if running is None:
                 return snapshot, None, None
             return snapshot, running.id, running.document
+
+    @staticmethod
+    def _running(s: Session, core: CoreRow) -> DeploymentRow | None:
+        """The deployment the core runs: the one its last heartbeat names, else its latest
+        successful one."""
+        beat = core.heartbeat
+        named = beat.get("deployment") if isinstance(beat, dict) else None
+        if isinstance(named, str):
+            running = s.get(DeploymentRow, named)
+            if running is not None:
+                return running
+        return s.scalar(
+            sa.select(DeploymentRow)
+            .where(
+                DeploymentRow.core == core.name,
+                DeploymentRow.status == DeploymentStatus.SUCCESS.value,
+            )
+            .order_by(DeploymentRow.created_at.desc(), DeploymentRow.id.desc())
+            .limit(1)
+        )
 
     def _deployment_entity(
         self, s: Session, row: DeploymentRow, group: str, *, events: bool = True
@@ -229,6 +235,38 @@ class DeploymentStore(FunctionStore, SubscriptionStore):
             if row is None:
                 raise NotFound("deployment", deployment_id)
             return row.core, row.document, row.signature
+
+    def comparison_documents(
+        self, deployment_id: str
+    ) -> tuple[str, tuple[str, str] | None, tuple[str, str] | None]:
+        """A deployment's document, and (id, document) of the one before it for the same
+        core and of the one the core runs (its heartbeat's, else its latest successful)."""
+        with self._tx() as s:
+            row = s.get(DeploymentRow, deployment_id)
+            if row is None:
+                raise NotFound("deployment", deployment_id)
+            before = s.scalar(
+                sa.select(DeploymentRow)
+                .where(
+                    DeploymentRow.core == row.core,
+                    DeploymentRow.id != row.id,
+                    sa.or_(
+                        DeploymentRow.created_at < row.created_at,
+                        sa.and_(
+                            DeploymentRow.created_at == row.created_at, DeploymentRow.id < row.id
+                        ),
+                    ),
+                )
+                .order_by(DeploymentRow.created_at.desc(), DeploymentRow.id.desc())
+                .limit(1)
+            )
+            core = s.scalar(sa.select(CoreRow).where(CoreRow.name == row.core))
+            running = self._running(s, core) if core is not None else None
+            return (
+                row.document,
+                (before.id, before.document) if before is not None else None,
+                (running.id, running.document) if running is not None else None,
+            )
 
     def list_deployments(self, group: str, limit: int = 100) -> list[Deployment]:
         with self._tx() as s:

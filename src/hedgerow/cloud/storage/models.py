@@ -243,3 +243,44 @@ class SecretVersionRow(Base):
     sealed: Mapped[bytes] = mapped_column(LargeBinary)
     kek_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc)
+
+
+class ShadowRow(Base):
+    """The cloud's copy of a synced thing shadow (``hedgerow.contract.shadow.CloudShadow``)."""
+
+    __tablename__ = "shadows"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    thing_id: Mapped[int] = mapped_column(ForeignKey("things.id", ondelete="CASCADE"), unique=True)
+    desired: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    reported: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    #: the version at which the cloud itself last changed desired (the conflict rule)
+    desired_version: Mapped[int] = mapped_column(Integer, default=0)
+    #: per core: the last ``seq`` of its updates the cloud processed
+    core_seqs: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc)
+
+
+class DashboardRow(Base):
+    """A saved dashboard of a group: named charts of telemetry topics (console)."""
+
+    __tablename__ = "dashboards"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    group_id: Mapped[int] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    charts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc)
+    __table_args__ = (UniqueConstraint("group_id", "name", name="uq_dashboards_group_name"),)
+
+
+class SupportBundleRow(Base):
+    """A support bundle asked of a core, and once it uploaded it, the bundle."""
+
+    __tablename__ = "support_bundles"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(80), unique=True)
+    core_id: Mapped[int] = mapped_column(ForeignKey("cores.id", ondelete="CASCADE"), index=True)
+    requested_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc)
+    received_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    data: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)

@@ -27,12 +27,15 @@ from hedgerow.cloud.storage.base import (
 )
 from hedgerow.cloud.storage.certificates import CertificateStore
 from hedgerow.cloud.storage.cores import CoreStore
+from hedgerow.cloud.storage.dashboards import DashboardStore
 from hedgerow.cloud.storage.deployments import DeploymentStore
 from hedgerow.cloud.storage.discovery_queries import DiscoveryStore
 from hedgerow.cloud.storage.fleet import FleetStore
 from hedgerow.cloud.storage.groups import GroupStore
 from hedgerow.cloud.storage.messages import MessageStore
 from hedgerow.cloud.storage.rollouts import RolloutStore
+from hedgerow.cloud.storage.shadows import ShadowStore
+from hedgerow.cloud.storage.support_bundles import SupportBundleStore
 from hedgerow.cloud.storage.things import ThingStore
 from hedgerow.cloud.storage.tokens import TokenStore, token_digest
 
@@ -64,5 +67,8 @@ class Repository(
     MessageStore,
     RolloutStore,
     TokenStore,
+    ShadowStore,
+    SupportBundleStore,
+    DashboardStore,
 ):
     """Every store over one engine (``Repository(engine)``)."""

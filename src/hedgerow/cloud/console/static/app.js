@@ -6,6 +6,7 @@ import { form } from "./forms.js";
 import { chartsPage } from "./chart.js";
 import { livePage } from "./live.js";
 import { rolloutPage, rolloutsPage } from "./rollouts.js";
+import { dashboardsPage, thingPage } from "./operator.js";
 import {
   deploymentPage,
   deploymentsPage,
@@ -20,7 +21,8 @@ const PAGES = {
   groups: (ctx) => (ctx.parts[1] ? groupPage(ctx) : groupsPage(ctx)),
   deployments: (ctx) => (ctx.parts[1] ? deploymentPage(ctx) : deploymentsPage(ctx)),
   rollouts: (ctx) => (ctx.parts[1] ? rolloutPage(ctx) : rolloutsPage(ctx)),
-  things: thingsPage,
+  things: (ctx) => (ctx.parts[1] ? thingPage(ctx) : thingsPage(ctx)),
+  dashboards: dashboardsPage,
   live: livePage,
   charts: chartsPage,
   login: loginPage,

@@ -8,9 +8,9 @@ const WIDTH = 800;
 const HEIGHT = 320;
 const MARGIN = { left: 60, right: 16, top: 16, bottom: 44 };
 const MAX_SERIES = 8;
-const MAX_MESSAGES = 5000;
+export const MAX_MESSAGES = 5000;
 const MAX_DOTS = 600;
-const WINDOWS = [
+export const WINDOWS = [
   ["300", "last 5 minutes"],
   ["900", "last 15 minutes"],
   ["3600", "last hour"],
@@ -143,7 +143,7 @@ export function renderChart(series, from, to, width = WIDTH) {
   );
 }
 
-function legend(series) {
+export function legend(series) {
   return h(
     "ul",
     { class: "legend", "aria-label": "Series" },

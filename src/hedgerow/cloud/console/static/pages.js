@@ -18,6 +18,7 @@ import {
   timeCell,
 } from "./dom.js";
 import { checkName, checkTopicFilter, form, HANDLER_PATTERN } from "./forms.js";
+import { deploymentContents } from "./operator.js";
 import { zipFiles } from "./zip.js";
 
 const FINAL = new Set(["Success", "Failure", "RolledBack"]);
@@ -669,7 +670,7 @@ export async function groupPage(ctx) {
       title: "Group settings",
       submit: "Save settings",
       defaultField: "description",
-      errorFields: { settings: "open_broker" },
+      errorFields: { settings: "open_broker", "settings.sync_shadows": "sync_shadows" },
       fields: [
         { name: "description", label: "Description", value: group.description || "" },
         {
@@ -687,14 +688,23 @@ export async function groupPage(ctx) {
           value: Boolean(group.settings && group.settings.open_broker),
           hint: "Off: a device may only use the topics its subscriptions allow.",
         },
+        {
+          name: "sync_shadows",
+          label: "Shadows synced with the cloud",
+          value: ((group.settings && group.settings.sync_shadows) || []).join(", "),
+          hint: "thing names, comma-separated; takes effect with the next deploy",
+        },
       ],
       validate: (v) => {
+        const bad = v.sync_shadows.split(",").map((t) => t.trim()).filter(Boolean).find((t) => checkName(t, "thing name"));
+        if (bad) return { sync_shadows: checkName(bad, "thing name") };
         if (v.ca_rotation_days === "") return {};
         const days = Number(v.ca_rotation_days);
         return { ca_rotation_days: Number.isInteger(days) && days >= 1 && days <= 30 ? null : "ca_rotation_days must be an integer within 1..30" };
       },
       onSubmit: async (v) => {
-        const change = { description: v.description, settings: { open_broker: v.open_broker } };
+        const sync = v.sync_shadows.split(",").map((t) => t.trim()).filter(Boolean);
+        const change = { description: v.description, settings: { open_broker: v.open_broker, sync_shadows: sync } };
         if (v.ca_rotation_days !== "") change.ca_rotation_days = Number(v.ca_rotation_days);
         await patch(path, change);
         announce(`Settings of ${name} saved.`);
@@ -949,12 +959,15 @@ export async function deploymentPage(ctx) {
   const id = ctx.parts[1];
   const status = h("p", { class: "deployment-status", role: "status", "aria-live": "polite" });
   const body = h("div", { class: "page-body" });
+  const contents = h("div", { class: "page-body" });
   put(ctx.main,
     h("p", { class: "breadcrumb" }, link("#/deployments", "Deployments"), " / ", id),
     h("h1", {}, `Deployment ${shortId(id)}`),
     status,
     body,
+    contents,
   );
+  deploymentContents(id).then((c) => ctx.alive() && put(contents, c)).catch(() => {});
   let shown = "";
   async function refresh() {
     const d = await get(`/api/v1/deployments/${enc(id)}`);
@@ -1091,7 +1104,7 @@ export async function thingsPage(ctx) {
         table(
           "Things",
           [
-            { label: "Thing", cell: (t) => t.name },
+            { label: "Thing", cell: (t) => link(`#/things/${enc(t.name)}`, t.name) },
             { label: "Groups", cell: (t) => (t.groups.length ? t.groups.map((g, i) => [i ? ", " : "", link(`#/groups/${enc(g)}`, g)]) : "none") },
             { label: "Created", cell: (t) => timeCell(t.created_at) },
             {
