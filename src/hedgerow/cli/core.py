@@ -40,6 +40,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     source = run.add_mutually_exclusive_group()
     source.add_argument("--bundle", type=Path, help="provisioning bundle NAME.tar.gz (first start)")
     source.add_argument("--config", type=Path, help="config.toml (default: DATA_DIR/config.toml)")
+    source.add_argument(
+        "--claim",
+        type=Path,
+        help="claim credential claim.tar.gz: provision on first boot (ignored once provisioned)",
+    )
+    run.add_argument("--serial", help="serial number sent with --claim (default: /etc/machine-id)")
     run.add_argument("--data-dir", type=Path, help="where the core keeps its state")
     run.add_argument(
         "--host", help="address the local MQTT endpoint listens on (config: local.host)"
@@ -54,6 +60,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="address devices use to reach the core (repeatable; config: local.hosts)",
     )
     run.set_defaults(func=cmd_run)
+
+    provision = sub.add_parser(
+        "provision", help="provision this core with a claim credential, then stop"
+    )
+    provision.add_argument("--claim", type=Path, required=True, help="claim.tar.gz")
+    provision.add_argument("--serial", help="serial number (default: /etc/machine-id)")
+    provision.add_argument("--data-dir", type=Path, help="where the core keeps its state")
+    provision.add_argument(
+        "--timeout", type=float, default=120.0, help="keep trying to reach the cloud this long (s)"
+    )
+    provision.set_defaults(func=cmd_provision)
 
     check = sub.add_parser("check", help="check dependencies and health (ok / warn / fail)")
     check.add_argument("--config", type=Path)
@@ -174,8 +191,44 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def _provision(claim: Path, data_dir: Path, serial: str | None, timeout: float) -> Path:
+    from hedgerow.core.provision import default_serial, provision_core
+
+    try:
+        return asyncio.run(
+            provision_core(claim, data_dir, serial or default_serial(), timeout=timeout)
+        )
+    except ConfigError as exc:
+        raise CLIError(
+            f"{exc} (check the claim with `hedgerow cloud claim show ID` on the cloud)"
+        ) from exc
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    from hedgerow.core.provision import provisioned
+
+    data_dir = args.data_dir or default_data_dir()
+    if provisioned(data_dir):
+        print(f"{data_dir} is already provisioned; the claim is not used")
+        return 0
+    config_path = _provision(args.claim, data_dir, args.serial, args.timeout)
+    config = _load(config_path)
+    print(f"core {config.name} provisioned in group {config.group} ({data_dir})")
+    print(f"run it: hedgerow core run --data-dir {data_dir}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    if args.bundle is not None:
+    if args.claim is not None:
+        from hedgerow.core.provision import provisioned
+
+        data_dir = args.data_dir or default_data_dir()
+        if provisioned(data_dir):
+            config_path = data_dir / CONFIG_FILE
+        else:
+            config_path = _provision(args.claim, data_dir, args.serial, 120.0)
+            print(f"provisioned by claim: {config_path}", flush=True)
+    elif args.bundle is not None:
         data_dir = args.data_dir or default_data_dir()
         try:
             config_path = unpack_bundle(args.bundle, data_dir)

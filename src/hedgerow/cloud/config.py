@@ -130,6 +130,15 @@ class DataPaths:
         return self.pki / "deploy-verify.pem"
 
     @property
+    def claim_ca_cert(self) -> Path:
+        """The claim CA: signs claim certificates only (made on first use)."""
+        return self.pki / "claim-ca.pem"
+
+    @property
+    def claim_ca_key(self) -> Path:
+        return self.pki / "claim-ca.key"
+
+    @property
     def cloud_client_cert(self) -> Path:
         """The cloud's own client identity (for an external broker)."""
         return self.pki / "cloud.cert.pem"
@@ -162,6 +171,7 @@ class DataPaths:
             self.config,
             self.admin_token,
             self.root_ca_key,
+            self.claim_ca_key,
             self.server_key,
             self.cloud_client_key,
             self.signing_key,
@@ -191,6 +201,9 @@ class CloudConfig:
     ingest_share: str = "hedgerow-ingest"
     #: The key-encryption keyring; empty = ``DATA/pki/keyring.json``.
     kek_file: str = ""
+    #: The pre-provisioning hook: a command (split like a shell would, run without one)
+    #: asked before a claim registers a device; empty = every serial is allowed.
+    provisioning_hook: str = ""
 
     def __post_init__(self) -> None:
         if not MIN_ROTATION_DAYS <= self.group_ca_rotation_days <= MAX_ROTATION_DAYS:
@@ -244,6 +257,9 @@ class CloudConfig:
             "telemetry": {"retention_days": self.retention_days},
             "limits": {"max_upload_bytes": self.max_upload_bytes},
             "secrets": {"kek_file": self.kek_file},
+            **(
+                {"provisioning": {"hook": self.provisioning_hook}} if self.provisioning_hook else {}
+            ),
         }
 
 
@@ -310,6 +326,11 @@ class SecretsTable:
 
 
 @dataclass(frozen=True, slots=True)
+class ProvisioningTable:
+    hook: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class CloudFile:
     """``config.toml`` as written: one field per table (``hedgerow.tomlconfig`` reads it)."""
 
@@ -321,6 +342,7 @@ class CloudFile:
     telemetry: TelemetryTable = field(default_factory=TelemetryTable)
     limits: LimitsTable = field(default_factory=LimitsTable)
     secrets: SecretsTable = field(default_factory=SecretsTable)
+    provisioning: ProvisioningTable = field(default_factory=ProvisioningTable)
 
 
 #: Tables and keys older files have that Hedgerow renamed or dropped, with what to write.
@@ -369,6 +391,7 @@ def from_toml(data_dir: Path, data: dict[str, Any]) -> CloudConfig:
             retention_days=parsed.telemetry.retention_days,
             max_upload_bytes=parsed.limits.max_upload_bytes,
             kek_file=parsed.secrets.kek_file,
+            provisioning_hook=parsed.provisioning.hook,
         )
     except ConfigError as exc:  # a rule across fields (the overlap within the rotation)
         raise ConfigError(f"{file}: {exc.message}", field=exc.field) from exc

@@ -18,6 +18,12 @@ the listener trusts (that file alone: the roots given here are read from it). "I
 root" is the issuer name and key identifier (``CertInfo.issued_by``), which tells apart two
 CAs of the same name (a rotated root).
 
+Devices that did not get their certificate from this cloud (the Greengrass V1 migration)
+are admitted through ``trusted``: the device CAs registered for the group (a certificate
+they issued passes as one the root CA issued) and the devices' own registered certificates
+(each its own anchor: the listener allows partial chains). The cloud names them with the
+group's members (``Membership.device_trust``); one it stops naming is refused at once.
+
 Authorization (``authorize``) is the routing table's least-privilege ACL, plus a device's
 own shadow (``$aws/things/<itself>/shadow/...``: publish get/update/delete, subscribe to the
 replies) which needs no subscription; what happens to a
@@ -39,6 +45,8 @@ from .routing_table import RoutingTable
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], dt.datetime]
+#: ``Identity.attributes["anchor"]`` of a device whose certificate the root CA issued
+ROOT_ANCHOR = "root"
 
 
 def _own_shadow(thing: str, topic: str, action: Action) -> bool:
@@ -63,6 +71,7 @@ class Admission:
         *,
         things: Iterable[str] = (),
         members: Iterable[str] | None = None,
+        trusted: Sequence[certinfo.CertInfo] = (),
         revoked: Iterable[str] = (),
         table: RoutingTable | None = None,
         clock: Clock = certinfo.now,
@@ -78,6 +87,7 @@ class Admission:
         #: the group's things as the cloud last announced them (None: never heard)
         self.members: frozenset[str] | None = None if members is None else frozenset(members)
         self.revoked: frozenset[str] = frozenset(revoked)
+        self.trusted: list[certinfo.CertInfo] = list(trusted)
         self.table = table if table is not None else RoutingTable()
         self.clock = clock
         self.refused: dict[str, int] = {}
@@ -93,6 +103,20 @@ class Admission:
     def set_revoked(self, fingerprints: Iterable[str]) -> None:
         """The revoked certificates' fingerprints, as the cloud lists them now."""
         self.revoked = frozenset(fingerprints)
+
+    def set_trusted(self, trusted: Sequence[certinfo.CertInfo]) -> None:
+        """The device CAs and devices' own certificates trusted besides the root CA."""
+        self.trusted = list(trusted)
+
+    def anchor_of(self, cert: certinfo.CertInfo) -> str | None:
+        """What vouches for ``cert``: ``root``, the fingerprint of the trusted device CA or
+        certificate, or None."""
+        if any(cert.issued_by(root) for root in self.roots):
+            return ROOT_ANCHOR
+        for t in self.trusted:
+            if cert.fingerprint == t.fingerprint or cert.issued_by(t):
+                return t.fingerprint
+        return None
 
     def set_members(self, things: Iterable[str]) -> None:
         """The group's things as the cloud announced them (they win over a deployment's)."""
@@ -121,7 +145,7 @@ class Admission:
         """
         if cert is None:
             return "no-certificate", "no client certificate"
-        if not any(cert.issued_by(root) for root in self.roots):
+        if self.anchor_of(cert) is None:
             return "untrusted", "the certificate does not chain to the root CA"
         now = self.clock()
         if cert.not_after < now or cert.not_before > now:
@@ -149,7 +173,11 @@ class Admission:
         return Identity(
             info.peer_cert.name,
             kind="thing",
-            attributes={"client_id": info.client_id, "fingerprint": info.peer_cert.fingerprint},
+            attributes={
+                "client_id": info.client_id,
+                "fingerprint": info.peer_cert.fingerprint,
+                "anchor": self.anchor_of(info.peer_cert) or "",
+            },
         )
 
     def authorize(self, identity: Identity, action: Action, topic: str) -> bool:
@@ -180,7 +208,12 @@ class Admission:
         """For ``disconnect_where`` after a deployment or revocation change."""
         if identity.kind != "thing":
             return True
+        fingerprint = identity.attributes.get("fingerprint")
         return (
             identity.name in self.admitted
-            and identity.attributes.get("fingerprint") not in self.revoked
+            and fingerprint not in self.revoked
+            and self._still_anchored(identity.attributes.get("anchor", ROOT_ANCHOR))
         )
+
+    def _still_anchored(self, anchor: object) -> bool:
+        return anchor == ROOT_ANCHOR or any(t.fingerprint == anchor for t in self.trusted)

@@ -44,6 +44,7 @@ from hedgerow.connectors import ConnectorConfigError, ConnectorSpec
 from hedgerow.connectors.host import ConnectorHost
 from hedgerow.contract.deployment import DeploymentNotification, DeploymentStatus, StatusReport
 from hedgerow.contract.errors import ContractError
+from hedgerow.contract.provisioning import Membership
 from hedgerow.contract.topics import CoreLeaf, core_topic
 from hedgerow.lifecycle import BROKEN_STATES, HEALTHY_STATES, Health, health_of, parse_state
 from hedgerow.mqtt.topics import matches
@@ -78,6 +79,8 @@ log = logging.getLogger(__name__)
 _HEALTH_ORDER = [Health.BROKEN, Health.PENDING, Health.HEALTHY]  # worst first
 #: the group's things as the cloud last announced them (see Admission.members)
 MEMBERS_FILE = "members.json"
+#: the device CAs and devices' own certificates the cloud said to trust (PEM)
+DEVICE_TRUST_FILE = "device-trust.pem"
 
 
 class FunctionRuntime(Protocol):
@@ -347,7 +350,9 @@ class CoreDaemon:
     async def _open_certificate(self) -> AsyncIterator[None]:
         """The server certificate (asked from the cloud only when missing)."""
         c = self.config
-        self.server_identity = ServerIdentity(c.data_dir / "server", c.file(ROOT_CA))
+        self.server_identity = ServerIdentity(
+            c.data_dir / "server", c.file(ROOT_CA), c.data_dir / DEVICE_TRUST_FILE
+        )
         await self._ensure_certificate()
         yield
 
@@ -358,6 +363,7 @@ class CoreDaemon:
             self.roots,
             revoked=self._load_revocations(),
             members=self._load_members(),
+            trusted=self._load_device_trust(),
             group=self.config.group,
             on_admitted=lambda thing: self.state_changed("devices"),
         )
@@ -720,11 +726,11 @@ class CoreDaemon:
             self.set_revocations(fingerprints)
         elif topic == core_topic(name, CoreLeaf.THINGS):
             try:
-                things = [str(t) for t in json.loads(payload)["things"]]
-            except (ValueError, KeyError, TypeError):
-                log.warning("core.membership.bad_message payload=%r", payload[:200])
+                membership = Membership.from_json(payload)
+            except ContractError as exc:
+                log.warning("core.membership.bad_message error=%s payload=%r", exc, payload[:200])
                 return
-            self.set_members(things)
+            self.set_members(membership)
         elif topic == core_topic(name, CoreLeaf.GROUP_CAS):
             try:
                 pems = json.loads(payload)["group_cas"]
@@ -749,9 +755,11 @@ class CoreDaemon:
         )
         log.info("core.revocations.updated count=%d disconnected=%d", len(fingerprints), dropped)
 
-    def set_members(self, things: Sequence[str]) -> None:
-        """The cloud's list of this group's things: admit exactly those (no deployment needed)."""
-        members = frozenset(things)
+    def set_members(self, membership: Membership) -> None:
+        """The cloud's list of this group's things: admit exactly those (no deployment
+        needed), trusting the device CAs and devices' own certificates it names."""
+        self.set_device_trust(membership.device_trust)
+        members = frozenset(membership.things)
         if members == self.admission.members:
             return
         self.admission.set_members(members)
@@ -760,6 +768,31 @@ class CoreDaemon:
             lambda i: not self.admission.still_admitted(i), "no longer a device of this group"
         )
         log.info("core.membership.updated things=%d disconnected=%d", len(members), dropped)
+
+    def set_device_trust(self, pems: Sequence[str]) -> None:
+        """Trust these certificates (device CAs, devices' own) besides the root CA: in the
+        listener's TLS context and in admission. One no longer listed is refused by
+        admission at once (OpenSSL cannot forget one already loaded)."""
+        try:
+            trusted = [certinfo.from_pem(pem.encode()) for pem in pems]
+        except CertInfoError as exc:
+            log.warning("core.device_trust.bad_certificate error=%s", exc)
+            return
+        if [t.fingerprint for t in trusted] == [t.fingerprint for t in self.admission.trusted]:
+            return
+        self.admission.set_trusted(trusted)
+        self.server_identity.add_trust(pems)
+        write_atomic(self.config.data_dir / DEVICE_TRUST_FILE, "".join(pems).encode())
+        dropped = self.broker.disconnect_where(
+            lambda i: not self.admission.still_admitted(i), "device certificate no longer trusted"
+        )
+        log.info("core.device_trust.updated count=%d disconnected=%d", len(trusted), dropped)
+
+    def _load_device_trust(self) -> list[certinfo.CertInfo]:
+        try:
+            return certinfo.all_from_pem((self.config.data_dir / DEVICE_TRUST_FILE).read_bytes())
+        except (OSError, CertInfoError):
+            return []
 
     def _load_members(self) -> list[str] | None:
         try:
@@ -774,11 +807,11 @@ class CoreDaemon:
             await self._members_wake.wait()
             self._members_wake.clear()
             try:
-                things = await self.api.things()
+                membership = await self.api.things()
             except CloudAPIError as exc:
                 log.warning("core.membership.fetch_failed error=%s", exc)
                 continue
-            self.set_members(things)
+            self.set_members(membership)
 
     def _load_revocations(self) -> list[str]:
         try:

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from hedgerow.cloud.api import (
+    claims,
     connectors,
     cores,
     deployments,
@@ -47,6 +48,7 @@ OPERATIONS: list[Operation] = [
     *deployments.OPERATIONS,
     *cores.OPERATIONS,
     *things.OPERATIONS,
+    *claims.OPERATIONS,
     *messages.OPERATIONS,
 ]
 OPENAPI: dict[str, Any] = openapi_document(OPERATIONS)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from hedgerow.cloud.artifacts import ArtifactCache
 from hedgerow.cloud.pki_service import PKIService
 from hedgerow.cloud.services.certificates import CertificateService
+from hedgerow.cloud.services.claims import ClaimService, CreatedClaim
 from hedgerow.cloud.services.connectors import ConnectorService
 from hedgerow.cloud.services.cores import (
     CoreService,
@@ -33,7 +34,7 @@ from hedgerow.cloud.services.fleet import FleetFunction, FleetService, FleetSubs
 from hedgerow.cloud.services.functions import ArtifactService, FunctionService
 from hedgerow.cloud.services.groups import GroupService
 from hedgerow.cloud.services.identities import IdentityService
-from hedgerow.cloud.services.membership import MembershipService
+from hedgerow.cloud.services.membership import DeviceTrust, MembershipService, NoDeviceTrust
 from hedgerow.cloud.services.notify import Notifier, NullNotifier, RoutesChanged, routes_unchanged
 from hedgerow.cloud.services.secrets import SecretService
 from hedgerow.cloud.services.subscriptions import SubscriptionService
@@ -44,6 +45,9 @@ from hedgerow.cloud.storage.repository import Repository
 __all__ = [
     "ArtifactService",
     "CertificateService",
+    "ClaimService",
+    "CreatedClaim",
+    "DeviceTrust",
     "ConnectorService",
     "CloudServices",
     "CoreService",
@@ -90,6 +94,7 @@ class CloudServices:
     fleet: FleetService
     devices: DeviceService
     telemetry: TelemetryService
+    claims: ClaimService
     #: the secrets functions read (None: this cloud keeps none; deploying a function that
     #: declares one is refused)
     secrets: SecretService | None = None
@@ -108,6 +113,8 @@ class CloudServices:
         identities: IdentityService | None = None,
         secrets: SecretService | None = None,
         presence: Presence = presence_unknown,
+        device_trust: DeviceTrust | None = None,
+        provisioning_hook: str = "",
     ) -> CloudServices:
         """All services wired to one another; nothing is set on them afterwards."""
         groups = GroupService(repository, pki_service, notifier, routes_changed)
@@ -118,13 +125,15 @@ class CloudServices:
         functions = FunctionService(repository)
         subscriptions = SubscriptionService(repository, routes_changed)
         deployments = DeploymentService(repository, pki_service, notifier, secrets)
+        trust = device_trust or NoDeviceTrust()
+        things = ThingService(repository, pki_service, certificates, membership, trust)
         return cls(
             repository=repository,
             pki=pki_service,
             identities=identities or IdentityService(repository, repository),
             groups=groups,
             cores=cores,
-            things=ThingService(repository, pki_service, certificates, membership),
+            things=things,
             membership=membership,
             certificates=certificates,
             artifacts=artifacts,
@@ -138,4 +147,15 @@ class CloudServices:
             devices=DeviceService(repository, pki_service, groups, cores, artifacts),
             telemetry=TelemetryService(repository, notifier, messages_written or MessagesWritten()),
             secrets=secrets,
+            claims=ClaimService(
+                repository,
+                pki_service,
+                groups,
+                cores,
+                things,
+                certificates,
+                membership,
+                trust,
+                provisioning_hook,
+            ),
         )

@@ -89,6 +89,14 @@ class CoreService:
             core, self._bundle(name, group, identity.certificate_pem, identity.private_key_pem)
         )
 
+    async def register(self, name: str, group: str, csr: str) -> str:
+        """A core whose key stays on the device (provisioning by claim): its certificate."""
+        identity = await asyncio.to_thread(self.pki.issue_identity, name, CertificateKind.CORE, csr)
+        await asyncio.to_thread(self.store.create_core, name, group, lambda: identity.record)
+        log.info("core.registered name=%s group=%s", name, group)
+        await self.membership.announce([group])
+        return identity.certificate_pem
+
     async def reissue_bundle(self, name: str) -> CreatedCore:
         """A new identity for the core (the old certificates are revoked) in a new bundle."""
         core = await self.get(name)
