@@ -186,6 +186,12 @@ class System:
     # ---- the pieces -----------------------------------------------------------------------
 
     def start_cloud(self) -> None:
+        self.init_cloud()
+        self.start("cloud", self.hedgerow("cloud", "serve", "--data", str(self.cloud_dir)))
+        for port in (self.api_port, self.device_port, self.mqtt_port):
+            wait_until(functools.partial(port_open, port), timeout=60, what=f"cloud port {port}")
+
+    def init_cloud(self) -> None:
         if not self.cloud_dir.exists():
             self.run(
                 "cloud",
@@ -207,9 +213,6 @@ class System:
                 "--mqtt-host",
                 "127.0.0.1",
             )
-        self.start("cloud", self.hedgerow("cloud", "serve", "--data", str(self.cloud_dir)))
-        for port in (self.api_port, self.device_port, self.mqtt_port):
-            wait_until(functools.partial(port_open, port), timeout=60, what=f"cloud port {port}")
 
     def stop_cloud(self, *, kill: bool = False) -> None:
         proc = self.procs["cloud"]
@@ -395,6 +398,19 @@ class System:
         return [json.loads(m["payload"]) for m in self.messages(topic_filter) if "payload" in m]
 
 
+def merged_settings(config_text: str, settings: str) -> bytes:
+    """A core's ``config.toml`` text with the TOML ``settings`` merged in, table by table."""
+    config = tomllib.loads(config_text)
+    for section, values in tomllib.loads(settings).items():
+        config.setdefault(section, {}).update(values)
+    return tomli_w.dumps(config).encode()
+
+
+def add_config_settings(config: Path, settings: str) -> None:
+    """Merge TOML settings into a provisioned core's ``config.toml``."""
+    config.write_bytes(merged_settings(config.read_text(), settings))
+
+
 def _add_settings(bundle: Path, settings: str) -> None:
     """Merge TOML settings into the ``config.toml`` inside a provisioning bundle."""
     with tarfile.open(bundle, "r:gz") as tar:
@@ -403,12 +419,29 @@ def _add_settings(bundle: Path, settings: str) -> None:
     with tarfile.open(bundle, "w:gz") as tar:
         for member, data in files:
             if Path(member.name).name == "config.toml":
-                config = tomllib.loads(data.decode())
-                for section, values in tomllib.loads(settings).items():
-                    config.setdefault(section, {}).update(values)
-                data = tomli_w.dumps(config).encode()
+                data = merged_settings(data.decode(), settings)
                 member.size = len(data)
             tar.addfile(member, io.BytesIO(data))
+
+
+@contextmanager
+def running_cloud(
+    root: Path, *, python: str = sys.executable, core_settings: str = "", cloud_settings: str = ""
+) -> Iterator[System]:
+    """A running cloud (``cloud_settings``: TOML merged into its ``config.toml`` after
+    ``init``); every process is stopped on exit, and the logs are printed if the test failed."""
+    s = System(root, python=python, core_settings=core_settings)
+    try:
+        if cloud_settings:
+            s.init_cloud()
+            add_config_settings(s.cloud_dir / "config.toml", cloud_settings)
+        s.start_cloud()
+        yield s
+    except BaseException:
+        print(s.logs())
+        raise
+    finally:
+        s.close()
 
 
 @contextmanager
@@ -418,14 +451,7 @@ def running_system(
     """A cloud, the group ``factory-1`` (``group_flags`` to ``group create``) and its core,
     running (``python``'s ``hedgerow``; ``core_settings``, TOML merged into the core's
     config); every process is stopped on exit, and the logs are printed if the test failed."""
-    s = System(root, python=python, core_settings=core_settings)
-    try:
-        s.start_cloud()
+    with running_cloud(root, python=python, core_settings=core_settings) as s:
         s.create_group_and_core(*group_flags)
         s.start_core()
         yield s
-    except BaseException:
-        print(s.logs())
-        raise
-    finally:
-        s.close()

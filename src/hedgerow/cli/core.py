@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -191,12 +191,26 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def _provision(claim: Path, data_dir: Path, serial: str | None, timeout: float) -> Path:
+async def _csr_here(key_file: Path, name: str, hosts: Sequence[str]) -> bytes:
+    """The key tool's CSR code run in this process (``core provision`` exits right after)."""
+    from hedgerow.core import _keytool_child
+
+    reply = _keytool_child.csr({"key_file": str(key_file), "name": name, "hosts": list(hosts)})
+    return str(reply["csr"]).encode()
+
+
+def _provision(
+    claim: Path, data_dir: Path, serial: str | None, timeout: float, *, in_process: bool = False
+) -> Path:
+    from hedgerow.core import keytool
     from hedgerow.core.provision import default_serial, provision_core
 
+    maker = _csr_here if in_process else keytool.make_csr
     try:
         return asyncio.run(
-            provision_core(claim, data_dir, serial or default_serial(), timeout=timeout)
+            provision_core(
+                claim, data_dir, serial or default_serial(), timeout=timeout, make_csr=maker
+            )
         )
     except ConfigError as exc:
         raise CLIError(
@@ -211,7 +225,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
     if provisioned(data_dir):
         print(f"{data_dir} is already provisioned; the claim is not used")
         return 0
-    config_path = _provision(args.claim, data_dir, args.serial, args.timeout)
+    config_path = _provision(args.claim, data_dir, args.serial, args.timeout, in_process=True)
     config = _load(config_path)
     print(f"core {config.name} provisioned in group {config.group} ({data_dir})")
     print(f"run it: hedgerow core run --data-dir {data_dir}")

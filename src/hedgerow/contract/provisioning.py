@@ -7,7 +7,8 @@ cloud's claim CA; it opens only ``POST /provision/v1/{kind}`` on the device HTTP
     ProvisionRequest   {"schema": 1, "serial", "csr", "attributes"?}   device → cloud
     ProvisionResponse  {"schema": 1, "kind", "name", "group", "certificate", "root_ca",
                         "https", "mqtt"?, "config"?, "deploy_verify"?}  cloud → device
-    Membership         {"things": [name, ..], "device_trust"?: [PEM, ..]}  cloud → core
+    Membership         {"things": [name, ..], "device_trust"?: [PEM, ..],
+                        "certificate_names"?: {fingerprint: name}}        cloud → core
 
 The private key is made on the device and never sent: the request carries a CSR, the
 response the certificate the cloud signed for it (and, for a core, the rest of a normal
@@ -15,7 +16,9 @@ provisioning bundle: its ``config.toml`` text and the deployment verification ke
 
 ``Membership.device_trust`` lists the device CAs (``hedgerow cloud ca register``) and the
 devices' own certificates (``thing create --cert``) the core's TLS listener trusts besides
-the root CA, for the group's things that did not get their certificate from this cloud.
+the root CA, for the group's things that did not get their certificate from this cloud;
+``certificate_names`` names the thing a registered device certificate speaks for (a V1
+certificate's common name is not the thing's name: AWS wrote "AWS IoT Certificate").
 """
 
 from __future__ import annotations
@@ -139,6 +142,8 @@ class Membership:
 
     things: tuple[str, ...]
     device_trust: tuple[str, ...] = ()
+    #: SHA-256 fingerprint (hex) of a registered device certificate → its thing
+    certificate_names: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, data: str | bytes) -> Membership:
@@ -146,12 +151,19 @@ class Membership:
         _wire.check_schema(raw, SCHEMA)
         if "things" not in raw:
             raise InvalidMessage("things", "missing")
-        return cls(_wire.strings(raw, "things"), _wire.strings(raw, "device_trust"))
+        names = raw.get("certificate_names", {})
+        if not isinstance(names, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in names.items()
+        ):
+            raise InvalidMessage("certificate_names", "must be an object of strings")
+        return cls(_wire.strings(raw, "things"), _wire.strings(raw, "device_trust"), names)
 
     def to_json(self) -> str:
         body: dict[str, Any] = {"schema": SCHEMA, "things": sorted(self.things)}
         if self.device_trust:
             body["device_trust"] = list(self.device_trust)
+        if self.certificate_names:
+            body["certificate_names"] = dict(sorted(self.certificate_names.items()))
         return _wire.dumps(body)
 
 

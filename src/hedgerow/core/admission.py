@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 from hedgerow import certinfo
 from hedgerow.broker.auth import NOT_AUTHORIZED, Action, ConnectInfo, Identity, Refused
@@ -72,15 +72,20 @@ class Admission:
         things: Iterable[str] = (),
         members: Iterable[str] | None = None,
         trusted: Sequence[certinfo.CertInfo] = (),
+        names: Mapping[str, str] | None = None,
         revoked: Iterable[str] = (),
         table: RoutingTable | None = None,
         clock: Clock = certinfo.now,
         group: str = "GROUP",
         on_admitted: Callable[[str], None] | None = None,
+        refresh: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.roots = list(roots)
         #: told each admitted device's name (the core's heartbeat follows device counts)
         self.on_admitted = on_admitted
+        #: asks the cloud for the group's members again (a device a device CA vouches for
+        #: may have been admitted just in time a moment ago, at its discovery)
+        self.refresh = refresh
         self.group = group
         #: the current deployment's things
         self.things: frozenset[str] = frozenset(things)
@@ -88,6 +93,7 @@ class Admission:
         self.members: frozenset[str] | None = None if members is None else frozenset(members)
         self.revoked: frozenset[str] = frozenset(revoked)
         self.trusted: list[certinfo.CertInfo] = list(trusted)
+        self.names: dict[str, str] = dict(names or {})
         self.table = table if table is not None else RoutingTable()
         self.clock = clock
         self.refused: dict[str, int] = {}
@@ -104,9 +110,18 @@ class Admission:
         """The revoked certificates' fingerprints, as the cloud lists them now."""
         self.revoked = frozenset(fingerprints)
 
-    def set_trusted(self, trusted: Sequence[certinfo.CertInfo]) -> None:
-        """The device CAs and devices' own certificates trusted besides the root CA."""
+    def set_trusted(
+        self, trusted: Sequence[certinfo.CertInfo], names: Mapping[str, str] | None = None
+    ) -> None:
+        """The device CAs and devices' own certificates trusted besides the root CA, and
+        the thing each registered device certificate speaks for (by fingerprint)."""
         self.trusted = list(trusted)
+        self.names = dict(names or {})
+
+    def name_of(self, cert: certinfo.CertInfo) -> str:
+        """The thing a certificate speaks for: the registered name of a device's own
+        certificate, else its common name."""
+        return self.names.get(cert.fingerprint) or cert.name
 
     def anchor_of(self, cert: certinfo.CertInfo) -> str | None:
         """What vouches for ``cert``: ``root``, the fingerprint of the trusted device CA or
@@ -153,7 +168,7 @@ class Admission:
         if cert.fingerprint in self.revoked:
             return "revoked", "the certificate is revoked"
         try:
-            name = cert.name
+            name = self.name_of(cert)
         except certinfo.CertInfoError as exc:
             return "unusable", str(exc)
         if name not in self.admitted:
@@ -165,13 +180,23 @@ class Admission:
 
     async def authenticate(self, info: ConnectInfo) -> Identity:
         problem = self.check(info.peer_cert)
+        if (
+            problem is not None
+            and problem[0] == "not-in-group"
+            and self.refresh is not None
+            and info.peer_cert is not None
+            and self.anchor_of(info.peer_cert) not in (None, ROOT_ANCHOR)
+        ):
+            await self.refresh()
+            problem = self.check(info.peer_cert)
         if problem is not None:
             raise self._refuse(problem[0], problem[1], info)
         assert info.peer_cert is not None
+        name = self.name_of(info.peer_cert)
         if self.on_admitted is not None:
-            self.on_admitted(info.peer_cert.name)
+            self.on_admitted(name)
         return Identity(
-            info.peer_cert.name,
+            name,
             kind="thing",
             attributes={
                 "client_id": info.client_id,

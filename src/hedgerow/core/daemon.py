@@ -81,6 +81,10 @@ _HEALTH_ORDER = [Health.BROKEN, Health.PENDING, Health.HEALTHY]  # worst first
 MEMBERS_FILE = "members.json"
 #: the device CAs and devices' own certificates the cloud said to trust (PEM)
 DEVICE_TRUST_FILE = "device-trust.pem"
+#: the thing each registered device certificate speaks for ({fingerprint: name})
+DEVICE_NAMES_FILE = "device-names.json"
+#: the least time between two membership reads a device's connection asks for (s)
+MEMBERS_REFRESH_S = 1.0
 
 
 class FunctionRuntime(Protocol):
@@ -236,6 +240,7 @@ class CoreDaemon:
         self._certificate_wake = asyncio.Event()
         #: Wakes the membership loop (the cloud link came up: read the group's things).
         self._members_wake = asyncio.Event()
+        self._members_refreshed = -MEMBERS_REFRESH_S
         self._announced_cas: list[CertInfo] | None = None
         self.streams: StreamService | None = None
         #: periodic heartbeats, and one soon after each change (at most one a second)
@@ -364,8 +369,10 @@ class CoreDaemon:
             revoked=self._load_revocations(),
             members=self._load_members(),
             trusted=self._load_device_trust(),
+            names=self._load_device_names(),
             group=self.config.group,
             on_admitted=lambda thing: self.state_changed("devices"),
+            refresh=self._refresh_members,
         )
         limits = self.config.broker
         async with Broker(
@@ -758,7 +765,7 @@ class CoreDaemon:
     def set_members(self, membership: Membership) -> None:
         """The cloud's list of this group's things: admit exactly those (no deployment
         needed), trusting the device CAs and devices' own certificates it names."""
-        self.set_device_trust(membership.device_trust)
+        self.set_device_trust(membership.device_trust, membership.certificate_names)
         members = frozenset(membership.things)
         if members == self.admission.members:
             return
@@ -769,7 +776,7 @@ class CoreDaemon:
         )
         log.info("core.membership.updated things=%d disconnected=%d", len(members), dropped)
 
-    def set_device_trust(self, pems: Sequence[str]) -> None:
+    def set_device_trust(self, pems: Sequence[str], names: Mapping[str, str]) -> None:
         """Trust these certificates (device CAs, devices' own) besides the root CA: in the
         listener's TLS context and in admission. One no longer listed is refused by
         admission at once (OpenSSL cannot forget one already loaded)."""
@@ -778,15 +785,25 @@ class CoreDaemon:
         except CertInfoError as exc:
             log.warning("core.device_trust.bad_certificate error=%s", exc)
             return
-        if [t.fingerprint for t in trusted] == [t.fingerprint for t in self.admission.trusted]:
+        if [t.fingerprint for t in trusted] == [
+            t.fingerprint for t in self.admission.trusted
+        ] and names == self.admission.names:
             return
-        self.admission.set_trusted(trusted)
+        self.admission.set_trusted(trusted, names)
         self.server_identity.add_trust(pems)
         write_atomic(self.config.data_dir / DEVICE_TRUST_FILE, "".join(pems).encode())
+        write_atomic(self.config.data_dir / DEVICE_NAMES_FILE, json.dumps(dict(names)).encode())
         dropped = self.broker.disconnect_where(
             lambda i: not self.admission.still_admitted(i), "device certificate no longer trusted"
         )
         log.info("core.device_trust.updated count=%d disconnected=%d", len(trusted), dropped)
+
+    def _load_device_names(self) -> dict[str, str]:
+        try:
+            names = json.loads((self.config.data_dir / DEVICE_NAMES_FILE).read_text())
+            return {str(k): str(v) for k, v in names.items()}
+        except (OSError, ValueError, AttributeError):
+            return {}
 
     def _load_device_trust(self) -> list[certinfo.CertInfo]:
         try:
@@ -799,6 +816,18 @@ class CoreDaemon:
             return [str(t) for t in json.loads((self.config.data_dir / MEMBERS_FILE).read_text())]
         except (OSError, ValueError, TypeError):
             return None
+
+    async def _refresh_members(self) -> None:
+        """The group's members from the cloud now (at most every ``MEMBERS_REFRESH_S``):
+        a device a device CA vouches for connects right after its discovery admitted it."""
+        now = time.monotonic()
+        if now - self._members_refreshed < MEMBERS_REFRESH_S:
+            return
+        self._members_refreshed = now
+        try:
+            self.set_members(await self.api.things())
+        except CloudAPIError as exc:
+            log.warning("core.membership.fetch_failed error=%s", exc)
 
     async def _membership_loop(self) -> None:
         """After each cloud (re)connect: the group's things over HTTPS as well (the retained

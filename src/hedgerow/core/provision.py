@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from hedgerow import claimclient
@@ -26,6 +27,11 @@ from .errors import ConfigError
 log = logging.getLogger(__name__)
 
 MACHINE_ID = Path("/etc/machine-id")
+
+#: ``(key_file, name, hosts) -> CSR``: makes the key in ``key_file`` when missing. The key
+#: tool's child by default; ``hedgerow core provision`` (a one-shot process, no memory
+#: budget) runs the same code in process.
+CsrMaker = Callable[[Path, str, Sequence[str]], Awaitable[bytes]]
 
 
 def default_serial() -> str:
@@ -51,6 +57,7 @@ async def provision_core(
     serial: str,
     *,
     timeout: float = 120.0,  # noqa: ASYNC109 - bounds the whole exchange with the cloud
+    make_csr: CsrMaker = keytool.make_csr,
 ) -> Path:
     """Provision this core with ``claim``; the path of the ``config.toml`` written."""
     try:
@@ -61,7 +68,7 @@ async def provision_core(
     if credential.kind is not ClaimKind.CORE:
         raise ConfigError("claim", f"{claim} provisions a {credential.kind.value}, not a core")
     _make_dir(data_dir)
-    csr = await keytool.make_csr(data_dir / CORE_KEY, serial, [])
+    csr = await make_csr(data_dir / CORE_KEY, serial, [])
     try:
         response = await claimclient.provision(
             credential, ProvisionRequest(serial, csr.decode()), timeout=timeout

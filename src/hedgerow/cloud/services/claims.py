@@ -378,7 +378,7 @@ class ClaimService:
             own = [
                 pem
                 for group in self.store.list_groups()
-                for pem in self.store.external_certificates_of_group(group.name)
+                for pem, _, _ in self.store.external_certificates_of_group(group.name)
             ]
             return [pki.cert_to_pem(self.pki.claim_ca().cert).decode(), *cas, *own]
 

@@ -60,20 +60,18 @@ class MembershipService:
             if len(page) < PAGE:
                 return names
 
-    async def group_device_trust(self, group: str) -> list[str]:
-        """PEMs the group's core trusts besides the root CA (device CAs, devices' own)."""
+    async def membership(self, group: str) -> Membership:
+        """The group's things, and what its core trusts besides the root CA: the device CAs
+        registered for the group and its things' own registered certificates (by name)."""
 
-        def read() -> list[str]:
+        def trust() -> tuple[list[str], dict[str, str]]:
             cas = self.store.list_device_cas(live_only=True)
             own = self.store.external_certificates_of_group(group)
-            return [ca.cert_pem for ca in cas if ca.group == group] + own
+            pems = [ca.cert_pem for ca in cas if ca.group == group] + [pem for pem, _, _ in own]
+            return pems, {fingerprint: thing for _, fingerprint, thing in own}
 
-        return await asyncio.to_thread(read)
-
-    async def membership(self, group: str) -> Membership:
-        return Membership(
-            tuple(await self.group_things(group)), tuple(await self.group_device_trust(group))
-        )
+        pems, names = await asyncio.to_thread(trust)
+        return Membership(tuple(await self.group_things(group)), tuple(pems), names)
 
     async def core_things(self, core: str) -> dict[str, object]:
         """``GET /core/v1/things``: the things of the core's group (``Membership``)."""

@@ -300,12 +300,13 @@ class ClaimStore(Store):
             assert template is not None
             return self._device_ca(row, template)
 
-    def external_certificates_of_group(self, group: str) -> list[str]:
-        """PEMs of the unrevoked registered device certificates of ``group``'s things."""
+    def external_certificates_of_group(self, group: str) -> list[tuple[str, str, str]]:
+        """``(pem, fingerprint, thing)`` of the unrevoked registered device certificates of
+        ``group``'s things."""
         with self._tx() as s:
             group_row = self._group(s, group)
-            rows = s.scalars(
-                sa.select(CertificateRow.pem)
+            rows = s.execute(
+                sa.select(CertificateRow.pem, CertificateRow.fingerprint, CertificateRow.owner)
                 .join(
                     ExternalCertificateRow,
                     ExternalCertificateRow.fingerprint == CertificateRow.fingerprint,
@@ -318,4 +319,4 @@ class ClaimStore(Store):
                 )
                 .order_by(CertificateRow.fingerprint)
             )
-            return list(rows)
+            return [(pem, fingerprint, owner) for pem, fingerprint, owner in rows]
