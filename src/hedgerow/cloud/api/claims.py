@@ -24,14 +24,6 @@ DEVICE_CA = "/api/v1/device-cas/{fingerprint}"
 Entity = dict[str, Any]
 
 
-def _count(value: object) -> int:
-    if value is None:
-        return DEFAULT_USES
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidInput("count must be an integer", field="count")
-    return value
-
-
 def _pem(value: object) -> str:
     if not isinstance(value, str) or "BEGIN CERTIFICATE" not in value:
         raise InvalidInput("certificate must be a PEM certificate", field="certificate")
@@ -58,7 +50,7 @@ class CreateTemplate:
 @dataclass(frozen=True)
 class CreateClaim:
     template: str = checked(lambda v: domain.validate_name(v, "template name"))
-    count: int = checked(_count, default=DEFAULT_USES, doc="how many devices may use it")
+    count: int = described("how many devices may use it", default=DEFAULT_USES)
     expires: str = described("a duration: 30d, 12h, 90m, 2w", default="30d")
 
 
