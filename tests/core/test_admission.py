@@ -208,11 +208,11 @@ async def test_devices_with_their_own_certificates_are_admitted_by_what_vouches(
     jit = pki.issue(fleet_ca, "bme680-7")
     legacy = pki.issue(pki.make_ca("unknown vendor"), "AWS IoT Certificate")
     stranger = pki.issue(pki.make_ca("Acme CA"), "bme680-7")  # same name, another key
-    refreshed: list[bool] = []
+    refreshed: list[bool] = []  # by a device CA?
     a = Admission([read(root)], members=["bme680-7", "legacy-2"])
 
-    async def refresh() -> None:
-        refreshed.append(True)
+    async def refresh(cert: certinfo.CertInfo, by_ca: bool) -> None:
+        refreshed.append(by_ca)
 
     a.refresh = refresh
     with pytest.raises(Refused):

@@ -16,6 +16,7 @@ import ssl
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterator, Sequence
@@ -25,7 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import paho.mqtt.client as mqtt
 import tomli_w
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from tests.conftest import free_port
 
@@ -396,6 +401,38 @@ class System:
 
     def payloads(self, topic_filter: str) -> list[dict[str, Any]]:
         return [json.loads(m["payload"]) for m in self.messages(topic_filter) if "payload" in m]
+
+
+def v5_connack(system: System, thing: str, certs: Path | None = None) -> tuple[int, str]:
+    """CONNACK reason code and reason string a paho-mqtt MQTT 5 client gets from the core
+    (``thing``'s certificate and key from ``certs``, default ``system.certs``)."""
+    done = threading.Event()
+    result: dict[str, object] = {}
+
+    def on_connect(
+        client: mqtt.Client, userdata: object, flags: object, rc: ReasonCode,
+        properties: Properties | None,
+    ) -> None:  # fmt: skip
+        result["rc"] = rc.value
+        result["reason"] = getattr(properties, "ReasonString", "") if properties else ""
+        done.set()
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=thing, protocol=mqtt.MQTTv5)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the group CA is not what this test is about
+    certs = certs or system.certs
+    context.load_cert_chain(certs / f"{thing}.cert.pem", certs / f"{thing}.key")
+    client.tls_set_context(context)
+    client.on_connect = on_connect
+    client.connect("127.0.0.1", system.core_port)
+    client.loop_start()
+    try:
+        assert done.wait(30), "no CONNACK from the core"
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return int(result["rc"]), str(result["reason"])  # type: ignore[call-overload]
 
 
 def merged_settings(config_text: str, settings: str) -> bytes:

@@ -6,7 +6,9 @@ Two V1-style devices run the seed's own script (AWSIoTPythonSDK) unchanged:
   (``ca register --template``) and the device is admitted just in time at its first
   discovery, then its readings go through the shipped ``temp_correct`` function;
 - ``legacy-2`` has an RSA-2048 certificate from a CA nobody registers (as AWS issued them);
-  the certificate itself is registered (``thing import --dir``).
+  the certificate itself is registered (``thing import --dir``);
+- ``bme680-8``, from the same CA, skips discovery and connects to the core (paho-mqtt): the
+  core asks the cloud to admit it just in time.
 Revoking the device CA then revokes what it admitted: discovery refuses the device.
 """
 
@@ -27,11 +29,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from hedgerow import pki
-from tests.e2e.harness import EXAMPLES, GROUP, REPO, System, wait_until
+from tests.e2e.harness import EXAMPLES, GROUP, REPO, System, v5_connack, wait_until
 
 pytestmark = pytest.mark.slow
 
-JIT, LEGACY = "bme680-7", "legacy-2"
+JIT, LEGACY, DIRECT = "bme680-7", "legacy-2", "bme680-8"
 
 
 def _rsa_device(directory: Path, name: str) -> None:
@@ -132,6 +134,14 @@ def test_v1_devices_keep_their_keys_and_run_the_seed_script(system: System, tmp_
         lambda: len(system.messages(f"sensors/{LEGACY}")) >= 2,
         timeout=60, what="the legacy device's readings in the cloud",
     )  # fmt: skip
+
+    # a device of the same CA that goes straight to the core (no discovery): admitted there
+    direct = pki.issue(acme, DIRECT, unit="sensor")
+    (devices / f"{DIRECT}.cert.pem").write_bytes(direct.cert_pem)
+    (devices / f"{DIRECT}.key").write_bytes(direct.key_pem)
+    assert v5_connack(system, DIRECT, devices) == (0, "")
+    things = {t["name"] for t in json.loads(system.cloud("thing", "list", "--json").stdout)}
+    assert {JIT, LEGACY, DIRECT} <= things
 
     # the registry: the device's own certificate, no key of ours
     shown = json.loads(system.cloud("thing", "show", JIT, "--json").stdout)

@@ -10,7 +10,7 @@ Paths (the client certificate says who is asking):
 * ``POST /core/v1/certificate``, ``PUT /core/v1/connectivity``,
   ``GET /core/v1/deployments/latest``, ``GET /core/v1/deployments/{id}``,
   ``GET /core/v1/artifacts/{sha256}``, ``GET /core/v1/revocations``, ``GET /core/v1/things``,
-  ``GET /core/v1/group-cas`` — cores.
+  ``GET /core/v1/group-cas``, ``POST /core/v1/things/admit`` — cores.
 * ``POST /provision/v1/core``, ``POST /provision/v1/thing`` — claim certificates only (and
   a claim certificate opens nothing else: it is no registered identity).
 
@@ -137,6 +137,13 @@ class ServerCertificateRequest:
     hosts: list[str] = checked(domain.validate_hosts, default_factory=list)
 
 
+@dataclass(frozen=True)
+class AdmitRequest:
+    """``POST /core/v1/things/admit``: the certificate (PEM) a device presented to the core."""
+
+    certificate: str
+
+
 def _refusal(status: int, message: str) -> Response:
     """The answer to a request refused before it reached a handler (too large, malformed)."""
     return json_response(status, discovery.error_body(status, message))
@@ -248,6 +255,7 @@ class DeviceServer:
             ("GET", "revocations"): lambda: self._revocations(),
             ("GET", "group-cas"): lambda: self._json(self.services.devices.core_group_cas(core)),
             ("GET", "things"): lambda: self._json(self.services.membership.core_things(core)),
+            ("POST", "things/admit"): lambda: self._admit(core, body),
         }
         handler = routes.get((method, path))
         if handler is not None:
@@ -275,6 +283,12 @@ class DeviceServer:
         return json_response(
             200,
             await self.services.devices.sign_core_certificate(core, request.csr, request.hosts),
+        )
+
+    async def _admit(self, core: str, body: bytes) -> Response:
+        request = parse(AdmitRequest, decode_json_object(body))
+        return json_response(
+            200, await self.services.claims.admit_for_core(core, request.certificate)
         )
 
     async def _connectivity(self, core: str, body: bytes) -> Response:

@@ -78,13 +78,14 @@ class Admission:
         clock: Clock = certinfo.now,
         group: str = "GROUP",
         on_admitted: Callable[[str], None] | None = None,
-        refresh: Callable[[], Awaitable[None]] | None = None,
+        refresh: Callable[[certinfo.CertInfo, bool], Awaitable[None]] | None = None,
     ) -> None:
         self.roots = list(roots)
         #: told each admitted device's name (the core's heartbeat follows device counts)
         self.on_admitted = on_admitted
-        #: asks the cloud for the group's members again (a device a device CA vouches for
-        #: may have been admitted just in time a moment ago, at its discovery)
+        #: ``refresh(cert, by_ca)``: asks the cloud about a device a registered certificate
+        #: or device CA (``by_ca``) vouches for that is not a member yet — admitted just in
+        #: time a moment ago at its discovery, or to be admitted now (no discovery came first)
         self.refresh = refresh
         self.group = group
         #: the current deployment's things
@@ -180,15 +181,17 @@ class Admission:
 
     async def authenticate(self, info: ConnectInfo) -> Identity:
         problem = self.check(info.peer_cert)
+        cert = info.peer_cert
+        anchor = None if cert is None else self.anchor_of(cert)
         if (
             problem is not None
             and problem[0] == "not-in-group"
             and self.refresh is not None
-            and info.peer_cert is not None
-            and self.anchor_of(info.peer_cert) not in (None, ROOT_ANCHOR)
+            and cert is not None
+            and anchor not in (None, ROOT_ANCHOR)
         ):
-            await self.refresh()
-            problem = self.check(info.peer_cert)
+            await self.refresh(cert, anchor != cert.fingerprint)
+            problem = self.check(cert)
         if problem is not None:
             raise self._refuse(problem[0], problem[1], info)
         assert info.peer_cert is not None

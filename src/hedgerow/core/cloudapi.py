@@ -49,6 +49,8 @@ class CloudAPI(Protocol):
 
     async def things(self) -> Membership: ...
 
+    async def admit(self, certificate_pem: str) -> Membership: ...
+
     async def group_cas(self) -> list[bytes]: ...
 
     async def server_date(self) -> str | None: ...
@@ -155,6 +157,16 @@ class HttpCloudAPI:
             return Membership.from_json(json.dumps(data))
         except ContractError as exc:
             raise CloudAPIError(f"the things reply is unusable: {exc}", path) from exc
+
+    async def admit(self, certificate_pem: str) -> Membership:
+        """Ask the cloud to admit the device that presented ``certificate_pem`` (a device
+        CA of the group signed it, no discovery came first): the group's membership."""
+        path = "/core/v1/things/admit"
+        data = await self._json("POST", path, {"certificate": certificate_pem})
+        try:
+            return Membership.from_json(json.dumps(data))
+        except ContractError as exc:
+            raise CloudAPIError(f"the admit reply is unusable: {exc}", path) from exc
 
     async def group_cas(self) -> list[bytes]:
         """The CAs of the core's group (PEM), newest first."""

@@ -26,6 +26,7 @@ deployment's signature) runs in the short-lived ``keytool`` child process.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -83,8 +84,16 @@ MEMBERS_FILE = "members.json"
 DEVICE_TRUST_FILE = "device-trust.pem"
 #: the thing each registered device certificate speaks for ({fingerprint: name})
 DEVICE_NAMES_FILE = "device-names.json"
-#: the least time between two membership reads a device's connection asks for (s)
-MEMBERS_REFRESH_S = 1.0
+#: the least time between two membership requests one device's connection causes (s)
+MEMBERS_REFRESH_S = 2.0
+MAX_REFRESH_ENTRIES = 4096
+
+
+def pem_of(der: bytes) -> str:
+    """A DER certificate as PEM text."""
+    body = base64.b64encode(der).decode()
+    lines = "\n".join(body[i : i + 64] for i in range(0, len(body), 64))
+    return f"-----BEGIN CERTIFICATE-----\n{lines}\n-----END CERTIFICATE-----\n"
 
 
 class FunctionRuntime(Protocol):
@@ -240,7 +249,8 @@ class CoreDaemon:
         self._certificate_wake = asyncio.Event()
         #: Wakes the membership loop (the cloud link came up: read the group's things).
         self._members_wake = asyncio.Event()
-        self._members_refreshed = -MEMBERS_REFRESH_S
+        #: when each vouched-for certificate last made the core ask the cloud
+        self._members_refreshed: dict[str, float] = {}
         self._announced_cas: list[CertInfo] | None = None
         self.streams: StreamService | None = None
         #: periodic heartbeats, and one soon after each change (at most one a second)
@@ -817,17 +827,26 @@ class CoreDaemon:
         except (OSError, ValueError, TypeError):
             return None
 
-    async def _refresh_members(self) -> None:
-        """The group's members from the cloud now (at most every ``MEMBERS_REFRESH_S``):
-        a device a device CA vouches for connects right after its discovery admitted it."""
+    async def _refresh_members(self, cert: CertInfo, by_ca: bool) -> None:
+        """A device vouched for by a device CA (``by_ca``) or its own registered certificate
+        is not a member: it connected right after its discovery admitted it (read the
+        members again), or came without a discovery (ask the cloud to admit it just in
+        time). At most once every ``MEMBERS_REFRESH_S`` per certificate."""
         now = time.monotonic()
-        if now - self._members_refreshed < MEMBERS_REFRESH_S:
+        if now - self._members_refreshed.get(cert.fingerprint, -MEMBERS_REFRESH_S) < (
+            MEMBERS_REFRESH_S
+        ):
             return
-        self._members_refreshed = now
+        if len(self._members_refreshed) > MAX_REFRESH_ENTRIES:
+            self._members_refreshed.clear()
+        self._members_refreshed[cert.fingerprint] = now
         try:
-            self.set_members(await self.api.things())
+            if by_ca:
+                self.set_members(await self.api.admit(pem_of(cert.der)))
+            else:
+                self.set_members(await self.api.things())
         except CloudAPIError as exc:
-            log.warning("core.membership.fetch_failed error=%s", exc)
+            log.warning("core.membership.admit_failed thing=%s error=%s", cert.subject_cn, exc)
 
     async def _membership_loop(self) -> None:
         """After each cloud (re)connect: the group's things over HTTPS as well (the retained

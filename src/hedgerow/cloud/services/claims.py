@@ -43,7 +43,14 @@ from hedgerow.cloud.claim_rules import (
     check_claim_limits,
 )
 from hedgerow.cloud.domain import CertificateKind
-from hedgerow.cloud.errors import CloudError, Conflict, InvalidInput, NotFound, Unauthorized
+from hedgerow.cloud.errors import (
+    CloudError,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthorized,
+)
 from hedgerow.cloud.pki_service import PKIService
 from hedgerow.cloud.services.certificates import CertificateService
 from hedgerow.cloud.services.cores import CoreService
@@ -384,35 +391,62 @@ class ClaimService:
 
         return await asyncio.to_thread(read)
 
-    async def admit_just_in_time(self, cert: x509.Certificate, thing: str) -> bool:
-        """Register ``thing`` from ``cert`` when a live device CA signed it and the CA's
-        template names it so; False when no device CA signed it."""
+    async def _admit(self, cert: x509.Certificate, group: str | None) -> str | None:
+        """Register the thing a live device CA (of ``group``, when given) vouches for with
+        ``cert``, named by the CA's template: its name, or None when no such CA signed it."""
         cas = await asyncio.to_thread(self.store.list_device_cas, live_only=True)
         signer = next(
-            (ca for ca in cas if pki.is_signed_by(cert, pki.cert_from_pem(ca.cert_pem.encode()))),
+            (
+                ca
+                for ca in cas
+                if (group is None or ca.group == group)
+                and pki.is_signed_by(cert, pki.cert_from_pem(ca.cert_pem.encode()))
+            ),
             None,
         )
         if signer is None:
-            return False
+            return None
         template = await self.template(signer.template)
         try:
             common_name = pki.name_of(cert)
         except pki.PKIError as exc:
             raise Unauthorized(f"the device certificate cannot be admitted: {exc}") from exc
-        name, group = template.resolve(serial=common_name, seq=0, cn=common_name)
-        if name != thing:
-            raise Unauthorized(
-                f"the certificate of {common_name!r} is admitted as {name!r}, not as {thing!r}"
-            )
+        name, thing_group = template.resolve(serial=common_name, seq=0, cn=common_name)
         try:
             await self.things.create_with_certificate(
                 name,
-                [group],
+                [thing_group],
                 {**template.attributes, "device_ca": signer.fingerprint[:16]},
                 pki.cert_to_pem(cert).decode(),
                 anchor=False,
             )
         except Conflict:  # another request admitted it first (or the name is taken)
-            return True
-        log.info("device_ca.admitted thing=%s group=%s ca=%s", name, group, signer.fingerprint[:16])
+            return name
+        log.info(
+            "device_ca.admitted thing=%s group=%s ca=%s",
+            name, thing_group, signer.fingerprint[:16],
+        )  # fmt: skip
+        return name
+
+    async def admit_just_in_time(self, cert: x509.Certificate, thing: str) -> bool:
+        """At discovery: register ``thing`` from ``cert`` when a live device CA signed it
+        and the CA's template names it so; False when no device CA signed it."""
+        name = await self._admit(cert, None)
+        if name is None:
+            return False
+        if name != thing:
+            raise Unauthorized(f"the certificate is admitted as {name!r}, not as {thing!r}")
         return True
+
+    async def admit_for_core(self, core: str, pem: str) -> dict[str, object]:
+        """``POST /core/v1/things/admit``: a device connected to ``core`` without a
+        discovery first; its certificate from a device CA of the core's group is admitted
+        just in time. The group's membership, as ``GET /core/v1/things``."""
+        try:
+            cert = pki.cert_from_pem(pem.encode())
+        except pki.PKIError as exc:
+            raise InvalidInput(f"not a PEM certificate: {exc}", field="certificate") from exc
+        group = (await self.cores.get(core)).group
+        if await self._admit(cert, group) is None:
+            raise Forbidden(f"no device CA registered for group {group!r} signed this certificate")
+        return await self.membership.core_things(core)
