@@ -382,11 +382,7 @@ class ClaimService:
 
         def read() -> list[str]:
             cas = [ca.cert_pem for ca in self.store.list_device_cas(live_only=True)]
-            own = [
-                pem
-                for group in self.store.list_groups()
-                for pem, _, _ in self.store.external_certificates_of_group(group.name)
-            ]
+            own = self.store.external_certificates()
             return [pki.cert_to_pem(self.pki.claim_ca().cert).decode(), *cas, *own]
 
         return await asyncio.to_thread(read)

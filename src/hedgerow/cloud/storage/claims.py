@@ -320,3 +320,17 @@ class ClaimStore(Store):
                 .order_by(CertificateRow.fingerprint)
             )
             return [(pem, fingerprint, owner) for pem, fingerprint, owner in rows]
+
+    def external_certificates(self) -> list[str]:
+        """PEMs of every unrevoked registered device certificate (the device server's trust)."""
+        with self._tx() as s:
+            return list(
+                s.scalars(
+                    sa.select(CertificateRow.pem)
+                    .join(
+                        ExternalCertificateRow,
+                        ExternalCertificateRow.fingerprint == CertificateRow.fingerprint,
+                    )
+                    .where(CertificateRow.revoked_at.is_(None))
+                )
+            )
