@@ -89,3 +89,25 @@ async def test_bodies_are_checked_at_the_edge(cloud: Cloud) -> None:
         "/api/v1/device-cas", json={"certificate": leaf, "template": "sensors"}
     )
     assert not_ca.status_code == 400 and "not a CA certificate" in not_ca.json()["error"]["message"]
+
+
+async def test_the_same_device_again_gets_its_identity_back_not_another_use(cloud: Cloud) -> None:
+    """A device that lost the answer (or was reset) asks again with its serial: the same
+    name, a new certificate, the earlier one revoked, and the claim's count unchanged."""
+    await cloud.ok("POST", "/api/v1/groups", json={"name": "plant"})
+    await cloud.ok("POST", "/api/v1/claim-templates", json=TEMPLATE)
+    credential = await _claim(cloud, 1)
+    first = await claimclient.provision(credential, _request("SN1"), timeout=30)
+    again = await claimclient.provision(credential, _request("SN1"), timeout=30)
+    assert first.name == again.name == "s-SN1" and first.certificate != again.certificate
+    certificates = await cloud.ok("GET", "/api/v1/certificates", params={"owner": "s-SN1"})
+    status = {c["fingerprint"]: c["status"] for c in certificates["items"]}
+    old = pki.fingerprint(pki.cert_from_pem(first.certificate.encode()))
+    new = pki.fingerprint(pki.cert_from_pem(again.certificate.encode()))
+    assert status == {old: "revoked", new: "active"}
+    with pytest.raises(claimclient.ClaimRefusedError, match="used up: 1 of 1"):
+        await claimclient.provision(credential, _request("SN2"), timeout=30)
+    shown = await cloud.ok("GET", f"/api/v1/claims/{credential.claim_id}")
+    assert shown["used"] == 1
+    assert [u["outcome"] for u in shown["uses"]] == ["ok", "ok", "refused"]
+    assert shown["uses"][1]["reason"].startswith("again")

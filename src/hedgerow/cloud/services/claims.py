@@ -197,17 +197,17 @@ class ClaimService:
                 )
             template.resolve(serial=request.serial, seq=0)  # a serial the patterns refuse
             await self._ask_hook(claim, template, request)
-            seq = await asyncio.to_thread(self.store.reserve_use, claim.id, pki.now())
-            if seq is None:
+            earlier = await asyncio.to_thread(self.store.provisioned_name, claim.id, request.serial)
+            if earlier is not None:
+                # the same device again (it lost the answer, or was reset): not another use
                 current = await asyncio.to_thread(self.store.get_claim, claim.id, with_uses=False)
                 refusal = current.refusal(pki.now())
-                raise refusal or ClaimRefused("limit", f"claim {claim.id} cannot be used now")
-            try:
-                name, group = template.resolve(serial=request.serial, seq=seq)
-                response = await self._register(template, name, group, request)
-            except BaseException:
-                await asyncio.to_thread(self.store.release_use, claim.id)
-                raise
+                if refusal is not None and refusal.reason != "limit":
+                    raise refusal
+                response = await self._register_again(template, earlier, request)
+                use = replace(use, reason="again: a new certificate, the earlier ones revoked")
+            else:
+                response = await self._register_new(claim, template, request)
         except CloudError as exc:
             reason = exc.reason if isinstance(exc, ClaimRefused) else type(exc).__name__.lower()
             await asyncio.to_thread(
@@ -229,6 +229,22 @@ class ClaimService:
             claim.id, request.serial, kind.value, response.name, response.group,
         )  # fmt: skip
         return response
+
+    async def _register_new(
+        self, claim: Claim, template: ClaimTemplate, request: ProvisionRequest
+    ) -> ProvisionResponse:
+        """One more use of ``claim`` (refused past its limit) and a new device."""
+        seq = await asyncio.to_thread(self.store.reserve_use, claim.id, pki.now())
+        if seq is None:
+            current = await asyncio.to_thread(self.store.get_claim, claim.id, with_uses=False)
+            refusal = current.refusal(pki.now())
+            raise refusal or ClaimRefused("limit", f"claim {claim.id} cannot be used now")
+        try:
+            name, group = template.resolve(serial=request.serial, seq=seq)
+            return await self._register(template, name, group, request)
+        except BaseException:
+            await asyncio.to_thread(self.store.release_use, claim.id)
+            raise
 
     async def _claim_of(self, cert: x509.Certificate) -> tuple[Claim, ClaimTemplate]:
         if not await asyncio.to_thread(self.pki.is_claim_certificate, cert):
@@ -288,35 +304,50 @@ class ClaimService:
                 + (f": {said[0][:200]}" if said else f" (exit status {proc.returncode})"),
             )
 
-    async def _register(
-        self, template: ClaimTemplate, name: str, group: str, request: ProvisionRequest
+    def _response(
+        self, kind: ClaimKind, name: str, group: str, certificate: str
     ) -> ProvisionResponse:
-        attributes = {**template.attributes, **request.attributes, "serial": request.serial}
+        """The device's new identity; a core gets the rest of a bundle with it."""
         endpoints = self.cores.endpoints()
-        if template.kind is ClaimKind.THING:
-            created = await self.things.create(name, [group], attributes, request.csr)
+        if kind is ClaimKind.THING:
             return ProvisionResponse(
-                ClaimKind.THING,
-                name,
-                group,
-                created.certificate_pem,
-                created.root_ca_pem,
-                endpoints.https,
+                kind, name, group, certificate, self.pki.root_ca_pem, endpoints.https
             )
-        with contextlib.suppress(Conflict):  # one group per core: made on first use
-            await self.groups.create(group, f"provisioned by claim ({template.name})", {}, None)
-        cert_pem = await self.cores.register(name, group, request.csr)
         return ProvisionResponse(
-            ClaimKind.CORE,
+            kind,
             name,
             group,
-            cert_pem,
+            certificate,
             self.pki.root_ca_pem,
             endpoints.https,
             endpoints.mqtt,
             core_bundle.core_config(name, group, endpoints.https, endpoints.mqtt),
             self.pki.verify_key_pem,
         )
+
+    async def _register(
+        self, template: ClaimTemplate, name: str, group: str, request: ProvisionRequest
+    ) -> ProvisionResponse:
+        if template.kind is ClaimKind.THING:
+            attributes = {**template.attributes, **request.attributes, "serial": request.serial}
+            created = await self.things.create(name, [group], attributes, request.csr)
+            return self._response(template.kind, name, group, created.certificate_pem)
+        with contextlib.suppress(Conflict):  # one group per core: made on first use
+            await self.groups.create(group, f"provisioned by claim ({template.name})", {}, None)
+        cert_pem = await self.cores.register(name, group, request.csr)
+        return self._response(template.kind, name, group, cert_pem)
+
+    async def _register_again(
+        self, template: ClaimTemplate, name: str, request: ProvisionRequest
+    ) -> ProvisionResponse:
+        """The same serial with the same claim again: a new certificate for the identity it
+        got then (its earlier certificates revoked: one device, one live identity)."""
+        if template.kind is ClaimKind.THING:
+            created = await self.things.new_certificate(name, request.csr, revoke_others=True)
+            group = created.thing.groups[0] if created.thing.groups else ""
+            return self._response(template.kind, name, group, created.certificate_pem)
+        cert_pem, group = await self.cores.register_again(name, request.csr)
+        return self._response(template.kind, name, group, cert_pem)
 
     # ---- device CAs and just-in-time admission ---------------------------------------
 

@@ -97,6 +97,18 @@ class CoreService:
         await self.membership.announce([group])
         return identity.certificate_pem
 
+    async def register_again(self, name: str, csr: str) -> tuple[str, str]:
+        """A new certificate for an existing core from its CSR (the earlier ones revoked):
+        the certificate and the core's group."""
+        core = await self.get(name)
+        identity = await asyncio.to_thread(self.pki.issue_identity, name, CertificateKind.CORE, csr)
+        await asyncio.to_thread(
+            self.store.replace_core_identity, name, identity.record, "provisioned again"
+        )
+        await self.notifier.disconnect(name, "provisioned again")
+        log.info("core.registered_again name=%s group=%s", name, core.group)
+        return identity.certificate_pem, core.group
+
     async def reissue_bundle(self, name: str) -> CreatedCore:
         """A new identity for the core (the old certificates are revoked) in a new bundle."""
         core = await self.get(name)

@@ -91,11 +91,16 @@ class ThingService:
         await self.membership.announce(groups)
         return thing
 
-    async def new_certificate(self, name: str, csr: str | None) -> CreatedThing:
+    async def new_certificate(
+        self, name: str, csr: str | None, *, revoke_others: bool = False
+    ) -> CreatedThing:
+        """Another certificate for a thing (``revoke_others``: its earlier ones revoked)."""
         thing = await self.get(name)
         identity = await asyncio.to_thread(
             self.pki.issue_identity, name, CertificateKind.THING, csr
         )
+        if revoke_others:
+            await self.certificates.revoke_owner(name)
         await asyncio.to_thread(self.store.add_thing_certificate, name, identity.record)
         return CreatedThing(
             thing, identity.certificate_pem, identity.private_key_pem, self.pki.root_ca_pem

@@ -233,6 +233,20 @@ class ClaimStore(Store):
                 .execution_options(synchronize_session=False)
             )
 
+    def provisioned_name(self, claim_id: str, serial: str) -> str | None:
+        """The name this claim registered for ``serial`` earlier, if it did."""
+        with self._tx() as s:
+            return s.scalar(
+                sa.select(ClaimUseRow.name)
+                .where(
+                    ClaimUseRow.claim_id == claim_id,
+                    ClaimUseRow.serial == serial,
+                    ClaimUseRow.outcome == "ok",
+                )
+                .order_by(ClaimUseRow.id.desc())
+                .limit(1)
+            )
+
     def record_use(self, claim_id: str, use: ClaimUse) -> None:
         with self._tx() as s:
             s.add(
