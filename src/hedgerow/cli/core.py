@@ -18,7 +18,6 @@ from typing import Any
 from hedgerow.cli import CLIError
 from hedgerow.core import service
 from hedgerow.core.bundle_unpack import unpack_bundle
-from hedgerow.core.check import Level, run_checks
 from hedgerow.core.config import CONFIG_FILE, CoreConfig, load_config
 from hedgerow.core.errors import ConfigError, CoreError
 from hedgerow.core.logs import file_handlers
@@ -302,6 +301,10 @@ async def _run(config: CoreConfig) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    # imported here: it loads the function runtime and the deployment agent, which
+    # `core provision` (20 gateways at once in the tests) does not need
+    from hedgerow.core.check import Level, run_checks
+
     config = _load(_config_path(args))
     results = asyncio.run(run_checks(config, wait_s=args.timeout))
     width = max(len(r.name) for r in results)
