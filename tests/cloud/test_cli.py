@@ -505,3 +505,54 @@ def test_shadow_commands_say_what_to_give(tmp_path: Path) -> None:
     assert nothing.code == 2 and "give --desired" in nothing.err
     down = _in_process(("cloud", "core", "support-bundle", "pi-1", *common))
     assert down.code == 2 and "cannot reach the cloud API" in down.err
+
+
+async def test_claims_and_devices_own_certificates_through_the_cli(
+    served: Served, tmp_path: Path
+) -> None:
+    """Templates, claims (human output says what to do next), device CAs, and things by
+    their own certificates one by one and from a CSV; refusals are one line, exit 2."""
+    data = ("--data", str(served.data))
+    await ok("cloud", "group", "create", "plant", *data, cwd=tmp_path, process=False)
+    created = await ok(
+        "cloud", "claim", "template", "create", "sensors", "--kind", "thing", "--group",
+        "plant", "--name-pattern", "s-{serial}", *data, cwd=tmp_path, process=False,
+    )  # fmt: skip
+    assert "claim create --template sensors" in created
+    out = await ok(
+        "cloud", "claim", "create", "--template", "sensors", "--count", "2", "--expires", "1d",
+        "--out", str(tmp_path), *data, cwd=tmp_path, process=False,
+    )  # fmt: skip
+    claim_id = out.split()[1]
+    assert (tmp_path / f"{claim_id}.tar.gz").stat().st_mode & 0o077 == 0
+    assert "hedgerow thing run --claim" in out
+    listed = await ok("cloud", "claim", "list", *data, cwd=tmp_path, process=False)
+    assert claim_id in listed and "0/2" in listed and "active" in listed
+    await ok("cloud", "claim", "revoke", claim_id, *data, cwd=tmp_path, process=False)
+    shown = await ok("cloud", "claim", "show", claim_id, *data, cwd=tmp_path, process=False)
+    assert "revoked at" in shown
+
+    old_ca = pki.make_ca("old vendor")
+    for name in ("d-1", "d-2"):
+        (tmp_path / f"{name}.pem").write_bytes(pki.issue(old_ca, "AWS IoT Certificate").cert_pem)
+    (tmp_path / "fleet.csv").write_text("name,certificate,group\nd-1,d-1.pem,plant\nd-2,d-2.pem\n")
+    imported = await ok(
+        "cloud", "thing", "import", "--csv", str(tmp_path / "fleet.csv"), "--group", "plant",
+        *data, cwd=tmp_path, process=False,
+    )  # fmt: skip
+    assert "imported 2 thing(s)" in imported
+    one = pki.issue(old_ca, "x")
+    (tmp_path / "d-3.pem").write_bytes(one.cert_pem)
+    await ok(
+        "cloud", "thing", "create", "d-3", "--cert", str(tmp_path / "d-3.pem"), "--group",
+        "plant", *data, cwd=tmp_path, process=False,
+    )  # fmt: skip
+    things = await ok("cloud", "thing", "list", "--group", "plant", *data, cwd=tmp_path,
+                      process=False)  # fmt: skip
+    assert all(name in things for name in ("d-1", "d-2", "d-3"))
+    (tmp_path / "ca.pem").write_bytes(old_ca.cert_pem)
+    wrong = await run(
+        "cloud", "ca", "register", str(tmp_path / "ca.pem"), "--template", "nope", *data,
+        cwd=tmp_path, process=False,
+    )  # fmt: skip
+    assert wrong.code == 2 and "claim template 'nope' does not exist" in wrong.err

@@ -417,6 +417,6 @@ async def test_group_membership_reaches_the_core_without_a_deployment(
         assert "newcomer" in back
     # the same list over HTTPS, for a core that reconnects
     async with cloud.device_client(cert, key) as device:
-        assert (await device.get("/core/v1/things")).json() == {"things": back}
+        assert (await device.get("/core/v1/things")).json() == {"schema": 1, "things": back}
         # every response carries the cloud's clock (core check compares with it)
         assert (await device.get("/core/v1/things")).headers["date"].endswith(" GMT")

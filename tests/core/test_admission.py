@@ -196,3 +196,40 @@ async def test_announced_members_win_over_the_deployments_things(root: pki.Issue
     a.members = frozenset()  # taken out of the group: cut off, whatever the deployment says
     assert not a.still_admitted(identity)
     assert a.admitted == frozenset()
+
+
+async def test_devices_with_their_own_certificates_are_admitted_by_what_vouches(
+    root: pki.Issued,
+) -> None:
+    """V1 migration: a registered device CA vouches for what it signed; a registered device
+    certificate is its own anchor and speaks for the thing the cloud names; dropping either
+    from the cloud's list cuts the device off."""
+    fleet_ca = pki.make_ca("Acme CA")
+    jit = pki.issue(fleet_ca, "bme680-7")
+    legacy = pki.issue(pki.make_ca("unknown vendor"), "AWS IoT Certificate")
+    stranger = pki.issue(pki.make_ca("Acme CA"), "bme680-7")  # same name, another key
+    refreshed: list[bool] = []  # by a device CA?
+    a = Admission([read(root)], members=["bme680-7", "legacy-2"])
+
+    async def refresh(cert: certinfo.CertInfo, by_ca: bool) -> None:
+        refreshed.append(by_ca)
+
+    a.refresh = refresh
+    with pytest.raises(Refused):
+        await a.authenticate(info(read(legacy)))
+    a.set_trusted([read(fleet_ca), read(legacy)], {pki.fingerprint(legacy.cert): "legacy-2"})
+    by_ca = await a.authenticate(info(read(jit)))
+    own = await a.authenticate(info(read(legacy)))
+    assert (by_ca.name, own.name) == ("bme680-7", "legacy-2")
+    assert own.attributes["anchor"] == pki.fingerprint(legacy.cert)
+    with pytest.raises(Refused):
+        await a.authenticate(info(read(stranger)))
+    assert a.refused["untrusted"] == 2 and refreshed == []
+
+    a.set_members(["legacy-2"])  # not a member yet: the core asks the cloud once more
+    with pytest.raises(Refused):
+        await a.authenticate(info(read(jit)))
+    assert refreshed == [True]
+
+    a.set_trusted([read(legacy)], {pki.fingerprint(legacy.cert): "legacy-2"})
+    assert a.still_admitted(own) and not a.still_admitted(by_ca)

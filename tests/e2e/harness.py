@@ -17,6 +17,7 @@ import ssl
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterator, Sequence
@@ -26,9 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import paho.mqtt.client as mqtt
 import tomli_w
 from awscrt import io as crt_io
 from awsiot.greengrass_discovery import DiscoverResponse, DiscoveryClient
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from tests.conftest import free_port
 
@@ -193,6 +198,12 @@ class System:
     # ---- the pieces -----------------------------------------------------------------------
 
     def start_cloud(self) -> None:
+        self.init_cloud()
+        self.start("cloud", self.hedgerow("cloud", "serve", "--data", str(self.cloud_dir)))
+        for port in (self.api_port, self.device_port, self.mqtt_port):
+            wait_until(functools.partial(port_open, port), timeout=60, what=f"cloud port {port}")
+
+    def init_cloud(self) -> None:
         if not self.cloud_dir.exists():
             self.run(
                 "cloud",
@@ -214,9 +225,6 @@ class System:
                 "--mqtt-host",
                 "127.0.0.1",
             )
-        self.start("cloud", self.hedgerow("cloud", "serve", "--data", str(self.cloud_dir)))
-        for port in (self.api_port, self.device_port, self.mqtt_port):
-            wait_until(functools.partial(port_open, port), timeout=60, what=f"cloud port {port}")
 
     def stop_cloud(self, *, kill: bool = False) -> None:
         proc = self.procs["cloud"]
@@ -464,6 +472,51 @@ def core_endpoint(system: System, thing: str, tmp_path: Path) -> tuple[str, int,
     return connectivity.host_address, connectivity.port, ca
 
 
+def v5_connack(system: System, thing: str, certs: Path | None = None) -> tuple[int, str]:
+    """CONNACK reason code and reason string a paho-mqtt MQTT 5 client gets from the core
+    (``thing``'s certificate and key from ``certs``, default ``system.certs``)."""
+    done = threading.Event()
+    result: dict[str, object] = {}
+
+    def on_connect(
+        client: mqtt.Client, userdata: object, flags: object, rc: ReasonCode,
+        properties: Properties | None,
+    ) -> None:  # fmt: skip
+        result["rc"] = rc.value
+        result["reason"] = getattr(properties, "ReasonString", "") if properties else ""
+        done.set()
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=thing, protocol=mqtt.MQTTv5)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the group CA is not what this test is about
+    certs = certs or system.certs
+    context.load_cert_chain(certs / f"{thing}.cert.pem", certs / f"{thing}.key")
+    client.tls_set_context(context)
+    client.on_connect = on_connect
+    client.connect("127.0.0.1", system.core_port)
+    client.loop_start()
+    try:
+        assert done.wait(30), "no CONNACK from the core"
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return int(result["rc"]), str(result["reason"])  # type: ignore[call-overload]
+
+
+def merged_settings(config_text: str, settings: str) -> bytes:
+    """A core's ``config.toml`` text with the TOML ``settings`` merged in, table by table."""
+    config = tomllib.loads(config_text)
+    for section, values in tomllib.loads(settings).items():
+        config.setdefault(section, {}).update(values)
+    return tomli_w.dumps(config).encode()
+
+
+def add_config_settings(config: Path, settings: str) -> None:
+    """Merge TOML settings into a provisioned core's ``config.toml``."""
+    config.write_bytes(merged_settings(config.read_text(), settings))
+
+
 def _add_settings(bundle: Path, settings: str) -> None:
     """Merge TOML settings into the ``config.toml`` inside a provisioning bundle."""
     with tarfile.open(bundle, "r:gz") as tar:
@@ -472,12 +525,29 @@ def _add_settings(bundle: Path, settings: str) -> None:
     with tarfile.open(bundle, "w:gz") as tar:
         for member, data in files:
             if Path(member.name).name == "config.toml":
-                config = tomllib.loads(data.decode())
-                for section, values in tomllib.loads(settings).items():
-                    config.setdefault(section, {}).update(values)
-                data = tomli_w.dumps(config).encode()
+                data = merged_settings(data.decode(), settings)
                 member.size = len(data)
             tar.addfile(member, io.BytesIO(data))
+
+
+@contextmanager
+def running_cloud(
+    root: Path, *, python: str = sys.executable, core_settings: str = "", cloud_settings: str = ""
+) -> Iterator[System]:
+    """A running cloud (``cloud_settings``: TOML merged into its ``config.toml`` after
+    ``init``); every process is stopped on exit, and the logs are printed if the test failed."""
+    s = System(root, python=python, core_settings=core_settings)
+    try:
+        if cloud_settings:
+            s.init_cloud()
+            add_config_settings(s.cloud_dir / "config.toml", cloud_settings)
+        s.start_cloud()
+        yield s
+    except BaseException:
+        print(s.logs())
+        raise
+    finally:
+        s.close()
 
 
 @contextmanager
@@ -487,14 +557,7 @@ def running_system(
     """A cloud, the group ``factory-1`` (``group_flags`` to ``group create``) and its core,
     running (``python``'s ``hedgerow``; ``core_settings``, TOML merged into the core's
     config); every process is stopped on exit, and the logs are printed if the test failed."""
-    s = System(root, python=python, core_settings=core_settings)
-    try:
-        s.start_cloud()
+    with running_cloud(root, python=python, core_settings=core_settings) as s:
         s.create_group_and_core(*group_flags)
         s.start_core()
         yield s
-    except BaseException:
-        print(s.logs())
-        raise
-    finally:
-        s.close()

@@ -11,18 +11,12 @@ which cannot be told) by the likely cause and the command that fixes it.
 from __future__ import annotations
 
 import json
-import ssl
 import subprocess
-import threading
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
-from tests.e2e.harness import EXAMPLES, GROUP, Proc, System, hedgerow, wait_until
+from tests.e2e.harness import EXAMPLES, GROUP, Proc, System, hedgerow, v5_connack, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -126,36 +120,6 @@ def test_a_thing_taken_out_of_the_group_is_cut_off_and_told_why(system: System) 
     thing_run(system, "bme680-2")
     wait_until(lambda: system.devices_connected() == 1, timeout=60, what="the thing back")
     assert system.api(f"/api/v1/groups/{GROUP}/deployments")["items"] == []
-
-
-def v5_connack(system: System, thing: str) -> tuple[int, str]:
-    """CONNACK reason code and reason string a paho-mqtt MQTT 5 client gets from the core."""
-    done = threading.Event()
-    result: dict[str, object] = {}
-
-    def on_connect(
-        client: mqtt.Client, userdata: object, flags: object, rc: ReasonCode,
-        properties: Properties | None,
-    ) -> None:  # fmt: skip
-        result["rc"] = rc.value
-        result["reason"] = getattr(properties, "ReasonString", "") if properties else ""
-        done.set()
-
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=thing, protocol=mqtt.MQTTv5)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # the group CA is not what this test is about
-    context.load_cert_chain(system.certs / f"{thing}.cert.pem", system.certs / f"{thing}.key")
-    client.tls_set_context(context)
-    client.on_connect = on_connect
-    client.connect("127.0.0.1", system.core_port)
-    client.loop_start()
-    try:
-        assert done.wait(30), "no CONNACK from the core"
-    finally:
-        client.loop_stop()
-        client.disconnect()
-    return int(result["rc"]), str(result["reason"])  # type: ignore[call-overload]
 
 
 def test_pointing_e_at_the_api_port_says_so(system: System) -> None:

@@ -642,6 +642,24 @@ def cmd_core_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_thing_create(args: argparse.Namespace) -> int:
+    if args.cert:
+        from hedgerow.cli.cloud_claims import register_certificate
+
+        if args.csr:
+            raise CLIError("give --cert or --csr, not both")
+        certificate = Path(args.cert).read_text() if Path(args.cert).is_file() else ""
+        if not certificate:
+            raise CLIError(f"cannot read the certificate {args.cert}")
+        with Api(args) as api:
+            result = register_certificate(api, args.name, args.group or [], certificate, {})
+        return _done(
+            args,
+            result["thing"],
+            f"thing {args.name} registered with its own certificate (its key stays on the "
+            "device); give it the cloud's root CA for discovery: root-ca.pem",
+        )
+    if not args.out:
+        raise CLIError("--out DIR is required (where the certificate and key are written)")
     body: dict[str, Any] = {"name": args.name, "groups": args.group or []}
     if args.csr:
         try:
@@ -1634,11 +1652,14 @@ def register(subparsers: Any) -> None:
         "create a thing and write its certificate (and key) to --out",
     )
     p.add_argument("--group", action="append", help="group to put it in (repeatable)")
-    p.add_argument(
-        "--out", required=True, help="directory for NAME.cert.pem, NAME.key, root-ca.pem"
-    )
+    p.add_argument("--out", help="directory for NAME.cert.pem, NAME.key, root-ca.pem")
     p.add_argument(
         "--csr", help="sign this CSR instead of generating a key (the key stays on the device)"
+    )
+    p.add_argument(
+        "--cert",
+        help="register the device's own certificate (PEM) as it is: nothing is issued, the "
+        "device keeps its key (Greengrass V1 migration)",
     )
     p.add_argument("name")
     p = _command(thing, "list", cmd_thing_list, "list things")
@@ -1657,6 +1678,11 @@ def register(subparsers: Any) -> None:
     p = _command(thing, "detach", cmd_thing_detach, "take a thing out of a group")
     p.add_argument("--group", required=True)
     p.add_argument("name")
+
+    from hedgerow.cli import cloud_claims
+
+    cloud_claims.register_thing_import(thing)
+    cloud_claims.register(sub)
 
     function = sub.add_parser("function", help="functions").add_subparsers(
         dest="function_command", metavar="COMMAND", required=True

@@ -11,14 +11,13 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
 from hedgerow.cli import CLIError
 from hedgerow.core import service
 from hedgerow.core.bundle_unpack import unpack_bundle
-from hedgerow.core.check import Level, format_results, run_checks
 from hedgerow.core.config import CONFIG_FILE, CoreConfig, load_config
 from hedgerow.core.errors import ConfigError, CoreError
 from hedgerow.core.logs import file_handlers
@@ -40,6 +39,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     source = run.add_mutually_exclusive_group()
     source.add_argument("--bundle", type=Path, help="provisioning bundle NAME.tar.gz (first start)")
     source.add_argument("--config", type=Path, help="config.toml (default: DATA_DIR/config.toml)")
+    source.add_argument(
+        "--claim",
+        type=Path,
+        help="claim credential claim.tar.gz: provision on first boot (ignored once provisioned)",
+    )
+    run.add_argument("--serial", help="serial number sent with --claim (default: /etc/machine-id)")
     run.add_argument("--data-dir", type=Path, help="where the core keeps its state")
     run.add_argument(
         "--host", help="address the local MQTT endpoint listens on (config: local.host)"
@@ -54,6 +59,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="address devices use to reach the core (repeatable; config: local.hosts)",
     )
     run.set_defaults(func=cmd_run)
+
+    provision = sub.add_parser(
+        "provision", help="provision this core with a claim credential, then stop"
+    )
+    provision.add_argument("--claim", type=Path, required=True, help="claim.tar.gz")
+    provision.add_argument("--serial", help="serial number (default: /etc/machine-id)")
+    provision.add_argument("--data-dir", type=Path, help="where the core keeps its state")
+    provision.add_argument(
+        "--timeout", type=float, default=120.0, help="keep trying to reach the cloud this long (s)"
+    )
+    provision.set_defaults(func=cmd_provision)
 
     check = sub.add_parser("check", help="check dependencies and health (ok / warn / fail)")
     check.add_argument("--config", type=Path)
@@ -186,8 +202,58 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+async def _csr_here(key_file: Path, name: str, hosts: Sequence[str]) -> bytes:
+    """The key tool's CSR code run in this process (``core provision`` exits right after)."""
+    from hedgerow.core import _keytool_child
+
+    reply = _keytool_child.csr({"key_file": str(key_file), "name": name, "hosts": list(hosts)})
+    return str(reply["csr"]).encode()
+
+
+def _provision(
+    claim: Path, data_dir: Path, serial: str | None, timeout: float, *, in_process: bool = False
+) -> Path:
+    from hedgerow.core import keytool
+    from hedgerow.core.provision import default_serial, provision_core
+
+    maker = _csr_here if in_process else keytool.make_csr
+    try:
+        return asyncio.run(
+            provision_core(
+                claim, data_dir, serial or default_serial(), timeout=timeout, make_csr=maker
+            )
+        )
+    except ConfigError as exc:
+        raise CLIError(
+            f"{exc} (check the claim with `hedgerow cloud claim show ID` on the cloud)"
+        ) from exc
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    from hedgerow.core.provision import provisioned
+
+    data_dir = args.data_dir or default_data_dir()
+    if provisioned(data_dir):
+        print(f"{data_dir} is already provisioned; the claim is not used")
+        return 0
+    config_path = _provision(args.claim, data_dir, args.serial, args.timeout, in_process=True)
+    config = _load(config_path)
+    print(f"core {config.name} provisioned in group {config.group} ({data_dir})")
+    print(f"run it: hedgerow core run --data-dir {data_dir}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    if args.bundle is not None:
+    if args.claim is not None:
+        from hedgerow.core.provision import provisioned
+
+        data_dir = args.data_dir or default_data_dir()
+        if provisioned(data_dir):
+            config_path = data_dir / CONFIG_FILE
+        else:
+            config_path = _provision(args.claim, data_dir, args.serial, 120.0)
+            print(f"provisioned by claim: {config_path}", flush=True)
+    elif args.bundle is not None:
         data_dir = args.data_dir or default_data_dir()
         try:
             config_path = unpack_bundle(args.bundle, data_dir)
@@ -305,6 +371,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    # imported here: it loads the function runtime and the deployment agent, which
+    # `core provision` (20 gateways at once in the tests) does not need
+    from hedgerow.core.check import Level, format_results, run_checks
+
     config = _load(_config_path(args))
     results = asyncio.run(run_checks(config, wait_s=args.timeout))
     print("\n".join(format_results(results)))

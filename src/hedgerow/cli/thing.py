@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import socket
 import sqlite3
 import sys
 import time
@@ -55,14 +56,11 @@ def register(subparsers: Any) -> None:
         description="Discover this thing's core through the cloud, connect to it with mutual TLS "
         "and publish a JSON reading every --interval seconds.",
     )
-    _connection_flags(run)
-    run.add_argument(
-        "-c", "--cert", dest="cert", required=True, help="the thing's certificate (PEM)"
-    )
-    run.add_argument("-k", "--key", dest="key", required=True, help="the thing's private key (PEM)")
-    run.add_argument(
-        "-id", "--clientId", dest="client_id", required=True, help="client id = thing name"
-    )
+    _connection_flags(run, claim=True)
+    run.add_argument("-c", "--cert", dest="cert", help="the thing's certificate (PEM)")
+    run.add_argument("-k", "--key", dest="key", help="the thing's private key (PEM)")
+    run.add_argument("-id", "--clientId", dest="client_id", help="client id = thing name")
+    _claim_flags(run)
     run.add_argument(
         "-t",
         "--topic",
@@ -90,6 +88,17 @@ def register(subparsers: Any) -> None:
     )
     run.add_argument("--quiet", action="store_true", help="do not print each reading")
     run.set_defaults(func=cmd_run)
+
+    provision = commands.add_parser(
+        "provision", help="provision this device with a claim credential, then stop"
+    )
+    provision.add_argument("--claim", type=Path, required=True, help="claim.tar.gz")
+    provision.add_argument("--serial", help="serial number (default: the host name)")
+    provision.add_argument(
+        "--identity-dir", type=Path, required=True, help="where the identity is written"
+    )
+    provision.add_argument("--timeout", type=float, default=120.0)
+    provision.set_defaults(func=cmd_provision)
 
     sim = commands.add_parser(
         "simulate",
@@ -136,16 +145,31 @@ def register(subparsers: Any) -> None:
     sim.set_defaults(func=cmd_simulate)
 
 
-def _connection_flags(p: argparse.ArgumentParser) -> None:
+def _claim_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--claim",
+        type=Path,
+        help="claim credential (claim.tar.gz): provision on first boot, then run as that thing "
+        "(replaces -e, -r, -c, -k and -id)",
+    )
+    p.add_argument("--serial", help="serial number sent with --claim (default: the host name)")
+    p.add_argument(
+        "--identity-dir",
+        type=Path,
+        help="where the claimed identity is kept (default: the state directory)",
+    )
+
+
+def _connection_flags(p: argparse.ArgumentParser, *, claim: bool = False) -> None:
     p.add_argument(
         "-e",
         "--endpoint",
         dest="endpoint",
-        required=True,
+        required=not claim,
         help="the cloud's discovery host[:port] (default port 8443)",
     )
     p.add_argument(
-        "-r", "--rootCA", dest="root_ca", required=True, help="the cloud's root CA (PEM)"
+        "-r", "--rootCA", dest="root_ca", required=not claim, help="the cloud's root CA (PEM)"
     )
     p.add_argument(
         "--interval", type=float, default=1.0, help="seconds between readings (default 1)"
@@ -252,7 +276,48 @@ def _install_stop(stop: asyncio.Event) -> None:
 # ---- hedgerow thing run -----------------------------------------------------------------
 
 
+def _claimed(args: argparse.Namespace) -> None:
+    """``--claim``: provision once, then fill in the flags the identity answers."""
+    from hedgerow.thing.provision import provision_thing
+
+    directory = args.identity_dir or (
+        Path(args.state_dir) if args.state_dir else default_directory()
+    )
+    serial = args.serial or socket.gethostname().split(".")[0]
+    try:
+        identity = asyncio.run(provision_thing(args.claim, directory, serial))
+    except ThingError as exc:
+        raise CLIError(exc.one_line()) from exc
+    args.endpoint = args.endpoint or identity.endpoint
+    args.root_ca = args.root_ca or str(identity.root_ca)
+    args.cert, args.key = str(identity.cert), str(identity.key)
+    args.client_id = identity.name
+    print(f"thing {identity.name} (group {identity.group}) from {directory}", flush=True)
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    from hedgerow.thing.provision import provision_thing
+
+    serial = args.serial or socket.gethostname().split(".")[0]
+    try:
+        identity = asyncio.run(
+            provision_thing(args.claim, args.identity_dir, serial, timeout=args.timeout)
+        )
+    except ThingError as exc:
+        raise CLIError(exc.one_line()) from exc
+    print(f"thing {identity.name} provisioned in group {identity.group}: {identity.cert}")
+    print(
+        f"run it: hedgerow thing run -e {identity.endpoint} -r {identity.root_ca} "
+        f"-c {identity.cert} -k {identity.key} -id {identity.name}"
+    )
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.claim is not None:
+        _claimed(args)
+    elif not (args.cert and args.key and args.client_id and args.endpoint and args.root_ca):
+        raise CLIError("give -e, -r, -c, -k and -id (or --claim claim.tar.gz)")
     state = _check_common(args)
     credentials = _credentials(args.root_ca, args.cert, args.key)
     if args.count < 0:

@@ -132,6 +132,15 @@ class DataPaths:
         return self.pki / "deploy-verify.pem"
 
     @property
+    def claim_ca_cert(self) -> Path:
+        """The claim CA: signs claim certificates only (made on first use)."""
+        return self.pki / "claim-ca.pem"
+
+    @property
+    def claim_ca_key(self) -> Path:
+        return self.pki / "claim-ca.key"
+
+    @property
     def cloud_client_cert(self) -> Path:
         """The cloud's own client identity (for an external broker)."""
         return self.pki / "cloud.cert.pem"
@@ -164,6 +173,7 @@ class DataPaths:
             self.config,
             self.admin_token,
             self.root_ca_key,
+            self.claim_ca_key,
             self.server_key,
             self.cloud_client_key,
             self.signing_key,
@@ -195,6 +205,9 @@ class CloudConfig:
     kek_file: str = ""
     #: Unfinished this long after it was made, a deployment is failed.
     deployment_deadline_s: float = 300.0
+    #: The pre-provisioning hook: a command (split like a shell would, run without one)
+    #: asked before a claim registers a device; empty = every serial is allowed.
+    provisioning_hook: str = ""
 
     def __post_init__(self) -> None:
         if not MIN_ROTATION_DAYS <= self.group_ca_rotation_days <= MAX_ROTATION_DAYS:
@@ -251,6 +264,9 @@ class CloudConfig:
             "limits": {"max_upload_bytes": self.max_upload_bytes},
             "secrets": {"kek_file": self.kek_file},
             "deployments": {"deadline_s": self.deployment_deadline_s},
+            **(
+                {"provisioning": {"hook": self.provisioning_hook}} if self.provisioning_hook else {}
+            ),
         }
 
 
@@ -322,6 +338,11 @@ class DeploymentsTable:
 
 
 @dataclass(frozen=True, slots=True)
+class ProvisioningTable:
+    hook: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class CloudFile:
     """``config.toml`` as written: one field per table (``hedgerow.tomlconfig`` reads it)."""
 
@@ -334,6 +355,7 @@ class CloudFile:
     limits: LimitsTable = field(default_factory=LimitsTable)
     secrets: SecretsTable = field(default_factory=SecretsTable)
     deployments: DeploymentsTable = field(default_factory=DeploymentsTable)
+    provisioning: ProvisioningTable = field(default_factory=ProvisioningTable)
 
 
 #: Tables and keys older files have that Hedgerow renamed or dropped, with what to write.
@@ -383,6 +405,7 @@ def from_toml(data_dir: Path, data: dict[str, Any]) -> CloudConfig:
             max_upload_bytes=parsed.limits.max_upload_bytes,
             kek_file=parsed.secrets.kek_file,
             deployment_deadline_s=parsed.deployments.deadline_s,
+            provisioning_hook=parsed.provisioning.hook,
         )
     except ConfigError as exc:  # a rule across fields (the overlap within the rotation)
         raise ConfigError(f"{file}: {exc.message}", field=exc.field) from exc

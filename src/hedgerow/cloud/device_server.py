@@ -10,8 +10,16 @@ Paths (the client certificate says who is asking):
 * ``POST /core/v1/certificate``, ``PUT /core/v1/connectivity``,
   ``GET /core/v1/deployments/latest``, ``GET /core/v1/deployments/{id}``,
   ``GET /core/v1/artifacts/{sha256}``, ``GET /core/v1/revocations``, ``GET /core/v1/things``,
-  ``GET /core/v1/group-cas``, ``PUT /core/v1/support-bundles/{id}`` (a gzip'd tar the
-  cloud asked for) — cores.
+  ``GET /core/v1/group-cas``, ``POST /core/v1/things/admit``,
+  ``PUT /core/v1/support-bundles/{id}`` (a gzip'd tar the cloud asked for) — cores.
+* ``POST /provision/v1/core``, ``POST /provision/v1/thing`` — claim certificates only (and
+  a claim certificate opens nothing else: it is no registered identity).
+
+Trust: the root CA, the claim CA, the registered device CAs and the devices' own registered
+certificates (``DeviceTrustStore``: added to the live context as they are registered, so
+new handshakes accept them at once; partial chains allowed, so a device's own certificate
+is its own anchor). A device whose certificate a device CA signed is admitted just in time
+at its first discovery.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -34,11 +42,14 @@ from hedgerow.cloud.api.parsing import checked, parse
 from hedgerow.cloud.domain import CertificateKind
 from hedgerow.cloud.errors import (
     CloudError,
+    Forbidden,
     InvalidInput,
     NotFound,
     Unauthorized,
 )
 from hedgerow.cloud.services import CloudServices
+from hedgerow.contract.errors import ContractError
+from hedgerow.contract.provisioning import PATHS, ClaimKind, ProvisionRequest
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +69,7 @@ DEVICE_LIMITS = http11.Limits(
     backlog=LISTEN_BACKLOG,
 )
 DISCOVERY_PREFIX = "/greengrass/discover/thing/"
+PROVISION_PREFIX = "/provision/"
 
 
 def device_ssl_context(cert_file: str, key_file: str, ca_file: str) -> ssl.SSLContext:
@@ -66,7 +78,31 @@ def device_ssl_context(cert_file: str, key_file: str, ca_file: str) -> ssl.SSLCo
         ctx.verify_flags |= NO_CHECK_TIME  # type: ignore[assignment]
     except (ValueError, OverflowError):  # an OpenSSL without the flag: expired fails the handshake
         log.warning("device_server.no_check_time_unavailable")
+    # a device's own registered certificate is a trust anchor by itself
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     return ctx
+
+
+class DeviceTrustStore:
+    """The certificates the device HTTPS server trusts besides the root CA, loaded into
+    its live context (a ``services.DeviceTrust``). OpenSSL cannot forget one: a revoked
+    device CA or certificate is refused by the identity check instead."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.context = context
+        self._loaded: set[str] = set()
+
+    def add(self, pems: Sequence[str]) -> None:
+        fresh = [pem for pem in pems if pem not in self._loaded]
+        for pem in fresh:
+            try:
+                self.context.load_verify_locations(cadata=pem)
+            except ssl.SSLError as exc:
+                log.warning("device_server.trust_refused error=%s", exc)
+                continue
+            self._loaded.add(pem)
+        if fresh:
+            log.info("device_server.trust_added count=%d total=%d", len(fresh), len(self._loaded))
 
 
 Response = http11.Response
@@ -100,6 +136,13 @@ class ServerCertificateRequest:
 
     csr: str = checked(_csr)
     hosts: list[str] = checked(domain.validate_hosts, default_factory=list)
+
+
+@dataclass(frozen=True)
+class AdmitRequest:
+    """``POST /core/v1/things/admit``: the certificate (PEM) a device presented to the core."""
+
+    certificate: str
 
 
 def _refusal(status: int, message: str) -> Response:
@@ -137,7 +180,9 @@ class DeviceServer:
 
     async def _request(self, request: http11.Request) -> Response:
         cert = pki.peer_certificate(request.tls)
-        response = await self._dispatch(request.method, request.target, request.body, cert)
+        response = await self._dispatch(
+            request.method, request.target, request.body, cert, str(request.peer)
+        )
         log.debug(
             "device_server.request peer=%s method=%s path=%s status=%s",
             request.peer,
@@ -148,11 +193,13 @@ class DeviceServer:
         return response
 
     async def _dispatch(
-        self, method: str, target: str, body: bytes, cert: x509.Certificate | None
+        self, method: str, target: str, body: bytes, cert: x509.Certificate | None, peer: str = ""
     ) -> Response:
         path = target.split("?", 1)[0]
         is_discovery = path.startswith(DISCOVERY_PREFIX)
         try:
+            if path.startswith(PROVISION_PREFIX):
+                return await self._provision(method, path, body, cert, peer)
             if cert is None:
                 raise Unauthorized("a client certificate is required")
             if is_discovery:
@@ -175,7 +222,31 @@ class DeviceServer:
             return json_response(500, discovery.error_body(500, "internal error"))
 
     async def _discover(self, thing: str, cert: x509.Certificate) -> Response:
+        try:
+            return json_response(200, await self.services.devices.discover_as(cert, thing))
+        except Forbidden:
+            # not registered: a device CA's certificate is admitted now, once
+            if not await self.services.claims.admit_just_in_time(cert, thing):
+                raise
         return json_response(200, await self.services.devices.discover_as(cert, thing))
+
+    async def _provision(
+        self, method: str, path: str, body: bytes, cert: x509.Certificate | None, peer: str
+    ) -> Response:
+        """``POST /provision/v1/{kind}`` with a claim certificate."""
+        kind = {p: kind for kind, p in PATHS.items()}.get(path)
+        if kind is None:
+            raise NotFound("path", path, f"no such path {path}")
+        if method != "POST":
+            raise InvalidInput(f"method {method} is not allowed on {path}")
+        if cert is None:
+            raise Unauthorized("a claim certificate is required")
+        try:
+            request = ProvisionRequest.from_json(body)
+        except ContractError as exc:
+            raise InvalidInput(str(exc), field=exc.field) from exc
+        response = await self.services.claims.provision(cert, ClaimKind(kind), request, peer)
+        return Response(200, response.to_json().encode(), "application/json")
 
     async def _core_api(self, core: str, method: str, path: str, body: bytes) -> Response:
         routes: dict[tuple[str, str], Callable[[], Awaitable[Response]]] = {
@@ -185,6 +256,7 @@ class DeviceServer:
             ("GET", "revocations"): lambda: self._revocations(),
             ("GET", "group-cas"): lambda: self._json(self.services.devices.core_group_cas(core)),
             ("GET", "things"): lambda: self._json(self.services.membership.core_things(core)),
+            ("POST", "things/admit"): lambda: self._admit(core, body),
         }
         handler = routes.get((method, path))
         if handler is not None:
@@ -217,6 +289,12 @@ class DeviceServer:
         return json_response(
             200,
             await self.services.devices.sign_core_certificate(core, request.csr, request.hosts),
+        )
+
+    async def _admit(self, core: str, body: bytes) -> Response:
+        request = parse(AdmitRequest, decode_json_object(body))
+        return json_response(
+            200, await self.services.claims.admit_for_core(core, request.certificate)
         )
 
     async def _connectivity(self, core: str, body: bytes) -> Response:

@@ -43,6 +43,10 @@ from hedgerow.cloud.storage.repository import GroupCA, NewCertificate, Repositor
 log = logging.getLogger(__name__)
 
 ROOT_CA_DAYS = 3650
+#: The claim CA signs claim certificates only; the device HTTPS server trusts it for
+#: ``/provision/v1/...`` and nowhere else.
+CLAIM_CA_DAYS = 3650
+CLAIM_UNIT = "claim"
 SERVER_CERT_DAYS = 825
 IDENTITY_DAYS = 365
 #: Seconds a group's CA list is cached by one process (discovery is hot).
@@ -135,6 +139,7 @@ class PKIService:
         self._ca_cache: dict[str, tuple[float, list[GroupCA]]] = {}
         self._rotated: set[str] = set()
         self._lock = threading.Lock()
+        self._claim_ca: pki.Issued | None = None
 
     # ---- identities --------------------------------------------------------------------
 
@@ -163,6 +168,31 @@ class PKIService:
             issued.key_pem.decode(),
             record_of(issued.cert, kind.value, name),
         )
+
+    # ---- claims ----------------------------------------------------------------------
+
+    def claim_ca(self) -> pki.Issued:
+        """The claim CA (``pki/claim-ca.pem``), made on first use."""
+        with self._lock:
+            if self._claim_ca is None:
+                cert_file, key_file = self.paths.claim_ca_cert, self.paths.claim_ca_key
+                if not key_file.exists():
+                    made = pki.make_ca("Hedgerow Claim CA", days=CLAIM_CA_DAYS, unit="claim-ca")
+                    write_private(key_file, made.key_pem)
+                    cert_file.write_bytes(made.cert_pem)
+                    log.info("pki.claim_ca_created path=%s", cert_file)
+                self._claim_ca = pki.Issued(
+                    pki.cert_from_pem(cert_file.read_bytes()),
+                    pki.key_from_pem(key_file.read_bytes()),
+                )
+            return self._claim_ca
+
+    def issue_claim(self, claim_id: str, days: int) -> pki.Issued:
+        """A claim credential: a client certificate from the claim CA, with a new key."""
+        return pki.issue(self.claim_ca(), claim_id, unit=CLAIM_UNIT, days=max(1, days))
+
+    def is_claim_certificate(self, cert: x509.Certificate) -> bool:
+        return pki.role_of(cert) == CLAIM_UNIT and pki.is_signed_by(cert, self.claim_ca().cert)
 
     # ---- group CAs -----------------------------------------------------------------------
 

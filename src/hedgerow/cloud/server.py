@@ -25,7 +25,7 @@ from hedgerow.cloud.api import ApiContext, create_app
 from hedgerow.cloud.artifacts import ArtifactCache
 from hedgerow.cloud.config import CloudConfig, check_modes
 from hedgerow.cloud.datadir import read_admin_token
-from hedgerow.cloud.device_server import DeviceServer, device_ssl_context
+from hedgerow.cloud.device_server import DeviceServer, DeviceTrustStore, device_ssl_context
 from hedgerow.cloud.errors import ConfigError
 from hedgerow.cloud.group_ca_keys import GroupCAKeys, prepare_keyring, seal_clear_keys
 from hedgerow.cloud.ingest import IngestWorker
@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 API_BACKLOG = 1024
 #: How often due group CAs are rotated in the background.
 CA_ROTATION_CHECK_SECONDS = 3600.0
+#: How often device CAs registered through another process are loaded (shared database).
+DEVICE_TRUST_REFRESH_SECONDS = 30.0
 
 
 class _Uvicorn(uvicorn.Server):
@@ -251,6 +253,10 @@ class CloudServer:
             notifier = NullNotifier()
             log.info("cloud.no_mqtt notifications=dropped")
 
+        device_ssl = device_ssl_context(
+            str(paths.server_cert), str(paths.server_key), str(paths.root_ca_cert)
+        )
+        device_trust = DeviceTrustStore(device_ssl)
         self.services = services = CloudServices.build(
             repository,
             pki_service,
@@ -263,21 +269,18 @@ class CloudServer:
             secrets=SecretService(SecretStore(engine), keyring),
             presence=self.connected_cores,
             deadline_s=cfg.deployment_deadline_s,
+            device_trust=device_trust,
+            provisioning_hook=cfg.provisioning_hook,
         )
+        device_trust.add(await services.claims.trusted_pems())
         self._spawn(
             events.run(services.deployments, identities, services.shadows), "cloud-core-events"
         )
         self._spawn(services.rollouts.run(), "cloud-rollouts")
+        self._spawn(self._refresh_device_trust(device_trust), "cloud-device-trust")
         self._spawn(self._rotate_group_cas(), "cloud-ca-rotation")
 
-        device = await self._stack.enter_async_context(
-            DeviceServer(
-                services,
-                device_ssl_context(
-                    str(paths.server_cert), str(paths.server_key), str(paths.root_ca_cert)
-                ),
-            )
-        )
+        device = await self._stack.enter_async_context(DeviceServer(services, device_ssl))
         device_bound = await device.start(cfg.device.host, cfg.device.port)
 
         api_tls = cfg.api_tls if cfg.api_tls is not None else not cfg.api.loopback
@@ -351,6 +354,15 @@ class CloudServer:
             except Exception as exc:
                 log.warning("cloud.ca_rotation_failed error=%s", exc)
             await asyncio.sleep(CA_ROTATION_CHECK_SECONDS)
+
+    async def _refresh_device_trust(self, trust: DeviceTrustStore) -> None:
+        """Device CAs and certificates another process sharing the database registered."""
+        while True:
+            await asyncio.sleep(DEVICE_TRUST_REFRESH_SECONDS)
+            try:
+                trust.add(await self.services.claims.trusted_pems())
+            except Exception as exc:
+                log.warning("cloud.device_trust_refresh_failed error=%s", exc)
 
     async def serve_forever(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set."""

@@ -18,6 +18,12 @@ the listener trusts (that file alone: the roots given here are read from it). "I
 root" is the issuer name and key identifier (``CertInfo.issued_by``), which tells apart two
 CAs of the same name (a rotated root).
 
+Devices that did not get their certificate from this cloud (the Greengrass V1 migration)
+are admitted through ``trusted``: the device CAs registered for the group (a certificate
+they issued passes as one the root CA issued) and the devices' own registered certificates
+(each its own anchor: the listener allows partial chains). The cloud names them with the
+group's members (``Membership.device_trust``); one it stops naming is refused at once.
+
 Authorization (``authorize``) is the routing table's least-privilege ACL, plus a device's
 own shadow (``$aws/things/<itself>/shadow/...``: publish get/update/delete, subscribe to the
 replies) which needs no subscription; what happens to a
@@ -29,7 +35,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 from hedgerow import certinfo
 from hedgerow.broker.auth import NOT_AUTHORIZED, Action, ConnectInfo, Identity, Refused
@@ -39,6 +45,8 @@ from .routing_table import RoutingTable
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], dt.datetime]
+#: ``Identity.attributes["anchor"]`` of a device whose certificate the root CA issued
+ROOT_ANCHOR = "root"
 
 
 def _own_shadow(thing: str, topic: str, action: Action) -> bool:
@@ -63,21 +71,30 @@ class Admission:
         *,
         things: Iterable[str] = (),
         members: Iterable[str] | None = None,
+        trusted: Sequence[certinfo.CertInfo] = (),
+        names: Mapping[str, str] | None = None,
         revoked: Iterable[str] = (),
         table: RoutingTable | None = None,
         clock: Clock = certinfo.now,
         group: str = "GROUP",
         on_admitted: Callable[[str], None] | None = None,
+        refresh: Callable[[certinfo.CertInfo, bool], Awaitable[None]] | None = None,
     ) -> None:
         self.roots = list(roots)
         #: told each admitted device's name (the core's heartbeat follows device counts)
         self.on_admitted = on_admitted
+        #: ``refresh(cert, by_ca)``: asks the cloud about a device a registered certificate
+        #: or device CA (``by_ca``) vouches for that is not a member yet — admitted just in
+        #: time a moment ago at its discovery, or to be admitted now (no discovery came first)
+        self.refresh = refresh
         self.group = group
         #: the current deployment's things
         self.things: frozenset[str] = frozenset(things)
         #: the group's things as the cloud last announced them (None: never heard)
         self.members: frozenset[str] | None = None if members is None else frozenset(members)
         self.revoked: frozenset[str] = frozenset(revoked)
+        self.trusted: list[certinfo.CertInfo] = list(trusted)
+        self.names: dict[str, str] = dict(names or {})
         self.table = table if table is not None else RoutingTable()
         self.clock = clock
         self.refused: dict[str, int] = {}
@@ -93,6 +110,29 @@ class Admission:
     def set_revoked(self, fingerprints: Iterable[str]) -> None:
         """The revoked certificates' fingerprints, as the cloud lists them now."""
         self.revoked = frozenset(fingerprints)
+
+    def set_trusted(
+        self, trusted: Sequence[certinfo.CertInfo], names: Mapping[str, str] | None = None
+    ) -> None:
+        """The device CAs and devices' own certificates trusted besides the root CA, and
+        the thing each registered device certificate speaks for (by fingerprint)."""
+        self.trusted = list(trusted)
+        self.names = dict(names or {})
+
+    def name_of(self, cert: certinfo.CertInfo) -> str:
+        """The thing a certificate speaks for: the registered name of a device's own
+        certificate, else its common name."""
+        return self.names.get(cert.fingerprint) or cert.name
+
+    def anchor_of(self, cert: certinfo.CertInfo) -> str | None:
+        """What vouches for ``cert``: ``root``, the fingerprint of the trusted device CA or
+        certificate, or None."""
+        if any(cert.issued_by(root) for root in self.roots):
+            return ROOT_ANCHOR
+        for t in self.trusted:
+            if cert.fingerprint == t.fingerprint or cert.issued_by(t):
+                return t.fingerprint
+        return None
 
     def set_members(self, things: Iterable[str]) -> None:
         """The group's things as the cloud announced them (they win over a deployment's)."""
@@ -121,7 +161,7 @@ class Admission:
         """
         if cert is None:
             return "no-certificate", "no client certificate"
-        if not any(cert.issued_by(root) for root in self.roots):
+        if self.anchor_of(cert) is None:
             return "untrusted", "the certificate does not chain to the root CA"
         now = self.clock()
         if cert.not_after < now or cert.not_before > now:
@@ -129,7 +169,7 @@ class Admission:
         if cert.fingerprint in self.revoked:
             return "revoked", "the certificate is revoked"
         try:
-            name = cert.name
+            name = self.name_of(cert)
         except certinfo.CertInfoError as exc:
             return "unusable", str(exc)
         if name not in self.admitted:
@@ -141,15 +181,31 @@ class Admission:
 
     async def authenticate(self, info: ConnectInfo) -> Identity:
         problem = self.check(info.peer_cert)
+        cert = info.peer_cert
+        anchor = None if cert is None else self.anchor_of(cert)
+        if (
+            problem is not None
+            and problem[0] == "not-in-group"
+            and self.refresh is not None
+            and cert is not None
+            and anchor not in (None, ROOT_ANCHOR)
+        ):
+            await self.refresh(cert, anchor != cert.fingerprint)
+            problem = self.check(cert)
         if problem is not None:
             raise self._refuse(problem[0], problem[1], info)
         assert info.peer_cert is not None
+        name = self.name_of(info.peer_cert)
         if self.on_admitted is not None:
-            self.on_admitted(info.peer_cert.name)
+            self.on_admitted(name)
         return Identity(
-            info.peer_cert.name,
+            name,
             kind="thing",
-            attributes={"client_id": info.client_id, "fingerprint": info.peer_cert.fingerprint},
+            attributes={
+                "client_id": info.client_id,
+                "fingerprint": info.peer_cert.fingerprint,
+                "anchor": self.anchor_of(info.peer_cert) or "",
+            },
         )
 
     def authorize(self, identity: Identity, action: Action, topic: str) -> bool:
@@ -180,7 +236,12 @@ class Admission:
         """For ``disconnect_where`` after a deployment or revocation change."""
         if identity.kind != "thing":
             return True
+        fingerprint = identity.attributes.get("fingerprint")
         return (
             identity.name in self.admitted
-            and identity.attributes.get("fingerprint") not in self.revoked
+            and fingerprint not in self.revoked
+            and self._still_anchored(identity.attributes.get("anchor", ROOT_ANCHOR))
         )
+
+    def _still_anchored(self, anchor: object) -> bool:
+        return anchor == ROOT_ANCHOR or any(t.fingerprint == anchor for t in self.trusted)

@@ -150,9 +150,13 @@ def _normal(host: str) -> str:
 class ServerIdentity:
     """``server.key``, ``server.cert.pem`` and ``group-cas.pem`` under ``directory``."""
 
-    def __init__(self, directory: Path, root_ca_file: Path) -> None:
+    def __init__(
+        self, directory: Path, root_ca_file: Path, device_trust_file: Path | None = None
+    ) -> None:
         self.directory = directory
         self.root_ca_file = root_ca_file
+        #: device CAs and devices' own certificates trusted besides the root CA (PEM)
+        self.device_trust_file = device_trust_file
         self.key_file = directory / "server.key"
         self.cert_file = directory / "server.cert.pem"
         self.cas_file = directory / "group-cas.pem"
@@ -222,6 +226,10 @@ class ServerIdentity:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
             ctx.load_verify_locations(str(self.root_ca_file))
+            if self.device_trust_file is not None and self.device_trust_file.exists():
+                ctx.load_verify_locations(str(self.device_trust_file))
+            # a device's own registered certificate is its own anchor
+            ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
             ctx.verify_mode = ssl.CERT_REQUIRED
             try:
                 ctx.verify_flags |= NO_CHECK_TIME  # type: ignore[assignment]
@@ -230,6 +238,16 @@ class ServerIdentity:
             self._load_chain(ctx)
             self._context = ctx
         return self._context
+
+    def add_trust(self, pems: Sequence[str]) -> None:
+        """Trust these certificates for new handshakes too (the live context, if built)."""
+        if self._context is None:
+            return  # context() reads the device trust file when it is built
+        for pem in pems:
+            try:
+                self._context.load_verify_locations(cadata=pem)
+            except ssl.SSLError as exc:
+                log.warning("core.certificates.trust_refused error=%s", exc)
 
     def _load_chain(self, ctx: ssl.SSLContext) -> None:
         try:

@@ -7,10 +7,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import ssl
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from hedgerow.contract.errors import ContractError
+from hedgerow.contract.provisioning import Membership
 
 from .errors import CloudAPIError
 from .https import HTTPSError, Response, request
@@ -43,7 +47,9 @@ class CloudAPI(Protocol):
 
     async def revocations(self) -> list[str]: ...
 
-    async def things(self) -> list[str]: ...
+    async def things(self) -> Membership: ...
+
+    async def admit(self, certificate_pem: str) -> Membership: ...
 
     async def group_cas(self) -> list[bytes]: ...
 
@@ -148,14 +154,25 @@ class HttpCloudAPI:
         except (KeyError, TypeError) as exc:
             raise CloudAPIError("the revocations reply lacks fingerprints", path) from exc
 
-    async def things(self) -> list[str]:
-        """The things of the core's group: the devices it admits."""
+    async def things(self) -> Membership:
+        """The things of the core's group (the devices it admits) and the certificates it
+        trusts for them besides the root CA."""
         path = "/core/v1/things"
         data = await self._json("GET", path)
         try:
-            return [str(t) for t in data["things"]]
-        except (KeyError, TypeError) as exc:
-            raise CloudAPIError("the things reply lacks things", path) from exc
+            return Membership.from_json(json.dumps(data))
+        except ContractError as exc:
+            raise CloudAPIError(f"the things reply is unusable: {exc}", path) from exc
+
+    async def admit(self, certificate_pem: str) -> Membership:
+        """Ask the cloud to admit the device that presented ``certificate_pem`` (a device
+        CA of the group signed it, no discovery came first): the group's membership."""
+        path = "/core/v1/things/admit"
+        data = await self._json("POST", path, {"certificate": certificate_pem})
+        try:
+            return Membership.from_json(json.dumps(data))
+        except ContractError as exc:
+            raise CloudAPIError(f"the admit reply is unusable: {exc}", path) from exc
 
     async def group_cas(self) -> list[bytes]:
         """The CAs of the core's group (PEM), newest first."""

@@ -26,6 +26,7 @@ deployment's signature) runs in the short-lived ``keytool`` child process.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import json
@@ -45,6 +46,7 @@ from hedgerow.connectors import ConnectorConfigError, ConnectorSpec
 from hedgerow.connectors.host import ConnectorHost
 from hedgerow.contract.deployment import DeploymentNotification, DeploymentStatus, StatusReport
 from hedgerow.contract.errors import ContractError
+from hedgerow.contract.provisioning import Membership
 from hedgerow.contract.support import SupportBundleRequest
 from hedgerow.contract.topics import CoreLeaf, core_topic
 from hedgerow.lifecycle import BROKEN_STATES, HEALTHY_STATES, Health, health_of, parse_state
@@ -90,6 +92,20 @@ log = logging.getLogger(__name__)
 _HEALTH_ORDER = [Health.BROKEN, Health.PENDING, Health.HEALTHY]  # worst first
 #: the group's things as the cloud last announced them (see Admission.members)
 MEMBERS_FILE = "members.json"
+#: the device CAs and devices' own certificates the cloud said to trust (PEM)
+DEVICE_TRUST_FILE = "device-trust.pem"
+#: the thing each registered device certificate speaks for ({fingerprint: name})
+DEVICE_NAMES_FILE = "device-names.json"
+#: the least time between two membership requests one device's connection causes (s)
+MEMBERS_REFRESH_S = 2.0
+MAX_REFRESH_ENTRIES = 4096
+
+
+def pem_of(der: bytes) -> str:
+    """A DER certificate as PEM text."""
+    body = base64.b64encode(der).decode()
+    lines = "\n".join(body[i : i + 64] for i in range(0, len(body), 64))
+    return f"-----BEGIN CERTIFICATE-----\n{lines}\n-----END CERTIFICATE-----\n"
 
 
 class FunctionRuntime(Protocol):
@@ -249,6 +265,8 @@ class CoreDaemon:
         self._certificate_wake = asyncio.Event()
         #: Wakes the membership loop (the cloud link came up: read the group's things).
         self._members_wake = asyncio.Event()
+        #: when each vouched-for certificate last made the core ask the cloud
+        self._members_refreshed: dict[str, float] = {}
         self._announced_cas: list[CertInfo] | None = None
         self.streams: StreamService | None = None
         #: periodic heartbeats, and one soon after each change (at most one a second)
@@ -363,7 +381,9 @@ class CoreDaemon:
     async def _open_certificate(self) -> AsyncIterator[None]:
         """The server certificate (asked from the cloud only when missing)."""
         c = self.config
-        self.server_identity = ServerIdentity(c.data_dir / "server", c.file(ROOT_CA))
+        self.server_identity = ServerIdentity(
+            c.data_dir / "server", c.file(ROOT_CA), c.data_dir / DEVICE_TRUST_FILE
+        )
         await self._ensure_certificate()
         yield
 
@@ -374,8 +394,11 @@ class CoreDaemon:
             self.roots,
             revoked=self._load_revocations(),
             members=self._load_members(),
+            trusted=self._load_device_trust(),
+            names=self._load_device_names(),
             group=self.config.group,
             on_admitted=lambda thing: self.state_changed("devices"),
+            refresh=self._refresh_members,
         )
         limits = self.config.broker
         async with Broker(
@@ -811,11 +834,11 @@ class CoreDaemon:
             self.set_revocations(fingerprints)
         elif topic == core_topic(name, CoreLeaf.THINGS):
             try:
-                things = [str(t) for t in json.loads(payload)["things"]]
-            except (ValueError, KeyError, TypeError):
-                log.warning("core.membership.bad_message payload=%r", payload[:200])
+                membership = Membership.from_json(payload)
+            except ContractError as exc:
+                log.warning("core.membership.bad_message error=%s payload=%r", exc, payload[:200])
                 return
-            self.set_members(things)
+            self.set_members(membership)
         elif topic == core_topic(name, CoreLeaf.SUPPORT_BUNDLE):
             try:
                 ask = SupportBundleRequest.from_json(payload)
@@ -850,9 +873,11 @@ class CoreDaemon:
         )
         log.info("core.revocations.updated count=%d disconnected=%d", len(fingerprints), dropped)
 
-    def set_members(self, things: Sequence[str]) -> None:
-        """The cloud's list of this group's things: admit exactly those (no deployment needed)."""
-        members = frozenset(things)
+    def set_members(self, membership: Membership) -> None:
+        """The cloud's list of this group's things: admit exactly those (no deployment
+        needed), trusting the device CAs and devices' own certificates it names."""
+        self.set_device_trust(membership.device_trust, membership.certificate_names)
+        members = frozenset(membership.things)
         if members == self.admission.members:
             return
         self.admission.set_members(members)
@@ -862,11 +887,67 @@ class CoreDaemon:
         )
         log.info("core.membership.updated things=%d disconnected=%d", len(members), dropped)
 
+    def set_device_trust(self, pems: Sequence[str], names: Mapping[str, str]) -> None:
+        """Trust these certificates (device CAs, devices' own) besides the root CA: in the
+        listener's TLS context and in admission. One no longer listed is refused by
+        admission at once (OpenSSL cannot forget one already loaded)."""
+        try:
+            trusted = [certinfo.from_pem(pem.encode()) for pem in pems]
+        except CertInfoError as exc:
+            log.warning("core.device_trust.bad_certificate error=%s", exc)
+            return
+        if [t.fingerprint for t in trusted] == [
+            t.fingerprint for t in self.admission.trusted
+        ] and names == self.admission.names:
+            return
+        self.admission.set_trusted(trusted, names)
+        self.server_identity.add_trust(pems)
+        write_atomic(self.config.data_dir / DEVICE_TRUST_FILE, "".join(pems).encode())
+        write_atomic(self.config.data_dir / DEVICE_NAMES_FILE, json.dumps(dict(names)).encode())
+        dropped = self.broker.disconnect_where(
+            lambda i: not self.admission.still_admitted(i), "device certificate no longer trusted"
+        )
+        log.info("core.device_trust.updated count=%d disconnected=%d", len(trusted), dropped)
+
+    def _load_device_names(self) -> dict[str, str]:
+        try:
+            names = json.loads((self.config.data_dir / DEVICE_NAMES_FILE).read_text())
+            return {str(k): str(v) for k, v in names.items()}
+        except (OSError, ValueError, AttributeError):
+            return {}
+
+    def _load_device_trust(self) -> list[certinfo.CertInfo]:
+        try:
+            return certinfo.all_from_pem((self.config.data_dir / DEVICE_TRUST_FILE).read_bytes())
+        except (OSError, CertInfoError):
+            return []
+
     def _load_members(self) -> list[str] | None:
         try:
             return [str(t) for t in json.loads((self.config.data_dir / MEMBERS_FILE).read_text())]
         except (OSError, ValueError, TypeError):
             return None
+
+    async def _refresh_members(self, cert: CertInfo, by_ca: bool) -> None:
+        """A device vouched for by a device CA (``by_ca``) or its own registered certificate
+        is not a member: it connected right after its discovery admitted it (read the
+        members again), or came without a discovery (ask the cloud to admit it just in
+        time). At most once every ``MEMBERS_REFRESH_S`` per certificate."""
+        now = time.monotonic()
+        if now - self._members_refreshed.get(cert.fingerprint, -MEMBERS_REFRESH_S) < (
+            MEMBERS_REFRESH_S
+        ):
+            return
+        if len(self._members_refreshed) > MAX_REFRESH_ENTRIES:
+            self._members_refreshed.clear()
+        self._members_refreshed[cert.fingerprint] = now
+        try:
+            if by_ca:
+                self.set_members(await self.api.admit(pem_of(cert.der)))
+            else:
+                self.set_members(await self.api.things())
+        except CloudAPIError as exc:
+            log.warning("core.membership.admit_failed thing=%s error=%s", cert.subject_cn, exc)
 
     async def _membership_loop(self) -> None:
         """After each cloud (re)connect: the group's things over HTTPS as well (the retained
@@ -875,11 +956,11 @@ class CoreDaemon:
             await self._members_wake.wait()
             self._members_wake.clear()
             try:
-                things = await self.api.things()
+                membership = await self.api.things()
             except CloudAPIError as exc:
                 log.warning("core.membership.fetch_failed error=%s", exc)
                 continue
-            self.set_members(things)
+            self.set_members(membership)
 
     def _load_revocations(self) -> list[str]:
         try:

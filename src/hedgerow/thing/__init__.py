@@ -18,10 +18,12 @@ from .errors import (
     DiscoveryTLSError,
     DiscoveryUnavailable,
     NotInGroupError,
+    ProvisioningError,
     SensorError,
     ThingClosed,
     ThingError,
 )
+from .provision import ClaimedIdentity, load_identity, provision_thing
 from .queue import DropPolicy, MemoryQueue, OfflineQueue, QueueCounters, QueuedMessage, SqliteQueue
 from .readings import reading_document, reading_payload
 from .sync import SyncThing
@@ -30,6 +32,7 @@ __all__ = [
     "Backoff",
     "BackoffPolicy",
     "CachedInfo",
+    "ClaimedIdentity",
     "Candidate",
     "ConnInfoCache",
     "Core",
@@ -48,6 +51,7 @@ __all__ = [
     "MemoryQueue",
     "NotInGroupError",
     "OfflineQueue",
+    "ProvisioningError",
     "QueueCounters",
     "QueuedMessage",
     "SensorError",
@@ -60,7 +64,9 @@ __all__ = [
     "ThingStats",
     "connect",
     "discover",
+    "load_identity",
     "parse_discovery",
+    "provision_thing",
     "reading_document",
     "reading_payload",
     "thing_config",

@@ -14,6 +14,8 @@ The whole tree, each with the data it carries as attributes::
     │                               (.failures: tuple of (endpoint, reason); .tls: True when
     │                               certificate verification failed, i.e. the group CA rotated)
     ├── SensorError                 a sensor could not be opened or read (.sensor)
+    ├── ProvisioningError           provisioning by claim failed (the claim refused, unreadable,
+    │                               or the cloud unreachable until the deadline)
     └── ThingClosed                 the thing was closed; nothing more can be published
 
 Errors from lower layers (``OSError``, ``ssl.SSLError``, ``http11.HTTPError``,
@@ -97,6 +99,10 @@ class CoreConnectError(ThingError):
 
 class ThingClosed(ThingError):
     """The thing has been closed."""
+
+
+class ProvisioningError(ThingError):
+    """Provisioning by claim failed; the message carries the cloud's reason."""
 
 
 class SensorError(ThingError):

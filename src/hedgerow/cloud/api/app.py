@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from hedgerow.cloud.api import (
+    claims,
     connectors,
     cores,
     dashboards,
@@ -55,6 +56,7 @@ OPERATIONS: list[Operation] = [
     *support_bundles.OPERATIONS,
     *things.OPERATIONS,
     *shadows.OPERATIONS,
+    *claims.OPERATIONS,
     *messages.OPERATIONS,
 ]
 OPENAPI: dict[str, Any] = openapi_document(OPERATIONS)

@@ -48,6 +48,12 @@ def csr_text(value: object) -> str | None:
     return value
 
 
+def certificate_text(value: object) -> str | None:
+    if value is not None and (not isinstance(value, str) or "BEGIN CERTIFICATE" not in value):
+        raise InvalidInput("certificate must be a PEM certificate", field="certificate")
+    return value
+
+
 @dataclass(frozen=True)
 class CreateThing:
     """A new thing: without ``csr`` the cloud generates its key (returned once)."""
@@ -57,6 +63,11 @@ class CreateThing:
     group: str | None = described("one more group (the CLI's --group)", default=None)
     attributes: dict[str, str] = checked(domain.validate_attributes, default_factory=dict)
     csr: str | None = checked(csr_text, default=None, doc="PEM certificate signing request")
+    certificate: str | None = checked(
+        certificate_text,
+        default=None,
+        doc="the device's own PEM certificate (bring your own: the key stays on the device)",
+    )
 
 
 @dataclass(frozen=True)
@@ -103,6 +114,15 @@ async def create_thing(ctx: ApiContext, request: Request, body: CreateThing) -> 
     groups = body.groups
     if body.group is not None:
         groups = [domain.validate_name(body.group, "group name"), *groups]
+    if body.certificate is not None:
+        if body.csr is not None:
+            raise InvalidInput("give csr or certificate, not both", field="certificate")
+        thing = await ctx.services.things.create_with_certificate(
+            body.name, groups, body.attributes, body.certificate, anchor=True
+        )
+        return thing_created(
+            CreatedThing(thing, body.certificate, None, ctx.services.pki.root_ca_pem)
+        )
     result = await ctx.services.things.create(body.name, groups, body.attributes, body.csr)
     return thing_created(result)
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from hedgerow.cloud.artifacts import ArtifactCache
 from hedgerow.cloud.pki_service import PKIService
 from hedgerow.cloud.services.certificates import CertificateService
+from hedgerow.cloud.services.claims import ClaimService, CreatedClaim
 from hedgerow.cloud.services.connectors import ConnectorService
 from hedgerow.cloud.services.cores import (
     CoreService,
@@ -34,7 +35,7 @@ from hedgerow.cloud.services.fleet import FleetFunction, FleetService, FleetSubs
 from hedgerow.cloud.services.functions import ArtifactService, FunctionService
 from hedgerow.cloud.services.groups import GroupService
 from hedgerow.cloud.services.identities import IdentityService
-from hedgerow.cloud.services.membership import MembershipService
+from hedgerow.cloud.services.membership import DeviceTrust, MembershipService, NoDeviceTrust
 from hedgerow.cloud.services.notify import Notifier, NullNotifier, RoutesChanged, routes_unchanged
 from hedgerow.cloud.services.rollouts import RolloutRequest, RolloutService
 from hedgerow.cloud.services.secrets import SecretService
@@ -48,6 +49,9 @@ from hedgerow.cloud.storage.repository import Repository
 __all__ = [
     "ArtifactService",
     "CertificateService",
+    "ClaimService",
+    "CreatedClaim",
+    "DeviceTrust",
     "ConnectorService",
     "CloudServices",
     "CoreService",
@@ -104,6 +108,7 @@ class CloudServices:
     shadows: ShadowService
     support_bundles: SupportBundleService
     dashboards: DashboardService
+    claims: ClaimService
     #: the secrets functions read (None: this cloud keeps none; deploying a function that
     #: declares one is refused)
     secrets: SecretService | None = None
@@ -123,6 +128,8 @@ class CloudServices:
         secrets: SecretService | None = None,
         presence: Presence = presence_unknown,
         deadline_s: float = DEFAULT_DEADLINE_S,
+        device_trust: DeviceTrust | None = None,
+        provisioning_hook: str = "",
     ) -> CloudServices:
         """All services wired to one another; nothing is set on them afterwards."""
         groups = GroupService(repository, pki_service, notifier, routes_changed)
@@ -136,13 +143,16 @@ class CloudServices:
         fleet = FleetService(
             repository, artifacts, functions, subscriptions, deployments, routes_changed
         )
+        deployments = DeploymentService(repository, pki_service, notifier, secrets)
+        trust = device_trust or NoDeviceTrust()
+        things = ThingService(repository, pki_service, certificates, membership, trust)
         return cls(
             repository=repository,
             pki=pki_service,
             identities=identities or IdentityService(repository, repository),
             groups=groups,
             cores=cores,
-            things=ThingService(repository, pki_service, certificates, membership),
+            things=things,
             membership=membership,
             certificates=certificates,
             artifacts=artifacts,
@@ -158,4 +168,15 @@ class CloudServices:
             support_bundles=SupportBundleService(repository, notifier),
             dashboards=DashboardService(repository),
             secrets=secrets,
+            claims=ClaimService(
+                repository,
+                pki_service,
+                groups,
+                cores,
+                things,
+                certificates,
+                membership,
+                trust,
+                provisioning_hook,
+            ),
         )

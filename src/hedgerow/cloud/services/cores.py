@@ -89,6 +89,26 @@ class CoreService:
             core, self._bundle(name, group, identity.certificate_pem, identity.private_key_pem)
         )
 
+    async def register(self, name: str, group: str, csr: str) -> str:
+        """A core whose key stays on the device (provisioning by claim): its certificate."""
+        identity = await asyncio.to_thread(self.pki.issue_identity, name, CertificateKind.CORE, csr)
+        await asyncio.to_thread(self.store.create_core, name, group, lambda: identity.record)
+        log.info("core.registered name=%s group=%s", name, group)
+        await self.membership.announce([group])
+        return identity.certificate_pem
+
+    async def register_again(self, name: str, csr: str) -> tuple[str, str]:
+        """A new certificate for an existing core from its CSR (the earlier ones revoked):
+        the certificate and the core's group."""
+        core = await self.get(name)
+        identity = await asyncio.to_thread(self.pki.issue_identity, name, CertificateKind.CORE, csr)
+        await asyncio.to_thread(
+            self.store.replace_core_identity, name, identity.record, "provisioned again"
+        )
+        await self.notifier.disconnect(name, "provisioned again")
+        log.info("core.registered_again name=%s group=%s", name, core.group)
+        return identity.certificate_pem, core.group
+
     async def reissue_bundle(self, name: str) -> CreatedCore:
         """A new identity for the core (the old certificates are revoked) in a new bundle."""
         core = await self.get(name)

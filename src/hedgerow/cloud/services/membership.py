@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from hedgerow.cloud.errors import NotFound
 from hedgerow.cloud.services.notify import Notifier
 from hedgerow.cloud.storage.repository import Repository
+from hedgerow.contract.provisioning import Membership
 from hedgerow.contract.topics import CoreLeaf, core_topic
 
 log = logging.getLogger(__name__)
@@ -30,8 +32,16 @@ def things_topic(core: str) -> str:
     return core_topic(core, CoreLeaf.THINGS)
 
 
-def membership_payload(things: Iterable[str]) -> bytes:
-    return json.dumps({"things": sorted(things)}).encode()
+class DeviceTrust(Protocol):
+    """Where the device HTTPS server learns a certificate to trust (a device CA, or a
+    device's own certificate), as soon as it is registered."""
+
+    def add(self, pems: Sequence[str]) -> None: ...
+
+
+class NoDeviceTrust:
+    def add(self, pems: Sequence[str]) -> None:
+        return None
 
 
 class MembershipService:
@@ -50,10 +60,23 @@ class MembershipService:
             if len(page) < PAGE:
                 return names
 
-    async def core_things(self, core: str) -> dict[str, list[str]]:
-        """``GET /core/v1/things``: the things of the core's group."""
+    async def membership(self, group: str) -> Membership:
+        """The group's things, and what its core trusts besides the root CA: the device CAs
+        registered for the group and its things' own registered certificates (by name)."""
+
+        def trust() -> tuple[list[str], dict[str, str]]:
+            cas = self.store.list_device_cas(live_only=True)
+            own = self.store.external_certificates_of_group(group)
+            pems = [ca.cert_pem for ca in cas if ca.group == group] + [pem for pem, _, _ in own]
+            return pems, {fingerprint: thing for _, fingerprint, thing in own}
+
+        pems, names = await asyncio.to_thread(trust)
+        return Membership(tuple(await self.group_things(group)), tuple(pems), names)
+
+    async def core_things(self, core: str) -> dict[str, object]:
+        """``GET /core/v1/things``: the things of the core's group (``Membership``)."""
         group = (await asyncio.to_thread(self.store.get_core, core)).group
-        return {"things": await self.group_things(group)}
+        return dict(json.loads((await self.membership(group)).to_json()))
 
     async def announce(self, groups: Iterable[str]) -> None:
         """Publish each group's things (retained) to its core, if it has one."""
@@ -62,12 +85,12 @@ class MembershipService:
                 group = await asyncio.to_thread(self.store.get_group, name)
                 if not group.core:
                     continue
-                things = await self.group_things(name)
+                membership = await self.membership(name)
             except NotFound:
                 continue
             try:
                 await self.notifier.publish(
-                    things_topic(group.core), membership_payload(things), retain=True
+                    things_topic(group.core), membership.to_json().encode(), retain=True
                 )
             except Exception as exc:  # the core reads GET /core/v1/things when it reconnects
                 log.warning(
@@ -81,5 +104,5 @@ class MembershipService:
                 "group.membership_announced group=%s core=%s things=%d",
                 name,
                 group.core,
-                len(things),
+                len(membership.things),
             )

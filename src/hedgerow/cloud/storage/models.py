@@ -284,3 +284,76 @@ class SupportBundleRow(Base):
     received_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     size: Mapped[int | None] = mapped_column(Integer, nullable=True)
     data: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+
+class ClaimTemplateRow(Base):
+    """How a claimed device is registered: its kind, group and name patterns, attributes."""
+
+    __tablename__ = "claim_templates"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    group_pattern: Mapped[str] = mapped_column(String(160))
+    name_pattern: Mapped[str] = mapped_column(String(160))
+    attributes: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    #: the next ``{seq}``
+    next_seq: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc)
+
+
+class ClaimRow(Base):
+    """A claim credential: its certificate (the key went to the operator, never stored)."""
+
+    __tablename__ = "claims"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    template_id: Mapped[int] = mapped_column(
+        ForeignKey("claim_templates.id", ondelete="CASCADE"), index=True
+    )
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    cert_pem: Mapped[str] = mapped_column(Text)
+    max_uses: Mapped[int] = mapped_column(Integer)
+    used: Mapped[int] = mapped_column(Integer, default=0)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc)
+
+
+class ClaimUseRow(Base):
+    """One attempt to provision with a claim, admitted or refused (the audit)."""
+
+    __tablename__ = "claim_uses"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    claim_id: Mapped[str] = mapped_column(ForeignKey("claims.id", ondelete="CASCADE"), index=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    serial: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    name: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    peer: Mapped[str] = mapped_column(String(128), default="")
+
+
+class DeviceCARow(Base):
+    """A device CA the operator registered: certificates it signed are admitted just in
+    time through the template (``hedgerow cloud ca register``)."""
+
+    __tablename__ = "device_cas"
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subject: Mapped[str] = mapped_column(Text)
+    cert_pem: Mapped[str] = mapped_column(Text)
+    template_id: Mapped[int] = mapped_column(
+        ForeignKey("claim_templates.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ExternalCertificateRow(Base):
+    """A device certificate the cloud did not issue, registered by the operator
+    (``thing create --cert``): the core trusts it as its own anchor."""
+
+    __tablename__ = "external_certificates"
+    fingerprint: Mapped[str] = mapped_column(
+        ForeignKey("certificates.fingerprint", ondelete="CASCADE"), primary_key=True
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc)

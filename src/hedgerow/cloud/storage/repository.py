@@ -3,6 +3,7 @@
 One store per resource (``groups``, ``cores``, ``things``, ``certificates``,
 ``artifacts``, ``functions``, ``subscriptions``, ``fleet``, ``deployments``,
 ``discovery_queries``, ``messages``, ``rollouts``, ``tokens``), all on ``base.Store`` (the engine, the
+``discovery_queries``, ``messages``, ``tokens``, ``claims``), all on ``base.Store`` (the engine, the
 transaction, row lookups); ``Repository`` is all of them over one engine. Methods are
 synchronous (SQLAlchemy sessions); the async layers call them through
 ``asyncio.to_thread``. They return the frozen entities of ``hedgerow.cloud.domain`` and
@@ -26,6 +27,7 @@ from hedgerow.cloud.storage.base import (
     utc_or_none,
 )
 from hedgerow.cloud.storage.certificates import CertificateStore
+from hedgerow.cloud.storage.claims import ClaimStore
 from hedgerow.cloud.storage.cores import CoreStore
 from hedgerow.cloud.storage.dashboards import DashboardStore
 from hedgerow.cloud.storage.deployments import DeploymentStore
@@ -70,5 +72,6 @@ class Repository(
     ShadowStore,
     SupportBundleStore,
     DashboardStore,
+    ClaimStore,
 ):
     """Every store over one engine (``Repository(engine)``)."""

@@ -20,6 +20,7 @@ from hedgerow.cloud.storage.base import (
     utc,
 )
 from hedgerow.cloud.storage.models import (
+    ExternalCertificateRow,
     GroupRow,
     GroupThingRow,
     SubscriptionRow,
@@ -36,7 +37,11 @@ class ThingStore(Store):
         groups: Sequence[str],
         attributes: dict[str, str],
         certificate: Callable[[], NewCertificate],
+        *,
+        external: bool = False,
     ) -> Thing:
+        """``external``: the certificate is the device's own, registered as it is (the core
+        trusts it as its own anchor; ``storage/claims.py``)."""
         with self._tx() as s:
             group_rows = [self._group(s, g) for g in dict.fromkeys(groups)]
             taken = self._identity_taken(s, name)
@@ -47,7 +52,11 @@ class ThingStore(Store):
             s.flush()
             for group_row in group_rows:
                 s.add(GroupThingRow(group_id=group_row.id, thing_id=row.id))
-            self._add_certificate(s, certificate())
+            record = certificate()
+            self._add_certificate(s, record)
+            if external:
+                s.flush()
+                s.add(ExternalCertificateRow(fingerprint=record.fingerprint, created_at=now()))
             return self._thing_entity(row, sorted(g.name for g in group_rows))
 
     def get_thing(self, name: str) -> Thing:
