@@ -116,6 +116,11 @@ class ConnectorConfig:
 class DeploymentConfig:
     poll_interval: float = field(default=900.0, metadata=within(1.0))
     health_timeout: float = field(default=10.0, metadata=within(0.1))
+    #: seconds a new release of the core has to start, reach the cloud and run the
+    #: deployment's functions before it is rolled back (``core/runtime.py``)
+    update_timeout: float = field(default=120.0, metadata=within(5.0))
+    #: seconds the install of a release (virtual environment + offline pip) may take
+    install_timeout: float = field(default=600.0, metadata=within(10.0))
 
 
 @dataclass(frozen=True, slots=True)
