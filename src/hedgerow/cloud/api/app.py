@@ -19,6 +19,7 @@ from hedgerow.cloud.api import (
     functions,
     groups,
     messages,
+    releases,
     secrets,
     subscriptions,
     system,
@@ -48,6 +49,7 @@ OPERATIONS: list[Operation] = [
     *cores.OPERATIONS,
     *things.OPERATIONS,
     *messages.OPERATIONS,
+    *releases.OPERATIONS,
 ]
 OPENAPI: dict[str, Any] = openapi_document(OPERATIONS)
 

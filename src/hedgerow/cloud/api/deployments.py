@@ -28,6 +28,8 @@ from hedgerow.cloud.api.responses import (
 from hedgerow.cloud.domain import DeploymentKind
 from hedgerow.cloud.errors import InvalidInput
 from hedgerow.cloud.services import FleetFunction, FleetSubscription
+from hedgerow.contract.deployment import check_version
+from hedgerow.contract.errors import ContractError
 
 KINDS = {
     "new": DeploymentKind.NEW,
@@ -53,6 +55,18 @@ class Deploy:
 
     kind: Literal["new", "redeploy", "reset"] = checked(deployment_kind, default="new")
     deployment_id: str | None = described("the deployment to redeploy", default=None)
+    core_version: str | None = checked(
+        lambda v: None if v is None else check_release_version(v),
+        default=None,
+        doc="the Hedgerow release the group's cores should run from now on (uploaded first)",
+    )
+
+
+def check_release_version(value: object) -> str:
+    try:
+        return check_version(value, "core_version")
+    except ContractError as exc:
+        raise InvalidInput(str(exc), field="core_version") from exc
 
 
 def group_list(value: object) -> list[str]:
@@ -80,6 +94,7 @@ async def deploy(ctx: ApiContext, request: Request, body: Deploy) -> Response:
         path_param(request, "group"),
         KINDS[body.kind],
         body.deployment_id if body.kind == "redeploy" else None,
+        core_version=body.core_version,
     )
     return respond(DeploymentView.of(deployment), 201)
 

@@ -35,6 +35,7 @@ from hedgerow.cloud.services.groups import GroupService
 from hedgerow.cloud.services.identities import IdentityService
 from hedgerow.cloud.services.membership import MembershipService
 from hedgerow.cloud.services.notify import Notifier, NullNotifier, RoutesChanged, routes_unchanged
+from hedgerow.cloud.services.releases import ReleaseService
 from hedgerow.cloud.services.secrets import SecretService
 from hedgerow.cloud.services.subscriptions import SubscriptionService
 from hedgerow.cloud.services.telemetry import MessagesWritten, TelemetryService
@@ -62,6 +63,7 @@ __all__ = [
     "Notifier",
     "NullNotifier",
     "PublicEndpoints",
+    "ReleaseService",
     "RoutesChanged",
     "SecretService",
     "SubscriptionService",
@@ -90,6 +92,7 @@ class CloudServices:
     fleet: FleetService
     devices: DeviceService
     telemetry: TelemetryService
+    releases: ReleaseService
     #: the secrets functions read (None: this cloud keeps none; deploying a function that
     #: declares one is refused)
     secrets: SecretService | None = None
@@ -117,7 +120,7 @@ class CloudServices:
         artifacts = ArtifactService(repository, artifact_cache)
         functions = FunctionService(repository)
         subscriptions = SubscriptionService(repository, routes_changed)
-        deployments = DeploymentService(repository, pki_service, notifier, secrets)
+        deployments = DeploymentService(repository, pki_service, notifier, secrets, repository)
         return cls(
             repository=repository,
             pki=pki_service,
@@ -137,5 +140,6 @@ class CloudServices:
             ),
             devices=DeviceService(repository, pki_service, groups, cores, artifacts),
             telemetry=TelemetryService(repository, notifier, messages_written or MessagesWritten()),
+            releases=ReleaseService(repository, repository, pki_service),
             secrets=secrets,
         )

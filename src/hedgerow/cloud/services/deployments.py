@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 
@@ -13,9 +14,12 @@ from hedgerow.cloud.domain import Deployment, DeploymentKind
 from hedgerow.cloud.errors import Conflict, NotFound
 from hedgerow.cloud.pki_service import PKIService
 from hedgerow.cloud.services.notify import Notifier, deployments_topic
+from hedgerow.cloud.services.releases import as_core_release
 from hedgerow.cloud.services.secrets import SecretService
 from hedgerow.cloud.storage.base import Snapshot
 from hedgerow.cloud.storage.deployments import DeploymentStore
+from hedgerow.cloud.storage.releases import ReleaseStore
+from hedgerow.contract.deployment import CoreRelease
 from hedgerow.contract.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
@@ -28,13 +32,30 @@ class DeploymentService:
         pki_service: PKIService,
         notifier: Notifier,
         secrets: SecretService | None = None,
+        releases: ReleaseStore | None = None,
     ) -> None:
+        """``releases``: where a group's ``core_version`` is looked up (None: no updates
+        of the core itself)."""
         self.store = store
         self.pki = pki_service
         self.notifier = notifier
         self.secrets = secrets
+        self.releases = releases
 
-    def _build(self, snapshot: Snapshot) -> tuple[str, str, str]:
+    async def _core_release(self, group: str, core_version: str | None) -> CoreRelease | None:
+        """The release the group's cores should run: ``core_version`` becomes the group's
+        setting first (it must be uploaded); None when the group names none."""
+        if self.releases is None:
+            return None
+        if core_version is not None:
+            await asyncio.to_thread(self.releases.set_core_version, group, core_version)
+            log.info("deployment.core_version group=%s version=%s", group, core_version)
+        release = await asyncio.to_thread(self.releases.core_version_of, group)
+        return as_core_release(release) if release is not None else None
+
+    def _build(
+        self, snapshot: Snapshot, core_release: CoreRelease | None = None
+    ) -> tuple[str, str, str]:
         deployment_id = deployments.new_deployment_id()
         declared = {f.name: f.settings.secrets for f in snapshot.functions if f.settings.secrets}
         if declared and self.secrets is None:
@@ -44,7 +65,9 @@ class DeploymentService:
             if self.secrets is not None and declared
             else []
         )
-        document = deployments.build_document(snapshot, deployment_id, pki.now(), sealed)
+        document = deployments.build_document(
+            snapshot, deployment_id, pki.now(), sealed, core_release
+        )
         return deployment_id, document, self.pki.sign(document)
 
     async def deploy(
@@ -52,9 +75,12 @@ class DeploymentService:
         group: str,
         kind: DeploymentKind = DeploymentKind.NEW,
         deployment_id: str | None = None,
+        core_version: str | None = None,
     ) -> Deployment:
         """A new deployment of ``group``; ``REDEPLOY`` repeats ``deployment_id`` (default: the
-        latest), ``RESET`` deploys nothing (the core removes everything)."""
+        latest), ``RESET`` deploys nothing (the core removes everything). Every kind carries
+        the group's core version (``core_version`` sets it first)."""
+        core_release = await self._core_release(group, core_version)
         of: str | None = None
         if kind is DeploymentKind.REDEPLOY:
             of = deployment_id
@@ -64,7 +90,11 @@ class DeploymentService:
                     raise Conflict(f"group {group!r} has no deployment to redeploy")
                 of = history[0].id
         deployment = await asyncio.to_thread(
-            self.store.create_deployment, group, kind.value, self._build, document_of=of
+            self.store.create_deployment,
+            group,
+            kind.value,
+            functools.partial(self._build, core_release=core_release),
+            document_of=of,
         )
         await self.notifier.publish(
             deployments_topic(deployment.core),
@@ -97,8 +127,17 @@ class DeploymentService:
         snapshot, _running_id, running = await asyncio.to_thread(
             self.store.plan_inputs, group, kind.value, of
         )
-        proposed = json.loads(deployments.build_document(snapshot, "(planned)", pki.now()))
+        core_release = await self._core_release_planned(group)
+        proposed = json.loads(
+            deployments.build_document(snapshot, "(planned)", pki.now(), (), core_release)
+        )
         return plan_deployment(json.loads(running) if running else None, proposed)
+
+    async def _core_release_planned(self, group: str) -> CoreRelease | None:
+        if self.releases is None:
+            return None
+        release = await asyncio.to_thread(self.releases.core_version_of, group)
+        return as_core_release(release) if release is not None else None
 
     async def all(self, group: str, limit: int = 100) -> list[Deployment]:
         return await asyncio.to_thread(self.store.list_deployments, group, limit)

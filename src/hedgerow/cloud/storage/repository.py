@@ -2,7 +2,7 @@
 
 One store per resource (``groups``, ``cores``, ``things``, ``certificates``,
 ``artifacts``, ``functions``, ``subscriptions``, ``fleet``, ``deployments``,
-``discovery_queries``, ``messages``, ``tokens``), all on ``base.Store`` (the engine, the
+``discovery_queries``, ``messages``, ``tokens``, ``releases``), all on ``base.Store`` (the engine, the
 transaction, row lookups); ``Repository`` is all of them over one engine. Methods are
 synchronous (SQLAlchemy sessions); the async layers call them through
 ``asyncio.to_thread``. They return the frozen entities of ``hedgerow.cloud.domain`` and
@@ -32,6 +32,7 @@ from hedgerow.cloud.storage.discovery_queries import DiscoveryStore
 from hedgerow.cloud.storage.fleet import FleetStore
 from hedgerow.cloud.storage.groups import GroupStore
 from hedgerow.cloud.storage.messages import MessageStore
+from hedgerow.cloud.storage.releases import ReleaseStore
 from hedgerow.cloud.storage.things import ThingStore
 from hedgerow.cloud.storage.tokens import TokenStore, token_digest
 
@@ -62,5 +63,6 @@ class Repository(
     DiscoveryStore,
     MessageStore,
     TokenStore,
+    ReleaseStore,
 ):
     """Every store over one engine (``Repository(engine)``)."""
