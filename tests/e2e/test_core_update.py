@@ -1,0 +1,132 @@
+"""Over-the-air update of the core itself, while a device publishes QoS 1 readings.
+
+The core runs as ``hedgerow core run`` started by hand (no systemd): the first update makes
+it replace itself with the launcher (``core/launcher.py``, same process id), which from then
+on starts the release ``runtime/current`` names. Two releases built from this tree
+(``tests/e2e/releases.py``): one with a bumped version, which installs offline from the
+wheelhouse into its own virtual environment, starts, checks its health and commits; and one
+whose entry point raises, which the launcher starts twice, then rolls back to the previous
+environment. Throughout, every reading the core acknowledged reaches the cloud.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import CORE, GROUP, System, running_system
+from tests.e2e.publisher import THING, Publisher, wait_all_stored
+from tests.e2e.releases import Releases
+
+pytestmark = pytest.mark.slow
+
+UPDATE_SETTINGS = """
+[deployment]
+update_timeout = 90
+"""
+
+
+def heartbeat_version(system: System) -> str | None:
+    heartbeat = system.api(f"/api/v1/cores/{CORE}").get("heartbeat") or {}
+    return heartbeat.get("version")
+
+
+async def wait_for(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(predicate):  # type: ignore[arg-type]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.5)
+
+
+def deploy(system: System, version: str) -> tuple[int, dict[str, object], float]:
+    started = time.monotonic()
+    done = system.cloud(
+        "deploy", "--group", GROUP, "--core-version", version, "--wait", "--timeout", "150",
+        check=False, timeout=200,
+    )  # fmt: skip
+    took = time.monotonic() - started
+    newest = system.api(f"/api/v1/groups/{GROUP}/deployments", limit="1")["items"][0]
+    latest = system.api(f"/api/v1/deployments/{newest['deployment_id']}")
+    print(done.stdout, done.stderr)
+    return done.returncode, latest, took
+
+
+async def test_update_the_core_then_roll_back_a_release_that_fails_at_start(
+    tmp_path: Path, releases: Releases
+) -> None:
+    with running_system(tmp_path, core_settings=UPDATE_SETTINGS) as system:
+        await asyncio.to_thread(system.create_thing, THING)
+        await asyncio.to_thread(system.route, f"thing:{THING}", "sensors/#", "cloud")
+        await asyncio.to_thread(system.deploy)
+        runtime = tmp_path / "core" / "runtime"
+        core_pid = system.procs["core"].popen.pid
+        base_version = await asyncio.to_thread(heartbeat_version, system)
+
+        for wheel in (releases.good, releases.failing):
+            uploaded = await asyncio.to_thread(
+                system.cloud, "release", "upload", str(wheel),
+                "--wheelhouse", str(releases.wheelhouse), "--json",
+            )  # fmt: skip
+            assert json.loads(uploaded.stdout)["signature"]
+        listed = await asyncio.to_thread(system.cloud, "release", "list")
+        assert releases.good_version in listed.stdout and releases.failing_version in listed.stdout
+
+        publisher = Publisher(system, pause=0.02)
+        task = asyncio.create_task(publisher.run())
+        try:
+            await publisher.wait_acked(20, 60, "the stream to start")
+
+            # 1. the bumped version: installed offline, started, healthy, committed
+            code, latest, took = await asyncio.to_thread(deploy, system, releases.good_version)
+            assert code == 0, latest
+            assert latest["status"] == "Success", latest
+            assert latest["detail"] == f"core updated {base_version} -> {releases.good_version}"
+            statuses = [e["detail"] for e in latest["events"]]  # type: ignore[union-attr]
+            assert any("installing" in str(d) for d in statuses), statuses
+            await wait_for(
+                lambda: heartbeat_version(system) == releases.good_version, 30, "new version"
+            )
+            assert (runtime / "current").read_text() == releases.good_version
+            assert not (runtime / "pending.json").exists()
+            assert (runtime / "venvs" / releases.good_version / ".hedgerow-ready").exists()
+            assert system.procs["core"].popen.poll() is None  # the launcher, same pid
+            assert (
+                Path(f"/proc/{core_pid}/cmdline")
+                .read_bytes()
+                .split(b"\0")[1]
+                .endswith(b"launcher.py")
+            )
+            print(f"update {base_version} -> {releases.good_version} took {took:.1f} s")
+            acked_before = len(publisher.acked)
+            await publisher.wait_acked(acked_before + 20, 60, "readings on the new version")
+
+            # 2. a release whose entry point raises: started twice, rolled back
+            code, latest, took = await asyncio.to_thread(deploy, system, releases.failing_version)
+            assert code != 0
+            assert latest["status"] == "RolledBack", latest
+            detail = str(latest["detail"])
+            assert "did not start (2 attempts)" in detail, detail
+            assert "this release fails at start" in detail, detail
+            assert (runtime / "current").read_text() == releases.good_version
+            assert not (runtime / "pending.json").exists()
+            await wait_for(
+                lambda: heartbeat_version(system) == releases.good_version, 30, "rolled back"
+            )
+            print(f"failed update rolled back in {took:.1f} s")
+            acked_before = len(publisher.acked)
+            await publisher.wait_acked(acked_before + 20, 60, "readings after the rollback")
+        finally:
+            publisher.stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, 20)
+
+        # 3. nothing the core acknowledged was lost across both restarts
+        acked = set(publisher.acked)
+        await wait_all_stored(system, acked, 60)
+        print(f"{len(acked)} readings acknowledged, all stored; reconnects {publisher.reconnects}")
+        assert publisher.reconnects >= 2  # the device really lived through both restarts
