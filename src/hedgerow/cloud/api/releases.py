@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hedgerow.cloud import domain
 from hedgerow.cloud.api.edge import ApiContext, Operation, path_param
-from hedgerow.cloud.api.parsing import checked, described
+from hedgerow.cloud.api.parsing import described
 from hedgerow.cloud.api.responses import Deleted, ReleaseList, ReleaseView, respond
 from hedgerow.cloud.services.releases import WheelRef
 
@@ -22,7 +21,7 @@ class UploadedWheel:
     """A wheel uploaded with ``POST /api/v1/artifacts``."""
 
     filename: str = described("the wheel's file name (NAME-VERSION-TAGS.whl)")
-    sha256: str = checked(domain.validate_sha256)
+    sha256: str = described("the sha256 the upload answered")
 
 
 @dataclass(frozen=True)

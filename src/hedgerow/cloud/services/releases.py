@@ -19,6 +19,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from hedgerow.cloud import domain
 from hedgerow.cloud.domain import Release
 from hedgerow.cloud.errors import InvalidInput
 from hedgerow.cloud.pki_service import PKIService
@@ -52,6 +53,11 @@ class ReleaseService:
         return await asyncio.to_thread(self._create, wheels)
 
     def _create(self, wheels: Sequence[WheelRef]) -> Release:
+        for index, w in enumerate(wheels):
+            try:
+                domain.validate_sha256(w.sha256)
+            except InvalidInput as exc:
+                raise InvalidInput(str(exc), field=f"wheels[{index}].sha256") from exc
         own = [w for w in wheels if _project_of(w.filename) == PROJECT]
         if len(own) != 1:
             raise InvalidInput(
