@@ -14,10 +14,13 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import hedgerow
+from tests.e2e.harness import GROUP, System
 
 REPO = Path(__file__).resolve().parents[2]
 FAILING_MAIN = 'raise RuntimeError("this release fails at start (test)")\n'
@@ -68,19 +71,55 @@ def _wheel(tree: Path, out: Path) -> Path:
     return wheel
 
 
-def build_releases(root: Path) -> Releases:
-    good_version = bumped(hedgerow.__version__, 1)
-    failing_version = bumped(hedgerow.__version__, 2)
-    good = _wheel(_tree(root, good_version), root / "good")
-    failing_tree = _tree(root, failing_version)
-    (failing_tree / "src" / "hedgerow" / "__main__.py").write_text(FAILING_MAIN)
-    failing = _wheel(failing_tree, root / "failing")
+def build_release(root: Path, version: str, *, failing: bool = False) -> Path:
+    """The wheel of this tree as ``version`` (``failing``: its entry point raises)."""
+    tree = _tree(root, version)
+    if failing:
+        (tree / "src" / "hedgerow" / "__main__.py").write_text(FAILING_MAIN)
+    return _wheel(tree, root / f"wheel-{version}")
+
+
+def build_wheelhouse(root: Path, wheel: Path) -> Path:
+    """The wheels of ``wheel``'s dependencies (not its own)."""
     wheelhouse = root / "wheelhouse"
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "-d", str(wheelhouse), str(good)],
+        [sys.executable, "-m", "pip", "download", "--quiet", "-d", str(wheelhouse), str(wheel)],
         check=True,
         capture_output=True,
         timeout=300,
     )
-    (wheelhouse / good.name).unlink()
+    (wheelhouse / wheel.name).unlink()
+    return wheelhouse
+
+
+def build_releases(root: Path) -> Releases:
+    good_version = bumped(hedgerow.__version__, 1)
+    failing_version = bumped(hedgerow.__version__, 2)
+    good = build_release(root, good_version)
+    failing = build_release(root, failing_version, failing=True)
+    wheelhouse = build_wheelhouse(root, good)
     return Releases(good, good_version, failing, failing_version, wheelhouse)
+
+
+@dataclass(frozen=True)
+class Update:
+    """One ``hedgerow cloud deploy --core-version X --wait``: the command's result, the
+    deployment it made (with its events), when it started (epoch) and how long it took."""
+
+    done: subprocess.CompletedProcess[str]
+    deployment: dict[str, Any]
+    started: float
+    took: float
+
+
+def deploy_core_version(system: System, version: str) -> Update:
+    started = time.time()
+    done = system.cloud(
+        "deploy", "--group", GROUP, "--core-version", version, "--wait", "--timeout", "150",
+        check=False, timeout=200,
+    )  # fmt: skip
+    took = time.time() - started
+    newest = system.api(f"/api/v1/groups/{GROUP}/deployments", limit="1")["items"][0]
+    deployment = system.api(f"/api/v1/deployments/{newest['deployment_id']}")
+    print(done.stdout, done.stderr)
+    return Update(done, deployment, started, took)

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import CORE, GROUP, System, running_system
+from tests.e2e.harness import CORE, System, running_system
 from tests.e2e.publisher import THING, Publisher, wait_all_stored
-from tests.e2e.releases import Releases
+from tests.e2e.releases import Releases, deploy_core_version
 
 pytestmark = pytest.mark.slow
 
@@ -41,19 +41,6 @@ async def wait_for(predicate: object, timeout: float, what: str) -> None:
     while not await asyncio.to_thread(predicate):  # type: ignore[arg-type]
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.5)
-
-
-def deploy(system: System, version: str) -> tuple[int, dict[str, object], float]:
-    started = time.monotonic()
-    done = system.cloud(
-        "deploy", "--group", GROUP, "--core-version", version, "--wait", "--timeout", "150",
-        check=False, timeout=200,
-    )  # fmt: skip
-    took = time.monotonic() - started
-    newest = system.api(f"/api/v1/groups/{GROUP}/deployments", limit="1")["items"][0]
-    latest = system.api(f"/api/v1/deployments/{newest['deployment_id']}")
-    print(done.stdout, done.stderr)
-    return done.returncode, latest, took
 
 
 async def test_update_the_core_then_roll_back_a_release_that_fails_at_start(
@@ -82,8 +69,9 @@ async def test_update_the_core_then_roll_back_a_release_that_fails_at_start(
             await publisher.wait_acked(20, 60, "the stream to start")
 
             # 1. the bumped version: installed offline, started, healthy, committed
-            code, latest, took = await asyncio.to_thread(deploy, system, releases.good_version)
-            assert code == 0, latest
+            update = await asyncio.to_thread(deploy_core_version, system, releases.good_version)
+            latest, took = update.deployment, update.took
+            assert update.done.returncode == 0, latest
             assert latest["status"] == "Success", latest
             assert latest["detail"] == f"core updated {base_version} -> {releases.good_version}"
             statuses = [e["detail"] for e in latest["events"]]  # type: ignore[union-attr]
@@ -106,8 +94,9 @@ async def test_update_the_core_then_roll_back_a_release_that_fails_at_start(
             await publisher.wait_acked(acked_before + 20, 60, "readings on the new version")
 
             # 2. a release whose entry point raises: started twice, rolled back
-            code, latest, took = await asyncio.to_thread(deploy, system, releases.failing_version)
-            assert code != 0
+            update = await asyncio.to_thread(deploy_core_version, system, releases.failing_version)
+            latest, took = update.deployment, update.took
+            assert update.done.returncode != 0
             assert latest["status"] == "RolledBack", latest
             detail = str(latest["detail"])
             assert "did not start (2 attempts)" in detail, detail

@@ -56,6 +56,7 @@ READY_MARKER = ".hedgerow-ready"
 #: environment variables the launcher gives the core
 ENV_LAUNCHER = "HEDGEROW_LAUNCHER"
 ENV_RUNTIME = "HEDGEROW_RUNTIME_ENV"
+ENV_BASE_PYTHON = "HEDGEROW_BASE_PYTHON"
 MAX_OUTCOMES = 20
 
 
@@ -300,6 +301,7 @@ class Launcher:
         env.pop("WATCHDOG_PID", None)  # the child pings systemd's watchdog, not this pid
         env[ENV_LAUNCHER] = str(os.getpid())
         env[ENV_RUNTIME] = launch.env
+        env[ENV_BASE_PYTHON] = self.base_python
         python = python_of(self.runtime, launch.env, self.base_python)
         command = [python, "-m", "hedgerow", *self.args]
         _say("start", env=launch.env, trial=launch.trial)

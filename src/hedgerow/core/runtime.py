@@ -6,9 +6,11 @@ own copy, so the rollback never depends on the new version's code); this module 
 running core's side of the same layout:
 
 1. ``install``: a virtual environment ``runtime/venvs/<version>`` made by this Python's
-   ``venv``, then ``pip install --no-index --find-links <wheelhouse> hedgerow==<version>``
-   with pip's configuration files ignored — fully offline, from the wheels the deployment
-   carries (the release and its dependencies, checked by hash like function artifacts).
+   ``venv`` (without pip: this environment's pip, or the base one's, installs into it with
+   ``--python``), then ``pip install --no-index --find-links <wheelhouse>
+   hedgerow==<version>`` with pip's configuration files ignored — fully offline, from the
+   wheels the deployment carries (the release and its dependencies, checked by hash like
+   function artifacts).
    ``.hedgerow-ready`` is written last: an environment without it is removed and made again.
 2. ``switch``: ``pending.json`` (the version, the environment to go back to, the deployment,
    the deadline), then ``current``; then the core exits with ``launcher.RESTART`` (or, not
@@ -23,10 +25,12 @@ running core's side of the same layout:
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import shutil
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +59,8 @@ class RuntimeUpdater:
     supervised: bool = False
     install_timeout: float = 600.0
     update_timeout: float = 120.0
+    #: the launcher's own interpreter (``HEDGEROW_BASE_PYTHON``), whose pip can install
+    base_python: str | None = None
 
     @classmethod
     def from_environ(
@@ -64,8 +70,19 @@ class RuntimeUpdater:
             data_dir,
             running_env=environ.get(launcher.ENV_RUNTIME) or launcher.BASE,
             supervised=bool(environ.get(launcher.ENV_LAUNCHER)),
+            base_python=environ.get(launcher.ENV_BASE_PYTHON),
             **kwargs,
         )
+
+    def _pip_python(self) -> str | None:
+        """An interpreter with pip to install into a new environment from outside (much
+        faster than bootstrapping pip into it): this one's, or the base environment's the
+        launcher names; None: bootstrap pip into the new environment (``ensurepip``)."""
+        if importlib.util.find_spec("pip") is not None:
+            return sys.executable
+        if self.base_python and Path(self.base_python).exists():
+            return self.base_python
+        return None
 
     @property
     def runtime(self) -> Path:
@@ -87,30 +104,38 @@ class RuntimeUpdater:
             return
         if target.exists():  # a cut install: start again
             await asyncio.to_thread(shutil.rmtree, target)
+        log.info("core.update.installing version=%s wheels=%d", version, len(release.wheels))
         wheelhouse = self.runtime / "wheelhouse" / version
         await asyncio.to_thread(_fill_wheelhouse, wheelhouse, release, wheels)
+        pip_python = self._pip_python()
+        pip_args = [
+            "install",
+            "--no-index",
+            "--find-links",
+            str(wheelhouse),
+            "--no-cache-dir",
+            "--no-compile",  # the core imports a fraction of it: compiled on first import
+            "--quiet",
+            f"hedgerow=={version}",
+        ]
         try:
-            await self._run(version, "venv", sys.executable, "-m", "venv", str(target))
-            await self._run(
-                version,
-                "pip install",
-                str(target / "bin" / "python"),
-                "-m",
-                "pip",
-                "install",
-                "--no-index",
-                "--find-links",
-                str(wheelhouse),
-                "--no-cache-dir",
-                "--quiet",
-                f"hedgerow=={version}",
-            )
+            if pip_python is not None:  # no pip in the new environment: this one's pip fills it
+                await self._run(
+                    version, "venv", sys.executable, "-m", "venv", "--without-pip", str(target)
+                )
+                new_python = str(target / "bin" / "python")
+                pip = [pip_python, "-m", "pip", "--python", new_python, *pip_args]
+            else:
+                await self._run(version, "venv", sys.executable, "-m", "venv", str(target))
+                pip = [str(target / "bin" / "python"), "-m", "pip", *pip_args]
+            await self._run(version, "pip install", *pip)
             launcher.write_atomic(target / launcher.READY_MARKER, version.encode())
         finally:
             await asyncio.to_thread(shutil.rmtree, wheelhouse, True)
         log.info("core.update.installed version=%s env=%s", version, target)
 
     async def _run(self, version: str, step: str, *command: str) -> None:
+        started = time.monotonic()
         process = await asyncio.create_subprocess_exec(
             *command,
             stdin=asyncio.subprocess.DEVNULL,
@@ -130,6 +155,12 @@ class RuntimeUpdater:
             raise UpdateError(
                 version, f"{step} failed (exit {process.returncode}): {' | '.join(tail)}"
             )
+        log.info(
+            "core.update.step version=%s step=%s seconds=%.1f",
+            version,
+            step.replace(" ", "-"),
+            time.monotonic() - started,
+        )
 
     # ---- switch, commit, roll back ------------------------------------------------------
 
