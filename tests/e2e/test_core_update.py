@@ -16,10 +16,11 @@ import contextlib
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.e2e.harness import CORE, System, running_system
+from tests.e2e.harness import CORE, EXAMPLES, System, running_system
 from tests.e2e.publisher import THING, Publisher, wait_all_stored
 from tests.e2e.releases import Releases, deploy_core_version
 
@@ -31,9 +32,24 @@ update_timeout = 90
 """
 
 
+def heartbeat(system: System) -> dict[str, Any]:
+    return system.api(f"/api/v1/cores/{CORE}").get("heartbeat") or {}
+
+
 def heartbeat_version(system: System) -> str | None:
-    heartbeat = system.api(f"/api/v1/cores/{CORE}").get("heartbeat") or {}
-    return heartbeat.get("version")
+    return heartbeat(system).get("version")
+
+
+def core_python(launcher_pid: int) -> str:
+    """The interpreter of the core the launcher (``launcher_pid``) runs ("" if none yet)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == launcher_pid:
+                return (stat.parent / "cmdline").read_bytes().split(b"\0")[0].decode()
+        except (OSError, IndexError, ValueError):
+            continue
+    return ""
 
 
 async def wait_for(predicate: object, timeout: float, what: str) -> None:
@@ -49,6 +65,11 @@ async def test_update_the_core_then_roll_back_a_release_that_fails_at_start(
     with running_system(tmp_path, core_settings=UPDATE_SETTINGS) as system:
         await asyncio.to_thread(system.create_thing, THING)
         await asyncio.to_thread(system.route, f"thing:{THING}", "sensors/#", "cloud")
+        # a pinned function: part of the new version's health (it must be running)
+        await asyncio.to_thread(
+            system.function, "temp-correct", EXAMPLES / "temp_correct", "temp_correct.handler",
+            "--pinned",
+        )  # fmt: skip
         await asyncio.to_thread(system.deploy)
         runtime = tmp_path / "core" / "runtime"
         core_pid = system.procs["core"].popen.pid
@@ -82,6 +103,8 @@ async def test_update_the_core_then_roll_back_a_release_that_fails_at_start(
             assert (runtime / "current").read_text() == releases.good_version
             assert not (runtime / "pending.json").exists()
             assert (runtime / "venvs" / releases.good_version / ".hedgerow-ready").exists()
+            functions = (await asyncio.to_thread(heartbeat, system))["functions"]
+            assert str(functions["temp-correct"]).lower() == "running", functions
             assert system.procs["core"].popen.poll() is None  # the launcher, same pid
             assert (
                 Path(f"/proc/{core_pid}/cmdline")
@@ -114,7 +137,18 @@ async def test_update_the_core_then_roll_back_a_release_that_fails_at_start(
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(task, 20)
 
-        # 3. nothing the core acknowledged was lost across both restarts
+        # 3. the core started again by hand (a reboot without systemd) runs the update
+        await asyncio.to_thread(system.procs["core"].stop)
+        await asyncio.to_thread(system.start_core, first=False)
+        pid = system.procs["core"].popen.pid
+        await wait_for(
+            lambda: releases.good_version in core_python(pid), 60, "the launcher's child"
+        )
+        await wait_for(
+            lambda: heartbeat_version(system) == releases.good_version, 60, "its heartbeat"
+        )
+
+        # 4. nothing the core acknowledged was lost across all the restarts
         acked = set(publisher.acked)
         await wait_all_stored(system, acked, 60)
         print(f"{len(acked)} readings acknowledged, all stored; reconnects {publisher.reconnects}")

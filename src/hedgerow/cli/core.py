@@ -188,6 +188,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if changes:
         config = dataclasses.replace(config, local=dataclasses.replace(config.local, **changes))
         _save_local_overrides(config_path, changes)
+    if _runs_another_release(config):
+        return _restart_into_release(config, config_path)
     level = logging.getLogger().level
     handlers = _file_logging(config)
     # the standard event loop: the function runtime's worker channels do not work under uvloop
@@ -206,6 +208,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if outcome and outcome[0]:
         return _restart_into_release(config, config_path)
     return 0
+
+
+def _runs_another_release(config: CoreConfig) -> bool:
+    """Started by hand (not by the launcher) after an update of the core: the release
+    ``runtime/current`` names (or an update on trial) is the launcher's to start."""
+    from hedgerow.core import launcher
+
+    if os.environ.get(launcher.ENV_LAUNCHER):
+        return False
+    runtime = config.data_dir / "runtime"
+    return (
+        launcher.current_env(runtime) != launcher.BASE or launcher.read_pending(runtime) is not None
+    )
 
 
 def _restart_into_release(config: CoreConfig, config_path: Path) -> int:
