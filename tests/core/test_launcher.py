@@ -4,7 +4,9 @@ processes, and a SIGKILL at every file operation of an update, a commit and a ro
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -167,3 +169,31 @@ def test_sigkill_at_every_step_leaves_a_state_the_launcher_finishes(
         )
     expected = NEW if scenario == "commit" else BASE
     assert launcher.current_env(tmp_path / "count" / "runtime") == expected
+
+
+def test_the_childs_systemd_notifications_are_relayed_by_the_launcher(tmp_path: Path) -> None:
+    """Under systemd (``NOTIFY_SOCKET``), the core's READY and WATCHDOG pings reach systemd
+    from the launcher, the unit's main process; the core never sees systemd's socket."""
+    runtime = tmp_path / "runtime"
+    send = (
+        f'exec {sys.executable} -c "import os; from hedgerow.core.service import sd_notify; '
+        f"open('{tmp_path}/child-socket', 'w').write(os.environ['NOTIFY_SOCKET']); "
+        "sd_notify('READY=1'); sd_notify('WATCHDOG=1')\"\n"
+    )
+    fake_env(runtime, NEW, send)
+    launcher.write_pointer(runtime, "current", NEW)
+    systemd = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(systemd))
+        sock.settimeout(10)
+        environ = {**os.environ, "NOTIFY_SOCKET": str(systemd)}
+        done = subprocess.run(
+            [sys.executable, str(launcher.install(tmp_path)), str(tmp_path), "core", "run"],
+            env=environ,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert [sock.recv(100), sock.recv(100)] == [b"READY=1", b"WATCHDOG=1"]
+    assert (tmp_path / "child-socket").read_text().startswith("@hedgerow-launcher-")

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -252,6 +253,8 @@ class Launcher:
         self.base_python = base_python
         self.stopping = False
         self.child: subprocess.Popen[bytes] | None = None
+        #: systemd's notifications from the child, sent on from this (the main) process
+        self.relay: NotifyRelay | None = None
 
     def stop(self, signum: int, _frame: object = None) -> None:
         self.stopping = True
@@ -261,6 +264,14 @@ class Launcher:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
+        self.relay = NotifyRelay.open(os.environ.get("NOTIFY_SOCKET"))
+        try:
+            return self.loop()
+        finally:
+            if self.relay is not None:
+                self.relay.close()
+
+    def loop(self) -> int:
         while True:
             launch = self.next_launch()
             code = self.start(launch)
@@ -298,7 +309,9 @@ class Launcher:
 
     def start(self, launch: Launch) -> int:
         env = dict(os.environ)
-        env.pop("WATCHDOG_PID", None)  # the child pings systemd's watchdog, not this pid
+        env.pop("WATCHDOG_PID", None)  # the child pings systemd's watchdog (relayed)
+        if self.relay is not None:
+            env["NOTIFY_SOCKET"] = self.relay.address
         env[ENV_LAUNCHER] = str(os.getpid())
         env[ENV_RUNTIME] = launch.env
         env[ENV_BASE_PYTHON] = self.base_python
@@ -321,9 +334,13 @@ class Launcher:
         started = time.monotonic()
         while True:
             try:
-                return self.child.wait(timeout=0.25)
+                code: int | None = self.child.wait(timeout=0.25)
             except subprocess.TimeoutExpired:
-                pass
+                code = None
+            if self.relay is not None:
+                self.relay.forward()  # also what the child said just before it exited
+            if code is not None:
+                return code
             if not launch.trial or self.stopping:
                 continue
             pending = read_pending(self.runtime)
@@ -341,6 +358,44 @@ class Launcher:
                     self.child.wait()
                 roll_back(self.runtime, pending, reason)
                 return RESTART
+
+
+class NotifyRelay:
+    """systemd accepts notifications (``READY=1``, ``WATCHDOG=1``) from the unit's main
+    process: the launcher. The child gets a socket of the launcher's (abstract namespace)
+    as ``NOTIFY_SOCKET`` and the launcher sends each datagram on, so the unit works with
+    ``NotifyAccess=main`` and the watchdog watches the core, not the launcher."""
+
+    def __init__(self, target: str, sock: socket.socket, address: str) -> None:
+        self.target = "\0" + target[1:] if target.startswith("@") else target
+        self.sock = sock
+        self.address = address
+
+    @classmethod
+    def open(cls, target: str | None) -> NotifyRelay | None:
+        if not target:
+            return None
+        name = f"hedgerow-launcher-{os.getpid()}"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind("\0" + name)
+        sock.setblocking(False)
+        return cls(target, sock, "@" + name)
+
+    def forward(self) -> None:
+        while True:
+            try:
+                message = self.sock.recv(4096)
+            except BlockingIOError:
+                return
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as out:
+                    out.connect(self.target)
+                    out.sendall(message)
+            except OSError as exc:
+                _say("notify_failed", error=exc)
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def install(data_dir: Path) -> Path:

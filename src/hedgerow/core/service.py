@@ -4,8 +4,8 @@
 (``Type=notify``, ``Restart=always``, ``WatchdogSec``) and runs ``systemctl daemon-reload``
 and ``enable``. Its ``ExecStart`` is the launcher's copy in the data directory
 (``core/launcher.py``), which starts the release the ``current`` pointer names and rolls
-back an update that did not commit; the core below it sends the notifications
-(``NotifyAccess=all``). The core tells systemd ``READY=1`` once it serves, and pings
+back an update that did not commit; it relays the core's notifications (``READY=1``,
+``WATCHDOG=1``) as the unit's main process (``NotifyAccess=main``). The core tells systemd ``READY=1`` once it serves, and pings
 ``WATCHDOG=1`` at half the interval systemd gives in ``WATCHDOG_USEC``.
 """
 
@@ -34,7 +34,7 @@ def unit_text(
         "",
         "[Service]",
         "Type=notify",
-        "NotifyAccess=all",
+        "NotifyAccess=main",
         f"ExecStart={shlex.join(command)}",
         "Restart=always",
         "RestartSec=2",
