@@ -59,6 +59,7 @@ async def wait_for(predicate: object, timeout: float, what: str) -> None:
         await asyncio.sleep(0.5)
 
 
+@pytest.mark.timeout(400)  # three restarts, two installs and a session's wheel builds, loaded
 async def test_update_the_core_then_roll_back_a_release_that_fails_at_start(
     tmp_path: Path, releases: Releases
 ) -> None:
