@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,13 @@ def test_install_and_uninstall_service(
     assert main(args) == 0
     text = unit.read_text()
     assert f"core run --config {config.resolve()}" in text and "Restart=always" in text
+    # started through the launcher's copy in the data directory (it follows `current` and
+    # rolls back an update of the core that does not commit); it relays the core's notifications
+    launcher = config.parent / "runtime" / "launcher.py"
+    assert f"ExecStart={sys.executable} {launcher} {config.parent}" in text
+    assert (
+        launcher.read_text().startswith('"""The core\'s launcher') and "NotifyAccess=main" in text
+    )
     printed = capsys.readouterr().out
     assert f"listens on 127.0.0.1:{port}" in printed
     assert "systemctl start hedgerow-core.service" in printed

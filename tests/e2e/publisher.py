@@ -68,3 +68,19 @@ class Publisher:
         while len(self.acked) < count:
             assert time.monotonic() < deadline, f"timed out waiting for {what} ({len(self.acked)})"
             await asyncio.sleep(0.05)
+
+
+async def wait_all_stored(system: System, acked: set[int], timeout: float) -> list[int]:
+    """Every sequence number in the cloud's store once all of ``acked`` arrived (duplicates
+    included); fails naming the missing ones after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stored = [p["seq"] for p in await asyncio.to_thread(system.payloads, "sensors/#")]
+        missing = acked - set(stored)
+        if not missing:
+            return stored
+        assert time.monotonic() < deadline, (
+            f"{len(missing)} of {len(acked)} acknowledged messages never reached the cloud: "
+            f"{sorted(missing)[:20]} ..."
+        )
+        await asyncio.sleep(0.5)

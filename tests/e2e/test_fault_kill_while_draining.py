@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import System, running_system
-from tests.e2e.publisher import THING, Publisher
+from tests.e2e.publisher import THING, Publisher, wait_all_stored
 
 pytestmark = pytest.mark.slow
 
@@ -72,17 +72,7 @@ async def test_kill9_while_the_spool_drains_loses_nothing(tmp_path: Path, victim
         else:
             await asyncio.to_thread(system.start_cloud)
 
-        deadline = time.monotonic() + 45
-        while True:
-            stored = [p["seq"] for p in await asyncio.to_thread(system.payloads, "sensors/#")]
-            missing = acked - set(stored)
-            if not missing:
-                break
-            assert time.monotonic() < deadline, (
-                f"{len(missing)} of {len(acked)} acknowledged messages never reached the cloud: "
-                f"{sorted(missing)[:20]} (the cloud was first killed after seq {spooled_from - 1})"
-            )
-            await asyncio.sleep(0.5)
+        stored = await wait_all_stored(system, acked, 45)
 
     duplicates = sum(n - 1 for n in Counter(stored).values())
     print(

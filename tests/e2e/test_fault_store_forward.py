@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.harness import running_system
-from tests.e2e.publisher import THING, Publisher
+from tests.e2e.publisher import THING, Publisher, wait_all_stored
 
 pytestmark = pytest.mark.slow
 
@@ -56,17 +55,7 @@ async def test_every_acknowledged_message_survives_cloud_outage_and_core_kill9(
         # 4. the cloud comes back: the spool drains
         await asyncio.to_thread(system.start_cloud)
         acked = set(publisher.acked)
-        deadline = time.monotonic() + 90
-        while True:
-            stored = [p["seq"] for p in await asyncio.to_thread(system.payloads, "sensors/#")]
-            missing = acked - set(stored)
-            if not missing:
-                break
-            assert time.monotonic() < deadline, (
-                f"{len(missing)} of {len(acked)} acknowledged messages never reached the cloud: "
-                f"{sorted(missing)[:20]} ..."
-            )
-            await asyncio.sleep(0.5)
+        stored = await wait_all_stored(system, acked, 90)
 
     duplicates = sum(n - 1 for n in Counter(stored).values())
     unacked_stored = set(stored) - acked

@@ -1074,6 +1074,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             body["deployment_id"] = args.redeploy
     if args.deadline is not None:
         body["deadline_s"] = args.deadline
+    if args.core_version:
+        body["core_version"] = args.core_version
     with Api(args) as api:
         plan = api.post(f"/api/v1/groups/{args.group}/deployments/plan", body)
         if args.dry_run:
@@ -1084,6 +1086,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             return 0
         if not args.json:
             _print_plan(args.group, plan)
+            if args.core_version:
+                print(f"  core: update to Hedgerow {args.core_version} (rolled back on failure)")
         if not plan["empty"] and not args.yes and sys.stdin.isatty():
             answer = input("deploy these changes? [y/N] ").strip().lower()
             if answer not in ("y", "yes"):
@@ -1134,6 +1138,62 @@ def _wait(api: Api, deployment_id: str, timeout: float) -> int:
         file=sys.stderr,
     )
     return 1
+
+
+def cmd_release_upload(args: argparse.Namespace) -> int:
+    wheel: Path = args.wheel
+    if wheel.suffix != ".whl" or not wheel.is_file():
+        raise CLIError(f"{wheel}: not a wheel file (build one: pip wheel --no-deps -w dist .)")
+    files = [wheel]
+    if args.wheelhouse is not None:
+        if not args.wheelhouse.is_dir():
+            raise CLIError(f"--wheelhouse {args.wheelhouse}: not a directory")
+        files += sorted(p for p in args.wheelhouse.glob("*.whl") if p.name != wheel.name)
+    uploaded = []
+    with Api(args) as api:
+        for index, path in enumerate(files, 1):
+            data = path.read_bytes()
+            if not args.json:
+                print(
+                    f"  [{index}/{len(files)}] {path.name} ({len(data) / 1e6:.1f} MB)", flush=True
+                )
+            stored = api.request(
+                "POST",
+                "/api/v1/artifacts",
+                content=data,
+                headers={"content-type": "application/octet-stream"},
+            )
+            uploaded.append({"filename": path.name, "sha256": stored["sha256"]})
+        release = api.post("/api/v1/releases", {"wheels": uploaded})
+    return _done(
+        args,
+        release,
+        f"release {release['version']}: {len(release['wheels'])} wheel(s), "
+        f"{release['size'] / 1e6:.1f} MB, signed; deploy it with "
+        f"hedgerow cloud deploy --group G --core-version {release['version']}",
+    )
+
+
+def cmd_release_list(args: argparse.Namespace) -> int:
+    with Api(args) as api:
+        result = api.get("/api/v1/releases")
+    if args.json:
+        _print_json(result["items"])
+        return 0
+    _table(
+        [
+            [r["version"], str(len(r["wheels"])), f"{r['size'] / 1e6:.1f} MB", r["created_at"]]
+            for r in result["items"]
+        ],
+        ["VERSION", "WHEELS", "SIZE", "CREATED"],
+    )
+    return 0
+
+
+def cmd_release_remove(args: argparse.Namespace) -> int:
+    with Api(args) as api:
+        result = api.request("DELETE", f"/api/v1/releases/{args.version}")
+    return _done(args, result, f"release {args.version} removed")
 
 
 def cmd_deployments(args: argparse.Namespace) -> int:
@@ -1683,6 +1743,25 @@ def register(subparsers: Any) -> None:
 
     cloud_claims.register_thing_import(thing)
     cloud_claims.register(sub)
+    release = sub.add_parser(
+        "release", help="Hedgerow releases for over-the-air updates of cores"
+    ).add_subparsers(dest="release_command", metavar="COMMAND", required=True)
+    p = _command(
+        release,
+        "upload",
+        cmd_release_upload,
+        "upload a hedgerow wheel (and its dependencies) as a release cores can run",
+    )
+    p.add_argument("wheel", type=Path, help="dist/hedgerow-VERSION-py3-none-any.whl")
+    p.add_argument(
+        "--wheelhouse",
+        type=Path,
+        help="a directory of the dependencies' wheels (pip download -d DIR WHEEL): "
+        "what a core without internet installs from",
+    )
+    _command(release, "list", cmd_release_list, "the releases the cloud holds")
+    p = _command(release, "remove", cmd_release_remove, "remove a release")
+    p.add_argument("version")
 
     function = sub.add_parser("function", help="functions").add_subparsers(
         dest="function_command", metavar="COMMAND", required=True
@@ -1784,6 +1863,12 @@ def register(subparsers: Any) -> None:
         "--yes",
         action="store_true",
         help="deploy without asking (a deploy from a script, stdin not a terminal, never asks)",
+    )
+    p.add_argument(
+        "--core-version",
+        metavar="VERSION",
+        help="update the group's core to this release (hedgerow cloud release upload); "
+        "kept as the group's setting for later deployments",
     )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(

@@ -266,13 +266,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     if changes:
         config = dataclasses.replace(config, local=dataclasses.replace(config.local, **changes))
         _save_local_overrides(config_path, changes)
+    if _runs_another_release(config):
+        return _restart_into_release(config, config_path)
     level = logging.getLogger().level
     handlers = _file_logging(config)
     # the standard event loop: the function runtime's worker channels do not work under uvloop
     runner: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
     _small_tls_buffers()
+    outcome: list[bool] = []
     try:
-        runner(_run(config))
+        runner(_run(config, outcome))
     except CoreError as exc:
         raise CLIError(str(exc)) from exc
     finally:
@@ -280,7 +283,41 @@ def cmd_run(args: argparse.Namespace) -> int:
             logging.getLogger().removeHandler(handler)
             handler.close()
         logging.getLogger().setLevel(level)
+    if outcome and outcome[0]:
+        return _restart_into_release(config, config_path)
     return 0
+
+
+def _runs_another_release(config: CoreConfig) -> bool:
+    """Started by hand (not by the launcher) after an update of the core: the release
+    ``runtime/current`` names (or an update on trial) is the launcher's to start."""
+    from hedgerow.core import launcher
+
+    if os.environ.get(launcher.ENV_LAUNCHER):
+        return False
+    runtime = config.data_dir / "runtime"
+    return (
+        launcher.current_env(runtime) != launcher.BASE or launcher.read_pending(runtime) is not None
+    )
+
+
+def _restart_into_release(config: CoreConfig, config_path: Path) -> int:
+    """The core switched to another release: under the launcher, exit for it to start
+    that one; started by hand, become the launcher (same process id) and let it."""
+    from hedgerow.core import launcher, runtime
+
+    if os.environ.get(launcher.ENV_LAUNCHER):
+        return launcher.RESTART
+    command = runtime.restart_command(
+        config.data_dir, ["core", "run", "--config", str(config_path.resolve())]
+    )
+    print(
+        f"hedgerow core: restarting into {launcher.current_env(config.data_dir / 'runtime')}",
+        flush=True,
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(command[0], command)
 
 
 #: Per-connection TLS read buffer of asyncio (its default, 256 KiB, is allocated for every
@@ -295,7 +332,9 @@ def _small_tls_buffers() -> None:
         asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
 
 
-async def _run(config: CoreConfig) -> None:
+async def _run(config: CoreConfig, outcome: list[bool]) -> None:
+    """Run until SIGTERM/SIGINT or until the core switched release (``outcome`` gets
+    True then)."""
     from hedgerow.core.daemon import CoreDaemon
 
     stop = asyncio.Event()
@@ -308,7 +347,14 @@ async def _run(config: CoreConfig) -> None:
             f"hedgerow core {config.name} serving on {core.local_address[0]}:{core.local_address[1]}",
             flush=True,
         )
-        await stop.wait()
+        restart = asyncio.ensure_future(core.restart_requested.wait())
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({restart, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            restart.cancel()
+            stopped.cancel()
+        outcome.append(core.restart_requested.is_set())
         service.sd_notify("STOPPING=1")
 
 
@@ -386,9 +432,15 @@ def cmd_install(args: argparse.Namespace) -> int:
     config = _load(config_path)
     # `core run` saved its --host/--port/--advertise into this config: the service listens
     # where the user ran the core
-    command = [sys.executable, "-m", "hedgerow", "core", "run", "--config", str(config_path)]
+    # through the launcher's own copy: it follows the `current` release and rolls back an
+    # update that does not commit (core/launcher.py)
+    from hedgerow.core import launcher
+
+    core_args = ["core", "run", "--config", str(config_path)]
+    command = launcher.command(config.data_dir, sys.executable, core_args)
     text = service.unit_text(command, user=args.user, working_dir=config_path.parent)
     try:
+        launcher.install(config.data_dir)
         service.install(text, args.unit_path, systemctl=not args.no_systemctl)
     except (OSError, subprocess.SubprocessError) as exc:
         raise CLIError(f"cannot install {args.unit_path}: {exc} (run as root?)") from exc

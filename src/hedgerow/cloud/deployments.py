@@ -19,6 +19,7 @@ from hedgerow.connectors import ConnectorConfigError, ConnectorSpec, validate
 from hedgerow.contract.deployment import (
     MAX_DETAIL,
     ConnectorEntry,
+    CoreRelease,
     DeployedFunction,
     DeploymentDocument,
     DeploymentNotification,
@@ -64,8 +65,10 @@ def build_document(
     deployment_id: str,
     created_at: dt.datetime,
     sealed_secrets: Sequence[Mapping[str, Any]] = (),
+    core_release: CoreRelease | None = None,
 ) -> str:
-    """``sealed_secrets``: the versions the functions declare, each sealed to the core's key."""
+    """``sealed_secrets``: the versions the functions declare, each sealed to the core's key;
+    ``core_release``: the Hedgerow release the core should run (the group's setting)."""
     functions = []
     for version in snapshot.functions:
         try:
@@ -94,6 +97,7 @@ def build_document(
             for e in connector_entries(snapshot.connectors)
         ),
         secrets=tuple(dict(entry) for entry in sealed_secrets),
+        core_version=core_release,
     )
     return document.to_json()
 

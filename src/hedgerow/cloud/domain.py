@@ -594,6 +594,26 @@ class Deployment:
 
 
 @dataclass(frozen=True)
+class Release:
+    """A Hedgerow release the cloud holds for cores: ``wheels`` (the release's own first,
+    then its dependencies: ``{filename, sha256, size}``) and the signed manifest."""
+
+    version: str
+    wheels: Sequence[Mapping[str, Any]]
+    signature: str
+    created_at: dt.datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "wheels": [dict(w) for w in self.wheels],
+            "size": sum(int(w["size"]) for w in self.wheels),
+            "signature": self.signature,
+            "created_at": iso(self.created_at),
+        }
+
+
+@dataclass(frozen=True)
 class Message:
     id: int
     topic: str

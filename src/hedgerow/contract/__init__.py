@@ -4,7 +4,7 @@ Pure (no I/O) and light (stdlib only: the core imports it and counts its memory)
 
     topics        core_topic(core, leaf), parse_core_topic(topic), CoreLeaf, TO_CORE, FROM_CORE
     functions     FunctionDefinition, LIMITS (the one set of function limits), check_*
-    deployment    DeploymentDocument (+ ConnectorEntry), DeploymentNotification, StatusReport,
+    deployment    DeploymentDocument (+ ConnectorEntry, CoreRelease, Wheel), DeploymentNotification, StatusReport,
                   DeploymentStatus
     heartbeat     Heartbeat
     errors        ContractError ⊃ InvalidMessage, UnsupportedSchema, InvalidFunction
@@ -15,12 +15,14 @@ Topic matching and filter coverage are not here: they live in ``hedgerow.mqtt.to
 from .deployment import (
     Artifact,
     ConnectorEntry,
+    CoreRelease,
     DeployedFunction,
     DeploymentDocument,
     DeploymentNotification,
     DeploymentStatus,
     Route,
     StatusReport,
+    Wheel,
 )
 from .errors import ContractError, InvalidFunction, InvalidMessage, UnsupportedSchema
 from .functions import LIMITS, FunctionDefinition, Limit, check_function_name
@@ -45,6 +47,7 @@ __all__ = [
     "ConnectorEntry",
     "ContractError",
     "CoreLeaf",
+    "CoreRelease",
     "CoreTopic",
     "DeployedFunction",
     "DeploymentDocument",
@@ -58,6 +61,7 @@ __all__ = [
     "Route",
     "StatusReport",
     "UnsupportedSchema",
+    "Wheel",
     "all_cores_filter",
     "check_function_name",
     "core_namespace",

@@ -25,6 +25,10 @@ SCHEMA: Final = 1
 MAX_DETAIL: Final = 4096
 
 _ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+#: a release's version (PEP 440 in practice; checked here only as a safe directory name)
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+!_-]{0,63}")
+#: a wheel's file name (PEP 427): what pip reads the project, version and tags from
+_WHEEL = re.compile(r"[A-Za-z0-9_.+!-]{1,200}\.whl")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _SPECIAL_ENDPOINTS: Final = ("cloud", "shadow")
 _ENDPOINT_KINDS: Final = ("thing:", "function:", "connector:")
@@ -169,6 +173,64 @@ class ConnectorEntry:
         }
 
 
+def check_version(value: object, field: str = "version") -> str:
+    """A Hedgerow release version: 1-64 letters, digits, ``.+!_-``, starting with a letter or
+    digit (it names a directory on the core)."""
+    if not isinstance(value, str) or not _VERSION.fullmatch(value) or ".." in value:
+        raise InvalidMessage(field, f"{value!r}: a release version such as 1.2.0")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Wheel:
+    """One wheel of a release: the file name pip needs, its SHA-256 and size."""
+
+    filename: str
+    sha256: str
+    size: int
+
+    @classmethod
+    def from_json(cls, data: object) -> Wheel:
+        if not isinstance(data, Mapping):
+            raise InvalidMessage("wheel", "must be an object {filename, sha256, size}")
+        filename = data.get("filename")
+        if not isinstance(filename, str) or not _WHEEL.fullmatch(filename):
+            raise InvalidMessage("filename", f"{filename!r}: a wheel file name (NAME-VER-...whl)")
+        sha256 = data.get("sha256")
+        if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+            raise InvalidMessage("sha256", f"{sha256!r}: 64 lower-case hex digits")
+        return cls(filename, sha256, _wire.integer(data, "size", -1))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"filename": self.filename, "sha256": self.sha256, "size": self.size}
+
+
+@dataclass(frozen=True, slots=True)
+class CoreRelease:
+    """The Hedgerow version a core should run (``core_version`` of a document): the release's
+    own wheel first, then the dependencies it needs (a wheelhouse: the core installs with
+    ``pip --no-index``, so a gateway needs no internet). The wheels are artifacts, fetched
+    and checked by hash like function code; the document's signature covers the hashes."""
+
+    version: str
+    wheels: tuple[Wheel, ...]
+
+    @classmethod
+    def from_json(cls, data: object) -> CoreRelease:
+        if not isinstance(data, Mapping):
+            raise InvalidMessage("core_version", "must be an object {version, wheels}")
+        version = check_version(data.get("version"))
+        wheels = _each(data, "wheels", Wheel.from_json)
+        if not wheels:
+            raise InvalidMessage("wheels", "a release has at least its own wheel")
+        if len({w.filename for w in wheels}) != len(wheels):
+            raise InvalidMessage("wheels", "two wheels have the same file name")
+        return cls(version, wheels)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": self.version, "wheels": [w.to_json() for w in self.wheels]}
+
+
 @dataclass(frozen=True, slots=True)
 class DeploymentDocument:
     """What one core runs: its group's things, functions and subscriptions. The cloud
@@ -191,6 +253,9 @@ class DeploymentDocument:
     #: the things whose shadows the core syncs with the cloud (``contract.shadow``): the
     #: group setting ``sync_shadows``; in ``settings`` only when any
     sync_shadows: tuple[str, ...] = ()
+    #: the Hedgerow release the core should run; None: keep what it runs (left out of the
+    #: text then, so documents without it read and sign as before)
+    core_version: CoreRelease | None = None
     schema: int = SCHEMA
 
     @classmethod
@@ -220,6 +285,7 @@ class DeploymentDocument:
             connectors=_each(data, "connectors", ConnectorEntry.from_json),
             secrets=_each(data, "secrets", _sealed_secret),
             sync_shadows=sync_shadows,
+            core_version=_core_version(data),
             schema=schema,
         )
 
@@ -241,7 +307,21 @@ class DeploymentDocument:
             body["connectors"] = [c.to_json() for c in self.connectors]
         if self.secrets:
             body["secrets"] = [dict(entry) for entry in self.secrets]
+        if self.core_version is not None:
+            body["core_version"] = self.core_version.to_json()
         return _wire.dumps(body)
+
+
+def _core_version(data: Mapping[str, Any]) -> CoreRelease | None:
+    value = data.get("core_version")
+    if value is None:
+        return None
+    try:
+        return CoreRelease.from_json(value)
+    except ContractError as exc:
+        if exc.field == "core_version":
+            raise
+        raise exc.within("core_version") from exc
 
 
 def _sealed_secret(data: object) -> Mapping[str, Any]:

@@ -118,6 +118,11 @@ class DeploymentConfig:
     health_timeout: float = field(default=10.0, metadata=within(0.1))
     #: a deployment not finished this long after it started is failed and rolled back
     deadline: float = field(default=300.0, metadata=within(1.0))
+    #: seconds a new release of the core has to start, reach the cloud and run the
+    #: deployment's functions before it is rolled back (``core/runtime.py``)
+    update_timeout: float = field(default=120.0, metadata=within(5.0))
+    #: seconds the install of a release (virtual environment + offline pip) may take
+    install_timeout: float = field(default=600.0, metadata=within(10.0))
 
 
 @dataclass(frozen=True, slots=True)

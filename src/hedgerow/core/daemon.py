@@ -78,6 +78,7 @@ from .errors import CertificateError, CloudAPIError, ConfigError, CoreError, Dep
 from .lifecycle import Components, Step
 from .router import Router, SpoolWriter
 from .routing_table import CLOUD, SHADOW, RoutingTable
+from .runtime import RuntimeUpdater
 from .secrets import CoreSecrets
 from .spool import IntakeLog, MemorySpool, Spool, SqliteSpool
 from .status import HeartbeatPacer, MetricsServer, Snapshot, heartbeat
@@ -251,6 +252,13 @@ class CoreDaemon:
         self.started = time.monotonic()
         self.stopped = asyncio.Event()
         self.ready = asyncio.Event()
+        #: set when the core switched to another release: exit for the launcher to start it
+        self.restart_requested = asyncio.Event()
+        self.updater = RuntimeUpdater.from_environ(
+            config.data_dir,
+            install_timeout=config.deployment.install_timeout,
+            update_timeout=config.deployment.update_timeout,
+        )
         self.local_address: tuple[str, int] | None = None
         self.metrics_address: tuple[str, int] | None = None
         self.connector: CloudConnector | None = None
@@ -506,8 +514,12 @@ class CoreDaemon:
             group=c.group,
             health_timeout=c.deployment.health_timeout,
             deadline_s=c.deployment.deadline,
+            updater=self.updater,
+            restart=self.restart_requested.set,
+            cloud_linked=self._wait_cloud_link,
         )
         await self.agent.restore()
+        self._resume_update()
         yield
 
     @contextlib.asynccontextmanager
@@ -737,6 +749,42 @@ class CoreDaemon:
     def _spool_committed(self) -> None:
         if self.connector is not None:
             self.connector.wake()
+
+    def _resume_update(self) -> None:
+        """After a restart: report what the launcher or a trial decided about an update
+        (durably, through the spool) and never retry it; a trial of a new release asks
+        for its deployment at once."""
+        for outcome in self.updater.outcomes():
+            deployment_id = str(outcome.get("deployment_id"))
+            self.agent.failed.add(deployment_id)
+            if not outcome.get("reported"):
+                log.warning(
+                    "core.update.outcome deployment=%s version=%s status=%s reason=%s",
+                    deployment_id,
+                    outcome.get("version"),
+                    outcome.get("status"),
+                    outcome.get("reason"),
+                )
+                self._report_status(
+                    deployment_id, str(outcome.get("status")), str(outcome.get("reason"))
+                )
+        self.updater.mark_reported()
+        trial = self.updater.trial()
+        if trial is not None:
+            log.info(
+                "core.update.trial version=%s deployment=%s", trial.version, trial.deployment_id
+            )
+            self.agent.request(trial.deployment_id)
+
+    async def _wait_cloud_link(self, limit_s: float) -> bool:
+        if self.connector is None:
+            return False
+        try:
+            async with asyncio.timeout(limit_s):
+                await self.connector.connected.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def _report_status(self, deployment_id: str, status: str, detail: str) -> None:
         report = StatusReport(deployment_id, DeploymentStatus(status), detail)

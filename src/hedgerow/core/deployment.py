@@ -43,17 +43,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from hedgerow.contract.deployment import CoreRelease, DeploymentStatus
 from hedgerow.contract.deployment import DeploymentDocument as WireDocument
-from hedgerow.contract.deployment import DeploymentStatus
 from hedgerow.contract.errors import ContractError
 from hedgerow.contract.offline import unpack
 
 from . import keytool
 from .certificates import write_atomic
 from .cloudapi import CloudAPI
-from .errors import CloudAPIError, CoreError, DeploymentError
+from .errors import CloudAPIError, CoreError, DeploymentError, UpdateError
+from .launcher import Pending
 from .plan import plan
 from .routing_table import RoutingError, Subscription
+from .runtime import RuntimeUpdater
 from .secrets import SealedVersion, parse_secrets
 
 log = logging.getLogger(__name__)
@@ -120,6 +122,8 @@ class DeploymentDocument:
     connectors: tuple[Mapping[str, Any], ...] = ()
     #: secret versions sealed to this core's key (see ``core/secrets.py``)
     secrets: tuple[SealedVersion, ...] = ()
+    #: the Hedgerow release this core should run (None: keep the running one)
+    core_version: CoreRelease | None = None
 
     @property
     def open_broker(self) -> bool:
@@ -135,6 +139,8 @@ class DeploymentDocument:
         for entry in self.functions:
             artifact = entry.get("artifact") or {}
             out.append((str(artifact.get("sha256", "")), artifact.get("size")))
+        if self.core_version is not None:
+            out += [(wheel.sha256, wheel.size) for wheel in self.core_version.wheels]
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -164,6 +170,7 @@ def parse_document(text: str) -> DeploymentDocument:
         text=text,
         connectors=tuple(c.to_json() for c in wire.connectors),
         secrets=parse_secrets(wire.deployment_id, [dict(e) for e in wire.secrets]),
+        core_version=wire.core_version,
     )
 
 
@@ -329,7 +336,14 @@ class DeploymentAgent:
         group: str,
         health_timeout: float = 10.0,
         deadline_s: float = DEFAULT_DEADLINE_S,
+        updater: RuntimeUpdater | None = None,
+        restart: Callable[[], None] = lambda: None,
+        cloud_linked: Callable[[float], Awaitable[bool]] | None = None,
     ) -> None:
+        """``updater`` installs and switches releases of the core itself (None: a document's
+        ``core_version`` fails the deployment); ``restart()`` asks the daemon to exit for
+        the launcher; ``cloud_linked(timeout)`` waits for the MQTT link to the cloud (part
+        of a new release's health)."""
         self.api = api
         self.store = store
         self.applier = applier
@@ -339,6 +353,11 @@ class DeploymentAgent:
         self.group = group
         self.health_timeout = health_timeout
         self.deadline_s = deadline_s
+        self.updater = updater
+        self.restart = restart
+        self.cloud_linked = cloud_linked
+        #: deployments handed to another release of the core (this process is exiting)
+        self.handed_over: set[str] = set()
         self.current: DeploymentDocument | None = None
         self.in_progress: str | None = None
         self.failed: set[str] = set()
@@ -384,6 +403,7 @@ class DeploymentAgent:
             (self.current is not None and self.current.deployment_id == deployment_id)
             or self.in_progress == deployment_id
             or deployment_id in self.failed
+            or deployment_id in self.handed_over
         )
 
     # ---- restore after a restart ------------------------------------------------------
@@ -588,10 +608,17 @@ class DeploymentAgent:
             self._report(deployment_id, FAILURE, exc.reason)
             return FAILURE
         self.store.stage(doc, signature)
+        if doc.core_version is not None and (
+            self.updater is None or self.updater.needs(doc.core_version)
+        ):
+            return await self._update_core(doc, doc.core_version)
         self._report(
             deployment_id, IN_PROGRESS, plan(self._current_dict(), doc.as_dict()).summary()
         )
         reason = await self._apply_and_check(doc)
+        trial = self.updater.trial() if self.updater is not None else None
+        if trial is not None and trial.deployment_id == deployment_id:
+            return await self._settle_update(doc, trial, reason)
         if reason is None:
             previous = self.current.deployment_id if self.current else None
             self.store.commit(deployment_id, previous)
@@ -606,6 +633,67 @@ class DeploymentAgent:
             return FAILURE
         self._report(deployment_id, ROLLED_BACK, reason)
         return ROLLED_BACK
+
+    async def _update_core(self, doc: DeploymentDocument, release: CoreRelease) -> str:
+        """Install the release beside this one, switch, and hand over to it: the new
+        version applies this deployment and commits (``_settle_update``)."""
+        deployment_id = doc.deployment_id
+        if self.updater is None:
+            self.failed.add(deployment_id)
+            self._report(
+                deployment_id,
+                FAILURE,
+                f"core_version {release.version}: this core runs without a runtime directory",
+            )
+            return FAILURE
+        running = self.updater.running_version
+        self._report(
+            deployment_id, IN_PROGRESS, f"core update {running} -> {release.version}: installing"
+        )
+        try:
+            await self.updater.install(release, self._artifact_paths(doc))
+        except (UpdateError, OSError) as exc:
+            self.failed.add(deployment_id)
+            self._report(deployment_id, FAILURE, f"core update to {release.version}: {exc}")
+            return FAILURE
+        self.updater.switch(release.version, deployment_id)
+        self.handed_over.add(deployment_id)
+        self._report(
+            deployment_id,
+            IN_PROGRESS,
+            f"core update {running} -> {release.version}: restarting into it",
+        )
+        self.restart()
+        return IN_PROGRESS
+
+    async def _settle_update(
+        self, doc: DeploymentDocument, trial: Pending, reason: str | None
+    ) -> str:
+        """This process is the trial of a new release: commit when the deployment is
+        healthy and the cloud link is up, else roll the release back (the previous
+        version, started by the launcher, reports ``RolledBack`` from the outcome)."""
+        deployment_id = doc.deployment_id
+        updater = self.updater
+        assert updater is not None
+        if reason is None and self.cloud_linked is not None:
+            if not await self.cloud_linked(max(1.0, trial.deadline_s / 2)):
+                reason = "no link to the cloud's MQTT endpoint"
+        if reason is not None:
+            updater.roll_back(trial, f"version {trial.version}: {reason}")
+            self.handed_over.add(deployment_id)
+            self.restart()
+            return ROLLED_BACK
+        updater.commit(trial)
+        previous = self.current.deployment_id if self.current else None
+        self.store.commit(deployment_id, previous)
+        self.current = doc
+        self.refused = ()
+        self._report(
+            deployment_id,
+            SUCCESS,
+            f"core updated {trial.previous_version or trial.previous} -> {trial.version}",
+        )
+        return SUCCESS
 
     def _current_dict(self) -> dict[str, Any] | None:
         return self.current.as_dict() if self.current else None

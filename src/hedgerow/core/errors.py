@@ -7,7 +7,8 @@ The whole tree, each carrying its data as attributes::
     ├── SpoolError            the durable spool cannot be opened or written (.path)
     ├── CloudAPIError         a device-HTTPS call to the cloud failed (.path, .status)
     ├── DeploymentError       a deployment was rejected or failed (.deployment_id, .reason)
-    └── CertificateError      the server certificate could not be obtained or loaded
+    ├── CertificateError      the server certificate could not be obtained or loaded
+    └── UpdateError           a release of the core could not be installed (.version, .reason)
 """
 
 from __future__ import annotations
@@ -53,3 +54,12 @@ class DeploymentError(CoreError):
 
 class CertificateError(CoreError):
     """The server certificate could not be obtained, stored or loaded."""
+
+
+class UpdateError(CoreError):
+    """Installing a release of the core itself failed (nothing was switched)."""
+
+    def __init__(self, version: str, reason: str) -> None:
+        super().__init__(f"core update to {version}: {reason}")
+        self.version = version
+        self.reason = reason

@@ -2,7 +2,10 @@
 
 ``hedgerow core install-service`` writes ``/etc/systemd/system/hedgerow-core.service``
 (``Type=notify``, ``Restart=always``, ``WatchdogSec``) and runs ``systemctl daemon-reload``
-and ``enable``. The core tells systemd ``READY=1`` once it serves, and pings
+and ``enable``. Its ``ExecStart`` is the launcher's copy in the data directory
+(``core/launcher.py``), which starts the release the ``current`` pointer names and rolls
+back an update that did not commit; it relays the core's notifications (``READY=1``,
+``WATCHDOG=1``) as the unit's main process (``NotifyAccess=main``). The core tells systemd ``READY=1`` once it serves, and pings
 ``WATCHDOG=1`` at half the interval systemd gives in ``WATCHDOG_USEC``.
 """
 

@@ -21,6 +21,7 @@ from hedgerow.cloud.api import (
     functions,
     groups,
     messages,
+    releases,
     rollouts,
     secrets,
     shadows,
@@ -58,6 +59,7 @@ OPERATIONS: list[Operation] = [
     *shadows.OPERATIONS,
     *claims.OPERATIONS,
     *messages.OPERATIONS,
+    *releases.OPERATIONS,
 ]
 OPENAPI: dict[str, Any] = openapi_document(OPERATIONS)
 

@@ -29,6 +29,8 @@ from hedgerow.cloud.api.responses import (
 from hedgerow.cloud.domain import DeploymentKind
 from hedgerow.cloud.errors import InvalidInput
 from hedgerow.cloud.services import FleetFunction, FleetSubscription
+from hedgerow.contract.deployment import check_version
+from hedgerow.contract.errors import ContractError
 
 KINDS = {
     "new": DeploymentKind.NEW,
@@ -58,6 +60,11 @@ class Deploy:
         lambda v: None if v is None else _deadline(v),
         default=None,
         doc="unfinished after this many seconds, it fails (default: the cloud's)",
+    )
+    core_version: str | None = checked(
+        lambda v: None if v is None else check_release_version(v),
+        default=None,
+        doc="the Hedgerow release the group's cores should run from now on (uploaded first)",
     )
 
 
@@ -94,6 +101,13 @@ class ExportedView:
     artifacts: list[str] = described("the sha256 of every artifact the document names")
 
 
+def check_release_version(value: object) -> str:
+    try:
+        return check_version(value, "core_version")
+    except ContractError as exc:
+        raise InvalidInput(str(exc), field="core_version") from exc
+
+
 def group_list(value: object) -> list[str]:
     if not isinstance(value, list) or not value:
         raise InvalidInput("groups must be a non-empty list of group names", field="groups")
@@ -120,6 +134,7 @@ async def deploy(ctx: ApiContext, request: Request, body: Deploy) -> Response:
         KINDS[body.kind],
         body.deployment_id if body.kind == "redeploy" else None,
         deadline_s=body.deadline_s,
+        core_version=body.core_version,
     )
     return respond(DeploymentView.of(deployment), 201)
 

@@ -19,6 +19,7 @@ from hedgerow.cloud.domain import (
     FunctionVersion,
     Group,
     Message,
+    Release,
     Subscription,
     Thing,
 )
@@ -414,6 +415,31 @@ class DeploymentList:
     @classmethod
     def of(cls, values: Sequence[Any]) -> DeploymentList:
         return cls([DeploymentView.of(v) for v in values], len(values))
+
+
+@dataclass(frozen=True)
+class ReleaseView:
+    """A Hedgerow release cores can run (``core_version`` of a deployment)."""
+
+    version: str
+    wheels: list[Entity] = described("the release's own wheel first: {filename, sha256, size}")
+    size: int = described("bytes of all wheels")
+    signature: str = described("Ed25519 over the manifest {version, wheels}, base64")
+    created_at: str | None = None
+
+    @classmethod
+    def of(cls, release: Release) -> ReleaseView:
+        return cls(**release.to_json())
+
+
+@dataclass(frozen=True)
+class ReleaseList:
+    items: list[ReleaseView]
+    count: int
+
+    @classmethod
+    def of(cls, values: Sequence[Release]) -> ReleaseList:
+        return cls([ReleaseView.of(v) for v in values], len(values))
 
 
 @dataclass(frozen=True)

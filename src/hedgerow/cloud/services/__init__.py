@@ -37,6 +37,7 @@ from hedgerow.cloud.services.groups import GroupService
 from hedgerow.cloud.services.identities import IdentityService
 from hedgerow.cloud.services.membership import DeviceTrust, MembershipService, NoDeviceTrust
 from hedgerow.cloud.services.notify import Notifier, NullNotifier, RoutesChanged, routes_unchanged
+from hedgerow.cloud.services.releases import ReleaseService
 from hedgerow.cloud.services.rollouts import RolloutRequest, RolloutService
 from hedgerow.cloud.services.secrets import SecretService
 from hedgerow.cloud.services.shadows import ShadowChange, ShadowService
@@ -73,6 +74,7 @@ __all__ = [
     "PublicEndpoints",
     "RolloutRequest",
     "RolloutService",
+    "ReleaseService",
     "RoutesChanged",
     "SecretService",
     "ShadowChange",
@@ -109,6 +111,7 @@ class CloudServices:
     support_bundles: SupportBundleService
     dashboards: DashboardService
     claims: ClaimService
+    releases: ReleaseService
     #: the secrets functions read (None: this cloud keeps none; deploying a function that
     #: declares one is refused)
     secrets: SecretService | None = None
@@ -139,11 +142,12 @@ class CloudServices:
         artifacts = ArtifactService(repository, artifact_cache)
         functions = FunctionService(repository)
         subscriptions = SubscriptionService(repository, routes_changed)
-        deployments = DeploymentService(repository, pki_service, notifier, secrets, deadline_s)
+        deployments = DeploymentService(
+            repository, pki_service, notifier, secrets, deadline_s, releases=repository
+        )
         fleet = FleetService(
             repository, artifacts, functions, subscriptions, deployments, routes_changed
         )
-        deployments = DeploymentService(repository, pki_service, notifier, secrets)
         trust = device_trust or NoDeviceTrust()
         things = ThingService(repository, pki_service, certificates, membership, trust)
         return cls(
@@ -167,6 +171,7 @@ class CloudServices:
             shadows=ShadowService(repository, notifier),
             support_bundles=SupportBundleService(repository, notifier),
             dashboards=DashboardService(repository),
+            releases=ReleaseService(repository, repository, pki_service),
             secrets=secrets,
             claims=ClaimService(
                 repository,

@@ -16,9 +16,12 @@ from hedgerow.cloud.domain import Deployment, DeploymentKind
 from hedgerow.cloud.errors import Conflict, NotFound
 from hedgerow.cloud.pki_service import PKIService
 from hedgerow.cloud.services.notify import Notifier, deployments_topic
+from hedgerow.cloud.services.releases import as_core_release
 from hedgerow.cloud.services.secrets import SecretService
 from hedgerow.cloud.storage.base import Snapshot
 from hedgerow.cloud.storage.deployments import DeploymentStore
+from hedgerow.cloud.storage.releases import ReleaseStore
+from hedgerow.contract.deployment import CoreRelease
 from hedgerow.contract.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
@@ -83,14 +86,31 @@ class DeploymentService:
         notifier: Notifier,
         secrets: SecretService | None = None,
         deadline_s: float = DEFAULT_DEADLINE_S,
+        releases: ReleaseStore | None = None,
     ) -> None:
+        """``releases``: where a group's ``core_version`` is looked up (None: no updates
+        of the core itself)."""
         self.store = store
         self.pki = pki_service
         self.notifier = notifier
         self.secrets = secrets
         self.deadline_s = deadline_s
+        self.releases = releases
 
-    def _build(self, snapshot: Snapshot) -> tuple[str, str, str]:
+    async def _core_release(self, group: str, core_version: str | None) -> CoreRelease | None:
+        """The release the group's cores should run: ``core_version`` becomes the group's
+        setting first (it must be uploaded); None when the group names none."""
+        if self.releases is None:
+            return None
+        if core_version is not None:
+            await asyncio.to_thread(self.releases.set_core_version, group, core_version)
+            log.info("deployment.core_version group=%s version=%s", group, core_version)
+        release = await asyncio.to_thread(self.releases.core_version_of, group)
+        return as_core_release(release) if release is not None else None
+
+    def _build(
+        self, snapshot: Snapshot, core_release: CoreRelease | None = None
+    ) -> tuple[str, str, str]:
         deployment_id = deployments.new_deployment_id()
         declared = {f.name: f.settings.secrets for f in snapshot.functions if f.settings.secrets}
         if declared and self.secrets is None:
@@ -100,7 +120,9 @@ class DeploymentService:
             if self.secrets is not None and declared
             else []
         )
-        document = deployments.build_document(snapshot, deployment_id, pki.now(), sealed)
+        document = deployments.build_document(
+            snapshot, deployment_id, pki.now(), sealed, core_release
+        )
         return deployment_id, document, self.pki.sign(document)
 
     async def deploy(
@@ -109,11 +131,14 @@ class DeploymentService:
         kind: DeploymentKind = DeploymentKind.NEW,
         deployment_id: str | None = None,
         deadline_s: float | None = None,
+        core_version: str | None = None,
     ) -> Deployment:
         """A new deployment of ``group``; ``REDEPLOY`` repeats ``deployment_id`` (default: the
         latest), ``RESET`` deploys nothing (the core removes everything). Unfinished after
         ``deadline_s`` (default: the cloud's) it is failed; the group's unfinished
-        deployments are superseded by it."""
+        deployments are superseded by it. Every kind carries the group's core version
+        (``core_version`` sets it first)."""
+        core_release = await self._core_release(group, core_version)
         of: str | None = None
         if kind is DeploymentKind.REDEPLOY:
             of = deployment_id
@@ -127,7 +152,7 @@ class DeploymentService:
                 self.store.create_deployment,
                 group,
                 kind.value,
-                self._build,
+                functools.partial(self._build, core_release=core_release),
                 document_of=of,
                 deadline_s=deadline_s or self.deadline_s,
             )
@@ -163,7 +188,10 @@ class DeploymentService:
         snapshot, _running_id, running = await asyncio.to_thread(
             self.store.plan_inputs, group, kind.value, of
         )
-        proposed = json.loads(deployments.build_document(snapshot, "(planned)", pki.now()))
+        core_release = await self._core_release_planned(group)
+        proposed = json.loads(
+            deployments.build_document(snapshot, "(planned)", pki.now(), (), core_release)
+        )
         return plan_deployment(json.loads(running) if running else None, proposed)
 
     async def contents(self, deployment_id: str) -> DeploymentContents:
@@ -182,6 +210,12 @@ class DeploymentService:
         for entry in document.get("secrets", ()):
             entry.pop("sealed", None)
         return DeploymentContents(document, against(before), against(running))
+
+    async def _core_release_planned(self, group: str) -> CoreRelease | None:
+        if self.releases is None:
+            return None
+        release = await asyncio.to_thread(self.releases.core_version_of, group)
+        return as_core_release(release) if release is not None else None
 
     async def all(self, group: str, limit: int = 100) -> list[Deployment]:
         return await asyncio.to_thread(self.store.list_deployments, group, limit)

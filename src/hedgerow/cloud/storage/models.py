@@ -111,6 +111,18 @@ class ArtifactRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc)
 
 
+class ReleaseRow(Base):
+    """A Hedgerow release cores can be updated to: its wheels (artifacts by sha256) and
+    the manifest the cloud's deployment key signed."""
+
+    __tablename__ = "releases"
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    wheels: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    manifest: Mapped[str] = mapped_column(Text)
+    signature: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc)
+
+
 class FunctionRow(Base):
     __tablename__ = "functions"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

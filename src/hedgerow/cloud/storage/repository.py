@@ -2,8 +2,8 @@
 
 One store per resource (``groups``, ``cores``, ``things``, ``certificates``,
 ``artifacts``, ``functions``, ``subscriptions``, ``fleet``, ``deployments``,
-``discovery_queries``, ``messages``, ``rollouts``, ``tokens``), all on ``base.Store`` (the engine, the
-``discovery_queries``, ``messages``, ``tokens``, ``claims``), all on ``base.Store`` (the engine, the
+``discovery_queries``, ``messages``, ``rollouts``, ``tokens``, ``shadows``, ``support_bundles``,
+``dashboards``, ``claims``, ``releases``), all on ``base.Store`` (the engine, the
 transaction, row lookups); ``Repository`` is all of them over one engine. Methods are
 synchronous (SQLAlchemy sessions); the async layers call them through
 ``asyncio.to_thread``. They return the frozen entities of ``hedgerow.cloud.domain`` and
@@ -35,6 +35,7 @@ from hedgerow.cloud.storage.discovery_queries import DiscoveryStore
 from hedgerow.cloud.storage.fleet import FleetStore
 from hedgerow.cloud.storage.groups import GroupStore
 from hedgerow.cloud.storage.messages import MessageStore
+from hedgerow.cloud.storage.releases import ReleaseStore
 from hedgerow.cloud.storage.rollouts import RolloutStore
 from hedgerow.cloud.storage.shadows import ShadowStore
 from hedgerow.cloud.storage.support_bundles import SupportBundleStore
@@ -73,5 +74,6 @@ class Repository(
     SupportBundleStore,
     DashboardStore,
     ClaimStore,
+    ReleaseStore,
 ):
     """Every store over one engine (``Repository(engine)``)."""
