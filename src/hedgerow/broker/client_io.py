@@ -171,7 +171,9 @@ class Connection(asyncio.Protocol):
             ssl_object = self.transport.get_extra_info("ssl_object")
             return certinfo.peer_certificate(ssl_object)
         except (ValueError, ssl.SSLError) as exc:  # certinfo.CertInfoError is a ValueError
-            log.warning("client %s: unreadable client certificate: %s", self.peer, exc)
+            log.warning(
+                "broker.client.unreadable_certificate peer=%s error=%r", self.peer, str(exc)
+            )
             return None
 
     @property
@@ -228,7 +230,7 @@ class Connection(asyncio.Protocol):
         try:
             plain, reply, closed = tls.receive(data)
         except ssl.SSLError as exc:
-            log.info("client %s: TLS failed, closing: %s", self.peer, exc)
+            log.info("broker.client.tls_failed peer=%s error=%r", self.peer, str(exc))
             self.hub.counters.refused += not tls.established
             self.out = None
             alert = tls.pending()
@@ -254,7 +256,11 @@ class Connection(asyncio.Protocol):
             hub.drained.set()
         if self.state is _CONNECTED:
             if not self.clean_disconnect:
-                log.info("client %s: connection lost: %s", self.client_id, exc or "closed by peer")
+                log.info(
+                    "broker.client.connection_lost client=%s reason=%r",
+                    self.client_id,
+                    str(exc) if exc else "closed by peer",
+                )
             self._detach(publish_will=not self.clean_disconnect)
         self.proto.close()
         self.out = None
@@ -340,7 +346,7 @@ class Connection(asyncio.Protocol):
                 self._refused(proto.refuse(exc.reason_code, exc.message, silent=exc.silent))
             return
         except Exception:
-            log.exception("client %s: authenticator failed", info.client_id)
+            log.exception("broker.client.authenticator_failed client=%s", info.client_id)
             if proto.phase is _AUTHENTICATING:
                 self._refused(proto.refuse(ReasonCode.SERVER_UNAVAILABLE, "authenticator failed"))
             return
@@ -405,7 +411,12 @@ class Connection(asyncio.Protocol):
             if c.properties.topic_alias_maximum:
                 self.out_aliases = OutboundAliases(c.properties.topic_alias_maximum)
         self._send(encode(accepted.connack, self.version))
-        log.debug("client %s connected (%s, v%d)", client_id, self.peer, self.version)
+        log.debug(
+            "broker.client.connected client=%s peer=%s version=%d",
+            client_id,
+            self.peer,
+            self.version,
+        )
         if present:
             session.redeliver(now)
 
@@ -422,7 +433,7 @@ class Connection(asyncio.Protocol):
     def _refused(self, refusal: Refusal) -> None:
         self.hub.counters.refused += 1
         log.info(
-            "client %s (%s): refused: %s (reason 0x%02x)",
+            "broker.client.refused client=%s peer=%s reason=%r code=0x%02x",
             self.proto.client_id,
             self.peer,
             refusal.message,
@@ -500,7 +511,10 @@ class Connection(asyncio.Protocol):
             if future.cancelled() or future.exception() is not None:
                 error = "cancelled" if future.cancelled() else future.exception()
                 log.warning(
-                    "client %s: not acknowledging PUBLISH to %s: %s", self.client_id, topic, error
+                    "broker.client.publish_not_acknowledged client=%s topic=%s error=%r",
+                    self.client_id,
+                    topic,
+                    str(error),
                 )
                 if forget is not None:
                     forget[0].discard(forget[1])
@@ -515,7 +529,7 @@ class Connection(asyncio.Protocol):
     def _denied_publish(self, p: Publish, topic: str) -> None:
         hub = self.hub
         hub.counters.denied_publish += 1
-        log.info("client %s: PUBLISH to %s not authorized", self.client_id, topic)
+        log.info("broker.client.publish_denied client=%s topic=%s", self.client_id, topic)
         if hub.config.deny_policy == "disconnect":
             self.kick(ReasonCode.NOT_AUTHORIZED, f"PUBLISH to {topic} not authorized")
             return
@@ -590,7 +604,7 @@ class Connection(asyncio.Protocol):
         for refused in decision.refused:
             hub.counters.denied_subscribe += refused.denied
             log.info(
-                "client %s: SUBSCRIBE to %r refused: %s",
+                "broker.client.subscribe_refused client=%s filter=%r reason=%r",
                 self.client_id,
                 refused.topic_filter,
                 refused.why,
@@ -657,9 +671,11 @@ class Connection(asyncio.Protocol):
                 raise ProtocolError("DISCONNECT sets a session expiry after CONNECT set none")
             session.expiry = None if expiry == NEVER_EXPIRES else expiry
         if p.reason_code == ReasonCode.DISCONNECT_WITH_WILL_MESSAGE:
-            log.info("client %s: disconnected, asking for its will", self.client_id)
+            log.info("broker.client.disconnected_with_will client=%s", self.client_id)
         else:
-            log.debug("client %s: disconnected (reason 0x%02x)", self.client_id, p.reason_code)
+            log.debug(
+                "broker.client.disconnected client=%s code=0x%02x", self.client_id, p.reason_code
+            )
             self.will = None
         self.clean_disconnect = True
         self._detach(publish_will=True)
@@ -754,7 +770,7 @@ class Connection(asyncio.Protocol):
             self.progress_at = now
         due = self.progress_at + hub.config.backpressure_timeout
         if now >= due:
-            log.debug("client %s: stalled, publishers run on", self.client_id)
+            log.debug("broker.client.stalled client=%s", self.client_id)
             self._release_publishers()
         else:
             self.pacing_timer = hub.loop.call_at(due, self._pacing_check)
@@ -902,7 +918,9 @@ class Connection(asyncio.Protocol):
         if state is _CONNECTING:
             if proto.overdue(now):  # bytes that are no CONNECT do not move the deadline
                 log.info(
-                    "client %s: no CONNECT within %ss: closing", self.peer, cfg.connect_timeout
+                    "broker.client.connect_timeout peer=%s timeout_s=%s",
+                    self.peer,
+                    cfg.connect_timeout,
                 )
                 self._close()
         elif state is _CONNECTED:
@@ -950,10 +968,10 @@ class Connection(asyncio.Protocol):
         hub.counters.protocol_errors += 1
         code = exc.reason_code
         log.info(
-            "client %s (%s): protocol error, closing: %s (reason 0x%02x)",
+            "broker.client.protocol_error client=%s peer=%s error=%r code=0x%02x",
             self.client_id,
             self.peer,
-            exc,
+            str(exc),
             code,
         )
         if self.state is _CONNECTED:
@@ -973,7 +991,7 @@ class Connection(asyncio.Protocol):
         if self.state is _CLOSED:
             return
         log.info(
-            "client %s (%s): disconnecting: %s (reason 0x%02x)",
+            "broker.client.disconnecting client=%s peer=%s reason=%r code=0x%02x",
             self.client_id,
             self.peer,
             message,
@@ -1016,9 +1034,9 @@ class Connection(asyncio.Protocol):
         identity = self.identity
         if identity is not None and hub.check_publish:
             if not hub.authorizer.authorize(identity, Action.PUBLISH, will.topic):
-                log.info("client %s: will to %s not authorized", self.client_id, will.topic)
+                log.info("broker.client.will_denied client=%s topic=%s", self.client_id, will.topic)
                 return
-        log.debug("client %s: publishing will on %s", self.client_id, will.topic)
+        log.debug("broker.client.will client=%s topic=%s", self.client_id, will.topic)
         hub.route(will, None)
 
     def _close(self) -> None:
