@@ -29,6 +29,7 @@ from hedgerow.broker.budget import Verdict
 from hedgerow.broker.hub import Hub
 from hedgerow.broker.messages import Message
 from hedgerow.broker.negotiate import NEVER_EXPIRES
+from hedgerow.broker.pacing import Pacing
 from hedgerow.broker.protocol import Authenticate, ClientProtocol, Phase, Refusal
 from hedgerow.broker.sessions import Session
 from hedgerow.broker.subscriptions import Subscription, route_for
@@ -82,6 +83,7 @@ class Connection(asyncio.Protocol):
         "out",
         "congested_since",
         "drain_mark",
+        "pace_mark",
         "held_bytes",
         "acks",
         "ack_mark",
@@ -92,7 +94,7 @@ class Connection(asyncio.Protocol):
         "max_out_packet",
         "clean_disconnect",
         "will_delay",
-        "progress_at",
+        "pacing",
         "window_since",
         "overflowed",
         "pacing_timer",
@@ -122,6 +124,8 @@ class Connection(asyncio.Protocol):
         self.congested_since: float | None = None
         #: Write-buffer size at the last sweep while congested (to see if it drains).
         self.drain_mark = 0
+        #: Write-buffer size when pacing last looked (a shrink: its socket takes data).
+        self.pace_mark = 0
         #: Bytes kept back in ``out`` while the transport is congested.
         self.held_bytes = 0
         #: QoS 1/2 acknowledgements received, and their count at the last sweep.
@@ -136,12 +140,10 @@ class Connection(asyncio.Protocol):
         self.max_out_packet: int | None = None
         self.clean_disconnect = False
         self.will_delay = 0
-        #: When the client last took data (acknowledged, or drained its socket): a client
-        #: that took nothing for ``backpressure_timeout`` is stalled and paces no publisher.
-        #: When it starts to be busy (its first message in flight, its socket fills up) a
-        #: client gets one ``backpressure_timeout`` of credit: acknowledgements take a
-        #: round trip to come back.
-        self.progress_at = hub.loop.time()
+        #: When the client last took data (acknowledged, or drained its socket): only a
+        #: client that took data within ``backpressure_timeout`` paces publishers, and
+        #: one that never took any is given its byte budget, not the publishers' time.
+        self.pacing = Pacing(hub.config.backpressure_timeout)
         #: Since when QoS 1/2 messages wait behind its full in-flight window with no
         #: acknowledgement (None = they do not).
         self.window_since: float | None = None
@@ -268,13 +270,14 @@ class Connection(asyncio.Protocol):
         self._release_publishers()
 
     def pause_writing(self) -> None:
-        self.congested_since = self.progress_at = self.hub.loop.time()
+        self.congested_since = now = self.hub.loop.time()
+        self.pacing.busy(now)
         if self.transport is not None:
-            self.drain_mark = self.transport.get_write_buffer_size()
+            self.drain_mark = self.pace_mark = self.transport.get_write_buffer_size()
 
     def resume_writing(self) -> None:
         self.congested_since = None
-        self.progress_at = self.hub.loop.time()
+        self.pacing.took(self.hub.loop.time())
         self.flush()
         self._release_publishers()
         session = self.session
@@ -403,7 +406,6 @@ class Connection(asyncio.Protocol):
         session.expires_at = None
         session.expiry = terms.session_expiry
         session.window = terms.window
-        self.progress_at = hub.loop.time()
         if v5:
             self.max_out_packet = terms.max_out_packet
             if cfg.topic_alias_maximum:
@@ -739,20 +741,26 @@ class Connection(asyncio.Protocol):
 
     def _pace(self) -> None:
         """Pause the publisher being routed while this client is congested but still takes
-        data; a stalled client (nothing taken for ``backpressure_timeout``) pauses no one."""
+        data (``pacing.py``); a stalled or not yet proven client pauses no one."""
         hub = self.hub
         publisher = hub.publisher
         if publisher is None or publisher is self or publisher.paused_by_me(self):
             return
         now = hub.loop.time()
+        pacing = self.pacing
         if self.acks != self.ack_mark:  # acknowledgements since the last look: progress
             self.ack_mark = self.acks
-            self.progress_at = now
-        due = self.progress_at + hub.config.backpressure_timeout
-        if now >= due:
+            pacing.took(now)
+        elif self.congested_since is not None and self.transport is not None:
+            # nothing is added to a congested transport: if it shrank, the peer took data
+            size = self.transport.get_write_buffer_size()
+            if size < self.pace_mark:
+                pacing.took(now)
+            self.pace_mark = size
+        if not pacing.paces(now):
             return
         if self.pacing_timer is None:
-            self.pacing_timer = hub.loop.call_at(due, self._pacing_check)
+            self.pacing_timer = hub.loop.call_at(pacing.stalled_at(), self._pacing_check)
         publisher.block_on(self)
 
     def paused_by_me(self, subscriber: Connection) -> bool:
@@ -765,15 +773,15 @@ class Connection(asyncio.Protocol):
             return
         hub = self.hub
         now = hub.loop.time()
+        pacing = self.pacing
         if self.acks != self.ack_mark:
             self.ack_mark = self.acks
-            self.progress_at = now
-        due = self.progress_at + hub.config.backpressure_timeout
-        if now >= due:
+            pacing.took(now)
+        if pacing.paces(now):
+            self.pacing_timer = hub.loop.call_at(pacing.stalled_at(), self._pacing_check)
+        else:
             log.debug("broker.client.stalled client=%s", self.client_id)
             self._release_publishers()
-        else:
-            self.pacing_timer = hub.loop.call_at(due, self._pacing_check)
 
     def write_publish0(self, message: Message, retain: bool, ids: tuple[int, ...]) -> None:
         counters = self.hub.counters
@@ -876,7 +884,7 @@ class Connection(asyncio.Protocol):
 
     def busy(self) -> None:
         """Its first QoS 1/2 message in flight: acknowledgements are due from now."""
-        self.progress_at = self.hub.loop.time()
+        self.pacing.busy(self.hub.loop.time())
 
     def window_full(self) -> None:
         """A QoS 1/2 message had to queue: pause the publisher until acknowledgements come
@@ -936,14 +944,14 @@ class Connection(asyncio.Protocol):
             now = hub.loop.time()  # backpressure and pacing keep the event loop's time
             if self.acks != self.ack_mark:
                 self.ack_mark = self.acks
-                self.progress_at = now
+                self.pacing.took(now)
             since = self.congested_since
             if since is not None and self.transport is not None:
                 size = self.transport.get_write_buffer_size()
                 if size + cfg.write_low_water <= self.drain_mark:
                     # It reads, just slower than they publish: keep pacing the publishers.
                     self.congested_since = since = now
-                    self.progress_at = now
+                    self.pacing.took(now)
                 self.drain_mark = size
                 if now - since >= cfg.slow_client_timeout:
                     self.hub.counters.slow_consumers += 1
