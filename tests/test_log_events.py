@@ -3,7 +3,8 @@
 Walks the source of the packages below (ast, imports nothing) for logging calls
 (``log.info(...)``, ``logger.warning(...)``, ``self.log.debug(...)``, ``log.log(level, ...)``)
 and fails on a format string that does not start with an event token — dotted lowercase
-words such as ``broker.client.tls_failed`` — followed by the end or by `` key=``. A format
+words such as ``broker.client.tls_failed`` — followed by the end or by `` key=``, or that
+has words outside its key=value pairs (a value that may hold spaces goes in as ``%r``). A format
 that is not a plain string literal (an f-string, a variable) fails too: the event name
 must be readable in the source.
 """
@@ -22,6 +23,9 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "hedgerow"
 PACKAGES = ("broker", "client", "thing", "demo", "cli", "mqtt", "cloud", "functions", "core")
 
 EVENT = re.compile(r"[a-z_]+(\.[a-z_]+)*( [a-z_][a-z0-9_]*=|$)")
+#: The whole format: key=value pairs whose written parts hold no space (a value that may
+#: hold spaces is passed as an argument, %r); a traceback may follow on its own line.
+PAIRS = re.compile(r"[a-z_]+(\.[a-z_]+)*( [a-z_][a-z0-9_]*=[^ ]+)*(\n%s)?")
 METHODS = {"debug", "info", "warning", "warn", "error", "exception", "critical"}
 LOGGER_NAMES = re.compile(r"^_?(log|logger|LOG|LOGGER|logging)$")
 
@@ -63,6 +67,8 @@ def violations(package: str) -> list[str]:
                 found.append(f"{where}: format is not a string literal")
             elif not EVENT.match(fmt.value):
                 found.append(f"{where}: {fmt.value[:60]!r}")
+            elif not PAIRS.fullmatch(fmt.value):
+                found.append(f"{where}: words outside key=value: {fmt.value[:60]!r}")
     return found
 
 
@@ -88,6 +94,9 @@ def test_the_check_catches_sentence_style() -> None:
     ]
     assert all(EVENT.match(s) for s in good)
     assert not any(EVENT.match(s) for s in bad)
+    assert all(PAIRS.fullmatch(s) for s in good + ["a.b code=0x%02x in=%.2fs at=%s:%s"])
+    assert not PAIRS.fullmatch("core.x reason=%s: not applied")
+    assert not PAIRS.fullmatch("thing.sensor.simulated reason=no BME680 driver")
     calls = {
         source: _logger_call(ast.parse(source, mode="eval").body)  # type: ignore[arg-type]
         for source in ("log.info(f'x {1}')", "self.log.warning('a b')", "log.log(10, 'x y')")
