@@ -124,7 +124,7 @@ class Connection(asyncio.Protocol):
         self.congested_since: float | None = None
         #: Write-buffer size at the last sweep while congested (to see if it drains).
         self.drain_mark = 0
-        #: Write-buffer size when pacing last looked (a shrink: its socket takes data).
+        #: Write-buffer size when it congested or pacing last saw it drain.
         self.pace_mark = 0
         #: Bytes kept back in ``out`` while the transport is congested.
         self.held_bytes = 0
@@ -752,11 +752,12 @@ class Connection(asyncio.Protocol):
             self.ack_mark = self.acks
             pacing.took(now)
         elif self.congested_since is not None and self.transport is not None:
-            # nothing is added to a congested transport: if it shrank, the peer took data
+            # nothing is added to a congested transport: if it shrank by the low-water mark
+            # (more than the kernel of a peer that never reads still takes), it took data
             size = self.transport.get_write_buffer_size()
-            if size < self.pace_mark:
+            if size + hub.config.write_low_water <= self.pace_mark:
                 pacing.took(now)
-            self.pace_mark = size
+                self.pace_mark = size
         if not pacing.paces(now):
             return
         if self.pacing_timer is None:
