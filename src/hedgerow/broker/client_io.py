@@ -715,12 +715,37 @@ class Connection(asyncio.Protocol):
             return
         self.out = None
         if self.held_bytes:
-            self._set_held(0)
+            self._write_held(out, transport)
+            return
         data = out[0] if len(out) == 1 else b"".join(out)
         if self.tls is not None:
             data = self.tls.encrypt(data)
         transport.write(data)
         self.hub.counters.bytes_out += len(data)
+
+    def _write_held(self, out: list[bytes], transport: asyncio.Transport) -> None:
+        """Write what was kept back while the socket was congested, a high-water mark at a
+        time: one join (and one TLS copy) of megabytes would double them in memory. What
+        is left when the socket congests again waits for the next ``resume_writing``."""
+        limit = self.hub.config.write_high_water
+        tls = self.tls
+        start, end = 0, len(out)
+        while start < end:
+            stop, size = start, 0
+            while stop < end and size < limit:
+                size += len(out[stop])
+                stop += 1
+            data = out[start] if stop == start + 1 else b"".join(out[start:stop])
+            if tls is not None:
+                data = tls.encrypt(data)
+            transport.write(data)
+            self.hub.counters.bytes_out += len(data)
+            start = stop
+            if self.congested_since is not None and start < end:
+                rest = self.out = out[start:]  # _send appends here meanwhile
+                self._set_held(sum(map(len, rest)))
+                return
+        self._set_held(0)
 
     def _set_held(self, held: int) -> None:
         """Account the bytes kept back in ``out`` against the broker's budget."""
