@@ -37,6 +37,8 @@ from typing import cast
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+import mosquitto_conf  # noqa: E402  (bench/mosquitto_conf.py: the script's own directory)
+
 from hedgerow import pki  # noqa: E402  (certificates for the TLS runs only)
 
 PAYLOAD_SIZE = 100
@@ -180,27 +182,11 @@ class BrokerProcess:
             if PERSIST:
                 cmd += ["--persist", str(self.workdir / f"hedgerow-{self.port}")]
             return cmd
-        conf = self.workdir / f"mosquitto-{self.port}.conf"
-        lines = [
-            "per_listener_settings false",
-            "allow_anonymous true",
-            f"persistence {'true' if PERSIST else 'false'}",
-            f"persistence_location {self.workdir}/",
-            "log_dest none",
-            "max_inflight_messages 1000",
-            "max_queued_messages 100000",
-            f"listener {self.port} 127.0.0.1",
-        ]
-        if self.tls:
-            lines += [
-                f"cafile {self.tls.ca}",
-                f"certfile {self.tls.server_cert}",
-                f"keyfile {self.tls.server_key}",
-                "require_certificate true",
-                "use_identity_as_username true",
-            ]
-        conf.write_text("\n".join(lines) + "\n")
-        return [shutil.which("mosquitto") or "mosquitto", "-c", str(conf)]
+        tls = (self.tls.ca, self.tls.server_cert, self.tls.server_key) if self.tls else None
+        text = mosquitto_conf.config(
+            self.port, persist_dir=self.workdir if PERSIST else None, tls=tls
+        )
+        return mosquitto_conf.command(self.workdir / f"mosquitto-{self.port}.conf", text)
 
     def start(self) -> None:
         cmd = ["taskset", "-c", str(BROKER_CPU), *self.command()]
@@ -681,12 +667,9 @@ def machine() -> str:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    version = subprocess.run(
-        ["mosquitto", "-h"], capture_output=True, text=True
-    ).stdout.splitlines()[:1]
     return (
         f"machine: {model}, {os.cpu_count()} cores; Python {platform.python_version()} "
-        f"({platform.python_implementation()}); {''.join(version).strip()}; "
+        f"({platform.python_implementation()}); {mosquitto_conf.version()}; "
         f"broker pinned to CPU {BROKER_CPU}, load generator to CPU {LOADGEN_CPU}; "
         f"load average at start {os.getloadavg()[0]:.1f}"
     )

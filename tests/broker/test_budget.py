@@ -18,8 +18,10 @@ from hedgerow.broker import Broker, BrokerConfig
 from hedgerow.broker.aliases import MAX_OUTBOUND_ALIASES, OutboundAliases
 from hedgerow.broker.budget import OutboundBudget, Verdict, message_cost
 from hedgerow.broker.messages import Message
+from hedgerow.broker.pacing import Pacing
 from hedgerow.broker.sessions import Session
 from hedgerow.broker.stats import Counters
+from hedgerow.clock import ManualClock
 from hedgerow.mqtt.codec import encode
 from hedgerow.mqtt.packets import (
     ConnAck,
@@ -60,6 +62,41 @@ def test_budget_verdicts_and_peak() -> None:
 
 def offline_session(budget: OutboundBudget, max_queued: int = 1000) -> Session:
     return Session("away", Counters(), max_queued=max_queued, budget=budget)
+
+
+def test_a_subscriber_paces_publishers_only_after_it_took_data() -> None:
+    """Old code: a subscriber that had never taken anything got ``backpressure_timeout`` of
+    credit whenever data started to wait for it (first message in flight, socket
+    congested), and paused the publisher meanwhile: a stalled subscriber took 0.25 s from
+    the publisher (three: 0.75 s) before its byte budget disconnected it, which cut the
+    publisher to 0.05-0.5x of its rate while the stall lasted (bench/hostile.py)."""
+    clock = ManualClock(100.0)
+    pacing = Pacing(timeout=0.25)
+    # connected, first message in flight, socket congested: it has never taken data
+    for _ in range(3):
+        pacing.busy(clock.now())
+        assert not pacing.paces(clock.now())
+        clock.advance(0.01)
+    # it acknowledges: it takes data, so a full window or socket paces the publisher
+    pacing.took(clock.now())
+    assert pacing.paces(clock.now())
+    assert pacing.stalled_at() == pytest.approx(clock.now() + 0.25)
+    clock.advance(0.24)
+    assert pacing.paces(clock.now())
+    # nothing more for backpressure_timeout: stalled, it paces no one
+    clock.advance(0.01)
+    assert not pacing.paces(clock.now())
+    clock.advance(30)
+    assert not pacing.paces(clock.now())
+    # idle, then a new burst: a client that took data before gets one round trip's credit
+    pacing.busy(clock.now())
+    assert pacing.paces(clock.now())
+    clock.advance(0.25)
+    assert not pacing.paces(clock.now())
+    # its socket drains: pacing again
+    pacing.took(clock.now())
+    clock.advance(0.1)
+    assert pacing.paces(clock.now())
 
 
 def test_offline_session_drops_its_oldest_when_its_budget_is_full() -> None:
@@ -184,6 +221,10 @@ async def test_stalled_qos1_subscriber_is_disconnected_and_memory_stays_bounded(
         stalled = await stalled_subscriber(port, "stalled", 1)
         publisher = await RawClient.connected(port, "publisher")
         payload = b"p" * (16 * KIB)
+        # the healthy one takes a first message: a client that never took any gets no
+        # pacing, only its byte budget (pacing.py), and a burst could fill that first
+        await publish_qos1(publisher, 1, b"warm-up", window=1)
+        await eventually(lambda: received == [b"warm-up"])
         peak = 0
 
         async def watch() -> None:
@@ -199,7 +240,7 @@ async def test_stalled_qos1_subscriber_is_disconnected_and_memory_stays_bounded(
             # 2000 x 16 KiB = 31 MiB through a broker allowed 512 KiB for the stalled client
             await asyncio.wait_for(publish_qos1(publisher, 2000, payload, window=20), 20)
             elapsed = loop.time() - started
-            await eventually(lambda: len(received) == 2000, timeout=10)
+            await eventually(lambda: len(received) == 2001, timeout=10)
         finally:
             watcher.cancel()
             reader.cancel()

@@ -71,7 +71,7 @@ async def test_cli_broker_with_mutual_tls(test_pki: TestPKI) -> None:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), WAIT) == 0
         err = (await proc.stderr.read()).decode()
-        assert "broker closed" in err
+        assert "broker.closed" in err
     finally:
         if proc.returncode is None:
             proc.kill()

@@ -118,4 +118,5 @@ async def test_an_interceptor_returning_a_plain_value_is_logged_not_awaited(
     async with Client(running.host, running.port, client_id="c9", version=ProtocolVersion.V5) as c:
         for n in range(3):
             await asyncio.wait_for(c.publish(f"t/{n}", b"x", qos=1), TIMEOUT)
-    assert "returned 12.5, not an awaitable or None" in caplog.text
+    assert "broker.interceptor_bad_result" in caplog.text
+    assert "result=12.5 expected='an awaitable or None'" in caplog.text

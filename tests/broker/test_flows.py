@@ -518,14 +518,19 @@ async def test_qos1_publisher_is_paced_by_a_slow_subscriber_and_nothing_is_lost(
     )
     await subscribe(sub, Subscription("paced", 1))
     pub = await RawClient.connected(running.port, "fast")
-    for i in range(1, 51):
+    await pub.send(Publish("paced", b"1", qos=1, packet_id=1))
+    first = await sub.recv()
+    assert isinstance(first, Publish) and first.packet_id
+    await sub.send(PubAck(first.packet_id))  # it takes data: from now on it paces
+    assert isinstance(await pub.recv(), PubAck)
+    for i in range(2, 51):
         await pub.send(Publish("paced", str(i).encode(), qos=1, packet_id=i))
-    acked = 0
-    while acked < 50:  # the subscriber acknowledges nothing: the publisher is let go after a sweep
+    acked = 1
+    while acked < 50:  # then it acknowledges nothing: the publisher is let go after a while
         assert isinstance(await pub.recv(), PubAck)
         acked += 1
     assert running.broker.stats().publishers_paused >= 1
-    got = []
+    got = [1]
     while len(got) < 50:
         m = await sub.recv()
         assert isinstance(m, Publish) and m.packet_id

@@ -108,16 +108,20 @@ async def open_client(
     return reader, writer
 
 
-async def healthy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
-    """Read and acknowledge until MESSAGES arrived; return how many."""
+async def healthy(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, subscribed: asyncio.Event
+) -> int:
+    """Read and acknowledge until a warm-up and MESSAGES arrived; return how many."""
     writer.write(subscribe_packet("flood/#", 1))
     count = 0
-    while count < MESSAGES:
+    while count < MESSAGES + 1:
         first, body = await read_packet(reader)
+        if first >> 4 == 9:
+            subscribed.set()
         if first >> 4 == 3:
             count += 1
             writer.write(b"\x40\x02" + body[9:11])  # after the topic "flood/x"
-    return count
+    return count - 1
 
 
 async def publish_all(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> float:
@@ -142,13 +146,20 @@ async def stall_scenario(
     idle = rss_mb(pid)
     peak = idle
     sub_r, sub_w = await open_client(port, "healthy", contexts["healthy"])
-    receiving = asyncio.create_task(healthy(sub_r, sub_w))
+    subscribed = asyncio.Event()
+    receiving = asyncio.create_task(healthy(sub_r, sub_w, subscribed))
+    pub_r, pub_w = await open_client(port, "publisher", contexts["publisher"])
+    await asyncio.wait_for(subscribed.wait(), 10)
+    # the healthy subscriber takes a first message: one that never took any is given its
+    # byte budget, not the publisher's time (broker/pacing.py)
+    pub_w.write(publish_packet(60000, b"warm-up"))
+    first, _ = await asyncio.wait_for(read_packet(pub_r), 10)
+    assert first >> 4 == 4
     socks = [
         await asyncio.to_thread(stalled, port, f"stalled-{i}", contexts[f"stalled-{i}"])
         for i in range(2)
     ]
     stalled_at = time.monotonic()
-    pub_r, pub_w = await open_client(port, "publisher", contexts["publisher"])
     done = False
 
     async def sample() -> None:

@@ -236,7 +236,8 @@ async def test_a_verified_certificate_the_reader_cannot_parse_counts_as_none(
     ack = await client.recv()
     assert isinstance(ack, ConnAck) and ack.reason_code == 0
     assert [info.peer_cert is None for info in recorded.recording.seen] == [True, False]
-    assert "unreadable client certificate: unsupported string type 0x12" in caplog.text
+    assert "broker.client.unreadable_certificate" in caplog.text
+    assert "error='unsupported string type 0x12" in caplog.text
 
 
 async def test_allow_all_names_a_certificate_holder_by_its_certificate() -> None:

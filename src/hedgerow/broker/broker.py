@@ -132,7 +132,13 @@ class Broker:
         )
         self._servers.append(server)
         name = server.sockets[0].getsockname()
-        log.info("%s listener on %s:%s%s", kind, name[0], name[1], " (TLS)" if ssl else "")
+        log.info(
+            "broker.listening kind=%s host=%s port=%s tls=%s",
+            kind,
+            name[0],
+            name[1],
+            ssl is not None,
+        )
         return str(name[0]), int(name[1])
 
     async def publish(
@@ -218,7 +224,9 @@ class Broker:
                 await asyncio.wait_for(hub.drained.wait(), self.config.shutdown_grace)
             except TimeoutError:
                 log.warning(
-                    "%d connections did not close in time: aborting them", len(hub.connections)
+                    "broker.shutdown_aborting connections=%d reason=%r",
+                    len(hub.connections),
+                    "did not close in time",
                 )
         for conn in list(hub.connections):
             if conn.transport is not None:
@@ -237,7 +245,7 @@ class Broker:
                 await self._sweeper
             except asyncio.CancelledError:
                 pass
-        log.info("broker closed")
+        log.info("broker.closed")
 
     async def _sweep(self) -> None:
         """Housekeeping: keep-alive, CONNECT timeouts, slow consumers, expiry, $SYS."""
@@ -259,4 +267,4 @@ class Broker:
                     for topic, payload in sys_topics(self.stats()):
                         hub.route(Message(topic, payload, 0, True), None)
             except Exception:
-                log.exception("broker housekeeping failed")
+                log.exception("broker.sweep_failed")

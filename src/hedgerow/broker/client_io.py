@@ -29,6 +29,7 @@ from hedgerow.broker.budget import Verdict
 from hedgerow.broker.hub import Hub
 from hedgerow.broker.messages import Message
 from hedgerow.broker.negotiate import NEVER_EXPIRES
+from hedgerow.broker.pacing import Pacing
 from hedgerow.broker.protocol import Authenticate, ClientProtocol, Phase, Refusal
 from hedgerow.broker.sessions import Session
 from hedgerow.broker.subscriptions import Subscription, route_for
@@ -82,6 +83,7 @@ class Connection(asyncio.Protocol):
         "out",
         "congested_since",
         "drain_mark",
+        "pace_mark",
         "held_bytes",
         "acks",
         "ack_mark",
@@ -92,7 +94,7 @@ class Connection(asyncio.Protocol):
         "max_out_packet",
         "clean_disconnect",
         "will_delay",
-        "progress_at",
+        "pacing",
         "window_since",
         "overflowed",
         "pacing_timer",
@@ -122,6 +124,8 @@ class Connection(asyncio.Protocol):
         self.congested_since: float | None = None
         #: Write-buffer size at the last sweep while congested (to see if it drains).
         self.drain_mark = 0
+        #: Write-buffer size when it congested or pacing last saw it drain.
+        self.pace_mark = 0
         #: Bytes kept back in ``out`` while the transport is congested.
         self.held_bytes = 0
         #: QoS 1/2 acknowledgements received, and their count at the last sweep.
@@ -136,12 +140,10 @@ class Connection(asyncio.Protocol):
         self.max_out_packet: int | None = None
         self.clean_disconnect = False
         self.will_delay = 0
-        #: When the client last took data (acknowledged, or drained its socket): a client
-        #: that took nothing for ``backpressure_timeout`` is stalled and paces no publisher.
-        #: When it starts to be busy (its first message in flight, its socket fills up) a
-        #: client gets one ``backpressure_timeout`` of credit: acknowledgements take a
-        #: round trip to come back.
-        self.progress_at = hub.loop.time()
+        #: When the client last took data (acknowledged, or drained its socket): only a
+        #: client that took data within ``backpressure_timeout`` paces publishers, and
+        #: one that never took any is given its byte budget, not the publishers' time.
+        self.pacing = Pacing(hub.config.backpressure_timeout)
         #: Since when QoS 1/2 messages wait behind its full in-flight window with no
         #: acknowledgement (None = they do not).
         self.window_since: float | None = None
@@ -171,7 +173,9 @@ class Connection(asyncio.Protocol):
             ssl_object = self.transport.get_extra_info("ssl_object")
             return certinfo.peer_certificate(ssl_object)
         except (ValueError, ssl.SSLError) as exc:  # certinfo.CertInfoError is a ValueError
-            log.warning("client %s: unreadable client certificate: %s", self.peer, exc)
+            log.warning(
+                "broker.client.unreadable_certificate peer=%s error=%r", self.peer, str(exc)
+            )
             return None
 
     @property
@@ -228,7 +232,7 @@ class Connection(asyncio.Protocol):
         try:
             plain, reply, closed = tls.receive(data)
         except ssl.SSLError as exc:
-            log.info("client %s: TLS failed, closing: %s", self.peer, exc)
+            log.info("broker.client.tls_failed peer=%s error=%r", self.peer, str(exc))
             self.hub.counters.refused += not tls.established
             self.out = None
             alert = tls.pending()
@@ -254,7 +258,11 @@ class Connection(asyncio.Protocol):
             hub.drained.set()
         if self.state is _CONNECTED:
             if not self.clean_disconnect:
-                log.info("client %s: connection lost: %s", self.client_id, exc or "closed by peer")
+                log.info(
+                    "broker.client.connection_lost client=%s reason=%r",
+                    self.client_id,
+                    str(exc) if exc else "closed by peer",
+                )
             self._detach(publish_will=not self.clean_disconnect)
         self.proto.close()
         self.out = None
@@ -262,13 +270,14 @@ class Connection(asyncio.Protocol):
         self._release_publishers()
 
     def pause_writing(self) -> None:
-        self.congested_since = self.progress_at = self.hub.loop.time()
+        self.congested_since = now = self.hub.loop.time()
+        self.pacing.busy(now)
         if self.transport is not None:
-            self.drain_mark = self.transport.get_write_buffer_size()
+            self.drain_mark = self.pace_mark = self.transport.get_write_buffer_size()
 
     def resume_writing(self) -> None:
         self.congested_since = None
-        self.progress_at = self.hub.loop.time()
+        self.pacing.took(self.hub.loop.time())
         self.flush()
         self._release_publishers()
         session = self.session
@@ -340,7 +349,7 @@ class Connection(asyncio.Protocol):
                 self._refused(proto.refuse(exc.reason_code, exc.message, silent=exc.silent))
             return
         except Exception:
-            log.exception("client %s: authenticator failed", info.client_id)
+            log.exception("broker.client.authenticator_failed client=%s", info.client_id)
             if proto.phase is _AUTHENTICATING:
                 self._refused(proto.refuse(ReasonCode.SERVER_UNAVAILABLE, "authenticator failed"))
             return
@@ -397,7 +406,6 @@ class Connection(asyncio.Protocol):
         session.expires_at = None
         session.expiry = terms.session_expiry
         session.window = terms.window
-        self.progress_at = hub.loop.time()
         if v5:
             self.max_out_packet = terms.max_out_packet
             if cfg.topic_alias_maximum:
@@ -405,7 +413,12 @@ class Connection(asyncio.Protocol):
             if c.properties.topic_alias_maximum:
                 self.out_aliases = OutboundAliases(c.properties.topic_alias_maximum)
         self._send(encode(accepted.connack, self.version))
-        log.debug("client %s connected (%s, v%d)", client_id, self.peer, self.version)
+        log.debug(
+            "broker.client.connected client=%s peer=%s version=%d",
+            client_id,
+            self.peer,
+            self.version,
+        )
         if present:
             session.redeliver(now)
 
@@ -422,7 +435,7 @@ class Connection(asyncio.Protocol):
     def _refused(self, refusal: Refusal) -> None:
         self.hub.counters.refused += 1
         log.info(
-            "client %s (%s): refused: %s (reason 0x%02x)",
+            "broker.client.refused client=%s peer=%s reason=%r code=0x%02x",
             self.proto.client_id,
             self.peer,
             refusal.message,
@@ -500,7 +513,10 @@ class Connection(asyncio.Protocol):
             if future.cancelled() or future.exception() is not None:
                 error = "cancelled" if future.cancelled() else future.exception()
                 log.warning(
-                    "client %s: not acknowledging PUBLISH to %s: %s", self.client_id, topic, error
+                    "broker.client.publish_not_acknowledged client=%s topic=%s error=%r",
+                    self.client_id,
+                    topic,
+                    str(error),
                 )
                 if forget is not None:
                     forget[0].discard(forget[1])
@@ -515,7 +531,7 @@ class Connection(asyncio.Protocol):
     def _denied_publish(self, p: Publish, topic: str) -> None:
         hub = self.hub
         hub.counters.denied_publish += 1
-        log.info("client %s: PUBLISH to %s not authorized", self.client_id, topic)
+        log.info("broker.client.publish_denied client=%s topic=%s", self.client_id, topic)
         if hub.config.deny_policy == "disconnect":
             self.kick(ReasonCode.NOT_AUTHORIZED, f"PUBLISH to {topic} not authorized")
             return
@@ -590,7 +606,7 @@ class Connection(asyncio.Protocol):
         for refused in decision.refused:
             hub.counters.denied_subscribe += refused.denied
             log.info(
-                "client %s: SUBSCRIBE to %r refused: %s",
+                "broker.client.subscribe_refused client=%s filter=%r reason=%r",
                 self.client_id,
                 refused.topic_filter,
                 refused.why,
@@ -657,9 +673,11 @@ class Connection(asyncio.Protocol):
                 raise ProtocolError("DISCONNECT sets a session expiry after CONNECT set none")
             session.expiry = None if expiry == NEVER_EXPIRES else expiry
         if p.reason_code == ReasonCode.DISCONNECT_WITH_WILL_MESSAGE:
-            log.info("client %s: disconnected, asking for its will", self.client_id)
+            log.info("broker.client.disconnected_with_will client=%s", self.client_id)
         else:
-            log.debug("client %s: disconnected (reason 0x%02x)", self.client_id, p.reason_code)
+            log.debug(
+                "broker.client.disconnected client=%s code=0x%02x", self.client_id, p.reason_code
+            )
             self.will = None
         self.clean_disconnect = True
         self._detach(publish_will=True)
@@ -697,12 +715,37 @@ class Connection(asyncio.Protocol):
             return
         self.out = None
         if self.held_bytes:
-            self._set_held(0)
+            self._write_held(out, transport)
+            return
         data = out[0] if len(out) == 1 else b"".join(out)
         if self.tls is not None:
             data = self.tls.encrypt(data)
         transport.write(data)
         self.hub.counters.bytes_out += len(data)
+
+    def _write_held(self, out: list[bytes], transport: asyncio.Transport) -> None:
+        """Write what was kept back while the socket was congested, a high-water mark at a
+        time: one join (and one TLS copy) of megabytes would double them in memory. What
+        is left when the socket congests again waits for the next ``resume_writing``."""
+        limit = self.hub.config.write_high_water
+        tls = self.tls
+        start, end = 0, len(out)
+        while start < end:
+            stop, size = start, 0
+            while stop < end and size < limit:
+                size += len(out[stop])
+                stop += 1
+            data = out[start] if stop == start + 1 else b"".join(out[start:stop])
+            if tls is not None:
+                data = tls.encrypt(data)
+            transport.write(data)
+            self.hub.counters.bytes_out += len(data)
+            start = stop
+            if self.congested_since is not None and start < end:
+                rest = self.out = out[start:]  # _send appends here meanwhile
+                self._set_held(sum(map(len, rest)))
+                return
+        self._set_held(0)
 
     def _set_held(self, held: int) -> None:
         """Account the bytes kept back in ``out`` against the broker's budget."""
@@ -723,20 +766,27 @@ class Connection(asyncio.Protocol):
 
     def _pace(self) -> None:
         """Pause the publisher being routed while this client is congested but still takes
-        data; a stalled client (nothing taken for ``backpressure_timeout``) pauses no one."""
+        data (``pacing.py``); a stalled or not yet proven client pauses no one."""
         hub = self.hub
         publisher = hub.publisher
         if publisher is None or publisher is self or publisher.paused_by_me(self):
             return
         now = hub.loop.time()
+        pacing = self.pacing
         if self.acks != self.ack_mark:  # acknowledgements since the last look: progress
             self.ack_mark = self.acks
-            self.progress_at = now
-        due = self.progress_at + hub.config.backpressure_timeout
-        if now >= due:
+            pacing.took(now)
+        elif self.congested_since is not None and self.transport is not None:
+            # nothing is added to a congested transport: if it shrank by the low-water mark
+            # (more than the kernel of a peer that never reads still takes), it took data
+            size = self.transport.get_write_buffer_size()
+            if size + hub.config.write_low_water <= self.pace_mark:
+                pacing.took(now)
+                self.pace_mark = size
+        if not pacing.paces(now):
             return
         if self.pacing_timer is None:
-            self.pacing_timer = hub.loop.call_at(due, self._pacing_check)
+            self.pacing_timer = hub.loop.call_at(pacing.stalled_at(), self._pacing_check)
         publisher.block_on(self)
 
     def paused_by_me(self, subscriber: Connection) -> bool:
@@ -749,15 +799,15 @@ class Connection(asyncio.Protocol):
             return
         hub = self.hub
         now = hub.loop.time()
+        pacing = self.pacing
         if self.acks != self.ack_mark:
             self.ack_mark = self.acks
-            self.progress_at = now
-        due = self.progress_at + hub.config.backpressure_timeout
-        if now >= due:
-            log.debug("client %s: stalled, publishers run on", self.client_id)
-            self._release_publishers()
+            pacing.took(now)
+        if pacing.paces(now):
+            self.pacing_timer = hub.loop.call_at(pacing.stalled_at(), self._pacing_check)
         else:
-            self.pacing_timer = hub.loop.call_at(due, self._pacing_check)
+            log.debug("broker.client.stalled client=%s", self.client_id)
+            self._release_publishers()
 
     def write_publish0(self, message: Message, retain: bool, ids: tuple[int, ...]) -> None:
         counters = self.hub.counters
@@ -860,7 +910,7 @@ class Connection(asyncio.Protocol):
 
     def busy(self) -> None:
         """Its first QoS 1/2 message in flight: acknowledgements are due from now."""
-        self.progress_at = self.hub.loop.time()
+        self.pacing.busy(self.hub.loop.time())
 
     def window_full(self) -> None:
         """A QoS 1/2 message had to queue: pause the publisher until acknowledgements come
@@ -902,7 +952,9 @@ class Connection(asyncio.Protocol):
         if state is _CONNECTING:
             if proto.overdue(now):  # bytes that are no CONNECT do not move the deadline
                 log.info(
-                    "client %s: no CONNECT within %ss: closing", self.peer, cfg.connect_timeout
+                    "broker.client.connect_timeout peer=%s timeout_s=%s",
+                    self.peer,
+                    cfg.connect_timeout,
                 )
                 self._close()
         elif state is _CONNECTED:
@@ -918,14 +970,14 @@ class Connection(asyncio.Protocol):
             now = hub.loop.time()  # backpressure and pacing keep the event loop's time
             if self.acks != self.ack_mark:
                 self.ack_mark = self.acks
-                self.progress_at = now
+                self.pacing.took(now)
             since = self.congested_since
             if since is not None and self.transport is not None:
                 size = self.transport.get_write_buffer_size()
                 if size + cfg.write_low_water <= self.drain_mark:
                     # It reads, just slower than they publish: keep pacing the publishers.
                     self.congested_since = since = now
-                    self.progress_at = now
+                    self.pacing.took(now)
                 self.drain_mark = size
                 if now - since >= cfg.slow_client_timeout:
                     self.hub.counters.slow_consumers += 1
@@ -950,10 +1002,10 @@ class Connection(asyncio.Protocol):
         hub.counters.protocol_errors += 1
         code = exc.reason_code
         log.info(
-            "client %s (%s): protocol error, closing: %s (reason 0x%02x)",
+            "broker.client.protocol_error client=%s peer=%s error=%r code=0x%02x",
             self.client_id,
             self.peer,
-            exc,
+            str(exc),
             code,
         )
         if self.state is _CONNECTED:
@@ -973,7 +1025,7 @@ class Connection(asyncio.Protocol):
         if self.state is _CLOSED:
             return
         log.info(
-            "client %s (%s): disconnecting: %s (reason 0x%02x)",
+            "broker.client.disconnecting client=%s peer=%s reason=%r code=0x%02x",
             self.client_id,
             self.peer,
             message,
@@ -1016,9 +1068,9 @@ class Connection(asyncio.Protocol):
         identity = self.identity
         if identity is not None and hub.check_publish:
             if not hub.authorizer.authorize(identity, Action.PUBLISH, will.topic):
-                log.info("client %s: will to %s not authorized", self.client_id, will.topic)
+                log.info("broker.client.will_denied client=%s topic=%s", self.client_id, will.topic)
                 return
-        log.debug("client %s: publishing will on %s", self.client_id, will.topic)
+        log.debug("broker.client.will client=%s topic=%s", self.client_id, will.topic)
         hub.route(will, None)
 
     def _close(self) -> None:

@@ -160,11 +160,18 @@ class Hub(Generic[C]):
             try:
                 result = fn(identity, publish)
             except Exception:
-                log.exception("interceptor %r failed on topic %s", fn, publish.topic)
+                log.exception(
+                    "broker.interceptor_failed interceptor=%r topic=%s", fn, publish.topic
+                )
                 continue
             if result is not None:
                 if not hasattr(result, "__await__"):  # a bug in the interceptor: not awaited
-                    log.error("interceptor %r returned %r, not an awaitable or None", fn, result)
+                    log.error(
+                        "broker.interceptor_bad_result interceptor=%r result=%r expected=%r",
+                        fn,
+                        result,
+                        "an awaitable or None",
+                    )
                     continue
                 if waits is None:
                     waits = []
@@ -203,8 +210,8 @@ class Hub(Generic[C]):
 
     def sweep_sessions(self, now: float) -> None:
         for session in self.sessions.expired(now):
-            log.info("session %s expired", session.client_id)
+            log.info("broker.session_expired client=%s", session.client_id)
             self.end_session(session)
         for will in self.wills.due(now):
-            log.info("publishing delayed will on %s", will.topic)
+            log.info("broker.delayed_will topic=%s", will.topic)
             self.route(will, None)

@@ -196,7 +196,7 @@ def reload_files(
         if options.password_file and isinstance(authenticator, PasswordFileAuthenticator):
             authenticator.reload(load_password_file(options.password_file))
     except BrokerFileError as exc:
-        log.error("reload_failed error=%s (the previous rules stay in force)", exc)
+        log.error("broker.reload_failed error=%r kept=%r", str(exc), "the previous rules")
 
 
 async def serve(

@@ -496,5 +496,5 @@ def check_modes(config: CloudConfig) -> list[str]:
             + f"): run `chmod 600 {' '.join(wide)}` and start again"
         )
     for warning in warnings:
-        log.warning("cloud.data_dir_mode %s", warning)
+        log.warning("cloud.data_dir_mode detail=%r", warning)
     return warnings

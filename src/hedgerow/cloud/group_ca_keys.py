@@ -86,9 +86,10 @@ def seal_clear_keys(store: SealedKeyStore, keys: GroupCAKeys) -> int:
     for row in store.clear_rows():
         if row.key_pem is None:
             log.warning(
-                "group_ca_keys.missing group=%s generation=%s: rotate this group's CA",
+                "cloud.group_ca_keys.missing group=%s generation=%s advice=%r",
                 row.group,
                 row.generation,
+                "rotate this group's CA",
             )
             continue
         kek = keys.keyring.current()

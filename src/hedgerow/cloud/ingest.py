@@ -173,7 +173,7 @@ class IngestWorker:
                     else:  # rows arrived meanwhile: both complete with the next write
                         _chain(self._stored, stored)
                 if self._closing:
-                    log.error("ingest.not_stored rows=%s (unacknowledged)", len(self._pending))
+                    log.error("ingest.not_stored rows=%s acknowledged=no", len(self._pending))
                     self._pending.clear()
                     if self._stored is not None and not self._stored.done():
                         self._stored.set_exception(IngestBehind(0, f"store failed: {exc}"))

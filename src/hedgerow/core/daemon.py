@@ -154,7 +154,9 @@ def default_runtime(
         from hedgerow.functions.host import FunctionHost
     except ImportError as exc:
         log.warning(
-            "core.functions.unavailable error=%s: deployments with functions will fail", exc
+            "core.functions.unavailable error=%r consequence=%r",
+            str(exc),
+            "deployments with functions will fail",
         )
         return NoFunctions()
     return FunctionHost(work_dir, publish=publish, shadow=shadow, thing_name=thing_name, **options)
@@ -595,11 +597,11 @@ class CoreDaemon:
         except OSError as exc:
             # Metrics are an aid, not a duty: a taken port must not stop the core routing.
             log.warning(
-                "core.metrics.unavailable host=%s port=%s error=%s "
-                '(set status.metrics_port to "auto" or a free port)',
+                "core.metrics.unavailable host=%s port=%s error=%r advice=%r",
                 c.status.metrics_host,
                 port,
-                exc,
+                str(exc),
+                'set status.metrics_port to "auto" or a free port',
             )
             return None
         host, bound = self.metrics_address

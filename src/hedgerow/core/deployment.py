@@ -436,11 +436,11 @@ class DeploymentAgent:
                     f"cannot check the signature: {exc} (run `hedgerow core check`)",
                 )
             log.error(
-                "core.deployment.refused id=%s file=%s reason=%s: not applied; "
-                "the cloud is asked for its latest deployment",
+                "core.deployment.refused id=%s file=%s reason=%r then=%r",
                 refusal.deployment_id,
                 refusal.file,
                 refusal.reason,
+                "not applied; the cloud is asked for its latest deployment",
             )
             refused.append(refusal)
         self.refused = tuple(refused)

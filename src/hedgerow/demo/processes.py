@@ -79,7 +79,7 @@ class ProcessGroup:
             )
         child = Child(name, process, log_path)
         self.children.append(child)
-        log.info("started %s (pid %s), log %s", name, process.pid, log_path)
+        log.info("demo.started name=%s pid=%s log=%s", name, process.pid, log_path)
         return child
 
     def run(self, name: str, argv: Sequence[str], *, timeout: float = 120.0) -> str:
@@ -119,7 +119,7 @@ class ProcessGroup:
             try:
                 child.process.wait(timeout=remaining)
             except subprocess.TimeoutExpired:
-                log.warning("%s did not stop in time; killing it", child.name)
+                log.warning("demo.killing name=%s reason=%r", child.name, "did not stop in time")
                 _signal_group(child.process, signal.SIGKILL)
                 child.process.wait(timeout=5)
         self.children.clear()

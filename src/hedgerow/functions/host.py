@@ -498,7 +498,9 @@ class FunctionHost:
         it (``SecretUnavailable`` with status 403), and only if this core has it (404)."""
         pool = self._pools.get(caller)
         if pool is None or name not in pool.spec.secrets:
-            log.warning("secret_refused function=%s secret=%s reason=not declared", caller, name)
+            log.warning(
+                "secret_refused function=%s secret=%s reason=%r", caller, name, "not declared"
+            )
             raise SecretUnavailable(
                 name,
                 f"function {caller!r} does not declare secret {name!r}: declare it "

@@ -443,7 +443,9 @@ class FunctionPool:
                 if len(self._outbox) > self.settings.outbox_pause and not self._paused:
                     self._paused = True
                     self.counters.paused += 1
-                    log.info("function_paused function=%s reason=core publish backlog", self.name)
+                    log.info(
+                        "function_paused function=%s reason=%r", self.name, "core publish backlog"
+                    )
                     for w in self._workers:
                         if w.process.link is not None:
                             w.process.link.pause_reading()

@@ -98,7 +98,7 @@ def find_cgroup_base() -> Path | None:
         (base / "cgroup.subtree_control").write_text("+memory")
         return base
     except OSError as exc:
-        log.info("cgroup_memory_unavailable error=%s: using RLIMIT_AS", exc)
+        log.info("cgroup_memory_unavailable error=%r fallback=RLIMIT_AS", str(exc))
         return None
 
 
@@ -515,7 +515,9 @@ class WorkerProcess:
                 async with asyncio.timeout(grace):
                     await self._proc.wait()
             except TimeoutError:
-                log.warning("worker_kill pid=%s reason=no exit %ss after SIGTERM", self.pid, grace)
+                log.warning(
+                    "worker_kill pid=%s reason=%r", self.pid, f"no exit {grace}s after SIGTERM"
+                )
                 self._kill_group(signal.SIGKILL)
                 await self._proc.wait()
         return self._proc.returncode if self._proc.returncode is not None else -9

@@ -134,7 +134,7 @@ class Channel:
             try:
                 messages = decoder.events()
             except IPCProtocolError:
-                log.exception("ipc_protocol_error")
+                log.exception("function.ipc_protocol_error")
                 os._exit(p.EXIT_PROTOCOL)
             batch: list[p.Invoke] = []
             for message in messages:
@@ -276,7 +276,9 @@ class Worker:
             self.channel.send(p.Ready(os.getpid(), looping))
         if looping:
             log.info(
-                "module code still running after %ss: serving when it returns", self.config.settle_s
+                "function.module_code_running after_s=%s then=%r",
+                self.config.settle_s,
+                "serving when it returns",
             )
 
     def load(self) -> None:
@@ -294,7 +296,9 @@ class Worker:
             self._fatal("MemoryError: the module exceeded the memory limit while importing")
             os._exit(p.EXIT_MEMORY)
         except BaseException as exc:  # noqa: B036 - anything the module does must be reported
-            log.error("import_failed handler=%s\n%s", self.config.handler, traceback.format_exc())
+            log.error(
+                "function.import_failed handler=%s\n%s", self.config.handler, traceback.format_exc()
+            )
             self._fatal(f"cannot load handler {self.config.handler}: {self._describe(exc)}")
             os._exit(p.EXIT_IMPORT_FAILED)
         finally:
@@ -318,7 +322,9 @@ class Worker:
         self.channel.send(p.Fatal(message))
 
     def _timed_out(self, ident: int) -> None:
-        log.error("timeout after %ss: the worker is stopped", self.config.timeout_s)
+        log.error(
+            "function.timeout timeout_s=%s then=%r", self.config.timeout_s, "the worker is stopped"
+        )
         message = f"Task timed out after {self.config.timeout_s} seconds"
         self.channel.send(p.Error(ident, p.ErrorKind.TIMEOUT, "Timeout", message))
         os._exit(p.EXIT_TIMEOUT)
@@ -349,7 +355,7 @@ class Worker:
         try:
             event = self._event(invocation.payload)
         except ValueError as exc:
-            log.warning("undecodable event on %s: %s", invocation.topic, exc)
+            log.warning("function.undecodable_event topic=%s error=%r", invocation.topic, str(exc))
             return p.encode(p.Error(invocation.id, p.ErrorKind.DECODE, "ValueError", str(exc)))
         context = self._context(invocation)
         self.watchdog.current = (invocation.id, time.monotonic())
@@ -357,7 +363,7 @@ class Worker:
             value = handler(event, context)
         except MemoryError:
             self.watchdog.current = None
-            log.error("MemoryError: the function exceeded its memory limit")
+            log.error("function.memory_error reason=%r", "the function exceeded its memory limit")
             error = p.Error(
                 invocation.id, p.ErrorKind.MEMORY, "MemoryError", "memory limit exceeded"
             )
@@ -366,7 +372,7 @@ class Worker:
         except Exception as exc:
             self.watchdog.current = None
             tb = traceback.format_exc()
-            log.error("handler_failed topic=%s\n%s", invocation.topic, tb)
+            log.error("function.handler_failed topic=%s\n%s", invocation.topic, tb)
             kind = p.ErrorKind.HANDLED
             return p.encode(p.Error(invocation.id, kind, type(exc).__name__, str(exc), tb))
         self.watchdog.current = None
@@ -517,7 +523,9 @@ def main() -> None:
         worker.serve()
     except SystemExit as exc:  # a handler called sys.exit(): the worker ends (a crash)
         code = exc.code if isinstance(exc.code, int) else 1
-        log.error("sys.exit(%s) in the handler: the worker ends", exc.code)
+        log.error(
+            "function.exit code=%s reason=%r", exc.code, "sys.exit in the handler: the worker ends"
+        )
         logging.shutdown()
         os._exit(code)
 

@@ -117,7 +117,7 @@ class V1Server:
     async def __aenter__(self) -> V1Server:
         await self._work.__aenter__()
         self.port = (await self._http.start(self._host, self._port))[1]
-        log.info("v1_ipc_listening port=%s", self.port)
+        log.info("functions.ipc.listening port=%s", self.port)
         return self
 
     async def __aexit__(
@@ -174,7 +174,7 @@ class V1Server:
             try:
                 await self._backend.v1_publish(caller, subject, body)
             except Exception as exc:  # the core's router failed: tell the SDK, keep serving
-                log.exception("v1_publish_failed function=%s topic=%s", caller, subject)
+                log.exception("functions.ipc.publish_failed function=%s topic=%s", caller, subject)
                 return 500, (), _error_body(f"publish failed: {exc}")
             return 202, reply, b""
         if arns.same_service(arn, arns.SHADOW_ARN):
@@ -222,7 +222,7 @@ class V1Server:
         except InvocationError as exc:
             return _error_body(exc.reason), "Unhandled"
         except Exception as exc:  # the shadow store failed: the caller gets an error, we go on
-            log.exception("v1_shadow_failed subject=%s", subject)
+            log.exception("functions.ipc.shadow_failed subject=%s", subject)
             return _error_body(f"shadow service error: {exc}"), "Unhandled"
         return document, ""
 

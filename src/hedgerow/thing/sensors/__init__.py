@@ -28,7 +28,7 @@ def open_sensor(
     if kind not in SENSOR_KINDS:
         raise ValueError(f"unknown sensor kind {kind!r}; choose one of {', '.join(SENSOR_KINDS)}")
     if kind == "auto":
-        log.info("thing.sensor.simulated reason=no BME680 driver or I2C bus")
+        log.info("thing.sensor.simulated reason=%r", "no BME680 driver or I2C bus")
     return SimulatedBME680(model, seed=seed)
 
 

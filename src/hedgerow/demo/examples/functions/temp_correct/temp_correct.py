@@ -93,13 +93,14 @@ def transform(
 def handler(event: Any, context: Any) -> dict[str, Any] | None:
     """Native Hedgerow handler: publish the corrected reading and return it."""
     if not isinstance(event, dict) or event.get("temperature") is None:
-        context.logger.warning("ignoring a message without temperature")
+        context.logger.warning("temp_correct.ignored reason=%r", "no temperature")
         return None
     cpu = cpu_temperature(event)
     if cpu is None:
         context.logger.warning(
-            "ignoring a reading without cpu_temperature: this machine has no thermal zone"
-            " (set CPU_TEMP_PATH) and Hedgerow's simulator is not importable"
+            "temp_correct.ignored reason=%r",
+            "no cpu_temperature: this machine has no thermal zone (set CPU_TEMP_PATH)"
+            " and Hedgerow's simulator is not importable",
         )
         return None
     result = transform(event, factor_from_env(), *cpu)

@@ -127,7 +127,7 @@ WINDOWS = Windows(float(os.environ.get("WINDOW_S", "0")))
 
 def handler(event: Any, context: Any) -> dict[str, Any] | None:
     if not isinstance(event, dict):
-        context.logger.warning("ignoring a non-JSON vibration message")
+        context.logger.warning("vibration_features.ignored reason=%r", "not JSON")
         return None
     thing = str(event.get("thing") or context.topic.rsplit("/", 1)[-1])
     window = WINDOWS.add(thing, event)
