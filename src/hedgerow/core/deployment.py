@@ -586,7 +586,7 @@ class DeploymentAgent:
                 # never go back on the operator's behalf (the cloud shows the drift)
                 self.failed.add(deployment_id)
                 log.warning(
-                    "core.deployment.older id=%s running=%s: not applied",
+                    "core.deployment.older_not_applied id=%s running=%s",
                     deployment_id,
                     self.current.deployment_id if self.current else None,
                 )

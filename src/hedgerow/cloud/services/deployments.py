@@ -261,11 +261,11 @@ class DeploymentService:
             return
         if heartbeat.deployment and await self._newer_offline(core, heartbeat.deployment, latest):
             log.warning(
-                "deployment.drift core=%s running=%s latest=%s: not redeployed over an "
-                "offline deployment; adopt or replace it",
+                "deployment.drift core=%s running=%s latest=%s action=%r",
                 core,
                 heartbeat.deployment,
                 latest,
+                "not redeployed over an offline deployment: adopt or replace it",
             )
             return
         await self.notifier.publish(

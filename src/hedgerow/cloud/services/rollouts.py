@@ -179,7 +179,7 @@ class RolloutService:
                     break
             else:
                 raise Conflict(f"rollout {rollout_id} keeps changing: try {name} again")
-        log.info("rollout.%s id=%s state=%s", name, rollout_id, rollout.state.value)
+        log.info("rollout.command command=%s id=%s state=%s", name, rollout_id, rollout.state.value)
         return rollout
 
     async def tick(self) -> None:
