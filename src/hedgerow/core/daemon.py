@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from hedgerow import certinfo
 from hedgerow.backoff import BackoffPolicy
 from hedgerow.broker import Broker, BrokerConfig
+from hedgerow.broker.auth import Identity
 from hedgerow.certinfo import CertInfo, CertInfoError
 from hedgerow.connectors import ConnectorConfigError, ConnectorSpec
 from hedgerow.connectors.host import ConnectorHost
@@ -46,6 +47,7 @@ from hedgerow.contract.deployment import DeploymentNotification, DeploymentStatu
 from hedgerow.contract.errors import ContractError
 from hedgerow.contract.topics import CoreLeaf, core_topic
 from hedgerow.lifecycle import BROKEN_STATES, HEALTHY_STATES, Health, health_of, parse_state
+from hedgerow.mqtt.packets import Publish
 from hedgerow.mqtt.topics import matches
 from hedgerow.tlscontext import client_context
 
@@ -68,7 +70,7 @@ from .router import Router, SpoolWriter
 from .routing_table import CLOUD, SHADOW, RoutingTable
 from .secrets import CoreSecrets
 from .spool import IntakeLog, MemorySpool, Spool, SqliteSpool
-from .status import HeartbeatPacer, MetricsServer, Snapshot, heartbeat
+from .status import DeviceActivity, HeartbeatPacer, MetricsServer, Snapshot, heartbeat
 
 if TYPE_CHECKING:  # the stream manager is imported only when [streams] is enabled
     from hedgerow.streams.service import StreamService
@@ -238,6 +240,8 @@ class CoreDaemon:
         #: periodic heartbeats, and one soon after each change (at most one a second)
         self._pacer = HeartbeatPacer(config.status.heartbeat_interval)
         self._heartbeat_wake = asyncio.Event()
+        #: each device's last connect, publish or disconnect (for the heartbeat)
+        self.activity = DeviceActivity()
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -359,7 +363,7 @@ class CoreDaemon:
             revoked=self._load_revocations(),
             members=self._load_members(),
             group=self.config.group,
-            on_admitted=lambda thing: self.state_changed("devices"),
+            on_admitted=self._device_connected,
         )
         limits = self.config.broker
         async with Broker(
@@ -378,7 +382,15 @@ class CoreDaemon:
             persist=self.config.data_dir / "broker",
         ) as broker:
             self.broker = broker
-            yield
+            removers = (
+                broker.add_disconnect_listener(self._device_disconnected),
+                broker.add_interceptor(self._device_published),
+            )
+            try:
+                yield
+            finally:
+                for remove in removers:
+                    remove()
 
     @contextlib.asynccontextmanager
     async def _open_functions(self) -> AsyncIterator[None]:
@@ -799,6 +811,19 @@ class CoreDaemon:
     def _function_publish(self, function: str, topic: str, payload: bytes) -> None:
         self.router.dispatch("function:" + function, topic, payload, 1)
 
+    def _device_connected(self, thing: str) -> None:
+        self.activity.seen(thing, time.time())
+        self.state_changed("devices")
+
+    def _device_disconnected(self, identity: Identity) -> None:
+        if identity.kind == "thing":
+            self.activity.seen(identity.name, time.time())
+            self.state_changed("devices")
+
+    def _device_published(self, identity: Identity, publish: Publish) -> None:
+        if identity.kind == "thing" and self.activity.published(identity.name, time.time()):
+            self.state_changed("activity")
+
     def _connector_publish(self, connector: str, topic: str, payload: bytes) -> None:
         self.router.dispatch("connector:" + connector, topic, payload, 1)
 
@@ -847,6 +872,9 @@ class CoreDaemon:
             connectors=self.connectors.report(),
             components={name: state.value for name, state in self.components.states().items()},
             streams=self.streams.progress() if self.streams is not None else {},
+            things=self.activity.report(
+                {identity.name for _, identity in self.broker.clients() if identity.kind == "thing"}
+            ),
         )
 
     def _function_errors(self) -> dict[str, Mapping[str, Any]]:
