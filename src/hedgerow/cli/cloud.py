@@ -31,6 +31,7 @@ from urllib.parse import quote
 import httpx
 
 from hedgerow.cli import CLIError
+from hedgerow.cli.output import add_json_flag, done, print_json, show
 
 DEFAULT_DATA = "hedgerow-cloud"
 SERVE_STATE = "serve.json"
@@ -158,65 +159,6 @@ def _url_from_data(data: Path) -> str:
         connect = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         return f"{'http' if loopback else 'https'}://{connect}:{port}"
     return "http://127.0.0.1:8080"
-
-
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2))
-
-
-def _print_fields(value: Any, indent: int = 0) -> None:
-    """A JSON value for people: ``key: value`` lines, nested objects indented."""
-    pad = "  " * indent
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(item, dict) and item or isinstance(item, list) and _nested(item):
-                print(f"{pad}{key}:")
-                _print_fields(item, indent + 1)
-            else:
-                print(f"{pad}{key}: {_scalar(item)}")
-    elif isinstance(value, list):
-        for item in value:
-            if isinstance(item, dict | list):
-                print(f"{pad}-")
-                _print_fields(item, indent + 1)
-            else:
-                print(f"{pad}- {_scalar(item)}")
-    else:
-        print(f"{pad}{_scalar(value)}")
-
-
-def _nested(items: list[Any]) -> bool:
-    return any(isinstance(i, dict | list) for i in items)
-
-
-def _scalar(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, list):
-        return ", ".join(_scalar(v) for v in value) or "(none)"
-    if isinstance(value, dict):
-        return "(none)"
-    text = str(value)
-    return text if "\n" not in text else text.splitlines()[0] + " …"
-
-
-def _done(args: argparse.Namespace, result: Any, text: str) -> int:
-    """What a command did: a sentence, or the API's answer with ``--json``."""
-    if args.json:
-        _print_json(result)
-    else:
-        print(text)
-    return 0
-
-
-def _show(args: argparse.Namespace, value: Any) -> None:
-    """Human output by default, the API's JSON with ``--json``."""
-    if args.json:
-        _print_json(value)
-    else:
-        _print_fields(value)
 
 
 def _table(rows: list[list[str]], header: list[str]) -> None:
@@ -396,7 +338,7 @@ def cmd_rotate_kek(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     with Api(args) as api:
-        _show(args, api.get("/api/v1/status"))
+        show(args, api.get("/api/v1/status"))
     return 0
 
 
@@ -408,14 +350,14 @@ def cmd_group_create(args: argparse.Namespace) -> int:
         body["settings"] = {"open_broker": True}
     with Api(args) as api:
         group = api.post("/api/v1/groups", body)
-    return _done(args, group, f"group {group['name']} created")
+    return done(args, group, f"group {group['name']} created")
 
 
 def cmd_group_list(args: argparse.Namespace) -> int:
     with Api(args) as api:
         result = api.get("/api/v1/groups")
     if args.json:
-        _print_json(result["items"])
+        print_json(result["items"])
     else:
         _table(
             [[g["name"], g["core"] or "-", g["description"]] for g in result["items"]],
@@ -426,14 +368,14 @@ def cmd_group_list(args: argparse.Namespace) -> int:
 
 def cmd_group_show(args: argparse.Namespace) -> int:
     with Api(args) as api:
-        _show(args, api.get(f"/api/v1/groups/{args.name}"))
+        show(args, api.get(f"/api/v1/groups/{args.name}"))
     return 0
 
 
 def cmd_group_delete(args: argparse.Namespace) -> int:
     with Api(args) as api:
         api.request("DELETE", f"/api/v1/groups/{args.name}")
-    return _done(args, {"deleted": args.name}, f"group {args.name} deleted")
+    return done(args, {"deleted": args.name}, f"group {args.name} deleted")
 
 
 def cmd_group_update(args: argparse.Namespace) -> int:
@@ -450,13 +392,13 @@ def cmd_group_update(args: argparse.Namespace) -> int:
         )
     with Api(args) as api:
         group = api.request("PATCH", f"/api/v1/groups/{args.name}", json=body)
-    return _done(args, group, f"group {group['name']} updated")
+    return done(args, group, f"group {group['name']} updated")
 
 
 def cmd_group_rotate_ca(args: argparse.Namespace) -> int:
     with Api(args) as api:
         cas = api.post(f"/api/v1/groups/{args.name}/cas/rotate")["items"]
-    return _done(
+    return done(
         args,
         cas,
         f"group {args.name}: CA generation {cas[0]['generation']} is current ({len(cas)} listed)",
@@ -471,7 +413,7 @@ def cmd_core_create(args: argparse.Namespace) -> int:
     path = out / result["bundle_name"]
     _write_private(path, base64.b64decode(result["bundle"]))
     if args.json:
-        _print_json({**result["core"], "bundle": str(path)})
+        print_json({**result["core"], "bundle": str(path)})
         return 0
     print(f"core {args.name} created in group {args.group}")
     print(f"provisioning bundle: {path}")
@@ -494,7 +436,7 @@ def cmd_core_list(args: argparse.Namespace) -> int:
     with Api(args) as api:
         result = api.get("/api/v1/cores")
     if args.json:
-        _print_json(result["items"])
+        print_json(result["items"])
         return 0
     _table(
         [
@@ -515,7 +457,7 @@ def cmd_core_show(args: argparse.Namespace) -> int:
     with Api(args) as api:
         core = api.get(f"/api/v1/cores/{args.name}")
     if args.json:
-        _print_json(core)
+        print_json(core)
         return 0
     for line in core_summary(core):
         print(line)
@@ -558,7 +500,7 @@ def core_summary(core: dict[str, Any]) -> list[str]:
 def cmd_core_delete(args: argparse.Namespace) -> int:
     with Api(args) as api:
         api.request("DELETE", f"/api/v1/cores/{args.name}")
-    return _done(
+    return done(
         args, {"deleted": args.name}, f"core {args.name} deleted (its certificates are revoked)"
     )
 
@@ -581,7 +523,7 @@ def cmd_thing_create(args: argparse.Namespace) -> int:
     if result.get("private_key"):
         _write_private(out / f"{args.name}.key", result["private_key"].encode())
         written.append(f"{args.name}.key")
-    return _done(
+    return done(
         args,
         {"name": args.name, "groups": args.group or [], "files": [str(out / w) for w in written]},
         f"thing {args.name} created; wrote {', '.join(written)} to {out}",
@@ -595,7 +537,7 @@ def cmd_thing_list(args: argparse.Namespace) -> int:
     with Api(args) as api:
         result = api.get("/api/v1/things", params=params)
     if args.json:
-        _print_json(result["items"])
+        print_json(result["items"])
     else:
         _table(
             [[t["name"], ",".join(t["groups"]) or "-"] for t in result["items"]],
@@ -610,7 +552,7 @@ def cmd_thing_show(args: argparse.Namespace) -> int:
         thing["certificates"] = api.get("/api/v1/certificates", params={"owner": args.name})[
             "items"
         ]
-    _show(args, thing)
+    show(args, thing)
     return 0
 
 
@@ -624,21 +566,19 @@ def cmd_thing_revoke(args: argparse.Namespace) -> int:
                     f" {', '.join(groups) or 'none'}); nothing revoked"
                 )
         revoked = api.post(f"/api/v1/things/{args.name}/revoke")["revoked"]
-    return _done(
-        args, {"revoked": revoked}, f"revoked {len(revoked)} certificate(s) of {args.name}"
-    )
+    return done(args, {"revoked": revoked}, f"revoked {len(revoked)} certificate(s) of {args.name}")
 
 
 def cmd_thing_delete(args: argparse.Namespace) -> int:
     with Api(args) as api:
         api.request("DELETE", f"/api/v1/things/{args.name}")
-    return _done(args, {"deleted": args.name}, f"thing {args.name} deleted")
+    return done(args, {"deleted": args.name}, f"thing {args.name} deleted")
 
 
 def cmd_thing_detach(args: argparse.Namespace) -> int:
     with Api(args) as api:
         api.request("DELETE", f"/api/v1/groups/{args.group}/things/{args.name}")
-    return _done(
+    return done(
         args,
         {"thing": args.name, "group": args.group},
         f"thing {args.name} removed from group {args.group} (its core cuts it off within seconds)",
@@ -648,7 +588,7 @@ def cmd_thing_detach(args: argparse.Namespace) -> int:
 def cmd_thing_attach(args: argparse.Namespace) -> int:
     with Api(args) as api:
         thing = api.post(f"/api/v1/groups/{args.group}/things", {"thing": args.name})
-    return _done(
+    return done(
         args,
         thing,
         f"thing {args.name} attached to group {args.group} (its core admits it within seconds)",
@@ -747,7 +687,7 @@ def cmd_function_create(args: argparse.Namespace) -> int:
     with Api(args) as api:
         body["artifact"] = _upload(api, args.code)
         fn = api.post(f"/api/v1/groups/{args.group}/functions", body)
-    return _done(
+    return done(
         args,
         fn,
         f"function {fn['name']} version {fn['version']} created in group {args.group}"
@@ -761,14 +701,14 @@ def cmd_function_update(args: argparse.Namespace) -> int:
         if args.code:
             body["artifact"] = _upload(api, args.code)
         fn = api.request("PATCH", f"/api/v1/groups/{args.group}/functions/{args.name}", json=body)
-    return _done(args, fn, f"function {fn['name']} is now version {fn['version']}")
+    return done(args, fn, f"function {fn['name']} is now version {fn['version']}")
 
 
 def cmd_function_list(args: argparse.Namespace) -> int:
     with Api(args) as api:
         result = api.get(f"/api/v1/groups/{args.group}/functions")
     if args.json:
-        _print_json(result["items"])
+        print_json(result["items"])
     else:
         _table(
             [
@@ -848,7 +788,7 @@ def cmd_secret_list(args: argparse.Namespace) -> int:
     with Api(args) as api:
         names = [item["name"] for item in api.get(_secret_path(args))["items"]]
     if args.json:
-        _print_json(names)
+        print_json(names)
     else:
         for name in names:
             print(name)
@@ -876,7 +816,7 @@ def cmd_secret_delete(args: argparse.Namespace) -> int:
 def cmd_function_delete(args: argparse.Namespace) -> int:
     with Api(args) as api:
         api.request("DELETE", f"/api/v1/groups/{args.group}/functions/{args.name}")
-    return _done(args, {"deleted": args.name}, f"function {args.name} deleted")
+    return done(args, {"deleted": args.name}, f"function {args.name} deleted")
 
 
 def _connector_config(path: str) -> dict[str, Any]:
@@ -909,7 +849,7 @@ def cmd_connector_list(args: argparse.Namespace) -> int:
     with Api(args) as api:
         result = api.get(f"/api/v1/groups/{args.group}/connectors")
     if args.json:
-        _print_json(result["items"])
+        print_json(result["items"])
     else:
         _table(
             [
@@ -941,7 +881,7 @@ def cmd_subscription_add(args: argparse.Namespace) -> int:
             f"/api/v1/groups/{args.group}/subscriptions",
             {"source": args.source, "topic": args.topic, "target": args.target},
         )
-    return _done(
+    return done(
         args, sub, f"subscription {sub['id']}: {sub['source']} {sub['topic']} -> {sub['target']}"
     )
 
@@ -950,7 +890,7 @@ def cmd_subscription_list(args: argparse.Namespace) -> int:
     with Api(args) as api:
         result = api.get(f"/api/v1/groups/{args.group}/subscriptions")
     if args.json:
-        _print_json(result["items"])
+        print_json(result["items"])
     else:
         _table(
             [[str(s["id"]), s["source"], s["topic"], s["target"]] for s in result["items"]],
@@ -962,7 +902,7 @@ def cmd_subscription_list(args: argparse.Namespace) -> int:
 def cmd_subscription_remove(args: argparse.Namespace) -> int:
     with Api(args) as api:
         api.request("DELETE", f"/api/v1/groups/{args.group}/subscriptions/{args.id}")
-    return _done(args, {"removed": args.id}, f"subscription {args.id} removed")
+    return done(args, {"removed": args.id}, f"subscription {args.id} removed")
 
 
 # ---- deployments -----------------------------------------------------------------------------
@@ -980,7 +920,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         plan = api.post(f"/api/v1/groups/{args.group}/deployments/plan", body)
         if args.dry_run:
             if args.json:
-                _print_json(plan)
+                print_json(plan)
             else:
                 _print_plan(args.group, plan)
             return 0
@@ -999,7 +939,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             f" {deployment['core']}: {deployment['status']}"
         )
         if not args.wait:
-            return _done(args, deployment, line)
+            return done(args, deployment, line)
         print(line, flush=True)
         return _wait(api, deployment_id, args.timeout)
 
@@ -1041,7 +981,7 @@ def _wait(api: Api, deployment_id: str, timeout: float) -> int:
 def cmd_deployments(args: argparse.Namespace) -> int:
     with Api(args) as api:
         if args.id:
-            _show(args, api.get(f"/api/v1/deployments/{args.id}"))
+            show(args, api.get(f"/api/v1/deployments/{args.id}"))
             return 0
         if not args.group:
             raise CLIError("give --group G (history of a group) or a deployment id")
@@ -1049,7 +989,7 @@ def cmd_deployments(args: argparse.Namespace) -> int:
             f"/api/v1/groups/{args.group}/deployments", params={"limit": str(args.limit)}
         )
     if args.json:
-        _print_json(result["items"])
+        print_json(result["items"])
     else:
         _table(
             [
@@ -1077,7 +1017,7 @@ def cmd_fleet_apply(args: argparse.Namespace) -> int:
     with Api(args) as api:
         result = api.post("/api/v1/fleet/apply", body)
     if args.json:
-        _print_json(result)
+        print_json(result)
         return 0
     print(
         f"applied {result['functions']} function(s) and {result['subscriptions']} subscription(s) to {len(result['groups'])} group(s)"
@@ -1167,7 +1107,7 @@ def cmd_messages(args: argparse.Namespace) -> int:
                     break
                 after = page[-1]["id"]
     if args.json:
-        _print_json(messages)
+        print_json(messages)
         return 0
     for message in messages:
         print(_message_line(message))
@@ -1189,7 +1129,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
             "/api/v1/messages/publish",
             {"topic": args.topic, "payload": args.payload, "retain": args.retain},
         )
-    return _done(args, result, f"published {result['bytes']} bytes to {result['topic']}")
+    return done(args, result, f"published {result['bytes']} bytes to {result['topic']}")
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -1221,7 +1161,7 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
         "--token", help="API token; env HEDGEROW_CLOUD_TOKEN (default: DATA/admin-token)"
     )
     parser.add_argument("--ca", help="CA file to verify an https API; env HEDGEROW_CLOUD_CA")
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    add_json_flag(parser)
 
 
 def _listen_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
