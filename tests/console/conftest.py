@@ -149,6 +149,37 @@ class RunningCloud:
         key.write_bytes(files[bundle.CORE_KEY])
         return cert, key
 
+    def publish_as_core(
+        self, cert: Path, key: Path, client_id: str, messages: list[tuple[str, bytes]]
+    ) -> None:
+        """Publish at the cloud's MQTT endpoint with a core's identity, QoS 1, in order
+        (from a thread: Playwright's sync API holds this thread's event loop)."""
+        import asyncio
+        import threading
+
+        from hedgerow import pki
+        from hedgerow.client import Client
+
+        failed: list[BaseException] = []
+
+        async def publish() -> None:
+            ctx = pki.client_context(str(self.root_ca), str(cert), str(key))
+            async with Client("127.0.0.1", self.mqtt_port, ssl=ctx, client_id=client_id) as c:
+                for topic, payload in messages:
+                    await c.publish(topic, payload, qos=1)
+
+        def run() -> None:
+            try:
+                asyncio.run(publish())
+            except BaseException as exc:  # reported to the test
+                failed.append(exc)
+
+        thread = threading.Thread(target=run, name=f"publish-as-{client_id}")
+        thread.start()
+        thread.join(timeout=WAIT_S)
+        assert not thread.is_alive(), "publishing at the cloud did not finish"
+        assert not failed, failed
+
     def thing_files(self, name: str, group: str, directory: Path) -> tuple[Path, Path]:
         """Create a thing in ``group``; its certificate and key as ``<name>.cert.pem``/``.key``."""
         created = self.ok("POST", "/api/v1/things", json={"name": name, "groups": [group]})
