@@ -162,22 +162,24 @@ def _meter(port: int, *, interval_s: float, publish: str) -> dict[str, Any]:
 
 
 async def end_to_end(seconds: float, rounds: int) -> dict[str, Any]:
-    import base64
     import random
     import statistics
     import tempfile
-    import tomllib
     from pathlib import Path
 
     import httpx
-    import tomli_w
     from pymodbus.client import AsyncModbusTcpClient
 
-    from core import cpu_seconds, start_core, stop_core  # bench/core.py: the core as a process
+    from core import (  # bench/core.py: the core as a process
+        api_caller,
+        cpu_seconds,
+        provision_core,
+        start_core,
+        stop_core,
+    )
     from hedgerow.cloud.config import Listen
     from hedgerow.cloud.datadir import init_data_dir
     from hedgerow.cloud.server import CloudServer
-    from hedgerow.core.bundle_unpack import unpack_bundle
 
     tmp = Path(tempfile.mkdtemp(prefix="hedgerow-bench-connectors-"))
     modbus_port = free_port()
@@ -215,12 +217,7 @@ async def end_to_end(seconds: float, rounds: int) -> dict[str, Any]:
             async with httpx.AsyncClient(
                 base_url=server.api_url, headers=headers, timeout=30
             ) as api:
-
-                async def call(method: str, path: str, **kw: Any) -> Any:
-                    response = await api.request(method, path, **kw)
-                    if response.status_code >= 300:
-                        raise RuntimeError(f"{method} {path}: {response.text}")
-                    return response.json()
+                call = api_caller(api)
 
                 async def deploy() -> None:
                     made = await call("POST", "/api/v1/groups/bench/deployments", json={})
@@ -232,20 +229,7 @@ async def end_to_end(seconds: float, rounds: int) -> dict[str, Any]:
                     if status != "Success":
                         raise RuntimeError(f"deployment {status}")
 
-                await call("POST", "/api/v1/groups", json={"name": "bench"})
-                created = await call(
-                    "POST", "/api/v1/cores", json={"name": "bench-core", "group": "bench"}
-                )
-                (tmp / "core.tar.gz").write_bytes(base64.b64decode(created["bundle"]))
-                config_path = unpack_bundle(tmp / "core.tar.gz", tmp / "core")
-                settings = tomllib.loads(config_path.read_text())
-                settings["local"] = {
-                    "host": "127.0.0.1",
-                    "port": free_port(),
-                    "hosts": ["127.0.0.1"],
-                }
-                settings["status"] = {"metrics_port": 0}
-                config_path.write_text(tomli_w.dumps(settings))
+                config_path, _ = await provision_core(call, tmp / "core")
                 await call("POST", "/api/v1/groups/bench/connectors", json={
                     "kind": "modbus-tcp", "name": "meter",
                     "config": _meter(modbus_port, interval_s=0.005, publish="every")})  # fmt: skip
