@@ -11,8 +11,8 @@ import asyncio
 import datetime as dt
 import email.utils
 import enum
-import json
 import grp
+import json
 import os
 import pwd
 import resource
