@@ -13,12 +13,24 @@ where the core's router takes over (its cost per message is in bench/core.py).
   ungrouped (``max_registers = 1``: one request per tag, what a naive poller does).
 - OPC UA: 20 variables the server changes every 5 ms, one subscription (publishing interval
   20 ms, sampling 0): value changes delivered per second.
+
+End to end (``--end-to-end``, or ``--only-end-to-end``): a real cloud (``CloudServer``, in
+this process), a real core (``hedgerow core run``, its own process, pinned to CPU 0) and the
+connector deployed from the cloud (``POST /api/v1/groups/G/connectors``, a subscription
+``connector:meter`` → ``cloud``, a deployment):
+
+- throughput: the 100 tags published every poll (interval 5 ms): values stored in the
+  cloud's telemetry store per second (its ingest counter), and the core's CPU per value
+  (``/proc/PID/stat``: polling, routing, spool, the link to the cloud, all of it);
+- latency: change-only publishing, one register written by this process at a random time
+  → the value stored in the cloud (the ingest's write that holds it completed): p50/max.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import socket
@@ -82,7 +94,7 @@ async def serve_opcua(port: int) -> None:
 
 def start_server(kind: str, port: int) -> subprocess.Popen[str]:
     process = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--port", str(port)],
-                               stdout=subprocess.PIPE, text=True)  # fmt: skip
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
     assert process.stdout is not None
     line = process.stdout.readline()
     if line.strip() != "ready":
@@ -140,6 +152,136 @@ async def opcua(port: int, seconds: float) -> tuple[float, float]:
     return await measure(OpcUaConnector(config, count), count, seconds)  # type: ignore[arg-type]
 
 
+# -- end to end: register changed -> stored in the cloud ------------------------------------
+
+
+def _meter(port: int, *, interval_s: float, publish: str) -> dict[str, Any]:
+    return {"host": "127.0.0.1", "port": port, "interval_s": interval_s,
+            "tags": [{"name": f"r{i}", "table": "holding_register", "address": i,
+                      "publish": publish} for i in range(TAGS)]}  # fmt: skip
+
+
+async def end_to_end(seconds: float, rounds: int) -> dict[str, Any]:
+    import random
+    import statistics
+    import tempfile
+    from pathlib import Path
+
+    import httpx
+    from pymodbus.client import AsyncModbusTcpClient
+
+    from core import (  # bench/core.py: the core as a process
+        api_caller,
+        cpu_seconds,
+        provision_core,
+        start_core,
+        stop_core,
+    )
+    from hedgerow.cloud.config import Listen
+    from hedgerow.cloud.datadir import init_data_dir
+    from hedgerow.cloud.server import CloudServer
+
+    tmp = Path(tempfile.mkdtemp(prefix="hedgerow-bench-connectors-"))
+    modbus_port = free_port()
+    modbus_server = start_server("modbus", modbus_port)
+    config, _ = await asyncio.to_thread(
+        init_data_dir, tmp / "cloud", database="",
+        api=Listen("127.0.0.1", 0), device=Listen("127.0.0.1", 0), mqtt=Listen("127.0.0.1", 0),
+    )  # fmt: skip
+    try:
+        async with CloudServer(config) as server:
+            assert server.broker is not None
+            ingest = server.ingest
+            #: (register value written, ingest's received count when it arrived, stored at)
+            waiting: dict[int, list[float]] = {}
+
+            def arrival(identity: Any, publish: Any) -> None:
+                if publish.topic == "connectors/meter/data/r0":
+                    value = int(json.loads(publish.payload)["value"])
+                    if value in waiting and len(waiting[value]) == 1:
+                        waiting[value].append(ingest.stats.received)
+
+            server.broker.add_interceptor(arrival)
+            written = ingest.on_written
+
+            def stored() -> None:
+                if written is not None:
+                    written()
+                now = time.perf_counter()
+                for entry in waiting.values():
+                    if len(entry) == 2 and ingest.stats.stored >= entry[1]:
+                        entry.append(now)
+
+            ingest.on_written = stored
+            headers = {"authorization": f"Bearer {server.admin_token}"}
+            async with httpx.AsyncClient(
+                base_url=server.api_url, headers=headers, timeout=30
+            ) as api:
+                call = api_caller(api)
+
+                async def deploy() -> None:
+                    made = await call("POST", "/api/v1/groups/bench/deployments", json={})
+                    path = f"/api/v1/deployments/{made['deployment_id']}"
+                    async with asyncio.timeout(60):
+                        while (status := (await call("GET", path))["status"]) not in (
+                            "Success", "Failure", "RolledBack"):  # fmt: skip
+                            await asyncio.sleep(0.1)
+                    if status != "Success":
+                        raise RuntimeError(f"deployment {status}")
+
+                config_path, _ = await provision_core(call, tmp / "core")
+                await call("POST", "/api/v1/groups/bench/connectors", json={
+                    "kind": "modbus-tcp", "name": "meter",
+                    "config": _meter(modbus_port, interval_s=0.005, publish="every")})  # fmt: skip
+                await call("POST", "/api/v1/groups/bench/subscriptions", json={
+                    "source": "connector:meter", "topic": "connectors/meter/data/#",
+                    "target": "cloud"})  # fmt: skip
+                core = await start_core(config_path, tmp / "core.log")
+                try:
+                    await deploy()
+                    async with asyncio.timeout(60):
+                        while ingest.stats.stored < 10 * TAGS:
+                            await asyncio.sleep(0.1)
+                    values0, cpu0, wall0 = (
+                        ingest.stats.stored,
+                        cpu_seconds(core.pid),
+                        time.perf_counter(),
+                    )
+                    await asyncio.sleep(seconds)
+                    values = ingest.stats.stored - values0
+                    cpu = cpu_seconds(core.pid) - cpu0
+                    wall = time.perf_counter() - wall0
+
+                    await call("PUT", "/api/v1/groups/bench/connectors/meter", json={
+                        "config": _meter(modbus_port, interval_s=0.01, publish="change")})  # fmt: skip
+                    await deploy()
+                    writer = AsyncModbusTcpClient("127.0.0.1", port=modbus_port)
+                    await writer.connect()
+                    try:
+                        for value in range(1000, 1000 + rounds):
+                            await asyncio.sleep(random.uniform(0.05, 0.15))  # off the poll's beat
+                            waiting[value] = [time.perf_counter()]
+                            await writer.write_register(0, value, device_id=1)
+                            async with asyncio.timeout(30):
+                                while len(waiting[value]) < 3:
+                                    await asyncio.sleep(0.001)
+                    finally:
+                        writer.close()
+                finally:
+                    await stop_core(core)
+    finally:
+        modbus_server.kill()
+        modbus_server.wait()
+    latencies = [entry[2] - entry[0] for entry in waiting.values()]
+    return {
+        "values_per_s": values / wall,
+        "core_cpu_us_per_value": cpu / values * 1e6 if values else float("nan"),
+        "latency_p50_ms": statistics.median(latencies) * 1000,
+        "latency_max_ms": max(latencies) * 1000,
+        "rounds": len(latencies),
+    }
+
+
 async def main(seconds: float) -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.2f}")  # fmt: skip
@@ -170,14 +312,37 @@ async def main(seconds: float) -> None:
         print("| " + " | ".join(row) + " |")
 
 
+async def main_end_to_end(seconds: float, rounds: int) -> None:
+    print(f"end to end, load average {os.getloadavg()[0]:.2f}", flush=True)
+    e2e = await end_to_end(seconds, rounds)
+    print(
+        "| Modbus TCP → core → cloud telemetry store | values/s | core CPU per value (µs) | change → stored p50 / max |"
+    )
+    print("|---|---|---|---|")
+    print(f"| 100 tags every 5 ms (throughput); change-only, {e2e['rounds']} writes (latency) "
+          f"| {e2e['values_per_s']:,.0f} | {e2e['core_cpu_us_per_value']:.1f} "
+          f"| {e2e['latency_p50_ms']:.1f} ms / {e2e['latency_max_ms']:.1f} ms |")  # fmt: skip
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--quick", action="store_true", help="1 s per measurement")
+    parser.add_argument(
+        "--end-to-end",
+        action="store_true",
+        help="also register changed -> stored in a real cloud through a real core",
+    )
+    parser.add_argument("--only-end-to-end", action="store_true", help="just that")
+    parser.add_argument("--rounds", type=int, default=20, help="latency samples end to end")
     parser.add_argument("--serve", choices=["modbus", "opcua"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         asyncio.run(serve_modbus(args.port) if args.serve == "modbus" else serve_opcua(args.port))
     else:
-        asyncio.run(main(1.0 if args.quick else args.seconds))
+        seconds = 1.0 if args.quick else args.seconds
+        if not args.only_end_to_end:
+            asyncio.run(main(seconds))
+        if args.end_to_end or args.only_end_to_end:
+            asyncio.run(main_end_to_end(seconds, 5 if args.quick else args.rounds))

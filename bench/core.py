@@ -495,16 +495,12 @@ async def bench(quick: bool) -> dict[str, Any]:
 async def real_cloud_deploy_latency(tmp: Path, quick: bool) -> dict[str, Any]:
     """``POST /api/v1/groups/g/deployments`` on the real cloud -> a new function's output
     published by the core reaches the cloud's MQTT endpoint."""
-    import base64
-    import tomllib
 
     import httpx
-    import tomli_w
 
     from hedgerow.cloud.config import Listen
     from hedgerow.cloud.datadir import init_data_dir
     from hedgerow.cloud.server import CloudServer
-    from hedgerow.core.bundle_unpack import unpack_bundle
 
     config, _ = await asyncio.to_thread(
         init_data_dir, tmp / "real-cloud", database="",
@@ -521,24 +517,8 @@ async def real_cloud_deploy_latency(tmp: Path, quick: bool) -> dict[str, Any]:
         server.broker.add_interceptor(note_arrival)
         headers = {"authorization": f"Bearer {server.admin_token}"}
         async with httpx.AsyncClient(base_url=server.api_url, headers=headers, timeout=30) as api:
-
-            async def call(method: str, path: str, **kw: Any) -> Any:
-                response = await api.request(method, path, **kw)
-                if response.status_code >= 300:
-                    raise RuntimeError(f"{method} {path}: {response.text}")
-                return response.json()
-
-            await call("POST", "/api/v1/groups", json={"name": "bench"})
-            created = await call(
-                "POST", "/api/v1/cores", json={"name": "bench-core", "group": "bench"}
-            )
-            (tmp / "bench-core.tar.gz").write_bytes(base64.b64decode(created["bundle"]))
-            config_path = unpack_bundle(tmp / "bench-core.tar.gz", tmp / "real-core")
-            settings = tomllib.loads(config_path.read_text())
-            local_port = free_port()
-            settings["local"] = {"host": "127.0.0.1", "port": local_port, "hosts": ["127.0.0.1"]}
-            settings["status"] = {"metrics_port": 0}
-            config_path.write_text(tomli_w.dumps(settings))
+            call = api_caller(api)
+            config_path, local_port = await provision_core(call, tmp / "real-core")
             thing = await call(
                 "POST", "/api/v1/things", json={"name": "probe", "groups": ["bench"]}
             )
@@ -603,6 +583,42 @@ async def real_cloud_deploy_latency(tmp: Path, quick: bool) -> dict[str, Any]:
         "rounds": len(latencies),
         "what": "real cloud: POST deployments (what `hedgerow cloud deploy` calls) -> new function's output at the cloud",
     }
+
+
+def api_caller(api: Any) -> Any:
+    """``await call(method, path, **kw)`` → the JSON answer of the cloud's REST API (raises
+    on a status of 300 or more)."""
+
+    async def call(method: str, path: str, **kw: Any) -> Any:
+        response = await api.request(method, path, **kw)
+        if response.status_code >= 300:
+            raise RuntimeError(f"{method} {path}: {response.text}")
+        return response.json()
+
+    return call
+
+
+async def provision_core(call: Any, directory: Path) -> tuple[Path, int]:
+    """Group ``bench`` and core ``bench-core`` in the cloud, the core's bundle unpacked into
+    ``directory`` with its device port on loopback and no metrics listener: (config, port)."""
+    import base64
+    import tomllib
+
+    import tomli_w
+
+    from hedgerow.core.bundle_unpack import unpack_bundle
+
+    await call("POST", "/api/v1/groups", json={"name": "bench"})
+    created = await call("POST", "/api/v1/cores", json={"name": "bench-core", "group": "bench"})
+    bundle = directory.with_name(directory.name + ".tar.gz")
+    bundle.write_bytes(base64.b64decode(created["bundle"]))
+    config_path = unpack_bundle(bundle, directory)
+    settings = tomllib.loads(config_path.read_text())
+    local_port = free_port()
+    settings["local"] = {"host": "127.0.0.1", "port": local_port, "hosts": ["127.0.0.1"]}
+    settings["status"] = {"metrics_port": 0}
+    config_path.write_text(tomli_w.dumps(settings))
+    return config_path, local_port
 
 
 def main() -> None:

@@ -108,3 +108,33 @@ def test_the_broker_does_not_load_cryptography() -> None:
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+async def test_cli_broker_json_lines_name_the_bound_port() -> None:
+    """``--json``: the listeners (port 0 resolved) and the shutdown as JSON Lines."""
+    import json
+
+    from hedgerow.client import Client
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hedgerow", "broker", "--host", "127.0.0.1", "--port", "0",
+        "--ws-port", "0", "--json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        mqtt = json.loads(await asyncio.wait_for(proc.stdout.readline(), WAIT))
+        ws = json.loads(await asyncio.wait_for(proc.stdout.readline(), WAIT))
+        assert mqtt["event"] == ws["event"] == "listening"
+        assert (mqtt["scheme"], mqtt["host"]) == ("mqtt", "127.0.0.1") and mqtt["port"] > 0
+        assert ws["url"] == f"ws://127.0.0.1:{ws['port']}/mqtt"
+        async with Client("127.0.0.1", mqtt["port"], client_id="json-cli") as client:
+            await client.publish("cli/json", b"ok", qos=1)  # the port it named is the broker
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), WAIT) == 0
+        rest = (await proc.stdout.read()).decode().splitlines()
+        assert [json.loads(line) for line in rest] == [{"event": "stopping"}]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

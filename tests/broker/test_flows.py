@@ -148,6 +148,28 @@ async def test_will_on_abrupt_close_not_on_disconnect(running: Running) -> None:
     assert await sub.recv() == PingResp()
 
 
+async def test_disconnect_listeners_hear_every_end_of_a_connected_client(
+    running: Running,
+) -> None:
+    gone: list[str] = []
+    remove = running.broker.add_disconnect_listener(lambda identity: gone.append(identity.name))
+    polite = await RawClient.connected(running.port, "polite")
+    await polite.close()
+    await eventually(lambda: gone == ["polite"])
+    abrupt = await RawClient.connected(running.port, "abrupt")
+    abrupt.writer.transport.abort()
+    await eventually(lambda: gone == ["polite", "abrupt"])
+    first = await RawClient.connected(running.port, "twice")
+    await RawClient.connected(running.port, "twice")  # takes the session over
+    assert await first.closed() is not None
+    await eventually(lambda: gone == ["polite", "abrupt", "twice"])
+    remove()
+    kicked = await RawClient.connected(running.port, "kicked")
+    assert running.broker.disconnect_where(lambda i: i.name == "kicked", "test") == 1
+    await kicked.closed()
+    assert gone == ["polite", "abrupt", "twice"]  # removed: no longer told
+
+
 async def test_v5_will_delay_cancelled_by_reconnect_and_sent_after_delay(running: Running) -> None:
     sub = await RawClient.connected(running.port, "sub")
     await subscribe(sub, Subscription("will/#", 0))

@@ -88,6 +88,13 @@ class Processes:
             self._stop(entry[1])
             self.running.remove(entry)
 
+    def kill(self, name: str) -> None:
+        """SIGKILL: the process gets no chance to say goodbye (its sockets just close)."""
+        for entry in [e for e in self.running if e[0] == name]:
+            entry[1].kill()
+            entry[1].wait(timeout=5)
+            self.running.remove(entry)
+
     def stop_all(self) -> None:
         for _, proc in reversed(self.running):
             self._stop(proc)
@@ -142,6 +149,52 @@ class RunningCloud:
         key.write_bytes(files[bundle.CORE_KEY])
         return cert, key
 
+    def publish_as_core(
+        self, cert: Path, key: Path, client_id: str, messages: list[tuple[str, bytes]]
+    ) -> None:
+        """Publish at the cloud's MQTT endpoint with a core's identity, QoS 1, in order
+        (from a thread: Playwright's sync API holds this thread's event loop)."""
+        import asyncio
+        import threading
+
+        from hedgerow import pki
+        from hedgerow.client import Client
+
+        failed: list[BaseException] = []
+
+        async def publish() -> None:
+            ctx = pki.client_context(str(self.root_ca), str(cert), str(key))
+            async with Client("127.0.0.1", self.mqtt_port, ssl=ctx, client_id=client_id) as c:
+                for topic, payload in messages:
+                    await c.publish(topic, payload, qos=1)
+
+        def run() -> None:
+            try:
+                asyncio.run(publish())
+            except BaseException as exc:  # reported to the test
+                failed.append(exc)
+
+        thread = threading.Thread(target=run, name=f"publish-as-{client_id}")
+        thread.start()
+        thread.join(timeout=WAIT_S)
+        assert not thread.is_alive(), "publishing at the cloud did not finish"
+        assert not failed, failed
+
+    def thing_files(self, name: str, group: str, directory: Path) -> tuple[Path, Path]:
+        """Create a thing in ``group``; its certificate and key as ``<name>.cert.pem``/``.key``."""
+        created = self.ok("POST", "/api/v1/things", json={"name": name, "groups": [group]})
+        cert, key = directory / f"{name}.cert.pem", directory / f"{name}.key"
+        cert.write_text(created["certificate"])
+        key.write_text(created["private_key"])
+        return cert, key
+
+    def core_bundle(self, name: str, group: str, directory: Path) -> Path:
+        """Create a core in ``group``; its provisioning bundle as a file."""
+        made = self.ok("POST", "/api/v1/cores", json={"name": name, "group": group})
+        bundle = directory / made["bundle_name"]
+        bundle.write_bytes(base64.b64decode(made["bundle"]))
+        return bundle
+
     def start_core(
         self, bundle_path: Path, directory: Path, heartbeat_interval: float = 1.0
     ) -> int:
@@ -172,9 +225,12 @@ class RunningCloud:
             self.processes.stop("core")
         raise AssertionError("no free port for the core")
 
-    def start_thing(self, name: str, cert: Path, key: Path, state: Path, topic: str) -> None:
+    def start_thing(
+        self, name: str, cert: Path, key: Path, state: Path, topic: str, process: str = "thing"
+    ) -> None:
+        """``hedgerow thing run`` as process ``process`` (its log is ``<process>.log``)."""
         self.processes.start(
-            "thing",
+            process,
             "thing",
             "run",
             "-e",

@@ -127,7 +127,6 @@ def test_overview_counts_match_a_running_core_within_two_seconds(
     """A core whose periodic heartbeat is 10 minutes away, one function, three things
     publishing through it: the overview shows 3 devices and the function RUNNING within
     2 s of the things' readings reaching the cloud."""
-    import base64
     import io
     import time
     import zipfile
@@ -138,9 +137,7 @@ def test_overview_counts_match_a_running_core_within_two_seconds(
     group, core = f"ov-{suffix}", f"ov-core-{suffix}"
     things = [f"ov-{suffix}-{i}" for i in range(3)]
     cloud.ok("POST", "/api/v1/groups", json={"name": group})
-    made = cloud.ok("POST", "/api/v1/cores", json={"name": core, "group": group})
-    bundle = tmp_path / made["bundle_name"]
-    bundle.write_bytes(base64.b64decode(made["bundle"]))
+    bundle = cloud.core_bundle(core, group, tmp_path)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.write(
@@ -151,9 +148,7 @@ def test_overview_counts_match_a_running_core_within_two_seconds(
         "name": "temp-correct", "handler": "temp_correct.handler", "artifact": sha, "pinned": True,
     })  # fmt: skip
     for name in things:
-        created = cloud.ok("POST", "/api/v1/things", json={"name": name, "groups": [group]})
-        (tmp_path / f"{name}.cert.pem").write_text(created["certificate"])
-        (tmp_path / f"{name}.key").write_text(created["private_key"])
+        cloud.thing_files(name, group, tmp_path)
         cloud.ok("POST", f"/api/v1/groups/{group}/subscriptions",
                  json={"source": f"thing:{name}", "topic": f"ov/{name}", "target": "function:temp-correct"})  # fmt: skip
     cloud.ok("POST", f"/api/v1/groups/{group}/subscriptions",

@@ -160,6 +160,16 @@ def test_reports_and_notifications_round_trip(
             ),
             max_size=2,
         ).map(tuple),
+        things=st.dictionaries(
+            NAMES,
+            st.fixed_dictionaries(
+                {
+                    "connected": st.booleans(),
+                    "last_activity": st.floats(0, 2e9, allow_nan=False) | st.integers(0, 2**31),
+                }
+            ),
+            max_size=3,
+        ),
     )
 )
 def test_heartbeats_round_trip(beat: Heartbeat) -> None:
@@ -279,6 +289,15 @@ def test_a_heartbeat_with_streams_round_trips() -> None:
     assert "streams" not in json.loads(Heartbeat(version="1").to_json())  # only when any
 
 
+def test_a_heartbeat_carries_each_things_state_when_any() -> None:
+    beat = Heartbeat(things={"bme-1": {"connected": True, "last_activity": 1.7e9}})
+    assert Heartbeat.from_json(beat.to_json()) == beat
+    assert json.loads(beat.to_json())["things"] == {
+        "bme-1": {"connected": True, "last_activity": 1.7e9}
+    }
+    assert "things" not in json.loads(Heartbeat().to_json())
+
+
 def test_a_malformed_heartbeat_names_the_field() -> None:
     for payload, field in (
         (b'{"devices":-1}', "devices"),
@@ -289,6 +308,8 @@ def test_a_malformed_heartbeat_names_the_field() -> None:
         (b'{"health":3}', "health"),
         (b'{"refused":[{"deployment_id":"d-1"}]}', "refused"),
         (b'{"streams":{"s":{"newest":"1","backlog":0}}}', "streams"),
+        (b'{"things":{"t":{"connected":1,"last_activity":5}}}', "things"),
+        (b'{"things":{"t":{"connected":true}}}', "things"),
     ):
         with pytest.raises(InvalidMessage) as info:
             Heartbeat.from_json(payload)

@@ -49,6 +49,48 @@ def test_check_reports_each_item_with_advice(
     assert "checks:" in out
 
 
+def test_check_and_status_as_json(
+    tmp_path: Path, port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+    import json
+
+    from hedgerow.core.status import MetricsServer, Snapshot
+
+    config = provision(tmp_path, port)
+    assert main(["core", "check", "--config", str(config), "--timeout", "1", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    levels = {c["name"]: c["level"] for c in report["checks"]}
+    assert levels["python"] == "ok" and levels[f"cloud https 127.0.0.1:{port}"] == "fail"
+    assert report["failed"] == sum(c["level"] == "fail" for c in report["checks"]) >= 1
+    assert all(set(c) == {"name", "level", "detail", "advice"} for c in report["checks"])
+
+    # not running: an error that says how to start it
+    assert main(["core", "status", "--config", str(config), "--timeout", "1"]) == 2
+    assert "hedgerow core run --config" in capsys.readouterr().err
+
+    # running: the heartbeat its metrics listener serves (a real HTTP listener)
+    snapshot = Snapshot("pi-1", 12.0, 3, {"f": "RUNNING"}, {"depth": 4}, {"broker_refused": 1})
+
+    async def status_of_running_core(*flags: str) -> int:
+        server = MetricsServer(lambda: snapshot)
+        host, bound = await server.start("127.0.0.1", 0)
+        (tmp_path / "metrics.address").write_text(f"{host}:{bound}")
+        try:
+            argv = ["core", "status", "--config", str(config), *flags]
+            return await asyncio.to_thread(main, argv)
+        finally:
+            await server.close()
+
+    assert asyncio.run(status_of_running_core("--json")) == 0
+    beat = json.loads(capsys.readouterr().out)
+    assert beat["core"] == "pi-1" and beat["devices"] == 3 and beat["spool"] == 4
+    assert beat["functions"] == {"f": "RUNNING"} and beat["counters"] == {"broker_refused": 1}
+    assert asyncio.run(status_of_running_core()) == 0
+    human = capsys.readouterr().out
+    assert "devices: 3" in human and "  f: RUNNING" in human
+
+
 def test_broken_config_names_the_field(
     tmp_path: Path, port: int, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -248,6 +248,30 @@ def test_heartbeat_pacer_is_periodic_and_debounces_changes() -> None:
     assert pacer.delay(now) == pytest.approx(203.25 - now)
 
 
+def test_device_activity_reports_connection_and_paces_publishes() -> None:
+    from hedgerow.core.status import ACTIVITY_REPORT_S, MAX_THINGS_REPORTED, DeviceActivity
+
+    activity = DeviceActivity()
+    activity.seen("a", 1000.0)  # connected
+    assert not activity.published("a", 1001.0)  # the connect's heartbeat covers it
+    assert activity.published("a", 1000.0 + ACTIVITY_REPORT_S)  # stale in the cloud: report
+    assert not activity.published("a", 1000.0 + ACTIVITY_REPORT_S + 1)
+    assert activity.published("b", 1002.0)  # never reported yet
+    assert activity.report({"a"}) == {
+        "a": {"connected": True, "last_activity": 1000.0 + ACTIVITY_REPORT_S + 1},
+        "b": {"connected": False, "last_activity": 1002.0},
+    }
+    body = json.loads(heartbeat(dataclasses.replace(SNAP, things=activity.report(set()))))
+    assert body["things"]["a"]["connected"] is False
+    # many things: the connected ones first, then the most recent, within the cap
+    many = DeviceActivity({f"t{i}": float(i) for i in range(MAX_THINGS_REPORTED + 10)})
+    report = many.report({"t0"})
+    assert len(report) == MAX_THINGS_REPORTED
+    assert (
+        report["t0"]["connected"] and "t1" not in report and f"t{MAX_THINGS_REPORTED + 9}" in report
+    )
+
+
 def test_heartbeat_carries_function_errors_only_when_any() -> None:
     assert "function_errors" not in json.loads(heartbeat(SNAP))
     failing = dataclasses.replace(

@@ -5,6 +5,7 @@ Lambda written for the V1 Modbus adapter answered unchanged."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tomllib
@@ -47,7 +48,8 @@ def test_connectors_from_the_cloud_to_the_cloud(system: System) -> None:
     assert refused.returncode != 0
     assert "tags[0].type" in refused.stderr and "float128" in refused.stderr
 
-    meter = config_file(system.root, "meter.toml", port=modbus_port)
+    # polled every 0.1 s so that a 2 s window of the aggregating function holds ~20 readings
+    meter = config_file(system.root, "meter.toml", port=modbus_port, interval_s=0.1)
     machine = config_file(
         system.root, "machine.toml", url=f"opc.tcp://127.0.0.1:{opcua_port}/machine/"
     )
@@ -63,6 +65,11 @@ def test_connectors_from_the_cloud_to_the_cloud(system: System) -> None:
     system.route("connector:meter", "connectors/meter/data/power", "function:v1-modbus")
     system.route("function:v1-modbus", "modbus/adapter/request", "connector:meter")
     system.route("connector:meter", "modbus/adapter/response", "cloud")
+    # the example's edge aggregation: the meter's readings in, one summary per tag out
+    system.function("window-aggregate", EXAMPLES / "window_aggregate",
+                    "window_aggregate.handler", "--pinned", "--env", "WINDOW_S=2")  # fmt: skip
+    system.route("connector:meter", "connectors/meter/data/#", "function:window-aggregate")
+    system.route("function:window-aggregate", "aggregates/#", "cloud")
     system.deploy()
 
     power = wait_until(
@@ -89,6 +96,24 @@ def test_connectors_from_the_cloud_to_the_cloud(system: System) -> None:
     )
     assert response["payload"]["function_code"] == 3 and len(response["payload"]["registers"]) == 2
     assert answers[0]["id"].startswith("read-")
+
+    # the example reports the bytes the edge saved, from what the cloud stored
+    wait_until(
+        lambda: len(system.payloads("aggregates/power")) >= 2,
+        timeout=60,
+        what="two aggregated power windows at the cloud",
+    )
+    stored = system.cloud("messages", "aggregates/#", "--all", "--json").stdout
+    report = subprocess.run(
+        [sys.executable, str(INDUSTRIAL / "bytes_saved.py")],
+        input=stored, capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    aggregates = json.loads(stored)  # the same messages the report read (more keep coming)
+    sent = sum(len(m["payload"].encode()) for m in aggregates)
+    read = sum(json.loads(m["payload"])["bytes_in"] for m in aggregates)
+    assert f"bytes read at the edge {read:,}; bytes sent to the cloud {sent:,}" in report.stdout
+    # a dozen readings or more per window (fewer for the tags with a deadband)
+    assert read > 2 * sent, report.stdout
 
     system.cloud("connector", "remove", "--group", GROUP, "machine")
     assert "machine" not in system.cloud("connector", "list", "--group", GROUP).stdout

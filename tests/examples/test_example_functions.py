@@ -116,6 +116,35 @@ def test_window_aggregate_closes_windows(monkeypatch: pytest.MonkeyPatch) -> Non
     assert closed["fields"]["temperature"] == {"min": 20.0, "max": 24.0, "mean": 22.0, "count": 3}
     assert "ok" not in closed["fields"] and "timestamp" not in closed["fields"]
     assert ctx.published == [("aggregates/t1", closed)]
+    # what the window's readings weighed as they arrived (compact JSON): the bytes saved
+    assert closed["readings"] == 3
+    assert closed["bytes_in"] == sum(
+        len(json.dumps({"thing": "t1", "timestamp": 100.0 + i, "temperature": t, "ok": True},
+                       separators=(",", ":")))
+        for i, t in enumerate([20.0, 22.0, 24.0])
+    )  # fmt: skip
+
+
+def test_the_industrial_example_reports_the_bytes_saved(monkeypatch: pytest.MonkeyPatch) -> None:
+    path = Path(__file__).resolve().parents[2] / "examples" / "industrial" / "bytes_saved.py"
+    spec = importlib.util.spec_from_file_location("bytes_saved", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bytes_saved", module)  # its dataclass looks itself up
+    spec.loader.exec_module(module)
+    aggregate = json.dumps({"thing": "power", "readings": 60, "bytes_in": 6000, "fields": {}})
+    stored = [
+        {"id": 1, "topic": "aggregates/power", "payload": aggregate},
+        {"id": 2, "topic": "aggregates/power", "payload": aggregate},
+        {"id": 3, "topic": "aggregates/x", "payload_base64": "AAE="},  # binary: not counted
+        {"id": 4, "topic": "aggregates/y", "payload": "not json"},
+    ]
+    saved = module.bytes_saved(stored)
+    assert (saved.windows, saved.readings, saved.bytes_read) == (2, 120, 12000)
+    assert saved.bytes_sent == 2 * len(aggregate)
+    assert saved.ratio == pytest.approx(12000 / (2 * len(aggregate)))
+    assert f"{saved.ratio:,.1f}x less" in saved.text()
+    assert module.bytes_saved([]).windows == 0
 
 
 def test_window_aggregate_keeps_things_apart(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -213,6 +213,97 @@ async def test_a_worker_gets_exactly_its_device_and_volumes(
     assert not os.path.ismount(destination)  # the mount stayed in the function's namespace
 
 
+READ_ONLY = """
+    import errno, os, stat
+
+    def handler(event, context):
+        out = {}
+        with open(event["ro"], "rb", buffering=0) as f:
+            out["read"] = f.read(8).hex()
+        for name, flags in (("write", os.O_WRONLY), ("readwrite", os.O_RDWR)):
+            try:
+                os.close(os.open(event["ro"], flags))
+                out[name] = "opened"
+            except OSError as exc:
+                out[name] = errno.errorcode[exc.errno]
+        try:
+            os.chmod(event["ro"], 0o666)
+            out["chmod"] = "changed"
+        except OSError as exc:
+            out["chmod"] = errno.errorcode[exc.errno]
+        out["mode"] = stat.filemode(os.stat(event["ro"]).st_mode)
+        with open(event["rw"], "wb", buffering=0) as f:
+            out["written"] = f.write(b"still writable")
+        return out
+"""
+
+
+@ROOT_ONLY
+async def test_a_read_only_device_refuses_writes_and_an_rw_one_stays_writable(
+    shared_dir: Path,
+) -> None:
+    """Two real device nodes made by the test (``/dev/zero``'s and ``/dev/null``'s devices)
+    as ``root:dialout 0660``, like a serial adapter: the device's group (auto-added) could
+    write either, yet ``ro`` refuses writing, in the function's namespace only."""
+    dialout = grp.getgrnam("dialout").gr_gid
+    nodes = {"zero": (shared_dir / "zero-ro", os.makedev(1, 5)),
+             "null": (shared_dir / "null-rw", os.makedev(1, 3))}  # fmt: skip
+    for path, device in nodes.values():
+        os.mknod(path, stat.S_IFCHR | 0o660, device)
+        os.chown(path, 0, dialout)
+        path.chmod(0o660)
+    ro_device, rw_device = str(nodes["zero"][0]), str(nodes["null"][0])
+    bundle = write_bundle(shared_dir, "ro", {"ro.py": READ_ONLY})
+    spec = FunctionSpec(
+        name="ro",
+        handler="ro.handler",
+        resources=(parse_device(f"{ro_device}:ro"), parse_device(f"{rw_device}:rw")),
+    )
+    async with FunctionHost(shared_dir / "work", publish=Recorder()) as host:
+        (shared_dir / "work").chmod(0o755)
+        await host.apply([spec], {"ro": bundle})
+        event = {"ro": ro_device, "rw": rw_device}
+        result = json.loads(await host.invoke("ro", json.dumps(event).encode(), timeout=10))
+    assert result["read"] == "00" * 8  # it reads the device: /dev/zero's zeros
+    assert result["write"] == result["readwrite"] == "EACCES"
+    assert result["chmod"] == "EPERM"
+    assert result["mode"] == "cr--r-----"
+    assert result["written"] == len(b"still writable")  # the rw device stays writable
+    # the gateway's own node is untouched and nothing was mounted outside the function
+    facts = os.stat(ro_device)
+    assert (stat.S_IMODE(facts.st_mode), facts.st_gid) == (0o660, dialout)
+    assert ro_device not in Path("/proc/self/mountinfo").read_text()
+    assert not list(Path(tempfile.gettempdir()).glob("hedgerow-ro-devices-*"))
+
+
+@ROOT_ONLY
+async def test_a_read_only_pseudo_terminal_is_refused_at_deploy(
+    shared_dir: Path, serial_port: tuple[int, str]
+) -> None:
+    """The kernel opens a pseudo-terminal only through its devpts node: no read-only copy
+    can be made, so ``ro`` on one fails the deployment, saying to declare it rw."""
+    _, device = serial_port
+    bundle = write_bundle(shared_dir, "plain", {"plain.py": "def handler(e, c):\n    return 1\n"})
+    spec = FunctionSpec(
+        name="p", handler="plain.handler", resources=(parse_device(f"{device}:ro"),)
+    )
+    async with FunctionHost(shared_dir / "work", publish=Recorder()) as host:
+        (shared_dir / "work").chmod(0o755)
+        with pytest.raises(FunctionDeployError, match="pseudo-terminal.*declare it rw"):
+            await host.apply([spec], {"p": bundle})
+
+
+def test_without_root_a_read_only_device_the_core_may_write_is_refused() -> None:
+    """No namespace to make it read-only: refused rather than silently writable."""
+    from hedgerow.functions.host import grant_resources
+
+    spec = FunctionSpec(name="f", handler="m.h", resources=(parse_device("/dev/null:ro"),))
+    with pytest.raises(ResourceUnavailable, match="declared read-only.*run the core as root"):
+        grant_resources(spec, None, is_root=False)
+    writable = FunctionSpec(name="f", handler="m.h", resources=(parse_device("/dev/null:rw"),))
+    assert grant_resources(writable, None, is_root=False) is None
+
+
 @ROOT_ONLY
 async def test_a_missing_device_fails_the_deployment_and_keeps_the_old_functions(
     shared_dir: Path,

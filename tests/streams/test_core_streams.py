@@ -22,14 +22,27 @@ from ..core.test_functions_real import zipped
 
 COUNT = 20_000
 
-FUNCTION = f"""
+
+def producer_code(count: int, producers: int = 1) -> str:
+    """A V1 function that creates ``line-1`` (exported to the cloud) at import and appends
+    ``count`` messages to it from ``producers`` threads, each with its own SDK client
+    (the SDK's calls are synchronous: one request in flight per client). Producer ``p``'s
+    ``i``-th message is ``p<p>-m<i>`` (six digits), so each producer's order can be checked."""
+    return f"""
 import threading
 from greengrasssdk.stream_manager import (
     ExportDefinition, HTTPConfig, MessageStreamDefinition, StrategyOnFull, StreamManagerClient,
 )
 
 
-def produce():
+def produce(p, n):
+    client = StreamManagerClient()
+    for i in range(n):
+        client.append_message("line-1", b"p%d-m%06d" % (p, i))
+    client.close()
+
+
+def start():
     client = StreamManagerClient()
     client.create_message_stream(MessageStreamDefinition(
         name="line-1",
@@ -38,17 +51,34 @@ def produce():
             HTTPConfig(identifier="to-cloud", uri="hedgerow://cloud", batch_size=500),
         ]),
     ))
-    for i in range({COUNT}):
-        client.append_message("line-1", b"m%06d" % i)
     client.close()
+    for p in range({producers}):
+        threading.Thread(target=produce, args=(p, {count // producers}), daemon=True).start()
 
 
-threading.Thread(target=produce, daemon=True).start()
+threading.Thread(target=start, daemon=True).start()
 
 
 def handler(event, context):
     return None
 """
+
+
+def assert_each_producer_in_order(received: list[bytes], count: int, producers: int) -> None:
+    """Every message ``producer_code(count, producers)`` appends arrived, each producer's in
+    the order it appended them (a message sent twice after a reconnect counts where it was
+    first seen)."""
+    first_seen = list(dict.fromkeys(received))
+    assert len(first_seen) == count
+    for p in range(producers):
+        mine = [m for m in first_seen if m.startswith(b"p%d-" % p)]
+        assert mine == [b"p%d-m%06d" % (p, i) for i in range(count // producers)]
+
+
+#: appending threads in the function, each with its own SDK client: the SDK's calls are
+#: synchronous (a round trip per message), so several keep the core's stream server busy
+PRODUCERS = 4
+FUNCTION = producer_code(COUNT, PRODUCERS)
 
 
 @pytest.mark.timeout(300)
@@ -81,7 +111,8 @@ async def test_a_v1_function_streams_to_the_cloud_through_a_real_core(
             assert cloud.statuses()[-1]["status"] == "Success", cloud.statuses()
             await cloud.wait_for(lambda: len(cloud.telemetry("streams/pi-1/line-1")) >= COUNT, 240)
             received = [p.payload for p in cloud.telemetry("streams/pi-1/line-1")]
-            assert sorted(set(received)) == [b"m%06d" % i for i in range(COUNT)]
+            assert len(received) == COUNT  # once each: nothing was sent twice
+            assert_each_producer_in_order(received, COUNT, PRODUCERS)
             progress = core.snapshot().streams["line-1"]
             assert progress["newest"] == COUNT - 1 and progress["backlog"] == 0
             beat = json.loads(heartbeat(core.snapshot()))

@@ -1,7 +1,8 @@
 """The stream manager end to end with the real ``hedgerow.cloud`` server: a V1 function
 written only against the PyPI ``greengrasssdk`` is created and deployed through the cloud's
-REST API, appends to a stream exported to the cloud, and every message lands in the cloud's
-telemetry store (read back through the REST API)."""
+REST API and appends 100,000 messages (from four SDK clients) to a stream exported to the
+cloud; every one lands in the cloud's telemetry store, each producer's in the order it
+appended them (read back through the REST API)."""
 
 from __future__ import annotations
 
@@ -25,9 +26,10 @@ from hedgerow.core.daemon import CoreDaemon
 from ..conftest import free_port
 from ..core.test_functions_real import zipped
 from ..core.test_real_cloud import ok, until
-from .test_core_streams import FUNCTION
+from .test_core_streams import PRODUCERS, assert_each_producer_in_order, producer_code
 
-COUNT = 20_000  # the constant the function in test_core_streams appends
+#: appended through the PyPI greengrasssdk by a function on the core (issue #16)
+COUNT = 100_000
 
 
 @pytest.mark.slow
@@ -61,7 +63,7 @@ async def test_a_v1_function_streams_into_the_real_clouds_telemetry_store(
         settings["streams"] = {"enabled": True, "port": free_port()}
         config_path.write_text(tomli_w.dumps(settings))
 
-        code = zipped({"producer.py": FUNCTION})
+        code = zipped({"producer.py": producer_code(COUNT, PRODUCERS)})
         artifact = await ok(
             api, "POST", "/api/v1/artifacts", content=code,
             headers={"content-type": "application/zip"},
@@ -98,6 +100,6 @@ async def test_a_v1_function_streams_into_the_real_clouds_telemetry_store(
                 return len({m["payload"] for m in stored}) >= COUNT
 
             await until(all_stored, 300)
-        payloads = sorted({m["payload"] for m in stored})
-        assert payloads == [f"m{i:06d}" for i in range(COUNT)]
+        # in the stored order
+        assert_each_producer_in_order([m["payload"].encode() for m in stored], COUNT, PRODUCERS)
         assert {m["topic"] for m in stored} == {"streams/pi-1/line-1"}

@@ -274,3 +274,53 @@ async def test_unusable_state_dir(
     argv[argv.index("--state-dir") + 1] = str(blocker)
     assert await cli(argv) == 2
     assert "cannot open the disk queue" in one_line(capsys)
+
+
+async def test_json_output_of_run_discover_and_simulate(
+    env: Env, discovery: DiscoveryStandIn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--json``: ``run`` reports JSON Lines on stdout, ``discover`` prints the discovery
+    answer, ``simulate`` its summary; each parses, and nothing else is on stdout."""
+    port = free_port()
+    discovery.response = (200, discovery_body([env.groups[0].pem], port))
+    discover_argv = [
+        "thing", "discover", "-e", discovery.endpoint, "-r", str(env.pki.ca_file),
+        "-c", str(env.thing.cert), "-k", str(env.thing.key), "-id", env.thing_name,
+    ]  # fmt: skip
+    assert await cli([*discover_argv, "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    [group] = answer["GGGroups"]
+    assert group["GGGroupId"] == "grp-1" and group["CAs"] == [env.groups[0].pem]
+    assert group["Cores"][0]["Connectivity"][0]["PortNumber"] == port
+    assert await cli(discover_argv) == 0
+    human = capsys.readouterr().out
+    assert "group grp-1: 1 CA certificate(s)" in human and f"127.0.0.1:{port}" in human
+
+    async with core_broker(env, env.groups[0], port):
+        argv = run_args(env, discovery.endpoint, "--sensor", "sim", "--interval", "0.05",
+                        "--count", "2", "--give-up", "20", "--json")  # fmt: skip
+        assert await cli(argv) == 0
+        events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        kinds = [e["event"] for e in events]
+        assert kinds.count("queued") == 2 and kinds[-1] == "stopped", kinds
+        assert "connected" in kinds
+        queued = [e for e in events if e["event"] == "queued"]
+        assert [e["reading"]["sequence"] for e in queued] == [0, 1]
+        assert queued[0]["topic"] == "sensors/bme680-1"
+        assert events[-1] == {"event": "stopped", "delivered": 2, "queued": 0, "dropped": 0}
+
+        certs = env.directory / "fleet"
+        certs.mkdir()
+        for i in (1, 2):
+            issued = pki.issue(env.pki.root, f"sim-{i}")
+            (certs / f"sim-{i}.cert.pem").write_bytes(issued.cert_pem)
+            (certs / f"sim-{i}.key").write_bytes(issued.key_pem)
+        argv = [
+            "thing", "simulate", "--count", "2", "--certs", str(certs), "-e", discovery.endpoint,
+            "-r", str(env.pki.ca_file), "--state-dir", str(env.directory / "state"),
+            "--messages", "1", "--interval", "0.05", "--give-up", "20", "--json",
+        ]  # fmt: skip
+        assert await cli(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["things"] == 2 and summary["connected"] == 2
+    assert summary["delivered"] == 2 and summary["fatal"] == {}

@@ -19,7 +19,7 @@ import ssl as ssl_module
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from hedgerow.broker.auth import AllowAll, Authenticator, Authorizer, Identity
 from hedgerow.broker.client_io import Connection
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from hedgerow.broker.persistence import Persister
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class Broker:
@@ -160,14 +162,12 @@ class Broker:
 
     def add_interceptor(self, fn: Interceptor) -> Callable[[], None]:
         """Call ``fn(identity, publish)`` for every authorized client PUBLISH; returns a remover."""
-        interceptors = self.hub.interceptors
-        interceptors.append(fn)
+        return _registered(self.hub.interceptors, fn)
 
-        def remove() -> None:
-            if fn in interceptors:
-                interceptors.remove(fn)
-
-        return remove
+    def add_disconnect_listener(self, fn: Callable[[Identity], None]) -> Callable[[], None]:
+        """Call ``fn(identity)`` whenever a connected client's connection ends (whatever
+        the cause: DISCONNECT, a lost link, a kick, a takeover); returns a remover."""
+        return _registered(self.hub.disconnect_listeners, fn)
 
     def disconnect_where(self, predicate: Callable[[Identity], bool], reason: str) -> int:
         """Disconnect every connected client whose identity matches; returns how many."""
@@ -268,3 +268,14 @@ class Broker:
                         hub.route(Message(topic, payload, 0, True), None)
             except Exception:
                 log.exception("broker.sweep_failed")
+
+
+def _registered(hooks: list[T], fn: T) -> Callable[[], None]:
+    """Append ``fn`` to ``hooks``; the function that removes it again."""
+    hooks.append(fn)
+
+    def remove() -> None:
+        if fn in hooks:
+            hooks.remove(fn)
+
+    return remove

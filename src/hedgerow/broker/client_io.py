@@ -1043,6 +1043,8 @@ class Connection(asyncio.Protocol):
             return
         self.proto.close()
         hub = self.hub
+        if self.identity is not None:
+            hub.disconnected(self.identity)
         session = self.session
         will = self.will
         self.will = None

@@ -78,6 +78,8 @@ class Hub(Generic[C]):
             authorizer, "may_read", None
         )
         self.interceptors: list[Interceptor] = []
+        #: told the identity of every connected client whose connection ended
+        self.disconnect_listeners: list[Callable[[Identity], None]] = []
         #: Every open connection, connected or not yet.
         self.connections: set[C] = set()
         #: Authentication tasks in progress (cancelled on shutdown).
@@ -177,6 +179,14 @@ class Hub(Generic[C]):
                     waits = []
                 waits.append(result)
         return waits
+
+    def disconnected(self, identity: Identity) -> None:
+        """A connected client's connection ended: tell the listeners."""
+        for fn in self.disconnect_listeners:
+            try:
+                fn(identity)
+            except Exception:
+                log.exception("broker.disconnect_listener_failed listener=%r", fn)
 
     # ---- batched writes ----------------------------------------------------------------
 

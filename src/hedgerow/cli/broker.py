@@ -29,6 +29,7 @@ from hedgerow.broker.configfile import (
     settings,
 )
 from hedgerow.broker.errors import BrokerFileError
+from hedgerow.cli.output import add_json_flag, print_json_line
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
+    add_json_flag(parser, "report the listeners and the shutdown as JSON Lines on stdout")
     parser.set_defaults(func=run)
 
 
@@ -157,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     authenticator, authorizer = auth(options)
     context = tls_context(options)
     port = options.port if options.port is not None else (8883 if context else 1883)
-    coro = serve(config, options, authenticator, authorizer, port, context)
+    coro = serve(config, options, authenticator, authorizer, port, context, json_lines=args.json)
     from hedgerow.broker.errors import BrokerError
 
     try:
@@ -206,6 +208,8 @@ async def serve(
     authorizer: Authorizer | None,
     port: int,
     context: ssl.SSLContext | None,
+    *,
+    json_lines: bool = False,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -224,8 +228,7 @@ async def serve(
     ) as broker:
         host = options.host
         bound_host, bound_port = await _listen(broker.listen(host, port, ssl=context), host, port)
-        scheme = "mqtts" if context else "mqtt"
-        print(f"hedgerow broker listening on {scheme}://{bound_host}:{bound_port}", flush=True)
+        _listening(json_lines, "mqtts" if context else "mqtt", bound_host, bound_port)
         if options.ws_port is not None:
             ws_context = context if options.ws_tls else None
             ws_host = options.ws_host or host
@@ -234,10 +237,22 @@ async def serve(
                 ws_host,
                 options.ws_port,
             )
-            scheme = "wss" if ws_context else "ws"
-            print(f"hedgerow broker listening on {scheme}://{ws_host}:{ws_port}/mqtt", flush=True)
+            _listening(json_lines, "wss" if ws_context else "ws", ws_host, ws_port, "/mqtt")
         # Everything loaded so far lives as long as the process: keep it out of the
         # collector's full passes (shorter pauses, better latency tails).
         gc.freeze()
         await stop.wait()
-        print("hedgerow broker: shutting down", flush=True)
+        if json_lines:
+            print_json_line({"event": "stopping"})
+        else:
+            print("hedgerow broker: shutting down", flush=True)
+
+
+def _listening(json_lines: bool, scheme: str, host: str, port: int, path: str = "") -> None:
+    url = f"{scheme}://{host}:{port}{path}"
+    if json_lines:
+        print_json_line(
+            {"event": "listening", "url": url, "scheme": scheme, "host": host, "port": port}
+        )
+    else:
+        print(f"hedgerow broker listening on {url}", flush=True)

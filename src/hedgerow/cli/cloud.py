@@ -31,6 +31,7 @@ from urllib.parse import quote
 import httpx
 
 from hedgerow.cli import CLIError
+from hedgerow.cli.output import add_json_flag, done, print_json, show
 
 DEFAULT_DATA = "hedgerow-cloud"
 SERVE_STATE = "serve.json"
@@ -168,65 +169,6 @@ def _url_from_data(data: Path) -> str:
         connect = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         return f"{'http' if loopback else 'https'}://{connect}:{port}"
     return "http://127.0.0.1:8080"
-
-
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2))
-
-
-def _print_fields(value: Any, indent: int = 0) -> None:
-    """A JSON value for people: ``key: value`` lines, nested objects indented."""
-    pad = "  " * indent
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(item, dict) and item or isinstance(item, list) and _nested(item):
-                print(f"{pad}{key}:")
-                _print_fields(item, indent + 1)
-            else:
-                print(f"{pad}{key}: {_scalar(item)}")
-    elif isinstance(value, list):
-        for item in value:
-            if isinstance(item, dict | list):
-                print(f"{pad}-")
-                _print_fields(item, indent + 1)
-            else:
-                print(f"{pad}- {_scalar(item)}")
-    else:
-        print(f"{pad}{_scalar(value)}")
-
-
-def _nested(items: list[Any]) -> bool:
-    return any(isinstance(i, dict | list) for i in items)
-
-
-def _scalar(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, list):
-        return ", ".join(_scalar(v) for v in value) or "(none)"
-    if isinstance(value, dict):
-        return "(none)"
-    text = str(value)
-    return text if "\n" not in text else text.splitlines()[0] + " …"
-
-
-def _done(args: argparse.Namespace, result: Any, text: str) -> int:
-    """What a command did: a sentence, or the API's answer with ``--json``."""
-    if args.json:
-        _print_json(result)
-    else:
-        print(text)
-    return 0
-
-
-def _show(args: argparse.Namespace, value: Any) -> None:
-    """Human output by default, the API's JSON with ``--json``."""
-    if args.json:
-        _print_json(value)
-    else:
-        _print_fields(value)
 
 
 def _table(rows: list[list[str]], header: list[str]) -> None:
@@ -406,7 +348,7 @@ def cmd_rotate_kek(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     with Api(args) as api:
-        _show(args, api.get("/api/v1/status"))
+        show(args, api.get("/api/v1/status"))
     return 0
 
 
@@ -425,7 +367,7 @@ def cmd_group_create(args: argparse.Namespace) -> int:
         body["labels"] = _labels(args.label)
     with Api(args) as api:
         group = api.post("/api/v1/groups", body)
-    return _done(args, group, f"group {group['name']} created")
+    return done(args, group, f"group {group['name']} created")
 
 
 def _labels(pairs: list[str]) -> dict[str, str]:
@@ -444,7 +386,7 @@ def cmd_group_list(args: argparse.Namespace) -> int:
     with Api(args) as api:
         result = api.get("/api/v1/groups", params=params)
     if args.json:
-        _print_json(result["items"])
+        print_json(result["items"])
     else:
         _table(
             [
@@ -463,14 +405,14 @@ def cmd_group_list(args: argparse.Namespace) -> int:
 
 def cmd_group_show(args: argparse.Namespace) -> int:
     with Api(args) as api:
-        _show(args, api.get(f"/api/v1/groups/{args.name}"))
+        show(args, api.get(f"/api/v1/groups/{args.name}"))
     return 0
 
 
 def cmd_group_delete(args: argparse.Namespace) -> int:
     with Api(args) as api:
         api.request("DELETE", f"/api/v1/groups/{args.name}")
-    return _done(args, {"deleted": args.name}, f"group {args.name} deleted")
+    return done(args, {"deleted": args.name}, f"group {args.name} deleted")
 
 
 def cmd_group_update(args: argparse.Namespace) -> int:
@@ -495,13 +437,13 @@ def cmd_group_update(args: argparse.Namespace) -> int:
         )
     with Api(args) as api:
         group = api.request("PATCH", f"/api/v1/groups/{args.name}", json=body)
-    return _done(args, group, f"group {group['name']} updated")
+    return done(args, group, f"group {group['name']} updated")
 
 
 def cmd_group_rotate_ca(args: argparse.Namespace) -> int:
     with Api(args) as api:
         cas = api.post(f"/api/v1/groups/{args.name}/cas/rotate")["items"]
-    return _done(
+    return done(
         args,
         cas,
         f"group {args.name}: CA generation {cas[0]['generation']} is current ({len(cas)} listed)",
@@ -516,7 +458,7 @@ def cmd_core_create(args: argparse.Namespace) -> int:
     path = out / result["bundle_name"]
     _write_private(path, base64.b64decode(result["bundle"]))
     if args.json:
-        _print_json({**result["core"], "bundle": str(path)})
+        print_json({**result["core"], "bundle": str(path)})
         return 0
     print(f"core {args.name} created in group {args.group}")
     print(f"provisioning bundle: {path}")
@@ -539,7 +481,7 @@ def cmd_core_list(args: argparse.Namespace) -> int:
     with Api(args) as api:
         result = api.get("/api/v1/cores")
     if args.json:
-        _print_json(result["items"])
+        print_json(result["items"])
         return 0
     _table(
         [
@@ -560,7 +502,7 @@ def cmd_core_show(args: argparse.Namespace) -> int:
     with Api(args) as api:
         core = api.get(f"/api/v1/cores/{args.name}")
     if args.json:
-        _print_json(core)
+        print_json(core)
         return 0
     for line in core_summary(core):
         print(line)
@@ -592,7 +534,7 @@ def cmd_core_support_bundle(args: argparse.Namespace) -> int:
         data = api.download(path + "/download")
     out.write_bytes(data)
     out.chmod(0o600)
-    return _done(
+    return done(
         args,
         {**bundle, "file": str(out)},
         f"support bundle of {args.name}: {out} ({len(data)} bytes, "
@@ -636,7 +578,7 @@ def core_summary(core: dict[str, Any]) -> list[str]:
 def cmd_core_delete(args: argparse.Namespace) -> int:
     with Api(args) as api:
         api.request("DELETE", f"/api/v1/cores/{args.name}")
-    return _done(
+    return done(
         args, {"deleted": args.name}, f"core {args.name} deleted (its certificates are revoked)"
     )
 
@@ -652,7 +594,7 @@ def cmd_thing_create(args: argparse.Namespace) -> int:
             raise CLIError(f"cannot read the certificate {args.cert}")
         with Api(args) as api:
             result = register_certificate(api, args.name, args.group or [], certificate, {})
-        return _done(
+        return done(
             args,
             result["thing"],
             f"thing {args.name} registered with its own certificate (its key stays on the "
@@ -677,7 +619,7 @@ def cmd_thing_create(args: argparse.Namespace) -> int:
     if result.get("private_key"):
         _write_private(out / f"{args.name}.key", result["private_key"].encode())
         written.append(f"{args.name}.key")
-    return _done(
+    return done(
         args,
         {"name": args.name, "groups": args.group or [], "files": [str(out / w) for w in written]},
         f"thing {args.name} created; wrote {', '.join(written)} to {out}",
@@ -691,7 +633,7 @@ def cmd_thing_list(args: argparse.Namespace) -> int:
     with Api(args) as api:
         result = api.get("/api/v1/things", params=params)
     if args.json:
-        _print_json(result["items"])
+        print_json(result["items"])
     else:
         _table(
             [[t["name"], ",".join(t["groups"]) or "-"] for t in result["items"]],
@@ -706,7 +648,7 @@ def cmd_thing_show(args: argparse.Namespace) -> int:
         thing["certificates"] = api.get("/api/v1/certificates", params={"owner": args.name})[
             "items"
         ]
-    _show(args, thing)
+    show(args, thing)
     return 0
 
 
@@ -720,21 +662,19 @@ def cmd_thing_revoke(args: argparse.Namespace) -> int:
                     f" {', '.join(groups) or 'none'}); nothing revoked"
                 )
         revoked = api.post(f"/api/v1/things/{args.name}/revoke")["revoked"]
-    return _done(
-        args, {"revoked": revoked}, f"revoked {len(revoked)} certificate(s) of {args.name}"
-    )
+    return done(args, {"revoked": revoked}, f"revoked {len(revoked)} certificate(s) of {args.name}")
 
 
 def cmd_thing_delete(args: argparse.Namespace) -> int:
     with Api(args) as api:
         api.request("DELETE", f"/api/v1/things/{args.name}")
-    return _done(args, {"deleted": args.name}, f"thing {args.name} deleted")
+    return done(args, {"deleted": args.name}, f"thing {args.name} deleted")
 
 
 def cmd_thing_detach(args: argparse.Namespace) -> int:
     with Api(args) as api:
         api.request("DELETE", f"/api/v1/groups/{args.group}/things/{args.name}")
-    return _done(
+    return done(
         args,
         {"thing": args.name, "group": args.group},
         f"thing {args.name} removed from group {args.group} (its core cuts it off within seconds)",
@@ -744,7 +684,7 @@ def cmd_thing_detach(args: argparse.Namespace) -> int:
 def cmd_thing_attach(args: argparse.Namespace) -> int:
     with Api(args) as api:
         thing = api.post(f"/api/v1/groups/{args.group}/things", {"thing": args.name})
-    return _done(
+    return done(
         args,
         thing,
         f"thing {args.name} attached to group {args.group} (its core admits it within seconds)",
@@ -843,7 +783,7 @@ def cmd_function_create(args: argparse.Namespace) -> int:
     with Api(args) as api:
         body["artifact"] = _upload(api, args.code)
         fn = api.post(f"/api/v1/groups/{args.group}/functions", body)
-    return _done(
+    return done(
         args,
         fn,
         f"function {fn['name']} version {fn['version']} created in group {args.group}"
@@ -857,14 +797,14 @@ def cmd_function_update(args: argparse.Namespace) -> int:
         if args.code:
             body["artifact"] = _upload(api, args.code)
         fn = api.request("PATCH", f"/api/v1/groups/{args.group}/functions/{args.name}", json=body)
-    return _done(args, fn, f"function {fn['name']} is now version {fn['version']}")
+    return done(args, fn, f"function {fn['name']} is now version {fn['version']}")
 
 
 def cmd_function_list(args: argparse.Namespace) -> int:
     with Api(args) as api:
         result = api.get(f"/api/v1/groups/{args.group}/functions")
     if args.json:
-        _print_json(result["items"])
+        print_json(result["items"])
     else:
         _table(
             [
@@ -944,7 +884,7 @@ def cmd_secret_list(args: argparse.Namespace) -> int:
     with Api(args) as api:
         names = [item["name"] for item in api.get(_secret_path(args))["items"]]
     if args.json:
-        _print_json(names)
+        print_json(names)
     else:
         for name in names:
             print(name)
@@ -972,7 +912,7 @@ def cmd_secret_delete(args: argparse.Namespace) -> int:
 def cmd_function_delete(args: argparse.Namespace) -> int:
     with Api(args) as api:
         api.request("DELETE", f"/api/v1/groups/{args.group}/functions/{args.name}")
-    return _done(args, {"deleted": args.name}, f"function {args.name} deleted")
+    return done(args, {"deleted": args.name}, f"function {args.name} deleted")
 
 
 def _connector_config(path: str) -> dict[str, Any]:
@@ -1005,7 +945,7 @@ def cmd_connector_list(args: argparse.Namespace) -> int:
     with Api(args) as api:
         result = api.get(f"/api/v1/groups/{args.group}/connectors")
     if args.json:
-        _print_json(result["items"])
+        print_json(result["items"])
     else:
         _table(
             [
@@ -1037,7 +977,7 @@ def cmd_subscription_add(args: argparse.Namespace) -> int:
             f"/api/v1/groups/{args.group}/subscriptions",
             {"source": args.source, "topic": args.topic, "target": args.target},
         )
-    return _done(
+    return done(
         args, sub, f"subscription {sub['id']}: {sub['source']} {sub['topic']} -> {sub['target']}"
     )
 
@@ -1046,7 +986,7 @@ def cmd_subscription_list(args: argparse.Namespace) -> int:
     with Api(args) as api:
         result = api.get(f"/api/v1/groups/{args.group}/subscriptions")
     if args.json:
-        _print_json(result["items"])
+        print_json(result["items"])
     else:
         _table(
             [[str(s["id"]), s["source"], s["topic"], s["target"]] for s in result["items"]],
@@ -1058,7 +998,7 @@ def cmd_subscription_list(args: argparse.Namespace) -> int:
 def cmd_subscription_remove(args: argparse.Namespace) -> int:
     with Api(args) as api:
         api.request("DELETE", f"/api/v1/groups/{args.group}/subscriptions/{args.id}")
-    return _done(args, {"removed": args.id}, f"subscription {args.id} removed")
+    return done(args, {"removed": args.id}, f"subscription {args.id} removed")
 
 
 # ---- deployments -----------------------------------------------------------------------------
@@ -1080,7 +1020,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         plan = api.post(f"/api/v1/groups/{args.group}/deployments/plan", body)
         if args.dry_run:
             if args.json:
-                _print_json(plan)
+                print_json(plan)
             else:
                 _print_plan(args.group, plan)
             return 0
@@ -1101,7 +1041,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             f" {deployment['core']}: {deployment['status']}"
         )
         if not args.wait:
-            return _done(args, deployment, line)
+            return done(args, deployment, line)
         print(line, flush=True)
         return _wait(api, deployment_id, args.timeout)
 
@@ -1165,7 +1105,7 @@ def cmd_release_upload(args: argparse.Namespace) -> int:
             )
             uploaded.append({"filename": path.name, "sha256": stored["sha256"]})
         release = api.post("/api/v1/releases", {"wheels": uploaded})
-    return _done(
+    return done(
         args,
         release,
         f"release {release['version']}: {len(release['wheels'])} wheel(s), "
@@ -1178,7 +1118,7 @@ def cmd_release_list(args: argparse.Namespace) -> int:
     with Api(args) as api:
         result = api.get("/api/v1/releases")
     if args.json:
-        _print_json(result["items"])
+        print_json(result["items"])
         return 0
     _table(
         [
@@ -1193,13 +1133,13 @@ def cmd_release_list(args: argparse.Namespace) -> int:
 def cmd_release_remove(args: argparse.Namespace) -> int:
     with Api(args) as api:
         result = api.request("DELETE", f"/api/v1/releases/{args.version}")
-    return _done(args, result, f"release {args.version} removed")
+    return done(args, result, f"release {args.version} removed")
 
 
 def cmd_deployments(args: argparse.Namespace) -> int:
     with Api(args) as api:
         if args.id:
-            _show(args, api.get(f"/api/v1/deployments/{args.id}"))
+            show(args, api.get(f"/api/v1/deployments/{args.id}"))
             return 0
         if not args.group:
             raise CLIError("give --group G (history of a group) or a deployment id")
@@ -1207,7 +1147,7 @@ def cmd_deployments(args: argparse.Namespace) -> int:
             f"/api/v1/groups/{args.group}/deployments", params={"limit": str(args.limit)}
         )
     if args.json:
-        _print_json(result["items"])
+        print_json(result["items"])
     else:
         _table(
             [
@@ -1243,7 +1183,7 @@ def cmd_fleet_apply(args: argparse.Namespace) -> int:
     with Api(args) as api:
         result = api.post("/api/v1/fleet/apply", body)
     if args.json:
-        _print_json(result)
+        print_json(result)
         return 0
     print(
         f"applied {result['functions']} function(s) and {result['subscriptions']} subscription(s) to {len(result['groups'])} group(s)"
@@ -1333,7 +1273,7 @@ def cmd_messages(args: argparse.Namespace) -> int:
                     break
                 after = page[-1]["id"]
     if args.json:
-        _print_json(messages)
+        print_json(messages)
         return 0
     for message in messages:
         print(_message_line(message))
@@ -1355,7 +1295,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
             "/api/v1/messages/publish",
             {"topic": args.topic, "payload": args.payload, "retain": args.retain},
         )
-    return _done(args, result, f"published {result['bytes']} bytes to {result['topic']}")
+    return done(args, result, f"published {result['bytes']} bytes to {result['topic']}")
 
 
 def _names(text: str) -> list[str]:
@@ -1378,7 +1318,7 @@ def _json_object(text: str | None, option: str) -> dict[str, Any] | None:
 
 def _print_shadow(args: argparse.Namespace, shadow: dict[str, Any]) -> None:
     if args.json:
-        _print_json(shadow)
+        print_json(shadow)
         return
     state = shadow["state"]
     synced = ", ".join(shadow["synced_by"]) or "no core (set the group's --sync-shadows, deploy)"
@@ -1418,7 +1358,7 @@ def cmd_shadow_update(args: argparse.Namespace) -> int:
     with Api(args) as api:
         shadow = api.request("PATCH", f"/api/v1/things/{args.thing}/shadow", json=body)
     if args.json:
-        _print_json(shadow)
+        print_json(shadow)
     else:
         cores = ", ".join(shadow["synced_by"]) or "no core syncs it yet"
         print(f"shadow of {shadow['thing']} at version {shadow['version']} (sent to: {cores})")
@@ -1454,7 +1394,7 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
         "--token", help="API token; env HEDGEROW_CLOUD_TOKEN (default: DATA/admin-token)"
     )
     parser.add_argument("--ca", help="CA file to verify an https API; env HEDGEROW_CLOUD_CA")
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    add_json_flag(parser)
 
 
 def _listen_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:

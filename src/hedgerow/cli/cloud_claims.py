@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from hedgerow.cli import CLIError
-from hedgerow.cli.cloud import Api, _command, _done, _print_json, _show, _table, _write_private
+from hedgerow.cli.cloud import Api, _command, _table, _write_private
+from hedgerow.cli.output import done, print_json, show
 
 
 def _attributes(pairs: list[str] | None) -> dict[str, str]:
@@ -43,7 +44,7 @@ def cmd_template_create(args: argparse.Namespace) -> int:
     }
     with Api(args) as api:
         template = api.post("/api/v1/claim-templates", body)
-    return _done(
+    return done(
         args,
         template,
         f"claim template {args.name}: a {args.kind} named {args.name_pattern} in group "
@@ -56,7 +57,7 @@ def cmd_template_list(args: argparse.Namespace) -> int:
     with Api(args) as api:
         items = api.get("/api/v1/claim-templates")["items"]
     if args.json:
-        _print_json(items)
+        print_json(items)
         return 0
     _table(
         [[t["name"], t["kind"], t["group"], t["name_pattern"]] for t in items],
@@ -67,14 +68,14 @@ def cmd_template_list(args: argparse.Namespace) -> int:
 
 def cmd_template_show(args: argparse.Namespace) -> int:
     with Api(args) as api:
-        _show(args, api.get(f"/api/v1/claim-templates/{args.name}"))
+        show(args, api.get(f"/api/v1/claim-templates/{args.name}"))
     return 0
 
 
 def cmd_template_delete(args: argparse.Namespace) -> int:
     with Api(args) as api:
         api.request("DELETE", f"/api/v1/claim-templates/{args.name}")
-    return _done(args, {"deleted": args.name}, f"claim template {args.name} deleted")
+    return done(args, {"deleted": args.name}, f"claim template {args.name} deleted")
 
 
 # ---- claims -------------------------------------------------------------------------------
@@ -91,7 +92,7 @@ def cmd_claim_create(args: argparse.Namespace) -> int:
     _write_private(out, base64.b64decode(result["bundle"]))
     claim = result["claim"]
     if args.json:
-        _print_json({**claim, "bundle": str(out)})
+        print_json({**claim, "bundle": str(out)})
         return 0
     kind = claim["kind"]
     print(
@@ -107,7 +108,7 @@ def cmd_claim_list(args: argparse.Namespace) -> int:
     with Api(args) as api:
         items = api.get("/api/v1/claims")["items"]
     if args.json:
-        _print_json(items)
+        print_json(items)
         return 0
     _table(
         [
@@ -130,7 +131,7 @@ def cmd_claim_show(args: argparse.Namespace) -> int:
     with Api(args) as api:
         claim = api.get(f"/api/v1/claims/{args.id}")
     if args.json:
-        _print_json(claim)
+        print_json(claim)
         return 0
     state = f"revoked at {claim['revoked_at']}" if claim["revoked_at"] else "active"
     print(
@@ -150,7 +151,7 @@ def cmd_claim_show(args: argparse.Namespace) -> int:
 def cmd_claim_revoke(args: argparse.Namespace) -> int:
     with Api(args) as api:
         claim = api.post(f"/api/v1/claims/{args.id}/revoke")
-    return _done(
+    return done(
         args,
         claim,
         f"claim {args.id} revoked after {claim['used']} use(s): devices already provisioned "
@@ -165,7 +166,7 @@ def cmd_ca_register(args: argparse.Namespace) -> int:
     body = {"certificate": _read(args.certificate, "the CA certificate"), "template": args.template}
     with Api(args) as api:
         ca = api.post("/api/v1/device-cas", body)
-    return _done(
+    return done(
         args,
         ca,
         f"device CA {ca['subject']} registered ({ca['fingerprint'][:16]}…): devices it signed "
@@ -177,7 +178,7 @@ def cmd_ca_list(args: argparse.Namespace) -> int:
     with Api(args) as api:
         items = api.get("/api/v1/device-cas")["items"]
     if args.json:
-        _print_json(items)
+        print_json(items)
         return 0
     _table(
         [
@@ -198,7 +199,7 @@ def cmd_ca_list(args: argparse.Namespace) -> int:
 def cmd_ca_revoke(args: argparse.Namespace) -> int:
     with Api(args) as api:
         ca = api.post(f"/api/v1/device-cas/{args.fingerprint}/revoke")
-    return _done(args, ca, f"device CA {ca['subject']} revoked: the things it admitted are cut off")
+    return done(args, ca, f"device CA {ca['subject']} revoked: the things it admitted are cut off")
 
 
 # ---- bring your own certificates ----------------------------------------------------------
@@ -259,7 +260,7 @@ def cmd_thing_import(args: argparse.Namespace) -> int:
         print()
     result = {"imported": imported, "failed": failed}
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         print(f"imported {len(imported)} thing(s) with their own certificates")
         for f in failed:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hedgerow.cli import CLIError
+from hedgerow.cli.output import add_json_flag, print_json, show
 from hedgerow.core import service
 from hedgerow.core.bundle_unpack import unpack_bundle
 from hedgerow.core.config import CONFIG_FILE, CoreConfig, load_config
@@ -71,11 +72,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     provision.set_defaults(func=cmd_provision)
 
-    check = sub.add_parser("check", help="check dependencies and health (ok / warn / fail)")
-    check.add_argument("--config", type=Path)
-    check.add_argument("--data-dir", type=Path)
-    check.add_argument("--timeout", type=float, default=5.0, help="per network check (s)")
-    check.set_defaults(func=cmd_check)
+    for name, helped, timeout_help, json_help, func in (
+        ("check", "check dependencies and health (ok / warn / fail)", "per network check (s)",
+         "print the checks as JSON", cmd_check),
+        ("status", "what the running core reports (its heartbeat)", "seconds to wait for it",
+         "print the heartbeat JSON", cmd_status),
+    ):  # fmt: skip
+        command = sub.add_parser(name, help=helped)
+        command.add_argument("--config", type=Path)
+        command.add_argument("--data-dir", type=Path)
+        command.add_argument("--timeout", type=float, default=5.0, help=timeout_help)
+        add_json_flag(command, json_help)
+        command.set_defaults(func=func)
 
     install = sub.add_parser("install-service", help="install and enable the systemd unit")
     install.add_argument("--config", type=Path)
@@ -83,6 +91,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     install.add_argument("--user", help="run the core as this user (default: root)")
     install.add_argument("--unit-path", type=Path, default=service.UNIT_PATH)
     install.add_argument("--no-systemctl", action="store_true", help="only write the unit file")
+    add_json_flag(install, "print the unit, command and next steps as JSON")
     install.set_defaults(func=cmd_install)
 
     uninstall = sub.add_parser("uninstall-service", help="disable and remove the systemd unit")
@@ -117,6 +126,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     browse.add_argument("--private-key", default="")
     browse.add_argument("--server-certificate", default="")
     browse.add_argument("--timeout", type=float, default=4.0)
+    add_json_flag(browse, "print the nodes as JSON")
     browse.set_defaults(func=cmd_opcua_browse)
 
 
@@ -423,8 +433,34 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     config = _load(_config_path(args))
     results = asyncio.run(run_checks(config, wait_s=args.timeout))
+    failed = sum(r.level is Level.FAIL for r in results)
+    warned = sum(r.level is Level.WARN for r in results)
+    if args.json:
+        checks = [
+            {"name": r.name, "level": r.level.value, "detail": r.detail, "advice": r.advice}
+            for r in results
+        ]
+        print_json({"checks": checks, "failed": failed, "warnings": warned})
+        return 1 if failed else 0
     print("\n".join(format_results(results)))
-    return 1 if any(r.level is Level.FAIL for r in results) else 0
+    return 1 if failed else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """The running core's own report: the heartbeat its metrics listener serves."""
+    from hedgerow.core.check import running_status
+
+    config_path = _config_path(args)
+    config = _load(config_path)
+    beat = asyncio.run(running_status(config, args.timeout))
+    if beat is None:
+        raise CLIError(
+            f"core {config.name} is not running or does not answer on its metrics port"
+            f" (status.metrics_port in {config_path}); start it: hedgerow core run"
+            f" --config {config_path}"
+        )
+    show(args, {"core": config.name, **beat})
+    return 0
 
 
 def cmd_install(args: argparse.Namespace) -> int:
@@ -445,6 +481,17 @@ def cmd_install(args: argparse.Namespace) -> int:
     except (OSError, subprocess.SubprocessError) as exc:
         raise CLIError(f"cannot install {args.unit_path}: {exc} (run as root?)") from exc
     unit = args.unit_path.name
+    if args.json:
+        print_json({
+            "unit": str(args.unit_path),
+            "command": command,
+            "listens": f"{config.local.host}:{config.local.port}",
+            "start": f"sudo systemctl start {unit}",
+            "follow": f"journalctl -u {unit} -f",
+            "log": str(config.log_dir / "core.log"),
+            "check": f"hedgerow core check --config {config_path}",
+        })  # fmt: skip
+        return 0
     print(f"installed {args.unit_path}: {' '.join(command)}")
     print(
         f"  listens on {config.local.host}:{config.local.port} (local.host, local.port in {config_path})"
@@ -485,6 +532,9 @@ def cmd_opcua_browse(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from exc
     except Exception as exc:  # asyncua's errors: say what failed and where
         raise CLIError(f"browsing {args.url} failed: {type(exc).__name__}: {exc}") from exc
+    if args.json:
+        print_json([dataclasses.asdict(e) for e in entries])
+        return 0
     for e in entries:
         print(f"{'  ' * e.depth}{e.browse_name}  {e.node_class}  {e.node_id}")
     print(f"{len(entries)} nodes")

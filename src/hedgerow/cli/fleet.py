@@ -14,12 +14,11 @@ from hedgerow.cli.cloud import (
     Api,
     _command,
     _decode,
-    _done,
     _labels,
-    _print_json,
     _table,
     fleet_definition,
 )
+from hedgerow.cli.output import done, print_json
 
 #: Rollout states after which ``--follow``/``watch`` stop.
 ENDED = {"completed", "aborted", "rolled-back"}
@@ -44,7 +43,7 @@ def cmd_rollout_start(args: argparse.Namespace) -> int:
     with Api(args) as api:
         rollout = api.post("/api/v1/rollouts", body)
         if not args.follow:
-            return _done(
+            return done(
                 args,
                 rollout,
                 f"rollout {rollout['id']} started: {rollout['total']} group(s) in "
@@ -94,7 +93,7 @@ def _follow(args: argparse.Namespace, api: Api, rollout_id: str, timeout: float)
             )
         time.sleep(0.3)
     if args.json:
-        _print_json(rollout)
+        print_json(rollout)
     else:
         print()
         print(f"rollout {rollout_id} {state}: {rollout['reason']}")
@@ -116,7 +115,7 @@ def cmd_rollout_status(args: argparse.Namespace) -> int:
         if not args.id:
             result = api.get("/api/v1/rollouts", params={"limit": str(args.limit)})
             if args.json:
-                _print_json(result["items"])
+                print_json(result["items"])
             else:
                 _table(
                     [
@@ -134,7 +133,7 @@ def cmd_rollout_status(args: argparse.Namespace) -> int:
             return 0
         rollout = api.get(f"/api/v1/rollouts/{args.id}")
     if args.json:
-        _print_json(rollout)
+        print_json(rollout)
         return 0
     print(f"rollout {rollout['id']}: {rollout['state']} ({rollout['reason']})")
     print(_line(rollout))
@@ -164,7 +163,7 @@ def _action(name: str) -> Any:
     def run(args: argparse.Namespace) -> int:
         with Api(args) as api:
             rollout = api.post(f"/api/v1/rollouts/{args.id}/actions", {"action": name})
-        return _done(args, rollout, f"rollout {args.id}: {rollout['state']} ({rollout['reason']})")
+        return done(args, rollout, f"rollout {args.id}: {rollout['state']} ({rollout['reason']})")
 
     return run
 
@@ -196,7 +195,7 @@ def cmd_deployment_export(args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     out.write_bytes(data)
-    return _done(
+    return done(
         args,
         {**deployment, "file": str(out), "bytes": len(data)},
         f"deployment {deployment['deployment_id']} of group {args.group} written to {out} "
@@ -209,7 +208,7 @@ def cmd_deployment_drift(args: argparse.Namespace) -> int:
     with Api(args) as api:
         drift = api.get(f"/api/v1/groups/{args.group}/drift")
     if args.json:
-        _print_json(drift)
+        print_json(drift)
     elif not drift["drift"]:
         print(
             f"group {args.group}: core {drift['core']} runs {drift['running'] or 'nothing reported'} (no drift)"
@@ -231,16 +230,16 @@ def cmd_deployment_drift(args: argparse.Namespace) -> int:
     return 0
 
 
-def _drift_action(action: str, done: str) -> Any:
-    """``adopt`` or ``replace`` the drift of ``--group``."""
+def _drift_action(action: str, said: str) -> Any:
+    """``adopt`` or ``replace`` the drift of ``--group``; ``said``: what is printed."""
 
     def run(args: argparse.Namespace) -> int:
         with Api(args) as api:
             deployment = api.post(f"/api/v1/groups/{args.group}/drift/{action}")
-        text = done.format(
+        text = said.format(
             group=args.group, id=deployment["deployment_id"], core=deployment["core"]
         )
-        return _done(args, deployment, text)
+        return done(args, deployment, text)
 
     return run
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import signal
 import socket
 import sqlite3
@@ -18,9 +19,10 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from hedgerow.cli import CLIError
+from hedgerow.cli.output import add_json_flag, print_json, print_json_line
 from hedgerow.thing import (
     BackoffPolicy,
     Credentials,
@@ -35,7 +37,7 @@ from hedgerow.thing import (
 )
 from hedgerow.thing.cache import default_directory, file_name
 from hedgerow.thing.core_link import ThingStats
-from hedgerow.thing.discovery import parse_endpoint
+from hedgerow.thing.discovery import discover, parse_endpoint
 from hedgerow.thing.fleet import FleetReport, environment_source, run_fleet, vibration_source
 from hedgerow.thing.readings import reading_payload
 from hedgerow.thing.sensors import SENSOR_KINDS, BME680Model, open_sensor
@@ -87,6 +89,7 @@ def register(subparsers: Any) -> None:
         help="publish this many readings, deliver them, exit (0: forever)",
     )
     run.add_argument("--quiet", action="store_true", help="do not print each reading")
+    add_json_flag(run, "report as JSON Lines on stdout (one object per event)")
     run.set_defaults(func=cmd_run)
 
     provision = commands.add_parser(
@@ -99,6 +102,20 @@ def register(subparsers: Any) -> None:
     )
     provision.add_argument("--timeout", type=float, default=120.0)
     provision.set_defaults(func=cmd_provision)
+    disc = commands.add_parser(
+        "discover",
+        help="ask the cloud for this thing's cores and group CAs (and nothing else)",
+        description="Run discovery as `thing run` does and print the cores, their addresses "
+        "and the group CAs: a quick check of the certificate, the endpoint and the group.",
+    )
+    disc.add_argument("-e", "--endpoint", required=True, help="the cloud's discovery host[:port]")
+    disc.add_argument("-r", "--rootCA", dest="root_ca", required=True, help="the cloud's root CA")
+    disc.add_argument("-c", "--cert", required=True, help="the thing's certificate (PEM)")
+    disc.add_argument("-k", "--key", required=True, help="the thing's private key (PEM)")
+    disc.add_argument("-id", "--clientId", dest="client_id", required=True, help="thing name")
+    disc.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
+    add_json_flag(disc, "print the discovery answer (the V1 response body) as JSON")
+    disc.set_defaults(func=cmd_discover)
 
     sim = commands.add_parser(
         "simulate",
@@ -142,6 +159,7 @@ def register(subparsers: Any) -> None:
     sim.add_argument(
         "--binary", action="store_true", help="vibration as compact binary frames, not JSON"
     )
+    add_json_flag(sim, "print the summary as JSON")
     sim.set_defaults(func=cmd_simulate)
 
 
@@ -349,7 +367,7 @@ async def _run(
     _install_stop(stop)
     topic = args.topic.format(thing=config.thing_name)
     started = time.monotonic()
-    async with Thing(config, queue=queue) as thing, _reporting(thing, quiet=args.quiet):
+    async with Thing(config, queue=queue) as thing, _reporting(thing, args):
         sequence = 0
         while not stop.is_set():
             _check_alive(thing, args.give_up, started)
@@ -364,28 +382,46 @@ async def _run(
                 _check_alive(thing, args.give_up, started)
                 raise CLIError(exc.one_line()) from exc
             if not accepted:
-                print(f"queue full: dropped reading {sequence}", file=sys.stderr)
+                _event(
+                    args, "dropped", f"queue full: dropped reading {sequence}", sequence=sequence
+                )
             elif not args.quiet:
                 # "queued" until the core acknowledged it: delivery is reported separately
                 state = "queued" if thing.is_connected else "queued (not connected)"
-                print(f"{state} {topic} {payload.decode()}", flush=True)
+                _event(args, "queued", f"{state} {topic} {payload.decode()}", sys.stdout,
+                       topic=topic, connected=thing.is_connected, reading=json.loads(payload))  # fmt: skip
             sequence += 1
             if not args.count or sequence < args.count:
                 await _pause(thing, stop, args.interval)
         stats = thing.stats()
     if not args.quiet:
-        print(
+        _event(
+            args,
+            "stopped",
             f"stopped: {stats.delivered} delivered, {stats.queued} still queued, {stats.dropped} dropped",
-            file=sys.stderr,
+            delivered=stats.delivered,
+            queued=stats.queued,
+            dropped=stats.dropped,
         )
     return 0
 
 
+def _event(
+    args: argparse.Namespace, kind: str, text: str, stream: TextIO | None = None, **data: Any
+) -> None:
+    """One thing that happened: a line for people (on ``stream``, default stderr), or with
+    ``--json`` one JSON object on stdout (``{"event": kind, ...data}``)."""
+    if args.json:
+        print_json_line({"event": kind, **data})
+    else:
+        print(text, file=stream or sys.stderr, flush=True)
+
+
 @contextlib.asynccontextmanager
-async def _reporting(thing: Thing, *, quiet: bool) -> AsyncIterator[None]:
+async def _reporting(thing: Thing, args: argparse.Namespace) -> AsyncIterator[None]:
     """Tell the user what the connection does while readings are taken: connected, why not
     (with what fixes it), and how many readings the core acknowledged."""
-    task = asyncio.create_task(_report(thing, quiet), name="thing.report")
+    task = asyncio.create_task(_report(thing, args), name="thing.report")
     try:
         yield
     finally:
@@ -394,7 +430,7 @@ async def _reporting(thing: Thing, *, quiet: bool) -> AsyncIterator[None]:
             await task
 
 
-async def _report(thing: Thing, quiet: bool) -> None:
+async def _report(thing: Thing, args: argparse.Namespace) -> None:
     last = thing.stats()
     reported = 0
     while True:
@@ -403,20 +439,26 @@ async def _report(thing: Thing, quiet: bool) -> None:
         except ThingError:
             return  # the thing stopped: the command reports why
         if now.connected and not last.connected:
-            print(f"connected to the core at {now.endpoint}", file=sys.stderr, flush=True)
+            _event(args, "connected", f"connected to the core at {now.endpoint}",
+                   endpoint=str(now.endpoint))  # fmt: skip
         elif (
             now.last_error
             and now.last_error != last.last_error
             and not now.connected
             and thing.error is None  # a fatal error: the command reports it as it exits
         ):
-            print(f"not connected: {now.last_error} (retrying)", file=sys.stderr, flush=True)
+            _event(args, "not_connected", f"not connected: {now.last_error} (retrying)",
+                   error=str(now.last_error))  # fmt: skip
         backlog_drained = now.queued == 0 and now.delivered - reported > 1
-        if not quiet and (backlog_drained or now.delivered - reported >= DELIVERY_REPORT_EVERY):
-            print(
+        if not args.quiet and (
+            backlog_drained or now.delivered - reported >= DELIVERY_REPORT_EVERY
+        ):
+            _event(
+                args,
+                "delivered",
                 f"delivered {now.delivered} (acknowledged by the core), {now.queued} queued",
-                file=sys.stderr,
-                flush=True,
+                delivered=now.delivered,
+                queued=now.queued,
             )
             reported = now.delivered
         last = now
@@ -509,7 +551,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return environment_source(name, seed=seed, model=env_model)
 
     report = asyncio.run(_simulate(args, configs, make_source))
-    print(_report_text(report))
+    if args.json:
+        print_json(_report_data(report))
+    else:
+        print(_report_text(report))
     if report.fatal:
         kinds = ", ".join(f"{n} x {kind}" for kind, n in report.fatal.items())
         raise CLIError(
@@ -541,6 +586,21 @@ async def _simulate(
     )
 
 
+def _report_data(report: FleetReport) -> dict[str, Any]:
+    return {
+        "things": report.things,
+        "connected": report.connected,
+        "all_connected_after": report.all_connected_after,
+        "median_connect": report.percentile(50),
+        "connect_failures": report.connect_failures,
+        "published": report.published,
+        "delivered": report.delivered,
+        "queued": report.queued,
+        "dropped": report.dropped,
+        "fatal": dict(report.fatal),
+    }
+
+
 def _report_text(report: FleetReport) -> str:
     after = (
         f"{report.all_connected_after:.2f} s" if report.all_connected_after is not None else "never"
@@ -553,3 +613,31 @@ def _report_text(report: FleetReport) -> str:
         f"published: {report.published}  delivered: {report.delivered}  "
         f"queued: {report.queued}  dropped: {report.dropped}"
     )
+
+
+# ---- hedgerow thing discover ------------------------------------------------------------
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    try:
+        parse_endpoint(args.endpoint)
+    except ValueError as exc:
+        raise CLIError(f"{exc}; give -e as host or host:port of the cloud") from exc
+    credentials = _credentials(args.root_ca, args.cert, args.key)
+    try:
+        info = asyncio.run(
+            discover(args.endpoint, args.client_id, credentials, request_timeout=args.timeout)
+        )
+    except ThingError as exc:
+        raise CLIError(exc.one_line()) from exc
+    if args.json:
+        print_json(info.to_json())
+        return 0
+    for group in info.groups:
+        print(f"group {group.group_id}: {len(group.cas)} CA certificate(s)")
+        for core in group.cores:
+            addresses = ", ".join(str(e) for e in core.endpoints) or "(no addresses yet)"
+            print(f"  core {core.name}: {addresses}")
+    if not info.groups:
+        print("no groups: add the thing to a group with a core (hedgerow cloud thing attach)")
+    return 0

@@ -62,7 +62,7 @@ class ConnectorHost:
             if wanted.get(name) != spec:
                 del self._running[name]
                 await connector.stop()
-                log.info("connector.host.stopped name=%s", name)
+                log.info("connectors.host.stopped name=%s", name)
         for name, spec in wanted.items():
             if name in self._running:
                 continue
@@ -70,7 +70,7 @@ class ConnectorHost:
             self._running[name] = (spec, connector)
             await connector.start()
             log.info(
-                "connector.host.started name=%s kind=%s version=%s", name, spec.kind, spec.version
+                "connectors.host.started name=%s kind=%s version=%s", name, spec.kind, spec.version
             )
 
     def _publisher(self, name: str) -> Publish:

@@ -176,7 +176,7 @@ class ModbusConnector(ConnectorBase):
                 first = False
                 self._backoff.connected(loop.time())
                 self._linked()
-                log.info("connector.modbus.connected name=%s where=%s", self.name, self._where())
+                log.info("connectors.modbus.connected name=%s where=%s", self.name, self._where())
                 async with asyncio.TaskGroup() as group:
                     for interval, blocks in self._rounds.items():
                         group.create_task(
@@ -188,7 +188,7 @@ class ModbusConnector(ConnectorBase):
                 self.counters.errors += 1
                 self._unlinked(error)
                 log.warning(
-                    "connector.modbus.link_lost name=%s where=%s error=%s",
+                    "connectors.modbus.link_lost name=%s where=%s error=%s",
                     self.name,
                     self._where(),
                     error,
@@ -227,7 +227,7 @@ class ModbusConnector(ConnectorBase):
                 self.counters.errors += 1
                 self.counters.last_error = str(exc)
                 log.warning(
-                    "connector.modbus.read_refused name=%s unit=%s table=%s address=%s error=%s",
+                    "connectors.modbus.read_refused name=%s unit=%s table=%s address=%s error=%s",
                     self.name,
                     block.unit,
                     block.table.value,

@@ -118,7 +118,7 @@ class ConnectorBase:
             return
         self._set_state(State.STARTING)
         self._task = asyncio.create_task(self._supervise(), name=f"connector:{self._name}")
-        log.info("connector.started name=%s kind=%s", self._name, self.kind)
+        log.info("connectors.started name=%s kind=%s", self._name, self.kind)
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -129,7 +129,7 @@ class ConnectorBase:
             finally:
                 self.counters.connected = False
                 self._set_state(State.STOPPED)
-            log.info("connector.stopped name=%s", self._name)
+            log.info("connectors.stopped name=%s", self._name)
         self._set_state(State.STOPPED)
 
     async def _cancel(self, task: asyncio.Task[None]) -> None:
@@ -141,10 +141,10 @@ class ConnectorBase:
             if done:
                 if not task.cancelled() and task.exception() is not None:
                     log.error(
-                        "connector.stop_failed name=%s error=%r", self._name, task.exception()
+                        "connectors.stop_failed name=%s error=%r", self._name, task.exception()
                     )
                 return
-        log.error("connector.stop_timeout name=%s: its task did not end", self._name)
+        log.error("connectors.stop_timeout name=%s reason=task_did_not_end", self._name)
 
     async def _supervise(self) -> None:
         try:
@@ -152,7 +152,7 @@ class ConnectorBase:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug: report BROKEN rather than die silently
-            log.exception("connector.broken name=%s error=%s", self._name, exc)
+            log.exception("connectors.broken name=%s error=%s", self._name, exc)
             self._set_state(State.BROKEN)
 
     async def _run(self) -> None:

@@ -193,14 +193,14 @@ class OpcUaConnector(ConnectorBase):
                 first = False
                 self._backoff.connected(loop.time())
                 self._linked()
-                log.info("connector.opcua.connected name=%s url=%s", self.name, self.config.url)
+                log.info("connectors.opcua.connected name=%s url=%s", self.name, self.config.url)
                 await self._lost_event.wait()
                 raise ConnectorIOError(self.counters.last_error or "connection lost")
             except (ConnectorIOError, OSError, TimeoutError) as exc:
                 self.counters.errors += 1
                 self._unlinked(str(exc))
                 log.warning(
-                    "connector.opcua.link_lost name=%s url=%s error=%s",
+                    "connectors.opcua.link_lost name=%s url=%s error=%s",
                     self.name,
                     self.config.url,
                     exc,
@@ -211,7 +211,7 @@ class OpcUaConnector(ConnectorBase):
                 self.counters.errors += 1
                 self._unlinked(str(exc))
                 log.warning(
-                    "connector.opcua.failed name=%s url=%s error=%r",
+                    "connectors.opcua.failed name=%s url=%s error=%r",
                     self.name,
                     self.config.url,
                     exc,
@@ -228,7 +228,7 @@ class OpcUaConnector(ConnectorBase):
             async with asyncio.timeout(self.config.timeout_s):
                 await client.disconnect()
         except Exception as exc:  # the link is gone already; closing is best effort
-            log.debug("connector.opcua.close_failed name=%s error=%r", self.name, exc)
+            log.debug("connectors.opcua.close_failed name=%s error=%r", self.name, exc)
 
     async def _on_connection_lost(self, exc: Exception) -> None:
         self._lost(f"connection lost: {exc!r}")

@@ -39,6 +39,10 @@ class Heartbeat:
     #: functions that failed: name → ``{"failed", "crashes", "timeouts", "last_error"}``
     #: (counts, and the last error's text or null); sent when any
     function_errors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: the group's things seen by the core since it started: name → ``{"connected": bool,
+    #: "last_activity": seconds since the epoch}`` (the last connect, publish or
+    #: disconnect); sent when any
+    things: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     schema: int = SCHEMA
 
     @classmethod
@@ -64,6 +68,7 @@ class Heartbeat:
             streams=_streams(data),
             connectors=_connectors(data),
             function_errors=_function_errors(data),
+            things=_things(data),
             schema=schema,
         )
 
@@ -87,6 +92,8 @@ class Heartbeat:
             body["streams"] = {name: dict(p) for name, p in self.streams.items()}
         if self.connectors:
             body["connectors"] = {name: dict(c) for name, c in self.connectors.items()}
+        if self.things:
+            body["things"] = {name: dict(t) for name, t in self.things.items()}
         return body
 
     def to_json(self) -> bytes:
@@ -157,3 +164,20 @@ def _function_errors(data: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
             "function_errors", "must be an object of {failed, crashes, timeouts, last_error}"
         )
     return {name: dict(e) for name, e in value.items()}
+
+
+def _things(data: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    value = data.get("things") or {}
+    if not isinstance(value, Mapping) or not all(
+        isinstance(name, str)
+        and isinstance(t, Mapping)
+        and isinstance(t.get("connected"), bool)
+        and isinstance(t.get("last_activity"), int | float)
+        and not isinstance(t.get("last_activity"), bool)
+        for name, t in value.items()
+    ):
+        raise InvalidMessage("things", "must be an object of {connected, last_activity} objects")
+    return {
+        name: {"connected": t["connected"], "last_activity": t["last_activity"]}
+        for name, t in value.items()
+    }

@@ -12,6 +12,7 @@ import datetime as dt
 import email.utils
 import enum
 import grp
+import json
 import os
 import pwd
 import resource
@@ -239,9 +240,15 @@ async def _cloud_time(config: CoreConfig, wait_s: float) -> dt.datetime | None:
 
 async def _core_running(config: CoreConfig, wait_s: float) -> bool:
     """Whether this core answers on its metrics port (then its own port is rightly taken)."""
+    return await running_status(config, wait_s) is not None
+
+
+async def running_status(config: CoreConfig, wait_s: float) -> dict[str, Any] | None:
+    """The running core's heartbeat as its metrics listener's ``/health`` gives it (the
+    contract's ``Heartbeat`` JSON); None when this core is not running or not answering."""
     endpoint = config.metrics_endpoint()  # "auto": what the running core wrote
     if endpoint is None:
-        return False
+        return None
     host, port = endpoint
     if ":" in host:  # an IPv6 literal
         host = f"[{host}]"
@@ -249,8 +256,14 @@ async def _core_running(config: CoreConfig, wait_s: float) -> bool:
     try:
         response = await request(base, "GET", "/health", timeout=wait_s)
     except HTTPSError:
-        return False
-    return response.status == 200 and b'"uptime"' in response.content
+        return None
+    if response.status != 200:
+        return None
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) and "uptime" in body else None
 
 
 def _cgroup_controllers(path: Path = Path("/sys/fs/cgroup/cgroup.controllers")) -> str | None:

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from hedgerow import certinfo
 from hedgerow.backoff import BackoffPolicy
 from hedgerow.broker import Broker, BrokerConfig
+from hedgerow.broker.auth import Identity
 from hedgerow.certinfo import CertInfo, CertInfoError
 from hedgerow.connectors import ConnectorConfigError, ConnectorSpec
 from hedgerow.connectors.host import ConnectorHost
@@ -50,6 +51,7 @@ from hedgerow.contract.provisioning import Membership
 from hedgerow.contract.support import SupportBundleRequest
 from hedgerow.contract.topics import CoreLeaf, core_topic
 from hedgerow.lifecycle import BROKEN_STATES, HEALTHY_STATES, Health, health_of, parse_state
+from hedgerow.mqtt.packets import Publish
 from hedgerow.mqtt.topics import matches
 from hedgerow.tlscontext import client_context
 
@@ -81,7 +83,7 @@ from .routing_table import CLOUD, SHADOW, RoutingTable
 from .runtime import RuntimeUpdater
 from .secrets import CoreSecrets
 from .spool import IntakeLog, MemorySpool, Spool, SqliteSpool
-from .status import HeartbeatPacer, MetricsServer, Snapshot, heartbeat
+from .status import DeviceActivity, HeartbeatPacer, MetricsServer, Snapshot, heartbeat
 
 if TYPE_CHECKING:  # the stream manager is imported only when [streams] is enabled
     from hedgerow.streams.service import StreamService
@@ -282,6 +284,8 @@ class CoreDaemon:
         #: periodic heartbeats, and one soon after each change (at most one a second)
         self._pacer = HeartbeatPacer(config.status.heartbeat_interval)
         self._heartbeat_wake = asyncio.Event()
+        #: each device's last connect, publish or disconnect (for the heartbeat)
+        self.activity = DeviceActivity()
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -407,7 +411,7 @@ class CoreDaemon:
             trusted=self._load_device_trust(),
             names=self._load_device_names(),
             group=self.config.group,
-            on_admitted=lambda thing: self.state_changed("devices"),
+            on_admitted=self._device_connected,
             refresh=self._refresh_members,
         )
         limits = self.config.broker
@@ -427,7 +431,15 @@ class CoreDaemon:
             persist=self.config.data_dir / "broker",
         ) as broker:
             self.broker = broker
-            yield
+            removers = (
+                broker.add_disconnect_listener(self._device_disconnected),
+                broker.add_interceptor(self._device_published),
+            )
+            try:
+                yield
+            finally:
+                for remove in removers:
+                    remove()
 
     @contextlib.asynccontextmanager
     async def _open_functions(self) -> AsyncIterator[None]:
@@ -1047,6 +1059,19 @@ class CoreDaemon:
     def _function_publish(self, function: str, topic: str, payload: bytes) -> None:
         self.router.dispatch("function:" + function, topic, payload, 1)
 
+    def _device_connected(self, thing: str) -> None:
+        self.activity.seen(thing, time.time())
+        self.state_changed("devices")
+
+    def _device_disconnected(self, identity: Identity) -> None:
+        if identity.kind == "thing":
+            self.activity.seen(identity.name, time.time())
+            self.state_changed("devices")
+
+    def _device_published(self, identity: Identity, publish: Publish) -> None:
+        if identity.kind == "thing" and self.activity.published(identity.name, time.time()):
+            self.state_changed("activity")
+
     def _connector_publish(self, connector: str, topic: str, payload: bytes) -> None:
         self.router.dispatch("connector:" + connector, topic, payload, 1)
 
@@ -1097,6 +1122,9 @@ class CoreDaemon:
             connectors=self.connectors.report(),
             components={name: state.value for name, state in self.components.states().items()},
             streams=self.streams.progress() if self.streams is not None else {},
+            things=self.activity.report(
+                {identity.name for _, identity in self.broker.clients() if identity.kind == "thing"}
+            ),
         )
 
     def _function_errors(self) -> dict[str, Mapping[str, Any]]:

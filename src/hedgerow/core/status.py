@@ -50,6 +50,8 @@ class Snapshot:
     connectors: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
     #: functions that failed: ``{"failed", "crashes", "timeouts", "last_error"}`` each
     function_errors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: the things seen since start: ``{"connected", "last_activity"}`` each (``DeviceActivity``)
+    things: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 #: the shortest time between two heartbeats sent for changes (the periodic one aside)
@@ -100,6 +102,52 @@ class HeartbeatPacer:
         self.first_change = None
 
 
+#: a thing's publishes ask for a heartbeat only when the activity the cloud last heard of
+#: is older than this (connects and disconnects always do)
+ACTIVITY_REPORT_S: Final = 60.0
+#: at most this many things in one heartbeat: the connected ones first, then the most
+#: recently active
+MAX_THINGS_REPORTED: Final = 500
+
+
+@dataclass
+class DeviceActivity:
+    """Each device's last activity (connect, publish, disconnect), in wall-clock seconds
+    (pure: the caller passes the time). Whether a device is connected now is the broker's
+    to say; this only remembers when each was last heard of."""
+
+    last: dict[str, float] = field(default_factory=dict)
+    #: when a publish last asked for a heartbeat, per device
+    reported: dict[str, float] = field(default_factory=dict)
+
+    def seen(self, name: str, now: float) -> None:
+        """A connect or a disconnect (the caller asks for a heartbeat)."""
+        self.last[name] = now
+        self.reported[name] = now
+
+    def published(self, name: str, now: float) -> bool:
+        """A publish: True when the cloud's view of it is older than ``ACTIVITY_REPORT_S``."""
+        self.last[name] = now
+        if now - self.reported.get(name, float("-inf")) < ACTIVITY_REPORT_S:
+            return False
+        self.reported[name] = now
+        return True
+
+    def report(self, connected: set[str]) -> dict[str, dict[str, Any]]:
+        """``name → {"connected", "last_activity"}``, at most ``MAX_THINGS_REPORTED``."""
+        names = set(self.last) | connected
+        chosen = sorted(names, key=lambda n: (n not in connected, -self.last.get(n, 0.0), n))[
+            :MAX_THINGS_REPORTED
+        ]
+        return {
+            name: {
+                "connected": name in connected,
+                "last_activity": round(self.last.get(name, 0.0), 3),
+            }
+            for name in sorted(chosen)
+        }
+
+
 def heartbeat(s: Snapshot) -> bytes:
     """The heartbeat JSON (``hedgerow.contract.heartbeat``): version, uptime, devices,
     functions, spool depth, the core's health, non-zero counters, ``refused`` (deployments
@@ -121,6 +169,7 @@ def heartbeat(s: Snapshot) -> bytes:
             for name, p in s.streams.items()
         },
         connectors=s.connectors,
+        things=s.things,
     ).to_json()
 
 

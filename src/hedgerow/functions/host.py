@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import secrets
+import stat
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -392,6 +393,14 @@ class FunctionHost:
             ]
             if is_root
             else [],
+            # as root the function never runs as root, so run_as is set
+            "read_only_devices": [
+                [r.source, run_as.gid]
+                for r in spec.resources
+                if r.kind == "device" and r.read_only and run_as is not None
+            ]
+            if is_root
+            else [],
         }
         env = {key: os.environ[key] for key in PASSTHROUGH_ENV if key in os.environ}
         env.setdefault("LANG", "C.UTF-8")
@@ -693,6 +702,15 @@ def grant_resources(spec: FunctionSpec, run_as: RunAs | None, *, is_root: bool) 
     """
     if not spec.resources and not spec.groups:
         return run_as
+    ptys = [
+        r.source for r in spec.resources if r.kind == "device" and r.read_only and _is_pty(r.source)
+    ]
+    if ptys:
+        raise ResourceUnavailable(
+            f"{', '.join(ptys)}: a pseudo-terminal cannot be made read-only for a function (the"
+            " kernel opens a terminal only through its own devpts node, which a function cannot"
+            " be kept from writing when it may read it): declare it rw"
+        )
     facts = {r.source: source_facts(r.source) for r in spec.resources}
     group_ids = {name: _group_id(name) for name in spec.groups}
     uid, gid = (run_as.uid, run_as.gid) if run_as is not None else (os.getuid(), os.getgid())
@@ -706,6 +724,17 @@ def grant_resources(spec: FunctionSpec, run_as: RunAs | None, *, is_root: bool) 
             "another path, which needs a mount namespace of their own: run the core as root, "
             "or declare them read-write at their own path"
         )
+    writable = [
+        r.source
+        for r in spec.resources
+        if r.kind == "device" and r.read_only and os.access(r.source, os.W_OK)
+    ]
+    if writable:
+        raise ResourceUnavailable(
+            f"devices {', '.join(writable)} are declared read-only but the core's user may "
+            "write them; making them read-only for the function needs a mount namespace of "
+            "its own: run the core as root, or declare them rw"
+        )
     lacking = sorted(set(groups) - set(os.getgroups()) - {os.getgid()})
     if lacking:
         raise ResourceUnavailable(
@@ -713,6 +742,18 @@ def grant_resources(spec: FunctionSpec, run_as: RunAs | None, *, is_root: bool) 
             "not in: add the core's user to them (usermod -aG) or run the core as root"
         )
     return None
+
+
+#: the character majors of Unix 98 pseudo-terminal slaves (``/dev/pts/N``, devpts)
+PTY_SLAVE_MAJORS: Final = range(136, 144)
+
+
+def _is_pty(path: str) -> bool:
+    try:
+        facts = os.stat(path)
+    except OSError:
+        return False  # missing: plan_access says so
+    return stat.S_ISCHR(facts.st_mode) and os.major(facts.st_rdev) in PTY_SLAVE_MAJORS
 
 
 def _source_root() -> str:

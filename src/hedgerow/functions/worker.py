@@ -68,6 +68,8 @@ class WorkerConfig:
     settle_s: float = 1.0
     #: volumes as ``[source, destination, read_only]``, mounted in a namespace of its own
     mounts: tuple[tuple[str, str, bool], ...] = ()
+    #: devices declared ``ro`` as ``[path, gid]``: covered by nodes it can only read
+    read_only_devices: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def from_json(cls, text: str) -> WorkerConfig:
@@ -499,10 +501,13 @@ def main() -> None:
     if config.v1_path:
         paths.append(config.v1_path)
     sys.path[:0] = paths
-    if config.mounts:  # as root, before the switch: the volumes at their destinations
-        from hedgerow.functions import namespace  # ctypes: only for functions with volumes
+    if config.mounts or config.read_only_devices:  # as root, before the switch
+        from hedgerow.functions import namespace  # ctypes: only for functions that need it
 
-        namespace.enter([namespace.Mount.from_json(m) for m in config.mounts])
+        namespace.enter(
+            [namespace.Mount.from_json(m) for m in config.mounts],
+            [namespace.ReadOnlyDevice.from_json(d) for d in config.read_only_devices],
+        )
     if run_as:  # before any function code: it never runs with the core's privileges
         drop_privileges(run_as)
     logging.basicConfig(

@@ -583,8 +583,8 @@ class StreamManager:
             if not self.cloud.accepts(topic):
                 if state.error is None:
                     log.warning(
-                        "streams.cloud_export_waiting stream=%s topic=%s: no subscription "
-                        "to the cloud covers it",
+                        "streams.cloud_export_waiting stream=%s topic=%s"
+                        " reason=no_subscription_to_the_cloud_covers_it",
                         stream.name,
                         topic,
                     )

@@ -77,7 +77,7 @@ class StreamServer:
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
         sockname = self._server.sockets[0].getsockname()
         self.address = (sockname[0], sockname[1])
-        log.info("streams.listening address=%s:%s", *self.address)
+        log.info("streams.listening host=%s port=%s", *self.address)
         return self.address
 
     async def stop(self) -> None:

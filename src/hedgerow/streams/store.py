@@ -191,7 +191,7 @@ class FileStore:
             for first, path in files:
                 if expected is not None and first != expected:
                     log.error(
-                        "streams.store.gap path=%s expected=%s: later segments removed",
+                        "streams.store.gap path=%s expected=%s removed=later_segments",
                         path,
                         expected,
                     )

@@ -88,6 +88,52 @@ function functionError(heartbeat, name) {
   );
 }
 
+// ---- each thing's connection, as its group's core reports it (heartbeat "things") ----------
+
+// name → {connected, last_activity (ISO), core, online} over the given cores' heartbeats.
+function thingStates(cores, status) {
+  const states = {};
+  for (const core of cores) {
+    const online = coreOnline(core, status);
+    for (const [name, t] of Object.entries((core.heartbeat && core.heartbeat.things) || {})) {
+      const seen = { connected: online && t.connected, last_activity: new Date(t.last_activity * 1000).toISOString(), core: core.name, online };
+      const known = states[name];
+      // a thing in several groups: the connection wins, then the latest activity
+      if (!known || (seen.connected && !known.connected) || (seen.connected === known.connected && seen.last_activity > known.last_activity)) {
+        states[name] = seen;
+      }
+    }
+  }
+  return states;
+}
+
+function thingStateCell(name, states) {
+  return h("span", { class: "thing-state", "data-thing-state": name }, thingStateNodes(states[name]));
+}
+
+function thingActivityCell(name, states) {
+  const state = states[name];
+  return h("span", { "data-thing-activity": name }, timeCell(state ? state.last_activity : null));
+}
+
+function thingStateNodes(state) {
+  if (!state) return [badge("unknown", "idle")];
+  if (!state.online) return [badge("unknown", "idle"), h("span", { class: "detail" }, ` core ${state.core} is offline`)];
+  return [state.connected ? badge("connected", "online") : badge("disconnected", "offline")];
+}
+
+// Update the state and last-activity cells in place (forms on the page keep their input).
+function updateThingCells(root, states) {
+  for (const cell of root.querySelectorAll("[data-thing-state]")) {
+    const next = thingStateNodes(states[cell.dataset.thingState]);
+    if (cell.textContent !== next.map((n) => n.textContent).join("")) fill(cell, ...next);
+  }
+  for (const cell of root.querySelectorAll("[data-thing-activity]")) {
+    const state = states[cell.dataset.thingActivity];
+    fill(cell, timeCell(state ? state.last_activity : null));
+  }
+}
+
 // What the next deploy would change against what the core runs (the cloud's plan).
 function driftNotice(plan, coreName) {
   if (!plan) return null;
@@ -452,6 +498,7 @@ export async function groupPage(ctx) {
   const body = h("div", { class: "page-body" });
   const notices = {};
   let editing = null;
+  let coreName = null; // the group's core, once known (its heartbeat feeds the things' states)
   put(ctx.main,
     h("p", { class: "breadcrumb" }, link("#/groups", "Groups"), " / ", name),
     h("h1", {}, `Group ${name}`),
@@ -472,8 +519,17 @@ export async function groupPage(ctx) {
       : [null, null];
     if (!ctx.alive()) return;
     render(group, core, status, things.items, allThings.items, functions.items, subscriptions.items, plan);
+    coreName = group.core;
     if (focus) focusHeading(body, focus);
   }
+
+  // each thing's connection and last activity, current within a second or two of a change
+  async function refreshThings() {
+    if (!coreName) return;
+    const [core, status] = await Promise.all([get(`/api/v1/cores/${enc(coreName)}`), get("/api/v1/status")]);
+    if (ctx.alive()) updateThingCells(body, thingStates([core], status));
+  }
+  ctx.every(1000, () => refreshThings().catch(() => {}));
 
   async function act(message, fn, focus) {
     try {
@@ -488,6 +544,7 @@ export async function groupPage(ctx) {
 
   function render(group, core, status, things, allThings, functions, subscriptions, plan) {
     const thingNames = things.map((t) => t.name);
+    const states = core ? thingStates([core], status) : {};
     const functionNames = functions.map((f) => f.name);
     const deploy = h(
       "button",
@@ -729,6 +786,8 @@ export async function groupPage(ctx) {
           `Things of ${name}`,
           [
             { label: "Thing", cell: (t) => link(`#/things?owner=${enc(t.name)}`, t.name) },
+            { label: "Connection", cell: (t) => thingStateCell(t.name, states) },
+            { label: "Last activity", cell: (t) => thingActivityCell(t.name, states) },
             { label: "Created", cell: (t) => timeCell(t.created_at) },
             {
               label: "Actions",
@@ -1037,15 +1096,23 @@ export async function thingsPage(ctx) {
   put(ctx.main, h("h1", {}, "Things and certificates"), body);
 
   async function refresh(focus) {
-    const [things, certs, groups] = await Promise.all([
+    const [things, certs, groups, cores, status] = await Promise.all([
       get("/api/v1/things"),
       get(query("/api/v1/certificates", { owner, kind })),
       get("/api/v1/groups"),
+      get("/api/v1/cores"),
+      get("/api/v1/status"),
     ]);
     if (!ctx.alive()) return;
-    render(things.items, certs.items, groups.items);
+    render(things.items, certs.items, groups.items, thingStates(cores.items, status));
     if (focus) focusHeading(body, focus);
   }
+
+  async function refreshThings() {
+    const [cores, status] = await Promise.all([get("/api/v1/cores"), get("/api/v1/status")]);
+    if (ctx.alive()) updateThingCells(body, thingStates(cores.items, status));
+  }
+  ctx.every(1000, () => refreshThings().catch(() => {}));
 
   async function act(message, fn, focus) {
     try {
@@ -1058,7 +1125,7 @@ export async function thingsPage(ctx) {
     await refresh(focus);
   }
 
-  function render(things, certs, groups) {
+  function render(things, certs, groups, states) {
     const create = form({
       label: "Create a thing",
       title: "Create a thing",
@@ -1106,6 +1173,8 @@ export async function thingsPage(ctx) {
           [
             { label: "Thing", cell: (t) => link(`#/things/${enc(t.name)}`, t.name) },
             { label: "Groups", cell: (t) => (t.groups.length ? t.groups.map((g, i) => [i ? ", " : "", link(`#/groups/${enc(g)}`, g)]) : "none") },
+            { label: "Connection", cell: (t) => thingStateCell(t.name, states) },
+            { label: "Last activity", cell: (t) => thingActivityCell(t.name, states) },
             { label: "Created", cell: (t) => timeCell(t.created_at) },
             {
               label: "Next expiry",

@@ -1,10 +1,12 @@
 """Aggregate numeric readings per sensor per time window at the edge.
 
 A pinned function: it keeps one window per (thing, field) and, when a reading arrives after
-the window closed, publishes ``{"thing", "window_start", "window_s", "fields": {name:
-{"min", "max", "mean", "count"}}}`` to ``aggregates/<thing>`` and starts a new window.
-Only the aggregates travel to the cloud. ``WINDOW_S`` (seconds, default 60) is read from
-the environment.
+the window closed, publishes ``{"thing", "window_start", "window_s", "readings",
+"bytes_in", "fields": {name: {"min", "max", "mean", "count"}}}`` to ``aggregates/<thing>``
+and starts a new window. Only the aggregates travel to the cloud; ``bytes_in`` is what the
+window's readings weighed as they arrived (compact JSON), i.e. what the cloud would have
+received without this function (``examples/industrial/bytes_saved.py`` adds it up against
+the aggregates' own size). ``WINDOW_S`` (seconds, default 60) is read from the environment.
 """
 
 from __future__ import annotations
@@ -45,8 +47,12 @@ class Stat:
 class Window:
     start: float
     stats: dict[str, Stat] = field(default_factory=dict)
+    readings: int = 0
+    bytes_in: int = 0
 
     def add(self, reading: dict[str, Any]) -> None:
+        self.readings += 1
+        self.bytes_in += len(json.dumps(reading, separators=(",", ":")).encode())
         for name, value in reading.items():
             if name in SKIP_FIELDS or isinstance(value, bool) or not isinstance(value, int | float):
                 continue
@@ -71,6 +77,8 @@ class Aggregator:
                 "thing": thing,
                 "window_start": window.start,
                 "window_s": self.window_s,
+                "readings": window.readings,
+                "bytes_in": window.bytes_in,
                 "fields": {name: stat.summary() for name, stat in window.stats.items()},
             }
             window = None
