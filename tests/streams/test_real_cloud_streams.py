@@ -28,7 +28,7 @@ from ..core.test_functions_real import zipped
 from ..core.test_real_cloud import ok, until
 from .test_core_streams import PRODUCERS, assert_each_producer_in_order, producer_code
 
-#: appended through the PyPI greengrasssdk by a function on the core (issue #16)
+#: appended through the PyPI greengrasssdk by a function on the core
 COUNT = 100_000
 
 
