@@ -28,12 +28,12 @@ from ..core.test_functions_real import zipped
 from ..core.test_real_cloud import ok, until
 from .test_core_streams import PRODUCERS, assert_each_producer_in_order, producer_code
 
-#: appended through the PyPI greengrasssdk by a function on the core (issue #16)
+#: appended through the PyPI greengrasssdk by a function on the core
 COUNT = 100_000
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(400)
+@pytest.mark.timeout(720)
 async def test_a_v1_function_streams_into_the_real_clouds_telemetry_store(
     tmp_path: Path,
 ) -> None:
@@ -99,7 +99,8 @@ async def test_a_v1_function_streams_into_the_real_clouds_telemetry_store(
                 stored.extend(page["items"])
                 return len({m["payload"] for m in stored}) >= COUNT
 
-            await until(all_stored, 300)
+            # measured: ~125 s at load 10, ~370 s at load 16 (the shared machine)
+            await until(all_stored, 600)
         # in the stored order
         assert_each_producer_in_order([m["payload"].encode() for m in stored], COUNT, PRODUCERS)
         assert {m["topic"] for m in stored} == {"streams/pi-1/line-1"}
