@@ -23,7 +23,7 @@ def test_the_topics_of_the_architecture_document() -> None:
     assert core_topic("pi-1", CoreLeaf.DEPLOYMENTS) == "$hedgerow/cores/pi-1/deployments"
     assert core_topic("pi-1", "deployment-status") == "$hedgerow/cores/pi-1/deployment-status"
     assert [leaf.value for leaf in TO_CORE] == ["deployments", "revocations", "group-cas", "things"]
-    assert [leaf.value for leaf in FROM_CORE] == ["deployment-status", "heartbeat"]
+    assert [leaf.value for leaf in FROM_CORE] == ["deployment-status", "heartbeat", "logs"]
     assert set(TO_CORE) | set(FROM_CORE) == set(CoreLeaf)
     assert all_cores_filter(CoreLeaf.HEARTBEAT) == "$hedgerow/cores/+/heartbeat"
 

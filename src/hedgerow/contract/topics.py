@@ -24,6 +24,7 @@ class CoreLeaf(enum.StrEnum):
     THINGS = "things"  # cloud → core: {"things": [name, ...]} (the group's members)
     DEPLOYMENT_STATUS = "deployment-status"  # core → cloud: StatusReport
     HEARTBEAT = "heartbeat"  # core → cloud: Heartbeat
+    LOGS = "logs"  # core → cloud: LogBatch (QoS 1, through the core's log spool)
 
 
 #: What the cloud publishes to a core (the core subscribes to these on every connect).
@@ -34,7 +35,7 @@ TO_CORE: Final = (
     CoreLeaf.THINGS,
 )
 #: What a core publishes to the cloud.
-FROM_CORE: Final = (CoreLeaf.DEPLOYMENT_STATUS, CoreLeaf.HEARTBEAT)
+FROM_CORE: Final = (CoreLeaf.DEPLOYMENT_STATUS, CoreLeaf.HEARTBEAT, CoreLeaf.LOGS)
 
 
 @dataclass(frozen=True, slots=True)

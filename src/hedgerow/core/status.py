@@ -50,6 +50,11 @@ class Snapshot:
     connectors: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
     #: functions that failed: ``{"failed", "crashes", "timeouts", "last_error"}`` each
     function_errors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: the gateway's CPU, memory and disk use in percent (``HostStats.sample``)
+    host: Mapping[str, float] = field(default_factory=dict)
+    #: seconds the oldest spooled record may have waited
+    spool_age: float = 0.0
+    spool_max_bytes: int = 0
 
 
 #: the shortest time between two heartbeats sent for changes (the periodic one aside)
@@ -121,6 +126,10 @@ def heartbeat(s: Snapshot) -> bytes:
             for name, p in s.streams.items()
         },
         connectors=s.connectors,
+        host=s.host,
+        spool_age=round(s.spool_age),
+        spool_bytes=s.spool.get("bytes", 0),
+        spool_max_bytes=s.spool_max_bytes,
     ).to_json()
 
 
