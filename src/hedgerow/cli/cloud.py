@@ -491,23 +491,16 @@ def cmd_core_bundle(args: argparse.Namespace) -> int:
 
 
 def cmd_core_list(args: argparse.Namespace) -> int:
+    from hedgerow.cli.cloud_ops import CORE_HEADER, core_row, problems
+
     with Api(args) as api:
         result = api.get("/api/v1/cores")
     if args.json:
         _print_json(result["items"])
         return 0
-    _table(
-        [
-            [
-                c["name"],
-                c["group"],
-                ",".join(f"{e['host']}:{e['port']}" for e in c["endpoints"]) or "-",
-                c["last_seen"] or "never",
-            ]
-            for c in result["items"]
-        ],
-        ["CORE", "GROUP", "ENDPOINTS", "LAST SEEN"],
-    )
+    # the cores that need a look first
+    cores = sorted(result["items"], key=lambda c: (-problems(c), c["name"]))
+    _table([core_row(c) for c in cores], CORE_HEADER)
     return 0
 
 
@@ -1597,6 +1590,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--group")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("id", nargs="?")
+
+    from hedgerow.cli import cloud_ops  # (it builds on this module's helpers)
+
+    cloud_ops.register(sub)
 
     fleet = sub.add_parser("fleet", help="many groups at once").add_subparsers(
         dest="fleet_command", metavar="COMMAND", required=True

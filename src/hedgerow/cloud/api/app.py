@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import time
 from typing import Any
 
 from starlette.applications import Starlette
@@ -13,11 +14,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from hedgerow.cloud.api import (
+    alerts,
     connectors,
     cores,
     deployments,
     functions,
     groups,
+    logs,
     messages,
     secrets,
     subscriptions,
@@ -48,6 +51,8 @@ OPERATIONS: list[Operation] = [
     *cores.OPERATIONS,
     *things.OPERATIONS,
     *messages.OPERATIONS,
+    *logs.OPERATIONS,
+    *alerts.OPERATIONS,
 ]
 OPENAPI: dict[str, Any] = openapi_document(OPERATIONS)
 
@@ -63,6 +68,7 @@ def endpoint(op: Operation, ctx: ApiContext) -> Any:
     """``op`` as a Starlette endpoint: token check, body parsing, errors as JSON."""
 
     async def serve(request: Request) -> Response:
+        started = time.perf_counter()
         try:
             if "token" in request.query_params:  # public routes too: never teach it
                 raise Unauthorized(TOKEN_IN_URL)
@@ -83,6 +89,8 @@ def endpoint(op: Operation, ctx: ApiContext) -> Any:
                 exc.message,
             )
             return error_json(exc.status, exc.message, getattr(exc, "field", None))
+        finally:
+            ctx.latency.observe(op.method, op.path, time.perf_counter() - started)
 
     serve.__name__ = op.handler.__name__
     return serve

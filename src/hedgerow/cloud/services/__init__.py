@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from hedgerow.cloud.artifacts import ArtifactCache
 from hedgerow.cloud.pki_service import PKIService
+from hedgerow.cloud.services.alerts import AlertService
 from hedgerow.cloud.services.certificates import CertificateService
 from hedgerow.cloud.services.connectors import ConnectorService
 from hedgerow.cloud.services.cores import (
@@ -33,6 +34,7 @@ from hedgerow.cloud.services.fleet import FleetFunction, FleetService, FleetSubs
 from hedgerow.cloud.services.functions import ArtifactService, FunctionService
 from hedgerow.cloud.services.groups import GroupService
 from hedgerow.cloud.services.identities import IdentityService
+from hedgerow.cloud.services.logs import LogService
 from hedgerow.cloud.services.membership import MembershipService
 from hedgerow.cloud.services.notify import Notifier, NullNotifier, RoutesChanged, routes_unchanged
 from hedgerow.cloud.services.secrets import SecretService
@@ -42,6 +44,8 @@ from hedgerow.cloud.services.things import CreatedThing, ThingService
 from hedgerow.cloud.storage.repository import Repository
 
 __all__ = [
+    "AlertService",
+    "LogService",
     "ArtifactService",
     "CertificateService",
     "ConnectorService",
@@ -90,6 +94,10 @@ class CloudServices:
     fleet: FleetService
     devices: DeviceService
     telemetry: TelemetryService
+    #: logs from cores (stored by the log ingest worker through ``logs.store_batches``)
+    logs: LogService
+    #: alert rules, webhooks, history and the evaluation loop (run by the server)
+    alerts: AlertService
     #: the secrets functions read (None: this cloud keeps none; deploying a function that
     #: declares one is refused)
     secrets: SecretService | None = None
@@ -108,6 +116,7 @@ class CloudServices:
         identities: IdentityService | None = None,
         secrets: SecretService | None = None,
         presence: Presence = presence_unknown,
+        logs: LogService | None = None,
     ) -> CloudServices:
         """All services wired to one another; nothing is set on them afterwards."""
         groups = GroupService(repository, pki_service, notifier, routes_changed)
@@ -137,5 +146,7 @@ class CloudServices:
             ),
             devices=DeviceService(repository, pki_service, groups, cores, artifacts),
             telemetry=TelemetryService(repository, notifier, messages_written or MessagesWritten()),
+            logs=logs or LogService(repository),
+            alerts=AlertService(repository, presence),
             secrets=secrets,
         )

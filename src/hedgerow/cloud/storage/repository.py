@@ -2,7 +2,7 @@
 
 One store per resource (``groups``, ``cores``, ``things``, ``certificates``,
 ``artifacts``, ``functions``, ``subscriptions``, ``fleet``, ``deployments``,
-``discovery_queries``, ``messages``, ``tokens``), all on ``base.Store`` (the engine, the
+``discovery_queries``, ``messages``, ``tokens``, ``logs``, ``alerts``), all on ``base.Store`` (the engine, the
 transaction, row lookups); ``Repository`` is all of them over one engine. Methods are
 synchronous (SQLAlchemy sessions); the async layers call them through
 ``asyncio.to_thread``. They return the frozen entities of ``hedgerow.cloud.domain`` and
@@ -12,6 +12,7 @@ leaves nothing half-written.
 
 from __future__ import annotations
 
+from hedgerow.cloud.storage.alerts import AlertStore
 from hedgerow.cloud.storage.artifacts import ArtifactStore
 from hedgerow.cloud.storage.base import (
     MAX_PAGE,
@@ -31,6 +32,7 @@ from hedgerow.cloud.storage.deployments import DeploymentStore
 from hedgerow.cloud.storage.discovery_queries import DiscoveryStore
 from hedgerow.cloud.storage.fleet import FleetStore
 from hedgerow.cloud.storage.groups import GroupStore
+from hedgerow.cloud.storage.logs import LogStore
 from hedgerow.cloud.storage.messages import MessageStore
 from hedgerow.cloud.storage.things import ThingStore
 from hedgerow.cloud.storage.tokens import TokenStore, token_digest
@@ -62,5 +64,7 @@ class Repository(
     DiscoveryStore,
     MessageStore,
     TokenStore,
+    LogStore,
+    AlertStore,
 ):
     """Every store over one engine (``Repository(engine)``)."""
