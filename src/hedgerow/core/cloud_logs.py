@@ -113,10 +113,12 @@ class OutputLine:
 
 def parse_function_output(text: str) -> list[OutputLine]:
     """A function's output as records: a line in the worker's ``logging`` format starts a
-    record with its level; a traceback (its header, indented lines and the final
-    ``Error: ...`` line) stays with the record before it; other lines (``print``) are
-    INFO records of their own."""
+    record with its level, and a traceback right after it (``logger.exception``) or
+    indented lines stay with it; a traceback after anything else is an ERROR record of its
+    own (header, indented lines and the final ``Error: ...`` line together); other lines
+    (``print``) are INFO records of their own."""
     records: list[OutputLine] = []
+    joins = False  # the last record is a logging line that a traceback may follow
     in_traceback = False
     for line in text.splitlines():
         if not line.strip():
@@ -125,23 +127,23 @@ def parse_function_output(text: str) -> list[OutputLine]:
         if match is not None:
             level = LEVELS.get(match["level"], LEVELS["INFO"])
             records.append(OutputLine(level, match["logger"], match["message"]))
-            in_traceback = False
-            continue
-        continues = records and (line[:1].isspace() or line.startswith(_TRACEBACK) or in_traceback)
-        if continues:
-            last = records[-1]
-            last.message += "\n" + line
-            if line.startswith(_TRACEBACK):
-                in_traceback = True
-                last.level = max(last.level, LEVELS["ERROR"])
-            elif in_traceback and not line[:1].isspace():
-                in_traceback = False  # "ValueError: ..." ends it
+            joins, in_traceback = True, False
             continue
         if line.startswith(_TRACEBACK):
-            records.append(OutputLine(LEVELS["ERROR"], "", line))
-            in_traceback = True
+            if records and joins:
+                records[-1].message += "\n" + line
+                records[-1].level = max(records[-1].level, LEVELS["ERROR"])
+            else:
+                records.append(OutputLine(LEVELS["ERROR"], "", line))
+            joins, in_traceback = False, True
+            continue
+        if records and (in_traceback or line[:1].isspace()):
+            records[-1].message += "\n" + line
+            if not line[:1].isspace():
+                in_traceback = False  # "ValueError: ..." ends it
             continue
         records.append(OutputLine(LEVELS["INFO"], "", line))
+        joins = in_traceback = False
     return records
 
 
