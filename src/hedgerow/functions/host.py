@@ -658,7 +658,7 @@ class FunctionHost:
                     "failed": c.failed,
                     "crashes": c.crashes,
                     "timeouts": c.timeouts,
-                    "invoked": c.invoked,
+                    "invocations": c.delivered + c.invoked,
                     "last_error": pool.last_error,
                 }
                 if pool.last_traceback:  # its tail: the heartbeat stays small

@@ -31,6 +31,7 @@ ASSETS = (
     "dom.js",
     "forms.js",
     "live.js",
+    "ops.js",
     "pages.js",
     "zip.js",
 )

@@ -5,6 +5,7 @@ import { announce, clear, h, leavePageStatus, put } from "./dom.js";
 import { form } from "./forms.js";
 import { chartsPage } from "./chart.js";
 import { livePage } from "./live.js";
+import { alertsPage, fleetPage, logsPage } from "./ops.js";
 import {
   deploymentPage,
   deploymentsPage,
@@ -20,6 +21,9 @@ const PAGES = {
   deployments: (ctx) => (ctx.parts[1] ? deploymentPage(ctx) : deploymentsPage(ctx)),
   things: thingsPage,
   live: livePage,
+  fleet: fleetPage,
+  logs: logsPage,
+  alerts: alertsPage,
   charts: chartsPage,
   login: loginPage,
 };
