@@ -4,10 +4,15 @@ retention; alert rules and webhooks refused with the field named; Prometheus ``/
 
 from __future__ import annotations
 
+import json
+import re
 import time
+from pathlib import Path
 
 from hedgerow.contract.logs import LogBatch, LogRecord
 from tests.cloud.conftest import Cloud
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _batch(*records: tuple[float, int, str, str, str], dropped: int = 0) -> bytes:
@@ -97,3 +102,13 @@ async def test_prometheus_metrics(cloud: Cloud) -> None:
     assert 'le="+Inf"' in text
     anonymous = await cloud.api.get("/metrics", headers={"authorization": ""})
     assert anonymous.status_code == 401
+    # every metric the Grafana dashboard charts is one the cloud exposes
+    dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
+    charted = {
+        re.sub(r"_(bucket|count|sum)$", "", name)
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"hedgerow_cloud_[a-z_]+", target["expr"])
+    }
+    exposed = set(re.findall(r"^# TYPE (\S+)", text, re.M))
+    assert len(charted) >= 10 and charted <= exposed, charted - exposed
