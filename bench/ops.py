@@ -38,7 +38,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.e2e.harness import CORE, GROUP, System, running_system, wait_until  # noqa: E402
 
@@ -149,16 +148,6 @@ def code(root: Path, name: str, text: str) -> Path:
     return directory
 
 
-def publish(system: System, topic: str, payload: str) -> None:
-    response = httpx.post(
-        f"http://127.0.0.1:{system.api_port}/api/v1/messages/publish",
-        json={"topic": topic, "payload": payload},
-        headers={"authorization": f"Bearer {system.token}"},
-        timeout=10,
-    )
-    response.raise_for_status()
-
-
 def newest_log_number(system: System, function: str, word: str) -> int:
     items = system.api("/api/v1/logs", group=GROUP, function=function, limit="1", order="desc")[
         "items"
@@ -198,7 +187,7 @@ def deploy_bench_functions(system: System, root: Path) -> None:
 def telemetry_rate(system: System, count: int, base: int) -> tuple[float, int]:
     """msg/s for ``count`` messages; ``base`` is the cloud's count of bench/out before."""
     started = time.monotonic()
-    publish(system, "bench/telemetry", str(count))
+    system.publish("bench/telemetry", str(count))
     wait_until(lambda: newest_telemetry(system) == count - 1 and
                len(system.messages("bench/out")) >= base + count,
                timeout=300, what="all telemetry", interval=0.1)  # fmt: skip
@@ -214,13 +203,13 @@ def throughput(root: Path, lines: int, messages: int, flood_s: float) -> dict[st
     with running_system(root / "uncapped", core_settings=settings) as system:
         deploy_bench_functions(system, root / "code1")
         started = time.monotonic()
-        publish(system, "bench/logs", str(lines))
+        system.publish("bench/logs", str(lines))
         wait_until(lambda: newest_log_number(system, "logger", "line") == lines - 1,
                    timeout=300, what="every log line", interval=0.1)  # fmt: skip
         results["log lines/s (uncapped)"] = lines / (time.monotonic() - started)
         rate, stored = telemetry_rate(system, messages, 0)
         results["telemetry msg/s, no flood"] = rate
-        publish(system, "bench/flood", str(flood_s + 30))
+        system.publish("bench/flood", str(flood_s + 30))
         wait_until(lambda: newest_log_number(system, "flooder", "flood") > 1000, timeout=60,
                    what="the flood under way")  # fmt: skip
         rate, stored = telemetry_rate(system, messages, stored)
@@ -229,7 +218,7 @@ def throughput(root: Path, lines: int, messages: int, flood_s: float) -> dict[st
         deploy_bench_functions(system, root / "code2")
         rate, stored = telemetry_rate(system, messages, 0)
         results["telemetry msg/s, no flood (default cap)"] = rate
-        publish(system, "bench/flood", str(flood_s + 30))
+        system.publish("bench/flood", str(flood_s + 30))
         wait_until(lambda: newest_log_number(system, "flooder", "flood") >= 0, timeout=60,
                    what="the flood under way")  # fmt: skip
         rate, stored = telemetry_rate(system, messages, stored)

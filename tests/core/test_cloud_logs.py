@@ -143,3 +143,18 @@ def test_the_config_names_a_wrong_level(tmp_path: object) -> None:
                 default_data_dir=__import__("pathlib").Path("/tmp/x"),
             )
         assert field in str(info.value)
+
+
+def test_over_the_cap_a_functions_lines_are_counted_without_parsing() -> None:
+    clock = ManualClock()
+    spool = MemorySpool()
+    shipper = LogShipper("pi-1", spool, LogGate(rate=10.0, burst=2, clock=clock))
+    shipper.function_output("fn", b"a\nb\nc\nd\ne\npart")  # 2 go, the other 3 dropped
+    assert shipper.gate.exhausted()
+    shipper.function_output("fn", b"ial\n" + b"x\n" * 1000 + b"tail")
+    assert shipper.dropped == 3 + 1001  # counted whole lines, the unfinished one waits
+    clock.advance(1.0)  # 10 tokens again, burst 2
+    shipper.function_output("fn", b" end\n")
+    shipper.flush()
+    messages = [r.message for r in LogBatch.from_json(spool.peek(0, 1)[0].payload).records]
+    assert messages == ["a", "b", "tail end"]

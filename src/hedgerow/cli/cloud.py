@@ -527,6 +527,11 @@ def core_summary(core: dict[str, Any]) -> list[str]:
     ]
     endpoints = ", ".join(f"{e['host']}:{e['port']}" for e in core.get("endpoints", []))
     lines.append(f"endpoints: {endpoints or 'none reported'}")
+    host = beat.get("host") or {}
+    if host or beat.get("spool_max_bytes"):
+        use = "  ".join(f"{k} {host[k]:.0f}%" for k in ("cpu", "memory", "disk") if k in host)
+        age = f", oldest {beat['spool_age']} s" if beat.get("spool_age") else ""
+        lines.append(f"host: {use or 'unknown'}   spool: {beat.get('spool', 0)} records{age}")
     functions: dict[str, str] = beat.get("functions") or {}
     errors: dict[str, dict[str, Any]] = beat.get("function_errors") or {}
     if not functions:
@@ -541,6 +546,8 @@ def core_summary(core: dict[str, Any]) -> list[str]:
             lines.append(f"  {name}: {state}" + (f" ({counts})" if counts else ""))
             if error.get("last_error"):
                 lines.append(f"    last error: {error['last_error']}")
+            if error.get("traceback"):
+                lines.extend("      " + line for line in error["traceback"].rstrip().splitlines())
     for refusal in beat.get("refused") or []:
         lines.append(
             f"refused on the core's disk: {refusal.get('deployment_id')}: {refusal.get('reason')}"

@@ -80,15 +80,24 @@ class LogGate:
             return self.function_levels.get(name, self.function_level)
         return self.level
 
-    def admit(self, level: int, source: str) -> bool:
-        """True: ship it. False: below its level (not counted) or over the cap (counted)."""
-        if level < self.threshold(source):
-            return False
+    def _refill(self) -> None:
         now = self.clock.now()
         elapsed = now - self._refilled
         if elapsed > 0:
             self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate)
             self._refilled = now
+
+    def exhausted(self) -> bool:
+        """No token left now: whatever comes is dropped (a flood's lines are then only
+        counted, not parsed)."""
+        self._refill()
+        return self._tokens < 1.0
+
+    def admit(self, level: int, source: str) -> bool:
+        """True: ship it. False: below its level (not counted) or over the cap (counted)."""
+        if level < self.threshold(source):
+            return False
+        self._refill()
         if self._tokens < 1.0:
             self.dropped += 1
             return False
@@ -182,6 +191,17 @@ class LogShipper:
     def function_output(self, function: str, chunk: bytes) -> None:
         """A chunk of a function's output: complete lines become records now, an
         unfinished last line waits for the rest."""
+        if self.gate.exhausted():  # over the cap: count the lines, parse nothing
+            head, newline, tail = chunk.rpartition(b"\n")
+            if newline:
+                self.gate.dropped += head.count(b"\n") + 1
+                self._partial.pop(function, None)
+                chunk = tail
+            if chunk:
+                self._partial[function] = self._partial.get(function, "") + chunk.decode(
+                    errors="replace"
+                )
+            return
         text = self._partial.pop(function, "") + chunk.decode(errors="replace")
         complete, newline, rest = text.rpartition("\n")
         if not newline:
