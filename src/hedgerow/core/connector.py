@@ -52,6 +52,9 @@ ClientFactory = Callable[..., Client]
 SEND_SLICE = 200
 #: Acknowledged records removed from the spool in one transaction (at least; also when idle).
 ACK_BATCH = 500
+#: Log batches in flight at once (each up to 500 records): the rest of the client's window
+#: stays with the telemetry.
+LOG_INFLIGHT = 16
 
 
 class CloudConnector:
@@ -285,7 +288,8 @@ class CloudConnector:
                     reaped += 1
                 if len(to_ack) >= ACK_BATCH:
                     self._ack(spool, to_ack, prefix)
-                room = min(self.inflight - len(pending), SEND_SLICE)
+                window = LOG_INFLIGHT if prefix else self.inflight
+                room = min(window - len(pending), SEND_SLICE)
                 records = spool.peek(after_id, room) if room > 0 else []
                 for record in records:
                     future = client.publish_nowait(
