@@ -203,8 +203,8 @@ class LogShipper:
                 )
             return
         text = self._partial.pop(function, "") + chunk.decode(errors="replace")
-        complete, newline, rest = text.rpartition("\n")
-        if not newline:
+        complete, sep, rest = text.rpartition("\n")
+        if not sep:
             complete, rest = "", text
         if rest:
             self._partial[function] = rest
