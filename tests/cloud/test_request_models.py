@@ -140,7 +140,7 @@ async def test_the_served_document_lists_every_route_of_the_app(cloud: Cloud) ->
     routes = [
         (r.path, method.lower())
         for r in app.routes
-        if isinstance(r, Route) and r.path.startswith("/api/")
+        if isinstance(r, Route) and (r.path.startswith("/api/") or r.path == "/metrics")
         for method in r.methods or ()
         if method != "HEAD"
     ]

@@ -30,7 +30,12 @@ def test_the_topics_of_the_architecture_document() -> None:
         "shadow",
         "support-bundle",
     ]
-    assert [leaf.value for leaf in FROM_CORE] == ["deployment-status", "heartbeat", "shadow-update"]
+    assert [leaf.value for leaf in FROM_CORE] == [
+        "deployment-status",
+        "heartbeat",
+        "shadow-update",
+        "logs",
+    ]
     assert set(TO_CORE) | set(FROM_CORE) == set(CoreLeaf)
     assert all_cores_filter(CoreLeaf.HEARTBEAT) == "$hedgerow/cores/+/heartbeat"
 

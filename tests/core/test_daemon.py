@@ -466,7 +466,7 @@ async def test_components_start_in_order_and_health_follows_the_functions(
     art = function_zip("upper")
     async with running_core(cloud, tmp_path / "core") as core:
         assert list(core.components.states()) == [
-            "identity", "spool", "certificate", "broker", "functions", "connectors", "router",
+            "identity", "spool", "logs", "certificate", "broker", "functions", "connectors", "router",
             "deployment", "local-endpoint", "background", "metrics",
         ]  # fmt: skip
         assert set(core.components.states().values()) == {State.RUNNING}

@@ -425,6 +425,14 @@ class System:
         response.raise_for_status()
         return response.json()
 
+    def publish(self, topic: str, payload: str) -> None:
+        """Publish from the cloud (cores whose group routes ``topic`` from ``cloud`` get it)."""
+        with self._http() as http:
+            response = http.post(
+                "/api/v1/messages/publish", json={"topic": topic, "payload": payload}
+            )
+            response.raise_for_status()
+
     def messages(self, topic_filter: str, limit: int = 10000) -> list[dict[str, Any]]:
         """Stored telemetry matching ``topic_filter``, oldest first (every page of it)."""
         found: list[dict[str, Any]] = []

@@ -109,6 +109,9 @@ async def test_last_error_and_changes_reach_the_core(tmp_path: Path) -> None:
         error = host.errors()["flaky"]
         assert error["failed"] == 1 and error["crashes"] == 0
         assert error["last_error"] == "KeyError: 'sensor 9'"
+        assert error["traceback"].startswith("Traceback (most recent call last):")
+        assert error["traceback"].rstrip().endswith("KeyError: 'sensor 9'")
+        assert error["invocations"] == 6  # five invoked, one delivered
         assert len(changes) == seen + 1
         await host.apply([], {})
         assert changes[-1] == {}

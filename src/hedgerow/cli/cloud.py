@@ -478,23 +478,16 @@ def cmd_core_bundle(args: argparse.Namespace) -> int:
 
 
 def cmd_core_list(args: argparse.Namespace) -> int:
+    from hedgerow.cli.cloud_ops import CORE_HEADER, core_row, problems
+
     with Api(args) as api:
         result = api.get("/api/v1/cores")
     if args.json:
         print_json(result["items"])
         return 0
-    _table(
-        [
-            [
-                c["name"],
-                c["group"],
-                ",".join(f"{e['host']}:{e['port']}" for e in c["endpoints"]) or "-",
-                c["last_seen"] or "never",
-            ]
-            for c in result["items"]
-        ],
-        ["CORE", "GROUP", "ENDPOINTS", "LAST SEEN"],
-    )
+    # the cores that need a look first
+    cores = sorted(result["items"], key=lambda c: (-problems(c), c["name"]))
+    _table([core_row(c) for c in cores], CORE_HEADER)
     return 0
 
 
@@ -554,6 +547,11 @@ def core_summary(core: dict[str, Any]) -> list[str]:
     ]
     endpoints = ", ".join(f"{e['host']}:{e['port']}" for e in core.get("endpoints", []))
     lines.append(f"endpoints: {endpoints or 'none reported'}")
+    host = beat.get("host") or {}
+    if host or beat.get("spool_max_bytes"):
+        use = "  ".join(f"{k} {host[k]:.0f}%" for k in ("cpu", "memory", "disk") if k in host)
+        age = f", oldest {beat['spool_age']} s" if beat.get("spool_age") else ""
+        lines.append(f"host: {use or 'unknown'}   spool: {beat.get('spool', 0)} records{age}")
     functions: dict[str, str] = beat.get("functions") or {}
     errors: dict[str, dict[str, Any]] = beat.get("function_errors") or {}
     if not functions:
@@ -568,6 +566,8 @@ def core_summary(core: dict[str, Any]) -> list[str]:
             lines.append(f"  {name}: {state}" + (f" ({counts})" if counts else ""))
             if error.get("last_error"):
                 lines.append(f"    last error: {error['last_error']}")
+            if error.get("traceback"):
+                lines.extend("      " + line for line in error["traceback"].rstrip().splitlines())
     for refusal in beat.get("refused") or []:
         lines.append(
             f"refused on the core's disk: {refusal.get('deployment_id')}: {refusal.get('reason')}"
@@ -1830,6 +1830,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--group")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("id", nargs="?")
+
+    from hedgerow.cli import cloud_ops  # (it builds on this module's helpers)
+
+    cloud_ops.register(sub)
 
     fleet = sub.add_parser("fleet", help="many groups at once").add_subparsers(
         dest="fleet_command", metavar="COMMAND", required=True

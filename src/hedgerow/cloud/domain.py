@@ -638,3 +638,39 @@ class Message:
         else:
             result["payload_base64"] = base64.b64encode(self.payload).decode()
         return result
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One log record a core sent: its own (``source`` ``core``) or a function's."""
+
+    id: int
+    group: str
+    core: str
+    source: str
+    level: int
+    ts: float
+    logger: str
+    message: str
+
+    @property
+    def function(self) -> str | None:
+        return self.source.partition(":")[2] or None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "group": self.group,
+            "core": self.core,
+            "source": self.source,
+            "function": self.function,
+            "level": _LEVEL_NAMES.get(self.level, str(self.level)),
+            "levelno": self.level,
+            "ts": self.ts,
+            "time": dt.datetime.fromtimestamp(self.ts, dt.UTC).isoformat(),
+            "logger": self.logger,
+            "message": self.message,
+        }
+
+
+_LEVEL_NAMES = {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}

@@ -88,8 +88,16 @@ class IngestWorker:
         max_batch: int = DEFAULT_MAX_BATCH,
         max_pending: int = DEFAULT_MAX_PENDING,
         on_written: Callable[[], None] | None = None,
+        write: Callable[[list[Row]], None] | None = None,
+        delete_before: Callable[[float], int] | None = None,
+        name: str = "ingest",
     ) -> None:
+        """``write`` and ``delete_before`` default to the telemetry table's; the logs'
+        worker passes its own (same batching, acknowledgement and retention rules)."""
         self.repository = repository
+        self.write = write or repository.insert_messages
+        self.delete_before = delete_before or repository.delete_messages_before
+        self.name = name
         self.retention_seconds = retention_days * 86400
         self.max_batch = max_batch
         self.max_pending = max_pending
@@ -135,8 +143,8 @@ class IngestWorker:
     async def __aenter__(self) -> IngestWorker:
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
-        self._tasks.create_task(self._writer(), name="ingest-writer")
-        self._tasks.create_task(self._retention(), name="ingest-retention")
+        self._tasks.create_task(self._writer(), name=f"{self.name}-writer")
+        self._tasks.create_task(self._retention(), name=f"{self.name}-retention")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -162,7 +170,7 @@ class IngestWorker:
             if stored is not None:
                 self._stored = None
             try:
-                await asyncio.to_thread(self.repository.insert_messages, batch)
+                await asyncio.to_thread(self.write, batch)
             except Exception as exc:
                 self.stats.failures += 1
                 log.warning("ingest.write_failed rows=%s error=%s", len(batch), exc)
@@ -191,9 +199,9 @@ class IngestWorker:
     async def sweep(self) -> int:
         """Delete messages older than the retention period; returns how many."""
         cutoff = time.time() - self.retention_seconds
-        deleted = await asyncio.to_thread(self.repository.delete_messages_before, cutoff)
+        deleted = await asyncio.to_thread(self.delete_before, cutoff)
         if deleted:
-            log.info("ingest.retention deleted=%s", deleted)
+            log.info("ingest.retention worker=%s deleted=%s", self.name, deleted)
         return deleted
 
     async def _retention(self) -> None:

@@ -156,7 +156,7 @@ class CoreEvents:
         self.queue: asyncio.Queue[CoreEvent] = asyncio.Queue(EVENT_QUEUE_SIZE)
 
     def offer(self, core: str, kind: str, payload: bytes) -> None:
-        if kind not in FROM_CORE:
+        if kind not in FROM_CORE or kind == CoreLeaf.LOGS:  # logs go to their own ingest
             return
         try:
             self.queue.put_nowait(CoreEvent(core, kind, payload))
@@ -194,9 +194,12 @@ class CoreEvents:
 class CloudInterceptor:
     """Called by the broker for every authorized PUBLISH from a core."""
 
-    def __init__(self, ingest: IngestWorker, events: CoreEvents) -> None:
+    def __init__(
+        self, ingest: IngestWorker, events: CoreEvents, logs: IngestWorker | None = None
+    ) -> None:
         self.ingest = ingest
         self.events = events
+        self.logs = logs
 
     def __call__(self, identity: Identity, publish: Publish) -> asyncio.Future[None] | None:
         """Core events go to their handlers; telemetry to the store, and the returned
@@ -206,8 +209,14 @@ class CloudInterceptor:
         topic = publish.topic
         if topic.startswith("$"):
             parsed = parse_core_topic(topic)
-            if parsed is not None and parsed.core == identity.name:
-                self.events.offer(identity.name, parsed.leaf, publish.payload)
+            if parsed is None or parsed.core != identity.name:
+                return None
+            if parsed.leaf == CoreLeaf.LOGS and self.logs is not None:
+                # acknowledged once stored, like telemetry: the core keeps it until then
+                group = str(identity.attributes.get("group", ""))
+                logs_stored = self.logs.submit(group, publish.payload, identity.name)
+                return logs_stored if publish.qos else None
+            self.events.offer(identity.name, parsed.leaf, publish.payload)
             return None
         stored = self.ingest.submit(topic, publish.payload, identity.name)
         return stored if publish.qos else None
@@ -248,8 +257,10 @@ class ExternalBrokerLink:
         *,
         share: str,
         client_id: str,
+        logs: IngestWorker | None = None,
     ) -> None:
         self.host, self.port, tls = parse_broker_url(url)
+        self.logs = logs
         self.ssl_context = ssl_context if tls else None
         self.ingest = ingest
         self.events = events
@@ -267,6 +278,7 @@ class ExternalBrokerLink:
             all_cores_filter(CoreLeaf.DEPLOYMENT_STATUS),
             all_cores_filter(CoreLeaf.HEARTBEAT),
             all_cores_filter(CoreLeaf.SHADOW_UPDATE),
+            all_cores_filter(CoreLeaf.LOGS),
         ]
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool) -> None:
@@ -285,6 +297,9 @@ class ExternalBrokerLink:
     ) -> None:
         parsed = parse_core_topic(topic)
         if parsed is not None:
+            if parsed.leaf == CoreLeaf.LOGS and self.logs is not None:
+                self.logs.submit("", payload, parsed.core).add_done_callback(_log_refusal)
+                return
             self.events.offer(parsed.core, parsed.leaf, payload)
             return
         core = next((v for k, v in user_properties if k == "core"), "")

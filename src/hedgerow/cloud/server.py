@@ -42,6 +42,7 @@ from hedgerow.cloud.pki_service import PKIService
 from hedgerow.cloud.services import (
     CloudServices,
     IdentityService,
+    LogService,
     MessagesWritten,
     Notifier,
     NullNotifier,
@@ -108,6 +109,7 @@ class CloudServer:
         self.endpoints: Endpoints | None = None
         self.services: CloudServices
         self.ingest: IngestWorker
+        self.log_ingest: IngestWorker
         self.broker: Broker | None = None
         self.link: ExternalBrokerLink | None = None
         self.routes: RouteCache
@@ -157,6 +159,12 @@ class CloudServer:
             "mqtt": self.mqtt_url,
             "database": self.services.repository.dialect,
             "ingest": self.ingest.stats.to_json(),
+            "log_ingest": self.log_ingest.stats.to_json(),
+            "logs": {
+                "stored": self.services.logs.stored,
+                "refused": self.services.logs.refused,
+                "dropped_at_cores": self.services.logs.dropped_at_cores,
+            },
             "external_broker": bool(self.config.broker),
         }
         live = self.connected_cores()
@@ -209,6 +217,18 @@ class CloudServer:
         self.ingest = await self._stack.enter_async_context(
             IngestWorker(repository, retention_days=cfg.retention_days, on_written=written.set)
         )
+        # logs: their own worker and table, the same batching, acknowledgement and retention
+        log_service = LogService(repository, MessagesWritten())
+        self.log_ingest = await self._stack.enter_async_context(
+            IngestWorker(
+                repository,
+                retention_days=cfg.retention_days,
+                on_written=log_service.written.set,
+                write=log_service.store_batches,
+                delete_before=log_service.delete_before,
+                name="log-ingest",
+            )
+        )
         self._tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
         self._stack.push_async_callback(self._stop_tasks)
         self.routes = RouteCache(repository.all_cloud_routes)
@@ -228,6 +248,7 @@ class CloudServer:
                 events,
                 share=cfg.ingest_share,
                 client_id=f"hedgerow-cloud-{uuid.uuid4().hex[:12]}",
+                logs=self.log_ingest,
             )
             self._spawn(self.link.run(), "cloud-external-broker")
         elif self.enable_mqtt:
@@ -240,7 +261,7 @@ class CloudServer:
                 authorizer=CoreAuthorizer(self.routes),
             )
             self.broker = await self._stack.enter_async_context(broker)
-            self.broker.add_interceptor(CloudInterceptor(self.ingest, events))
+            self.broker.add_interceptor(CloudInterceptor(self.ingest, events, self.log_ingest))
             notifier = BrokerNotifier(broker)
             mqtt_ssl = pki.server_context(
                 str(paths.server_cert),
@@ -271,6 +292,7 @@ class CloudServer:
             deadline_s=cfg.deployment_deadline_s,
             device_trust=device_trust,
             provisioning_hook=cfg.provisioning_hook,
+            logs=log_service,
         )
         device_trust.add(await services.claims.trusted_pems())
         self._spawn(
@@ -279,6 +301,7 @@ class CloudServer:
         self._spawn(services.rollouts.run(), "cloud-rollouts")
         self._spawn(self._refresh_device_trust(device_trust), "cloud-device-trust")
         self._spawn(self._rotate_group_cas(), "cloud-ca-rotation")
+        self._spawn(services.alerts.run(), "cloud-alerts")
 
         device = await self._stack.enter_async_context(DeviceServer(services, device_ssl))
         device_bound = await device.start(cfg.device.host, cfg.device.port)

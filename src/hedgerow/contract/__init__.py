@@ -7,6 +7,7 @@ Pure (no I/O) and light (stdlib only: the core imports it and counts its memory)
     deployment    DeploymentDocument (+ ConnectorEntry, CoreRelease, Wheel), DeploymentNotification, StatusReport,
                   DeploymentStatus
     heartbeat     Heartbeat
+    logs          LogBatch, LogRecord (core and function logs to the cloud)
     errors        ContractError ⊃ InvalidMessage, UnsupportedSchema, InvalidFunction
 
 Topic matching and filter coverage are not here: they live in ``hedgerow.mqtt.topics``.
@@ -27,6 +28,7 @@ from .deployment import (
 from .errors import ContractError, InvalidFunction, InvalidMessage, UnsupportedSchema
 from .functions import LIMITS, FunctionDefinition, Limit, check_function_name
 from .heartbeat import Heartbeat
+from .logs import LogBatch, LogRecord
 from .topics import (
     FROM_CORE,
     TO_CORE,
@@ -58,6 +60,8 @@ __all__ = [
     "InvalidFunction",
     "InvalidMessage",
     "Limit",
+    "LogBatch",
+    "LogRecord",
     "Route",
     "StatusReport",
     "UnsupportedSchema",

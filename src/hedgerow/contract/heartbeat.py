@@ -43,6 +43,13 @@ class Heartbeat:
     #: "last_activity": seconds since the epoch}`` (the last connect, publish or
     #: disconnect); sent when any
     things: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: the gateway's use in percent: ``{"cpu", "memory", "disk"}`` (each when known)
+    host: Mapping[str, float] = field(default_factory=dict)
+    #: seconds the oldest record in the spool may have waited (0: empty)
+    spool_age: int = 0
+    #: the spool's quota in bytes and its use (for "spool above a fraction" alerts)
+    spool_bytes: int = 0
+    spool_max_bytes: int = 0
     schema: int = SCHEMA
 
     @classmethod
@@ -69,6 +76,10 @@ class Heartbeat:
             connectors=_connectors(data),
             function_errors=_function_errors(data),
             things=_things(data),
+            host=_host(data),
+            spool_age=round(_wire.number(data, "spool_age")),
+            spool_bytes=_wire.integer(data, "spool_bytes"),
+            spool_max_bytes=_wire.integer(data, "spool_max_bytes"),
             schema=schema,
         )
 
@@ -84,6 +95,13 @@ class Heartbeat:
             "health": self.health,
             "counters": {k: v for k, v in self.counters.items() if v},
         }
+        if self.host:
+            body["host"] = dict(self.host)
+        if self.spool_age:
+            body["spool_age"] = self.spool_age
+        if self.spool_max_bytes:
+            body["spool_bytes"] = self.spool_bytes
+            body["spool_max_bytes"] = self.spool_max_bytes
         if self.refused:
             body["refused"] = [dict(r) for r in self.refused]
         if self.function_errors:
@@ -108,6 +126,16 @@ def _mapping(data: Mapping[str, Any], key: str, kind: type) -> dict[str, Any]:
     ):
         raise InvalidMessage(key, f"must be an object of {kind.__name__} values")
     return dict(value)
+
+
+def _host(data: Mapping[str, Any]) -> dict[str, float]:
+    value = data.get("host") or {}
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+        for k, v in value.items()
+    ):
+        raise InvalidMessage("host", "must be an object of numbers (cpu, memory, disk)")
+    return {k: float(v) for k, v in value.items()}
 
 
 _REFUSAL_KEYS = ("deployment_id", "file", "reason")

@@ -28,6 +28,7 @@ class CoreLeaf(enum.StrEnum):
     SHADOW = "shadow"  # cloud → core: contract.shadow.ShadowState (QoS 1, not retained)
     SHADOW_UPDATE = "shadow-update"  # core → cloud: contract.shadow.ShadowUpdate
     SUPPORT_BUNDLE = "support-bundle"  # cloud → core: SupportBundleRequest (not retained)
+    LOGS = "logs"  # core → cloud: LogBatch (QoS 1, through the core's log spool)
 
 
 #: What the cloud publishes to a core (the core subscribes to these on every connect).
@@ -40,7 +41,12 @@ TO_CORE: Final = (
     CoreLeaf.SUPPORT_BUNDLE,
 )
 #: What a core publishes to the cloud.
-FROM_CORE: Final = (CoreLeaf.DEPLOYMENT_STATUS, CoreLeaf.HEARTBEAT, CoreLeaf.SHADOW_UPDATE)
+FROM_CORE: Final = (
+    CoreLeaf.DEPLOYMENT_STATUS,
+    CoreLeaf.HEARTBEAT,
+    CoreLeaf.SHADOW_UPDATE,
+    CoreLeaf.LOGS,
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from typing import Final, Literal
 from urllib.parse import urlsplit
 
 from hedgerow import tomlconfig
+from hedgerow.contract.logs import LEVELS
 from hedgerow.tomlconfig import Moved, check, hint, within
 
 from .errors import ConfigError
@@ -156,6 +157,46 @@ class LoggingConfig:
     backups: int = field(default=3, metadata=within(0, 100))
 
 
+def _level_problem(value: str) -> str | None:
+    if value.upper() in LEVELS:
+        return None
+    return f"{value!r} is not a log level: use one of {', '.join(LEVELS)}"
+
+
+def _function_levels_problem(value: tuple[str, ...]) -> str | None:
+    for item in value:
+        name, sep, level = item.partition("=")
+        if not sep or not name or _level_problem(level):
+            return f'{item!r}: write FUNCTION=LEVEL, e.g. "temp-correct=DEBUG"'
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class CloudLogsConfig:
+    """``[cloud_logs]``: the core's and its functions' logs streamed to the cloud."""
+
+    enabled: bool = True
+    #: the core's own records at or above this level go
+    level: str = field(default="INFO", metadata=check(_level_problem))
+    #: each function's records at or above this level go ...
+    function_level: str = field(default="INFO", metadata=check(_level_problem))
+    #: ... unless named here: ``["temp-correct=DEBUG", "noisy=ERROR"]``
+    function_levels: tuple[str, ...] = field(default=(), metadata=check(_function_levels_problem))
+    #: records a second (all sources together) above which records are dropped and counted
+    rate: float = field(default=200.0, metadata=within(1.0))
+    burst: int = field(default=1000, metadata=within(1))
+    #: the log spool's quota, apart from the telemetry spool's (oldest dropped first)
+    spool_bytes: int = field(default=8 * 1024 * 1024, metadata=within(1024))
+
+    def levels(self) -> dict[str, int]:
+        """``function_levels`` as name → level number."""
+        out: dict[str, int] = {}
+        for item in self.function_levels:
+            name, _, level = item.partition("=")
+            out[name] = LEVELS[level.upper()]
+        return out
+
+
 DEFAULT_STREAMS_PORT = 8088
 
 
@@ -197,6 +238,7 @@ class CoreConfig:
     functions: FunctionsConfig = field(default_factory=FunctionsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     streams: StreamsConfig = field(default_factory=StreamsConfig)
+    cloud_logs: CloudLogsConfig = field(default_factory=CloudLogsConfig)
 
     def file(self, name: str) -> Path:
         return self.data_dir / name
@@ -289,6 +331,7 @@ class CoreFile:
     functions: FunctionsConfig = field(default_factory=FunctionsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     streams: StreamsConfig = field(default_factory=StreamsConfig)
+    cloud_logs: CloudLogsConfig = field(default_factory=CloudLogsConfig)
 
 
 _FILES_FROM_DATA_DIR: Final = (
@@ -378,6 +421,7 @@ def parse_config(text: str, *, default_data_dir: Path, file: str | None = None) 
         functions=parsed.functions,
         logging=parsed.logging,
         streams=streams,
+        cloud_logs=parsed.cloud_logs,
     )
 
 

@@ -52,6 +52,9 @@ ClientFactory = Callable[..., Client]
 SEND_SLICE = 200
 #: Acknowledged records removed from the spool in one transaction (at least; also when idle).
 ACK_BATCH = 500
+#: Log batches in flight at once (each up to 500 records): the rest of the client's window
+#: stays with the telemetry.
+LOG_INFLIGHT = 16
 
 
 class CloudConnector:
@@ -72,12 +75,15 @@ class CloudConnector:
         client_factory: ClientFactory = Client,
         clock: Clock | None = None,
         uniform: Uniform = random.uniform,
+        log_spool: Spool | None = None,
     ) -> None:
         self.core = core
         self.host = host
         self.port = port
         self.ssl_context = ssl_context
         self.spool = spool
+        #: the core's and functions' logs, drained beside the telemetry (its own quota)
+        self.log_spool = log_spool
         self.on_message = on_message
         self.on_connected = on_connected
         self.filters = filters
@@ -92,14 +98,20 @@ class CloudConnector:
         self.properties = Properties(user_properties=(("core", core),))
         self.connected = asyncio.Event()
         self._progress = asyncio.Event()
+        self._log_progress = asyncio.Event()
         self._client: Client | None = None
         self._subscribed: set[str] = set()
+        #: when the telemetry spool was last seen empty (its backlog is at most this old)
+        self.drained_at = self.clock.now()
         self.counters: dict[str, int] = {
             "sent": 0,
             "acked": 0,
             "rejected": 0,
             "connects": 0,
             "connect_failures": 0,
+            "logs_sent": 0,
+            "logs_acked": 0,
+            "logs_rejected": 0,
         }
 
     # ---- used by others ---------------------------------------------------------------
@@ -107,6 +119,10 @@ class CloudConnector:
     def wake(self) -> None:
         """New records are in the spool."""
         self._progress.set()
+
+    def wake_logs(self) -> None:
+        """New log batches are in the log spool."""
+        self._log_progress.set()
 
     def publish_nowait(self, topic: str, payload: bytes) -> bool:
         """QoS 0 publish (heartbeats) when connected; False when not."""
@@ -192,10 +208,19 @@ class CloudConnector:
         # swallows the cancellation, so the connector would reconnect for ever and the core
         # ignore SIGTERM. Here a stop always wins; otherwise the first failure ends the
         # session and is raised as itself.
-        tasks = (
-            asyncio.create_task(self._send(client), name="connector-send"),
+        tasks = [
+            asyncio.create_task(
+                self._send(client, self.spool, self._progress, ""), name="connector-send"
+            ),
             asyncio.create_task(self._receive(client), name="connector-receive"),
-        )
+        ]
+        if self.log_spool is not None:
+            tasks.append(
+                asyncio.create_task(
+                    self._send(client, self.log_spool, self._log_progress, "logs_"),
+                    name="connector-send-logs",
+                )
+            )
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         finally:
@@ -214,15 +239,17 @@ class CloudConnector:
                 log.warning("core.connector.message_failed topic=%s error=%s", message.topic, exc)
         raise ConnectionLost("the cloud closed the connection")
 
-    async def _send(self, client: Client) -> None:
+    async def _send(
+        self, client: Client, spool: Spool, progress: asyncio.Event, counter_prefix: str
+    ) -> None:
+        """Drain ``spool`` (telemetry, or the logs: the same rules, their own counters)."""
         pending: deque[tuple[int, asyncio.Future[None]]] = deque()
-        progress = self._progress
 
         def on_done(_: Any) -> None:
             progress.set()
 
         try:
-            await self._send_loop(client, pending, progress, on_done)
+            await self._send_loop(client, spool, pending, progress, on_done, counter_prefix)
         finally:
             for _, future in pending:
                 if future.done():
@@ -233,11 +260,12 @@ class CloudConnector:
     async def _send_loop(
         self,
         client: Client,
+        spool: Spool,
         pending: deque[tuple[int, asyncio.Future[None]]],
         progress: asyncio.Event,
         on_done: Callable[[Any], None],
+        prefix: str,
     ) -> None:
-        spool = self.spool
         properties = self.properties
         after_id = 0
         to_ack: list[int] = []
@@ -250,7 +278,7 @@ class CloudConnector:
                     try:
                         future.result()
                     except PublishError as exc:
-                        self.counters["rejected"] += 1
+                        self.counters[prefix + "rejected"] += 1
                         log.warning(
                             "core.connector.rejected id=%s reason=0x%02x",
                             record_id,
@@ -259,8 +287,9 @@ class CloudConnector:
                     to_ack.append(record_id)
                     reaped += 1
                 if len(to_ack) >= ACK_BATCH:
-                    self._ack(to_ack)
-                room = min(self.inflight - len(pending), SEND_SLICE)
+                    self._ack(spool, to_ack, prefix)
+                window = LOG_INFLIGHT if prefix else self.inflight
+                room = min(window - len(pending), SEND_SLICE)
                 records = spool.peek(after_id, room) if room > 0 else []
                 for record in records:
                     future = client.publish_nowait(
@@ -269,22 +298,31 @@ class CloudConnector:
                     future.add_done_callback(on_done)
                     pending.append((record.id, future))
                     after_id = record.id
-                self.counters["sent"] += len(records)
+                self.counters[prefix + "sent"] += len(records)
                 if records:
                     # let this slice go out before encoding the next: the cloud works on it
                     # while we prepare more (a pipeline, not lock-step windows)
                     await asyncio.sleep(0)
                 elif not reaped:
-                    self._ack(to_ack)  # idle: nothing waits to be batched with them
+                    self._ack(spool, to_ack, prefix)  # idle: nothing waits to be batched
                     await progress.wait()
         finally:
-            self._ack(to_ack)
+            self._ack(spool, to_ack, prefix)
 
-    def _ack(self, ids: list[int]) -> None:
+    def _ack(self, spool: Spool, ids: list[int], prefix: str) -> None:
         if ids:
-            self.spool.ack(ids)
-            self.counters["acked"] += len(ids)
+            spool.ack(ids)
+            self.counters[prefix + "acked"] += len(ids)
             ids.clear()
+            if spool is self.spool and spool.stats().depth == 0:
+                self.drained_at = self.clock.now()
+
+    def spool_age(self) -> float:
+        """Seconds the oldest telemetry record may have waited (0 when the spool is empty)."""
+        if self.spool.stats().depth == 0:
+            self.drained_at = self.clock.now()
+            return 0.0
+        return max(0.0, self.clock.now() - self.drained_at)
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:

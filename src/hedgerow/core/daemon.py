@@ -47,6 +47,7 @@ from hedgerow.connectors import ConnectorConfigError, ConnectorSpec
 from hedgerow.connectors.host import ConnectorHost
 from hedgerow.contract.deployment import DeploymentNotification, DeploymentStatus, StatusReport
 from hedgerow.contract.errors import ContractError
+from hedgerow.contract.logs import LEVELS
 from hedgerow.contract.provisioning import Membership
 from hedgerow.contract.support import SupportBundleRequest
 from hedgerow.contract.topics import CoreLeaf, core_topic
@@ -64,6 +65,7 @@ from .certificates import (
     renewal_reason,
     write_atomic,
 )
+from .cloud_logs import CloudLogHandler, LogGate, LogShipper
 from .cloudapi import CloudAPI, HttpCloudAPI
 from .config import CORE_CERT, CORE_KEY, DEPLOY_VERIFY, METRICS_AUTO, ROOT_CA, CoreConfig
 from .connector import CloudConnector
@@ -77,6 +79,7 @@ from .deployment import (
     offline_inbox,
 )
 from .errors import CertificateError, CloudAPIError, ConfigError, CoreError, DeploymentError
+from .host_stats import HostStats
 from .lifecycle import Components, Step
 from .router import Router, SpoolWriter
 from .routing_table import CLOUD, SHADOW, RoutingTable
@@ -286,6 +289,9 @@ class CoreDaemon:
         self._heartbeat_wake = asyncio.Event()
         #: each device's last connect, publish or disconnect (for the heartbeat)
         self.activity = DeviceActivity()
+        self._host_stats = HostStats(config.data_dir)
+        self.log_shipper: LogShipper | None = None
+        self.log_spool: Spool | None = None
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -294,6 +300,7 @@ class CoreDaemon:
         return Components([
             Step("identity", self._open_identity),
             Step("spool", self._open_spool_and_intake),
+            Step("logs", self._open_cloud_logs),
             Step("certificate", self._open_certificate),
             Step("broker", self._open_broker),
             *([Step("streams", self._open_streams)] if self.config.streams.enabled else []),
@@ -392,6 +399,48 @@ class CoreDaemon:
             self.spool.close()
 
     @contextlib.asynccontextmanager
+    async def _open_cloud_logs(self) -> AsyncIterator[None]:
+        """The log spool and the shipper on the root logger (``[cloud_logs]``): the core's
+        and its functions' records go to the cloud beside the telemetry, apart from it."""
+        c = self.config
+        settings = c.cloud_logs
+        if not settings.enabled:
+            yield
+            return
+        if c.spool.backend == "memory":
+            self.log_spool = MemorySpool(settings.spool_bytes)
+        else:  # a lost acknowledgement resends a batch: no fsync per commit needed
+            self.log_spool = SqliteSpool(
+                c.data_dir / "logspool.db", settings.spool_bytes, "drop-oldest", "normal"
+            )
+        gate = LogGate(
+            level=LEVELS[settings.level.upper()],
+            function_level=LEVELS[settings.function_level.upper()],
+            function_levels=settings.levels(),
+            rate=settings.rate,
+            burst=settings.burst,
+        )
+        self.log_shipper = shipper = LogShipper(
+            c.name, self.log_spool, gate, wake=self._logs_written
+        )
+        handler = CloudLogHandler(shipper)
+        root = logging.getLogger()
+        root.addHandler(handler)
+        try:
+            yield
+        finally:
+            root.removeHandler(handler)
+            try:
+                shipper.flush()
+            except CoreError as exc:
+                log.warning("core.cloud_logs.final_flush_failed error=%s", exc)
+            self.log_spool.close()
+
+    def _logs_written(self) -> None:
+        if self.connector is not None:
+            self.connector.wake_logs()
+
+    @contextlib.asynccontextmanager
     async def _open_certificate(self) -> AsyncIterator[None]:
         """The server certificate (asked from the cloud only when missing)."""
         c = self.config
@@ -479,6 +528,9 @@ class CoreDaemon:
             watch = getattr(runtime, "watch_changes", None)
             if watch is not None:  # a function started, stopped or failed: tell the cloud
                 watch(lambda: self.state_changed("functions"))
+            watch_output = getattr(runtime, "watch_output", None)
+            if watch_output is not None and self.log_shipper is not None:
+                watch_output(self.log_shipper.function_output)
             yield
 
     @contextlib.asynccontextmanager
@@ -563,6 +615,7 @@ class CoreDaemon:
             keepalive=c.connector.keepalive,
             inflight=c.connector.inflight,
             backoff=BackoffPolicy(c.connector.backoff_base, c.connector.backoff_cap),
+            log_spool=self.log_spool,
         )
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
@@ -573,6 +626,8 @@ class CoreDaemon:
             self.spawn(self._certificate_loop(), "certificate-renewal")
             self.spawn(self._heartbeat_loop(), "heartbeat")
             self.spawn(self._membership_loop(), "membership")
+            if self.log_shipper is not None:
+                self.spawn(self.log_shipper.run(), "cloud-logs")
             interval = service.watchdog_interval()
             if interval:
                 self.spawn(self._watchdog(interval), "systemd-watchdog")
@@ -1092,6 +1147,8 @@ class CoreDaemon:
         counters["spool_write_failed"] = self.spool_writer.failed
         if self.shadow_sync is not None:
             counters.update({f"shadow_sync_{k}": v for k, v in self.shadow_sync.counters.items()})
+        if self.log_shipper is not None:
+            counters.update(self.log_shipper.counters())
         counters["denied_publish"] = self.admission.denied_publish
         counters["denied_subscribe"] = self.admission.denied_subscribe
         counters.update({f"refused_{k}": v for k, v in self.admission.refused.items()})
@@ -1125,6 +1182,9 @@ class CoreDaemon:
             things=self.activity.report(
                 {identity.name for _, identity in self.broker.clients() if identity.kind == "thing"}
             ),
+            host=self._host_stats.sample(),
+            spool_age=self.connector.spool_age() if self.connector is not None else 0.0,
+            spool_max_bytes=self.spool.max_bytes,
         )
 
     def _function_errors(self) -> dict[str, Mapping[str, Any]]:

@@ -52,6 +52,11 @@ class Snapshot:
     function_errors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: the things seen since start: ``{"connected", "last_activity"}`` each (``DeviceActivity``)
     things: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: the gateway's CPU, memory and disk use in percent (``HostStats.sample``)
+    host: Mapping[str, float] = field(default_factory=dict)
+    #: seconds the oldest spooled record may have waited
+    spool_age: float = 0.0
+    spool_max_bytes: int = 0
 
 
 #: the shortest time between two heartbeats sent for changes (the periodic one aside)
@@ -170,6 +175,10 @@ def heartbeat(s: Snapshot) -> bytes:
         },
         connectors=s.connectors,
         things=s.things,
+        host=s.host,
+        spool_age=round(s.spool_age),
+        spool_bytes=s.spool.get("bytes", 0),
+        spool_max_bytes=s.spool_max_bytes,
     ).to_json()
 
 

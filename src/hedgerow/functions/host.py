@@ -97,6 +97,8 @@ ShadowPublishFn = Callable[[str, bytes], Awaitable[None] | None]
 DEFAULT_REGION: Final = "local"
 DEFAULT_SETTLE_S: Final = 1.0
 MAX_STOP_GRACE_S: Final = 10.0
+#: How much of a function's last traceback goes into the heartbeat (its end: the error).
+TRACEBACK_CHARS: Final = 2000
 
 
 class FunctionHost:
@@ -160,6 +162,8 @@ class FunctionHost:
         #: called when a function's state or last error changed (the core's heartbeat)
         self._on_change: Callable[[], None] | None = None
         self._signature: tuple[tuple[str, str, str | None], ...] = ()
+        #: given ``(function, chunk)`` for every chunk a function writes (``watch_output``)
+        self._output: Callable[[str, bytes], None] | None = None
 
     # -- lifetime -----------------------------------------------------------------------------
 
@@ -448,6 +452,7 @@ class FunctionHost:
             log_path=self.work_dir / "logs" / f"{spec.name}.log",
             memory=memory,
             run_as=run_as,
+            on_output=self._output_of(spec.name),
         )
 
     # -- traffic ------------------------------------------------------------------------------------
@@ -605,6 +610,17 @@ class FunctionHost:
         self._on_change = on_change
         self._signature = self._states_and_errors()
 
+    def watch_output(self, on_output: Callable[[str, bytes], None] | None) -> None:
+        """Call ``on_output(function, chunk)`` with what each function writes to stdout and
+        stderr (its log file gets it as well); workers started afterwards are covered."""
+        self._output = on_output
+
+    def _output_of(self, name: str) -> Callable[[bytes], None] | None:
+        sink = self._output
+        if sink is None:
+            return None
+        return lambda chunk: sink(name, chunk)
+
     def _states_and_errors(self) -> tuple[tuple[str, str, str | None], ...]:
         return tuple((n, p.state.value, p.last_error) for n, p in self._pools.items())
 
@@ -653,8 +669,11 @@ class FunctionHost:
                     "failed": c.failed,
                     "crashes": c.crashes,
                     "timeouts": c.timeouts,
+                    "invocations": c.delivered + c.invoked,
                     "last_error": pool.last_error,
                 }
+                if pool.last_traceback:  # its tail: the heartbeat stays small
+                    out[name]["traceback"] = pool.last_traceback[-TRACEBACK_CHARS:]
         return out
 
     def status(self) -> dict[str, Any]:

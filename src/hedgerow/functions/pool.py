@@ -151,6 +151,8 @@ class FunctionPool:
         self._internal_error: Exception | None = None
         #: the latest handler exception, crash or timeout, for status reports and the heartbeat
         self.last_error: str | None = None
+        #: the traceback of the last handler that raised ("" when none did)
+        self.last_traceback = ""
         self._tg: asyncio.TaskGroup | None = None
         self._backstop = 2 * spec.timeout_s + 1.0
 
@@ -495,6 +497,7 @@ class FunctionPool:
                 "handler_failed function=%s topic=%s error=%s", self.name, job.topic, detail
             )
             self.last_error = detail  # what `hedgerow cloud core show` tells the operator
+            self.last_traceback = error.traceback
             exc = HandlerError(self.name, error.message, error.error_type, error.traceback)
         self._fail(job, exc)
 

@@ -376,6 +376,8 @@ class LaunchPlan:
     log_path: Path
     memory: MemoryLimit
     run_as: RunAs | None = None
+    #: also given every chunk of the worker's output (the core ships it to the cloud)
+    on_output: Callable[[bytes], None] | None = None
 
 
 class WorkerProcess:
@@ -450,6 +452,11 @@ class WorkerProcess:
             if not chunk:
                 return
             self.log.write(chunk)
+            if self.plan is not None and self.plan.on_output is not None:
+                try:
+                    self.plan.on_output(chunk)
+                except Exception:  # a failing log sink must not stop the function's log
+                    log.exception("function_output_sink_failed")
 
     async def wait(self) -> int:
         """Wait for the process to end; returns its exit code (negative: a signal)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import time
 from typing import Any
 
 from starlette.applications import Starlette
@@ -13,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from hedgerow.cloud.api import (
+    alerts,
     claims,
     connectors,
     cores,
@@ -20,6 +22,7 @@ from hedgerow.cloud.api import (
     deployments,
     functions,
     groups,
+    logs,
     messages,
     releases,
     rollouts,
@@ -60,6 +63,8 @@ OPERATIONS: list[Operation] = [
     *claims.OPERATIONS,
     *messages.OPERATIONS,
     *releases.OPERATIONS,
+    *logs.OPERATIONS,
+    *alerts.OPERATIONS,
 ]
 OPENAPI: dict[str, Any] = openapi_document(OPERATIONS)
 
@@ -75,6 +80,7 @@ def endpoint(op: Operation, ctx: ApiContext) -> Any:
     """``op`` as a Starlette endpoint: token check, body parsing, errors as JSON."""
 
     async def serve(request: Request) -> Response:
+        started = time.perf_counter()
         try:
             if "token" in request.query_params:  # public routes too: never teach it
                 raise Unauthorized(TOKEN_IN_URL)
@@ -95,6 +101,8 @@ def endpoint(op: Operation, ctx: ApiContext) -> Any:
                 exc.message,
             )
             return error_json(exc.status, exc.message, getattr(exc, "field", None))
+        finally:
+            ctx.latency.observe(op.method, op.path, time.perf_counter() - started)
 
     serve.__name__ = op.handler.__name__
     return serve

@@ -14,6 +14,7 @@ from typing import Any
 from starlette.requests import Request
 
 from hedgerow.cloud.errors import InvalidInput, TooLarge, Unauthorized
+from hedgerow.cloud.metrics import LatencyHistogram
 from hedgerow.cloud.services import CloudServices
 from hedgerow.cloud.storage.repository import MAX_PAGE
 from hedgerow.cloud.tickets import TicketPurpose, Tickets
@@ -36,6 +37,8 @@ class ApiContext:
     max_upload_bytes: int
     status: Callable[[], dict[str, Any]] = dict
     tickets: Tickets | None = None
+    #: every request's duration per route (``/metrics``)
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     _valid_tokens: set[str] = field(default_factory=set)
 
     async def authorize(self, request: Request, ticket: TicketPurpose | None = None) -> None:

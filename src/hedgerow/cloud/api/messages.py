@@ -24,7 +24,7 @@ from hedgerow.cloud.api.edge import (
 from hedgerow.cloud.api.parsing import checked, described
 from hedgerow.cloud.api.responses import MessageList, Published, StreamTicket, respond
 from hedgerow.cloud.errors import CloudError, InvalidInput
-from hedgerow.cloud.services import TelemetryService
+from hedgerow.cloud.services import MessagesWritten, TelemetryService
 from hedgerow.cloud.services.telemetry import payload_text
 from hedgerow.cloud.tickets import TicketPurpose
 
@@ -89,11 +89,41 @@ async def stream(ctx: ApiContext, request: Request) -> Response:
     topic_filter = request.query_params.get("filter") or None
     if topic_filter:
         await telemetry.query(topic_filter=topic_filter, since=None, until=None, limit=1)
+    return event_stream(
+        live_events(telemetry, topic_filter, optional_id_param(request, "after_id"))
+    )
+
+
+def event_stream(events: AsyncIterator[bytes]) -> StreamingResponse:
+    """A live view's server-sent events (not cached, not buffered by proxies)."""
     return StreamingResponse(
-        live_events(telemetry, topic_filter, optional_id_param(request, "after_id")),
+        events,
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
+
+
+class Quiet:
+    """A live view between batches: it waits for the next write (or a poll's worth of
+    time: other processes write too) and says when a keepalive comment is due."""
+
+    def __init__(self, written: MessagesWritten) -> None:
+        self.written = written
+        self.idle = 0.0
+
+    def busy(self) -> None:
+        self.idle = 0.0
+
+    async def wait(self) -> bytes:
+        """``b": keepalive\\n\\n"`` when one is due, else b"" (after the wait)."""
+        if self.idle >= STREAM_KEEPALIVE_SECONDS:
+            self.idle = 0.0
+            return b": keepalive\n\n"
+        try:
+            await asyncio.wait_for(self.written.wait(), STREAM_POLL_SECONDS)
+        except TimeoutError:
+            self.idle += STREAM_POLL_SECONDS
+        return b""
 
 
 async def stream_ticket(ctx: ApiContext, request: Request) -> Response:
@@ -119,7 +149,7 @@ async def live_events(
     if after_id is None:
         after_id = await telemetry.newest_id()
     yield b": hedgerow live telemetry\n\n"
-    idle = 0.0
+    quiet = Quiet(telemetry.written)
     while True:
         top = await telemetry.newest_id()
         if top > after_id:
@@ -133,7 +163,7 @@ async def live_events(
                 newest_first=False,
             )
             if batch:
-                idle = 0.0
+                quiet.busy()
                 yield b"".join(
                     f"id: {m.id}\nevent: message\ndata: {json.dumps(m.to_json())}\n\n".encode()
                     for m in batch
@@ -142,13 +172,8 @@ async def live_events(
                 after_id = batch[-1].id
                 continue
             after_id = top  # everything up to ``top`` was looked at
-        if idle >= STREAM_KEEPALIVE_SECONDS:
-            idle = 0.0
-            yield b": keepalive\n\n"
-        try:
-            await asyncio.wait_for(telemetry.written.wait(), STREAM_POLL_SECONDS)
-        except TimeoutError:
-            idle += STREAM_POLL_SECONDS
+        if keepalive := await quiet.wait():
+            yield keepalive
 
 
 OPERATIONS = [

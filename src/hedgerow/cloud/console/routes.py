@@ -32,6 +32,7 @@ ASSETS = (
     "forms.js",
     "live.js",
     "operator.js",
+    "ops.js",
     "pages.js",
     "rollouts.js",
     "zip.js",

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from hedgerow.cloud.artifacts import ArtifactCache
 from hedgerow.cloud.pki_service import PKIService
+from hedgerow.cloud.services.alerts import AlertService
 from hedgerow.cloud.services.certificates import CertificateService
 from hedgerow.cloud.services.claims import ClaimService, CreatedClaim
 from hedgerow.cloud.services.connectors import ConnectorService
@@ -35,6 +36,7 @@ from hedgerow.cloud.services.fleet import FleetFunction, FleetService, FleetSubs
 from hedgerow.cloud.services.functions import ArtifactService, FunctionService
 from hedgerow.cloud.services.groups import GroupService
 from hedgerow.cloud.services.identities import IdentityService
+from hedgerow.cloud.services.logs import LogService
 from hedgerow.cloud.services.membership import DeviceTrust, MembershipService, NoDeviceTrust
 from hedgerow.cloud.services.notify import Notifier, NullNotifier, RoutesChanged, routes_unchanged
 from hedgerow.cloud.services.releases import ReleaseService
@@ -48,6 +50,8 @@ from hedgerow.cloud.services.things import CreatedThing, ThingService
 from hedgerow.cloud.storage.repository import Repository
 
 __all__ = [
+    "AlertService",
+    "LogService",
     "ArtifactService",
     "CertificateService",
     "ClaimService",
@@ -112,6 +116,10 @@ class CloudServices:
     dashboards: DashboardService
     claims: ClaimService
     releases: ReleaseService
+    #: logs from cores (stored by the log ingest worker through ``logs.store_batches``)
+    logs: LogService
+    #: alert rules, webhooks, history and the evaluation loop (run by the server)
+    alerts: AlertService
     #: the secrets functions read (None: this cloud keeps none; deploying a function that
     #: declares one is refused)
     secrets: SecretService | None = None
@@ -133,6 +141,7 @@ class CloudServices:
         deadline_s: float = DEFAULT_DEADLINE_S,
         device_trust: DeviceTrust | None = None,
         provisioning_hook: str = "",
+        logs: LogService | None = None,
     ) -> CloudServices:
         """All services wired to one another; nothing is set on them afterwards."""
         groups = GroupService(repository, pki_service, notifier, routes_changed)
@@ -172,6 +181,8 @@ class CloudServices:
             support_bundles=SupportBundleService(repository, notifier),
             dashboards=DashboardService(repository),
             releases=ReleaseService(repository, repository, pki_service),
+            logs=logs or LogService(repository),
+            alerts=AlertService(repository, presence),
             secrets=secrets,
             claims=ClaimService(
                 repository,

@@ -369,3 +369,58 @@ class ExternalCertificateRow(Base):
         ForeignKey("certificates.fingerprint", ondelete="CASCADE"), primary_key=True
     )
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc)
+
+
+class LogRow(Base):
+    """One log record a core sent (its own, or a function's: ``source``)."""
+
+    __tablename__ = "logs"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    group: Mapped[str] = mapped_column(String(128))
+    core: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(160))  # "core" or "function:NAME"
+    level: Mapped[int] = mapped_column(Integer)
+    ts: Mapped[float] = mapped_column(Float)
+    logger: Mapped[str] = mapped_column(String(256))
+    message: Mapped[str] = mapped_column(Text)
+    __table_args__ = (
+        Index("ix_logs_group_id", "group", "id"),
+        Index("ix_logs_ts", "ts"),
+    )
+
+
+class AlertRuleRow(Base):
+    __tablename__ = "alert_rules"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    #: the rule's numbers (seconds, a rate, a fraction, days), as the kind reads them
+    threshold: Mapped[float] = mapped_column(Float)
+    group: Mapped[str | None] = mapped_column(String(128), nullable=True)  # None: every group
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc)
+
+
+class AlertWebhookRow(Base):
+    __tablename__ = "alert_webhooks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    url: Mapped[str] = mapped_column(Text)
+    #: the HMAC-SHA256 key the X-Hedgerow-Signature header is made with
+    secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc)
+
+
+class AlertEventRow(Base):
+    """An alert that fired (and, once it cleared, when)."""
+
+    __tablename__ = "alert_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rule: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(256))  # core, or core/function
+    group: Mapped[str] = mapped_column(String(128))
+    message: Mapped[str] = mapped_column(Text)
+    fired_at: Mapped[float] = mapped_column(Float, index=True)
+    resolved_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: webhook deliveries: name → "delivered" | "failed: reason"
+    deliveries: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

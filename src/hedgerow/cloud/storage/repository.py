@@ -4,6 +4,7 @@ One store per resource (``groups``, ``cores``, ``things``, ``certificates``,
 ``artifacts``, ``functions``, ``subscriptions``, ``fleet``, ``deployments``,
 ``discovery_queries``, ``messages``, ``rollouts``, ``tokens``, ``shadows``, ``support_bundles``,
 ``dashboards``, ``claims``, ``releases``), all on ``base.Store`` (the engine, the
+``discovery_queries``, ``messages``, ``tokens``, ``logs``, ``alerts``), all on ``base.Store`` (the engine, the
 transaction, row lookups); ``Repository`` is all of them over one engine. Methods are
 synchronous (SQLAlchemy sessions); the async layers call them through
 ``asyncio.to_thread``. They return the frozen entities of ``hedgerow.cloud.domain`` and
@@ -13,6 +14,7 @@ leaves nothing half-written.
 
 from __future__ import annotations
 
+from hedgerow.cloud.storage.alerts import AlertStore
 from hedgerow.cloud.storage.artifacts import ArtifactStore
 from hedgerow.cloud.storage.base import (
     MAX_PAGE,
@@ -34,6 +36,7 @@ from hedgerow.cloud.storage.deployments import DeploymentStore
 from hedgerow.cloud.storage.discovery_queries import DiscoveryStore
 from hedgerow.cloud.storage.fleet import FleetStore
 from hedgerow.cloud.storage.groups import GroupStore
+from hedgerow.cloud.storage.logs import LogStore
 from hedgerow.cloud.storage.messages import MessageStore
 from hedgerow.cloud.storage.releases import ReleaseStore
 from hedgerow.cloud.storage.rollouts import RolloutStore
@@ -75,5 +78,7 @@ class Repository(
     DashboardStore,
     ClaimStore,
     ReleaseStore,
+    LogStore,
+    AlertStore,
 ):
     """Every store over one engine (``Repository(engine)``)."""

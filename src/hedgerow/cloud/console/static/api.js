@@ -98,12 +98,17 @@ export const enc = encodeURIComponent;
 
 // Read the server-sent events of /api/v1/messages/stream until `signal` aborts.
 // Calls onOpen() once the stream answered, onMessage(json) per message.
-export async function streamMessages(filter, afterId, { signal, onOpen, onMessage }) {
+export function streamMessages(filter, afterId, handlers) {
+  return streamEvents("/api/v1/messages/stream", { filter, after_id: afterId }, handlers);
+}
+
+// Any of the cloud's live views (telemetry, logs) read the same way.
+export async function streamEvents(path, params, { signal, onOpen, onMessage }) {
   const token = getToken();
-  const response = await fetch(
-    query("/api/v1/messages/stream", { filter, after_id: afterId }),
-    { headers: headers(token, { accept: "text/event-stream" }), signal },
-  );
+  const response = await fetch(query(path, params), {
+    headers: headers(token, { accept: "text/event-stream" }),
+    signal,
+  });
   if (!response.ok) {
     const error = await failure(response);
     if (response.status === 401) onUnauthorized(error.message);

@@ -7,6 +7,7 @@ import { chartsPage } from "./chart.js";
 import { livePage } from "./live.js";
 import { rolloutPage, rolloutsPage } from "./rollouts.js";
 import { dashboardsPage, thingPage } from "./operator.js";
+import { alertsPage, fleetPage, logsPage } from "./ops.js";
 import {
   deploymentPage,
   deploymentsPage,
@@ -24,6 +25,9 @@ const PAGES = {
   things: (ctx) => (ctx.parts[1] ? thingPage(ctx) : thingsPage(ctx)),
   dashboards: dashboardsPage,
   live: livePage,
+  fleet: fleetPage,
+  logs: logsPage,
+  alerts: alertsPage,
   charts: chartsPage,
   login: loginPage,
 };
