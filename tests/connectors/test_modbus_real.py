@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import struct
 import time
@@ -448,3 +449,38 @@ async def test_a_missing_device_backs_off_and_never_breaks(
         assert c.counters.errors >= 1 and "cannot connect" in c.counters.last_error
         assert c.health().value == "pending"
     assert recorder.messages == []
+
+
+class LosesCancels(ModbusConnector):
+    """A read that swallows a cancellation, as ``asyncio.wait_for`` in Python 3.11 does when
+    the response arrives in the same loop step. The read takes 0.3 s, so nearly every cancel
+    lands in it (at a 5 ms poll, a real stop lands in a request most of the time too)."""
+
+    async def _read(self, table: Any, address: int, count: int, unit: int) -> list[Any]:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0.3)
+        return await super()._read(table, address, count, unit)
+
+
+async def test_stop_ends_a_fast_poll_whose_library_loses_the_cancel(
+    port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder = Recorder()
+    config = validate("modbus-tcp", "meter", {
+        "host": "127.0.0.1", "port": port, "interval_s": 0.001, **FAST,
+        "tags": [{"name": "r0", "table": "holding_register", "address": 0, "publish": "every"}],
+    })  # fmt: skip
+    c = LosesCancels(config, recorder)
+    async with tcp_server(port):
+        await c.start()
+        async with asyncio.timeout(10):
+            await c.wait_for_state(State.RUNNING)
+            while c.counters.polls < 2:
+                await asyncio.sleep(0.01)
+        started = time.monotonic()
+        await c.stop()
+        polls = c.counters.polls
+        await asyncio.sleep(0.05)
+    assert time.monotonic() - started < 2.0, "stop waited for the cancel to be lost 10 times"
+    assert "connectors.stop_timeout" not in caplog.text
+    assert c.counters.polls == polls  # nothing polls after stop()

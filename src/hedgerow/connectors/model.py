@@ -32,6 +32,15 @@ STOP_WAIT_S: Final = 0.5
 Publish = Callable[[str, bytes], Awaitable[None]]
 
 
+def cancel_requested() -> bool:
+    """True once this task was asked to stop, even when a library lost the CancelledError
+    on the way (``asyncio.wait_for`` in Python 3.11 returns the result instead when the
+    awaited future completes in the same loop step, as a fast Modbus poll's often does).
+    A connector's loops check it before going round again."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 @dataclass(slots=True)
 class Counters:
     """What a connector did since it started (reported in the heartbeat)."""

@@ -34,7 +34,7 @@ from hedgerow.backoff import Backoff, BackoffPolicy, Uniform
 from .config import OpcUaConfig, OpcUaNode, SecurityMode, SecurityPolicy
 from .errors import ConnectorIOError, MissingLibraryError
 from .modbus_requests import answer
-from .model import ConnectorBase, Publish
+from .model import ConnectorBase, Publish, cancel_requested
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +221,8 @@ class OpcUaConnector(ConnectorBase):
                 if client is not None:
                     await self._close(client)
             self._backoff.disconnected(loop.time())
+            if cancel_requested():  # stopped while asyncua turned the cancel into an error
+                raise asyncio.CancelledError
             await asyncio.sleep(self._backoff.next_delay())
 
     async def _close(self, client: Any) -> None:
