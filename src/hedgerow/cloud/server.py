@@ -51,7 +51,7 @@ from hedgerow.cloud.services import (
     SecretService,
 )
 from hedgerow.cloud.services.notify import routes_unchanged
-from hedgerow.cloud.storage.database import create_engine, migrate
+from hedgerow.cloud.storage.database import create_engine, dispose_when_returned, migrate
 from hedgerow.cloud.storage.repository import Repository
 from hedgerow.cloud.storage.sealed_keys import SealedKeyStore
 from hedgerow.cloud.storage.secrets import SecretStore
@@ -198,7 +198,7 @@ class CloudServer:
         paths = cfg.paths
         check_modes(cfg)  # refuses secrets others can read before anything else
         engine = create_engine(cfg.database_url)
-        self._stack.callback(engine.dispose)
+        self._stack.push_async_callback(dispose_when_returned, engine)
         await asyncio.to_thread(migrate, engine)
         repository = Repository(engine)
         sealed_store = SealedKeyStore(engine)

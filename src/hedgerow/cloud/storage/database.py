@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,32 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
+
+
+async def dispose_when_returned(engine: Engine, wait_s: float = 5.0) -> None:
+    """Dispose of ``engine`` once every connection a worker thread still holds came back.
+
+    A task cancelled at shutdown leaves its ``to_thread`` query running to its end; a
+    connection checked out when ``dispose()`` runs goes back to the discarded pool and is
+    never closed (psycopg warns when it is collected). Waits at most ``wait_s``."""
+    checkedout = getattr(engine.pool, "checkedout", None)
+    if checkedout is not None and checkedout() > 0:
+        loop = asyncio.get_running_loop()
+        returned = asyncio.Event()
+
+        def on_checkin(*_: Any) -> None:  # in the worker thread
+            loop.call_soon_threadsafe(returned.set)
+
+        sa.event.listen(engine, "checkin", on_checkin)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):
+                    while checkedout() > 0:
+                        returned.clear()
+                        await returned.wait()
+        finally:
+            sa.event.remove(engine, "checkin", on_checkin)
+    engine.dispose()
 
 
 def create_engine(url: str) -> Engine:
