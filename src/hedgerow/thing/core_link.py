@@ -49,7 +49,14 @@ from hedgerow.client import (
 
 from .cache import CachedInfo, ConnInfoCache
 from .credentials import Credentials
-from .discovery import DEFAULT_TIMEOUT, Candidate, DiscoveryInfo, Endpoint, discover
+from .discovery import (
+    DEFAULT_TIMEOUT,
+    Candidate,
+    DiscoveryInfo,
+    Endpoint,
+    discover,
+    find_cause,
+)
 from .errors import CoreConnectError, DiscoveryUnavailable, ThingClosed, ThingError
 from .queue import MemoryQueue, OfflineQueue
 
@@ -427,9 +434,9 @@ class Thing:
             try:
                 await client.connect()
             except ConnectError as exc:
-                verify = _cause(exc, ssl.SSLCertVerificationError)
+                verify = find_cause(exc, ssl.SSLCertVerificationError)
                 tls = tls or verify is not None
-                if exc.reason_code is not None or _cause(exc, ConnectionLost) is not None:
+                if exc.reason_code is not None or find_cause(exc, ConnectionLost) is not None:
                     refused += 1  # TLS and TCP were fine: the core said no, or hung up on us
                 failures.append((str(endpoint), str(verify or exc)))
                 log.info("thing.endpoint.failed endpoint=%s error=%s", endpoint, verify or exc)
@@ -551,17 +558,6 @@ def _refused_hint(thing: str, info: DiscoveryInfo) -> str:
         f" `hedgerow cloud thing show {thing}`, add it with"
         f" `hedgerow cloud thing attach --group {group} {thing}`"
     )
-
-
-def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, kind):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
 
 
 @contextlib.asynccontextmanager

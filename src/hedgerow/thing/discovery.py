@@ -256,7 +256,8 @@ def parse_endpoint(value: str, default_port: int = DEFAULT_PORT) -> tuple[str, i
 # ---- fetching ---------------------------------------------------------------------------
 
 
-def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+def find_cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """``exc`` or the first exception of ``kind`` in its chain of causes and contexts."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -335,7 +336,7 @@ _NOT_TLS = (
 
 
 def _transport_error(exc: http11.HTTPError, thing: str, where: str, root_ca: str) -> DiscoveryError:
-    verify = _cause(exc, ssl.SSLCertVerificationError)
+    verify = find_cause(exc, ssl.SSLCertVerificationError)
     if verify is not None:
         reason = getattr(verify, "verify_message", "") or str(verify)
         return DiscoveryTLSError(
@@ -343,7 +344,7 @@ def _transport_error(exc: http11.HTTPError, thing: str, where: str, root_ca: str
             thing=thing,
             hint=f"check -r ({root_ca}) is the root CA of this cloud and -e is a name in its certificate",
         )
-    tls = _cause(exc, ssl.SSLError)
+    tls = find_cause(exc, ssl.SSLError)
     if tls is not None and "alert" in str(tls).lower():
         return DiscoveryRefused(
             f"the discovery server at {where} rejected this thing's certificate ({tls})",
