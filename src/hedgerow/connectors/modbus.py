@@ -40,7 +40,7 @@ from .modbus_requests import (
     v1_success,
     v1_write_echo,
 )
-from .model import ConnectorBase, Publish, cancel_requested
+from .model import ConnectorBase, Publish
 from .publishing import ChangeFilter
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ class ModbusConnector(ConnectorBase):
             self._backoff.disconnected(loop.time())
             for tag in self.config.tags:
                 self._filter.forget(tag.name)
-            if cancel_requested():  # stopped while a request turned the cancel into an error
+            if self.stopping:  # stopped while a request turned the cancel into an error
                 raise asyncio.CancelledError
             await asyncio.sleep(self._backoff.next_delay())
 
@@ -211,7 +211,7 @@ class ModbusConnector(ConnectorBase):
         loop = asyncio.get_running_loop()
         deadline = loop.time()
         while True:
-            if cancel_requested():  # a cancel the client library swallowed
+            if self.stopping:  # a cancel the client library swallowed
                 raise asyncio.CancelledError
             await self.poll_once(blocks)
             deadline += interval

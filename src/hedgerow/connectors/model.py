@@ -32,15 +32,6 @@ STOP_WAIT_S: Final = 0.5
 Publish = Callable[[str, bytes], Awaitable[None]]
 
 
-def cancel_requested() -> bool:
-    """True once this task was asked to stop, even when a library lost the CancelledError
-    on the way (``asyncio.wait_for`` in Python 3.11 returns the result instead when the
-    awaited future completes in the same loop step, as a fast Modbus poll's often does).
-    A connector's loops check it before going round again."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
 @dataclass(slots=True)
 class Counters:
     """What a connector did since it started (reported in the heartbeat)."""
@@ -86,6 +77,11 @@ class ConnectorBase:
         self._publish = publish
         self._state = State.STOPPED
         self._task: asyncio.Task[None] | None = None
+        #: set by ``stop()``: a library may lose the cancel on the way (``asyncio.wait_for``
+        #: in Python 3.11 returns the result instead when the awaited future completes in the
+        #: same loop step, as a fast Modbus poll's often does), so the loops check this
+        #: before going round again
+        self.stopping = False
         self._waiters: list[tuple[frozenset[State], asyncio.Future[State]]] = []
         self.counters = Counters()
 
@@ -126,11 +122,13 @@ class ConnectorBase:
         if self._task is not None:
             return
         self._set_state(State.STARTING)
+        self.stopping = False
         self._task = asyncio.create_task(self._supervise(), name=f"connector:{self._name}")
         log.info("connectors.started name=%s kind=%s", self._name, self.kind)
 
     async def stop(self) -> None:
         task, self._task = self._task, None
+        self.stopping = True
         if task is not None:
             self._set_state(State.STOPPING)
             try:

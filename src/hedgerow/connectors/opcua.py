@@ -34,7 +34,7 @@ from hedgerow.backoff import Backoff, BackoffPolicy, Uniform
 from .config import OpcUaConfig, OpcUaNode, SecurityMode, SecurityPolicy
 from .errors import ConnectorIOError, MissingLibraryError
 from .modbus_requests import answer
-from .model import ConnectorBase, Publish, cancel_requested
+from .model import ConnectorBase, Publish
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ class OpcUaConnector(ConnectorBase):
                 if client is not None:
                     await self._close(client)
             self._backoff.disconnected(loop.time())
-            if cancel_requested():  # stopped while asyncua turned the cancel into an error
+            if self.stopping:  # stopped while asyncua turned the cancel into an error
                 raise asyncio.CancelledError
             await asyncio.sleep(self._backoff.next_delay())
 
