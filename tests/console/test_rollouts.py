@@ -29,7 +29,9 @@ def test_a_rollout_shows_its_waves_and_groups_and_is_paused_resumed_and_rolled_b
     page.get_by_role("link", name=rollout_id).click()
     page.get_by_role("heading", name=f"Rollout {rollout_id}").wait_for()
     waves = page.get_by_role("region", name="Waves", exact=True)
-    assert waves.locator("tr").count() == 3  # header and two waves
+    # header and two waves, once the page's first fetch has filled the table (the heading
+    # is drawn before it)
+    wait_until(lambda: waves.locator("tr").count() == 3, what="the waves table")
     groups = page.get_by_role("region", name="Groups of the rollout")
     canary = groups.locator("tr", has_text="roll-a")
     canary.locator(".badge", has_text="deploying").wait_for()
