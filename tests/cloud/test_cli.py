@@ -293,6 +293,10 @@ async def test_the_story_through_the_cli(served: Served, tmp_path: Path) -> None
     # the positional filter works in messages too (as in tail); ids to page from
     human = await ok("cloud", "messages", "corrected/#", *d, cwd=tmp_path, process=False)
     assert "#1  " in human and "corrected/bme680-1" in human
+    of_group = await ok(
+        "cloud", "messages", "--group", "factory-1", "--json", *d, cwd=tmp_path, process=False
+    )  # fmt: skip
+    assert {m["core"] for m in json.loads(of_group)} == {"pi-1"}
     await ok(
         "cloud", "thing", "revoke", "--group", "factory-1", "bme680-1", *d,
         cwd=tmp_path, process=False,

@@ -245,6 +245,14 @@ async def test_telemetry_is_stored_and_namespaces_are_enforced(
     assert future["items"] == []
     bad = await cloud.api.get("/api/v1/messages", params={"filter": "a/#/b"})
     assert bad.status_code == 400
+    # a group's messages are those its core sent: none for a group whose core sent nothing
+    mine = await cloud.ok("GET", "/api/v1/messages", params={"group": "factory-1"})
+    assert len(mine["items"]) == 5
+    await cloud.ok("POST", "/api/v1/groups", json={"name": "quiet"})
+    await cloud.core("quiet-core", "quiet", tmp_path)
+    assert (await cloud.ok("GET", "/api/v1/messages", params={"group": "quiet"}))["items"] == []
+    unknown = await cloud.api.get("/api/v1/messages", params={"group": "nowhere"})
+    assert unknown.status_code == 404
 
 
 async def test_revocation_reaches_the_core_without_a_deployment(

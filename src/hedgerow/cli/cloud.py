@@ -1250,6 +1250,8 @@ def cmd_messages(args: argparse.Namespace) -> int:
     topic_filter = _topic_filter(args, required=False)
     if topic_filter:
         params["filter"] = topic_filter
+    if args.group:
+        params["group"] = args.group
     if args.since:
         params["since"] = args.since
     if args.until:
@@ -1852,6 +1854,7 @@ def register(subparsers: Any) -> None:
 
     p = _command(sub, "messages", cmd_messages, "stored telemetry")
     _filter_options(p, required=False)
+    p.add_argument("--group", help="only what this group's core sent")
     p.add_argument("--since", help="epoch seconds or ISO-8601")
     p.add_argument("--until", help="epoch seconds or ISO-8601")
     p.add_argument("--limit", type=int, default=50, help="messages per page (default 50)")

@@ -68,6 +68,9 @@ async def query_messages(ctx: ApiContext, request: Request) -> Response:
     order = request.query_params.get("order", "desc")
     if order not in ("asc", "desc"):
         raise InvalidInput("order must be asc or desc", field="order")
+    group = request.query_params.get("group") or None
+    if group is not None:
+        await ctx.services.groups.get(group)  # an unknown group is a 404, not an empty list
     found = await ctx.services.telemetry.query(
         topic_filter=request.query_params.get("filter") or None,
         since=time_param(request, "since"),
@@ -75,6 +78,7 @@ async def query_messages(ctx: ApiContext, request: Request) -> Response:
         limit=int_param(request, "limit", 100, 1),
         after_id=optional_id_param(request, "after_id"),
         newest_first=order == "desc",
+        group=group,
     )
     return respond(MessageList.of(found))
 
@@ -189,6 +193,7 @@ OPERATIONS = [
             Query("limit", "integer"),
             Query("order", description="asc or desc"),
             Query("after_id", "integer"),
+            Query("group", description="only what this group's core sent"),
         ),
         response=MessageList,
     ),

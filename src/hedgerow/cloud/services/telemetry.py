@@ -52,6 +52,7 @@ class TelemetryService:
         after_id: int | None = None,
         up_to_id: int | None = None,
         newest_first: bool = True,
+        group: str | None = None,
     ) -> list[Message]:
         if topic_filter is not None:
             domain.validate_topic_filter_text(topic_filter)
@@ -64,6 +65,7 @@ class TelemetryService:
             after_id=after_id,
             up_to_id=up_to_id,
             newest_first=newest_first,
+            group=group,
         )
 
     async def newest_id(self) -> int:

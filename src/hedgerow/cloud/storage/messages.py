@@ -17,6 +17,8 @@ from hedgerow.cloud.storage.base import (
     Store,
 )
 from hedgerow.cloud.storage.models import (
+    CoreRow,
+    GroupRow,
     MessageRow,
 )
 
@@ -61,7 +63,9 @@ class MessageStore(Store):
         up_to_id: int | None = None,
         limit: int = 100,
         newest_first: bool = True,
+        group: str | None = None,
     ) -> list[Message]:
+        """Stored messages, newest first by default; ``group`` keeps those its core sent."""
         limit = max(1, min(limit, MAX_PAGE))
         prefix = _literal_prefix(topic_filter) if topic_filter else ""
         exact = topic_filter is not None and "+" not in topic_filter and "#" not in topic_filter
@@ -75,6 +79,8 @@ class MessageStore(Store):
                     query = query.where(table.topic == topic_filter)
                 elif prefix:
                     query = query.where(table.topic.startswith(prefix, autoescape=True))
+                if group is not None:
+                    query = query.where(table.core.in_(_core_of(group)))
                 if since is not None:
                     query = query.where(table.ts >= since)
                 if until is not None:
@@ -120,3 +126,11 @@ def _literal_prefix(topic_filter: str) -> str:
         if index != -1:
             cut = min(cut, index)
     return topic_filter[:cut]
+
+
+def _core_of(group: str) -> sa.Select[str]:
+    return (
+        sa.select(CoreRow.name)
+        .join(GroupRow, GroupRow.id == CoreRow.group_id)
+        .where(GroupRow.name == group)
+    )

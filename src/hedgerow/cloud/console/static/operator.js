@@ -232,10 +232,10 @@ export async function deploymentContents(id) {
 
 // ---- saved dashboards --------------------------------------------------------------------------
 
-async function chartOf(spec) {
+async function chartOf(group, spec) {
   const to = Date.now() / 1000;
   const from = to - spec.window_s;
-  const found = await get(query("/api/v1/messages", { filter: spec.filter, since: from.toFixed(3), limit: MAX_MESSAGES, order: "desc" }));
+  const found = await get(query("/api/v1/messages", { group, filter: spec.filter, since: from.toFixed(3), limit: MAX_MESSAGES, order: "desc" }));
   const messages = found.items.reverse();
   const { series } = seriesOf(messages, spec.fields);
   const title = spec.title || `${spec.fields.join(", ")} on ${spec.filter}`;
@@ -286,7 +286,7 @@ export async function dashboardsPage(ctx) {
 
   async function drawCharts() {
     if (!open) return clear(charts);
-    const figures = await Promise.all(open.charts.map((spec) => chartOf(spec)));
+    const figures = await Promise.all(open.charts.map((spec) => chartOf(group, spec)));
     if (!ctx.alive()) return;
     fill(charts,
       figures.map((figure, i) =>
