@@ -339,6 +339,42 @@ async def test_stalled_qos0_subscriber_drops_within_budget_and_others_keep_up(
         assert "not reading for" in caplog.text and "stalled" in caplog.text
 
 
+async def test_a_stalled_qos0_subscriber_that_reads_again_gets_new_messages() -> None:
+    """Dropped QoS 0 while stalled over its budget (without asking the budget for every
+    message), delivered again as soon as its socket drained."""
+    async with broker_with(
+        max_outbound_bytes=128 * KIB,
+        write_high_water=32 * KIB,
+        write_low_water=8 * KIB,
+        slow_client_timeout=30.0,
+    ) as (broker, port):
+        sleeper = await stalled_subscriber(port, "sleeper", 0)
+        publisher = await RawClient.connected(port, "publisher")
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(20):
+                while broker.stats().dropped_qos0 < 50:
+                    await publisher.send(Publish("flood/x", b"z" * 8000))
+                    await asyncio.sleep(0)
+                dropped = broker.stats().dropped_qos0
+                got = bytearray()
+
+                async def read_until(marker: bytes) -> None:
+                    while marker not in got:
+                        got.extend(await loop.sock_recv(sleeper, 65536))
+
+                reading = asyncio.create_task(read_until(b"back-again"))
+                # once it drained, the broker stops dropping: a later message reaches it
+                while not reading.done():
+                    await publisher.send(Publish("flood/x", b"back-again"))
+                    await asyncio.wait({reading}, timeout=0.05)
+                await reading
+        finally:
+            sleeper.close()
+        assert broker.stats().slow_consumers == 0
+        assert dropped >= 50 and b"back-again" in got
+
+
 async def test_offline_persistent_session_keeps_the_newest_within_its_budget() -> None:
     cost = message_cost(b"%04d" % 0 + b"z" * 1000, "keep/x")
     async with broker_with(max_outbound_bytes=cost * 10) as (broker, port):

@@ -60,6 +60,10 @@ from hedgerow.mqtt.topics import validate_topic_name
 log = logging.getLogger(__name__)
 
 _PINGRESP = b"\xd0\x00"
+#: Seconds a stalled client over its byte budget has its QoS 0 messages dropped without
+#: the budget and pacing being asked again: a stalled subscriber then costs its publishers
+#: one clock read per message, not the whole check (bench/hostile.py).
+QOS0_DROP_RECHECK_S = 0.01
 
 
 _CONNECTING = Phase.CONNECTING
@@ -99,6 +103,7 @@ class Connection(asyncio.Protocol):
         "overflowed",
         "pacing_timer",
         "out_aliases",
+        "drop0_until",
     )
 
     def __init__(self, hub: Hub[Connection], tls: ssl.SSLContext | None = None) -> None:
@@ -153,6 +158,8 @@ class Connection(asyncio.Protocol):
         self.pacing_timer: asyncio.TimerHandle | None = None
         #: Topic aliases we use towards a v5 client that allows them (None = none).
         self.out_aliases: OutboundAliases | None = None
+        #: Until when QoS 0 is dropped unasked (a stalled client over its budget).
+        self.drop0_until = 0.0
 
     @property
     def peer(self) -> tuple[str, int] | None:
@@ -277,6 +284,7 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.congested_since = None
+        self.drop0_until = 0.0
         self.pacing.took(self.hub.loop.time())
         self.flush()
         self._release_publishers()
@@ -812,12 +820,18 @@ class Connection(asyncio.Protocol):
     def write_publish0(self, message: Message, retain: bool, ids: tuple[int, ...]) -> None:
         counters = self.hub.counters
         if self.congested_since is not None:
+            now = self.hub.loop.time()
+            if now < self.drop0_until:
+                counters.dropped_qos0 += 1
+                return
             self._pace()
             session = self.session
             held = self.outbound_bytes() + (session.held if session is not None else 0)
             size = message.cost
             if self.hub.budget.check(held, size) is not Verdict.FITS:
                 counters.dropped_qos0 += 1
+                if not self.pacing.paces(now):  # stalled: it will not make room soon
+                    self.drop0_until = now + QOS0_DROP_RECHECK_S
                 return
         aliases = self.out_aliases
         if aliases is not None:
