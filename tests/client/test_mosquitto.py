@@ -156,6 +156,41 @@ async def test_persistent_session_receives_messages_sent_while_offline(
 
 
 @pytest.mark.parametrize("version", VERSIONS)
+async def test_manual_ack_what_was_not_acknowledged_comes_again(
+    shared_broker: tuple[str, int], topic: str, version: ProtocolVersion
+) -> None:
+    """With ``manual_ack`` a QoS 1 message is acknowledged by ``ack()``: the broker sends
+    the one left unacknowledged again on the next connection, never the acknowledged one;
+    an acknowledgement for an ended connection is refused."""
+    client_id = f"hedgerow-test-{uuid.uuid4().hex[:12]}"
+    worker = new_client(
+        shared_broker, version, client_id=client_id, clean_start=False, session_expiry=60,
+        manual_ack=True,
+    )  # fmt: skip
+    try:
+        async with worker:
+            await worker.subscribe(f"{topic}/work", qos=1)
+            async with new_client(shared_broker, version) as pub:
+                await pub.publish(f"{topic}/work", b"done", qos=1)
+                await pub.publish(f"{topic}/work", b"unfinished", qos=1)
+            done, unfinished = await next_message(worker), await next_message(worker)
+            assert (done.payload, unfinished.payload) == (b"done", b"unfinished")
+            assert worker.ack(done) is True
+            async with new_client(shared_broker, version) as marker:
+                await marker.publish(f"{topic}/work", b"marker", qos=1)
+            marker_message = await next_message(worker)
+            assert worker.ack(marker_message) is True
+        assert worker.ack(unfinished) is False  # its connection ended
+        async with worker:
+            again = await next_message(worker)
+            assert again.payload == b"unfinished"
+            assert worker.ack(again) is True
+    finally:  # drop the session from the shared broker
+        async with new_client(shared_broker, version, client_id=client_id, clean_start=True):
+            pass
+
+
+@pytest.mark.parametrize("version", VERSIONS)
 async def test_publish_nowait_pipelines_qos1(
     shared_broker: tuple[str, int], topic: str, version: ProtocolVersion
 ) -> None:

@@ -4,6 +4,7 @@ and ingest workers splitting the load through a shared subscription."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 
 from hedgerow import pki
 from hedgerow.client import Client, ProtocolVersion
+from hedgerow.cloud import core_bundle
 from hedgerow.cloud.server import CloudServer
 from hedgerow.contract import DeploymentNotification
 from hedgerow.mqtt.packets import Properties
@@ -201,3 +203,94 @@ async def test_serve_command_with_postgres_and_an_external_broker(
             "in-postgres"
         ]
     engine.dispose()
+
+
+async def start_replica(
+    data: Path, database: str, broker: int, replica: str, api_port: int, log: Path
+) -> tuple[asyncio.subprocess.Process, str]:
+    """``hedgerow cloud serve`` as a process on the external broker: it and its API URL."""
+    from .test_cli import HEDGEROW
+
+    with log.open("ab") as err:
+        process = await asyncio.create_subprocess_exec(
+            HEDGEROW, "cloud", "serve", "--data", str(data), "--database", database,
+            "--broker", f"mqtts://127.0.0.1:{broker}", "--replica-id", replica,
+            "--api-port", str(api_port), "--device-port", "0",
+            stdout=asyncio.subprocess.PIPE, stderr=err,
+        )  # fmt: skip
+    assert process.stdout is not None
+    banner = ""
+    async with asyncio.timeout(30):
+        while "Ctrl-C" not in banner:
+            line = (await process.stdout.readline()).decode()
+            assert line, f"{replica} ended: {log.read_text()[-2000:]}"
+            banner += line
+    return process, f"http://127.0.0.1:{api_port}"
+
+
+async def test_a_replica_killed_during_ingest_loses_no_acknowledged_message(
+    tmp_path: Path, pg_schema: str, mosquitto_tls: object
+) -> None:
+    """The cloud acknowledges a core's message to the external broker only once stored,
+    in a persistent session: what replica A had taken but not stored when it was killed
+    is sent to it again when it comes back under the same replica id."""
+    from .test_cli import ok
+
+    data = tmp_path / "data"
+    await ok(
+        "cloud", "init", "--data", str(data), "--api-port", "0", "--device-host", "127.0.0.1",
+        "--device-port", "0", cwd=tmp_path, process=False,
+    )  # fmt: skip
+    port = mosquitto_tls(data)  # type: ignore[operator]
+    await wait_for_port(port)
+    database, log = pg_url(pg_schema), tmp_path / "replicas.log"
+    api_a, api_b = free_port(), free_port()
+    a, url = await start_replica(data, database, port, "a", api_a, log)
+    b, _ = await start_replica(data, database, port, "b", api_b, log)
+    token = (data / "admin-token").read_text().strip()
+    headers = {"authorization": f"Bearer {token}"}
+    total, killed_at = 6000, 2000
+    try:
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as api:
+            (await api.post("/api/v1/groups", json={"name": "plant"})).raise_for_status()
+            made = await api.post("/api/v1/cores", json={"name": "gw", "group": "plant"})
+            made.raise_for_status()
+            files = core_bundle.read_bundle(base64.b64decode(made.json()["bundle"]))
+            (tmp_path / "gw.cert").write_bytes(files[core_bundle.CORE_CERT])
+            (tmp_path / "gw.key").write_bytes(files[core_bundle.CORE_KEY])
+            ctx = pki.client_context(
+                str(data / "pki" / "root-ca.pem"),
+                str(tmp_path / "gw.cert"),
+                str(tmp_path / "gw.key"),
+            )
+            user = Properties(user_properties=(("core", "gw"),))
+            async with Client("127.0.0.1", port, ssl=ctx, client_id="gw") as core:
+                for index in range(total):
+                    # every publish returns once the broker acknowledged it to the core
+                    await core.publish(f"plant/{index % 5}", b"%d" % index, qos=1, properties=user)
+                    if index == killed_at:
+                        a.kill()  # kill -9, mid-stream, whatever it had not stored yet
+                        await a.wait()
+                    if index == killed_at + 1000:
+                        a, _ = await start_replica(data, database, port, "a", api_a, log)
+
+            engine = sa.create_engine(database.replace("postgresql://", "postgresql+psycopg://"))
+            try:
+                seen: list[int] = []
+                deadline = asyncio.get_running_loop().time() + 30
+                while len(set(seen)) < total and asyncio.get_running_loop().time() < deadline:
+                    await asyncio.sleep(0.2)
+                    with engine.connect() as db:
+                        rows = db.execute(sa.text("SELECT payload FROM messages")).scalars()
+                        seen = [int(bytes(p)) for p in rows]
+            finally:
+                engine.dispose()
+    finally:
+        for process in (a, b):
+            if process.returncode is None:
+                process.terminate()
+                async with asyncio.timeout(10):
+                    await process.wait()
+    missing = sorted(set(range(total)) - set(seen))
+    assert not missing, f"{len(missing)} acknowledged messages never stored: {missing[:10]}"
+    print(f"{total} acknowledged, {len(seen)} stored, {len(seen) - total} stored twice")

@@ -235,6 +235,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             changes["database"] = args.database
         if args.broker:
             changes["broker"] = args.broker
+        if args.replica_id:
+            changes["replica_id"] = args.replica_id
         if _kek_file(args):
             changes["kek_file"] = _kek_file(args)
         for name in ("api", "device", "mqtt"):
@@ -1564,6 +1566,11 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--broker",
         help="use an external MQTT broker (mqtts://host:port) instead of the embedded one",
+    )
+    p.add_argument(
+        "--replica-id",
+        help="this replica's name at the external broker, stable across its restarts "
+        "(default: host name and API port)",
     )
     p.add_argument(
         "--no-mqtt", action="store_true", help="no MQTT endpoint (API and discovery only)"

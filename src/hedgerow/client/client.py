@@ -109,6 +109,7 @@ class Client:
         queue_size: int = 10000,
         properties: Properties = NO_PROPERTIES,
         on_disconnect: DisconnectHook | None = None,
+        manual_ack: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -132,6 +133,9 @@ class Client:
         self.queue_size = queue_size
         self.connect_properties = properties
         self.on_disconnect = on_disconnect
+        #: QoS 1 messages are acknowledged by ``ack(message)``, not on receipt: with a
+        #: persistent session the server sends what was never acknowledged again.
+        self.manual_ack = manual_ack
         #: the last publish properties sized for the server's maximum packet size, and their size
         self._sized_properties: tuple[Properties | None, int] = (None, 0)
 
@@ -618,13 +622,34 @@ class Client:
         except MQTTError as exc:
             raise ProtocolViolation(str(exc), exc.reason_code) from exc
         if deliver:
+            ack_id = None
+            if self.manual_ack and isinstance(response, PubAck):
+                ack_id, response = (self._generation, response.packet_id), None
             self._inbox.put(
                 Message(
-                    publish.topic, publish.payload, publish.qos, publish.retain, publish.properties
+                    publish.topic,
+                    publish.payload,
+                    publish.qos,
+                    publish.retain,
+                    publish.properties,
+                    ack_id,
                 )
             )
         if response is not None and self._conn is not None:
             self._conn.send_packet(response)
+
+    def ack(self, message: Message) -> bool:
+        """Acknowledge a QoS 1 message received with ``manual_ack``. False when there is
+        nothing to acknowledge or its connection has ended (the server, holding a
+        persistent session, sends it again on the next one)."""
+        if message.ack_id is None:
+            return False
+        generation, packet_id = message.ack_id
+        conn = self._conn
+        if generation != self._generation or not self._connected or conn is None:
+            return False
+        conn.send_packet(PubAck(packet_id))
+        return True
 
     def _on_pubrel(self, pubrel: PubRel) -> None:
         assert self._conn is not None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hedgerow.mqtt import packets
 from hedgerow.mqtt.packets import NO_PROPERTIES, Properties
@@ -20,6 +20,9 @@ class Message:
     qos: int = 0
     retain: bool = False
     properties: Properties = NO_PROPERTIES
+    #: (connection, packet id) of a QoS 1 message the application acknowledges itself
+    #: (``Client(manual_ack=True)`` and ``Client.ack``); None when acknowledged on receipt.
+    ack_id: tuple[int, int] | None = field(default=None, compare=False)
 
     def __repr__(self) -> str:
         payload = self.payload if len(self.payload) <= REPR_PAYLOAD else self.payload[:REPR_PAYLOAD]

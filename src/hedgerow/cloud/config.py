@@ -201,6 +201,9 @@ class CloudConfig:
     api_tls: bool | None = None
     #: Share name the ingest workers use on an external broker.
     ingest_share: str = "hedgerow-ingest"
+    #: This replica's name at an external broker (its persistent session); empty = the
+    #: host name and API port.
+    replica_id: str = ""
     #: The key-encryption keyring; empty = ``DATA/pki/keyring.json``.
     kek_file: str = ""
     #: Unfinished this long after it was made, a deployment is failed.

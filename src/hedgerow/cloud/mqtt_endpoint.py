@@ -19,15 +19,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import ssl
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from hedgerow.broker import Action, Broker, ConnectInfo, Identity, Refused
 from hedgerow.broker.auth import NOT_AUTHORIZED
-from hedgerow.client import Client, ClientError
+from hedgerow.client import Client, ClientError, Message
 from hedgerow.cloud.domain import CertificateKind
 from hedgerow.cloud.errors import CloudError, ConfigError
 from hedgerow.cloud.ingest import IngestWorker
@@ -49,6 +51,9 @@ ROUTES_REFRESH_SECONDS = 1.0
 EVENT_QUEUE_SIZE = 10_000
 RECONNECT_BASE = 0.5
 RECONNECT_MAX = 15.0
+#: How long an external broker keeps the cloud's session (and what it did not yet
+#: acknowledge) while the process is away: a restarted replica takes it up again.
+EXTERNAL_SESSION_EXPIRY_S = 24 * 3600
 
 
 class RouteCache:
@@ -246,7 +251,12 @@ def parse_broker_url(url: str) -> tuple[str, int, bool]:
 
 
 class ExternalBrokerLink:
-    """The cloud as a client of an external broker (EMQX, VerneMQ, Mosquitto, ...)."""
+    """The cloud as a client of an external broker (EMQX, VerneMQ, Mosquitto, ...).
+
+    Its session is persistent and its client id stable (one per replica): a core's QoS 1
+    message is acknowledged to the broker only once stored, so what a replica had not
+    stored when it died is sent to it again when it comes back.
+    """
 
     def __init__(
         self,
@@ -258,6 +268,7 @@ class ExternalBrokerLink:
         share: str,
         client_id: str,
         logs: IngestWorker | None = None,
+        session_expiry: int = EXTERNAL_SESSION_EXPIRY_S,
     ) -> None:
         self.host, self.port, tls = parse_broker_url(url)
         self.logs = logs
@@ -266,8 +277,11 @@ class ExternalBrokerLink:
         self.events = events
         self.share = share
         self.client_id = client_id
+        self.session_expiry = session_expiry
         self.client: Client | None = None
         self.connected = asyncio.Event()
+        #: set when a message could not be stored: reconnect, so the broker sends it again
+        self._refused = asyncio.Event()
 
     def filters(self) -> list[str]:
         """Telemetry through the shared subscription; core events to every process (some
@@ -292,25 +306,38 @@ class ExternalBrokerLink:
     async def disconnect(self, identity: str, reason: str) -> None:
         log.info("mqtt.external_disconnect_unsupported identity=%s reason=%s", identity, reason)
 
-    def _handle(
-        self, topic: str, payload: bytes, user_properties: tuple[tuple[str, str], ...]
-    ) -> None:
-        parsed = parse_core_topic(topic)
+    def _handle(self, client: Client, message: Message) -> None:
+        parsed = parse_core_topic(message.topic)
+        stored: asyncio.Future[None]
         if parsed is not None:
-            if parsed.leaf == CoreLeaf.LOGS and self.logs is not None:
-                self.logs.submit("", payload, parsed.core).add_done_callback(_log_refusal)
+            if parsed.leaf != CoreLeaf.LOGS or self.logs is None:
+                self.events.offer(parsed.core, parsed.leaf, message.payload)
+                client.ack(message)
                 return
-            self.events.offer(parsed.core, parsed.leaf, payload)
+            stored = self.logs.submit("", message.payload, parsed.core)
+        else:
+            user = message.properties.user_properties
+            core = next((v for k, v in user if k == "core"), "")
+            stored = self.ingest.submit(message.topic, message.payload, core)
+        stored.add_done_callback(lambda done: self._stored(client, message, done))
+
+    def _stored(self, client: Client, message: Message, done: asyncio.Future[None]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            client.ack(message)
             return
-        core = next((v for k, v in user_properties if k == "core"), "")
-        # The external broker already acknowledged the message to the core; a refusal here
-        # is counted by the worker (stats.dropped) and logged.
-        self.ingest.submit(topic, payload, core).add_done_callback(_log_refusal)
+        error = "cancelled" if done.cancelled() else done.exception()
+        log.warning("ingest.refused_external topic=%s error=%s", message.topic, error)
+        self._refused.set()  # not acknowledged: the broker sends it again after a reconnect
+
+    async def _receive(self, client: Client) -> None:
+        async for message in client.messages():
+            self._handle(client, message)
 
     async def run(self) -> None:
         attempt = 0
         while True:
             started = time.monotonic()
+            self._refused.clear()
             try:
                 async with Client(
                     self.host,
@@ -320,20 +347,35 @@ class ExternalBrokerLink:
                     server_hostname=self.host if self.ssl_context else None,
                     keepalive=30,
                     queue_size=100_000,
+                    clean_start=False,
+                    session_expiry=self.session_expiry,
+                    manual_ack=True,
                 ) as client:
                     await client.subscribe(*self.filters(), qos=1)
                     self.client = client
                     self.connected.set()
                     log.info(
-                        "mqtt.external_connected host=%s port=%s share=%s",
+                        "mqtt.external_connected host=%s port=%s share=%s client=%s resumed=%s",
                         self.host,
                         self.port,
                         self.share,
+                        self.client_id,
+                        client.session_present,
                     )
-                    async for message in client.messages():
-                        self._handle(
-                            message.topic, message.payload, message.properties.user_properties
+                    receiving = asyncio.ensure_future(self._receive(client))
+                    refused = asyncio.ensure_future(self._refused.wait())
+                    try:
+                        await asyncio.wait(
+                            {receiving, refused}, return_when=asyncio.FIRST_COMPLETED
                         )
+                    finally:
+                        for task in (receiving, refused):
+                            task.cancel()
+                        await asyncio.gather(receiving, refused, return_exceptions=True)
+                    if self._refused.is_set():
+                        log.warning("mqtt.external_reconnect reason=%r", "a message not stored")
+                    elif not receiving.cancelled():
+                        receiving.result()  # the connection's end, raised as its error
             except (ClientError, OSError, ssl.SSLError) as exc:
                 log.warning(
                     "mqtt.external_lost host=%s port=%s error=%s", self.host, self.port, exc
@@ -346,6 +388,12 @@ class ExternalBrokerLink:
             await asyncio.sleep(random.uniform(delay / 2, delay))
 
 
-def _log_refusal(future: asyncio.Future[None]) -> None:
-    if not future.cancelled() and (error := future.exception()) is not None:
-        log.warning("ingest.refused_external error=%s", error)
+def replica_client_id(replica_id: str, api_port: int) -> str:
+    """The cloud's client id at an external broker: the same across restarts of one
+    replica (its persistent session holds what it had not stored), distinct between
+    replicas (the API port tells replicas on one host apart; none fixed: a random id)."""
+    if replica_id:
+        return f"hedgerow-cloud-{replica_id}"
+    if api_port:
+        return f"hedgerow-cloud-{socket.gethostname()}-{api_port}"
+    return f"hedgerow-cloud-{uuid.uuid4().hex[:12]}"

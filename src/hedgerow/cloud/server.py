@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import uuid
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +36,7 @@ from hedgerow.cloud.mqtt_endpoint import (
     CoreEvents,
     ExternalBrokerLink,
     RouteCache,
+    replica_client_id,
 )
 from hedgerow.cloud.pki_service import PKIService
 from hedgerow.cloud.services import (
@@ -247,7 +247,7 @@ class CloudServer:
                 self.ingest,
                 events,
                 share=cfg.ingest_share,
-                client_id=f"hedgerow-cloud-{uuid.uuid4().hex[:12]}",
+                client_id=replica_client_id(cfg.replica_id, cfg.api.port),
                 logs=self.log_ingest,
             )
             self._spawn(self.link.run(), "cloud-external-broker")
