@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,35 +13,31 @@ import pytest
 
 from tests.conftest import free_port, free_port_run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # above the demo's own 240 s
 
 
 def run_demo(data: Path, *args: str) -> str:
     # ports of its own: demos of other test runs on this machine take the defaults
     ports = [str(free_port()) for _ in range(4)]
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "hedgerow",
-            "demo",
-            "--data",
-            str(data),
-            *args,
-            "--api-port",
-            ports[0],
-            "--device-port",
-            ports[1],
-            "--mqtt-port",
-            ports[2],
-            "--core-port",
-            ports[3],
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    command = [
+        sys.executable, "-m", "hedgerow", "demo", "--data", str(data), *args,
+        "--api-port", ports[0], "--device-port", ports[1], "--mqtt-port", ports[2],
+        "--core-port", ports[3],
+    ]  # fmt: skip
+    # its own process group: a demo that overruns is killed with its cloud and core
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    ) as demo:
+        try:
+            stdout, stderr = demo.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            os.killpg(demo.pid, signal.SIGKILL)
+            stdout, stderr = demo.communicate()
+            pytest.fail(f"the demo ran over 240 s:\n{stdout}{stderr}")
+        except BaseException:  # pytest's own timeout, Ctrl-C: nothing may outlive the test
+            os.killpg(demo.pid, signal.SIGKILL)
+            raise
+    done = subprocess.CompletedProcess(command, demo.returncode, stdout, stderr)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     assert not stray_processes(data), output
