@@ -84,6 +84,7 @@ def test_claims_view_lists_revokes_after_asking_and_audits_the_uses(
     assert "was revoked" in newest.inner_text()
     assert "sn-1" in first.inner_text() and "ok" in first.inner_text()
     assert "cv-sn-1" in first.inner_text()
+    assert "127.0.0.1:" in first.inner_text() and "('" not in first.inner_text()  # host:port
     assert "1 of 3" in page.locator(".facts").inner_text()
     screenshots(page, "claim-uses")
 
