@@ -1,274 +1,171 @@
-"""Fleet operations: how long a rollout takes from ``rollout start`` to every core on it.
+"""Fleet operations (issue 15): the three figures of a fleet and their targets, one command.
 
-    .venv/bin/python bench/fleet.py [--cores 100] [--runs 3] [--quick]
+    .venv/bin/python bench/fleet.py                    # every leg (about 5 min on 2 loaded CPUs)
+    .venv/bin/python bench/fleet.py --only rollout     # one leg: rollout | claims | update
+    .venv/bin/python bench/fleet.py --quick            # 20 cores, 1 run, fewer claims
 
-A real ``hedgerow cloud serve`` process (SQLite, loopback) and, in this process, N
-simulated cores: each is one MQTT session at the cloud's endpoint with its own core
-certificate (mutual TLS) that does what a core does on a deployment notification — fetch
-the signed document over device HTTPS (mutual TLS), report ``InProgress`` then
-``Success`` (QoS 1) and send a heartbeat naming the deployment with ``health: healthy``.
-No functions run: what is measured is the control plane (the rollout job, deployments,
-notifications, status and heartbeat handling), not a core applying a deployment.
+Legs, in this order, each in its own module (imported here):
 
-Each run starts a rollout of a template group's function to every core's group with soak
-0 and reports the time from the ``POST /api/v1/rollouts`` until the rollout says
-``completed`` (every group healthy on its new deployment), for all groups in one wave and
-staged (canary 1, waves 10 % 50 % 100 %). Target (issue 15): ≤ 10 s for 100 cores.
+- rollout (``fleet_rollout.py``): a real ``hedgerow cloud serve`` and ``--cores`` simulated
+  cores (one mutual-TLS MQTT session each); time from ``POST /api/v1/rollouts`` (soak 0)
+  until every core is healthy on the new deployment, one wave and staged, ``--runs`` each.
+- claims (``fleet_claims.py``): a cloud in this process; ``--claim-cores`` cores and
+  ``--things`` things provisioned by claim, ``--concurrency`` at a time, with the devices'
+  own key work and with a pre-made CSR (the cloud alone): cores per second.
+- update (``fleet_update.py``): a real cloud and core; three over-the-air updates of the
+  core (two installs, one switch back to the kept environment), from ``hedgerow cloud
+  deploy --core-version X --wait`` to the new version healthy.
+
+Progress is printed as each leg goes, then each leg's table, then the summary: every
+figure with its target and pass / FAIL. Exit status 1 when a target is missed.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import io
-import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import zipfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import httpx
+ROOT = Path(__file__).resolve().parents[1]
+# the checkout's own package and the tests' harness (the update leg runs the e2e system)
+sys.path[1:1] = [str(ROOT / "src"), str(ROOT)]
 
-from hedgerow.client import Client
-from hedgerow.cloud import core_bundle
-from hedgerow.cloud.config import Listen
-from hedgerow.cloud.datadir import init_data_dir
-from hedgerow.contract import CoreLeaf, DeploymentNotification, core_topic
-from hedgerow.contract.deployment import DeploymentStatus, StatusReport
-from hedgerow.contract.heartbeat import Heartbeat
-from hedgerow.tlscontext import client_context
+import fleet_claims  # noqa: E402
+import fleet_rollout  # noqa: E402
+import fleet_update  # noqa: E402
 
-TARGET_S = 10.0
+#: issue 15's targets, in seconds: rollout to 100 % of 100 cores with soak 0, and a core's
+#: update from the command to healthy on the new version (on this machine)
+ROLLOUT_TARGET_S = 10.0
+UPDATE_TARGET_S = 30.0
+LEGS = ("rollout", "claims", "update")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@dataclass(frozen=True)
+class Figure:
+    """One row of the summary; ``at_most`` is the target (None: a figure with no target)."""
+
+    name: str
+    value: float
+    unit: str
+    at_most: float | None = None
+
+    @property
+    def verdict(self) -> str:
+        if self.at_most is None:
+            return "-"
+        return "pass" if self.value <= self.at_most else "FAIL"
+
+    def row(self) -> str:
+        target = "none set" if self.at_most is None else f"≤ {self.at_most:g} {self.unit}"
+        return f"| {self.name} | {self.value:.2f} {self.unit} | {target} | {self.verdict} |"
 
 
 def machine() -> str:
+    """CPUs, CPU model, Python and the load average now (shared machines move figures)."""
     cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    return f"{os.cpu_count()} CPU {cpu}, Python {platform.python_version()}, load average {load}"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return (
+        f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, "
+        f"load average {load_average()}"
+    )
 
 
-class SimCore:
-    """One simulated core: MQTT session + device HTTPS client, answering deployments."""
-
-    def __init__(self, name: str, files: dict[str, bytes], root: Path, ports: dict[str, int]):
-        self.name = name
-        directory = root / name
-        directory.mkdir(parents=True)
-        for key in (core_bundle.CORE_CERT, core_bundle.CORE_KEY, core_bundle.ROOT_CA):
-            (directory / key).write_bytes(files[key])
-        self.ssl = client_context(
-            str(directory / core_bundle.ROOT_CA),
-            str(directory / core_bundle.CORE_CERT),
-            str(directory / core_bundle.CORE_KEY),
-        )
-        self.ports = ports
-        self.running: str | None = None
-        self.applied = 0
-        self.connected = asyncio.Event()
-
-    async def run(self) -> None:
-        http = httpx.AsyncClient(
-            base_url=f"https://127.0.0.1:{self.ports['device']}", verify=self.ssl, timeout=30
-        )
-        async with (
-            http,
-            Client(
-                "127.0.0.1",
-                self.ports["mqtt"],
-                client_id=self.name,
-                ssl=self.ssl,
-                server_hostname="127.0.0.1",
-            ) as mqtt,
-        ):
-            await mqtt.subscribe(core_topic(self.name, CoreLeaf.DEPLOYMENTS), qos=1)
-            await self._beat(mqtt)
-            self.connected.set()
-            async for message in mqtt.messages():
-                deployment_id = DeploymentNotification.from_json(message.payload).deployment_id
-                if deployment_id == self.running:
-                    continue
-                response = await http.get(f"/core/v1/deployments/{deployment_id}")
-                response.raise_for_status()
-                json.loads(response.json()["document"])  # a core parses what it fetched
-                status = core_topic(self.name, CoreLeaf.DEPLOYMENT_STATUS)
-                for step in (DeploymentStatus.IN_PROGRESS, DeploymentStatus.SUCCESS):
-                    await mqtt.publish(status, StatusReport(deployment_id, step).to_json(), qos=1)
-                self.running = deployment_id
-                self.applied += 1
-                await self._beat(mqtt)
-
-    async def _beat(self, mqtt: Client) -> None:
-        beat = Heartbeat(
-            version="sim", deployment=self.running, health="healthy", functions={"tiny": "RUNNING"}
-        )
-        await mqtt.publish(core_topic(self.name, CoreLeaf.HEARTBEAT), beat.to_json(), qos=0)
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def tiny_zip() -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("tiny.py", "def handler(event, context):\n    return event\n")
-    return buffer.getvalue()
+async def rollout_leg(args: argparse.Namespace) -> tuple[list[str], list[Figure]]:
+    found = await fleet_rollout.run(args.cores, args.runs)
+    figures = [
+        Figure(f"rollout to 100 % of {found.cores} cores, soak 0, {shape} (median)",
+               statistics.median(values), "s", ROLLOUT_TARGET_S)
+        for shape, values in found.seconds.items()
+    ]  # fmt: skip
+    return found.table(), figures
 
 
-async def rollout(api: httpx.AsyncClient, body: dict[str, Any], timeout: float) -> float:
-    started = time.perf_counter()
-    response = await api.post("/api/v1/rollouts", json=body)
-    response.raise_for_status()
-    rollout_id = response.json()["id"]
-    while True:
-        state = (await api.get(f"/api/v1/rollouts/{rollout_id}")).json()
-        if state["state"] == "completed":
-            return time.perf_counter() - started
-        if state["state"] != "running" or time.perf_counter() - started > timeout:
-            raise RuntimeError(f"rollout {rollout_id}: {state['state']} {state['reason']}")
-        await asyncio.sleep(0.05)
+async def claims_leg(args: argparse.Namespace) -> tuple[list[str], list[Figure]]:
+    found = await fleet_claims.run(args.claim_cores, args.things, args.concurrency)
+    figures = [
+        Figure("claim provisioning, cores with their own key work (this machine)",
+               found.cores_per_s, "cores/s"),
+        Figure("claim provisioning, cloud only (pre-made CSR)",
+               found.cloud_only_cores_per_s, "cores/s"),
+    ]  # fmt: skip
+    return found.table(), figures
+
+
+async def update_leg(args: argparse.Namespace) -> tuple[list[str], list[Figure]]:
+    with tempfile.TemporaryDirectory(prefix="hedgerow-bench-update-") as tmp:
+        found = await fleet_update.run(Path(tmp), args.update_runs)
+    table = [
+        *found.table(),
+        f"{found.readings} readings acknowledged during the updates, all stored",
+    ]
+    figures = [
+        Figure(f"core update, command to healthy on the new version (slowest of {len(found.updates)})",
+               found.worst_s, "s", UPDATE_TARGET_S),
+    ]  # fmt: skip
+    return table, figures
+
+
+Leg = Callable[[argparse.Namespace], Awaitable[tuple[list[str], list[Figure]]]]
+RUNNERS: dict[str, Leg] = {
+    "rollout": rollout_leg,
+    "claims": claims_leg,
+    "update": update_leg,
+}
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    print(f"machine: {machine()}")
-    with tempfile.TemporaryDirectory(prefix="hedgerow-bench-fleet-") as tmp:
-        root = Path(tmp)
-        ports = {"api": free_port(), "device": free_port(), "mqtt": free_port()}
-        init_data_dir(
-            root / "cloud",
-            api=Listen("127.0.0.1", ports["api"]),
-            device=Listen("127.0.0.1", ports["device"]),
-            mqtt=Listen("127.0.0.1", ports["mqtt"]),
-        )
-        log = (root / "cloud.log").open("wb")
-        cloud = subprocess.Popen(
-            [sys.executable, "-m", "hedgerow", "cloud", "serve", "--data", str(root / "cloud")],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        tasks: list[asyncio.Task[None]] = []
-        try:
-            token = (root / "cloud" / "admin-token").read_text().strip()
-            api = httpx.AsyncClient(
-                base_url=f"http://127.0.0.1:{ports['api']}",
-                headers={"authorization": f"Bearer {token}"},
-                timeout=120,
-            )
-            async with api:
-                for _ in range(600):
-                    try:
-                        if (await api.get("/api/v1/status")).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    await asyncio.sleep(0.1)
-                setup = time.perf_counter()
-                await api.post("/api/v1/groups", json={"name": "template"})
-                uploaded = await api.post(
-                    "/api/v1/artifacts",
-                    content=tiny_zip(),
-                    headers={"content-type": "application/zip"},
-                )
-                uploaded.raise_for_status()
-                created = await api.post(
-                    "/api/v1/groups/template/functions",
-                    json={
-                        "name": "tiny",
-                        "handler": "tiny.handler",
-                        "artifact": uploaded.json()["sha256"],
-                        "pinned": True,
-                    },
-                )
-                created.raise_for_status()
-                sims: list[SimCore] = []
-                for index in range(args.cores):
-                    group = f"site-{index:03d}"
-                    made = await api.post(
-                        "/api/v1/groups", json={"name": group, "labels": {"fleet": "bench"}}
-                    )
-                    made.raise_for_status()
-                    core = await api.post(
-                        "/api/v1/cores", json={"name": f"gw-{index:03d}", "group": group}
-                    )
-                    core.raise_for_status()
-                    files = core_bundle.read_bundle(base64.b64decode(core.json()["bundle"]))
-                    sims.append(SimCore(f"gw-{index:03d}", files, root / "cores", ports))
-                tasks = [asyncio.create_task(s.run(), name=s.name) for s in sims]
-                await asyncio.wait_for(
-                    asyncio.gather(*(s.connected.wait() for s in sims)), timeout=120
-                )
-                print(
-                    f"setup: {args.cores} groups, cores and MQTT sessions in "
-                    f"{time.perf_counter() - setup:.1f} s"
-                )
-                shapes = {
-                    "one wave": {"waves": ["100%"]},
-                    "canary 1, 10% 50% 100%": {"canary": 1, "waves": ["10%", "50%", "100%"]},
-                }
-                results: dict[str, list[float]] = {name: [] for name in shapes}
-                for run in range(args.runs):
-                    for name, shape in shapes.items():
-                        for t in tasks:
-                            if t.done():
-                                raise RuntimeError(
-                                    f"simulated core {t.get_name()} ended: {t.exception()}"
-                                )
-                        body = {
-                            "labels": {"fleet": "bench"},
-                            "from_group": "template",
-                            "soak_s": 0,
-                            **shape,
-                        }
-                        seconds = await rollout(api, body, timeout=120)
-                        results[name].append(seconds)
-                        print(f"  run {run + 1}, {name}: {seconds:.2f} s", flush=True)
-                applied = sum(s.applied for s in sims)
-                print(f"deployments applied by the simulated cores: {applied}")
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            cloud.terminate()
-            cloud.wait(timeout=20)
-            log.close()
-    print()
-    print(f"| rollout to {args.cores} simulated cores, soak 0 | median (s) | min | max | target |")
-    print("|---|---|---|---|---|")
-    for name, values in results.items():
-        verdict = "met" if statistics.median(values) <= TARGET_S else "MISSED"
-        print(
-            f"| {name} | {statistics.median(values):.2f} | {min(values):.2f} | "
-            f"{max(values):.2f} | ≤ {TARGET_S:g} s ({verdict}) |"
-        )
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    return 0
+    print(f"machine: {machine()}", flush=True)
+    legs = [args.only] if args.only else list(LEGS)
+    tables: list[tuple[str, list[str]]] = []
+    figures: list[Figure] = []
+    for leg in legs:
+        started = time.perf_counter()
+        print(f"[{leg}] starting (load average {load_average()})", flush=True)
+        table, found = await RUNNERS[leg](args)
+        print(f"[{leg}] done in {time.perf_counter() - started:.0f} s", flush=True)
+        tables.append((leg, table))
+        figures.extend(found)
+    for leg, table in tables:
+        print(f"\n{leg}:\n" + "\n".join(table))
+    print("\n| figure | measured | target | verdict |\n|---|---|---|---|")
+    print("\n".join(f.row() for f in figures))
+    print(f"load average at the end: {load_average()}")
+    return 1 if any(f.verdict == "FAIL" for f in figures) else 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cores", type=int, default=100)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="20 cores, 1 run")
+    parser.add_argument("--only", choices=LEGS, help="run one leg")
+    parser.add_argument("--cores", type=int, default=100, help="rollout: simulated cores")
+    parser.add_argument("--runs", type=int, default=3, help="rollout: runs per shape")
+    parser.add_argument("--claim-cores", type=int, default=50, help="claims: cores")
+    parser.add_argument("--things", type=int, default=200, help="claims: things")
+    parser.add_argument("--concurrency", type=int, default=20, help="claims: at a time")
+    parser.add_argument(
+        "--update-runs", type=int, default=1, help="update: fresh systems, 3 updates each"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="20 cores and 1 run; 10 cores, 40 things"
+    )
     args = parser.parse_args()
     if args.quick:
-        args.cores, args.runs = 20, 1
+        args.cores, args.runs, args.claim_cores, args.things = 20, 1, 10, 40
     return asyncio.run(main_async(args))
 
 

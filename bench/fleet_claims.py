@@ -1,6 +1,5 @@
-"""Provisioning by claim: how many cores and things per second one cloud registers.
-
-    .venv/bin/python bench/fleet_claims.py [--cores 50] [--things 200] [--concurrency 20]
+"""Claims leg of ``bench/fleet.py``: how many cores and things per second one cloud
+provisions by claim.
 
 A CloudServer runs in this process (SQLite in a temporary directory, loopback). Devices
 provision as they would in the field, in this process too, ``--concurrency`` at a time:
@@ -14,13 +13,12 @@ process: what the cloud can take when the devices are real machines).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
-import sys
+import base64
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -58,8 +56,6 @@ async def bounded(jobs: list[Callable[[], Awaitable[object]]], concurrency: int)
 
 
 async def claim(api: httpx.AsyncClient, template: str, count: int, out: Path) -> Path:
-    import base64
-
     response = await api.post(
         "/api/v1/claims", json={"template": template, "count": count, "expires": "1d"}
     )
@@ -68,8 +64,45 @@ async def claim(api: httpx.AsyncClient, template: str, count: int, out: Path) ->
     return out
 
 
-async def main(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
+@dataclass(frozen=True)
+class ClaimsResult:
+    cores: int
+    things: int
+    concurrency: int
+    #: wall seconds, device side included (key tool child / SDK key + the claim exchange)
+    core_s: float
+    thing_s: float
+    #: kind -> (wall seconds, CPU seconds of this process) with a pre-made CSR
+    cloud_only: dict[str, tuple[float, float]]
+
+    @property
+    def cores_per_s(self) -> float:
+        return self.cores / self.core_s
+
+    @property
+    def cloud_only_cores_per_s(self) -> float:
+        return self.cores / self.cloud_only["cores"][0]
+
+    def table(self) -> list[str]:
+        lines = [
+            f"| what ({self.concurrency} at a time) | devices | wall (s) | rate | CPU each |",
+            "|---|---|---|---|---|",
+            f"| cores, device side included (key-tool child process + claim) | {self.cores} "
+            f"| {self.core_s:.1f} | {self.cores_per_s:.1f} cores/s | |",
+            f"| things, device side included (SDK key + claim + 3 fsynced files) | {self.things} "
+            f"| {self.thing_s:.1f} | {self.things / self.thing_s:.1f} things/s | |",
+        ]
+        for kind, count in (("cores", self.cores), ("things", self.things)):
+            wall, cpu = self.cloud_only[kind]
+            lines.append(
+                f"| {kind}, cloud only (pre-made CSR) | {count} | {wall:.1f} | "
+                f"{count / wall:.1f} {kind}/s | {cpu / count * 1000:.1f} ms (cloud + client) |"
+            )
+        return lines
+
+
+async def run(cores: int, things: int, concurrency: int) -> ClaimsResult:
+    with tempfile.TemporaryDirectory(prefix="hedgerow-bench-claims-") as tmp:
         root = Path(tmp)
         config = make_config(root / "cloud")
         async with CloudServer(config) as server:
@@ -87,28 +120,29 @@ async def main(args: argparse.Namespace) -> None:
             ):  # fmt: skip
                 (await api.post("/api/v1/claim-templates", json=body)).raise_for_status()
             (await api.post("/api/v1/groups", json={"name": "plant"})).raise_for_status()
-            total_things = args.things * 2
-            cores_claim = await claim(api, "gw", args.cores * 2, root / "cores.tar.gz")
-            things_claim = await claim(api, "sensor", total_things, root / "things.tar.gz")
+            cores_claim = await claim(api, "gw", cores * 2, root / "cores.tar.gz")
+            things_claim = await claim(api, "sensor", things * 2, root / "things.tar.gz")
 
             core_jobs = [
                 lambda i=i: provision_core(cores_claim, root / "cores" / f"{i}", f"c{i:05d}")
-                for i in range(args.cores)
+                for i in range(cores)
             ]
-            core_s = await bounded(core_jobs, args.concurrency)
+            core_s = await bounded(core_jobs, concurrency)
+            print(f"  {cores} cores provisioned in {core_s:.1f} s", flush=True)
 
             thing_jobs = [
                 lambda i=i: provision_thing(things_claim, root / "things" / f"{i}", f"t{i:05d}")
-                for i in range(args.things)
+                for i in range(things)
             ]
-            thing_s = await bounded(thing_jobs, args.concurrency)
+            thing_s = await bounded(thing_jobs, concurrency)
+            print(f"  {things} things provisioned in {thing_s:.1f} s", flush=True)
 
             key = pki.new_key()
             csr = pki.make_csr(key, "x").decode()
             cloud_only: dict[str, tuple[float, float]] = {}
             for kind, claim_file, count in (
-                ("cores", cores_claim, args.cores),
-                ("things", things_claim, args.things),
+                ("cores", cores_claim, cores),
+                ("things", things_claim, things),
             ):
                 credential = ClaimCredential.from_tar(claim_file.read_bytes())
                 requests = [ProvisionRequest(f"x{i:05d}", csr) for i in range(count)]
@@ -118,27 +152,9 @@ async def main(args: argparse.Namespace) -> None:
                         lambda r=r, c=credential: claimclient.provision(c, r, timeout=60)
                         for r in requests
                     ],
-                    args.concurrency,
+                    concurrency,
                 )
                 cloud_only[kind] = (wall, time.process_time() - cpu0)
+                print(f"  {count} {kind}, cloud only, in {wall:.1f} s", flush=True)
             await api.aclose()
-    load = os.getloadavg()
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
-          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, concurrency {args.concurrency}")  # fmt: skip
-    print(f"cores  (key tool child + claim): {args.cores:5d} in {core_s:6.2f} s = "
-          f"{args.cores / core_s:7.1f} cores/s")  # fmt: skip
-    print(f"things (SDK key + claim):        {args.things:5d} in {thing_s:6.2f} s = "
-          f"{args.things / thing_s:7.1f} things/s")  # fmt: skip
-    for kind, count in (("cores", args.cores), ("things", args.things)):
-        wall, cpu = cloud_only[kind]
-        print(f"{kind}, cloud only (pre-made CSR): {count:5d} in {wall:6.2f} s = "
-              f"{count / wall:7.1f} {kind}/s, {cpu / count * 1000:.1f} ms CPU each "
-              "(cloud and client in this process)")  # fmt: skip
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--cores", type=int, default=50)
-    parser.add_argument("--things", type=int, default=200)
-    parser.add_argument("--concurrency", type=int, default=20)
-    asyncio.run(main(parser.parse_args()))
+    return ClaimsResult(cores, things, concurrency, core_s, thing_s, cloud_only)

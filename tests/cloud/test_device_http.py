@@ -58,3 +58,11 @@ async def test_date_keep_alive_and_refusals(cloud: Cloud, tmp_path: Path) -> Non
     head, _, body = garbage.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400 ")
     assert set(json.loads(body)) == {"errorMessage", "message", "status"}
+
+
+def test_a_peer_is_written_host_colon_port_in_the_claims_audit() -> None:
+    from hedgerow.cloud.device_server import peer_address
+
+    assert peer_address(("127.0.0.1", 5123)) == "127.0.0.1:5123"
+    assert peer_address(("::1", 5123, 0, 0)) == "[::1]:5123"
+    assert peer_address(None) == ""

@@ -55,3 +55,51 @@ async def test_bad_rollout_and_label_bodies_name_their_field(cloud: Cloud) -> No
     assert drift["running"] is None and not drift["drift"]
     no_report = await cloud.api.post("/api/v1/groups/g/drift/adopt")
     assert no_report.status_code == 409 and "has not reported" in error_of(no_report)["message"]
+
+
+async def test_fleet_drift_lists_the_cores_off_their_groups_current_deployment(
+    cloud: Cloud,
+) -> None:
+    """``GET /api/v1/drift``: what ``/groups/{g}/drift`` says, for every drifting core at
+    once (the console's fleet page): an offline deployment made here (adoptable), one the
+    cloud never made (replace only); a core on its current deployment and a silent one are
+    left out."""
+    from hedgerow.contract.heartbeat import Heartbeat
+
+    latest: dict[str, str] = {}
+    for name in ("dr-on", "dr-offline", "dr-foreign", "dr-silent"):
+        await cloud.ok("POST", "/api/v1/groups", json={"name": name})
+        await cloud.ok("POST", "/api/v1/cores", json={"name": f"{name}-core", "group": name})
+        made = await cloud.ok("POST", f"/api/v1/groups/{name}/deployments", json={})
+        latest[name] = made["deployment_id"]
+    exported = await cloud.ok("POST", "/api/v1/groups/dr-offline/deployments/export")
+    offline_id = exported["deployment"]["deployment_id"]
+
+    async def beat(core: str, deployment: str) -> None:
+        payload = Heartbeat(deployment=deployment, health="healthy").to_json()
+        await cloud.server.services.identities.record_heartbeat(core, payload)
+
+    await beat("dr-on-core", latest["dr-on"])
+    await beat("dr-offline-core", offline_id)
+    await beat("dr-foreign-core", "made-elsewhere")
+    found = await cloud.ok("GET", "/api/v1/drift")
+    assert found["count"] == 2
+    assert found["items"] == [
+        {"group": "dr-foreign", "core": "dr-foreign-core", "running": "made-elsewhere",
+         "latest": latest["dr-foreign"], "drift": True, "running_kind": None,
+         "signed_here": False},
+        {"group": "dr-offline", "core": "dr-offline-core", "running": offline_id,
+         "latest": latest["dr-offline"], "drift": True, "running_kind": "OfflineDeployment",
+         "signed_here": True},
+    ]  # fmt: skip
+    for item in found["items"]:  # the same as each group's own view
+        assert item == await cloud.ok("GET", f"/api/v1/groups/{item['group']}/drift")
+
+    await cloud.ok("POST", "/api/v1/groups/dr-offline/drift/adopt")
+    replaced = await cloud.ok("POST", "/api/v1/groups/dr-foreign/drift/replace")
+    still = await cloud.ok("GET", "/api/v1/drift")  # until the core reports the replacement
+    assert [(d["group"], d["latest"]) for d in still["items"]] == [
+        ("dr-foreign", replaced["deployment_id"])
+    ]
+    await beat("dr-foreign-core", replaced["deployment_id"])
+    assert await cloud.ok("GET", "/api/v1/drift") == {"items": [], "count": 0}

@@ -130,6 +130,14 @@ def _csr(value: object) -> str:
     return value
 
 
+def peer_address(peer: Any) -> str:
+    """A socket's peer name as the claims' audit shows it: ``host:port``, ``[v6]:port``."""
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host, port = peer[0], peer[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return "" if peer is None else str(peer)
+
+
 @dataclass(frozen=True)
 class ServerCertificateRequest:
     """``POST /core/v1/certificate``: the core's CSR and the names it answers to."""
@@ -181,7 +189,7 @@ class DeviceServer:
     async def _request(self, request: http11.Request) -> Response:
         cert = pki.peer_certificate(request.tls)
         response = await self._dispatch(
-            request.method, request.target, request.body, cert, str(request.peer)
+            request.method, request.target, request.body, cert, peer_address(request.peer)
         )
         log.debug(
             "device_server.request peer=%s method=%s path=%s status=%s",

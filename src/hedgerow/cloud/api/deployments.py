@@ -92,6 +92,14 @@ class DriftView:
 
 
 @dataclass(frozen=True)
+class DriftList:
+    """The cores that run something other than their group's current deployment."""
+
+    items: list[DriftView]
+    count: int
+
+
+@dataclass(frozen=True)
 class ExportedView:
     """A signed deployment for ``hedgerow core deploy --file`` (artifacts: GET /api/v1/artifacts/{sha256})."""
 
@@ -155,6 +163,12 @@ async def export_deployment(ctx: ApiContext, request: Request) -> Response:
 async def drift(ctx: ApiContext, request: Request) -> Response:
     found = await ctx.services.deployments.drift(path_param(request, "group"))
     return respond(DriftView(**found.to_json()))  # type: ignore[arg-type]
+
+
+async def fleet_drift(ctx: ApiContext, request: Request) -> Response:
+    found = await ctx.services.deployments.drifting()
+    items = [DriftView(**d.to_json()) for d in found]  # type: ignore[arg-type]
+    return respond(DriftList(items, len(items)))
 
 
 async def adopt(ctx: ApiContext, request: Request) -> Response:
@@ -277,6 +291,13 @@ OPERATIONS = [
         "What the core runs against the group's current deployment",
         drift,
         response=DriftView,
+    ),
+    Operation(
+        "GET",
+        "/api/v1/drift",
+        "Every core that runs something other than its group's current deployment",
+        fleet_drift,
+        response=DriftList,
     ),
     Operation(
         "POST",

@@ -317,6 +317,12 @@ class DeploymentService:
         latest = await self.latest_for_core(core)
         return Drift(group, core, running, latest, known)
 
+    async def drifting(self) -> list[Drift]:
+        """Every core of the fleet running something other than its group's current
+        deployment (what ``drift`` says per group, in one read)."""
+        found = await asyncio.to_thread(self.store.drifting_cores)
+        return [Drift(*entry) for entry in found]
+
     async def adopt(self, group: str) -> Deployment:
         """The deployment the core runs (signed here, applied offline) becomes the group's
         current one; the core is told so it stays on it."""

@@ -310,6 +310,65 @@ class DeploymentStore(FunctionStore, SubscriptionStore):
                 return core.name, running, None
             return core.name, running, self._deployment_entity(s, row, group, events=False)
 
+    def drifting_cores(self) -> list[tuple[str, str, str, str | None, Deployment | None]]:
+        """Every core whose heartbeat names a deployment other than its group's current one:
+        (group, core, the named deployment, the group's current deployment, the named one
+        when this cloud made it for that group), by group name; one transaction."""
+        with self._tx() as s:
+            reporting: dict[str, tuple[str, int, str]] = {}
+            for core, group in s.execute(
+                sa.select(CoreRow, GroupRow.name)
+                .join(GroupRow, GroupRow.id == CoreRow.group_id)
+                .order_by(GroupRow.name)
+            ):
+                beat = core.heartbeat if isinstance(core.heartbeat, dict) else {}
+                named = beat.get("deployment")
+                if isinstance(named, str):
+                    reporting[core.name] = (group, core.group_id, named)
+            if not reporting:
+                return []
+            newest = (
+                sa.func.row_number()
+                .over(
+                    partition_by=DeploymentRow.core,
+                    order_by=(DeploymentRow.created_at.desc(), DeploymentRow.id.desc()),
+                )
+                .label("newest")
+            )
+            ranked = (
+                sa.select(DeploymentRow.core, DeploymentRow.id, DeploymentRow.group_id, newest)
+                .join(
+                    CoreRow,
+                    sa.and_(
+                        CoreRow.name == DeploymentRow.core,
+                        CoreRow.group_id == DeploymentRow.group_id,
+                    ),
+                )
+                .where(
+                    DeploymentRow.core.in_(list(reporting)),
+                    DeploymentRow.kind != domain.DeploymentKind.OFFLINE.value,
+                )
+                .subquery()
+            )
+            latest: dict[str, str] = {
+                core: deployment_id
+                for core, deployment_id in s.execute(
+                    sa.select(ranked.c.core, ranked.c.id).where(ranked.c.newest == 1)
+                )
+            }
+            found: list[tuple[str, str, str, str | None, Deployment | None]] = []
+            for core_name, (group, group_id, named) in reporting.items():
+                if named == latest.get(core_name):
+                    continue
+                row = s.get(DeploymentRow, named)
+                known = (
+                    self._deployment_entity(s, row, group, events=False)
+                    if row is not None and row.group_id == group_id
+                    else None
+                )
+                found.append((group, core_name, named, latest.get(core_name), known))
+            return found
+
     def adopt_deployment(self, deployment_id: str) -> Deployment:
         """The offline deployment ``deployment_id`` becomes the group's current one."""
         with self._tx() as s:

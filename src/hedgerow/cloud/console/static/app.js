@@ -4,7 +4,9 @@ import { ApiError, clearToken, get, getToken, setToken, whenUnauthorized } from 
 import { announce, clear, h, leavePageStatus, put } from "./dom.js";
 import { form } from "./forms.js";
 import { chartsPage } from "./chart.js";
+import { claimPage, claimsPage } from "./claims.js";
 import { livePage } from "./live.js";
+import { releasesPage } from "./releases.js";
 import { rolloutPage, rolloutsPage } from "./rollouts.js";
 import { dashboardsPage, thingPage } from "./operator.js";
 import { alertsPage, fleetPage, logsPage } from "./ops.js";
@@ -23,6 +25,8 @@ const PAGES = {
   deployments: (ctx) => (ctx.parts[1] ? deploymentPage(ctx) : deploymentsPage(ctx)),
   rollouts: (ctx) => (ctx.parts[1] ? rolloutPage(ctx) : rolloutsPage(ctx)),
   things: (ctx) => (ctx.parts[1] ? thingPage(ctx) : thingsPage(ctx)),
+  claims: (ctx) => (ctx.parts[1] ? claimPage(ctx) : claimsPage(ctx)),
+  releases: releasesPage,
   dashboards: dashboardsPage,
   live: livePage,
   fleet: fleetPage,

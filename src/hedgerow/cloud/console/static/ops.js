@@ -3,6 +3,7 @@
 
 import { ApiError, del, get, post, query, streamEvents } from "./api.js";
 import { announce, badge, fill, h, put, section, table, timeCell } from "./dom.js";
+import { driftTable } from "./drift.js";
 import { form } from "./forms.js";
 
 const LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"];
@@ -64,11 +65,27 @@ function functionsCell(beat) {
 
 export async function fleetPage(ctx) {
   const body = h("div", { id: "fleet" });
+  const drift = h("div", { id: "fleet-drift" });
   put(ctx.main, h("h1", {}, "Fleet health"), h("p", { class: "hint" },
-    "Cores that need a look first: offline, broken, failing functions, a spool waiting."), body);
+    "Cores that need a look first: offline, broken, failing functions, a spool waiting."),
+    section("Drift", h("p", { class: "hint" },
+      "Cores running another deployment than their group's current one (applied offline, or not made here)."),
+      drift),
+    body);
+  let driftShown = "";
   async function refresh() {
-    const cores = (await get("/api/v1/cores")).items;
+    const [listed, drifting] = await Promise.all([get("/api/v1/cores"), get("/api/v1/drift")]);
     if (!ctx.alive()) return;
+    // redrawn only when it changes, so its buttons stay put between refreshes
+    const key = JSON.stringify(drifting.items);
+    if (key !== driftShown) {
+      driftShown = key;
+      fill(drift, driftTable(drifting.items, () => {
+        driftShown = "";
+        return refresh();
+      }));
+    }
+    const cores = listed.items;
     cores.sort((a, b) => problems(b) - problems(a) || a.name.localeCompare(b.name));
     const down = cores.filter((c) => c.connected === false).length;
     fill(body,

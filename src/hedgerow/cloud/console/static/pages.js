@@ -17,6 +17,7 @@ import {
   table,
   timeCell,
 } from "./dom.js";
+import { driftPanel } from "./drift.js";
 import { checkName, checkTopicFilter, form, HANDLER_PATTERN } from "./forms.js";
 import { deploymentContents } from "./operator.js";
 import { zipFiles } from "./zip.js";
@@ -514,11 +515,11 @@ export async function groupPage(ctx) {
       get(`${path}/subscriptions`),
       get("/api/v1/status"),
     ]);
-    const [core, plan] = group.core
-      ? await Promise.all([get(`/api/v1/cores/${enc(group.core)}`), planOf(name)])
-      : [null, null];
+    const [core, plan, drift] = group.core
+      ? await Promise.all([get(`/api/v1/cores/${enc(group.core)}`), planOf(name), get(`${path}/drift`)])
+      : [null, null, null];
     if (!ctx.alive()) return;
-    render(group, core, status, things.items, allThings.items, functions.items, subscriptions.items, plan);
+    render(group, core, status, things.items, allThings.items, functions.items, subscriptions.items, plan, drift);
     coreName = group.core;
     if (focus) focusHeading(body, focus);
   }
@@ -542,7 +543,7 @@ export async function groupPage(ctx) {
     await refresh(focus);
   }
 
-  function render(group, core, status, things, allThings, functions, subscriptions, plan) {
+  function render(group, core, status, things, allThings, functions, subscriptions, plan, drift) {
     const thingNames = things.map((t) => t.name);
     const states = core ? thingStates([core], status) : {};
     const functionNames = functions.map((f) => f.name);
@@ -614,6 +615,7 @@ export async function groupPage(ctx) {
           },
           "New provisioning bundle",
         ),
+        driftPanel(drift, () => refresh("Core")),
         driftNotice(plan, core.name),
       );
     } else {
