@@ -119,12 +119,12 @@ async def bench_discovery(directory: Path, devices: int, rounds: int) -> dict[st
 
 async def discovery_client(spec: dict[str, Any]) -> None:
     """The device side of the discovery benchmark (runs in its own process)."""
-    port, directory = spec["port"], Path(spec["dir"])
+    port, directory, first = spec["port"], Path(spec["dir"]), spec.get("first", 0)
     contexts = [
         pki.client_context(
             spec["ca"], str(directory / f"dev-{i}.pem"), str(directory / f"dev-{i}.key")
         )
-        for i in range(spec["devices"])
+        for i in range(first, first + spec["devices"])
     ]
     latencies: list[float] = []
 
@@ -145,7 +145,7 @@ async def discovery_client(spec: dict[str, Any]) -> None:
             writer.close()
 
     started = time.perf_counter()
-    await asyncio.gather(*(device(i, ctx) for i, ctx in enumerate(contexts)))
+    await asyncio.gather(*(device(first + i, ctx) for i, ctx in enumerate(contexts)))
     print(json.dumps({"latencies": latencies, "elapsed": time.perf_counter() - started}))
 
 

@@ -44,10 +44,27 @@ from hedgerow.tlscontext import client_context
 
 
 class SimCore:
-    """One simulated core: MQTT session + device HTTPS client, answering deployments."""
+    """One simulated core: MQTT session + device HTTPS client, answering deployments.
 
-    def __init__(self, name: str, files: dict[str, bytes], root: Path, ports: dict[str, int]):
+    ``listen`` names more leaves of its topics to subscribe to (when each last arrived is
+    kept in ``heard``); ``beat_every`` sends a heartbeat that often as well as on changes.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        files: dict[str, bytes],
+        root: Path,
+        ports: dict[str, int],
+        *,
+        listen: tuple[CoreLeaf, ...] = (),
+        beat_every: float | None = None,
+    ):
         self.name = name
+        self.listen = listen
+        self.beat_every = beat_every
+        self.heard: dict[str, float] = {}
+        self.mqtt: Client | None = None
         directory = root / name
         directory.mkdir(parents=True)
         for key in (core_bundle.CORE_CERT, core_bundle.CORE_KEY, core_bundle.ROOT_CA):
@@ -76,22 +93,40 @@ class SimCore:
                 server_hostname="127.0.0.1",
             ) as mqtt,
         ):
-            await mqtt.subscribe(core_topic(self.name, CoreLeaf.DEPLOYMENTS), qos=1)
+            leaves = (CoreLeaf.DEPLOYMENTS, *self.listen)
+            await mqtt.subscribe(*(core_topic(self.name, leaf) for leaf in leaves), qos=1)
             await self._beat(mqtt)
+            self.mqtt = mqtt
             self.connected.set()
-            async for message in mqtt.messages():
-                deployment_id = DeploymentNotification.from_json(message.payload).deployment_id
-                if deployment_id == self.running:
-                    continue
-                response = await http.get(f"/core/v1/deployments/{deployment_id}")
-                response.raise_for_status()
-                json.loads(response.json()["document"])  # a core parses what it fetched
-                status = core_topic(self.name, CoreLeaf.DEPLOYMENT_STATUS)
-                for step in (DeploymentStatus.IN_PROGRESS, DeploymentStatus.SUCCESS):
-                    await mqtt.publish(status, StatusReport(deployment_id, step).to_json(), qos=1)
-                self.running = deployment_id
-                self.applied += 1
-                await self._beat(mqtt)
+            beating = asyncio.ensure_future(self._beat_every(mqtt))
+            try:
+                await self._answer(mqtt, http)
+            finally:
+                beating.cancel()
+
+    async def _beat_every(self, mqtt: Client) -> None:
+        while self.beat_every is not None:
+            await asyncio.sleep(self.beat_every)
+            await self._beat(mqtt)
+
+    async def _answer(self, mqtt: Client, http: httpx.AsyncClient) -> None:
+        deployments = core_topic(self.name, CoreLeaf.DEPLOYMENTS)
+        async for message in mqtt.messages():
+            if message.topic != deployments:
+                self.heard[message.topic.rsplit("/", 1)[-1]] = time.perf_counter()
+                continue
+            deployment_id = DeploymentNotification.from_json(message.payload).deployment_id
+            if deployment_id == self.running:
+                continue
+            response = await http.get(f"/core/v1/deployments/{deployment_id}")
+            response.raise_for_status()
+            json.loads(response.json()["document"])  # a core parses what it fetched
+            status = core_topic(self.name, CoreLeaf.DEPLOYMENT_STATUS)
+            for step in (DeploymentStatus.IN_PROGRESS, DeploymentStatus.SUCCESS):
+                await mqtt.publish(status, StatusReport(deployment_id, step).to_json(), qos=1)
+            self.running = deployment_id
+            self.applied += 1
+            await self._beat(mqtt)
 
     async def _beat(self, mqtt: Client) -> None:
         beat = Heartbeat(
