@@ -12,6 +12,7 @@ One system (``hedgerow cloud serve`` + ``hedgerow core run``) checks in turn:
 
 from __future__ import annotations
 
+import datetime as dt
 import http.server
 import json
 import queue
@@ -225,3 +226,78 @@ def test_logs_health_and_alerts_of_a_real_core(tmp_path: Path) -> None:
         assert re.search(rf"^{CORE}\s+{GROUP}\s+DOWN\s", listing, re.M), listing
         shown = system.cloud("alert", "list").stdout
         assert "offline" in shown and "ops: delivered" in shown, shown
+
+
+BROKEN = 'raise RuntimeError("broken build: this module cannot be imported")\n'
+WORKING = "def handler(event, context):\n    return None\n"
+
+
+def _signed_alert(
+    received: queue.Queue[tuple[dict[str, str], bytes]], kind: str, state: str, timeout: float
+) -> dict[str, Any]:
+    """The next delivery of ``kind`` in ``state`` (others set aside), its signature checked."""
+    deadline = time.monotonic() + timeout
+    while True:
+        headers, body = received.get(timeout=max(0.1, deadline - time.monotonic()))
+        timestamp, signature = headers[TIMESTAMP_HEADER.lower()], headers[SIGNATURE_HEADER.lower()]
+        assert verify(SECRET, timestamp, body, signature), "a delivery with a bad signature"
+        assert not verify("another secret", timestamp, body, signature)
+        alert: dict[str, Any] = json.loads(body)
+        shown = alert["alert"]
+        if alert["state"] == state and (shown.get("kind") == kind or kind in shown["rule"]):
+            return alert
+
+
+def test_deployment_failed_and_certificate_expiry_alerts_reach_a_signed_webhook(
+    tmp_path: Path,
+) -> None:
+    """A deployment that fails on a real core (its function raises at import) and a core
+    certificate inside the warning window (a core's identity certificate lives 365 days;
+    the rule warns 400 days ahead) each reach a real webhook, signed."""
+    code = tmp_path / "code" / "breaker"
+    code.mkdir(parents=True)
+    (code / "breaker.py").write_text(BROKEN)
+    with (
+        webhook_server() as (hook_url, received),
+        running_system(tmp_path / "sys") as system,
+    ):
+        system.cloud("alert", "webhook", "add", "ops", hook_url, "--secret", SECRET)
+        system.cloud("alert", "rule", "add", "deployment-failed", "--kind", "deployment-failed",
+                     "--threshold", "0")  # fmt: skip
+        system.cloud("alert", "rule", "add", "cert-expiry", "--kind", "cert-expiry",
+                     "--threshold", "400")  # fmt: skip
+
+        # the core's certificate: within 400 days of its end from the start
+        certificate = wait_until(
+            lambda: system.api("/api/v1/certificates", owner=CORE, kind="core")["items"],
+            timeout=10, what="the core's certificate",
+        )[0]  # fmt: skip
+        expiring = _signed_alert(received, "cert-expiry", "firing", timeout=15)["alert"]
+        assert expiring["subject"] == CORE and expiring["group"] == GROUP
+        days = float(re.search(r"expires in ([\d.]+) days", expiring["message"])[1])  # type: ignore[index]
+        left = (
+            dt.datetime.fromisoformat(certificate["not_after"]).timestamp() - time.time()
+        ) / 86400
+        assert 363 <= days <= 365 and abs(days - left) < 0.2, (expiring, certificate)
+
+        # a deployment that fails on the core: its function cannot be imported
+        system.function("breaker", code, "breaker.handler", "--pinned")
+        failed = system.deploy(check=False)
+        assert failed.returncode != 0, failed.stdout + failed.stderr
+        deployment = json.loads(system.cloud("deployments", "--group", GROUP, "--json").stdout)[0]
+        assert deployment["status"] in ("Failure", "RolledBack"), deployment
+        alert = _signed_alert(received, "deployment-failed", "firing", timeout=15)["alert"]
+        assert alert["subject"] == CORE and alert["kind"] == "deployment-failed"
+        assert deployment["deployment_id"] in alert["message"], alert
+        assert deployment["status"] in alert["message"], alert
+
+        # fixed and deployed again: the alert clears, and the webhook hears that too
+        (code / "breaker.py").write_text(WORKING)
+        system.cloud("function", "update", "--group", GROUP, "breaker", "--code", str(code))
+        assert "Success" in system.deploy().stdout
+        resolved = _signed_alert(received, "deployment-failed", "resolved", timeout=15)["alert"]
+        assert resolved["subject"] == CORE
+        history = {a["rule"]: a for a in system.api("/api/v1/alerts")["items"]}
+        assert history["deployment-failed"]["active"] is False
+        assert history["cert-expiry"]["active"] is True
+        assert history["cert-expiry"]["deliveries"] == {"ops": "delivered"}
