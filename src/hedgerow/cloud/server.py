@@ -302,6 +302,7 @@ class CloudServer:
         self._spawn(self._refresh_device_trust(device_trust), "cloud-device-trust")
         self._spawn(self._rotate_group_cas(), "cloud-ca-rotation")
         self._spawn(services.alerts.run(), "cloud-alerts")
+        self._spawn(services.support_bundles.run(), "cloud-support-bundles")
 
         device = await self._stack.enter_async_context(DeviceServer(services, device_ssl))
         device_bound = await device.start(cfg.device.host, cfg.device.port)

@@ -292,6 +292,9 @@ class CoreDaemon:
         self._host_stats = HostStats(config.data_dir)
         self.log_shipper: LogShipper | None = None
         self.log_spool: Spool | None = None
+        #: support bundle requests being built or uploaded (a retained request comes again
+        #: at every connect until the cloud clears it)
+        self._support_bundles: set[str] = set()
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -871,6 +874,24 @@ class CoreDaemon:
         if self.shadow_sync is not None:
             self.shadow_sync.connected()
 
+    def _support_bundle_asked(self, payload: bytes) -> None:
+        """A request from the cloud (retained while it waits: an empty payload is the cloud
+        clearing it); each is built once, an expired one not at all."""
+        if not payload:
+            return
+        try:
+            ask = SupportBundleRequest.from_json(payload)
+        except ContractError as exc:
+            log.warning("core.support_bundle.bad_request error=%s", exc)
+            return
+        if ask.expired(time.time()):
+            log.info("core.support_bundle.expired id=%s", ask.request_id)
+            return
+        if ask.request_id in self._support_bundles:
+            return
+        self._support_bundles.add(ask.request_id)
+        self.spawn(self._support_bundle(ask.request_id), f"support-bundle-{ask.request_id}")
+
     async def _support_bundle(self, request_id: str) -> None:
         """Build the support bundle the cloud asked for and upload it (``support_bundle.py``)."""
         from . import support_bundle
@@ -911,6 +932,7 @@ class CoreDaemon:
             await self.api.upload_support_bundle(request_id, data)
         except (CloudAPIError, ValueError, OSError) as exc:
             log.warning("core.support_bundle.failed id=%s error=%s", request_id, exc)
+            self._support_bundles.discard(request_id)  # asked again at the next connect
             return
         log.info(
             "core.support_bundle.uploaded id=%s bytes=%d seconds=%.1f",
@@ -957,12 +979,7 @@ class CoreDaemon:
                 return
             self.set_members(membership)
         elif topic == core_topic(name, CoreLeaf.SUPPORT_BUNDLE):
-            try:
-                ask = SupportBundleRequest.from_json(payload)
-            except ContractError as exc:
-                log.warning("core.support_bundle.bad_request error=%s", exc)
-                return
-            self.spawn(self._support_bundle(ask.request_id), f"support-bundle-{ask.request_id}")
+            self._support_bundle_asked(payload)
         elif topic == core_topic(name, CoreLeaf.SHADOW):
             if self.shadow_sync is not None:
                 self.shadow_sync.cloud_state(payload)

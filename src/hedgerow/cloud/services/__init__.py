@@ -178,7 +178,7 @@ class CloudServices:
             devices=DeviceService(repository, pki_service, groups, cores, artifacts),
             telemetry=TelemetryService(repository, notifier, messages_written or MessagesWritten()),
             shadows=ShadowService(repository, notifier),
-            support_bundles=SupportBundleService(repository, notifier),
+            support_bundles=SupportBundleService(repository, notifier, presence),
             dashboards=DashboardService(repository),
             releases=ReleaseService(repository, repository, pki_service),
             logs=logs or LogService(repository),
