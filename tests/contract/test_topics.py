@@ -29,6 +29,7 @@ def test_the_topics_of_the_architecture_document() -> None:
         "things",
         "shadow",
         "support-bundle",
+        "log-levels",
     ]
     assert [leaf.value for leaf in FROM_CORE] == [
         "deployment-status",

@@ -8,6 +8,10 @@ One system (``hedgerow cloud serve`` + ``hedgerow core run``) checks in turn:
 3. a log flood is capped and counted, and the telemetry sent meanwhile arrives complete;
 4. kill -9 of the core: ``connected: false`` within 2 s, and the core-offline alert reaches a
    real HTTP server in this test with a valid HMAC-SHA256 signature.
+
+Then, each with a system of its own: deployment-failed and cert-expiry alerts at a signed
+webhook; log levels set from the cloud (``hedgerow cloud logs level``) on a running core and
+on one that returns.
 """
 
 from __future__ import annotations
@@ -301,3 +305,116 @@ def test_deployment_failed_and_certificate_expiry_alerts_reach_a_signed_webhook(
         assert history["deployment-failed"]["active"] is False
         assert history["cert-expiry"]["active"] is True
         assert history["cert-expiry"]["deliveries"] == {"ops": "delivered"}
+
+
+CHATTY = """
+import logging
+import threading
+import time
+
+log = logging.getLogger("chatty")
+
+
+def _tick():
+    n = 0
+    while True:
+        log.debug("debug %d", n)
+        log.info("info %d", n)
+        log.warning("warn %d", n)
+        n += 1
+        time.sleep(0.1)
+
+
+threading.Thread(target=_tick, daemon=True).start()
+
+
+def handler(event, context):
+    return None
+"""
+
+
+def _chatty(system: System, level: str = "", after: float = 0.0) -> list[dict[str, Any]]:
+    """chatty's records in the cloud (at ``level`` and above) the core admitted after ``after``."""
+    params = {"level": level} if level else {}
+    return [e for e in _logs(system, function="chatty", **params) if e["ts"] > after]
+
+
+def _levels_applied(system: System, after: float, chatty: str) -> list[dict[str, Any]]:
+    """The core's records of levels it applied after ``after`` with chatty at ``chatty``."""
+    return [
+        e
+        for e in _logs(system, core=CORE, since=str(after))
+        if e["source"] == "core"
+        and e["message"].startswith("core.cloud_logs.levels ")
+        and f"'chatty': '{chatty}'" in e["message"]
+        and e["ts"] > after
+    ]
+
+
+def test_log_levels_set_from_the_cloud_reach_a_running_and_a_returning_core(
+    tmp_path: Path,
+) -> None:
+    """``hedgerow cloud logs level``: DEBUG for one function reaches the running core (its
+    debug lines arrive, no restart, no deployment); kept on the core's disk across a
+    restart; WARNING set while the core is down applies when it returns (its info lines
+    stop arriving)."""
+    code = tmp_path / "code"
+    code.mkdir()
+    with running_system(tmp_path / "sys") as system:
+        _function(system, code, "chatty", CHATTY, "--pinned")
+        system.deploy()
+        deployments = len(
+            json.loads(system.cloud("deployments", "--group", GROUP, "--json").stdout)
+        )
+
+        # the config's levels: info and warnings arrive, no debug
+        wait_until(lambda: len(_chatty(system, "INFO")) >= 10, timeout=20, what="info lines")
+        assert not [e for e in _chatty(system) if e["level"] == "DEBUG"]
+
+        # DEBUG from the cloud: debug lines arrive, no restart, no deployment
+        pid = system.procs["core"].popen.pid
+        set_at = time.time()
+        shown = system.cloud("logs", "level", "--group", GROUP, "--function", "chatty", "DEBUG")
+        assert "log level of function chatty in factory-1: DEBUG" in shown.stdout, shown.stdout
+        assert "function chatty: DEBUG" in shown.stdout
+        wait_until(
+            lambda: any(e["level"] == "DEBUG" for e in _chatty(system, after=set_at)),
+            timeout=10, what="debug lines in the cloud", interval=0.05,
+        )  # fmt: skip
+        print(f"DEBUG applied: debug lines in the cloud {time.time() - set_at:.2f} s after the set")
+        listed = system.cloud("logs", "--group", GROUP, "--function", "chatty", "--level", "debug")
+        assert re.search(r"DEBUG .*debug \d+", listed.stdout), listed.stdout[-2000:]
+        assert system.procs["core"].popen.pid == pid  # the same process: no restart
+        assert len(json.loads(system.cloud("deployments", "--group", GROUP, "--json").stdout)) == (
+            deployments
+        )
+        assert json.loads(system.cloud("logs", "level", "--group", GROUP, "--json").stdout) == {
+            "group": GROUP, "core": None, "functions": {"chatty": "DEBUG"},
+        }  # fmt: skip
+        stored = json.loads((system.root / "core" / "log-levels.json").read_text())
+        assert stored["functions"] == {"chatty": "DEBUG"}
+
+        # the core goes down; WARNING is set meanwhile; the core returns
+        system.procs["core"].stop()
+        wait_until(lambda: system.api(f"/api/v1/cores/{CORE}")["connected"] is False,
+                   timeout=10, what="the core to be disconnected")  # fmt: skip
+        system.cloud("logs", "level", "--group", GROUP, "--function", "chatty", "WARNING")
+        restarted = time.time()
+        system.start_core(first=False)
+
+        # at start, before it reached the cloud, it applied what it kept: DEBUG; then the
+        # cloud's retained WARNING at its connect
+        from_disk = wait_until(lambda: _levels_applied(system, restarted, "DEBUG"),
+                               timeout=20, what="the kept levels applied at start")  # fmt: skip
+        applied = wait_until(lambda: _levels_applied(system, restarted, "WARNING"),
+                             timeout=20, what="WARNING applied on connect")  # fmt: skip
+        assert from_disk[0]["ts"] < applied[0]["ts"]
+        switched = applied[0]["ts"]
+        wait_until(lambda: len(_chatty(system, "WARNING", after=switched)) >= 20,
+                   timeout=20, what="warnings after the switch")  # fmt: skip
+        after = _chatty(system, after=switched)
+        assert {e["level"] for e in after} == {"WARNING"}, after[:5]
+        assert [e for e in _chatty(system, after=restarted) if e["level"] == "DEBUG"], (
+            "the debug lines of the kept DEBUG, before the switch"
+        )
+        print(f"WARNING applied {switched - restarted:.2f} s after the core was started again")

@@ -303,6 +303,7 @@ class CloudServer:
         self._spawn(self._rotate_group_cas(), "cloud-ca-rotation")
         self._spawn(services.alerts.run(), "cloud-alerts")
         self._spawn(services.support_bundles.run(), "cloud-support-bundles")
+        self._spawn(self._announce_log_levels(services), "cloud-log-levels")
 
         device = await self._stack.enter_async_context(DeviceServer(services, device_ssl))
         device_bound = await device.start(cfg.device.host, cfg.device.port)
@@ -368,6 +369,15 @@ class CloudServer:
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         assert self._tasks is not None
         self._background.append(self._tasks.create_task(coro, name=name))
+
+    @staticmethod
+    async def _announce_log_levels(services: CloudServices) -> None:
+        """The log levels set from the cloud, retained for the cores again (the embedded
+        broker starts with no retained message; an external one may have lost them)."""
+        try:
+            await services.log_levels.announce_all()
+        except Exception as exc:
+            log.warning("cloud.log_levels.announce_failed error=%s", exc)
 
     async def _rotate_group_cas(self) -> None:
         """Rotate due group CAs even when no device asks (discovery rotates them lazily too);

@@ -32,6 +32,7 @@ class CoreLeaf(enum.StrEnum):
         "support-bundle"  # cloud → core: SupportBundleRequest (retained while it waits)
     )
     LOGS = "logs"  # core → cloud: LogBatch (QoS 1, through the core's log spool)
+    LOG_LEVELS = "log-levels"  # cloud → core: contract.logs.LogLevels (QoS 1, retained)
 
 
 #: What the cloud publishes to a core (the core subscribes to these on every connect).
@@ -42,6 +43,7 @@ TO_CORE: Final = (
     CoreLeaf.THINGS,
     CoreLeaf.SHADOW,
     CoreLeaf.SUPPORT_BUNDLE,
+    CoreLeaf.LOG_LEVELS,
 )
 #: What a core publishes to the cloud.
 FROM_CORE: Final = (

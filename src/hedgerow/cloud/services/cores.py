@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from hedgerow.cloud import core_bundle as bundle
 from hedgerow.cloud.domain import CertificateKind, Core, Endpoint
 from hedgerow.cloud.pki_service import PKIService
+from hedgerow.cloud.services.log_levels import LogLevelService
 from hedgerow.cloud.services.membership import MembershipService
 from hedgerow.cloud.services.notify import Notifier
 from hedgerow.cloud.storage.cores import CoreStore
@@ -49,6 +50,7 @@ class CoreService:
         endpoints: Callable[[], PublicEndpoints],
         membership: MembershipService,
         presence: Presence = presence_unknown,
+        log_levels: LogLevelService | None = None,
     ) -> None:
         """``endpoints`` says where the cloud listens; it is asked when a bundle is built
         (the listeners bind their ports after the services exist)."""
@@ -58,6 +60,8 @@ class CoreService:
         self.endpoints = endpoints
         self.membership = membership
         self.presence = presence
+        #: the group's log levels set from the cloud go to its new core (retained)
+        self.log_levels = log_levels
 
     def _with_presence(self, cores: list[Core]) -> list[Core]:
         live = self.presence()
@@ -85,6 +89,8 @@ class CoreService:
         assert identity.private_key_pem is not None
         log.info("core.created name=%s group=%s", name, group)
         await self.membership.announce([group])
+        if self.log_levels is not None:
+            await self.log_levels.announce(group)
         return CreatedCore(
             core, self._bundle(name, group, identity.certificate_pem, identity.private_key_pem)
         )
