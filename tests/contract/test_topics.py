@@ -36,6 +36,7 @@ def test_the_topics_of_the_architecture_document() -> None:
         "heartbeat",
         "shadow-update",
         "logs",
+        "presence",
     ]
     assert set(TO_CORE) | set(FROM_CORE) == set(CoreLeaf)
     assert all_cores_filter(CoreLeaf.HEARTBEAT) == "$hedgerow/cores/+/heartbeat"

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import socket
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Collection, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,9 +145,12 @@ class CloudServer:
     def admin_token(self) -> str | None:
         return read_admin_token(self.config.data_dir)
 
-    def connected_cores(self) -> set[str] | None:
+    def connected_cores(self) -> Collection[str] | None:
         """The cores with a live session at the embedded MQTT endpoint (set on CONNECT,
-        gone at disconnect or keepalive expiry); None with an external broker."""
+        gone at disconnect or keepalive expiry); with an external broker, what the cores
+        report there (``ReportedPresence``: their retained presence and will)."""
+        if self.link is not None:
+            return self.link.presence()
         if self.broker is None:
             return None
         return {i.name for _, i in self.broker.clients() if i.kind == "core"}

@@ -33,6 +33,7 @@ class CoreLeaf(enum.StrEnum):
     )
     LOGS = "logs"  # core → cloud: LogBatch (QoS 1, through the core's log spool)
     LOG_LEVELS = "log-levels"  # cloud → core: contract.logs.LogLevels (QoS 1, retained)
+    PRESENCE = "presence"  # core → cloud: contract.heartbeat.Presence (retained; its will)
 
 
 #: What the cloud publishes to a core (the core subscribes to these on every connect).
@@ -51,6 +52,7 @@ FROM_CORE: Final = (
     CoreLeaf.HEARTBEAT,
     CoreLeaf.SHADOW_UPDATE,
     CoreLeaf.LOGS,
+    CoreLeaf.PRESENCE,
 )
 
 

@@ -18,7 +18,7 @@ import secrets
 from typing import Final
 
 from hedgerow.cloud.errors import CloudError, InvalidInput, TooLarge
-from hedgerow.cloud.services.cores import Presence, presence_unknown
+from hedgerow.cloud.services.cores import Presence, presence_of, presence_unknown
 from hedgerow.cloud.services.notify import Notifier
 from hedgerow.cloud.storage.repository import Repository
 from hedgerow.cloud.storage.support_bundles import DEFAULT_WAIT, SupportBundle
@@ -54,8 +54,7 @@ class SupportBundleService:
 
     def connected(self, core: str) -> bool | None:
         """The core's live session at the embedded endpoint (None: not known here)."""
-        live = self.presence()
-        return None if live is None else core in live
+        return presence_of(self.presence(), core)
 
     def status(self, bundle: SupportBundle) -> str:
         return status_of(bundle, self.connected(bundle.core), dt.datetime.now(dt.UTC))
