@@ -1,16 +1,20 @@
 """The cloud's side of fleet operations through the REST API, on SQLite and PostgreSQL:
 logs stored from core batches and queried by group, core, function, level and time;
-retention; alert rules and webhooks refused with the field named; Prometheus ``/metrics``."""
+retention; log levels set per group, retained for its core; alert rules and webhooks
+refused with the field named; Prometheus ``/metrics``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
 from pathlib import Path
 
-from hedgerow.contract.logs import LogBatch, LogRecord
+from hedgerow.contract.logs import LogBatch, LogLevels, LogRecord
+from hedgerow.contract.topics import CoreLeaf, core_topic
 from tests.cloud.conftest import Cloud
+from tests.cloud.test_core_link import WAIT, core_client
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -112,3 +116,46 @@ async def test_prometheus_metrics(cloud: Cloud) -> None:
     }
     exposed = set(re.findall(r"^# TYPE (\S+)", text, re.M))
     assert len(charted) >= 10 and charted <= exposed, charted - exposed
+
+
+async def test_log_levels_are_kept_per_group_and_retained_for_its_core(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    await cloud.ok("POST", "/api/v1/groups", json={"name": "g1"})
+    path = "/api/v1/groups/g1/log-levels"
+    assert await cloud.ok("GET", path) == {"group": "g1", "core": None, "functions": {}}
+    # set before the group has a core: kept, sent once it has one and it connects
+    await cloud.ok("PATCH", path, json={"level": "debug", "function": "chatty"})
+    cert, key = await cloud.core("pi-1", "g1", tmp_path)
+    async with core_client(cloud, cert, key) as core:
+        await core.subscribe(core_topic("pi-1", CoreLeaf.LOG_LEVELS), qos=1)
+        async with asyncio.timeout(WAIT):
+            first = LogLevels.from_json((await core.get_message()).payload)
+        assert first == LogLevels(None, {"chatty": 10})
+    await cloud.ok("PATCH", path, json={"level": "WARNING"})
+    shown = await cloud.ok("PATCH", path, json={"level": "error", "function": "quiet"})
+    assert shown == {
+        "group": "g1", "core": "WARNING", "functions": {"chatty": "DEBUG", "quiet": "ERROR"},
+    }  # fmt: skip
+    async with core_client(cloud, cert, key) as core:
+        await core.subscribe(core_topic("pi-1", CoreLeaf.LOG_LEVELS), qos=1)
+        async with asyncio.timeout(WAIT):
+            retained = LogLevels.from_json((await core.get_message()).payload)
+        assert retained == LogLevels(30, {"chatty": 10, "quiet": 40})
+        # a change reaches the connected core at once; "default" gives the config's back
+        await cloud.ok("PATCH", path, json={"level": "default", "function": "quiet"})
+        await cloud.ok("PATCH", path, json={"level": "default"})
+        async with asyncio.timeout(WAIT):
+            await core.get_message()
+            latest = LogLevels.from_json((await core.get_message()).payload)
+        assert latest == LogLevels(None, {"chatty": 10})
+    for body, field in (
+        ({"level": "LOUD"}, "core"),
+        ({"level": "INFO", "function": "no/slash"}, "functions.no/slash"),
+    ):
+        refused = await cloud.api.patch(path, json=body)
+        assert refused.status_code == 400 and refused.json()["error"]["field"] == field
+    missing = await cloud.api.patch("/api/v1/groups/nope/log-levels", json={"level": "INFO"})
+    assert missing.status_code == 404
+    # a cloud that starts again announces every group's levels (no retained message kept)
+    assert await cloud.server.services.log_levels.announce_all() == 1

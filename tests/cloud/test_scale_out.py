@@ -1,5 +1,6 @@
 """Scale-out: PostgreSQL shared by several cloud processes, an external Mosquitto with TLS,
-and ingest workers splitting the load through a shared subscription."""
+ingest workers splitting the load through a shared subscription, and the cores' presence
+(retained, and their will) read by every process."""
 
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ import pytest
 import sqlalchemy as sa
 
 from hedgerow import pki
-from hedgerow.client import Client, ProtocolVersion
+from hedgerow.client import Client, ProtocolVersion, Will
 from hedgerow.cloud import core_bundle
 from hedgerow.cloud.server import CloudServer
 from hedgerow.contract import DeploymentNotification
+from hedgerow.contract.heartbeat import Presence
+from hedgerow.contract.topics import CoreLeaf, core_topic
 from hedgerow.mqtt.packets import Properties
 from tests.conftest import free_port
 
@@ -294,3 +297,36 @@ async def test_a_replica_killed_during_ingest_loses_no_acknowledged_message(
     missing = sorted(set(range(total)) - set(seen))
     assert not missing, f"{len(missing)} acknowledged messages never stored: {missing[:10]}"
     print(f"{total} acknowledged, {len(seen)} stored, {len(seen) - total} stored twice")
+
+
+async def test_presence_through_the_external_broker_the_will_included(
+    two_clouds: tuple[Cloud, Cloud, int], tmp_path: Path
+) -> None:
+    """A core's retained presence and its will tell every cloud process whether it is
+    connected; a core that never reports one is unknown (null), not offline."""
+    a, b, port = two_clouds
+    await a.ok("POST", "/api/v1/groups", json={"name": "factory-1"})
+    await a.ok("POST", "/api/v1/groups", json={"name": "factory-2"})
+    cert, key = await a.core("pi-1", "factory-1", tmp_path)
+    await a.core("pi-old", "factory-2", tmp_path)
+    ctx = pki.client_context(str(a.root_ca), str(cert), str(key))
+    topic = core_topic("pi-1", CoreLeaf.PRESENCE)
+    core = Client(
+        "127.0.0.1", port, ssl=ctx, client_id="pi-1", version=ProtocolVersion.V5,
+        will=Will(topic, Presence(False).to_json(), qos=1, retain=True),
+    )  # fmt: skip
+    await core.connect()
+    await core.publish(topic, Presence(True).to_json(), qos=1, retain=True)
+
+    async def connected(cloud: Cloud, name: str) -> object:
+        return (await cloud.ok("GET", f"/api/v1/cores/{name}"))["connected"]
+
+    async with asyncio.timeout(WAIT):
+        while not (await connected(a, "pi-1") is True and await connected(b, "pi-1") is True):
+            await asyncio.sleep(0.05)
+    assert await connected(a, "pi-old") is None  # reports nothing: unknown
+    core.abort()  # the link ends without DISCONNECT: mosquitto publishes the will
+    async with asyncio.timeout(WAIT):
+        while not (await connected(a, "pi-1") is False and await connected(b, "pi-1") is False):
+            await asyncio.sleep(0.05)
+    assert "pi-1" not in a.server.connected_cores()  # type: ignore[operator]

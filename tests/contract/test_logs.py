@@ -8,7 +8,7 @@ import json
 import pytest
 
 from hedgerow.contract import Heartbeat, InvalidMessage, LogBatch, LogRecord, UnsupportedSchema
-from hedgerow.contract.logs import MAX_MESSAGE_CHARS, level_name, level_number
+from hedgerow.contract.logs import MAX_MESSAGE_CHARS, LogLevels, level_name, level_number
 
 
 def test_a_batch_round_trips_in_order_and_compactly() -> None:
@@ -68,3 +68,22 @@ def test_the_heartbeats_health_fields() -> None:
     with pytest.raises(InvalidMessage) as info:
         Heartbeat.from_json('{"host": {"cpu": "hot"}}')
     assert info.value.field == "host"
+
+
+def test_log_levels_round_trip_by_name_and_an_empty_message_names_nothing() -> None:
+    levels = LogLevels(core=30, functions={"chatty": 10, "quiet": 40})
+    wire = json.loads(levels.to_json())
+    assert wire == {
+        "schema": 1, "core": "WARNING", "functions": {"chatty": "DEBUG", "quiet": "ERROR"},
+    }  # fmt: skip
+    assert LogLevels.from_json(levels.to_json()) == levels
+    assert LogLevels.from_json(b"") == LogLevels()  # the cloud cleared its retained message
+    assert LogLevels.from_json(b'{"core": null}') == LogLevels()  # schema 1 without the field
+    with pytest.raises(InvalidMessage) as bad:
+        LogLevels.from_json(b'{"functions": {"chatty": "LOUD"}}')
+    assert bad.value.field == "functions.chatty" and "DEBUG" in bad.value.reason
+    with pytest.raises(InvalidMessage) as bad:
+        LogLevels.from_json(b'{"core": 10}')
+    assert bad.value.field == "core"
+    with pytest.raises(UnsupportedSchema):
+        LogLevels.from_json(b'{"schema": 2}')

@@ -29,12 +29,14 @@ def test_the_topics_of_the_architecture_document() -> None:
         "things",
         "shadow",
         "support-bundle",
+        "log-levels",
     ]
     assert [leaf.value for leaf in FROM_CORE] == [
         "deployment-status",
         "heartbeat",
         "shadow-update",
         "logs",
+        "presence",
     ]
     assert set(TO_CORE) | set(FROM_CORE) == set(CoreLeaf)
     assert all_cores_filter(CoreLeaf.HEARTBEAT) == "$hedgerow/cores/+/heartbeat"

@@ -38,6 +38,11 @@ class BreakingClient:
     async def subscribe(self, *filters: str, qos: int) -> None:
         BreakingClient.sessions += 1
 
+    def publish_nowait(self, *args: Any) -> asyncio.Future[None]:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
     async def messages(self) -> AsyncIterator[Any]:
         BreakingClient.receiving.set()
         try:

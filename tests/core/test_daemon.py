@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ import pytest
 
 from hedgerow import certinfo, pki
 from hedgerow.client import Client, ClientError, ConnectError, PublishError
+from hedgerow.contract.logs import LogLevels
+from hedgerow.contract.support import SupportBundleRequest
 from hedgerow.core.config import load_config
 from hedgerow.core.daemon import CoreDaemon
 from hedgerow.core.status import heartbeat, prometheus
@@ -508,3 +511,62 @@ async def test_heartbeat_follows_devices_connecting_within_two_seconds(
                 await cloud.wait_for(lambda: json.loads(cloud.telemetry(topic)[-1].payload)["devices"] == sum(d.is_connected for d in devices), 2.0)  # fmt: skip
             await cloud.wait_for(lambda: json.loads(cloud.telemetry(topic)[-1].payload)["devices"] == 3, 2.0)  # fmt: skip
         assert len(cloud.telemetry(topic)) - before <= 3
+
+
+async def _until(predicate: Any, what: str) -> None:
+    try:
+        async with asyncio.timeout(10):
+            while not predicate():
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+async def test_log_levels_from_the_cloud_apply_at_once_and_are_kept_for_the_next_start(
+    cloud: FakeCloud, tmp_path: Path
+) -> None:
+    """The retained levels apply without a restart (the gate, the root logger) and are kept
+    on disk; a support bundle request that expired, or the cloud clearing one, builds
+    nothing."""
+    data = tmp_path / "core"
+    topic = "$hedgerow/cores/pi-1/log-levels"
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(logging.INFO)  # as `hedgerow core run` sets it
+    try:
+        await _log_levels_case(cloud, data, topic, root)
+    finally:
+        root.setLevel(before)
+
+
+async def _log_levels_case(cloud: FakeCloud, data: Path, topic: str, root: logging.Logger) -> None:
+    async with running_core(cloud, data) as core:
+        assert core._log_gate is not None and core.connector is not None
+        await asyncio.wait_for(core.connector.connected.wait(), 10)
+        assert cloud.broker is not None
+        gate = core._log_gate
+        assert gate.threshold("function:fn") == logging.INFO
+        await cloud.broker.publish(
+            topic, LogLevels(logging.DEBUG, {"fn": logging.ERROR}).to_json(), qos=1, retain=True
+        )
+        await _until(lambda: gate.level == logging.DEBUG, "the core's level")
+        assert gate.threshold("function:fn") == logging.ERROR
+        assert gate.threshold("function:other") == logging.INFO  # the config's
+        assert root.level == logging.DEBUG  # lowered: the core's debug records exist
+        kept = LogLevels.from_json((data / "log-levels.json").read_bytes())
+        assert kept == LogLevels(logging.DEBUG, {"fn": logging.ERROR})
+
+        bundles = "$hedgerow/cores/pi-1/support-bundle"
+        expired = SupportBundleRequest("sb-00000000deadbeef", expires_at=1.0)
+        await cloud.broker.publish(bundles, expired.to_json(), qos=1)
+        await cloud.broker.publish(bundles, b"", qos=1)
+        await cloud.broker.publish(topic, LogLevels(None, {"fn": 30}).to_json(), qos=1, retain=True)
+        await _until(lambda: gate.level == logging.INFO, "the next levels")  # after those two
+        assert core._support_bundles == set()
+        assert root.level == logging.INFO  # back up with the core's level
+
+    await cloud.stop_mqtt()  # the next start applies what it kept, without the cloud
+    async with running_core(cloud, data) as core:
+        assert core._log_gate is not None
+        assert core._log_gate.threshold("function:fn") == logging.WARNING
+        assert core._function_log_level("fn") == logging.INFO  # never above INFO locally

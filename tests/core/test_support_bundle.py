@@ -107,3 +107,15 @@ def test_requests_round_trip_and_refuse_bad_ids() -> None:
     with pytest.raises(InvalidMessage) as bad:
         SupportBundleRequest.from_json(b'{"request_id": "../etc"}')
     assert bad.value.field == "request_id"
+
+
+def test_a_request_may_carry_its_expiry_and_old_ones_have_none() -> None:
+    ask = SupportBundleRequest("sb-0123456789abcdef", expires_at=1_800_000_000.5)
+    assert SupportBundleRequest.from_json(ask.to_json()) == ask
+    assert not ask.expired(1_800_000_000.0) and ask.expired(1_800_000_000.5)
+    old = SupportBundleRequest.from_json(b'{"schema": 1, "request_id": "sb-0123456789abcdef"}')
+    assert old.expires_at is None and not old.expired(1e12)  # a cloud from before: no expiry
+    assert b"expires_at" not in old.to_json()  # what an old core reads stays as it was
+    with pytest.raises(InvalidMessage) as bad:
+        SupportBundleRequest.from_json(b'{"request_id": "sb-0123456789abcdef", "expires_at": "x"}')
+    assert bad.value.field == "expires_at"

@@ -4,18 +4,21 @@
 HTTPS. The bundle holds what an operator needs (versions, config, core check, the core's
 state, recent logs, the last deployments) and none of the secrets the core holds: its
 private key, the group secret a function declares (in clear or sealed), a token in a
-function's environment, the cloud's admin token.
+function's environment, the cloud's admin token. A bundle asked while the core is down
+waits for it and arrives once it is back.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import CORE, EXAMPLES, GROUP, System
+from tests.e2e.harness import CORE, EXAMPLES, GROUP, System, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +36,8 @@ def read_bundle(path: Path) -> dict[str, bytes]:
     return out
 
 
-def test_support_bundle_through_the_cloud_holds_no_secret(system: System, tmp_path: Path) -> None:
+def deploy_secret_reader(system: System) -> None:
+    """A function that declares a group secret and has a token in its environment."""
     system.cloud("secret", "create", "--group", GROUP, "greengrass-api-key",
                  "--value", SECRET_VALUE)  # fmt: skip
     system.function(
@@ -43,10 +47,16 @@ def test_support_bundle_through_the_cloud_holds_no_secret(system: System, tmp_pa
     )  # fmt: skip
     system.deploy()
 
+
+def test_support_bundle_through_the_cloud_holds_no_secret(system: System, tmp_path: Path) -> None:
+    deploy_secret_reader(system)
     out = tmp_path / "bundle.tar.gz"
     done = system.cloud("core", "support-bundle", CORE, "--out", str(out), "--timeout", "60")
     assert f"support bundle of {CORE}: {out}" in done.stdout and "asked" in done.stdout
-    files = read_bundle(out)
+    assert_what_an_operator_needs_and_no_secret(system, read_bundle(out))
+
+
+def assert_what_an_operator_needs_and_no_secret(system: System, files: dict[str, bytes]) -> None:
 
     # what an operator needs
     manifest = json.loads(files["manifest.json"])
@@ -78,3 +88,34 @@ def test_support_bundle_through_the_cloud_holds_no_secret(system: System, tmp_pa
     for secret in forbidden:
         assert secret.encode() not in everything, f"{secret[:12]}... is in the bundle"
     assert b"PRIVATE KEY-----\n" not in everything
+
+
+def test_a_bundle_asked_while_the_core_is_down_arrives_when_it_returns(
+    system: System, tmp_path: Path
+) -> None:
+    deploy_secret_reader(system)
+    system.procs["core"].stop()
+    wait_until(lambda: system.api(f"/api/v1/cores/{CORE}")["connected"] is False,
+               timeout=10, what="the core to be disconnected")  # fmt: skip
+
+    # asked now: the request is kept for the core, and the command says how to fetch it
+    out = tmp_path / "bundle.tar.gz"
+    asked = system.cloud("core", "support-bundle", CORE, "--out", str(out), "--timeout", "1",
+                         check=False)  # fmt: skip
+    assert asked.returncode == 2 and not out.exists(), asked.stdout + asked.stderr
+    assert f"waiting for {CORE} to connect" in asked.stdout, asked.stdout
+    later = re.search(r"--request (sb-[0-9a-f]+)", asked.stderr)
+    assert later is not None, asked.stderr
+    request_id = later[1]
+    shown = system.api(f"/api/v1/cores/{CORE}/support-bundles/{request_id}")
+    assert shown["status"] == "waiting", shown
+
+    # the core comes back: it hears the request at its connect and uploads
+    returned = time.monotonic()
+    system.start_core(first=False)
+    done = system.cloud("core", "support-bundle", CORE, "--request", request_id,
+                        "--out", str(out), "--timeout", "60")  # fmt: skip
+    print(f"bundle in {time.monotonic() - returned:.1f} s after the core was started again")
+    assert f"support bundle of {CORE}: {out}" in done.stdout, done.stdout
+    assert system.api(f"/api/v1/cores/{CORE}/support-bundles/{request_id}")["status"] == "received"
+    assert_what_an_operator_needs_and_no_secret(system, read_bundle(out))

@@ -40,6 +40,7 @@ messages = st.one_of(
     st.builds(p.Call, id=ids, function=text, payload=blobs),
     st.builds(p.CallResult, id=ids, payload=blobs),
     st.builds(p.CallError, id=ids, message=text),
+    st.builds(p.LogLevel, level=st.integers(min_value=0, max_value=50)),
 )
 
 

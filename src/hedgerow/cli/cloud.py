@@ -505,26 +505,44 @@ def cmd_core_show(args: argparse.Namespace) -> int:
 
 
 def cmd_core_support_bundle(args: argparse.Namespace) -> int:
-    """Ask the core (over its MQTT link) for a support bundle, wait for its upload, save it."""
+    """Ask the core (over its MQTT link) for a support bundle, wait for its upload, save it.
+    A core that is offline is asked when it connects: the request waits for it (``--expires``),
+    and ``--request ID`` fetches it later."""
     out = Path(args.out or f"{args.name}-support.tar.gz")
     started = time.monotonic()
     with Api(args) as api:
-        asked = api.post(f"/api/v1/cores/{args.name}/support-bundles")
-        path = f"/api/v1/cores/{args.name}/support-bundles/{asked['request_id']}"
-        if not args.json:
-            print(f"asked {args.name} for a support bundle ({asked['request_id']})", flush=True)
+        if args.request:
+            asked = api.get(f"/api/v1/cores/{args.name}/support-bundles/{args.request}")
+        else:
+            asked = api.post(f"/api/v1/cores/{args.name}/support-bundles", {"wait_s": args.expires})
+        request_id = asked["request_id"]
+        path = f"/api/v1/cores/{args.name}/support-bundles/{request_id}"
+        later = f"hedgerow cloud core support-bundle {args.name} --request {request_id}"
+        if not args.json and not args.request:
+            print(f"asked {args.name} for a support bundle ({request_id})", flush=True)
         shown = -1
         while (bundle := api.get(path))["status"] != "received":
             waited = time.monotonic() - started
+            if bundle["status"] == "expired":
+                raise CLIError(
+                    f"{args.name} did not upload {request_id} before it expired "
+                    f"({bundle['expires_at']}): ask again"
+                )
             if waited > args.timeout:
                 raise CLIError(
-                    f"{args.name} did not upload its support bundle within {args.timeout:.0f} s: "
-                    f"is it connected? (hedgerow cloud core show {args.name}); "
-                    f"it may still arrive: GET {path}"
+                    f"{args.name} did not upload its support bundle within {args.timeout:.0f} s "
+                    f"({bundle['status']}: is it connected? hedgerow cloud core show "
+                    f"{args.name}); the request waits for it until {bundle['expires_at']}: "
+                    f"fetch it then with {later}"
                 )
             if not args.json and int(waited) // 2 > shown:
                 shown = int(waited) // 2
-                print(f"  {waited:5.1f}s  waiting for {args.name} to upload it", flush=True)
+                doing = (
+                    f"waiting for {args.name} to connect (asked when it does)"
+                    if bundle["status"] == "waiting"
+                    else f"waiting for {args.name} to upload it"
+                )
+                print(f"  {waited:5.1f}s  {doing}", flush=True)
             time.sleep(0.2)
         data = api.download(path + "/download")
     out.write_bytes(data)
@@ -1649,6 +1667,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("name")
     p.add_argument("--out", help="file to write (default: NAME-support.tar.gz)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the core")
+    p.add_argument(
+        "--expires",
+        type=float,
+        default=86400.0,
+        metavar="S",
+        help="seconds the request waits for a core that is offline (default: 86400, a day)",
+    )
+    p.add_argument("--request", metavar="ID", help="fetch this earlier request instead of asking")
     _command(core, "delete", cmd_core_delete, "delete a core").add_argument("name")
 
     thing = sub.add_parser("thing", help="things (devices)").add_subparsers(

@@ -1,4 +1,4 @@
-"""``hedgerow cloud logs`` and ``hedgerow cloud alert ...``: operating a fleet.
+"""``hedgerow cloud logs [level]`` and ``hedgerow cloud alert ...``: operating a fleet.
 
 Registered into ``hedgerow cloud`` by ``cli/cloud.py`` (``register``); they talk to the
 REST API like every client command there (``--url``, ``--token``, ``--data``).
@@ -68,6 +68,8 @@ def _print_entry(args: argparse.Namespace, entry: dict[str, Any]) -> None:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    if not args.group:
+        raise CLIError("give --group G (the group whose cores' logs to show)")
     params = _log_params(args)
     with Api(args) as api:
         if args.since:  # from then on, oldest first
@@ -181,19 +183,71 @@ def cmd_webhook_remove(args: argparse.Namespace) -> int:
     return done(args, result, f"removed webhook {args.name}")
 
 
+def levels_text(levels: dict[str, Any]) -> list[str]:
+    """A group's log levels set from the cloud, for people."""
+    core = levels.get("core")
+    lines = [f"core: {core or 'as its config file says ([cloud_logs] level)'}"]
+    for name, level in sorted((levels.get("functions") or {}).items()):
+        lines.append(f"function {name}: {level}")
+    if not levels.get("functions"):
+        lines.append("functions: as the core's config file says ([cloud_logs] function_level)")
+    return lines
+
+
+def cmd_log_level(args: argparse.Namespace) -> int:
+    """Show or set the level of a group's core or of one of its functions (no deployment:
+    the core applies it at once, or when it next connects, and keeps it)."""
+    path = f"/api/v1/groups/{args.group}/log-levels"
+    with Api(args) as api:
+        if args.new_level is None:
+            levels = api.get(path)
+            return done(args, levels, "\n".join(levels_text(levels)))
+        levels = api.request(
+            "PATCH", path, json={"level": args.new_level, "function": args.function}
+        )
+    what = f"function {args.function}" if args.function else "the core"
+    return done(
+        args,
+        levels,
+        "\n".join(
+            [
+                f"log level of {what} in {args.group}: {args.new_level.upper()} "
+                "(sent to the core: applied at once, or when it connects)",
+                *levels_text(levels),
+            ]
+        ),
+    )
+
+
 KINDS = ("core-offline", "deployment-failed", "function-errors", "spool-full", "cert-expiry")
 
 
 def register(sub: Any) -> None:
     """``logs`` and ``alert`` under ``hedgerow cloud``."""
     p = _command(sub, "logs", cmd_logs, "logs of cores and their functions")
-    p.add_argument("--group", required=True)
+    p.add_argument("--group", help="the group (required)")
     p.add_argument("--core")
     p.add_argument("--function")
     p.add_argument("--level", help="DEBUG, INFO, WARNING, ERROR, CRITICAL: this level and above")
     p.add_argument("--since", help="10m, 2h, 1d, epoch seconds or ISO-8601")
     p.add_argument("--limit", type=int, default=200, help="at most this many (default 200)")
     p.add_argument("-f", "--follow", action="store_true", help="then print new records live")
+    logs = p.add_subparsers(dest="logs_command", metavar="COMMAND", required=False)
+    p = _command(
+        logs,
+        "level",
+        cmd_log_level,
+        "show or set the level of a group's core or one of its functions, from the cloud",
+    )
+    p.add_argument("--group", required=True)
+    p.add_argument("--function", help="this function's records (default: the core's own)")
+    p.add_argument(
+        "new_level",
+        nargs="?",
+        metavar="LEVEL",
+        help="DEBUG, INFO, WARNING, ERROR, CRITICAL or default (the config file's); "
+        "none: show the levels",
+    )
 
     alert = sub.add_parser("alert", help="alerts: rules, webhooks, history").add_subparsers(
         dest="alert_command", metavar="COMMAND", required=True

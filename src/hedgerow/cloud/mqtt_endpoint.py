@@ -2,7 +2,8 @@
 
 Embedded mode (default): a Hedgerow ``Broker`` with mutual TLS against the root CA.
 ``CoreAuthenticator`` admits registered, live core identities. ``CoreAuthorizer`` keeps
-each core to itself: it may publish its own heartbeat and deployment status and the topics
+each core to itself: it may publish its own ``FROM_CORE`` leaves (heartbeat, deployment
+status, shadow updates, logs, presence) and the topics
 its group routes to ``cloud``; it may subscribe under its own ``$hedgerow/cores/{core}/``
 and to filters covered by its group's routes from ``cloud`` (coverage by
 ``hedgerow.mqtt.topics.filter_covers``: ``#`` never covers a ``$`` topic); and it hears
@@ -11,7 +12,8 @@ telemetry to ingest and deployment status / heartbeats to the services.
 
 External mode (``--broker mqtts://...``): ``ExternalBrokerLink`` connects to another
 broker with the cloud's own identity, subscribes through a shared subscription (so
-several ingest workers split the load) and publishes deployment notifications there.
+several ingest workers split the load) and publishes deployment notifications there; the
+cores' presence (their retained report and will) says which of them are connected.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ from hedgerow.cloud.domain import CertificateKind
 from hedgerow.cloud.errors import CloudError, ConfigError
 from hedgerow.cloud.ingest import IngestWorker
 from hedgerow.cloud.services import DeploymentService, IdentityService, ShadowService
+from hedgerow.cloud.services.cores import ReportedPresence
+from hedgerow.contract.errors import ContractError
+from hedgerow.contract.heartbeat import Presence
 from hedgerow.contract.topics import (
     FROM_CORE,
     CoreLeaf,
@@ -161,7 +166,9 @@ class CoreEvents:
         self.queue: asyncio.Queue[CoreEvent] = asyncio.Queue(EVENT_QUEUE_SIZE)
 
     def offer(self, core: str, kind: str, payload: bytes) -> None:
-        if kind not in FROM_CORE or kind == CoreLeaf.LOGS:  # logs go to their own ingest
+        # logs go to their own ingest; presence is read by the external link only (the
+        # embedded broker knows its sessions)
+        if kind not in FROM_CORE or kind in (CoreLeaf.LOGS, CoreLeaf.PRESENCE):
             return
         try:
             self.queue.put_nowait(CoreEvent(core, kind, payload))
@@ -282,6 +289,15 @@ class ExternalBrokerLink:
         self.connected = asyncio.Event()
         #: set when a message could not be stored: reconnect, so the broker sends it again
         self._refused = asyncio.Event()
+        #: per core, its last presence report (retained at the broker: read at each connect)
+        self._reported: dict[str, bool] = {}
+
+    def presence(self) -> ReportedPresence:
+        """The cores connected to the external broker, as they report it."""
+        reported = self._reported
+        return ReportedPresence(
+            frozenset(core for core, up in reported.items() if up), frozenset(reported)
+        )
 
     def filters(self) -> list[str]:
         """Telemetry through the shared subscription; core events to every process (some
@@ -293,6 +309,7 @@ class ExternalBrokerLink:
             all_cores_filter(CoreLeaf.HEARTBEAT),
             all_cores_filter(CoreLeaf.SHADOW_UPDATE),
             all_cores_filter(CoreLeaf.LOGS),
+            all_cores_filter(CoreLeaf.PRESENCE),
         ]
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool) -> None:
@@ -310,6 +327,10 @@ class ExternalBrokerLink:
         parsed = parse_core_topic(message.topic)
         stored: asyncio.Future[None]
         if parsed is not None:
+            if parsed.leaf == CoreLeaf.PRESENCE:
+                self._presence(parsed.core, message.payload)
+                client.ack(message)
+                return
             if parsed.leaf != CoreLeaf.LOGS or self.logs is None:
                 self.events.offer(parsed.core, parsed.leaf, message.payload)
                 client.ack(message)
@@ -332,6 +353,19 @@ class ExternalBrokerLink:
     async def _receive(self, client: Client) -> None:
         async for message in client.messages():
             self._handle(client, message)
+
+    def _presence(self, core: str, payload: bytes) -> None:
+        if not payload:  # a retained message cleared
+            self._reported.pop(core, None)
+            return
+        try:
+            connected = Presence.from_json(payload).connected
+        except ContractError as exc:
+            log.warning("mqtt.bad_presence core=%s error=%s", core, exc)
+            return
+        if self._reported.get(core) != connected:
+            log.info("mqtt.core_presence core=%s connected=%s", core, connected)
+        self._reported[core] = connected
 
     async def run(self) -> None:
         attempt = 0

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Coroutine, Iterator
+from collections.abc import Collection, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,9 +145,12 @@ class CloudServer:
     def admin_token(self) -> str | None:
         return read_admin_token(self.config.data_dir)
 
-    def connected_cores(self) -> set[str] | None:
+    def connected_cores(self) -> Collection[str] | None:
         """The cores with a live session at the embedded MQTT endpoint (set on CONNECT,
-        gone at disconnect or keepalive expiry); None with an external broker."""
+        gone at disconnect or keepalive expiry); with an external broker, what the cores
+        report there (``ReportedPresence``: their retained presence and will)."""
+        if self.link is not None:
+            return self.link.presence()
         if self.broker is None:
             return None
         return {i.name for _, i in self.broker.clients() if i.kind == "core"}
@@ -302,6 +305,8 @@ class CloudServer:
         self._spawn(self._refresh_device_trust(device_trust), "cloud-device-trust")
         self._spawn(self._rotate_group_cas(), "cloud-ca-rotation")
         self._spawn(services.alerts.run(), "cloud-alerts")
+        self._spawn(services.support_bundles.run(), "cloud-support-bundles")
+        self._spawn(self._announce_log_levels(services), "cloud-log-levels")
 
         device = await self._stack.enter_async_context(DeviceServer(services, device_ssl))
         device_bound = await device.start(cfg.device.host, cfg.device.port)
@@ -367,6 +372,15 @@ class CloudServer:
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         assert self._tasks is not None
         self._background.append(self._tasks.create_task(coro, name=name))
+
+    @staticmethod
+    async def _announce_log_levels(services: CloudServices) -> None:
+        """The log levels set from the cloud, retained for the cores again (the embedded
+        broker starts with no retained message; an external one may have lost them)."""
+        try:
+            await services.log_levels.announce_all()
+        except Exception as exc:
+            log.warning("cloud.log_levels.announce_failed error=%s", exc)
 
     async def _rotate_group_cas(self) -> None:
         """Rotate due group CAs even when no device asks (discovery rotates them lazily too);

@@ -2,6 +2,13 @@
 
 Small on purpose (it is sent every ``status.heartbeat_interval`` over a metered link):
 counters that are zero are left out. A heartbeat without ``schema`` is version 1.
+
+``Presence``: core → cloud on ``$hedgerow/cores/{core}/presence`` (QoS 1, retained): the
+core says ``connected: true`` after each connect and leaves ``connected: false`` as its
+MQTT will, which the broker publishes the moment the link ends without a DISCONNECT (a
+killed core, a cut link at its keepalive; the core's connector always ends that way). An
+external broker's cloud reads it to know which cores are connected; the embedded broker
+knows its sessions and ignores it.
 """
 
 from __future__ import annotations
@@ -209,3 +216,21 @@ def _things(data: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
         name: {"connected": t["connected"], "last_activity": t["last_activity"]}
         for name, t in value.items()
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    connected: bool
+    schema: int = SCHEMA
+
+    @classmethod
+    def from_json(cls, payload: str | bytes) -> Presence:
+        data = _wire.load_object(payload, "presence")
+        schema = _wire.check_schema(data, SCHEMA)
+        connected = data.get("connected")
+        if not isinstance(connected, bool):
+            raise InvalidMessage("connected", f"{connected!r}: must be true or false")
+        return cls(connected, schema)
+
+    def to_json(self) -> bytes:
+        return _wire.dumps({"schema": self.schema, "connected": self.connected}).encode()

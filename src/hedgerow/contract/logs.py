@@ -6,12 +6,18 @@ One message carries many records in the order they were written. ``source`` is `
 ``logging`` output). ``dropped`` counts the records the core's rate cap discarded since the
 previous batch, so the cloud can say how many are missing. Levels are the numbers of the
 standard ``logging`` module (10 DEBUG … 50 CRITICAL).
+
+``LogLevels``: cloud → core on ``$hedgerow/cores/{core}/log-levels`` (QoS 1, retained): the
+levels set from the cloud for the core's own records and per function, by name. They win
+over the core's ``[cloud_logs]`` levels, apply at once (no deployment, no restart) and are
+kept by the core across restarts; an empty retained message, or a ``LogLevels`` naming
+nothing, gives the config file's levels back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from . import _wire
@@ -118,3 +124,47 @@ def _record(item: Any, index: int) -> LogRecord:
         if not isinstance(value, str):
             raise InvalidMessage(f"{where}.{key}", f"{value!r}: must be a string")
     return LogRecord(float(ts), level, source, logger, cut(message))
+
+
+@dataclass(frozen=True, slots=True)
+class LogLevels:
+    """The levels set from the cloud (``None`` and absent functions: the core's config)."""
+
+    core: int | None = None
+    functions: Mapping[str, int] = field(default_factory=dict)
+    schema: int = SCHEMA
+
+    @classmethod
+    def from_json(cls, payload: str | bytes) -> LogLevels:
+        """An empty payload (the cloud clearing its retained message) names nothing."""
+        if not payload:
+            return cls()
+        data = _wire.load_object(payload, "log levels")
+        schema = _wire.check_schema(data, SCHEMA)
+        core = data.get("core")
+        functions = data.get("functions") or {}
+        if not isinstance(functions, Mapping):
+            raise InvalidMessage("functions", "must be an object of function name: level")
+        return cls(
+            None if core is None else _level(core, "core"),
+            {str(name): _level(value, f"functions.{name}") for name, value in functions.items()},
+            schema,
+        )
+
+    def to_json(self) -> bytes:
+        return _wire.dumps(
+            {
+                "schema": self.schema,
+                "core": None if self.core is None else level_name(self.core),
+                "functions": {n: level_name(v) for n, v in sorted(self.functions.items())},
+            }
+        ).encode()
+
+
+def _level(value: Any, where: str) -> int:
+    if not isinstance(value, str):
+        raise InvalidMessage(where, f"{value!r}: must be a level name ({', '.join(LEVELS)})")
+    try:
+        return level_number(value)
+    except ValueError as exc:
+        raise InvalidMessage(where, str(exc)) from None

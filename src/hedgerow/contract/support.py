@@ -1,10 +1,15 @@
 """Support bundles: the cloud asks a core for one, the core uploads it.
 
 No connection ever goes to the gateway: the cloud publishes a ``SupportBundleRequest`` on
-``$hedgerow/cores/{core}/support-bundle`` (QoS 1, not retained) over the core's own MQTT
-link, and the core answers by uploading a gzip'd tar of at most ``MAX_BUNDLE_BYTES`` with
-``PUT /core/v1/support-bundles/{request_id}`` (device HTTPS, mutual TLS: only the core
-asked can answer). ``MEMBERS`` names what the archive holds.
+``$hedgerow/cores/{core}/support-bundle`` (QoS 1, retained while it waits) over the core's
+own MQTT link, and the core answers by uploading a gzip'd tar of at most
+``MAX_BUNDLE_BYTES`` with ``PUT /core/v1/support-bundles/{request_id}`` (device HTTPS,
+mutual TLS: only the core asked can answer). ``MEMBERS`` names what the archive holds.
+
+A request asked while the core is offline waits, retained, and reaches the core when it
+connects; the cloud clears it (an empty retained message, which the core ignores) once the
+bundle is in or at ``expires_at`` (epoch seconds; a core also ignores a request past it).
+Requests from clouds before ``expires_at`` existed have none: they never expire here.
 """
 
 from __future__ import annotations
@@ -44,12 +49,23 @@ class SupportBundleRequest:
 
     request_id: str
     schema: int = SCHEMA
+    #: epoch seconds after which the request is void (None: it never expires)
+    expires_at: float | None = None
 
     @classmethod
     def from_json(cls, payload: str | bytes) -> SupportBundleRequest:
         data = _wire.load_object(payload, "support bundle request")
         schema = _wire.check_schema(data, SCHEMA)
-        return cls(check_request_id(data.get("request_id")), schema)
+        expires = _wire.number(data, "expires_at", -1.0) if "expires_at" in data else None
+        if expires is not None and expires < 0:
+            raise InvalidMessage("expires_at", f"{expires!r}: epoch seconds, not negative")
+        return cls(check_request_id(data.get("request_id")), schema, expires)
 
     def to_json(self) -> bytes:
-        return _wire.dumps({"schema": self.schema, "request_id": self.request_id}).encode()
+        data: dict[str, object] = {"schema": self.schema, "request_id": self.request_id}
+        if self.expires_at is not None:
+            data["expires_at"] = round(self.expires_at, 3)
+        return _wire.dumps(data).encode()
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at

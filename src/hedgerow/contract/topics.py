@@ -1,8 +1,9 @@
 """The MQTT topics between cloud and core, spelled once.
 
 Every core has a namespace ``$hedgerow/cores/{core}/``. The cloud publishes on the leaves
-in ``TO_CORE`` (QoS 1; retained, except ``shadow`` and ``support-bundle``, which are
-answers and requests of the moment) and the core on the leaves in ``FROM_CORE``; a core may
+in ``TO_CORE`` (QoS 1; retained, except ``shadow``, whose messages are
+answers of the moment; ``support-bundle`` is retained only while the request waits for
+its core) and the core on the leaves in ``FROM_CORE``; a core may
 use no other topic in its namespace and none in another core's. ``parse_core_topic`` is
 the reverse direction: a topic name back to (core, leaf).
 """
@@ -27,8 +28,12 @@ class CoreLeaf(enum.StrEnum):
     HEARTBEAT = "heartbeat"  # core → cloud: Heartbeat
     SHADOW = "shadow"  # cloud → core: contract.shadow.ShadowState (QoS 1, not retained)
     SHADOW_UPDATE = "shadow-update"  # core → cloud: contract.shadow.ShadowUpdate
-    SUPPORT_BUNDLE = "support-bundle"  # cloud → core: SupportBundleRequest (not retained)
+    SUPPORT_BUNDLE = (
+        "support-bundle"  # cloud → core: SupportBundleRequest (retained while it waits)
+    )
     LOGS = "logs"  # core → cloud: LogBatch (QoS 1, through the core's log spool)
+    LOG_LEVELS = "log-levels"  # cloud → core: contract.logs.LogLevels (QoS 1, retained)
+    PRESENCE = "presence"  # core → cloud: contract.heartbeat.Presence (retained; its will)
 
 
 #: What the cloud publishes to a core (the core subscribes to these on every connect).
@@ -39,6 +44,7 @@ TO_CORE: Final = (
     CoreLeaf.THINGS,
     CoreLeaf.SHADOW,
     CoreLeaf.SUPPORT_BUNDLE,
+    CoreLeaf.LOG_LEVELS,
 )
 #: What a core publishes to the cloud.
 FROM_CORE: Final = (
@@ -46,6 +52,7 @@ FROM_CORE: Final = (
     CoreLeaf.HEARTBEAT,
     CoreLeaf.SHADOW_UPDATE,
     CoreLeaf.LOGS,
+    CoreLeaf.PRESENCE,
 )
 
 

@@ -10,6 +10,12 @@ Inbound: the core's topics of ``hedgerow.contract.topics.TO_CORE``
 (``$hedgerow/cores/{core}/deployments``, ``/revocations``, ``/group-cas``, ``/things``) plus
 every filter of a subscription whose source is ``cloud`` are subscribed on each connect and
 handed to ``on_message``; ``on_connected`` runs after each successful (re)connect.
+
+Presence: after each connect the core publishes ``contract.Presence(connected=True)``,
+retained, on ``$hedgerow/cores/{core}/presence``, and its MQTT will is the same with
+``connected: false``; the link always ends without DISCONNECT (``abort``), so the broker
+publishes the will whenever it ends. An external broker's cloud learns from them which
+cores are connected (the embedded broker knows its sessions).
 """
 
 from __future__ import annotations
@@ -30,9 +36,11 @@ from hedgerow.client import (
     Properties,
     ProtocolVersion,
     PublishError,
+    Will,
 )
 from hedgerow.clock import Clock, MonotonicClock
-from hedgerow.contract.topics import TO_CORE, core_topic
+from hedgerow.contract.heartbeat import Presence
+from hedgerow.contract.topics import TO_CORE, CoreLeaf, core_topic
 
 from .errors import CoreError
 from .spool import Spool
@@ -96,6 +104,7 @@ class CloudConnector:
         #: The backoff's jitter source (tests pass a fixed one).
         self.uniform = uniform
         self.properties = Properties(user_properties=(("core", core),))
+        self._presence_topic = core_topic(core, CoreLeaf.PRESENCE)
         self.connected = asyncio.Event()
         self._progress = asyncio.Event()
         self._log_progress = asyncio.Event()
@@ -163,6 +172,7 @@ class CloudConnector:
                 keepalive=self.keepalive,
                 clean_start=True,
                 max_inflight=self.inflight,
+                will=Will(self._presence_topic, Presence(False).to_json(), qos=1, retain=True),
             )
             try:
                 await client.connect()
@@ -200,6 +210,10 @@ class CloudConnector:
         filters = list(dict.fromkeys([*base, *self.filters()]))
         await client.subscribe(*filters, qos=1)
         self._subscribed = set(filters)
+        # here after the subscriptions: its PUBACK follows theirs, nothing waits for it
+        client.publish_nowait(
+            self._presence_topic, Presence(True).to_json(), 1, True
+        ).add_done_callback(_presence_published)
         self._client = client
         self.connected.set()
         self.on_connected()
@@ -328,3 +342,9 @@ class CloudConnector:
 def _retrieve(future: asyncio.Future[None]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+def _presence_published(future: asyncio.Future[None]) -> None:
+    """A cloud from before presence refuses it (0x87): harmless, said once at DEBUG."""
+    if not future.cancelled() and (error := future.exception()) is not None:
+        log.debug("core.connector.presence_refused error=%s", error)

@@ -47,7 +47,7 @@ from hedgerow.connectors import ConnectorConfigError, ConnectorSpec
 from hedgerow.connectors.host import ConnectorHost
 from hedgerow.contract.deployment import DeploymentNotification, DeploymentStatus, StatusReport
 from hedgerow.contract.errors import ContractError
-from hedgerow.contract.logs import LEVELS
+from hedgerow.contract.logs import FUNCTION_PREFIX, LEVELS, LogLevels, level_name
 from hedgerow.contract.provisioning import Membership
 from hedgerow.contract.support import SupportBundleRequest
 from hedgerow.contract.topics import CoreLeaf, core_topic
@@ -94,6 +94,8 @@ if TYPE_CHECKING:  # the stream manager is imported only when [streams] is enabl
     from .shadow_sync import ShadowSync
 
 log = logging.getLogger(__name__)
+#: the log levels set from the cloud, kept for the next start (``contract.logs.LogLevels``)
+LOG_LEVELS_FILE = "log-levels.json"
 
 _HEALTH_ORDER = [Health.BROKEN, Health.PENDING, Health.HEALTHY]  # worst first
 #: the group's things as the cloud last announced them (see Admission.members)
@@ -292,6 +294,13 @@ class CoreDaemon:
         self._host_stats = HostStats(config.data_dir)
         self.log_shipper: LogShipper | None = None
         self.log_spool: Spool | None = None
+        #: support bundle requests being built or uploaded (a retained request comes again
+        #: at every connect until the cloud clears it)
+        self._support_bundles: set[str] = set()
+        #: the cloud log gate (None: ``[cloud_logs]`` off) and the root logger's level
+        #: before the cloud lowered it (0: not lowered by us)
+        self._log_gate: LogGate | None = None
+        self._root_level = 0
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -426,15 +435,73 @@ class CoreDaemon:
         handler = CloudLogHandler(shipper)
         root = logging.getLogger()
         root.addHandler(handler)
+        self._log_gate, self._root_level = gate, root.level
+        self._apply_log_levels(self._stored_log_levels())  # the cloud's, kept from before
         try:
             yield
         finally:
+            self._log_gate = None
+            if self._root_level:
+                root.setLevel(self._root_level)
             root.removeHandler(handler)
             try:
                 shipper.flush()
             except CoreError as exc:
                 log.warning("core.cloud_logs.final_flush_failed error=%s", exc)
             self.log_spool.close()
+
+    def _stored_log_levels(self) -> LogLevels:
+        try:
+            return LogLevels.from_json((self.config.data_dir / LOG_LEVELS_FILE).read_bytes())
+        except FileNotFoundError:
+            return LogLevels()
+        except (OSError, ContractError) as exc:
+            log.warning("core.cloud_logs.bad_stored_levels error=%s", exc)
+            return LogLevels()
+
+    def _log_levels_from_cloud(self, payload: bytes) -> None:
+        """The levels set from the cloud (retained: at every connect too): kept on disk
+        for the next start, applied now."""
+        try:
+            levels = LogLevels.from_json(payload)
+        except ContractError as exc:
+            log.warning("core.cloud_logs.bad_levels error=%s payload=%r", exc, payload[:200])
+            return
+        path = self.config.data_dir / LOG_LEVELS_FILE
+        if levels == LogLevels():
+            path.unlink(missing_ok=True)
+        else:
+            write_atomic(path, levels.to_json())
+        self._apply_log_levels(levels)
+
+    def _apply_log_levels(self, levels: LogLevels) -> None:
+        """The cloud's levels over ``[cloud_logs]``': the gate, the root logger (lowered
+        when the cloud asks for more than it lets through) and each function's worker."""
+        gate = self._log_gate
+        if gate is None:
+            return
+        settings = self.config.cloud_logs
+        gate.level = LEVELS[settings.level.upper()] if levels.core is None else levels.core
+        gate.function_levels = {**settings.levels(), **levels.functions}
+        if self._root_level:
+            logging.getLogger().setLevel(min(self._root_level, gate.level))
+        functions = getattr(self, "functions", None)
+        refresh = getattr(functions, "refresh_log_levels", None)
+        if refresh is not None:
+            refresh()
+        log.info(
+            "core.cloud_logs.levels core=%s functions=%s",
+            level_name(gate.level),
+            {name: level_name(level) for name, level in sorted(gate.function_levels.items())},
+        )
+
+    def _function_log_level(self, function: str) -> int:
+        """The level a function's worker logs at: low enough for what the cloud wants of
+        it, never above INFO (its own log file keeps what it always had)."""
+        gate = self._log_gate
+        if gate is None:
+            return logging.INFO
+        return min(logging.INFO, gate.threshold(FUNCTION_PREFIX + function))
 
     def _logs_written(self) -> None:
         if self.connector is not None:
@@ -531,6 +598,9 @@ class CoreDaemon:
             watch_output = getattr(runtime, "watch_output", None)
             if watch_output is not None and self.log_shipper is not None:
                 watch_output(self.log_shipper.function_output)
+            watch_log_levels = getattr(runtime, "watch_log_levels", None)
+            if watch_log_levels is not None:
+                watch_log_levels(self._function_log_level)
             yield
 
     @contextlib.asynccontextmanager
@@ -871,6 +941,24 @@ class CoreDaemon:
         if self.shadow_sync is not None:
             self.shadow_sync.connected()
 
+    def _support_bundle_asked(self, payload: bytes) -> None:
+        """A request from the cloud (retained while it waits: an empty payload is the cloud
+        clearing it); each is built once, an expired one not at all."""
+        if not payload:
+            return
+        try:
+            ask = SupportBundleRequest.from_json(payload)
+        except ContractError as exc:
+            log.warning("core.support_bundle.bad_request error=%s", exc)
+            return
+        if ask.expired(time.time()):
+            log.info("core.support_bundle.expired id=%s", ask.request_id)
+            return
+        if ask.request_id in self._support_bundles:
+            return
+        self._support_bundles.add(ask.request_id)
+        self.spawn(self._support_bundle(ask.request_id), f"support-bundle-{ask.request_id}")
+
     async def _support_bundle(self, request_id: str) -> None:
         """Build the support bundle the cloud asked for and upload it (``support_bundle.py``)."""
         from . import support_bundle
@@ -911,6 +999,7 @@ class CoreDaemon:
             await self.api.upload_support_bundle(request_id, data)
         except (CloudAPIError, ValueError, OSError) as exc:
             log.warning("core.support_bundle.failed id=%s error=%s", request_id, exc)
+            self._support_bundles.discard(request_id)  # asked again at the next connect
             return
         log.info(
             "core.support_bundle.uploaded id=%s bytes=%d seconds=%.1f",
@@ -957,12 +1046,9 @@ class CoreDaemon:
                 return
             self.set_members(membership)
         elif topic == core_topic(name, CoreLeaf.SUPPORT_BUNDLE):
-            try:
-                ask = SupportBundleRequest.from_json(payload)
-            except ContractError as exc:
-                log.warning("core.support_bundle.bad_request error=%s", exc)
-                return
-            self.spawn(self._support_bundle(ask.request_id), f"support-bundle-{ask.request_id}")
+            self._support_bundle_asked(payload)
+        elif topic == core_topic(name, CoreLeaf.LOG_LEVELS):
+            self._log_levels_from_cloud(payload)
         elif topic == core_topic(name, CoreLeaf.SHADOW):
             if self.shadow_sync is not None:
                 self.shadow_sync.cloud_state(payload)

@@ -164,6 +164,7 @@ class FunctionHost:
         self._signature: tuple[tuple[str, str, str | None], ...] = ()
         #: given ``(function, chunk)`` for every chunk a function writes (``watch_output``)
         self._output: Callable[[str, bytes], None] | None = None
+        self._log_level_of: Callable[[str], int] = lambda _: logging.INFO
 
     # -- lifetime -----------------------------------------------------------------------------
 
@@ -405,6 +406,7 @@ class FunctionHost:
             ]
             if is_root
             else [],
+            "log_level": self._log_level_of(spec.name),
         }
         env = {key: os.environ[key] for key in PASSTHROUGH_ENV if key in os.environ}
         env.setdefault("LANG", "C.UTF-8")
@@ -609,6 +611,16 @@ class FunctionHost:
         error (not on every message: counters alone do not count as a change)."""
         self._on_change = on_change
         self._signature = self._states_and_errors()
+
+    def watch_log_levels(self, level_of: Callable[[str], int]) -> None:
+        """``level_of(function)``: the ``logging`` level its worker runs at (read at each
+        start; ``refresh_log_levels`` tells running workers)."""
+        self._log_level_of = level_of
+        self.refresh_log_levels()
+
+    def refresh_log_levels(self) -> None:
+        for pool in self._pools.values():
+            pool.set_log_level(self._log_level_of(pool.name))
 
     def watch_output(self, on_output: Callable[[str, bytes], None] | None) -> None:
         """Call ``on_output(function, chunk)`` with what each function writes to stdout and

@@ -182,6 +182,14 @@ class FunctionPool:
             self._fail(job, exc)
         worker.inflight.clear()
 
+    def set_log_level(self, level: int) -> None:
+        """Tell every running worker its new ``logging`` level (workers started later
+        read it from their plan)."""
+        message = p.encode(p.LogLevel(level))
+        for worker in self._workers:
+            if worker.process.link is not None:
+                worker.process.link.write(message)
+
     async def wait_started(self) -> None:
         """Return once the first worker is READY; raise FunctionDeployError otherwise."""
         await asyncio.shield(self._started)

@@ -5,7 +5,7 @@ followed by the body. Both sides pipeline: many frames may be in flight, and a r
 decodes every complete frame its buffer holds in one go (``receive_data`` then
 ``events()``). ``encode(message) -> bytes``; concatenate several to write them at once.
 
-core -> worker: INVOKE, CALL_RESULT, CALL_ERROR
+core -> worker: INVOKE, CALL_RESULT, CALL_ERROR, LOG_LEVEL
 worker -> core: READY, FATAL, RESULT, ERROR, PUBLISH, CALL
 """
 
@@ -36,6 +36,7 @@ class Kind(IntEnum):
     CALL = 7
     CALL_RESULT = 8
     CALL_ERROR = 9
+    LOG_LEVEL = 10
 
 
 class ErrorKind(IntEnum):
@@ -106,7 +107,16 @@ class CallError:
     message: str
 
 
-Message = Ready | Fatal | Invoke | Result | Error | Publish | Call | CallResult | CallError
+@dataclass(frozen=True, slots=True)
+class LogLevel:
+    """The worker's ``logging`` level from now on (set from the cloud, no restart)."""
+
+    level: int
+
+
+Message = (
+    Ready | Fatal | Invoke | Result | Error | Publish | Call | CallResult | CallError | LogLevel
+)
 
 
 def _frame(kind: Kind, ident: int, body: bytes) -> bytes:
@@ -140,6 +150,8 @@ def encode(message: Message) -> bytes:
             return _frame(Kind.READY, pid, b"\x01" if looping else b"\x00")
         case Fatal(text):
             return _frame(Kind.FATAL, 0, text.encode())
+        case LogLevel(level):
+            return _frame(Kind.LOG_LEVEL, level, b"")
     raise TypeError(f"not a protocol message: {message!r}")
 
 
@@ -184,6 +196,8 @@ def _decode(kind: int, ident: int, body: bytes) -> Message:
         return Ready(ident, body[:1] == b"\x01")
     if kind == Kind.FATAL:
         return Fatal(body.decode(errors="replace"))
+    if kind == Kind.LOG_LEVEL:
+        return LogLevel(ident)
     raise IPCProtocolError(f"unknown frame kind {kind}")
 
 

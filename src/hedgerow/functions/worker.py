@@ -70,6 +70,8 @@ class WorkerConfig:
     mounts: tuple[tuple[str, str, bool], ...] = ()
     #: devices declared ``ro`` as ``[path, gid]``: covered by nodes it can only read
     read_only_devices: tuple[tuple[str, int], ...] = ()
+    #: the root logger's level at start (``p.LogLevel`` changes it while it runs)
+    log_level: int = logging.INFO
 
     @classmethod
     def from_json(cls, text: str) -> WorkerConfig:
@@ -142,6 +144,8 @@ class Channel:
             for message in messages:
                 if isinstance(message, p.Invoke):
                     batch.append(message)
+                elif isinstance(message, p.LogLevel):
+                    logging.getLogger().setLevel(message.level)
                 elif isinstance(message, p.CallResult | p.CallError):
                     entry = self._calls.get(message.id)
                     if entry is not None:
@@ -512,7 +516,7 @@ def main() -> None:
         drop_privileges(run_as)
     logging.basicConfig(
         stream=sys.stderr,
-        level=logging.INFO,
+        level=config.log_level,
         format=f"%(asctime)s %(levelname)s {config.name}[%(process)d] %(name)s: %(message)s",
     )
     threading.stack_size(THREAD_STACK_BYTES)

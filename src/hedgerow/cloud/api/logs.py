@@ -1,5 +1,6 @@
-"""``/api/v1/logs``: logs from cores (stored, and live as server-sent events), and the
-cloud's Prometheus ``/metrics``."""
+"""``/api/v1/logs``: logs from cores (stored, and live as server-sent events), the log
+levels set from the cloud per group (its core and each function), and the cloud's
+Prometheus ``/metrics``."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ from hedgerow.cloud.api.edge import (
     Query,
     int_param,
     optional_id_param,
+    path_param,
     time_param,
 )
 from hedgerow.cloud.api.messages import STREAM_BATCH, Quiet, event_stream
+from hedgerow.cloud.api.parsing import described
 from hedgerow.cloud.api.responses import Entity, respond
 from hedgerow.cloud.services import LogService
 from hedgerow.cloud.tickets import TicketPurpose
@@ -62,6 +65,39 @@ class LogFilter:
             since=self.since,
             **more,
         )
+
+
+@dataclass(frozen=True)
+class LogLevelChange:
+    level: str = described(
+        "DEBUG, INFO, WARNING, ERROR, CRITICAL, or default (the core's config file's again)"
+    )
+    function: str | None = described(
+        "the function whose records this level is for (default: the core's own)", default=None
+    )
+
+
+@dataclass(frozen=True)
+class LogLevelsView:
+    group: str
+    core: str | None = described("the core's own level set from the cloud (null: its config's)")
+    functions: dict[str, str] = described("per function, the level set from the cloud")
+
+
+async def get_log_levels(ctx: ApiContext, request: Request) -> Response:
+    group = path_param(request, "group")
+    levels = await ctx.services.log_levels.get(group)
+    return respond(LogLevelsView(group, levels["core"], levels["functions"]))
+
+
+async def set_log_level(ctx: ApiContext, request: Request, body: LogLevelChange) -> Response:
+    group = path_param(request, "group")
+    service = ctx.services.log_levels
+    if body.function is None:
+        levels = await service.update(group, core=body.level, set_core=True)
+    else:
+        levels = await service.update(group, functions={body.function: body.level})
+    return respond(LogLevelsView(group, levels["core"], levels["functions"]))
 
 
 LOG_QUERY = (
@@ -138,6 +174,22 @@ OPERATIONS = [
         ticket=TicketPurpose.LIVE_STREAM,
         query=LOG_QUERY,
         produces="text/event-stream",
+    ),
+    Operation(
+        "GET",
+        "/api/v1/groups/{group}/log-levels",
+        "Log levels set from the cloud for the group's core and its functions",
+        get_log_levels,
+        response=LogLevelsView,
+    ),
+    Operation(
+        "PATCH",
+        "/api/v1/groups/{group}/log-levels",
+        "Set the level of the core's own records or of one function's (no deployment: the "
+        "core applies it at once, or when it connects, and keeps it across restarts)",
+        set_log_level,
+        body=LogLevelChange,
+        response=LogLevelsView,
     ),
     Operation(
         "GET",

@@ -2,7 +2,8 @@
 
 The cloud asks over the core's MQTT link and the core uploads over device HTTPS
 (``hedgerow.contract.support``): no connection to the gateway. Poll the bundle until
-``status`` is ``received``, then download it.
+``status`` is ``received``, then download it. A request for a core that is offline waits
+for it (``waiting``), retained, until ``expires_at`` (``wait_s``, 24 h by default).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from hedgerow.cloud.api.edge import ApiContext, Operation, path_param
 from hedgerow.cloud.api.parsing import described
 from hedgerow.cloud.api.responses import respond
 from hedgerow.cloud.errors import Conflict
+from hedgerow.cloud.services.support_bundles import DEFAULT_WAIT_S, MAX_WAIT_S
 from hedgerow.cloud.storage.support_bundles import SupportBundle
 
 BUNDLES = "/api/v1/cores/{core}/support-bundles"
@@ -23,46 +25,64 @@ BUNDLE = BUNDLES + "/{request_id}"
 
 
 @dataclass(frozen=True)
+class NewSupportBundle:
+    wait_s: float = described(
+        f"seconds the request waits for a core that is offline (1..{MAX_WAIT_S:.0f})",
+        default=DEFAULT_WAIT_S,
+    )
+
+
+@dataclass(frozen=True)
 class SupportBundleView:
     request_id: str
     core: str
-    status: str = described("requested (the core has not uploaded it yet) or received")
+    status: str = described(
+        "requested (asked, not uploaded yet), waiting (for the core, which is not connected: "
+        "it is asked when it connects), received, or expired (not uploaded before expires_at)"
+    )
     requested_at: str = described("when it was asked (ISO-8601)")
     received_at: str | None = described("when the core uploaded it, or null")
     size: int | None = described("bytes of the gzip'd tar, once received")
+    expires_at: str = described("until when the request waits for the core (ISO-8601)")
 
     @classmethod
-    def of(cls, bundle: SupportBundle) -> SupportBundleView:
+    def of(cls, bundle: SupportBundle, status: str) -> SupportBundleView:
         return cls(
             bundle.request_id,
             bundle.core,
-            "received" if bundle.received_at else "requested",
+            status,
             bundle.requested_at.isoformat(),
             bundle.received_at.isoformat() if bundle.received_at else None,
             bundle.size,
+            bundle.expires_at.isoformat(),
         )
 
 
-async def request_bundle(ctx: ApiContext, request: Request) -> Response:
-    bundle = await ctx.services.support_bundles.request(path_param(request, "core"))
-    return respond(SupportBundleView.of(bundle), 202)
+async def request_bundle(ctx: ApiContext, request: Request, body: NewSupportBundle) -> Response:
+    bundles = ctx.services.support_bundles
+    bundle = await bundles.request(path_param(request, "core"), body.wait_s)
+    return respond(SupportBundleView.of(bundle, bundles.status(bundle)), 202)
 
 
 async def get_bundle(ctx: ApiContext, request: Request) -> Response:
-    bundle, _ = await ctx.services.support_bundles.get(
-        path_param(request, "core"), path_param(request, "request_id")
-    )
-    return respond(SupportBundleView.of(bundle))
+    bundles = ctx.services.support_bundles
+    bundle, _ = await bundles.get(path_param(request, "core"), path_param(request, "request_id"))
+    return respond(SupportBundleView.of(bundle, bundles.status(bundle)))
 
 
 async def download_bundle(ctx: ApiContext, request: Request) -> Response:
-    bundle, data = await ctx.services.support_bundles.get(
-        path_param(request, "core"), path_param(request, "request_id")
-    )
+    bundles = ctx.services.support_bundles
+    bundle, data = await bundles.get(path_param(request, "core"), path_param(request, "request_id"))
     if data is None:
+        if bundles.status(bundle) == "expired":
+            raise Conflict(
+                f"core {bundle.core!r} did not upload {bundle.request_id} before it expired "
+                f"({bundle.expires_at.isoformat()}): ask again"
+            )
         raise Conflict(
             f"core {bundle.core!r} has not uploaded {bundle.request_id} yet: is it connected? "
-            "(hedgerow cloud core show)"
+            f"(hedgerow cloud core show); the request waits for it until "
+            f"{bundle.expires_at.isoformat()}"
         )
     filename = f"{bundle.core}-{bundle.request_id}.tar.gz"
     return Response(
@@ -73,8 +93,9 @@ async def download_bundle(ctx: ApiContext, request: Request) -> Response:
 
 
 OPERATIONS = [
-    Operation("POST", BUNDLES, "Ask a core for a support bundle (over its MQTT link)",
-              request_bundle, status=202, response=SupportBundleView),
+    Operation("POST", BUNDLES, "Ask a core for a support bundle (over its MQTT link; an "
+              "offline core is asked when it connects)", request_bundle,
+              body=NewSupportBundle, status=202, response=SupportBundleView),
     Operation("GET", BUNDLE, "A support bundle's status", get_bundle, response=SupportBundleView),
     Operation("GET", BUNDLE + "/download", "Download a support bundle (gzip'd tar)",
               download_bundle, produces="application/gzip"),

@@ -36,6 +36,7 @@ from hedgerow.cloud.services.fleet import FleetFunction, FleetService, FleetSubs
 from hedgerow.cloud.services.functions import ArtifactService, FunctionService
 from hedgerow.cloud.services.groups import GroupService
 from hedgerow.cloud.services.identities import IdentityService
+from hedgerow.cloud.services.log_levels import LogLevelService
 from hedgerow.cloud.services.logs import LogService
 from hedgerow.cloud.services.membership import DeviceTrust, MembershipService, NoDeviceTrust
 from hedgerow.cloud.services.notify import Notifier, NullNotifier, RoutesChanged, routes_unchanged
@@ -85,6 +86,7 @@ __all__ = [
     "ShadowService",
     "SubscriptionService",
     "SupportBundleService",
+    "LogLevelService",
     "TelemetryService",
     "ThingService",
 ]
@@ -120,6 +122,8 @@ class CloudServices:
     logs: LogService
     #: alert rules, webhooks, history and the evaluation loop (run by the server)
     alerts: AlertService
+    #: log levels set from the cloud per group, sent to its core without a deployment
+    log_levels: LogLevelService
     #: the secrets functions read (None: this cloud keeps none; deploying a function that
     #: declares one is refused)
     secrets: SecretService | None = None
@@ -146,7 +150,10 @@ class CloudServices:
         """All services wired to one another; nothing is set on them afterwards."""
         groups = GroupService(repository, pki_service, notifier, routes_changed)
         membership = MembershipService(repository, notifier)
-        cores = CoreService(repository, pki_service, notifier, endpoints, membership, presence)
+        log_levels = LogLevelService(repository, notifier)
+        cores = CoreService(
+            repository, pki_service, notifier, endpoints, membership, presence, log_levels
+        )
         certificates = CertificateService(repository, notifier)
         artifacts = ArtifactService(repository, artifact_cache)
         functions = FunctionService(repository)
@@ -178,11 +185,12 @@ class CloudServices:
             devices=DeviceService(repository, pki_service, groups, cores, artifacts),
             telemetry=TelemetryService(repository, notifier, messages_written or MessagesWritten()),
             shadows=ShadowService(repository, notifier),
-            support_bundles=SupportBundleService(repository, notifier),
+            support_bundles=SupportBundleService(repository, notifier, presence),
             dashboards=DashboardService(repository),
             releases=ReleaseService(repository, repository, pki_service),
             logs=logs or LogService(repository),
             alerts=AlertService(repository, presence),
+            log_levels=log_levels,
             secrets=secrets,
             claims=ClaimService(
                 repository,

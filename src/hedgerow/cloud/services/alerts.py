@@ -29,7 +29,7 @@ from hedgerow.cloud.alerting import (
 )
 from hedgerow.cloud.domain import CertificateKind, Core
 from hedgerow.cloud.errors import CloudError, InvalidInput
-from hedgerow.cloud.services.cores import Presence, presence_unknown
+from hedgerow.cloud.services.cores import Presence, presence_of, presence_unknown
 from hedgerow.cloud.storage.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,8 @@ class AlertService:
     def _core_state(self, core: Core, live: Any, kinds: set[AlertKind], now: float) -> CoreState:
         beat = core.heartbeat or {}
         last_seen = core.last_seen.timestamp() if core.last_seen else None
-        connected = True if live is None else core.name in live
+        known = presence_of(live, core.name)
+        connected = True if known is None else known
         if connected:
             self._offline_since.pop(core.name, None)
         elif core.name not in self._offline_since and last_seen is not None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from hedgerow.cloud import core_bundle as bundle
 from hedgerow.cloud.domain import CertificateKind, Core, Endpoint
 from hedgerow.cloud.pki_service import PKIService
+from hedgerow.cloud.services.log_levels import LogLevelService
 from hedgerow.cloud.services.membership import MembershipService
 from hedgerow.cloud.services.notify import Notifier
 from hedgerow.cloud.storage.cores import CoreStore
@@ -26,12 +27,38 @@ class PublicEndpoints:
 
 
 #: the names of the cores with a live MQTT session at this process's endpoint, or None
-#: when it cannot tell (no embedded broker)
+#: when it cannot tell (no MQTT endpoint); with an external broker a ``ReportedPresence``
 Presence = Callable[[], Collection[str] | None]
 
 
 def presence_unknown() -> Collection[str] | None:
     return None
+
+
+@dataclass(frozen=True)
+class ReportedPresence(Collection[str]):
+    """Presence as the cores report it through an external broker (``contract.Presence``,
+    their retained message and will): the connected ones, among those that report at all
+    (cores from before presence existed are unknown, not offline)."""
+
+    connected: frozenset[str] = frozenset()
+    reporting: frozenset[str] = frozenset()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.connected
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.connected)
+
+    def __len__(self) -> int:
+        return len(self.connected)
+
+
+def presence_of(live: Collection[str] | None, core: str) -> bool | None:
+    """Whether ``core`` is connected; None: not known here."""
+    if live is None or (isinstance(live, ReportedPresence) and core not in live.reporting):
+        return None
+    return core in live
 
 
 @dataclass(frozen=True)
@@ -49,6 +76,7 @@ class CoreService:
         endpoints: Callable[[], PublicEndpoints],
         membership: MembershipService,
         presence: Presence = presence_unknown,
+        log_levels: LogLevelService | None = None,
     ) -> None:
         """``endpoints`` says where the cloud listens; it is asked when a bundle is built
         (the listeners bind their ports after the services exist)."""
@@ -58,12 +86,14 @@ class CoreService:
         self.endpoints = endpoints
         self.membership = membership
         self.presence = presence
+        #: the group's log levels set from the cloud go to its new core (retained)
+        self.log_levels = log_levels
 
     def _with_presence(self, cores: list[Core]) -> list[Core]:
         live = self.presence()
         if live is None:
             return cores
-        return [replace(core, connected=core.name in live) for core in cores]
+        return [replace(core, connected=presence_of(live, core.name)) for core in cores]
 
     def _bundle(self, core: str, group: str, cert_pem: str, key_pem: str) -> bytes:
         endpoints = self.endpoints()
@@ -85,6 +115,8 @@ class CoreService:
         assert identity.private_key_pem is not None
         log.info("core.created name=%s group=%s", name, group)
         await self.membership.announce([group])
+        if self.log_levels is not None:
+            await self.log_levels.announce(group)
         return CreatedCore(
             core, self._bundle(name, group, identity.certificate_pem, identity.private_key_pem)
         )

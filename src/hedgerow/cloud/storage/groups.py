@@ -104,6 +104,37 @@ class GroupStore(Store):
             s.flush()
             return self._group_entity(s, row)
 
+    def log_levels(self, group: str) -> dict[str, Any]:
+        """The group's log levels set from the cloud: ``{"core": NAME | None, "functions":
+        {function: NAME}}`` (both empty when none is set)."""
+        with self._tx() as s:
+            return _levels(self._group(s, group).log_levels)
+
+    def update_log_levels(
+        self, group: str, core: str | None, functions: dict[str, str | None], *, set_core: bool
+    ) -> dict[str, Any]:
+        """Merge in: ``core`` when ``set_core`` (None: the config file's again); a function
+        whose level is None is removed. Returns the result."""
+        with self._tx() as s:
+            row = self._group(s, group)
+            levels = _levels(row.log_levels)
+            if set_core:
+                levels["core"] = core
+            merged = {**levels["functions"], **functions}
+            levels["functions"] = {k: v for k, v in sorted(merged.items()) if v is not None}
+            row.log_levels = levels
+            return _levels(levels)
+
+    def all_log_levels(self) -> dict[str, dict[str, Any]]:
+        """Every group with log levels set: group name → levels."""
+        with self._tx() as s:
+            rows = s.execute(
+                sa.select(GroupRow.name, GroupRow.log_levels).where(
+                    GroupRow.log_levels.is_not(None)
+                )
+            ).all()
+            return {name: _levels(levels) for name, levels in rows if levels}
+
     def delete_group(self, name: str) -> list[str]:
         """Delete a group and everything only it owns; returns the certificates it revoked."""
         with self._tx() as s:
@@ -178,3 +209,8 @@ class GroupStore(Store):
                     not_after=ca.not_after,
                 )
             )
+
+
+def _levels(stored: dict[str, Any] | None) -> dict[str, Any]:
+    stored = stored or {}
+    return {"core": stored.get("core"), "functions": dict(stored.get("functions") or {})}

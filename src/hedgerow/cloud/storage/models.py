@@ -40,6 +40,9 @@ class GroupRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc)
     #: ``{"site": "berlin"}``: what a rollout selects groups by
     labels: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    #: ``{"core": LEVEL | None, "functions": {NAME: LEVEL}}``: set from the cloud, sent to
+    #: the group's core retained (``hedgerow.contract.logs.LogLevels``), no deployment
+    log_levels: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class GroupCARow(Base):
@@ -296,6 +299,8 @@ class SupportBundleRow(Base):
     received_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     size: Mapped[int | None] = mapped_column(Integer, nullable=True)
     data: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    #: the request waits for an offline core until then (NULL: rows from before 0010)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class ClaimTemplateRow(Base):
