@@ -163,7 +163,7 @@ async def test_delivery_retries_until_the_server_takes_it() -> None:
         await task
 
 
-async def test_with_no_rules_the_fleet_is_not_read_and_removed_rules_resolve(
+async def test_with_no_rules_the_fleet_is_not_read_at_all(
     tmp_path: Path,
 ) -> None:
     """Every replica evaluates every second: without rules it must not read every core."""
