@@ -130,8 +130,13 @@ class RuntimeUpdater:
                 pip = [str(target / "bin" / "python"), "-m", "pip", *pip_args]
             await self._run(version, "pip install", *pip)
             launcher.write_atomic(target / launcher.READY_MARKER, version.encode())
+        except asyncio.CancelledError:
+            # a newer deployment superseded this one: no half-made environment stays
+            await asyncio.shield(asyncio.to_thread(shutil.rmtree, target, True))
+            log.info("core.update.install_cancelled version=%s", version)
+            raise
         finally:
-            await asyncio.to_thread(shutil.rmtree, wheelhouse, True)
+            await asyncio.shield(asyncio.to_thread(shutil.rmtree, wheelhouse, True))
         log.info("core.update.installed version=%s env=%s", version, target)
 
     async def _run(self, version: str, step: str, *command: str) -> None:
@@ -150,6 +155,10 @@ class RuntimeUpdater:
             process.kill()
             await process.wait()
             raise UpdateError(version, f"{step} took more than {self.install_timeout:g} s") from exc
+        except asyncio.CancelledError:
+            process.kill()
+            await asyncio.shield(process.wait())
+            raise
         if process.returncode != 0:
             tail = output.decode("utf-8", "replace").strip().splitlines()[-3:]
             raise UpdateError(

@@ -358,12 +358,18 @@ class DeploymentStore(FunctionStore, SubscriptionStore):
                 )
             group = s.scalar(sa.select(GroupRow.name).where(GroupRow.id == row.group_id))
             seen = s.scalar(
-                sa.select(DeploymentEventRow.id).where(
+                sa.select(DeploymentEventRow).where(
                     DeploymentEventRow.deployment_id == deployment_id,
                     DeploymentEventRow.status == status.value,
                 )
             )
             if seen is not None:  # the same report again (several cloud processes, a resend)
+                if status is DeploymentStatus.SUPERSEDED and detail and seen.detail != detail:
+                    # the cloud said "superseded by X" when X was made; the core's report
+                    # says what it cancelled and undid: that account replaces it
+                    seen.detail = row.detail = detail
+                    row.updated_at = now()
+                    s.flush()
                 return self._deployment_entity(s, row, str(group))
             at = now()
             if row.status != DeploymentStatus.SUPERSEDED.value:  # a late report: an event
