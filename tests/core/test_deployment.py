@@ -608,3 +608,21 @@ def test_supersede_rules() -> None:
     assert Phase.HANDING_OVER not in UNDO
     assert UNDO[Phase.CHECKING] == Undo(roll_back=False, unstage=False, drop_artifacts=False)
     assert UNDO[Phase.APPLYING].roll_back and not UNDO[Phase.FETCHING].roll_back
+
+
+async def test_a_success_keeps_only_the_artifacts_current_and_previous_name(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="hedgerow.core.deployment")
+    agent, api, _applier, _reports = setup
+    codes = [function_zip("fn", f"def handler(e, c):\n    return {n}\n") for n in range(3)]
+    for n, code in enumerate(codes, 1):
+        api.add(document(f"d-{n}", functions=(function_entry("fn", code),)), artifacts={"fn": code})
+        assert await agent.deploy(f"d-{n}") == SUCCESS
+    shas = [hashlib.sha256(code).hexdigest() for code in codes]
+    assert agent.store.stored_artifacts() == sorted(shas[1:])  # d-3 runs, d-2 to roll back to
+    (pruned,) = [r.getMessage() for r in caplog.records if "artifacts_pruned" in r.getMessage()]
+    assert pruned == f"core.deployment.artifacts_pruned removed=1 freed_bytes={len(codes[0])}"
+    # a restart verifies and applies both kept deployments from disk
+    assert (await agent.verify_stored("d-3")).deployment_id == "d-3"
+    assert (await agent.verify_stored("d-2")).deployment_id == "d-2"

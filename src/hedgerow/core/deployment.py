@@ -308,6 +308,12 @@ class DeploymentStore:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
+    def stored_artifacts(self) -> list[str]:
+        """The sha256 of every stored artifact."""
+        if not self.artifacts_dir.is_dir():
+            return []
+        return sorted(p.stem for p in self.artifacts_dir.glob("*.zip"))
+
     def remove_artifacts(self, sha256s: Iterable[str], keep: Iterable[str]) -> int:
         """Remove the artifacts ``sha256s`` not in ``keep``; returns the bytes freed."""
         kept = set(keep)
@@ -818,6 +824,7 @@ class DeploymentAgent:
             self.store.commit(deployment_id, previous)
             self.current = doc
             self.refused = ()
+            self._prune_artifacts()
             self._report(deployment_id, SUCCESS)
             return SUCCESS
         self.failed.add(deployment_id)
@@ -879,17 +886,46 @@ class DeploymentAgent:
             self.handed_over.add(deployment_id)
             self.restart()
             return ROLLED_BACK
-        updater.commit(trial)
+        freed = updater.commit(trial)
         previous = self.current.deployment_id if self.current else None
         self.store.commit(deployment_id, previous)
         self.current = doc
         self.refused = ()
+        freed += self._prune_artifacts()
+        log.info(
+            "core.update.freed version=%s previous=%s freed_bytes=%d",
+            trial.version,
+            trial.previous,
+            freed,
+        )
         self._report(
             deployment_id,
             SUCCESS,
             f"core updated {trial.previous_version or trial.previous} -> {trial.version}",
         )
         return SUCCESS
+
+    def _prune_artifacts(self) -> int:
+        """After a success: remove the artifacts (function code, a release's wheels) that
+        neither ``current`` nor ``previous`` names — they are what a restart verifies and a
+        rollback applies. Returns the bytes freed."""
+        keep: list[str] = []
+        for deployment_id in (self.store.pointer("current"), self.store.pointer("previous")):
+            if not deployment_id:
+                continue
+            kept = self._stored(deployment_id)
+            if kept is None:
+                return 0  # a document that does not load: remove nothing it might name
+            keep += [sha for sha, _ in kept.artifacts()]
+        stored = self.store.stored_artifacts()
+        freed = self.store.remove_artifacts(stored, keep)
+        if freed:
+            log.info(
+                "core.deployment.artifacts_pruned removed=%d freed_bytes=%d",
+                len(set(stored) - set(keep)),
+                freed,
+            )
+        return freed
 
     def _current_dict(self) -> dict[str, Any] | None:
         return self.current.as_dict() if self.current else None
