@@ -6,13 +6,16 @@ on starts the release ``runtime/current`` names. Two releases built from this tr
 (``tests/e2e/releases.py``): one with a bumped version, which installs offline from the
 wheelhouse into its own virtual environment, starts, checks its health and commits; and one
 whose entry point raises, which the launcher starts twice, then rolls back to the previous
-environment. Throughout, every reading the core acknowledged reaches the cloud.
+environment; the group's core version goes back to the one that runs, so the next plain
+deployment does not try the failed release again. Throughout, every reading the core
+acknowledged reaches the cloud.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -20,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import CORE, EXAMPLES, System, running_system
+from tests.e2e.harness import CORE, EXAMPLES, GROUP, System, running_system
 from tests.e2e.publisher import THING, Publisher, wait_all_stored
 from tests.e2e.releases import Releases, deploy_core_version
 
@@ -131,6 +134,22 @@ async def test_update_the_core_then_roll_back_a_release_that_fails_at_start(
                 lambda: heartbeat_version(system) == releases.good_version, 30, "rolled back"
             )
             print(f"failed update rolled back in {took:.1f} s")
+            # the group's core version is back to what runs, and the operator is told why
+            assert f"group {GROUP}'s core version is back to {releases.good_version}" in detail
+            assert f"back to {releases.good_version}" in update.done.stderr, update.done.stderr
+            group = await asyncio.to_thread(system.api, f"/api/v1/groups/{GROUP}")
+            assert group["settings"]["core_version"] == releases.good_version, group
+            # so the next deployment does not try the failed release again
+            plain = await asyncio.to_thread(system.deploy)
+            assert "Success" in plain.stdout, plain.stdout + plain.stderr
+            assert "installing" not in plain.stdout and "core update" not in plain.stdout
+            assert await asyncio.to_thread(heartbeat_version, system) == releases.good_version
+            # and the failed release's wheel is not kept: no kept deployment names it
+            failing_sha = hashlib.sha256(releases.failing.read_bytes()).hexdigest()
+            good_sha = hashlib.sha256(releases.good.read_bytes()).hexdigest()
+            artifacts = tmp_path / "core" / "deployments" / "artifacts"
+            assert (artifacts / f"{good_sha}.zip").exists()
+            assert not (artifacts / f"{failing_sha}.zip").exists()
             acked_before = len(publisher.acked)
             await publisher.wait_acked(acked_before + 20, 60, "readings after the rollback")
         finally:
