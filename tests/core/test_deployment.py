@@ -626,3 +626,68 @@ async def test_a_success_keeps_only_the_artifacts_current_and_previous_name(
     # a restart verifies and applies both kept deployments from disk
     assert (await agent.verify_stored("d-3")).deployment_id == "d-3"
     assert (await agent.verify_stored("d-2")).deployment_id == "d-2"
+
+
+class HangingInstall:
+    """A ``RuntimeUpdater`` whose install of a release never finishes (the real one is
+    cancelled for real in tests/core/test_runtime.py); records what it was asked."""
+
+    running_version = "1.0"
+
+    def __init__(self) -> None:
+        self.installing = asyncio.Event()
+        self.cancelled = False
+        self.switched: list[str] = []
+
+    def needs(self, release: object) -> bool:
+        return release is not None
+
+    def trial(self) -> None:
+        return None
+
+    async def install(self, release: object, wheels: Mapping[str, Path]) -> None:
+        self.installing.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+
+    def switch(self, version: str, deployment_id: str) -> None:
+        self.switched.append(version)
+
+
+async def test_a_newer_deployment_cancels_a_core_update_while_it_installs(
+    setup: Setup,
+) -> None:
+    agent, api, applier, reports = setup
+    updater = HangingInstall()
+    agent.updater = updater  # type: ignore[assignment]
+    wheel = b"not really a wheel, only its bytes matter here"
+    sha = hashlib.sha256(wheel).hexdigest()
+    release = {
+        "version": "2.0",
+        "wheels": [
+            {"filename": "hedgerow-2.0-py3-none-any.whl", "sha256": sha, "size": len(wheel)}
+        ],
+    }
+    update = json.loads(document("d-1", created_at="2026-12-01T10:00:00Z"))
+    update["core_version"] = release
+    api.add(json.dumps(update), artifacts={"w": wheel})
+    api.add(document("d-2", created_at="2026-12-01T10:01:00Z"))
+    worker = asyncio.create_task(agent.run())
+    try:
+        agent.request("d-1")
+        async with asyncio.timeout(20):
+            await updater.installing.wait()
+        agent.request("d-2")
+        await _until(lambda: agent.results.get("d-2") is not None, "d-2 done")
+    finally:
+        worker.cancel()
+    assert updater.cancelled and updater.switched == []  # never handed over
+    assert agent.results == {"d-1": "Superseded", "d-2": SUCCESS}
+    (final,) = [r for r in reports if r[0] == "d-1" and r[1] == "Superseded"]
+    assert final[2] == "superseded by d-2: cancelled while installing, nothing applied"
+    assert applier.applied == ["d-2"]
+    assert not agent.store.artifact_path(sha).exists()  # the wheel only d-1 named
+    assert not (agent.store.directory / "d-1.json").exists()
