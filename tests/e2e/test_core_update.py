@@ -7,7 +7,8 @@ on starts the release ``runtime/current`` names. Two releases built from this tr
 wheelhouse into its own virtual environment, starts, checks its health and commits; and one
 whose entry point raises, which the launcher starts twice, then rolls back to the previous
 environment; the group's core version goes back to the one that runs, so the next plain
-deployment does not try the failed release again. Throughout, every reading the core
+deployment does not try the failed release again. A third release, updated to last, leaves
+exactly two environments: its own and the one to roll back to. Throughout, every reading the core
 acknowledged reaches the cloud.
 """
 
@@ -79,7 +80,7 @@ async def test_update_the_core_then_roll_back_a_release_that_fails_at_start(
         core_pid = system.procs["core"].popen.pid
         base_version = await asyncio.to_thread(heartbeat_version, system)
 
-        for wheel in (releases.good, releases.failing):
+        for wheel in (releases.good, releases.failing, releases.later):
             uploaded = await asyncio.to_thread(
                 system.cloud, "release", "upload", str(wheel),
                 "--wheelhouse", str(releases.wheelhouse), "--json",
@@ -168,7 +169,28 @@ async def test_update_the_core_then_roll_back_a_release_that_fails_at_start(
             lambda: heartbeat_version(system) == releases.good_version, 60, "its heartbeat"
         )
 
-        # 4. nothing the core acknowledged was lost across all the restarts
+        # 4. a third update: the running and the rollback environment stay, the rolled-back
+        # release's goes, and the core logs the bytes it freed
+        update = await asyncio.to_thread(deploy_core_version, system, releases.later_version)
+        assert update.deployment["status"] == "Success", update.deployment
+        await wait_for(
+            lambda: heartbeat_version(system) == releases.later_version, 30, "the third version"
+        )
+        venvs = sorted(p.name for p in (runtime / "venvs").iterdir())
+        assert venvs == sorted([releases.good_version, releases.later_version]), venvs
+        logs = sorted((tmp_path / "core" / "logs").glob("core.log*"), reverse=True)  # oldest first
+        cleaned = [
+            line
+            for log in logs
+            for line in log.read_text().splitlines()
+            if "core.update.cleaned" in line
+        ]
+        assert "removed=1" in cleaned[-1] and releases.failing_version not in venvs, cleaned
+        freed = int(cleaned[-1].rsplit("freed_bytes=", 1)[1])
+        assert freed > 1_000_000, cleaned  # a whole environment
+        print(f"update to {releases.later_version} took {update.took:.1f} s, freed {freed} bytes")
+
+        # 5. nothing the core acknowledged was lost across all the restarts
         acked = set(publisher.acked)
         await wait_all_stored(system, acked, 60)
         print(f"{len(acked)} readings acknowledged, all stored; reconnects {publisher.reconnects}")
