@@ -11,6 +11,7 @@ import zipfile
 
 from hedgerow import pki
 from hedgerow.contract import DeploymentDocument
+from hedgerow.contract.deployment import DeploymentStatus, StatusReport
 
 from .conftest import Cloud
 from .test_api import error_of, upload
@@ -85,3 +86,69 @@ async def test_release_signed_named_by_a_deployment_and_protected(cloud: Cloud) 
     assert shown["size"] == sum(w["size"] for w in made["wheels"])
     missing = await cloud.api.get("/api/v1/releases/7.0")
     assert missing.status_code == 404
+
+
+async def report(cloud: Cloud, deployment_id: str, status: str, detail: str) -> None:
+    await cloud.server.services.deployments.record_status(
+        "pi-1", StatusReport(deployment_id, DeploymentStatus(status), detail).to_json()
+    )
+
+
+async def carried(cloud: Cloud, deployment_id: str) -> str | None:
+    _, text, _ = await asyncio.to_thread(
+        cloud.server.services.repository.deployment_document, deployment_id
+    )
+    release = DeploymentDocument.from_json(text).core_version
+    return release.version if release is not None else None
+
+
+async def test_a_failed_update_puts_the_groups_core_version_back(cloud: Cloud) -> None:
+    for version in ("9.1.0", "9.2.0"):
+        own = await uploaded(cloud, "hedgerow", version)
+        await cloud.ok("POST", "/api/v1/releases", json={"wheels": [own]})
+    await cloud.ok("POST", "/api/v1/groups", json={"name": "g"})
+    await cloud.ok("POST", "/api/v1/cores", json={"name": "pi-1", "group": "g"})
+
+    async def group_version() -> str | None:
+        group = await cloud.ok("GET", "/api/v1/groups/g")
+        version: str | None = group["settings"].get("core_version")
+        return version
+
+    # never updated before: a failed first update leaves the group naming no version
+    first = await cloud.ok("POST", "/api/v1/groups/g/deployments", json={"core_version": "9.2.0"})
+    await report(cloud, first["deployment_id"], "Failure", "core update to 9.2.0: pip failed")
+    assert await group_version() is None
+    shown = await cloud.ok("GET", f"/api/v1/deployments/{first['deployment_id']}")
+    assert shown["status"] == "Failure"
+    assert shown["detail"] == (
+        "core update to 9.2.0: pip failed; group g's core version is back to none (the core "
+        "keeps the version it runs); deploy --core-version 9.2.0 to try 9.2.0 again"
+    )
+    plain = await cloud.ok("POST", "/api/v1/groups/g/deployments", json={})
+    assert await carried(cloud, plain["deployment_id"]) is None  # no retry of 9.2.0
+    await report(cloud, plain["deployment_id"], "Success", "")
+
+    # 9.1.0 takes; 9.2.0 is rolled back: the group is back on 9.1.0, and says why
+    good = await cloud.ok("POST", "/api/v1/groups/g/deployments", json={"core_version": "9.1.0"})
+    await report(cloud, good["deployment_id"], "Success", "core updated 0.1.0 -> 9.1.0")
+    bad = await cloud.ok("POST", "/api/v1/groups/g/deployments", json={"core_version": "9.2.0"})
+    assert await group_version() == "9.2.0"
+    why = "version 9.2.0 did not start (2 attempts): RuntimeError: boom"
+    await report(cloud, bad["deployment_id"], "RolledBack", why)
+    assert await group_version() == "9.1.0"
+    shown = await cloud.ok("GET", f"/api/v1/deployments/{bad['deployment_id']}")
+    assert shown["detail"].startswith(why + "; group g's core version is back to 9.1.0;")
+    assert [e["detail"] for e in shown["events"] if e["status"] == "RolledBack"] == [why]
+    after = await cloud.ok("POST", "/api/v1/groups/g/deployments", json={})
+    assert await carried(cloud, after["deployment_id"]) == "9.1.0"
+    await report(cloud, after["deployment_id"], "Success", "")
+
+    # a failure that is not the update's (the core runs the release already): nothing moves
+    broken = await cloud.ok("POST", "/api/v1/groups/g/deployments", json={})
+    await report(cloud, broken["deployment_id"], "RolledBack", "functions not healthy")
+    assert await group_version() == "9.1.0"
+    # a late report for a deployment a newer one replaced: the newer one's word stands
+    late = await cloud.ok("POST", "/api/v1/groups/g/deployments", json={"core_version": "9.2.0"})
+    await cloud.ok("POST", "/api/v1/groups/g/deployments", json={})
+    await report(cloud, late["deployment_id"], "RolledBack", "version 9.2.0 did not start")
+    assert await group_version() == "9.2.0"

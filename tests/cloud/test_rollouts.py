@@ -69,6 +69,25 @@ async def test_a_newer_deployment_supersedes_and_the_deadline_fails(built: Built
     assert (await deployments.get(third.id)).status == "Success"
 
 
+async def test_the_cores_account_of_a_superseded_deployment_replaces_the_clouds(
+    built: Built,
+) -> None:
+    await fleet(built)
+    deployments = built.services.deployments
+    old = await deployments.deploy("site-0")
+    newer = await deployments.deploy("site-0")
+    account = f"superseded by {newer.id}: cancelled while applying, rolled back to d-0"
+    for _ in range(2):  # a resend changes nothing more
+        await built.services.deployments.record_status(
+            "core-0", StatusReport(old.id, DeploymentStatus.SUPERSEDED, account).to_json()
+        )
+    after = await deployments.get(old.id)
+    assert after.status == "Superseded" and after.detail == account
+    assert [(e.status, e.detail) for e in after.events if e.status == "Superseded"] == [
+        ("Superseded", account)
+    ]
+
+
 async def test_a_rollout_pauses_on_a_failure_restores_it_and_completes_after_resume(
     built: Built,
 ) -> None:

@@ -452,3 +452,242 @@ async def test_a_stuck_deployment_fails_at_its_deadline_and_the_next_one_runs(
     assert d2[-1][2].startswith("deadline exceeded") and "rolled back" in d2[-1][2]
     assert agent.results["d-3"] == SUCCESS
     assert applier.applied == ["d-1", "d-2", "d-1", "d-3"]  # d-2, rolled back, then d-3
+
+
+async def _until(predicate: object, what: str, timeout: float = 20) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():  # type: ignore[operator]
+            await asyncio.sleep(0.01)
+
+
+async def test_a_newer_deployment_cancels_a_hanging_health_check_and_runs_at_once(
+    setup: Setup, tmp_path: Path
+) -> None:
+    agent, api, applier, reports = setup
+    shared, own = function_zip("shared"), function_zip("own", "def handler(e, c):\n    return 1\n")
+    api.add(
+        document("d-1", created_at="2026-12-01T10:00:00+00:00"),
+        artifacts={"s": shared},
+    )
+    assert await agent.deploy("d-1") == SUCCESS
+    hang = asyncio.Event()  # never set: a health check that never returns
+    healthy = applier.health
+
+    async def hangs(doc: DeploymentDocument, limit_s: float) -> str | None:
+        if doc.deployment_id == "d-2":
+            await hang.wait()
+        return await healthy(doc, limit_s)
+
+    applier.health = hangs  # type: ignore[method-assign]
+    functions = (function_entry("shared", shared), function_entry("own", own))
+    api.add(
+        document("d-2", functions=functions, created_at="2026-12-01T10:01:00+00:00"),
+        artifacts={"s": shared, "o": own},
+    )
+    api.add(
+        document("d-3", functions=functions[:1], created_at="2026-12-01T10:02:00+00:00"),
+        artifacts={"s": shared},
+    )
+    worker = asyncio.create_task(agent.run())
+    try:
+        agent.request("d-2")
+        await _until(lambda: "d-2" in applier.applied, "d-2 applied")
+        started = asyncio.get_running_loop().time()
+        agent.request("d-3")
+        await _until(lambda: agent.results.get("d-3") is not None, "d-3 done")
+        took = asyncio.get_running_loop().time() - started
+    finally:
+        worker.cancel()
+    assert agent.results["d-2"] == "Superseded" and agent.results["d-3"] == SUCCESS
+    assert took < 10, took  # not the 300 s deadline, not the health timeout
+    assert applier.applied == ["d-1", "d-2", "d-1", "d-3"]  # d-2 undone, then d-3
+    (final,) = [r for r in reports if r[0] == "d-2" and r[1] == "Superseded"]
+    assert final[2] == "superseded by d-3: cancelled while applying, rolled back to d-1"
+    store = agent.store
+    assert (
+        not (store.directory / "d-2.json").exists() and not (store.directory / "d-2.sig").exists()
+    )
+    own_sha = hashlib.sha256(own).hexdigest()
+    assert not store.artifact_path(own_sha).exists()  # only d-2 named it
+    assert store.has_artifact(hashlib.sha256(shared).hexdigest())  # d-3 needs it
+    assert store.pointer("current") == "d-3" and store.pointer("previous") == "d-1"
+    assert "d-2" in agent.failed  # never retried
+
+
+async def test_a_newer_deployment_cancels_a_slow_download_before_anything_is_staged(
+    setup: Setup,
+) -> None:
+    agent, api, applier, reports = setup
+    slow, fast = function_zip("slow"), function_zip("fast")
+    api.add(
+        document(
+            "d-1", functions=(function_entry("slow", slow),), created_at="2026-12-01T10:00:00Z"
+        ),
+        artifacts={"s": slow},
+    )
+    api.add(
+        document(
+            "d-2", functions=(function_entry("fast", fast),), created_at="2026-12-01T10:05:00Z"
+        ),
+        artifacts={"f": fast},
+    )
+    slow_sha = hashlib.sha256(slow).hexdigest()
+    downloading = asyncio.Event()
+    never = asyncio.Event()
+    fetch = api.artifact
+
+    async def crawls(sha256: str) -> bytes:
+        if sha256 == slow_sha:
+            downloading.set()
+            await never.wait()  # a download that does not finish
+        return await fetch(sha256)
+
+    api.artifact = crawls  # type: ignore[method-assign]
+    worker = asyncio.create_task(agent.run())
+    try:
+        agent.request("d-1")
+        async with asyncio.timeout(20):
+            await downloading.wait()
+        agent.request("d-2")
+        await _until(lambda: agent.results.get("d-2") is not None, "d-2 done")
+    finally:
+        worker.cancel()
+    assert agent.results == {"d-1": "Superseded", "d-2": SUCCESS}
+    assert applier.applied == ["d-2"]  # d-1 never touched the core: nothing to roll back
+    (final,) = [r for r in reports if r[0] == "d-1" and r[1] == "Superseded"]
+    assert final[2] == "superseded by d-2: cancelled while fetching, nothing applied"
+    assert not agent.store.artifact_path(slow_sha).exists()
+    assert not (agent.store.directory / "d-1.json").exists()
+
+
+async def test_an_older_deployment_never_cancels_the_one_in_progress(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="hedgerow.core.deployment")
+    agent, api, applier, _reports = setup
+    gate = asyncio.Event()
+    healthy = applier.health
+
+    async def waits(doc: DeploymentDocument, limit_s: float) -> str | None:
+        if doc.deployment_id == "d-new":
+            await gate.wait()
+        return await healthy(doc, limit_s)
+
+    applier.health = waits  # type: ignore[method-assign]
+    api.add(document("d-new", created_at="2026-12-01T10:05:00Z"))
+    api.add(document("d-old", created_at="2026-12-01T10:00:00Z"))  # e.g. a retained notice
+    worker = asyncio.create_task(agent.run())
+    try:
+        agent.request("d-new")
+        await _until(lambda: "d-new" in applier.applied, "d-new applied")
+        agent.request("d-old")
+        await _until(
+            lambda: any("not_superseded id=d-new by=d-old" in r.message for r in caplog.records),
+            "the watch's verdict on d-old",
+        )
+        assert agent.in_progress == "d-new"
+        gate.set()
+        await _until(lambda: agent.results.get("d-old") is not None, "d-old handled")
+    finally:
+        worker.cancel()
+    assert agent.results == {"d-new": SUCCESS, "d-old": OLDER}
+    assert applier.applied == ["d-new"]
+
+
+def test_supersede_rules() -> None:
+    from hedgerow.core.supersede import UNDO, Phase, Undo, made_before, supersedes
+
+    early = {"deployment_id": "a", "created_at": "2026-12-01T10:00:00Z"}
+    late = {"deployment_id": "b", "created_at": "2026-12-01T10:00:01+00:00"}
+    naive = {"deployment_id": "c", "created_at": "2026-12-01T10:00:02"}  # read as UTC
+    assert made_before(early, late) and not made_before(late, early)
+    assert made_before(late, naive)
+    assert not made_before(early, {"deployment_id": "x"}) and not made_before(early, early)
+    assert supersedes(late, early, Phase.APPLYING) and not supersedes(early, late, Phase.APPLYING)
+    assert not supersedes(late, early, Phase.HANDING_OVER)  # a release handed over: never
+    assert Phase.HANDING_OVER not in UNDO
+    assert UNDO[Phase.CHECKING] == Undo(roll_back=False, unstage=False, drop_artifacts=False)
+    assert UNDO[Phase.APPLYING].roll_back and not UNDO[Phase.FETCHING].roll_back
+
+
+async def test_a_success_keeps_only_the_artifacts_current_and_previous_name(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="hedgerow.core.deployment")
+    agent, api, _applier, _reports = setup
+    codes = [function_zip("fn", f"def handler(e, c):\n    return {n}\n") for n in range(3)]
+    for n, code in enumerate(codes, 1):
+        api.add(document(f"d-{n}", functions=(function_entry("fn", code),)), artifacts={"fn": code})
+        assert await agent.deploy(f"d-{n}") == SUCCESS
+    shas = [hashlib.sha256(code).hexdigest() for code in codes]
+    assert agent.store.stored_artifacts() == sorted(shas[1:])  # d-3 runs, d-2 to roll back to
+    (pruned,) = [r.getMessage() for r in caplog.records if "artifacts_pruned" in r.getMessage()]
+    assert pruned == f"core.deployment.artifacts_pruned removed=1 freed_bytes={len(codes[0])}"
+    # a restart verifies and applies both kept deployments from disk
+    assert (await agent.verify_stored("d-3")).deployment_id == "d-3"
+    assert (await agent.verify_stored("d-2")).deployment_id == "d-2"
+
+
+class HangingInstall:
+    """A ``RuntimeUpdater`` whose install of a release never finishes (the real one is
+    cancelled for real in tests/core/test_runtime.py); records what it was asked."""
+
+    running_version = "1.0"
+
+    def __init__(self) -> None:
+        self.installing = asyncio.Event()
+        self.cancelled = False
+        self.switched: list[str] = []
+
+    def needs(self, release: object) -> bool:
+        return release is not None
+
+    def trial(self) -> None:
+        return None
+
+    async def install(self, release: object, wheels: Mapping[str, Path]) -> None:
+        self.installing.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+
+    def switch(self, version: str, deployment_id: str) -> None:
+        self.switched.append(version)
+
+
+async def test_a_newer_deployment_cancels_a_core_update_while_it_installs(
+    setup: Setup,
+) -> None:
+    agent, api, applier, reports = setup
+    updater = HangingInstall()
+    agent.updater = updater  # type: ignore[assignment]
+    wheel = b"not really a wheel, only its bytes matter here"
+    sha = hashlib.sha256(wheel).hexdigest()
+    release = {
+        "version": "2.0",
+        "wheels": [
+            {"filename": "hedgerow-2.0-py3-none-any.whl", "sha256": sha, "size": len(wheel)}
+        ],
+    }
+    update = json.loads(document("d-1", created_at="2026-12-01T10:00:00Z"))
+    update["core_version"] = release
+    api.add(json.dumps(update), artifacts={"w": wheel})
+    api.add(document("d-2", created_at="2026-12-01T10:01:00Z"))
+    worker = asyncio.create_task(agent.run())
+    try:
+        agent.request("d-1")
+        async with asyncio.timeout(20):
+            await updater.installing.wait()
+        agent.request("d-2")
+        await _until(lambda: agent.results.get("d-2") is not None, "d-2 done")
+    finally:
+        worker.cancel()
+    assert updater.cancelled and updater.switched == []  # never handed over
+    assert agent.results == {"d-1": "Superseded", "d-2": SUCCESS}
+    (final,) = [r for r in reports if r[0] == "d-1" and r[1] == "Superseded"]
+    assert final[2] == "superseded by d-2: cancelled while installing, nothing applied"
+    assert applier.applied == ["d-2"]
+    assert not agent.store.artifact_path(sha).exists()  # the wheel only d-1 named
+    assert not (agent.store.directory / "d-1.json").exists()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import os
 import zipfile
 from pathlib import Path
 
@@ -85,3 +86,68 @@ def test_a_missing_dependency_fails_the_install_and_switches_nothing(tmp_path: P
     assert not launcher.env_ready(updater.runtime, "9.9.8")
     assert launcher.current_env(updater.runtime) == launcher.BASE
     assert launcher.read_pending(updater.runtime) is None
+
+
+def test_three_successive_updates_leave_exactly_two_environments(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each update as the core does it: installed by the running version, switched, then
+    committed by the new version (its trial); the running and the rollback environment
+    stay, older ones go, and the log says how many bytes that freed."""
+    caplog.set_level("INFO", logger="hedgerow.core.runtime")
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    data = tmp_path / "data"
+    running_env, running_version = launcher.BASE, "1.0"
+    freed: list[int] = []
+    for version in ("2.0", "3.0", "4.0"):
+        release, stored = release_of(version, wheel(wheels, "hedgerow", version))
+        old = RuntimeUpdater(data, running_env=running_env, running_version=running_version)
+        asyncio.run(old.install(release, stored))
+        old.switch(version, f"d-{version}")
+        if version == "4.0":  # what an install killed by a power cut leaves behind
+            leftover = data / "runtime" / "wheelhouse" / "9.9.9"
+            leftover.mkdir(parents=True)
+            (leftover / "dep-1.0-py3-none-any.whl").write_bytes(b"w" * 1000)
+        new = RuntimeUpdater(data, running_env=version, running_version=version)
+        trial = new.trial()
+        assert trial is not None and trial.previous == running_env
+        freed.append(new.commit(trial))
+        running_env, running_version = version, version
+    runtime = data / "runtime"
+    assert sorted(p.name for p in (runtime / "venvs").iterdir()) == ["3.0", "4.0"]
+    assert launcher.current_env(runtime) == "4.0"
+    assert launcher.read_pointer(runtime, "previous") == "3.0"  # the rollback target stays
+    assert launcher.env_ready(runtime, "3.0") and launcher.env_ready(runtime, "4.0")
+    assert not list((runtime / "wheelhouse").iterdir())
+    assert freed[0] == 0 and freed[1] == 0 and freed[2] > 1000  # venv 2.0 and the leftover
+    pruned = [r.getMessage() for r in caplog.records if "core.update.pruned" in r.getMessage()]
+    assert pruned == [
+        f"core.update.pruned path=venvs/2.0 bytes={freed[2] - 1000}",
+        "core.update.pruned path=wheelhouse/9.9.9 bytes=1000",
+    ]
+    cleaned = [r.getMessage() for r in caplog.records if "core.update.cleaned" in r.getMessage()]
+    assert cleaned[-1] == f"core.update.cleaned kept=3.0,4.0 removed=2 freed_bytes={freed[2]}"
+
+
+async def test_a_cancelled_install_leaves_no_environment_and_no_pip(tmp_path: Path) -> None:
+    """A newer deployment supersedes an update while it installs: pip is killed and the
+    half-made environment removed; a wheelhouse left by an install killed harder goes at
+    the next commit."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    release, stored = release_of("9.9.7", wheel(wheels, "hedgerow", "9.9.7"))
+    updater = RuntimeUpdater(tmp_path / "data", running_version="1.0")
+    target = launcher.env_dir(updater.runtime, "9.9.7")
+    install = asyncio.create_task(updater.install(release, stored))
+    async with asyncio.timeout(60):
+        while not target.exists():  # the venv step has begun
+            await asyncio.sleep(0.01)
+    install.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await install
+    assert not target.exists()
+    assert not (updater.runtime / "wheelhouse" / "9.9.7").exists()
+    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
+    assert children == []  # venv or pip killed and reaped
+    assert launcher.current_env(updater.runtime) == launcher.BASE

@@ -3,7 +3,8 @@
 ``build_releases(root)`` copies the tree (``src``, ``pyproject.toml``, ``README.md``), sets a
 bumped version number in the copy and builds its wheel with ``pip wheel --no-deps`` (the
 build backend comes from the machine's configured index, as for ``make``); a second copy,
-one number higher, gets a ``__main__`` that raises: a release that fails at start. The
+one number higher, gets a ``__main__`` that raises: a release that fails at start; a third,
+one higher again, is a good release to update to last. The
 dependencies' wheels (``pip download``) make the wheelhouse a gateway without internet
 installs from.
 """
@@ -33,6 +34,8 @@ class Releases:
     failing: Path  # the wheel of a version whose entry point raises
     failing_version: str
     wheelhouse: Path  # the dependencies' wheels
+    later: Path  # a third version, to update to after the others (old releases pruned)
+    later_version: str
 
 
 def bumped(version: str, by: int) -> str:
@@ -95,10 +98,12 @@ def build_wheelhouse(root: Path, wheel: Path) -> Path:
 def build_releases(root: Path) -> Releases:
     good_version = bumped(hedgerow.__version__, 1)
     failing_version = bumped(hedgerow.__version__, 2)
+    later_version = bumped(hedgerow.__version__, 3)
     good = build_release(root, good_version)
     failing = build_release(root, failing_version, failing=True)
+    later = build_release(root, later_version)
     wheelhouse = build_wheelhouse(root, good)
-    return Releases(good, good_version, failing, failing_version, wheelhouse)
+    return Releases(good, good_version, failing, failing_version, wheelhouse, later, later_version)
 
 
 @dataclass(frozen=True)

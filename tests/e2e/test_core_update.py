@@ -6,13 +6,17 @@ on starts the release ``runtime/current`` names. Two releases built from this tr
 (``tests/e2e/releases.py``): one with a bumped version, which installs offline from the
 wheelhouse into its own virtual environment, starts, checks its health and commits; and one
 whose entry point raises, which the launcher starts twice, then rolls back to the previous
-environment. Throughout, every reading the core acknowledged reaches the cloud.
+environment; the group's core version goes back to the one that runs, so the next plain
+deployment does not try the failed release again. A third release, updated to last, leaves
+exactly two environments: its own and the one to roll back to. Throughout, every reading the core
+acknowledged reaches the cloud.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -20,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import CORE, EXAMPLES, System, running_system
+from tests.e2e.harness import CORE, EXAMPLES, GROUP, System, running_system
 from tests.e2e.publisher import THING, Publisher, wait_all_stored
 from tests.e2e.releases import Releases, deploy_core_version
 
@@ -76,7 +80,7 @@ async def test_update_the_core_then_roll_back_a_release_that_fails_at_start(
         core_pid = system.procs["core"].popen.pid
         base_version = await asyncio.to_thread(heartbeat_version, system)
 
-        for wheel in (releases.good, releases.failing):
+        for wheel in (releases.good, releases.failing, releases.later):
             uploaded = await asyncio.to_thread(
                 system.cloud, "release", "upload", str(wheel),
                 "--wheelhouse", str(releases.wheelhouse), "--json",
@@ -131,6 +135,22 @@ async def test_update_the_core_then_roll_back_a_release_that_fails_at_start(
                 lambda: heartbeat_version(system) == releases.good_version, 30, "rolled back"
             )
             print(f"failed update rolled back in {took:.1f} s")
+            # the group's core version is back to what runs, and the operator is told why
+            assert f"group {GROUP}'s core version is back to {releases.good_version}" in detail
+            assert f"back to {releases.good_version}" in update.done.stderr, update.done.stderr
+            group = await asyncio.to_thread(system.api, f"/api/v1/groups/{GROUP}")
+            assert group["settings"]["core_version"] == releases.good_version, group
+            # so the next deployment does not try the failed release again
+            plain = await asyncio.to_thread(system.deploy)
+            assert "Success" in plain.stdout, plain.stdout + plain.stderr
+            assert "installing" not in plain.stdout and "core update" not in plain.stdout
+            assert await asyncio.to_thread(heartbeat_version, system) == releases.good_version
+            # and the failed release's wheel is not kept: no kept deployment names it
+            failing_sha = hashlib.sha256(releases.failing.read_bytes()).hexdigest()
+            good_sha = hashlib.sha256(releases.good.read_bytes()).hexdigest()
+            artifacts = tmp_path / "core" / "deployments" / "artifacts"
+            assert (artifacts / f"{good_sha}.zip").exists()
+            assert not (artifacts / f"{failing_sha}.zip").exists()
             acked_before = len(publisher.acked)
             await publisher.wait_acked(acked_before + 20, 60, "readings after the rollback")
         finally:
@@ -149,7 +169,28 @@ async def test_update_the_core_then_roll_back_a_release_that_fails_at_start(
             lambda: heartbeat_version(system) == releases.good_version, 60, "its heartbeat"
         )
 
-        # 4. nothing the core acknowledged was lost across all the restarts
+        # 4. a third update: the running and the rollback environment stay, the rolled-back
+        # release's goes, and the core logs the bytes it freed
+        update = await asyncio.to_thread(deploy_core_version, system, releases.later_version)
+        assert update.deployment["status"] == "Success", update.deployment
+        await wait_for(
+            lambda: heartbeat_version(system) == releases.later_version, 30, "the third version"
+        )
+        venvs = sorted(p.name for p in (runtime / "venvs").iterdir())
+        assert venvs == sorted([releases.good_version, releases.later_version]), venvs
+        logs = sorted((tmp_path / "core" / "logs").glob("core.log*"), reverse=True)  # oldest first
+        cleaned = [
+            line
+            for log in logs
+            for line in log.read_text().splitlines()
+            if "core.update.cleaned" in line
+        ]
+        assert "removed=1" in cleaned[-1] and releases.failing_version not in venvs, cleaned
+        freed = int(cleaned[-1].rsplit("freed_bytes=", 1)[1])
+        assert freed > 1_000_000, cleaned  # a whole environment
+        print(f"update to {releases.later_version} took {update.took:.1f} s, freed {freed} bytes")
+
+        # 5. nothing the core acknowledged was lost across all the restarts
         acked = set(publisher.acked)
         await wait_all_stored(system, acked, 60)
         print(f"{len(acked)} readings acknowledged, all stored; reconnects {publisher.reconnects}")

@@ -613,6 +613,52 @@ class Release:
         }
 
 
+#: A deployment's outcomes after which the core does not run the release it carried.
+FAILED_UPDATE_STATUSES = (DeploymentStatus.FAILURE, DeploymentStatus.ROLLED_BACK)
+
+
+@dataclass(frozen=True)
+class CoreVersionRevert:
+    """A group's ``core_version`` put back after an update that did not take: ``failed``
+    is the release the failed deployment carried, ``restored`` the one of the group's last
+    successful deployment (None: the group names none, its core keeps what it runs)."""
+
+    group: str
+    failed: str
+    restored: str | None
+
+    def note(self) -> str:
+        """What the deployment's detail tells the operator."""
+        back = self.restored or "none (the core keeps the version it runs)"
+        return (
+            f"group {self.group}'s core version is back to {back}; "
+            f"deploy --core-version {self.failed} to try {self.failed} again"
+        )
+
+
+def core_version_after_failure(
+    group: str,
+    *,
+    status: DeploymentStatus,
+    carried: str | None,
+    setting: str | None,
+    last_good: str | None,
+    last_good_stored: bool,
+    newest: bool,
+) -> CoreVersionRevert | None:
+    """Whether a deployment's final ``status`` puts its group's ``core_version`` back
+    (pure). Only when it failed, was the group's newest deployment (a later one is the
+    operator's newer word), carried the release the group still names, and that release is
+    not what the group's last successful deployment ran (then the failure was something
+    else: the core runs that release). It goes back to the last successful deployment's
+    release, or to none when that carried none or was removed since."""
+    if status not in FAILED_UPDATE_STATUSES or not newest:
+        return None
+    if carried is None or setting != carried or last_good == carried:
+        return None
+    return CoreVersionRevert(group, carried, last_good if last_good_stored else None)
+
+
 @dataclass(frozen=True)
 class Message:
     id: int

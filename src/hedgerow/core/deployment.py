@@ -19,6 +19,14 @@ Steps for a new id:
    reported; failure: the previous deployment is applied again and ``RolledBack`` is
    reported with the reason.
 
+A newer deployment supersedes the one in progress: while one runs, every other id the
+cloud names is fetched and verified beside it, and when its document was made after the
+one in progress (``core/supersede.py``, pure) the one in progress is cancelled where it
+stands, undone for its phase (the last good deployment applied again, its staged files and
+the artifacts only it fetched removed), reported ``Superseded``, and the newer one runs
+next — not after the older one's health check or deadline. A release of the core already
+switched to, and that release's trial, are never interrupted.
+
 After a restart ``restore()`` applies the last good deployment from disk, cloud or not —
 but only one that verifies again there: its stored signature (in the key tool's child, as
 above), its addressee, and the sha256 and size of every artifact. A file edited on disk is
@@ -33,15 +41,14 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import datetime as dt
 import hashlib
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from hedgerow.contract.deployment import CoreRelease, DeploymentStatus
 from hedgerow.contract.deployment import DeploymentDocument as WireDocument
@@ -57,6 +64,7 @@ from .plan import plan
 from .routing_table import RoutingError, Subscription
 from .runtime import RuntimeUpdater
 from .secrets import SealedVersion, parse_secrets
+from .supersede import UNDO, Phase, made_before, supersedes
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +73,7 @@ IN_PROGRESS = DeploymentStatus.IN_PROGRESS
 SUCCESS = DeploymentStatus.SUCCESS
 FAILURE = DeploymentStatus.FAILURE
 ROLLED_BACK = DeploymentStatus.ROLLED_BACK
+SUPERSEDED = DeploymentStatus.SUPERSEDED
 
 _ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
@@ -232,6 +241,26 @@ def _failed_file(deployment_id: str, reason: str) -> str:
 EMPTY_DOCUMENT = DeploymentDocument("", "", "", (), (), (), {}, "{}")
 
 
+@dataclass
+class InProgress:
+    """The deployment the worker is applying: how far it got, and what it fetched."""
+
+    deployment_id: str
+    phase: Phase = Phase.CHECKING
+    #: its document, once verified
+    doc: DeploymentDocument | None = None
+    #: artifacts it downloaded (not those already stored)
+    fetched: list[str] = field(default_factory=list)
+
+
+class Superseded(Exception):
+    """A newer deployment (verified) cancels the one in progress."""
+
+    def __init__(self, newer: DeploymentDocument) -> None:
+        super().__init__(newer.deployment_id)
+        self.newer = newer
+
+
 class Applier(Protocol):
     """Puts a deployment into effect (routes, device list, functions)."""
 
@@ -269,6 +298,37 @@ class DeploymentStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         write_atomic(self._doc_file(doc.deployment_id), doc.text.encode())
         write_atomic(self.directory / f"{doc.deployment_id}.sig", signature.encode())
+
+    def unstage(self, deployment_id: str) -> None:
+        """Remove a staged document and its signature (never ``current``'s or
+        ``previous``'s)."""
+        if deployment_id in (self.pointer("current"), self.pointer("previous")):
+            return
+        for path in (self._doc_file(deployment_id), self.directory / f"{deployment_id}.sig"):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def stored_artifacts(self) -> list[str]:
+        """The sha256 of every stored artifact."""
+        if not self.artifacts_dir.is_dir():
+            return []
+        return sorted(p.stem for p in self.artifacts_dir.glob("*.zip"))
+
+    def remove_artifacts(self, sha256s: Iterable[str], keep: Iterable[str]) -> int:
+        """Remove the artifacts ``sha256s`` not in ``keep``; returns the bytes freed."""
+        kept = set(keep)
+        freed = 0
+        for sha256 in dict.fromkeys(sha256s):
+            if sha256 in kept:
+                continue
+            path = self.artifact_path(sha256)
+            try:
+                size = path.stat().st_size
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            freed += size
+        return freed
 
     def pointer(self, name: str) -> str | None:
         try:
@@ -369,12 +429,21 @@ class DeploymentAgent:
         self._queue: asyncio.Queue[str | OfflineFile | None] = asyncio.Queue()
         self.idle = asyncio.Event()
         self.idle.set()
+        #: the deployment being applied (None between deployments)
+        self.run_state: InProgress | None = None
+        #: ids requested and not yet taken by the worker (candidates to supersede)
+        self._waiting: dict[str, None] = {}
+        #: set on every request and phase change: the supersede watch looks again
+        self._changed = asyncio.Event()
 
     # ---- triggers -------------------------------------------------------------------
 
     def request(self, deployment_id: str | OfflineFile | None) -> None:
         """Queue a deployment id (None = ask the cloud for the latest) or an offline file."""
         self.idle.clear()
+        if isinstance(deployment_id, str):
+            self._waiting[deployment_id] = None
+            self._changed.set()
         self._queue.put_nowait(deployment_id)
 
     async def run(self) -> None:
@@ -383,6 +452,8 @@ class DeploymentAgent:
             if self._queue.empty():
                 self.idle.set()
             item = await self._queue.get()
+            if isinstance(item, str):
+                self._waiting.pop(item, None)
             try:
                 if item is None:
                     await self.check_latest()
@@ -496,15 +567,23 @@ class DeploymentAgent:
 
     async def _run_one(self, deployment_id: str, work: Awaitable[str]) -> str | None:
         """One deployment within the deadline: past it, it is failed and the previous
-        deployment applied again, and the queue moves on."""
+        deployment applied again, and the queue moves on. A newer deployment cancels it
+        sooner (``_watch_for_newer``, ``_abandon``)."""
         if self._skip(deployment_id):
             if asyncio.iscoroutine(work):
                 work.close()
             return None
         self.in_progress = deployment_id
+        trial = self.updater.trial() if self.updater is not None else None
+        run = self.run_state = InProgress(
+            deployment_id,
+            Phase.HANDING_OVER
+            if trial is not None and trial.deployment_id == deployment_id
+            else Phase.CHECKING,
+        )
         try:
             async with asyncio.timeout(self.deadline_s):
-                status = await work
+                status = await self._supersedable(run, work)
         except TimeoutError:
             self.failed.add(deployment_id)
             rollback_error = await self._rollback()
@@ -515,8 +594,127 @@ class DeploymentAgent:
             status = FAILURE
         finally:
             self.in_progress = None
+            self.run_state = None
         self.results[deployment_id] = status
         return status
+
+    async def _supersedable(self, run: InProgress, work: Awaitable[str]) -> str:
+        """``work`` with the supersede watch beside it: a newer deployment cancels it, and
+        it is undone and reported ``Superseded``."""
+        outcome: str | Exception
+        newer: DeploymentDocument | None = None
+        try:
+            async with asyncio.TaskGroup() as tg:
+                watch = tg.create_task(
+                    self._watch_for_newer(run), name="deployment-supersede-watch"
+                )
+                try:
+                    outcome = await work
+                except Exception as exc:  # raised below as it came, not in an ExceptionGroup
+                    outcome = exc
+                finally:
+                    watch.cancel()
+        except* Superseded as caught:
+            superseded = caught.exceptions[0]
+            assert isinstance(superseded, Superseded)
+            newer = superseded.newer
+        if newer is not None:
+            return await self._abandon(run, newer)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def _enter(self, phase: Phase, doc: DeploymentDocument | None = None) -> None:
+        """The deployment in progress reached ``phase`` (the supersede watch looks again);
+        a release being handed over stays so."""
+        run = self.run_state
+        if run is None:
+            return
+        if run.phase is not Phase.HANDING_OVER:
+            run.phase = phase
+        if doc is not None:
+            run.doc = doc
+        self._changed.set()
+
+    async def _watch_for_newer(self, run: InProgress) -> NoReturn:
+        """Beside the deployment in progress: every other id requested meanwhile is fetched
+        and verified; one made after the deployment in progress raises ``Superseded``
+        (``core/supersede.py`` decides, by the phase at that moment)."""
+        checked: set[str] = set()
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            for candidate in list(self._waiting):
+                if (
+                    candidate in checked
+                    or candidate == run.deployment_id
+                    or self._skip(candidate)
+                    or run.doc is None
+                    or run.phase not in UNDO
+                ):
+                    continue
+                checked.add(candidate)
+                newer = await self._verified(candidate)
+                if newer is None:
+                    continue
+                if supersedes(newer.as_dict(), run.doc.as_dict(), run.phase):
+                    raise Superseded(newer)
+                log.info(
+                    "core.deployment.not_superseded id=%s by=%s phase=%s",
+                    run.deployment_id,
+                    candidate,
+                    run.phase.value,
+                )
+
+    async def _verified(self, deployment_id: str) -> DeploymentDocument | None:
+        """The cloud's document ``deployment_id``, verified as on arrival (None: it could not
+        be fetched or does not verify; the queue meets it again in its turn)."""
+        try:
+            signed = await self.api.deployment(deployment_id)
+            doc = await verify_document(
+                signed.document, signed.signature, self.verify_key, core=self.core, group=self.group
+            )
+        except Exception as exc:  # the watch must never break the deployment it watches
+            log.info("core.deployment.newer_unchecked id=%s error=%s", deployment_id, exc)
+            return None
+        return doc if doc.deployment_id == deployment_id else None
+
+    async def _abandon(self, run: InProgress, newer: DeploymentDocument) -> str:
+        """Undo the cancelled deployment as far as its phase needs and report it
+        ``Superseded``; the newer one is next in the queue."""
+        deployment_id = run.deployment_id
+        undo = UNDO[run.phase]
+        self.failed.add(deployment_id)
+        rollback_error = await self._rollback() if undo.roll_back else None
+        if undo.unstage:
+            self.store.unstage(deployment_id)
+        freed = 0
+        if undo.drop_artifacts:
+            keep = [sha for sha, _ in newer.artifacts()]
+            for kept in (self.current, self._stored(self.store.pointer("previous"))):
+                if kept is not None:
+                    keep += [sha for sha, _ in kept.artifacts()]
+            freed = self.store.remove_artifacts(run.fetched, keep)
+        log.warning(
+            "core.deployment.superseded id=%s by=%s phase=%s rolled_back=%s freed_bytes=%d",
+            deployment_id,
+            newer.deployment_id,
+            run.phase.value,
+            undo.roll_back,
+            freed,
+        )
+        running = self.current.deployment_id if self.current else "(none)"
+        if rollback_error:
+            outcome = f"rollback to {running} failed: {rollback_error}"
+        elif undo.roll_back:
+            outcome = f"cancelled while {run.phase.value}, rolled back to {running}"
+        else:
+            outcome = f"cancelled while {run.phase.value}, nothing applied"
+        self._report(deployment_id, SUPERSEDED, f"superseded by {newer.deployment_id}: {outcome}")
+        return SUPERSEDED
+
+    def _stored(self, deployment_id: str | None) -> DeploymentDocument | None:
+        return self.store.load(deployment_id) if deployment_id else None
 
     async def deploy_file(self, request: OfflineFile) -> str | None:
         """Apply an offline deployment file: no cloud needed. The same checks and steps as
@@ -591,6 +789,7 @@ class DeploymentAgent:
                     self.current.deployment_id if self.current else None,
                 )
                 return OLDER
+            self._enter(Phase.FETCHING, doc)
             await self._fetch_artifacts(doc, source)
         except keytool.KeytoolError as exc:
             # the signature could not be checked at all: say so (an operator must fix the
@@ -612,6 +811,7 @@ class DeploymentAgent:
             self.updater is None or self.updater.needs(doc.core_version)
         ):
             return await self._update_core(doc, doc.core_version)
+        self._enter(Phase.APPLYING)
         self._report(
             deployment_id, IN_PROGRESS, plan(self._current_dict(), doc.as_dict()).summary()
         )
@@ -624,6 +824,7 @@ class DeploymentAgent:
             self.store.commit(deployment_id, previous)
             self.current = doc
             self.refused = ()
+            self._prune_artifacts()
             self._report(deployment_id, SUCCESS)
             return SUCCESS
         self.failed.add(deployment_id)
@@ -647,6 +848,7 @@ class DeploymentAgent:
             )
             return FAILURE
         running = self.updater.running_version
+        self._enter(Phase.INSTALLING)
         self._report(
             deployment_id, IN_PROGRESS, f"core update {running} -> {release.version}: installing"
         )
@@ -656,6 +858,7 @@ class DeploymentAgent:
             self.failed.add(deployment_id)
             self._report(deployment_id, FAILURE, f"core update to {release.version}: {exc}")
             return FAILURE
+        self._enter(Phase.HANDING_OVER)
         self.updater.switch(release.version, deployment_id)
         self.handed_over.add(deployment_id)
         self._report(
@@ -683,11 +886,18 @@ class DeploymentAgent:
             self.handed_over.add(deployment_id)
             self.restart()
             return ROLLED_BACK
-        updater.commit(trial)
+        freed = updater.commit(trial)
         previous = self.current.deployment_id if self.current else None
         self.store.commit(deployment_id, previous)
         self.current = doc
         self.refused = ()
+        freed += self._prune_artifacts()
+        log.info(
+            "core.update.freed version=%s previous=%s freed_bytes=%d",
+            trial.version,
+            trial.previous,
+            freed,
+        )
         self._report(
             deployment_id,
             SUCCESS,
@@ -695,20 +905,34 @@ class DeploymentAgent:
         )
         return SUCCESS
 
+    def _prune_artifacts(self) -> int:
+        """After a success: remove the artifacts (function code, a release's wheels) that
+        neither ``current`` nor ``previous`` names — they are what a restart verifies and a
+        rollback applies. Returns the bytes freed."""
+        keep: list[str] = []
+        for deployment_id in (self.store.pointer("current"), self.store.pointer("previous")):
+            if not deployment_id:
+                continue
+            kept = self._stored(deployment_id)
+            if kept is None:
+                return 0  # a document that does not load: remove nothing it might name
+            keep += [sha for sha, _ in kept.artifacts()]
+        stored = self.store.stored_artifacts()
+        freed = self.store.remove_artifacts(stored, keep)
+        if freed:
+            log.info(
+                "core.deployment.artifacts_pruned removed=%d freed_bytes=%d",
+                len(set(stored) - set(keep)),
+                freed,
+            )
+        return freed
+
     def _current_dict(self) -> dict[str, Any] | None:
         return self.current.as_dict() if self.current else None
 
     def _older(self, doc: DeploymentDocument) -> bool:
         """Whether ``doc`` was made before the deployment the core runs."""
-        if self.current is None:
-            return False
-        made, running = doc.as_dict().get("created_at"), self.current.as_dict().get("created_at")
-        if not isinstance(made, str) or not isinstance(running, str):
-            return False
-        try:
-            return dt.datetime.fromisoformat(made) < dt.datetime.fromisoformat(running)
-        except ValueError:
-            return False
+        return self.current is not None and made_before(doc.as_dict(), self.current.as_dict())
 
     async def _cloud_artifact(self, sha256: str) -> bytes:
         try:
@@ -735,6 +959,8 @@ class DeploymentAgent:
                     doc.deployment_id, f"artifact {sha256}: size {len(data)} != {size}"
                 )
             self.store.put_artifact(sha256, data)
+            if self.run_state is not None:
+                self.run_state.fetched.append(sha256)
 
     def _artifact_paths(self, doc: DeploymentDocument) -> dict[str, Path]:
         return {sha: self.store.artifact_path(sha) for sha, _ in doc.artifacts()}

@@ -20,18 +20,25 @@ running core's side of the same layout:
    (removes ``pending.json``), or ``roll_back``s and exits for the launcher to start the
    previous one. A version that crashes at start, hangs or is cut off by a power loss
    never commits: the launcher rolls it back (``launcher.decide``).
+4. after a commit, ``prune``: every environment but the running one and the one to roll
+   back to (and an install's leftover wheelhouse) is removed, the bytes freed logged
+   (``core.update.cleaned``); the deployment agent removes the artifacts — a release's
+   wheels among them — that neither its ``current`` nor its ``previous`` deployment names.
+   A cancelled install (a newer deployment superseded it) kills pip and removes its
+   half-made environment at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import logging
 import os
 import shutil
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,8 +137,13 @@ class RuntimeUpdater:
                 pip = [str(target / "bin" / "python"), "-m", "pip", *pip_args]
             await self._run(version, "pip install", *pip)
             launcher.write_atomic(target / launcher.READY_MARKER, version.encode())
+        except asyncio.CancelledError:
+            # a newer deployment superseded this one: no half-made environment stays
+            await asyncio.shield(asyncio.to_thread(shutil.rmtree, target, True))
+            log.info("core.update.install_cancelled version=%s", version)
+            raise
         finally:
-            await asyncio.to_thread(shutil.rmtree, wheelhouse, True)
+            await asyncio.shield(asyncio.to_thread(shutil.rmtree, wheelhouse, True))
         log.info("core.update.installed version=%s env=%s", version, target)
 
     async def _run(self, version: str, step: str, *command: str) -> None:
@@ -150,6 +162,10 @@ class RuntimeUpdater:
             process.kill()
             await process.wait()
             raise UpdateError(version, f"{step} took more than {self.install_timeout:g} s") from exc
+        except asyncio.CancelledError:
+            process.kill()
+            await asyncio.shield(process.wait())
+            raise
         if process.returncode != 0:
             tail = output.decode("utf-8", "replace").strip().splitlines()[-3:]
             raise UpdateError(
@@ -190,11 +206,13 @@ class RuntimeUpdater:
             return None
         return pending
 
-    def commit(self, pending: launcher.Pending) -> None:
+    def commit(self, pending: launcher.Pending) -> int:
+        """Make the trial the running release; older environments go (returns the bytes
+        freed)."""
         launcher.remove_durably(self.runtime / "pending.json")
         launcher.install(self.data_dir)
-        self._prune({pending.version, pending.previous})
         log.info("core.update.committed version=%s previous=%s", pending.version, pending.previous)
+        return self.prune(pending)
 
     def roll_back(self, pending: launcher.Pending, reason: str) -> None:
         launcher.roll_back(self.runtime, pending, reason)
@@ -205,15 +223,35 @@ class RuntimeUpdater:
             reason,
         )
 
-    def _prune(self, keep: set[str]) -> None:
-        """Remove environments that are neither current nor previous (one rollback deep)."""
+    def prune(self, pending: launcher.Pending) -> int:
+        """After a committed update: remove every environment but the running one and the
+        one to roll back to (``pending``'s, and whatever ``current`` and ``previous`` name),
+        and wheelhouses an install left behind. Returns the bytes freed (logged)."""
+        keep = {
+            pending.version,
+            pending.previous,
+            launcher.current_env(self.runtime),
+            launcher.read_pointer(self.runtime, "previous") or launcher.BASE,
+        }
         venvs = self.runtime / "venvs"
-        if not venvs.is_dir():
-            return
-        for entry in venvs.iterdir():
-            if entry.name not in keep:
-                shutil.rmtree(entry, ignore_errors=True)
-                log.info("core.update.pruned env=%s", entry.name)
+        present = [e.name for e in venvs.iterdir()] if venvs.is_dir() else []
+        doomed = [venvs / name for name in stale_envs(present, keep)]
+        wheelhouse = self.runtime / "wheelhouse"  # a killed install's leftovers
+        if wheelhouse.is_dir():
+            doomed += sorted(wheelhouse.iterdir())
+        freed = 0
+        for path in doomed:
+            size = tree_bytes(path)
+            shutil.rmtree(path, ignore_errors=True)
+            freed += size
+            log.info("core.update.pruned path=%s bytes=%d", path.relative_to(self.runtime), size)
+        log.info(
+            "core.update.cleaned kept=%s removed=%d freed_bytes=%d",
+            ",".join(sorted(keep & {*present, launcher.BASE})),
+            len(doomed),
+            freed,
+        )
+        return freed
 
     # ---- outcomes ------------------------------------------------------------------
 
@@ -224,6 +262,22 @@ class RuntimeUpdater:
         outcomes = self.outcomes()
         if any(not o.get("reported") for o in outcomes):
             launcher.write_outcomes(self.runtime, [{**o, "reported": True} for o in outcomes])
+
+
+def stale_envs(present: Iterable[str], keep: Iterable[str]) -> list[str]:
+    """The environments to remove: all of ``present`` but those in ``keep`` (pure)."""
+    kept = set(keep)
+    return sorted(name for name in present if name not in kept)
+
+
+def tree_bytes(path: Path) -> int:
+    """The bytes of the files under ``path`` (symbolic links not followed)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
 
 
 def _fill_wheelhouse(directory: Path, release: CoreRelease, wheels: Mapping[str, Path]) -> None:

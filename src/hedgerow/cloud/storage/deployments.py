@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from collections.abc import Callable
 
@@ -34,6 +35,7 @@ from hedgerow.cloud.storage.models import (
     FunctionVersionRow,
     GroupRow,
     GroupThingRow,
+    ReleaseRow,
     ThingRow,
 )
 from hedgerow.cloud.storage.subscriptions import SubscriptionStore
@@ -114,6 +116,59 @@ class DeploymentStore(FunctionStore, SubscriptionStore):
             )
             s.flush()
             return self._deployment_entity(s, row, group)
+
+    @staticmethod
+    def _revert_core_version(
+        s: Session, row: DeploymentRow, status: DeploymentStatus
+    ) -> domain.CoreVersionRevert | None:
+        """After a failed update, the group's ``core_version`` back to what its core runs
+        (``domain.core_version_after_failure`` decides), in the status report's transaction:
+        whoever reads the failed status reads the group's version put back."""
+        if status not in domain.FAILED_UPDATE_STATUSES:
+            return None
+        group = s.get(GroupRow, row.group_id)
+        assert group is not None
+        newest = s.scalar(
+            sa.select(DeploymentRow.id)
+            .where(DeploymentRow.group_id == row.group_id)
+            .order_by(DeploymentRow.created_at.desc(), DeploymentRow.id.desc())
+            .limit(1)
+        )
+        last_good = s.scalar(
+            sa.select(DeploymentRow.document)
+            .where(
+                DeploymentRow.group_id == row.group_id,
+                DeploymentRow.status == DeploymentStatus.SUCCESS.value,
+            )
+            .order_by(DeploymentRow.created_at.desc())
+            .limit(1)
+        )
+        last_version = _carried_version(last_good) if last_good is not None else None
+        setting = (group.settings or {}).get("core_version")
+        revert = domain.core_version_after_failure(
+            group.name,
+            status=status,
+            carried=_carried_version(row.document),
+            setting=setting if isinstance(setting, str) else None,
+            last_good=last_version,
+            last_good_stored=last_version is not None
+            and s.get(ReleaseRow, last_version) is not None,
+            newest=newest == row.id,
+        )
+        if revert is None:
+            return None
+        settings = {k: v for k, v in (group.settings or {}).items() if k != "core_version"}
+        if revert.restored is not None:
+            settings["core_version"] = revert.restored
+        group.settings = settings
+        log.warning(
+            "deployment.core_version_reverted group=%s deployment=%s failed=%s restored=%s",
+            group.name,
+            row.id,
+            revert.failed,
+            revert.restored,
+        )
+        return revert
 
     @staticmethod
     def _supersede(s: Session, group_id: int, newer: str, at: dt.datetime) -> None:
@@ -417,17 +472,26 @@ class DeploymentStore(FunctionStore, SubscriptionStore):
                 )
             group = s.scalar(sa.select(GroupRow.name).where(GroupRow.id == row.group_id))
             seen = s.scalar(
-                sa.select(DeploymentEventRow.id).where(
+                sa.select(DeploymentEventRow).where(
                     DeploymentEventRow.deployment_id == deployment_id,
                     DeploymentEventRow.status == status.value,
                 )
             )
             if seen is not None:  # the same report again (several cloud processes, a resend)
+                if status is DeploymentStatus.SUPERSEDED and detail and seen.detail != detail:
+                    # the cloud said "superseded by X" when X was made; the core's report
+                    # says what it cancelled and undid: that account replaces it
+                    seen.detail = row.detail = detail
+                    row.updated_at = now()
+                    s.flush()
                 return self._deployment_entity(s, row, str(group))
             at = now()
             if row.status != DeploymentStatus.SUPERSEDED.value:  # a late report: an event
                 row.status = status.value
                 row.detail = detail
+                revert = self._revert_core_version(s, row, status)
+                if revert is not None:
+                    row.detail = f"{detail}; {revert.note()}" if detail else revert.note()
             row.updated_at = at
             s.add(
                 DeploymentEventRow(
@@ -437,6 +501,16 @@ class DeploymentStore(FunctionStore, SubscriptionStore):
             s.flush()
             group = s.scalar(sa.select(GroupRow.name).where(GroupRow.id == row.group_id))
             return self._deployment_entity(s, row, str(group))
+
+
+def _carried_version(document: str) -> str | None:
+    """The release a deployment document carries (``core_version.version``), if any."""
+    try:
+        value = json.loads(document).get("core_version")
+    except (ValueError, AttributeError):
+        return None
+    version = value.get("version") if isinstance(value, dict) else None
+    return version if isinstance(version, str) else None
 
 
 def _conclude(
@@ -451,8 +525,6 @@ def _conclude(
 
 def _snapshot_from_document(current: Snapshot, document: str) -> Snapshot:
     """The functions and subscriptions an earlier document froze (for a redeployment)."""
-    import json
-
     data = json.loads(document)
     functions = [
         FunctionVersion(
