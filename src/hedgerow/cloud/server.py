@@ -13,7 +13,7 @@ import contextlib
 import logging
 import socket
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,8 @@ from hedgerow.cloud.datadir import read_admin_token
 from hedgerow.cloud.device_server import DeviceServer, DeviceTrustStore, device_ssl_context
 from hedgerow.cloud.errors import ConfigError
 from hedgerow.cloud.group_ca_keys import GroupCAKeys, prepare_keyring, seal_clear_keys
-from hedgerow.cloud.ingest import IngestWorker
+from hedgerow.cloud.ingest import RETENTION_SWEEP_SECONDS, IngestWorker
+from hedgerow.cloud.jobs import Jobs
 from hedgerow.cloud.mqtt_endpoint import (
     BrokerNotifier,
     CloudInterceptor,
@@ -52,6 +53,7 @@ from hedgerow.cloud.services import (
 )
 from hedgerow.cloud.services.notify import routes_unchanged
 from hedgerow.cloud.storage.database import create_engine, dispose_when_returned, migrate
+from hedgerow.cloud.storage.locks import job_locks
 from hedgerow.cloud.storage.repository import Repository
 from hedgerow.cloud.storage.sealed_keys import SealedKeyStore
 from hedgerow.cloud.storage.secrets import SecretStore
@@ -114,6 +116,8 @@ class CloudServer:
         self.link: ExternalBrokerLink | None = None
         self.routes: RouteCache
         self.tickets: Tickets
+        #: the background jobs that run once across replicas (``hedgerow.cloud.jobs``)
+        self.jobs: Jobs
 
     # ---- where things are --------------------------------------------------------------
 
@@ -166,6 +170,7 @@ class CloudServer:
                 "dropped_at_cores": self.services.logs.dropped_at_cores,
             },
             "external_broker": bool(self.config.broker),
+            "jobs": self.jobs.to_json(),
         }
         live = self.connected_cores()
         if live is not None:
@@ -200,6 +205,9 @@ class CloudServer:
         engine = create_engine(cfg.database_url)
         self._stack.push_async_callback(dispose_when_returned, engine)
         await asyncio.to_thread(migrate, engine)
+        locks = job_locks(engine)
+        self._stack.push_async_callback(locks.close)  # after the jobs stopped
+        self.jobs = Jobs(locks)
         repository = Repository(engine)
         sealed_store = SealedKeyStore(engine)
         keyring = await asyncio.to_thread(prepare_keyring, cfg.kek_path, sealed_store)
@@ -215,7 +223,12 @@ class CloudServer:
         identities = IdentityService(repository, repository)
         written = MessagesWritten()
         self.ingest = await self._stack.enter_async_context(
-            IngestWorker(repository, retention_days=cfg.retention_days, on_written=written.set)
+            IngestWorker(
+                repository,
+                retention_days=cfg.retention_days,
+                on_written=written.set,
+                sweep_in_background=False,
+            )
         )
         # logs: their own worker and table, the same batching, acknowledgement and retention
         log_service = LogService(repository, MessagesWritten())
@@ -227,6 +240,7 @@ class CloudServer:
                 write=log_service.store_batches,
                 delete_before=log_service.delete_before,
                 name="log-ingest",
+                sweep_in_background=False,
             )
         )
         self._tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
@@ -298,10 +312,18 @@ class CloudServer:
         self._spawn(
             events.run(services.deployments, identities, services.shadows), "cloud-core-events"
         )
-        self._spawn(services.rollouts.run(), "cloud-rollouts")
         self._spawn(self._refresh_device_trust(device_trust), "cloud-device-trust")
-        self._spawn(self._rotate_group_cas(), "cloud-ca-rotation")
-        self._spawn(services.alerts.run(), "cloud-alerts")
+        # the jobs: each runs on one replica at a time (advisory locks on PostgreSQL)
+        self._spawn(services.rollouts.run(self.jobs.run), "cloud-rollouts")
+        self._spawn(services.alerts.run(self.jobs.run), "cloud-alerts")
+        self._spawn(
+            self.jobs.run("ca-rotation", services.groups.rotate_due_cas, CA_ROTATION_CHECK_SECONDS),
+            "cloud-ca-rotation",
+        )
+        for worker, job in ((self.ingest, "retention"), (self.log_ingest, "log-retention")):
+            self._spawn(
+                self.jobs.run(job, _sweeper(worker), RETENTION_SWEEP_SECONDS), f"cloud-{job}"
+            )
 
         device = await self._stack.enter_async_context(DeviceServer(services, device_ssl))
         device_bound = await device.start(cfg.device.host, cfg.device.port)
@@ -368,28 +390,28 @@ class CloudServer:
         assert self._tasks is not None
         self._background.append(self._tasks.create_task(coro, name=name))
 
-    async def _rotate_group_cas(self) -> None:
-        """Rotate due group CAs even when no device asks (discovery rotates them lazily too);
-        the cores of rotated groups are told at once."""
-        while True:
-            try:
-                await self.services.groups.rotate_due_cas()
-            except Exception as exc:
-                log.warning("cloud.ca_rotation_failed error=%s", exc)
-            await asyncio.sleep(CA_ROTATION_CHECK_SECONDS)
-
     async def _refresh_device_trust(self, trust: DeviceTrustStore) -> None:
         """Device CAs and certificates another process sharing the database registered."""
         while True:
             await asyncio.sleep(DEVICE_TRUST_REFRESH_SECONDS)
-            try:
-                trust.add(await self.services.claims.trusted_pems())
-            except Exception as exc:
-                log.warning("cloud.device_trust_refresh_failed error=%s", exc)
+            await self._reload_device_trust(trust)
+
+    async def _reload_device_trust(self, trust: DeviceTrustStore) -> None:
+        try:
+            trust.add(await self.services.claims.trusted_pems())
+        except Exception as exc:
+            log.warning("cloud.device_trust_refresh_failed error=%s", exc)
 
     async def serve_forever(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set."""
         await stop.wait()
+
+
+def _sweeper(worker: IngestWorker) -> Callable[[], Awaitable[None]]:
+    async def sweep() -> None:
+        await worker.sweep()
+
+    return sweep
 
 
 def _bind(host: str, port: int) -> socket.socket:
