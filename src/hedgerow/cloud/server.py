@@ -13,7 +13,7 @@ import contextlib
 import logging
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +51,10 @@ from hedgerow.cloud.services import (
     RoutesChanged,
     SecretService,
 )
+from hedgerow.cloud.services.membership import DeviceTrust
 from hedgerow.cloud.services.notify import routes_unchanged
+from hedgerow.cloud.storage import changes
+from hedgerow.cloud.storage.changes import ChangeFeed
 from hedgerow.cloud.storage.database import create_engine, dispose_when_returned, migrate
 from hedgerow.cloud.storage.locks import job_locks
 from hedgerow.cloud.storage.repository import Repository
@@ -64,7 +67,8 @@ log = logging.getLogger(__name__)
 API_BACKLOG = 1024
 #: How often due group CAs are rotated in the background.
 CA_ROTATION_CHECK_SECONDS = 3600.0
-#: How often device CAs registered through another process are loaded (shared database).
+#: How often device CAs registered through another process are loaded (shared database;
+#: on PostgreSQL the change feed wakes it at once, this is the fallback).
 DEVICE_TRUST_REFRESH_SECONDS = 30.0
 
 
@@ -118,6 +122,8 @@ class CloudServer:
         self.tickets: Tickets
         #: the background jobs that run once across replicas (``hedgerow.cloud.jobs``)
         self.jobs: Jobs
+        #: what other replicas changed (PostgreSQL LISTEN/NOTIFY; idle on SQLite)
+        self.changes: ChangeFeed
 
     # ---- where things are --------------------------------------------------------------
 
@@ -171,6 +177,7 @@ class CloudServer:
             },
             "external_broker": bool(self.config.broker),
             "jobs": self.jobs.to_json(),
+            "changes_heard": dict(self.changes.heard),
         }
         live = self.connected_cores()
         if live is not None:
@@ -208,6 +215,7 @@ class CloudServer:
         locks = job_locks(engine)
         self._stack.push_async_callback(locks.close)  # after the jobs stopped
         self.jobs = Jobs(locks)
+        self.changes = ChangeFeed(engine)
         repository = Repository(engine)
         sealed_store = SealedKeyStore(engine)
         keyring = await asyncio.to_thread(prepare_keyring, cfg.kek_path, sealed_store)
@@ -268,6 +276,7 @@ class CloudServer:
         elif self.enable_mqtt:
             await self.routes.refresh()
             routes_changed = self.routes.refresh
+            self.changes.on(changes.ROUTES, self.routes.refresh)
             self._spawn(self.routes.run(), "cloud-routes")
             broker = Broker(
                 BrokerConfig(deny_policy="drop"),
@@ -292,19 +301,22 @@ class CloudServer:
             str(paths.server_cert), str(paths.server_key), str(paths.root_ca_cert)
         )
         device_trust = DeviceTrustStore(device_ssl)
+        self.changes.on(changes.MESSAGES, written.set)
+        self.changes.on(changes.LOGS, log_service.written.set)
+        self.changes.on(changes.TRUST, lambda: self._reload_device_trust(device_trust))
         self.services = services = CloudServices.build(
             repository,
             pki_service,
             notifier=notifier,
             endpoints=self.public_endpoints,
             artifact_cache=ArtifactCache(paths.artifacts),
-            routes_changed=routes_changed,
+            routes_changed=_announced_routes(routes_changed, self.changes),
             messages_written=written,
             identities=identities,
             secrets=SecretService(SecretStore(engine), keyring),
             presence=self.connected_cores,
             deadline_s=cfg.deployment_deadline_s,
-            device_trust=device_trust,
+            device_trust=_AnnouncedTrust(device_trust, self.changes),
             provisioning_hook=cfg.provisioning_hook,
             logs=log_service,
         )
@@ -312,6 +324,7 @@ class CloudServer:
         self._spawn(
             events.run(services.deployments, identities, services.shadows), "cloud-core-events"
         )
+        self._spawn(self.changes.run(), "cloud-changes")
         self._spawn(self._refresh_device_trust(device_trust), "cloud-device-trust")
         # the jobs: each runs on one replica at a time (advisory locks on PostgreSQL)
         self._spawn(services.rollouts.run(self.jobs.run), "cloud-rollouts")
@@ -391,7 +404,8 @@ class CloudServer:
         self._background.append(self._tasks.create_task(coro, name=name))
 
     async def _refresh_device_trust(self, trust: DeviceTrustStore) -> None:
-        """Device CAs and certificates another process sharing the database registered."""
+        """Device CAs and certificates another process sharing the database registered
+        (the fallback of the change feed's ``trust``)."""
         while True:
             await asyncio.sleep(DEVICE_TRUST_REFRESH_SECONDS)
             await self._reload_device_trust(trust)
@@ -412,6 +426,28 @@ def _sweeper(worker: IngestWorker) -> Callable[[], Awaitable[None]]:
         await worker.sweep()
 
     return sweep
+
+
+def _announced_routes(local: RoutesChanged, feed: ChangeFeed) -> RoutesChanged:
+    """Reload this process's routes, then tell the other replicas to reload theirs."""
+
+    async def routes_changed() -> None:
+        await local()
+        feed.announce(changes.ROUTES)
+
+    return routes_changed
+
+
+class _AnnouncedTrust:
+    """Trust a certificate here at once, and tell the other replicas to load it too."""
+
+    def __init__(self, trust: DeviceTrust, feed: ChangeFeed) -> None:
+        self.trust = trust
+        self.feed = feed
+
+    def add(self, pems: Sequence[str]) -> None:
+        self.trust.add(pems)
+        self.feed.announce(changes.TRUST)
 
 
 def _bind(host: str, port: int) -> socket.socket:
