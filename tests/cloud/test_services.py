@@ -52,3 +52,20 @@ async def test_deploy_and_route_changes_reach_the_notifier_and_the_callback(buil
     await s.things.revoke(thing.thing.name)
     revocations = [m for m in built.notifier.sent if m[0] == "$hedgerow/cores/pi-1/revocations"]
     assert len(json.loads(revocations[-1][1])["fingerprints"]) == 1
+
+
+async def test_a_ca_made_before_its_group_has_a_core_is_announced_once_it_has_one(
+    built: Built,
+) -> None:
+    """The CA job (or any caller) may make a group's first CA between the group and its
+    core: nobody to tell yet, so it stays pending instead of being dropped."""
+    s = built.services
+    await s.groups.create("g", "", {}, None)
+    await s.groups.rotate_due_cas()  # makes the first CA: no core to tell
+    assert not [t for t, _, _ in built.notifier.sent if t.endswith("/group-cas")]
+    await s.cores.create("pi-1", "g")
+    await s.groups.announce_rotations()
+    sent = [(t, retain) for t, _, retain in built.notifier.sent if t.endswith("/group-cas")]
+    assert sent == [("$hedgerow/cores/pi-1/group-cas", True)]
+    await s.groups.announce_rotations()  # told once
+    assert len([t for t, _, _ in built.notifier.sent if t.endswith("/group-cas")]) == 1

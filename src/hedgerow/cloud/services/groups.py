@@ -106,21 +106,24 @@ class GroupService:
     async def announce_rotations(self) -> None:
         """Tell the cores of the groups this process rotated (on demand, due or lazily)."""
         for name in self.pki.take_rotated():
-            await self.announce_cas(name)
+            if not await self.announce_cas(name):
+                # no core yet (its CA was made first): the core gets it once it has one
+                self.pki.keep_rotated(name)
 
-    async def announce_cas(self, name: str) -> None:
+    async def announce_cas(self, name: str) -> bool:
         """Publish the group's CAs (newest first, retained) to its core.
 
         A core whose server certificate is not signed by the newest CA renews it; a core
         that misses this (offline, or the publish failed) catches up when it polls
-        ``GET /core/v1/group-cas``, so a failed publish is logged, not raised.
+        ``GET /core/v1/group-cas``, so a failed publish is logged, not raised. False: the
+        group has no core to tell (yet).
         """
         try:
             group = await self.get(name)
         except NotFound:
-            return
+            return True  # nobody to tell, ever
         if not group.core:
-            return
+            return False
         cas = await asyncio.to_thread(self.pki.group_cas, name, group.ca_rotation_days)
         payload = json.dumps({"group_cas": [c.cert_pem for c in cas]}).encode()
         try:
@@ -129,13 +132,14 @@ class GroupService:
             log.warning(
                 "group.cas_announce_failed group=%s core=%s error=%r", name, group.core, exc
             )
-            return
+            return True
         log.info(
             "group.cas_announced group=%s core=%s generation=%s",
             name,
             group.core,
             cas[0].generation,
         )
+        return True
 
 
 def _ca_json(ca: Any) -> dict[str, Any]:
