@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import sqlalchemy as sa
 
+from hedgerow.cloud.services.telemetry import MessagesWritten
 from hedgerow.cloud.storage import changes
 from hedgerow.cloud.storage.changes import ChangeFeed, notify_sql
 from hedgerow.cloud.storage.database import create_engine, migrate
@@ -38,6 +39,22 @@ async def test_sqlite_has_no_feed_and_polling_stays() -> None:
         feed.announce(changes.ROUTES)  # nothing to tell
     finally:
         engine.dispose()
+
+
+async def test_a_write_while_a_live_view_looks_is_not_missed() -> None:
+    """A live view notes the generation, queries (a write lands meanwhile), then waits:
+    it returns at once instead of sleeping a poll's worth."""
+    written = MessagesWritten()
+    seen = written.generation
+    written.set()  # heard while the view was querying
+    async with asyncio.timeout(0.2):
+        await written.wait_since(seen)
+    waiting = asyncio.create_task(written.wait_since(written.generation))
+    await asyncio.sleep(0)
+    assert not waiting.done()  # nothing new: it waits
+    written.set()
+    async with asyncio.timeout(0.2):
+        await waiting
 
 
 @pytest.fixture
