@@ -175,6 +175,11 @@ async def test_each_job_runs_on_exactly_one_replica_at_a_time(replicas: Replicas
     assert final[("hedgerow_cloud_job_ticks_total", "rollouts")] >= 6
     assert final[("hedgerow_cloud_job_ticks_total", "alerts")] >= 3
     assert "job.taken" not in b.log_text()
+    async with a.client() as api_a, b.client() as api_b:
+        on_a = (await api_a.get("/api/v1/status")).json()["jobs"]
+        on_b = (await api_b.get("/api/v1/status")).json()["jobs"]
+    assert {job for job, state in on_a.items() if state["held"]} == set(JOBS)
+    assert not any(state["held"] for state in on_b.values())
 
 
 async def test_retention_killed_mid_delete_is_finished_once_by_the_other_replica(
