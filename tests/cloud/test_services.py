@@ -3,6 +3,7 @@ SQLite repository, telling cores what changed through the notifier they were giv
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 
@@ -69,3 +70,31 @@ async def test_a_ca_made_before_its_group_has_a_core_is_announced_once_it_has_on
     assert sent == [("$hedgerow/cores/pi-1/group-cas", True)]
     await s.groups.announce_rotations()  # told once
     assert len([t for t, _, _ in built.notifier.sent if t.endswith("/group-cas")]) == 1
+
+
+async def test_a_ca_a_killed_holder_stored_but_never_announced_is_announced_on_takeover(
+    built: Built,
+) -> None:
+    s = built.services
+
+    def announced() -> list[list[str]]:
+        return [
+            json.loads(payload)["group_cas"]
+            for topic, payload, _ in built.notifier.sent
+            if topic == "$hedgerow/cores/pi-1/group-cas"
+        ]
+
+    await s.groups.create("g", "", {}, None)
+    await s.cores.create("pi-1", "g")
+    await s.groups.ca_job()  # the first CA, made and announced
+    assert len(announced()) == 1
+    await asyncio.to_thread(s.pki.rotate, "g")  # a new CA stored ...
+    s.pki.take_rotated()  # ... and the process was killed before announcing it
+    await s.groups.ca_job()  # the same holder's next tick knows nothing of it
+    assert len(announced()) == 1
+    s.groups.take_over_ca_job(3600)  # another replica takes the job over
+    await s.groups.ca_job()
+    assert len(announced()) == 2 and len(announced()[-1]) == 2  # newest first, both listed
+    assert announced()[-1][1] == announced()[0][0]
+    await s.groups.ca_job()  # caught up once
+    assert len(announced()) == 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import uuid
@@ -330,7 +331,15 @@ class CloudServer:
         self._spawn(services.rollouts.run(self.jobs.run), "cloud-rollouts")
         self._spawn(services.alerts.run(self.jobs.run), "cloud-alerts")
         self._spawn(
-            self.jobs.run("ca-rotation", services.groups.rotate_due_cas, CA_ROTATION_CHECK_SECONDS),
+            self.jobs.run(
+                "ca-rotation",
+                services.groups.ca_job,
+                CA_ROTATION_CHECK_SECONDS,
+                # a holder killed mid-tick may have stored a CA it never announced
+                taken_over=functools.partial(
+                    services.groups.take_over_ca_job, 2 * CA_ROTATION_CHECK_SECONDS
+                ),
+            ),
             "cloud-ca-rotation",
         )
         for worker, job in ((self.ingest, "retention"), (self.log_ingest, "log-retention")):
