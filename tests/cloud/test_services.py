@@ -3,6 +3,7 @@ SQLite repository, telling cores what changed through the notifier they were giv
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 
@@ -52,3 +53,48 @@ async def test_deploy_and_route_changes_reach_the_notifier_and_the_callback(buil
     await s.things.revoke(thing.thing.name)
     revocations = [m for m in built.notifier.sent if m[0] == "$hedgerow/cores/pi-1/revocations"]
     assert len(json.loads(revocations[-1][1])["fingerprints"]) == 1
+
+
+async def test_a_ca_made_before_its_group_has_a_core_is_announced_once_it_has_one(
+    built: Built,
+) -> None:
+    """The CA job (or any caller) may make a group's first CA between the group and its
+    core: nobody to tell yet, so it stays pending instead of being dropped."""
+    s = built.services
+    await s.groups.create("g", "", {}, None)
+    await s.groups.rotate_due_cas()  # makes the first CA: no core to tell
+    assert not [t for t, _, _ in built.notifier.sent if t.endswith("/group-cas")]
+    await s.cores.create("pi-1", "g")
+    await s.groups.announce_rotations()
+    sent = [(t, retain) for t, _, retain in built.notifier.sent if t.endswith("/group-cas")]
+    assert sent == [("$hedgerow/cores/pi-1/group-cas", True)]
+    await s.groups.announce_rotations()  # told once
+    assert len([t for t, _, _ in built.notifier.sent if t.endswith("/group-cas")]) == 1
+
+
+async def test_a_ca_a_killed_holder_stored_but_never_announced_is_announced_on_takeover(
+    built: Built,
+) -> None:
+    s = built.services
+
+    def announced() -> list[list[str]]:
+        return [
+            json.loads(payload)["group_cas"]
+            for topic, payload, _ in built.notifier.sent
+            if topic == "$hedgerow/cores/pi-1/group-cas"
+        ]
+
+    await s.groups.create("g", "", {}, None)
+    await s.cores.create("pi-1", "g")
+    await s.groups.ca_job()  # the first CA, made and announced
+    assert len(announced()) == 1
+    await asyncio.to_thread(s.pki.rotate, "g")  # a new CA stored ...
+    s.pki.take_rotated()  # ... and the process was killed before announcing it
+    await s.groups.ca_job()  # the same holder's next tick knows nothing of it
+    assert len(announced()) == 1
+    s.groups.take_over_ca_job(3600)  # another replica takes the job over
+    await s.groups.ca_job()
+    assert len(announced()) == 2 and len(announced()[-1]) == 2  # newest first, both listed
+    assert announced()[-1][1] == announced()[0][0]
+    await s.groups.ca_job()  # caught up once
+    assert len(announced()) == 2

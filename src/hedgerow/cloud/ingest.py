@@ -10,7 +10,8 @@ nothing it acknowledged (the core keeps the message in its spool and sends it ag
 Messages submitted together share one future per write, not one each. When the store
 falls behind by ``max_pending`` messages, new ones are refused (their future fails, the
 broker drops the core's link without acknowledging, and the core retries later), and
-counted. A second task deletes messages older than the retention period.
+counted. A second task deletes messages older than the retention period (unless the
+caller runs ``sweep`` itself: the cloud server runs it as a job, once across replicas).
 """
 
 from __future__ import annotations
@@ -91,9 +92,13 @@ class IngestWorker:
         write: Callable[[list[Row]], None] | None = None,
         delete_before: Callable[[float], int] | None = None,
         name: str = "ingest",
+        sweep_in_background: bool = True,
     ) -> None:
         """``write`` and ``delete_before`` default to the telemetry table's; the logs'
-        worker passes its own (same batching, acknowledgement and retention rules)."""
+        worker passes its own (same batching, acknowledgement and retention rules).
+        ``sweep_in_background=False``: the caller runs ``sweep`` (the cloud server, as a
+        job that runs once across replicas)."""
+        self.sweep_in_background = sweep_in_background
         self.repository = repository
         self.write = write or repository.insert_messages
         self.delete_before = delete_before or repository.delete_messages_before
@@ -144,7 +149,8 @@ class IngestWorker:
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
         self._tasks.create_task(self._writer(), name=f"{self.name}-writer")
-        self._tasks.create_task(self._retention(), name=f"{self.name}-retention")
+        if self.sweep_in_background:
+            self._tasks.create_task(self._retention(), name=f"{self.name}-retention")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -197,7 +203,8 @@ class IngestWorker:
                 self.on_written()
 
     async def sweep(self) -> int:
-        """Delete messages older than the retention period; returns how many."""
+        """Delete messages older than the retention period; returns how many. One
+        statement in one transaction: a cloud killed meanwhile deletes nothing."""
         cutoff = time.time() - self.retention_seconds
         deleted = await asyncio.to_thread(self.delete_before, cutoff)
         if deleted:

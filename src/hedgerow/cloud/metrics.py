@@ -1,4 +1,5 @@
-"""The cloud's Prometheus text (pure): fleet gauges, ingest counters, API latency.
+"""The cloud's Prometheus text (pure): fleet gauges, ingest counters, API latency, which
+background jobs this replica holds, change notifications heard from other replicas.
 
 ``LatencyHistogram`` counts request durations per route in fixed buckets (the API's
 ``endpoint`` wrapper observes every request); ``render`` writes the exposition text from
@@ -112,6 +113,18 @@ def render(
         for key in ("received", "stored", "dropped", "failures"):
             if key in stats:
                 lines.append(f'hedgerow_cloud_{worker}_total{{result="{key}"}} {stats[key]}')
+    jobs = status.get("jobs") or {}
+    for name, kind, key in (
+        ("hedgerow_cloud_job_held", "gauge", "held"),
+        ("hedgerow_cloud_job_ticks_total", "counter", "ticks"),
+        ("hedgerow_cloud_job_taken_total", "counter", "taken"),
+    ):
+        lines.append(f"# TYPE {name} {kind}")
+        for job, state in sorted(jobs.items()):
+            lines.append(f'{name}{{job="{_label(job)}"}} {int(state.get(key, 0))}')
+    lines.append("# TYPE hedgerow_cloud_changes_heard_total counter")
+    for topic, count in sorted((status.get("changes_heard") or {}).items()):
+        lines.append(f'hedgerow_cloud_changes_heard_total{{topic="{_label(topic)}"}} {count}')
     lines.append("# TYPE hedgerow_cloud_alerts_active gauge")
     lines.append(f"hedgerow_cloud_alerts_active {active_alerts}")
     lines.extend(latency.lines())

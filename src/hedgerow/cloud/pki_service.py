@@ -245,6 +245,11 @@ class PKIService:
             self._rotated.clear()
         return groups
 
+    def keep_rotated(self, group: str) -> None:
+        """Give back one ``take_rotated`` returned that could not be announced yet."""
+        with self._lock:
+            self._rotated.add(group)
+
     def _rotate(
         self, group: str, cas: list[GroupCA], rotation: dt.timedelta, moment: dt.datetime
     ) -> list[GroupCA]:

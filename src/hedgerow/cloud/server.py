@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
-from collections.abc import Collection, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,8 @@ from hedgerow.cloud.datadir import read_admin_token
 from hedgerow.cloud.device_server import DeviceServer, DeviceTrustStore, device_ssl_context
 from hedgerow.cloud.errors import ConfigError
 from hedgerow.cloud.group_ca_keys import GroupCAKeys, prepare_keyring, seal_clear_keys
-from hedgerow.cloud.ingest import IngestWorker
+from hedgerow.cloud.ingest import RETENTION_SWEEP_SECONDS, IngestWorker
+from hedgerow.cloud.jobs import Jobs
 from hedgerow.cloud.mqtt_endpoint import (
     BrokerNotifier,
     CloudInterceptor,
@@ -50,8 +52,12 @@ from hedgerow.cloud.services import (
     RoutesChanged,
     SecretService,
 )
+from hedgerow.cloud.services.membership import DeviceTrust
 from hedgerow.cloud.services.notify import routes_unchanged
+from hedgerow.cloud.storage import changes
+from hedgerow.cloud.storage.changes import ChangeFeed
 from hedgerow.cloud.storage.database import create_engine, dispose_when_returned, migrate
+from hedgerow.cloud.storage.locks import job_locks
 from hedgerow.cloud.storage.repository import Repository
 from hedgerow.cloud.storage.sealed_keys import SealedKeyStore
 from hedgerow.cloud.storage.secrets import SecretStore
@@ -62,7 +68,8 @@ log = logging.getLogger(__name__)
 API_BACKLOG = 1024
 #: How often due group CAs are rotated in the background.
 CA_ROTATION_CHECK_SECONDS = 3600.0
-#: How often device CAs registered through another process are loaded (shared database).
+#: How often device CAs registered through another process are loaded (shared database;
+#: on PostgreSQL the change feed wakes it at once, this is the fallback).
 DEVICE_TRUST_REFRESH_SECONDS = 30.0
 
 
@@ -114,6 +121,10 @@ class CloudServer:
         self.link: ExternalBrokerLink | None = None
         self.routes: RouteCache
         self.tickets: Tickets
+        #: the background jobs that run once across replicas (``hedgerow.cloud.jobs``)
+        self.jobs: Jobs
+        #: what other replicas changed (PostgreSQL LISTEN/NOTIFY; idle on SQLite)
+        self.changes: ChangeFeed
 
     # ---- where things are --------------------------------------------------------------
 
@@ -169,6 +180,8 @@ class CloudServer:
                 "dropped_at_cores": self.services.logs.dropped_at_cores,
             },
             "external_broker": bool(self.config.broker),
+            "jobs": self.jobs.to_json(),
+            "changes_heard": dict(self.changes.heard),
         }
         live = self.connected_cores()
         if live is not None:
@@ -203,6 +216,10 @@ class CloudServer:
         engine = create_engine(cfg.database_url)
         self._stack.push_async_callback(dispose_when_returned, engine)
         await asyncio.to_thread(migrate, engine)
+        locks = job_locks(engine)
+        self._stack.push_async_callback(locks.close)  # after the jobs stopped
+        self.jobs = Jobs(locks)
+        self.changes = ChangeFeed(engine)
         repository = Repository(engine)
         sealed_store = SealedKeyStore(engine)
         keyring = await asyncio.to_thread(prepare_keyring, cfg.kek_path, sealed_store)
@@ -218,7 +235,12 @@ class CloudServer:
         identities = IdentityService(repository, repository)
         written = MessagesWritten()
         self.ingest = await self._stack.enter_async_context(
-            IngestWorker(repository, retention_days=cfg.retention_days, on_written=written.set)
+            IngestWorker(
+                repository,
+                retention_days=cfg.retention_days,
+                on_written=written.set,
+                sweep_in_background=False,
+            )
         )
         # logs: their own worker and table, the same batching, acknowledgement and retention
         log_service = LogService(repository, MessagesWritten())
@@ -230,6 +252,7 @@ class CloudServer:
                 write=log_service.store_batches,
                 delete_before=log_service.delete_before,
                 name="log-ingest",
+                sweep_in_background=False,
             )
         )
         self._tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
@@ -257,6 +280,7 @@ class CloudServer:
         elif self.enable_mqtt:
             await self.routes.refresh()
             routes_changed = self.routes.refresh
+            self.changes.on(changes.ROUTES, self.routes.refresh)
             self._spawn(self.routes.run(), "cloud-routes")
             broker = Broker(
                 BrokerConfig(deny_policy="drop"),
@@ -281,19 +305,22 @@ class CloudServer:
             str(paths.server_cert), str(paths.server_key), str(paths.root_ca_cert)
         )
         device_trust = DeviceTrustStore(device_ssl)
+        self.changes.on(changes.MESSAGES, written.set)
+        self.changes.on(changes.LOGS, log_service.written.set)
+        self.changes.on(changes.TRUST, lambda: self._reload_device_trust(device_trust))
         self.services = services = CloudServices.build(
             repository,
             pki_service,
             notifier=notifier,
             endpoints=self.public_endpoints,
             artifact_cache=ArtifactCache(paths.artifacts),
-            routes_changed=routes_changed,
+            routes_changed=_announced_routes(routes_changed, self.changes),
             messages_written=written,
             identities=identities,
             secrets=SecretService(SecretStore(engine), keyring),
             presence=self.connected_cores,
             deadline_s=cfg.deployment_deadline_s,
-            device_trust=device_trust,
+            device_trust=_AnnouncedTrust(device_trust, self.changes),
             provisioning_hook=cfg.provisioning_hook,
             logs=log_service,
         )
@@ -301,10 +328,27 @@ class CloudServer:
         self._spawn(
             events.run(services.deployments, identities, services.shadows), "cloud-core-events"
         )
-        self._spawn(services.rollouts.run(), "cloud-rollouts")
+        self._spawn(self.changes.run(), "cloud-changes")
         self._spawn(self._refresh_device_trust(device_trust), "cloud-device-trust")
-        self._spawn(self._rotate_group_cas(), "cloud-ca-rotation")
-        self._spawn(services.alerts.run(), "cloud-alerts")
+        # the jobs: each runs on one replica at a time (advisory locks on PostgreSQL)
+        self._spawn(services.rollouts.run(self.jobs.run), "cloud-rollouts")
+        self._spawn(services.alerts.run(self.jobs.run), "cloud-alerts")
+        self._spawn(
+            self.jobs.run(
+                "ca-rotation",
+                services.groups.ca_job,
+                CA_ROTATION_CHECK_SECONDS,
+                # a holder killed mid-tick may have stored a CA it never announced
+                taken_over=functools.partial(
+                    services.groups.take_over_ca_job, 2 * CA_ROTATION_CHECK_SECONDS
+                ),
+            ),
+            "cloud-ca-rotation",
+        )
+        for worker, job in ((self.ingest, "retention"), (self.log_ingest, "log-retention")):
+            self._spawn(
+                self.jobs.run(job, _sweeper(worker), RETENTION_SWEEP_SECONDS), f"cloud-{job}"
+            )
         self._spawn(services.support_bundles.run(), "cloud-support-bundles")
         self._spawn(self._announce_log_levels(services), "cloud-log-levels")
 
@@ -382,28 +426,51 @@ class CloudServer:
         except Exception as exc:
             log.warning("cloud.log_levels.announce_failed error=%s", exc)
 
-    async def _rotate_group_cas(self) -> None:
-        """Rotate due group CAs even when no device asks (discovery rotates them lazily too);
-        the cores of rotated groups are told at once."""
-        while True:
-            try:
-                await self.services.groups.rotate_due_cas()
-            except Exception as exc:
-                log.warning("cloud.ca_rotation_failed error=%s", exc)
-            await asyncio.sleep(CA_ROTATION_CHECK_SECONDS)
-
     async def _refresh_device_trust(self, trust: DeviceTrustStore) -> None:
-        """Device CAs and certificates another process sharing the database registered."""
+        """Device CAs and certificates another process sharing the database registered
+        (the fallback of the change feed's ``trust``)."""
         while True:
             await asyncio.sleep(DEVICE_TRUST_REFRESH_SECONDS)
-            try:
-                trust.add(await self.services.claims.trusted_pems())
-            except Exception as exc:
-                log.warning("cloud.device_trust_refresh_failed error=%s", exc)
+            await self._reload_device_trust(trust)
+
+    async def _reload_device_trust(self, trust: DeviceTrustStore) -> None:
+        try:
+            trust.add(await self.services.claims.trusted_pems())
+        except Exception as exc:
+            log.warning("cloud.device_trust_refresh_failed error=%s", exc)
 
     async def serve_forever(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set."""
         await stop.wait()
+
+
+def _sweeper(worker: IngestWorker) -> Callable[[], Awaitable[None]]:
+    async def sweep() -> None:
+        await worker.sweep()
+
+    return sweep
+
+
+def _announced_routes(local: RoutesChanged, feed: ChangeFeed) -> RoutesChanged:
+    """Reload this process's routes, then tell the other replicas to reload theirs."""
+
+    async def routes_changed() -> None:
+        await local()
+        feed.announce(changes.ROUTES)
+
+    return routes_changed
+
+
+class _AnnouncedTrust:
+    """Trust a certificate here at once, and tell the other replicas to load it too."""
+
+    def __init__(self, trust: DeviceTrust, feed: ChangeFeed) -> None:
+        self.trust = trust
+        self.feed = feed
+
+    def add(self, pems: Sequence[str]) -> None:
+        self.trust.add(pems)
+        self.feed.announce(changes.TRUST)
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -137,6 +137,7 @@ async def live_logs(
     yield b": hedgerow live logs\n\n"
     quiet = Quiet(logs.written)
     while True:
+        quiet.looking()
         batch = await where.query(logs, after_id=after_id, limit=STREAM_BATCH)
         if batch:
             quiet.busy()

@@ -114,6 +114,12 @@ class Quiet:
     def __init__(self, written: MessagesWritten) -> None:
         self.written = written
         self.idle = 0.0
+        self.seen = written.generation
+
+    def looking(self) -> None:
+        """Called before each look at the store: a write after this wakes the next wait
+        at once (it may not be in what the look found)."""
+        self.seen = self.written.generation
 
     def busy(self) -> None:
         self.idle = 0.0
@@ -124,7 +130,7 @@ class Quiet:
             self.idle = 0.0
             return b": keepalive\n\n"
         try:
-            await asyncio.wait_for(self.written.wait(), STREAM_POLL_SECONDS)
+            await asyncio.wait_for(self.written.wait_since(self.seen), STREAM_POLL_SECONDS)
         except TimeoutError:
             self.idle += STREAM_POLL_SECONDS
         return b""
@@ -155,6 +161,7 @@ async def live_events(
     yield b": hedgerow live telemetry\n\n"
     quiet = Quiet(telemetry.written)
     while True:
+        quiet.looking()
         top = await telemetry.newest_id()
         if top > after_id:
             batch = await telemetry.query(

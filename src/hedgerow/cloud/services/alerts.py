@@ -29,6 +29,7 @@ from hedgerow.cloud.alerting import (
 )
 from hedgerow.cloud.domain import CertificateKind, Core
 from hedgerow.cloud.errors import CloudError, InvalidInput
+from hedgerow.cloud.jobs import Jobs, Schedule
 from hedgerow.cloud.services.cores import Presence, presence_of, presence_unknown
 from hedgerow.cloud.storage.repository import Repository
 
@@ -195,9 +196,9 @@ class AlertService:
             self._active = {(a.rule, a.subject) for a in open_alerts}
         firing = evaluate(rules, fleet, now)
         diff = changes(self._active, firing)
-        fired = [await asyncio.to_thread(self.store.record_alert, f, now) for f in diff.fired]
-        for rule, subject in diff.resolved:
-            await asyncio.to_thread(self.store.resolve_alert, rule, subject, now)
+        fired = await asyncio.to_thread(
+            self.store.record_alert_changes, list(diff.fired), list(diff.resolved), now
+        )
         self._active = {f.key for f in firing}
         self.evaluations += 1
         for event in fired:
@@ -209,36 +210,46 @@ class AlertService:
             )
         return fired, diff.resolved
 
-    async def run(self) -> None:
-        """Evaluate every ``EVALUATE_EVERY_S``; deliver what fired (deliveries run beside the
+    def take_over(self) -> None:
+        """This process just took the alert job's lock: the open alerts are read again from
+        the history (another replica may have recorded some since this one last looked)."""
+        self._active = None
+
+    async def run(self, schedule: Schedule | None = None) -> None:
+        """Evaluate every ``EVALUATE_EVERY_S`` (once across replicas when ``schedule`` is a
+        ``Jobs.run`` on shared locks); deliver what fired (deliveries run beside the
         evaluation, in this loop's TaskGroup)."""
         async with httpx.AsyncClient() as client, asyncio.TaskGroup() as tg:
-            while True:
-                try:
-                    fired, resolved = await self.evaluate_once()
-                    hooks = await self.webhooks() if fired or resolved else []
-                except CloudError as exc:
-                    log.warning("alerts.evaluation_failed error=%s", exc.message)
-                    fired, resolved, hooks = [], [], []
-                except Exception as exc:
-                    log.warning("alerts.evaluation_failed error=%s", exc)
-                    fired, resolved, hooks = [], [], []
-                for event in fired:
-                    for hook in hooks:
-                        tg.create_task(
-                            self._deliver(client, hook, event, "firing"),
-                            name=f"alert-{event.id}-{hook.name}",
-                        )
-                for rule, subject in resolved:
-                    body = {"rule": rule, "subject": subject, "resolved_at": self.wall()}
-                    for hook in hooks:
-                        tg.create_task(
-                            alert_webhooks.deliver(
-                                client, hook, {"state": "resolved", "alert": body}
-                            ),
-                            name=f"alert-resolved-{hook.name}",
-                        )
-                await self.clock.sleep(EVALUATE_EVERY_S)
+
+            async def tick() -> None:
+                await self._evaluate_and_deliver(client, tg)
+
+            run = schedule or Jobs().run
+            await run("alerts", tick, EVALUATE_EVERY_S, taken_over=self.take_over)
+
+    async def _evaluate_and_deliver(self, client: httpx.AsyncClient, tg: asyncio.TaskGroup) -> None:
+        try:
+            fired, resolved = await self.evaluate_once()
+            hooks = await self.webhooks() if fired or resolved else []
+        except CloudError as exc:
+            log.warning("alerts.evaluation_failed error=%s", exc.message)
+            return
+        except Exception as exc:
+            log.warning("alerts.evaluation_failed error=%s", exc)
+            return
+        for event in fired:
+            for hook in hooks:
+                tg.create_task(
+                    self._deliver(client, hook, event, "firing"),
+                    name=f"alert-{event.id}-{hook.name}",
+                )
+        for rule, subject in resolved:
+            body = {"rule": rule, "subject": subject, "resolved_at": self.wall()}
+            for hook in hooks:
+                tg.create_task(
+                    alert_webhooks.deliver(client, hook, {"state": "resolved", "alert": body}),
+                    name=f"alert-resolved-{hook.name}",
+                )
 
     async def _deliver(
         self, client: httpx.AsyncClient, hook: AlertWebhook, event: AlertEvent, state: str

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 from typing import Any
 
+from hedgerow import pki
 from hedgerow.cloud.domain import Group
 from hedgerow.cloud.errors import NotFound
 from hedgerow.cloud.pki_service import PKIService
@@ -28,6 +30,8 @@ class GroupService:
         self.pki = pki_service
         self.notifier = notifier
         self.routes_changed = routes_changed
+        #: after a takeover of the CA job: announce the CAs made since then (``ca_job``)
+        self._catch_up_since: dt.datetime | None = None
 
     async def create(
         self,
@@ -103,24 +107,46 @@ class GroupService:
             await asyncio.to_thread(self.pki.group_cas, group.name, group.ca_rotation_days)
         await self.announce_rotations()
 
+    def take_over_ca_job(self, window_s: float) -> None:
+        """This process just took the CA job (``hedgerow.cloud.jobs``): its next tick also
+        announces the CAs made in the last ``window_s`` — a replica killed between storing
+        a new CA and announcing it left that announcement to whoever comes next."""
+        self._catch_up_since = pki.now() - dt.timedelta(seconds=window_s)
+
+    async def ca_job(self) -> None:
+        """One tick of the CA job: rotate what is due, and catch up after a takeover."""
+        await self.rotate_due_cas()
+        since, self._catch_up_since = self._catch_up_since, None
+        if since is None:
+            return
+        for group in await self.all():
+            if not group.core:
+                continue
+            cas = await asyncio.to_thread(self.pki.group_cas, group.name, group.ca_rotation_days)
+            if cas and cas[0].created_at >= since:
+                await self.announce_cas(group.name)
+
     async def announce_rotations(self) -> None:
         """Tell the cores of the groups this process rotated (on demand, due or lazily)."""
         for name in self.pki.take_rotated():
-            await self.announce_cas(name)
+            if not await self.announce_cas(name):
+                # no core yet (its CA was made first): the core gets it once it has one
+                self.pki.keep_rotated(name)
 
-    async def announce_cas(self, name: str) -> None:
+    async def announce_cas(self, name: str) -> bool:
         """Publish the group's CAs (newest first, retained) to its core.
 
         A core whose server certificate is not signed by the newest CA renews it; a core
         that misses this (offline, or the publish failed) catches up when it polls
-        ``GET /core/v1/group-cas``, so a failed publish is logged, not raised.
+        ``GET /core/v1/group-cas``, so a failed publish is logged, not raised. False: the
+        group has no core to tell (yet).
         """
         try:
             group = await self.get(name)
         except NotFound:
-            return
+            return True  # nobody to tell, ever
         if not group.core:
-            return
+            return False
         cas = await asyncio.to_thread(self.pki.group_cas, name, group.ca_rotation_days)
         payload = json.dumps({"group_cas": [c.cert_pem for c in cas]}).encode()
         try:
@@ -129,13 +155,14 @@ class GroupService:
             log.warning(
                 "group.cas_announce_failed group=%s core=%s error=%r", name, group.core, exc
             )
-            return
+            return True
         log.info(
             "group.cas_announced group=%s core=%s generation=%s",
             name,
             group.core,
             cas[0].generation,
         )
+        return True
 
 
 def _ca_json(ca: Any) -> dict[str, Any]:

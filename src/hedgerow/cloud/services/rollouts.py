@@ -21,6 +21,7 @@ from typing import Any
 
 from hedgerow.cloud.domain import DeploymentKind, FunctionSettings
 from hedgerow.cloud.errors import CloudError, Conflict, InvalidInput
+from hedgerow.cloud.jobs import Jobs, Schedule
 from hedgerow.cloud.rollout_plan import (
     DEFAULT_DEADLINE_S,
     Deploy,
@@ -38,7 +39,8 @@ log = logging.getLogger(__name__)
 #: How often the rollout job looks at active rollouts and overdue deployments.
 TICK_SECONDS = 0.5
 #: How long a cloud process holds the rollouts it drives without renewing (another
-#: ``serve`` on the same database takes them over after that).
+#: ``serve`` on the same database takes them over after that; at once when it takes the
+#: rollout job's lock).
 LEASE_SECONDS = 10.0
 #: Operator commands tried again this often when the rollout changed meanwhile.
 COMMAND_ATTEMPTS = 3
@@ -110,6 +112,7 @@ class RolloutService:
         self._lock = asyncio.Lock()
         #: this process, as the holder of rollout leases
         self.owner = f"cloud-{uuid.uuid4().hex[:12]}"
+        self._take_all = False
 
     async def start(self, request: RolloutRequest) -> Rollout:
         names = list(dict.fromkeys(request.groups))
@@ -185,7 +188,10 @@ class RolloutService:
     async def tick(self) -> None:
         """One pass over every active rollout this process holds the lease of."""
         async with self._lock:
-            claimed = await asyncio.to_thread(self.store.claim_rollouts, self.owner, LEASE_SECONDS)
+            take_all, self._take_all = self._take_all, False
+            claimed = await asyncio.to_thread(
+                self.store.claim_rollouts, self.owner, LEASE_SECONDS, take_all=take_all
+            )
             for plan, revision in claimed:
                 await self._drive(Rollout.from_json(plan), revision)
 
@@ -249,15 +255,25 @@ class RolloutService:
             )
         return deployment.id
 
-    async def run(self, interval: float = TICK_SECONDS) -> None:
-        """The cloud's rollout job: rollouts and deployment deadlines, forever."""
-        while True:
-            for name, step in (
-                ("deadlines", self.deployments.fail_overdue),
-                ("rollouts", self.tick),
-            ):
-                try:
-                    await step()
-                except Exception:  # the job outlives any one bad pass; the next one retries
-                    log.exception("rollout.job_failed step=%s", name)
-            await asyncio.sleep(interval)
+    async def job_tick(self) -> None:
+        """One pass of the rollout job: deployment deadlines, then rollouts."""
+        for name, step in (
+            ("deadlines", self.deployments.fail_overdue),
+            ("rollouts", self.tick),
+        ):
+            try:
+                await step()
+            except Exception:  # the job outlives any one bad pass; the next one retries
+                log.exception("rollout.job_failed step=%s", name)
+
+    def take_over(self) -> None:
+        """This process just took the rollout job's lock (``hedgerow.cloud.jobs``): the next
+        pass claims every active rollout at once, not after the leases of a replica that
+        died ran out (the lock says no other process drives them)."""
+        self._take_all = True
+
+    async def run(self, schedule: Schedule | None = None, interval: float = TICK_SECONDS) -> None:
+        """The cloud's rollout job: rollouts and deployment deadlines, forever (once across
+        replicas when ``schedule`` is a ``Jobs.run`` on shared locks)."""
+        run = schedule or Jobs().run
+        await run("rollouts", self.job_tick, interval, taken_over=self.take_over)

@@ -15,17 +15,25 @@ log = logging.getLogger(__name__)
 
 
 class MessagesWritten:
-    """Wakes live views whenever this process stored telemetry (the ingest calls ``set``)."""
+    """Wakes live views whenever telemetry was stored (``set`` by this process's ingest, and
+    by the change feed for other replicas' writes).
+
+    ``generation`` counts the writes: a view notes it before it looks at the store and
+    waits with ``wait_since``, so a write that lands while it looks is not missed."""
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self.generation = 0
 
     def set(self) -> None:
+        self.generation += 1
         self._event.set()
         self._event.clear()
 
-    async def wait(self) -> None:
-        await self._event.wait()
+    async def wait_since(self, generation: int) -> None:
+        """Return once there was a write after ``generation`` (at once if there was)."""
+        while self.generation == generation:
+            await self._event.wait()
 
 
 class TelemetryService:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import sqlalchemy as sa
 
@@ -63,32 +63,37 @@ class AlertStore(Store):
                 raise NotFound("webhook", name)
 
     # ---- history ----------------------------------------------------------------------
-    def record_alert(self, firing: Firing, now: float) -> AlertEvent:
+    def record_alert_changes(
+        self, fired: Sequence[Firing], resolved: Sequence[tuple[str, str]], now: float
+    ) -> list[AlertEvent]:
+        """One evaluation's changes in one transaction: a cloud killed meanwhile leaves the
+        history as it was, and the next evaluation (on any replica) records them again."""
         with self._tx() as s:
-            row = AlertEventRow(
-                rule=firing.rule,
-                kind=firing.kind.value,
-                subject=firing.subject,
-                group=firing.group,
-                message=firing.message,
-                fired_at=now,
-                deliveries={},
-            )
-            s.add(row)
-            s.flush()
-            return _event(row)
-
-    def resolve_alert(self, rule: str, subject: str, now: float) -> None:
-        with self._tx() as s:
-            s.execute(
-                sa.update(AlertEventRow)
-                .where(
-                    AlertEventRow.rule == rule,
-                    AlertEventRow.subject == subject,
-                    AlertEventRow.resolved_at.is_(None),
+            rows = [
+                AlertEventRow(
+                    rule=firing.rule,
+                    kind=firing.kind.value,
+                    subject=firing.subject,
+                    group=firing.group,
+                    message=firing.message,
+                    fired_at=now,
+                    deliveries={},
                 )
-                .values(resolved_at=now)
-            )
+                for firing in fired
+            ]
+            s.add_all(rows)
+            for rule, subject in resolved:
+                s.execute(
+                    sa.update(AlertEventRow)
+                    .where(
+                        AlertEventRow.rule == rule,
+                        AlertEventRow.subject == subject,
+                        AlertEventRow.resolved_at.is_(None),
+                    )
+                    .values(resolved_at=now)
+                )
+            s.flush()
+            return [_event(row) for row in rows]
 
     def record_deliveries(self, event_id: int, deliveries: Mapping[str, str]) -> None:
         with self._tx() as s:

@@ -14,6 +14,7 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy.engine import Engine
 
 from hedgerow.cloud.errors import ConfigError
+from hedgerow.cloud.storage.locks import lock_key
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -72,11 +73,20 @@ def create_engine(url: str) -> Engine:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision (idempotent)."""
+    """Bring the schema to the newest revision (idempotent; on PostgreSQL one replica at a
+    time, under an advisory lock)."""
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     try:
         with engine.begin() as connection:
+            if engine.dialect.name == "postgresql":
+                # replicas starting together: one migrates, the others wait for its commit
+                # and find nothing left to do
+                schema = connection.scalar(sa.text("SELECT current_schema()")) or ""
+                connection.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                    {"key": lock_key(str(schema), "migrate")},
+                )
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "head")
     except sa.exc.OperationalError as exc:

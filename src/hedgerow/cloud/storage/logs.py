@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from hedgerow.cloud.domain import LogEntry
 from hedgerow.cloud.storage.base import MAX_PAGE, Store
+from hedgerow.cloud.storage.changes import LOGS, notify_sql
 from hedgerow.cloud.storage.models import LogRow
 
 #: ``(group, core, source, level, ts, logger, message)``
@@ -24,6 +25,8 @@ class LogStore(Store):
                 sa.insert(LogRow.__table__),  # type: ignore[arg-type]
                 [dict(zip(keys, row, strict=True)) for row in rows],
             )
+            if self.dialect == "postgresql":  # other replicas' live log views wake on commit
+                connection.execute(sa.text(notify_sql(LOGS)))
 
     def query_logs(
         self,

@@ -16,6 +16,7 @@ from hedgerow.cloud.storage.base import (
     QUERY_CHUNK,
     Store,
 )
+from hedgerow.cloud.storage.changes import MESSAGES, notify_sql
 from hedgerow.cloud.storage.models import (
     CoreRow,
     GroupRow,
@@ -39,13 +40,16 @@ class MessageStore(Store):
             )
 
     def _copy_messages(self, rows: Sequence[tuple[str, bytes, str, float]]) -> None:
-        """PostgreSQL's COPY: an order of magnitude faster than INSERTs for telemetry."""
+        """PostgreSQL's COPY: an order of magnitude faster than INSERTs for telemetry; the
+        same transaction notifies the other replicas."""
         raw = self.engine.raw_connection()
         try:
             cursor = raw.cursor()
             with cursor.copy("COPY messages (topic, payload, core, ts) FROM STDIN") as copy:  # type: ignore[attr-defined]
                 for row in rows:
                     copy.write_row(row)
+            # delivered with the commit: other replicas' live views wake (storage.changes)
+            cursor.execute(notify_sql(MESSAGES))
             raw.commit()
         except Exception:
             raw.rollback()

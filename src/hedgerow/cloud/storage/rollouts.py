@@ -56,21 +56,20 @@ class RolloutStore(Store):
             query = sa.select(RolloutRow).order_by(RolloutRow.created_at.desc())
             return [dict(r.plan) for r in s.scalars(query.limit(min(limit, MAX_PAGE)))]
 
-    def claim_rollouts(self, owner: str, lease_s: float) -> list[Stored]:
+    def claim_rollouts(self, owner: str, lease_s: float, *, take_all: bool = False) -> list[Stored]:
         """The active rollouts ``owner`` drives now: those it holds, and those whose lease
-        ran out (taken over, e.g. from a cloud process that stopped)."""
+        ran out (taken over, e.g. from a cloud process that stopped); ``take_all``: every
+        active one (the caller just took the rollout job's lock)."""
         at = now()
+        claimable = sa.or_(
+            RolloutRow.lease_owner.is_(None),
+            RolloutRow.lease_owner == owner,
+            RolloutRow.lease_until < at,
+        )
         with self._tx() as s:
             s.execute(
                 sa.update(RolloutRow)
-                .where(
-                    RolloutRow.state.in_(ACTIVE),
-                    sa.or_(
-                        RolloutRow.lease_owner.is_(None),
-                        RolloutRow.lease_owner == owner,
-                        RolloutRow.lease_until < at,
-                    ),
-                )
+                .where(RolloutRow.state.in_(ACTIVE), sa.true() if take_all else claimable)
                 .values(lease_owner=owner, lease_until=at + dt.timedelta(seconds=lease_s))
             )
             rows = s.scalars(
