@@ -338,6 +338,62 @@ async def test_a_rollout_driven_by_a_killed_replica_is_finished_by_the_other(
     print(f"rollout takeover after kill -9: {takeover:.2f} s, finished after {finished:.2f} s")
 
 
+@pytest.mark.mosquitto
+async def test_a_rollout_started_on_a_replica_not_driving_rollouts_deploys_each_group_once(
+    replicas: Replicas,
+    pg: sa.Engine,
+    mosquitto_tls: object,  # noqa: F811  (the fixture imported above)
+) -> None:
+    """B takes the first step of a rollout it was asked for while A holds the rollout job:
+    A must not deploy the same wave meanwhile (each group's first deployment superseded by
+    the second, the rollout paused with most groups failed: bench/fleet_scale.py)."""
+    import base64
+
+    from hedgerow.cloud import core_bundle as bundle
+
+    port = mosquitto_tls(replicas.template)  # type: ignore[operator]
+    await wait_for_port(port)
+    broker = f"mqtts://127.0.0.1:{port}"
+    a = await replicas.start("a", broker=broker)
+    await wait_until_holds(a, "rollouts")
+    b = await replicas.start("b", broker=broker)
+    groups = [f"w{index}" for index in range(20)]  # a first step longer than A's pass
+    cores: list[asyncio.Task[None]] = []
+    async with a.client() as api_a, b.client() as api_b, asyncio.TaskGroup() as tg:
+        for group in groups:
+            created = await api_a.post("/api/v1/groups", json={"name": group})
+            assert created.status_code < 300, created.text
+            body = await api_a.post("/api/v1/cores", json={"name": f"{group}-c", "group": group})
+            assert body.status_code < 300, body.text
+            files = bundle.read_bundle(base64.b64decode(body.json()["bundle"]))
+            cert = replicas.tmp_path / f"{group}.pem"
+            key = replicas.tmp_path / f"{group}.key"
+            cert.write_bytes(files[bundle.CORE_CERT])
+            key.write_bytes(files[bundle.CORE_KEY])
+            root_ca = replicas.template / "pki" / "root-ca.pem"
+            cores.append(tg.create_task(_play_core(port, root_ca, cert, key, f"{group}-c")))
+        request = {"groups": groups, "waves": ["100%"], "soak_s": 0, "deadline_s": 60}
+        started = await api_b.post("/api/v1/rollouts", json=request)
+        assert started.status_code < 300, started.text
+        rollout_id = started.json()["id"]
+        async with asyncio.timeout(WAIT * 3):
+            while (rollout := await _rollout(api_a, rollout_id))["state"] == "running":
+                await asyncio.sleep(0.05)
+        for task in cores:
+            task.cancel()
+    assert rollout["state"] == "completed", rollout["reason"]
+    with pg.connect() as connection:
+        per_group = dict(
+            connection.execute(
+                sa.text(
+                    "SELECT g.name, count(*) FROM deployments d JOIN groups g "
+                    "ON g.id = d.group_id GROUP BY g.name"
+                )
+            ).all()
+        )
+    assert per_group == dict.fromkeys(groups, 1)  # nothing deployed twice
+
+
 async def _rollout(api: httpx.AsyncClient, rollout_id: str) -> dict[str, object]:
     response = await api.get(f"/api/v1/rollouts/{rollout_id}")
     assert response.status_code == 200, response.text

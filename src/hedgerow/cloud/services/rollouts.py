@@ -42,6 +42,9 @@ TICK_SECONDS = 0.5
 #: ``serve`` on the same database takes them over after that; at once when it takes the
 #: rollout job's lock).
 LEASE_SECONDS = 10.0
+#: The lease of the process that starts a rollout while it takes its first step (deploying a
+#: first wave of hundreds of groups may take longer than a pass's lease); released after it.
+FIRST_STEP_LEASE_SECONDS = 60.0
 #: Operator commands tried again this often when the rollout changed meanwhile.
 COMMAND_ATTEMPTS = 3
 
@@ -145,10 +148,20 @@ class RolloutService:
         except RolloutError as exc:
             raise _invalid(exc) from exc
         async with self._lock:
+            # leased to this process while it takes the first step (it may not be the
+            # replica holding the rollout job: that one must not deploy the same wave too)
             await asyncio.to_thread(
-                self.store.create_rollout, rollout.id, rollout.state.value, rollout.to_json()
+                self.store.create_rollout,
+                rollout.id,
+                rollout.state.value,
+                rollout.to_json(),
+                self.owner,
+                FIRST_STEP_LEASE_SECONDS,
             )
-            await self._drive(rollout, 0)
+            try:
+                await self._drive(rollout, 0)
+            finally:
+                await asyncio.to_thread(self.store.release_rollout, rollout.id, self.owner)
         log.info(
             "rollout.started id=%s groups=%s waves=%s soak=%s max_failures=%s",
             rollout.id,

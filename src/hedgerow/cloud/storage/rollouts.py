@@ -21,13 +21,34 @@ Stored = tuple[dict[str, Any], int]  # (the plan, its revision)
 
 
 class RolloutStore(Store):
-    def create_rollout(self, rollout_id: str, state: str, plan: dict[str, Any]) -> None:
+    def create_rollout(
+        self, rollout_id: str, state: str, plan: dict[str, Any], owner: str, lease_s: float
+    ) -> None:
+        """A new rollout, leased to ``owner`` (the process that drives its first step):
+        no other replica's rollout job drives it at the same time."""
         with self._tx() as s:
             at = now()
             s.add(
                 RolloutRow(
-                    id=rollout_id, state=state, plan=plan, revision=0, created_at=at, updated_at=at
+                    id=rollout_id,
+                    state=state,
+                    plan=plan,
+                    revision=0,
+                    created_at=at,
+                    updated_at=at,
+                    lease_owner=owner,
+                    lease_until=at + dt.timedelta(seconds=lease_s),
                 )
+            )
+
+    def release_rollout(self, rollout_id: str, owner: str) -> None:
+        """``owner`` no longer drives the rollout: the rollout job (on whichever replica
+        holds it) claims it at its next pass."""
+        with self._tx() as s:
+            s.execute(
+                sa.update(RolloutRow)
+                .where(RolloutRow.id == rollout_id, RolloutRow.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None)
             )
 
     def save_rollout(
