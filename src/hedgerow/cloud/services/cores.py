@@ -23,6 +23,11 @@ class PublicEndpoints:
 
     https: str
     mqtt: str
+    #: "5", or "3.1.1" for an external broker that speaks no MQTT 5 (RabbitMQ 3.10)
+    mqtt_protocol: str = "5"
+    #: a core's broker password from its name and certificate fingerprint, for a broker
+    #: that asks the cloud over HTTP (None: the client certificate is the login)
+    mqtt_password: Callable[[str, str], str] | None = None
 
 
 #: the names of the cores with a live MQTT session at this process's endpoint, or None
@@ -65,18 +70,30 @@ class CoreService:
             return cores
         return [replace(core, connected=core.name in live) for core in cores]
 
-    def _bundle(self, core: str, group: str, cert_pem: str, key_pem: str) -> bytes:
+    def _bundle(
+        self, core: str, group: str, cert_pem: str, key_pem: str, fingerprint: str
+    ) -> bytes:
         endpoints = self.endpoints()
+        password = None
+        if endpoints.mqtt_password is not None:
+            password = endpoints.mqtt_password(core, fingerprint)
+        config = bundle.core_config(
+            core,
+            group,
+            endpoints.https,
+            endpoints.mqtt,
+            mqtt_protocol=endpoints.mqtt_protocol,
+            mqtt_password=password,
+        )
         return bundle.build_bundle(
             {
-                bundle.CONFIG: bundle.core_config(
-                    core, group, endpoints.https, endpoints.mqtt
-                ).encode(),
+                bundle.CONFIG: config.encode(),
                 bundle.CORE_CERT: cert_pem.encode(),
                 bundle.CORE_KEY: key_pem.encode(),
                 bundle.ROOT_CA: self.pki.root_ca_pem.encode(),
                 bundle.VERIFY_KEY: self.pki.verify_key_pem.encode(),
-            }
+            },
+            private=bundle.PRIVATE if password is None else bundle.PRIVATE | {bundle.CONFIG},
         )
 
     async def create(self, name: str, group: str) -> CreatedCore:
@@ -86,7 +103,14 @@ class CoreService:
         log.info("core.created name=%s group=%s", name, group)
         await self.membership.announce([group])
         return CreatedCore(
-            core, self._bundle(name, group, identity.certificate_pem, identity.private_key_pem)
+            core,
+            self._bundle(
+                name,
+                group,
+                identity.certificate_pem,
+                identity.private_key_pem,
+                identity.record.fingerprint,
+            ),
         )
 
     async def register(self, name: str, group: str, csr: str) -> str:
@@ -119,7 +143,14 @@ class CoreService:
         await self.notifier.disconnect(name, "identity reissued")
         assert identity.private_key_pem is not None
         return CreatedCore(
-            core, self._bundle(name, core.group, identity.certificate_pem, identity.private_key_pem)
+            core,
+            self._bundle(
+                name,
+                core.group,
+                identity.certificate_pem,
+                identity.private_key_pem,
+                identity.record.fingerprint,
+            ),
         )
 
     async def all(self) -> list[Core]:
