@@ -1,0 +1,177 @@
+"""RabbitMQ 3.10 (MQTT 3.1.1 only, HTTP auth backend) as the cloud's external MQTT engine:
+the broker asks the cloud who logs in and what each core may do, so a revoked core is
+refused and cut off at the broker, and no core reaches another's topics."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+import tomllib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hedgerow.client import Client, ClientError, ConnectError, ProtocolVersion
+from hedgerow.cloud import core_bundle
+from hedgerow.cloud.config import Listen
+from hedgerow.cloud.server import CloudServer
+from tests.conftest import free_port
+from tests.rabbitmq import BROKER_URL, MQTT_PORT, TEST_TIMEOUT_S, RabbitMQ, rabbitmq_turn
+
+from .conftest import Cloud, loopback_config
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(TEST_TIMEOUT_S)]
+WAIT = 30.0
+#: a revoked core's connection is closed within this (the cloud takes its client id over)
+CUT_OFF_BOUND_S = 10.0
+
+
+@dataclass
+class Login:
+    core: str
+    password: str
+
+    def client(self, client_id: str | None = None) -> Client:
+        return Client(
+            "127.0.0.1",
+            MQTT_PORT,
+            client_id=client_id or self.core,
+            version=ProtocolVersion.V311,
+            username=self.core,
+            password=self.password,
+            keepalive=30,
+        )
+
+
+@pytest.fixture
+async def rabbit_cloud(tmp_path: Path) -> AsyncIterator[tuple[Cloud, RabbitMQ]]:
+    api_port = free_port()
+    config = await asyncio.to_thread(loopback_config, tmp_path / "cloud")
+    with rabbitmq_turn(config.data_dir, f"http://127.0.0.1:{api_port}") as rabbit:
+        config = config.replace(
+            api=Listen("127.0.0.1", api_port),
+            broker=BROKER_URL,
+            broker_protocol="3.1.1",
+            broker_login="password",
+            replica_id=rabbit.replica("a"),
+        )
+        async with CloudServer(config) as server:
+            assert server.link is not None
+            async with asyncio.timeout(WAIT):  # logged in through /api/v1/broker-auth, subscribed
+                await server.link.connected.wait()
+            async with httpx.AsyncClient(
+                base_url=server.api_url,
+                headers={"authorization": f"Bearer {server.admin_token}"},
+                timeout=10,
+            ) as api:
+                yield Cloud(server, api, config.data_dir), rabbit
+
+
+async def make_core(cloud: Cloud, name: str, group: str) -> Login:
+    await cloud.ok("POST", "/api/v1/groups", json={"name": group})
+    made = await cloud.ok("POST", "/api/v1/cores", json={"name": name, "group": group})
+    files = core_bundle.read_bundle(base64.b64decode(made["bundle"]))
+    settings = tomllib.loads(files[core_bundle.CONFIG].decode())["cloud"]
+    assert settings["mqtt"] == BROKER_URL and settings["mqtt_protocol"] == "3.1.1"
+    assert settings["mqtt_username"] == name
+    return Login(name, settings["mqtt_password"])
+
+
+async def wait_closed(client: Client, bound: float) -> None:
+    async with asyncio.timeout(bound):
+        await asyncio.shield(client.closed)
+
+
+async def test_rabbitmq_asks_the_cloud_and_keeps_cores_apart(
+    rabbit_cloud: tuple[Cloud, RabbitMQ], tmp_path: Path
+) -> None:
+    cloud, _ = rabbit_cloud
+    gw = await make_core(cloud, "gw", "plant")
+    other = await make_core(cloud, "other", "mill")
+    await cloud.thing("t1", ["plant"], tmp_path)
+    await cloud.ok(
+        "POST",
+        "/api/v1/groups/plant/subscriptions",
+        json={"source": "thing:t1", "topic": "plant/#", "target": "cloud"},
+    )
+    async with asyncio.timeout(WAIT):  # the route cache the broker's questions read
+        while "plant/#" not in cloud.server.routes.to_cloud("plant"):
+            await cloud.server.routes.refreshed.wait()
+            cloud.server.routes.refreshed.clear()
+
+    # a wrong password, or another core's client id, is refused at the broker
+    with pytest.raises(ConnectError):
+        async with Login("gw", "x" * 64).client():
+            pass
+    with pytest.raises(ConnectError):
+        async with gw.client(client_id="other"):
+            pass
+
+    async with gw.client() as core:
+        assert await core.subscribe("$hedgerow/cores/gw/deployments", qos=1) == (1,)
+        # its telemetry, named by the topic, reaches the store (acknowledged once stored)
+        await core.publish("$hedgerow/cores/gw/routed/plant/1", b"21.5", qos=1)
+        async with asyncio.timeout(WAIT):
+            while not await stored(cloud):
+                await asyncio.sleep(0.1)
+        assert [(m["topic"], m["core"]) for m in await stored(cloud)] == [("plant/1", "gw")]
+
+    # another core's topics, a wildcard over every core, telemetry its group does not
+    # route to the cloud: the broker refuses (RabbitMQ 3.10 closes the connection)
+    for login, subscribe in (
+        (gw, "$hedgerow/cores/other/deployments"),
+        (gw, "$hedgerow/cores/+/routed/#"),
+        (other, "$hedgerow/cores/gw/deployments"),
+    ):
+        await refused(login, lambda core, f=subscribe: core.subscribe(f, qos=1))
+    for login, topic in (
+        (gw, "$hedgerow/cores/other/routed/plant/2"),
+        (gw, "$hedgerow/cores/other/heartbeat"),
+        (gw, "$hedgerow/cores/gw/routed/elsewhere/2"),
+        (other, "$hedgerow/cores/gw/routed/plant/2"),
+    ):
+        await refused(login, lambda core, t=topic: core.publish(t, b"forged", qos=1))
+    assert [m["payload"] for m in await stored(cloud)] == ["21.5"]
+
+
+async def stored(cloud: Cloud) -> list[dict[str, str]]:
+    page = await cloud.ok("GET", "/api/v1/messages", params={"filter": "plant/#"})
+    return list(page["items"])
+
+
+async def refused(login: Login, act: Callable[[Client], Awaitable[object]]) -> None:
+    """``act`` on a fresh connection of ``login`` is refused: the broker closes it."""
+    async with login.client() as core:
+        with pytest.raises(ClientError):
+            async with asyncio.timeout(WAIT):
+                await act(core)
+                await core.closed  # a QoS 1 publish may be dropped first, then closed
+        assert core.closed.done()
+
+
+async def test_a_revoked_core_is_cut_off_and_refused_by_rabbitmq(
+    rabbit_cloud: tuple[Cloud, RabbitMQ],
+) -> None:
+    cloud, _ = rabbit_cloud
+    gw = await make_core(cloud, "gw", "plant")
+    async with gw.client() as core:
+        await core.subscribe("$hedgerow/cores/gw/deployments", qos=1)
+        fingerprints = [
+            c["fingerprint"]
+            for c in (await cloud.ok("GET", "/api/v1/certificates", params={"owner": "gw"}))[
+                "items"
+            ]
+        ]
+        assert len(fingerprints) == 1
+        revoked_at = time.monotonic()
+        await cloud.ok("POST", f"/api/v1/certificates/{fingerprints[0]}/revoke")
+        await wait_closed(core, CUT_OFF_BOUND_S)
+        took = time.monotonic() - revoked_at
+        print(f"revoked core cut off by RabbitMQ {took:.2f} s after the revocation")
+    with pytest.raises(ConnectError):
+        async with gw.client():
+            pass
