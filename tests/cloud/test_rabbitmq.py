@@ -175,3 +175,130 @@ async def test_a_revoked_core_is_cut_off_and_refused_by_rabbitmq(
     with pytest.raises(ConnectError):
         async with gw.client():
             pass
+
+
+async def serve_replica(
+    data: Path, database: str, replica: str, api_port: int, log: Path, *extra: str
+) -> asyncio.subprocess.Process:
+    """``hedgerow cloud serve`` on RabbitMQ as a process; returns once its link logged in
+    and its subscriptions were acknowledged (its session holds what cores send from then)."""
+    from .test_cli import HEDGEROW
+
+    connected = f"client=hedgerow-cloud-{replica} "
+    before = log.read_text().count(connected) if log.exists() else 0
+    with log.open("ab") as err:
+        process = await asyncio.create_subprocess_exec(
+            HEDGEROW, "cloud", "serve", "--data", str(data), "--database", database,
+            "--broker", BROKER_URL, "--broker-protocol", "3.1.1", "--broker-login", "password",
+            "--replica-id", replica, "--api-port", str(api_port), "--device-port", "0", *extra,
+            stdout=asyncio.subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
+    async with asyncio.timeout(WAIT * 2):
+        while log.read_text().count(connected) <= before:
+            assert process.returncode is None, log.read_text()[-3000:]
+            await asyncio.sleep(0.05)
+    return process
+
+
+async def route_allowed(auth_url: str, core: str, topic: str) -> bool:
+    """Ask the broker-auth endpoint as RabbitMQ would: may ``core`` publish ``topic``?"""
+    key = topic.replace("/", ".")
+    question = {
+        "username": core, "vhost": "/", "resource": "topic", "name": "amq.topic",
+        "permission": "write", "routing_key": key, "variable_map.client_id": core,
+    }  # fmt: skip
+    async with httpx.AsyncClient(timeout=10) as http:
+        answer = await http.post(auth_url + "topic", data=question)
+    return answer.text == "allow"
+
+
+@pytest.mark.postgres
+async def test_a_replica_killed_during_ingest_through_rabbitmq_loses_no_acknowledged_message(
+    tmp_path: Path, pg_schema: str
+) -> None:
+    """RabbitMQ keeps a 3.1.1 persistent session (clean_session=false) in a durable queue
+    and sends again what a consumer had not acknowledged when its connection died: replica
+    A, killed with SIGKILL mid-stream and started again under its id, stores everything
+    the core had been acknowledged. RabbitMQ 3.10 has no shared subscriptions, so replica
+    B serves the API (and the broker's auth questions) and takes no telemetry."""
+    from .test_cli import ok
+    from .test_scale_out import pg_url
+
+    data = tmp_path / "data"
+    await ok(
+        "cloud", "init", "--data", str(data), "--api-port", "0", "--device-host", "127.0.0.1",
+        "--device-port", "0", cwd=tmp_path, process=False,
+    )  # fmt: skip
+    database, log_a, log_b = pg_url(pg_schema), tmp_path / "a.log", tmp_path / "b.log"
+    api_a, api_b = free_port(), free_port()
+    total, killed_at, back_at = 3000, 1000, 1600
+    with rabbitmq_turn(data, f"http://127.0.0.1:{api_b}") as rabbit:
+        a_id, b_id = rabbit.replica("a"), rabbit.replica("b")
+        b = await serve_replica(data, database, b_id, api_b, log_b, "--no-broker-ingest")
+        a = await serve_replica(data, database, a_id, api_a, log_a)
+        token = (data / "admin-token").read_text().strip()
+        auth_url = f"http://127.0.0.1:{api_b}/api/v1/broker-auth/{rabbit.secret.path_token()}/"
+        try:
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{api_b}",
+                headers={"authorization": f"Bearer {token}"},
+                timeout=10,
+            ) as api:
+                cloud = Cloud(None, api, data)  # type: ignore[arg-type]
+                gw = await make_core(cloud, "gw", "plant")
+                await cloud.thing("t1", ["plant"], tmp_path)
+                await cloud.ok(
+                    "POST",
+                    "/api/v1/groups/plant/subscriptions",
+                    json={"source": "thing:t1", "topic": "plant/#", "target": "cloud"},
+                )
+                async with asyncio.timeout(WAIT):
+                    while not await route_allowed(
+                        auth_url, "gw", "$hedgerow/cores/gw/routed/plant/0"
+                    ):
+                        await asyncio.sleep(0.1)
+                started = time.monotonic()
+                async with gw.client() as core:
+                    for index in range(total):
+                        # each publish returns once RabbitMQ acknowledged it to the core
+                        await core.publish(
+                            f"$hedgerow/cores/gw/routed/plant/{index % 5}", b"%d" % index, qos=1
+                        )
+                        if index == killed_at:
+                            a.kill()  # kill -9, mid-stream: whatever it had not stored yet
+                            await a.wait()
+                        if index == back_at:
+                            a = await serve_replica(data, database, a_id, api_a, log_a)
+                published = time.monotonic() - started
+            seen = await stored_payloads(database, total)
+        finally:
+            for process in (a, b):
+                if process.returncode is None:
+                    process.terminate()
+                    async with asyncio.timeout(WAIT):
+                        await process.wait()
+    missing = sorted(set(range(total)) - set(seen))
+    assert not missing, f"{len(missing)} acknowledged messages never stored: {missing[:10]}"
+    assert f"client=hedgerow-cloud-{a_id} resumed=True" in log_a.read_text()
+    print(
+        f"{total} acknowledged in {published:.1f} s, {len(seen)} stored, "
+        f"{len(seen) - total} stored twice"
+    )
+
+
+async def stored_payloads(database: str, total: int) -> list[int]:
+    """The payloads in the messages table once all ``total`` arrived (or after 60 s)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(database.replace("postgresql://", "postgresql+psycopg://"))
+    seen: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(set(seen)) < total and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            with engine.connect() as db:
+                rows = db.execute(sa.text("SELECT payload FROM messages")).scalars()
+                seen = [int(bytes(p)) for p in rows]
+    finally:
+        engine.dispose()
+    return seen
