@@ -6,7 +6,8 @@ HiveMQ). Pure: no I/O; topic matching is ``hedgerow.mqtt.topics``'.
 A core publishes its own heartbeat, deployment status, shadow updates and logs, and the
 topics its group routes to ``cloud`` — either as they are (MQTT 5, the ``core`` user
 property names it) or under its own ``$hedgerow/cores/{core}/routed/`` (MQTT 3.1.1, no user
-properties: the topic names it). It subscribes under its own namespace and to what its
+properties: the topic names it; an external broker allows a core its whole own prefix,
+see ``topic_allowed``). It subscribes under its own namespace and to what its
 group's routes from ``cloud`` cover. Never another core's topics, never a shared
 subscription. The cloud's replicas may do anything.
 """
@@ -115,6 +116,12 @@ def topic_allowed(
     if standing is None or client_id != standing.name:
         return False
     if access is Access.WRITE:
+        routed = parse_routed_topic(topic)
+        if routed is not None:
+            # its own prefix, whatever the routes say now: RabbitMQ 3.10 can refuse a
+            # publish only by closing the connection, and a record spooled under a route
+            # since removed would then stall the core's spool for ever
+            return routed.core == standing.name
         return may_publish(standing.name, routes.to_cloud, topic)
     return may_subscribe(standing.name, routes.from_cloud, topic)
 

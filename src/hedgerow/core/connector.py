@@ -33,7 +33,7 @@ from hedgerow.client import (
     PublishError,
 )
 from hedgerow.clock import Clock, MonotonicClock
-from hedgerow.contract.topics import TO_CORE, core_topic, routed_topic
+from hedgerow.contract.topics import TO_CORE, core_topic, parse_core_topic, routed_topic
 
 from .errors import CoreError
 from .spool import Spool
@@ -312,7 +312,9 @@ class CloudConnector:
                 room = min(window - len(pending), SEND_SLICE)
                 records = spool.peek(after_id, room) if room > 0 else []
                 for record in records:
-                    topic = routed_topic(self.core, record.topic) if prefix_topic else record.topic
+                    topic = record.topic
+                    if prefix_topic and parse_core_topic(topic) is None:  # not its own status
+                        topic = routed_topic(self.core, topic)
                     future = client.publish_nowait(topic, record.payload, 1, False, properties)
                     future.add_done_callback(on_done)
                     pending.append((record.id, future))
