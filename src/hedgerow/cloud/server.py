@@ -264,7 +264,6 @@ class CloudServer:
                 password=self.broker_secret.cloud_password() if self.broker_secret else None,
                 ingest_telemetry=cfg.broker_ingest,
             )
-            self._spawn(self.link.run(), "cloud-external-broker")
         elif self.enable_mqtt:
             await self.routes.refresh()
             routes_changed = self.routes.refresh
@@ -355,6 +354,8 @@ class CloudServer:
         if not self._uvicorn.started:
             await api_task
             raise ConfigError(f"the API could not start on {cfg.api.host}:{cfg.api.port}")
+        if self.link is not None:  # once the API answers: the broker may ask it who we are
+            self._spawn(self.link.run(), "cloud-external-broker")
         log.info(
             "cloud.started api=%s device=%s mqtt=%s", self.api_url, self.device_url, self.mqtt_url
         )
