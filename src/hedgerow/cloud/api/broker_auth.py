@@ -3,7 +3,11 @@ cloud who may log in and what they may do (RabbitMQ's ``rabbitmq_auth_backend_ht
 EMQX's, VerneMQ's and HiveMQ's HTTP hooks can call the same paths, see the cloud README).
 
 Each question comes as a form-encoded POST or as a GET query (RabbitMQ sends either,
-``http_method``) and is answered ``allow`` or ``deny`` as text. The rules are
+``http_method``) and is answered ``allow`` or ``deny`` as text, or with ``?format=json``
+as ``{"result": "allow"}`` (EMQX 5's HTTP authentication and authorization, whose
+``action``/``topic``/``clientid`` fields are read too). VerneMQ's webhooks
+``auth_on_register``, ``auth_on_publish`` and ``auth_on_subscribe`` are paths of their own
+(JSON in, ``{"result": "ok"}`` out). The rules are
 ``hedgerow.cloud.broker_acl``'s (the embedded endpoint's); this module only reads the
 question, looks the core up and answers. Nobody can probe: the path carries a token only
 the broker's configuration holds (``BrokerSecret.path_token``); any other token is a 404,
@@ -17,13 +21,15 @@ revocation holds at the next login at once and for publish/subscribe within that
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from hedgerow.cloud import broker_acl
@@ -38,6 +44,7 @@ STANDING_TTL_S = 1.0
 #: the bodies RabbitMQ reads (anything else is a deny)
 ALLOW = PlainTextResponse("allow")
 DENY = PlainTextResponse("deny")
+NOT_FOUND = PlainTextResponse("not found", status_code=404)
 
 Standing = Callable[[str], Awaitable[CoreStanding | None]]
 GroupRoutes = Callable[[str], Routes]
@@ -79,7 +86,7 @@ class BrokerAuth:
         standing = await self.standing(user, fresh=True)
         expected = "" if standing is None else self.secret.core_password(user, standing.fingerprint)
         ok = standing is not None and password_matches(expected, password)
-        return broker_acl.core_login_allowed(standing, q.get("client_id", ""), ok)
+        return broker_acl.core_login_allowed(standing, client_id_of(q), ok)
 
     async def vhost(self, q: dict[str, str]) -> bool:
         user = q.get("username", "")
@@ -92,24 +99,92 @@ class BrokerAuth:
         return broker_acl.resource_allowed(user, q.get("resource", ""), q.get("name", ""))
 
     async def topic(self, q: dict[str, str]) -> bool:
+        """RabbitMQ's form (``permission`` read/write, ``routing_key`` in AMQP form) or
+        EMQX's (``action`` publish/subscribe, ``topic`` as MQTT has it)."""
         user = q.get("username", "")
         if user == CLOUD_USER:
             return True
-        try:
-            access = Access(q.get("permission", ""))
-        except ValueError:
+        access = ACCESS.get(q.get("permission", q.get("action", "")))
+        if access is None:
             return False
         standing = await self.standing(user)
         routes = self.routes(standing.group) if standing is not None else Routes((), ())
-        topic = broker_acl.topic_from_routing_key(q.get("routing_key", ""))
-        client_id = q.get("variable_map.client_id", q.get("client_id", ""))
-        return broker_acl.topic_allowed(standing, routes, client_id, access, topic)
+        if "topic" in q:
+            topic = q["topic"]
+        else:
+            topic = broker_acl.topic_from_routing_key(q.get("routing_key", ""))
+        return broker_acl.topic_allowed(standing, routes, client_id_of(q), access, topic)
+
+    # ---- VerneMQ's webhooks: one JSON question each, answered {"result": "ok"} ----------
+
+    async def auth_on_register(self, body: dict[str, Any]) -> bool:
+        return await self.user(
+            {
+                "username": str(body.get("username") or ""),
+                "password": str(body.get("password") or ""),
+                "client_id": str(body.get("client_id") or ""),
+            }
+        )
+
+    async def auth_on_publish(self, body: dict[str, Any]) -> bool:
+        return await self.topic(_verne_topic(body, "publish", str(body.get("topic") or "")))
+
+    async def auth_on_subscribe(self, body: dict[str, Any]) -> bool:
+        topics = body.get("topics")
+        if not isinstance(topics, list) or not topics:
+            return False
+        for entry in topics:
+            topic = str(entry.get("topic") or "") if isinstance(entry, dict) else ""
+            if not await self.topic(_verne_topic(body, "subscribe", topic)):
+                return False
+        return True
+
+
+#: what the broker asks for on a topic, in RabbitMQ's words and EMQX's
+ACCESS: dict[str, Access] = {
+    "write": Access.WRITE,
+    "publish": Access.WRITE,
+    "read": Access.READ,
+    "subscribe": Access.READ,
+}
+
+
+def client_id_of(q: dict[str, str]) -> str:
+    return q.get("variable_map.client_id", q.get("client_id", q.get("clientid", "")))
+
+
+def _verne_topic(body: dict[str, Any], action: str, topic: str) -> dict[str, str]:
+    return {
+        "username": str(body.get("username") or ""),
+        "client_id": str(body.get("client_id") or ""),
+        "action": action,
+        "topic": topic,
+    }
 
 
 async def _question(request: Request) -> dict[str, str]:
     if request.method == "POST":
         return dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
     return dict(request.query_params)
+
+
+async def _webhook(request: Request, hook: Callable[[dict[str, Any]], Awaitable[bool]]) -> Response:
+    """A VerneMQ webhook: JSON in, ``{"result": "ok"}`` or ``{"result": {"error": ...}}``
+    out (publish and subscribe as asked: no payload or topic rewriting)."""
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        body = None
+    allowed = isinstance(body, dict) and await hook(body)
+    if not allowed:
+        who = body if isinstance(body, dict) else {}
+        log.info(
+            "broker_auth.denied question=%s user=%s client_id=%s",
+            request.path_params["question"],
+            who.get("username", ""),
+            who.get("client_id", ""),
+        )
+    return JSONResponse({"result": "ok" if allowed else {"error": "not_allowed"}})
 
 
 def routes(auth: BrokerAuth) -> list[BaseRoute]:
@@ -122,15 +197,16 @@ def routes(auth: BrokerAuth) -> list[BaseRoute]:
 
     async def answer(request: Request) -> Response:
         token = request.path_params["token"]
-        ask = questions.get(request.path_params["question"])
-        if ask is None or not auth.secret.token_matches(token):
-            log.warning(
-                "broker_auth.bad_request path=%s",
-                PREFIX + "/.../" + request.path_params["question"],
-            )
-            return PlainTextResponse("not found", status_code=404)
+        question = request.path_params["question"]
+        if question not in questions and question not in webhooks:
+            return NOT_FOUND
+        if not auth.secret.token_matches(token):
+            log.warning("broker_auth.bad_token question=%s", question)
+            return NOT_FOUND
+        if question in webhooks:
+            return await _webhook(request, webhooks[question])
         q = await _question(request)
-        allowed = await ask(q)
+        allowed = await questions[question](q)
         if not allowed:
             log.info(
                 "broker_auth.denied question=%s user=%s client_id=%s resource=%s name=%s "
@@ -143,6 +219,13 @@ def routes(auth: BrokerAuth) -> list[BaseRoute]:
                 q.get("permission", ""),
                 q.get("routing_key", ""),
             )
+        if request.query_params.get("format") == "json":  # EMQX 5 reads a JSON result
+            return JSONResponse({"result": "allow" if allowed else "deny"})
         return ALLOW if allowed else DENY
 
+    webhooks = {
+        "auth_on_register": auth.auth_on_register,
+        "auth_on_publish": auth.auth_on_publish,
+        "auth_on_subscribe": auth.auth_on_subscribe,
+    }
     return [Route(PREFIX + "/{token}/{question}", answer, methods=["GET", "POST"])]
