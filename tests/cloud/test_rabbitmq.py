@@ -20,7 +20,14 @@ from hedgerow.cloud import core_bundle
 from hedgerow.cloud.config import Listen
 from hedgerow.cloud.server import CloudServer
 from tests.conftest import free_port
-from tests.rabbitmq import BROKER_URL, MQTT_PORT, TEST_TIMEOUT_S, RabbitMQ, rabbitmq_turn
+from tests.rabbitmq import (
+    BROKER_URL,
+    MQTT_PORT,
+    TEST_TIMEOUT_S,
+    RabbitMQ,
+    rabbitmq_turn,
+    rabbitmqctl,
+)
 
 from .conftest import Cloud, loopback_config
 
@@ -218,7 +225,7 @@ async def test_a_replica_killed_during_ingest_through_rabbitmq_loses_no_acknowle
     """RabbitMQ keeps a 3.1.1 persistent session (clean_session=false) in a durable queue
     and sends again what a consumer had not acknowledged when its connection died: replica
     A, killed with SIGKILL mid-stream and started again under its id, stores everything
-    the core had been acknowledged. RabbitMQ 3.10 has no shared subscriptions, so replica
+    the core had been acknowledged. The session is a quorum queue (clusterable). RabbitMQ 3.10 has no shared subscriptions, so replica
     B serves the API (and the broker's auth questions) and takes no telemetry."""
     from .test_cli import ok
     from .test_scale_out import pg_url
@@ -269,6 +276,8 @@ async def test_a_replica_killed_during_ingest_through_rabbitmq_loses_no_acknowle
                         if index == back_at:
                             a = await serve_replica(data, database, a_id, api_a, log_a)
                 published = time.monotonic() - started
+                queues = rabbitmqctl("list_queues", "name", "type").stdout
+                assert f"mqtt-subscription-hedgerow-cloud-{a_id}qos1\tquorum" in queues, queues
             seen = await stored_payloads(database, total)
         finally:
             for process in (a, b):
