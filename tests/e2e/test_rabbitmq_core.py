@@ -43,8 +43,14 @@ def test_a_core_on_rabbitmq_gets_its_deployment_and_sends_telemetry(tmp_path: Pa
             )
             assert cloud.popen.poll() is None, cloud.output()
 
+            # serve prints where the broker asks (the URLs RabbitMQ was given)
+            token = rabbit.secret.path_token()
+            assert f"/api/v1/broker-auth/{token}/{{user,vhost,resource,topic}}" in cloud.output()
             system.create_group_and_core()
             system.start_core()
+            config = tmp_path / "core" / "config.toml"
+            assert "mqtt_password" in config.read_text()
+            assert config.stat().st_mode & 0o777 == 0o600, "the broker password is owner-only"
             wait_until(
                 lambda: system.metrics().get("hedgerow_core_cloud_connected") == 1,
                 timeout=60,
