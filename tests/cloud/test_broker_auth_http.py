@@ -10,7 +10,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from hedgerow.cloud.api.broker_auth import PREFIX, BrokerAuth, routes
+from hedgerow.cloud.api.broker_auth import MAX_CACHED, PREFIX, BrokerAuth, routes
 from hedgerow.cloud.broker_acl import CoreStanding, Routes
 from hedgerow.cloud.broker_credentials import CLOUD_USER, BrokerSecret
 
@@ -95,3 +95,25 @@ async def test_a_wrong_token_or_question_is_not_found(http: httpx.AsyncClient) -
     for path in (f"{base}/{'0' * 40}/user", f"{base}/{SECRET.path_token()}/nothing"):
         answer = await http.post(path, data={"username": CLOUD_USER})
         assert answer.status_code == 404 and answer.text == "not found"
+
+
+async def test_standings_are_kept_a_second_and_bounded() -> None:
+    lookups: list[str] = []
+    now = [0.0]
+
+    async def standing(core: str) -> CoreStanding | None:
+        lookups.append(core)
+        return GW if core == "gw" else None
+
+    auth = BrokerAuth(SECRET, standing, lambda group: Routes((), ()), clock=lambda: now[0])
+    await auth.standing("gw")
+    await auth.standing("gw")
+    assert lookups == ["gw"]
+    now[0] += 1.5  # older than STANDING_TTL_S: asked again
+    await auth.standing("gw")
+    assert lookups == ["gw", "gw"]
+    await auth.standing("gw", fresh=True)  # a login always asks
+    assert len(lookups) == 3
+    for index in range(MAX_CACHED + 5):
+        await auth.standing(f"made-up-{index}")
+    assert len(auth._standing) <= MAX_CACHED

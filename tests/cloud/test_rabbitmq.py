@@ -159,7 +159,7 @@ async def refused(login: Login, act: Callable[[Client], Awaitable[object]]) -> N
         assert core.closed.done()
 
 
-async def test_a_revoked_core_is_cut_off_and_refused_by_rabbitmq(
+async def test_a_revoked_or_deleted_core_is_cut_off_and_refused_by_rabbitmq(
     rabbit_cloud: tuple[Cloud, RabbitMQ],
 ) -> None:
     cloud, _ = rabbit_cloud
@@ -180,6 +180,16 @@ async def test_a_revoked_core_is_cut_off_and_refused_by_rabbitmq(
         print(f"revoked core cut off by RabbitMQ {took:.2f} s after the revocation")
     with pytest.raises(ConnectError):
         async with gw.client():
+            pass
+
+    # a deleted core likewise
+    mill = await make_core(cloud, "mill-gw", "mill")
+    async with mill.client() as core:
+        await core.subscribe("$hedgerow/cores/mill-gw/deployments", qos=1)
+        await cloud.ok("DELETE", "/api/v1/cores/mill-gw")
+        await wait_closed(core, CUT_OFF_BOUND_S)
+    with pytest.raises(ConnectError):
+        async with mill.client():
             pass
 
 

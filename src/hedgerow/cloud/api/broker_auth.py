@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 PREFIX = "/api/v1/broker-auth"
 #: How long a core's standing answers the questions after its login.
 STANDING_TTL_S = 1.0
+#: Standings kept at most (then forgotten all at once: each is one lookup away).
+MAX_CACHED = 10_000
 #: the bodies RabbitMQ reads (anything else is a deny)
 ALLOW = PlainTextResponse("allow")
 DENY = PlainTextResponse("deny")
@@ -72,6 +74,8 @@ class BrokerAuth:
         if not fresh and cached is not None and now - cached[0] < STANDING_TTL_S:
             return cached[1]
         found = await self._lookup(core)
+        if len(self._standing) >= MAX_CACHED:  # logins under made-up names cannot grow it
+            self._standing.clear()
         self._standing[core] = (now, found)
         return found
 
