@@ -78,10 +78,12 @@ async def rabbit_cloud(tmp_path: Path) -> AsyncIterator[tuple[Cloud, RabbitMQ]]:
                 yield Cloud(server, api, config.data_dir), rabbit
 
 
-async def make_core(cloud: Cloud, name: str, group: str) -> Login:
-    await cloud.ok("POST", "/api/v1/groups", json={"name": group})
-    made = await cloud.ok("POST", "/api/v1/cores", json={"name": name, "group": group})
-    files = core_bundle.read_bundle(base64.b64decode(made["bundle"]))
+async def make_core(api: httpx.AsyncClient, name: str, group: str) -> Login:
+    """A group and its core; the broker login its bundle carries."""
+    (await api.post("/api/v1/groups", json={"name": group})).raise_for_status()
+    made = await api.post("/api/v1/cores", json={"name": name, "group": group})
+    made.raise_for_status()
+    files = core_bundle.read_bundle(base64.b64decode(made.json()["bundle"]))
     settings = tomllib.loads(files[core_bundle.CONFIG].decode())["cloud"]
     assert settings["mqtt"] == BROKER_URL and settings["mqtt_protocol"] == "3.1.1"
     assert settings["mqtt_username"] == name
@@ -97,8 +99,8 @@ async def test_rabbitmq_asks_the_cloud_and_keeps_cores_apart(
     rabbit_cloud: tuple[Cloud, RabbitMQ], tmp_path: Path
 ) -> None:
     cloud, _ = rabbit_cloud
-    gw = await make_core(cloud, "gw", "plant")
-    other = await make_core(cloud, "other", "mill")
+    gw = await make_core(cloud.api, "gw", "plant")
+    other = await make_core(cloud.api, "other", "mill")
     await cloud.thing("t1", ["plant"], tmp_path)
     await cloud.ok(
         "POST",
@@ -163,7 +165,7 @@ async def test_a_revoked_or_deleted_core_is_cut_off_and_refused_by_rabbitmq(
     rabbit_cloud: tuple[Cloud, RabbitMQ],
 ) -> None:
     cloud, _ = rabbit_cloud
-    gw = await make_core(cloud, "gw", "plant")
+    gw = await make_core(cloud.api, "gw", "plant")
     async with gw.client() as core:
         await core.subscribe("$hedgerow/cores/gw/deployments", qos=1)
         fingerprints = [
@@ -183,7 +185,7 @@ async def test_a_revoked_or_deleted_core_is_cut_off_and_refused_by_rabbitmq(
             pass
 
     # a deleted core likewise
-    mill = await make_core(cloud, "mill-gw", "mill")
+    mill = await make_core(cloud.api, "mill-gw", "mill")
     async with mill.client() as core:
         await core.subscribe("$hedgerow/cores/mill-gw/deployments", qos=1)
         await cloud.ok("DELETE", "/api/v1/cores/mill-gw")
@@ -260,14 +262,13 @@ async def test_a_replica_killed_during_ingest_through_rabbitmq_loses_no_acknowle
                 headers={"authorization": f"Bearer {token}"},
                 timeout=10,
             ) as api:
-                cloud = Cloud(None, api, data)  # type: ignore[arg-type]
-                gw = await make_core(cloud, "gw", "plant")
-                await cloud.thing("t1", ["plant"], tmp_path)
-                await cloud.ok(
-                    "POST",
-                    "/api/v1/groups/plant/subscriptions",
-                    json={"source": "thing:t1", "topic": "plant/#", "target": "cloud"},
-                )
+                gw = await make_core(api, "gw", "plant")
+                thing = await api.post("/api/v1/things", json={"name": "t1", "groups": ["plant"]})
+                thing.raise_for_status()
+                route = {"source": "thing:t1", "topic": "plant/#", "target": "cloud"}
+                (
+                    await api.post("/api/v1/groups/plant/subscriptions", json=route)
+                ).raise_for_status()
                 async with asyncio.timeout(WAIT):
                     while not await route_allowed(
                         auth_url, "gw", "$hedgerow/cores/gw/routed/plant/0"

@@ -4,8 +4,8 @@ It drains the durable spool in order with QoS 1 (up to ``inflight`` unacknowledg
 publishes pipelined), removes records only after their PUBACK, and starts again from the
 oldest unacknowledged record after every reconnect (at-least-once). Each routed message
 carries the v5 user property ``core=<name>``; over MQTT 3.1.1 (an external broker with no
-5) it goes to ``$hedgerow/cores/<name>/routed/<topic>`` instead. Reconnects follow a capped exponential
-backoff with full jitter.
+5) it goes to ``$hedgerow/cores/<name>/routed/<topic>`` instead. Reconnects follow a
+capped exponential backoff with full jitter.
 
 Inbound: the core's topics of ``hedgerow.contract.topics.TO_CORE``
 (``$hedgerow/cores/{core}/deployments``, ``/revocations``, ``/group-cas``, ``/things``) plus
