@@ -294,3 +294,24 @@ async def test_a_replica_killed_during_ingest_loses_no_acknowledged_message(
     missing = sorted(set(range(total)) - set(seen))
     assert not missing, f"{len(missing)} acknowledged messages never stored: {missing[:10]}"
     print(f"{total} acknowledged, {len(seen)} stored, {len(seen) - total} stored twice")
+
+
+async def test_a_revoked_core_is_cut_off_at_mosquitto(
+    two_clouds: tuple[Cloud, Cloud, int], tmp_path: Path
+) -> None:
+    """The cloud takes a revoked core's client id over at the external broker, which
+    closes the core's connection (Mosquitto checks no revocation at the next connect: that
+    needs a broker that asks the cloud, see test_rabbitmq.py)."""
+    a, _, port = two_clouds
+    await a.ok("POST", "/api/v1/groups", json={"name": "factory-1"})
+    cert, key = await a.core("pi-1", "factory-1", tmp_path)
+    ctx = pki.client_context(str(a.root_ca), str(cert), str(key))
+    async with Client(
+        "127.0.0.1", port, ssl=ctx, client_id="pi-1", version=ProtocolVersion.V5
+    ) as core:
+        await core.subscribe("$hedgerow/cores/pi-1/deployments", qos=1)
+        listed = await a.ok("GET", "/api/v1/certificates", params={"owner": "pi-1"})
+        (fingerprint,) = [c["fingerprint"] for c in listed["items"]]
+        await a.ok("POST", f"/api/v1/certificates/{fingerprint}/revoke")
+        async with asyncio.timeout(WAIT):
+            await asyncio.shield(core.closed)
