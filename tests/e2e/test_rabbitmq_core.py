@@ -1,6 +1,7 @@
 """A real core process whose cloud runs on RabbitMQ 3.10 (MQTT 3.1.1 only, the HTTP auth
-backend asking the cloud): a deployment reaches the core, and a thing's readings travel
-thing → core → RabbitMQ → cloud store, named by the core in their topic."""
+backend asking the cloud): a deployment reaches the core, a thing's readings travel
+thing → core → RabbitMQ → cloud store, named by the core in their topic, and once the core
+is revoked its link is cut and its reconnects are refused at RabbitMQ."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from tests.rabbitmq import BROKER_URL, TEST_TIMEOUT_S, rabbitmq_turn
 pytestmark = [pytest.mark.slow, pytest.mark.rabbitmq, pytest.mark.timeout(TEST_TIMEOUT_S)]
 
 THING = "bme-1"
+#: the revoked core's link ends within this (the cloud takes its client id over at once)
+REVOCATION_BOUND_S = 15.0
 CLOUD_ON_RABBITMQ = f"""
 [mqtt]
 broker = "{BROKER_URL}"
@@ -23,7 +26,9 @@ broker_login = "password"
 """
 
 
-def test_a_core_on_rabbitmq_gets_its_deployment_and_sends_telemetry(tmp_path: Path) -> None:
+def test_a_core_on_rabbitmq_deploys_sends_telemetry_and_is_cut_off_when_revoked(
+    tmp_path: Path,
+) -> None:
     system = System(tmp_path)
     system.init_cloud()
     add_config_settings(system.cloud_dir / "config.toml", CLOUD_ON_RABBITMQ)
@@ -76,6 +81,27 @@ def test_a_core_on_rabbitmq_gets_its_deployment_and_sends_telemetry(tmp_path: Pa
             )
             assert {m["topic"] for m in readings} == {f"sensors/{THING}"}
             assert {m["core"] for m in readings} == {CORE}
+
+            # revoked in the cloud: cut off at RabbitMQ, and its reconnects refused there
+            (fingerprint,) = [
+                c["fingerprint"]
+                for c in system.api("/api/v1/certificates", owner=CORE, kind="core")["items"]
+            ]
+            refused = f"broker_auth.denied question=user user={CORE} "
+            refused_before = cloud.output().count(refused)
+            with system._http() as http:
+                http.post(f"/api/v1/certificates/{fingerprint}/revoke").raise_for_status()
+            wait_until(
+                lambda: system.metrics().get("hedgerow_core_cloud_connected") == 0,
+                timeout=REVOCATION_BOUND_S,
+                what="the revoked core's link to end",
+            )
+            wait_until(
+                lambda: cloud.output().count(refused) > refused_before,
+                timeout=60,
+                what="RabbitMQ to ask about the revoked core's reconnect (and be refused)",
+            )
+            assert system.metrics().get("hedgerow_core_cloud_connected") == 0
         except BaseException:
             print(system.logs())
             raise
