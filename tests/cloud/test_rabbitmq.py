@@ -321,3 +321,45 @@ async def stored_payloads(database: str, total: int) -> list[int]:
     finally:
         engine.dispose()
     return seen
+
+
+async def test_a_core_provisioned_by_claim_gets_its_rabbitmq_login(
+    rabbit_cloud: tuple[Cloud, RabbitMQ],
+) -> None:
+    """The claim's answer carries the same login a bundle would; claimed again (a new
+    certificate, the old one revoked), the core gets a new password and the old is refused."""
+    from hedgerow import claimclient, pki
+    from hedgerow.contract.provisioning import ClaimCredential, ProvisionRequest, ProvisionResponse
+
+    cloud, _ = rabbit_cloud
+    template = {
+        "name": "gws",
+        "kind": "core",
+        "group": "site-{serial}",
+        "name_pattern": "gw-{serial}",
+    }
+    await cloud.ok("POST", "/api/v1/claim-templates", json=template)
+    created = await cloud.ok(
+        "POST", "/api/v1/claims", json={"template": "gws", "count": 1, "expires": "1h"}
+    )
+    credential = ClaimCredential.from_tar(base64.b64decode(created["bundle"]))
+
+    def request() -> ProvisionRequest:
+        return ProvisionRequest("SN7", pki.make_csr(pki.new_key(), "ignored").decode())
+
+    def login(answer: ProvisionResponse) -> Login:
+        assert answer.config is not None
+        settings = tomllib.loads(answer.config)["cloud"]
+        assert settings["mqtt_protocol"] == "3.1.1" and settings["mqtt_username"] == "gw-SN7"
+        return Login("gw-SN7", settings["mqtt_password"])
+
+    first = login(await claimclient.provision(credential, request(), timeout=30))
+    async with first.client() as core:
+        assert await core.subscribe("$hedgerow/cores/gw-SN7/deployments", qos=1) == (1,)
+    again = login(await claimclient.provision(credential, request(), timeout=30))
+    assert again.password != first.password
+    with pytest.raises(ConnectError):
+        async with first.client():
+            pass
+    async with again.client() as core:
+        assert await core.subscribe("$hedgerow/cores/gw-SN7/deployments", qos=1) == (1,)

@@ -70,14 +70,14 @@ class CoreService:
             return cores
         return [replace(core, connected=core.name in live) for core in cores]
 
-    def _bundle(
-        self, core: str, group: str, cert_pem: str, key_pem: str, fingerprint: str
-    ) -> bytes:
+    def core_config(self, core: str, group: str, fingerprint: str) -> str:
+        """The ``config.toml`` of ``core`` whose identity certificate has ``fingerprint``
+        (a bundle's, or a claim's answer): with its broker login where the broker asks."""
         endpoints = self.endpoints()
         password = None
         if endpoints.mqtt_password is not None:
             password = endpoints.mqtt_password(core, fingerprint)
-        config = bundle.core_config(
+        return bundle.core_config(
             core,
             group,
             endpoints.https,
@@ -85,6 +85,12 @@ class CoreService:
             mqtt_protocol=endpoints.mqtt_protocol,
             mqtt_password=password,
         )
+
+    def _bundle(
+        self, core: str, group: str, cert_pem: str, key_pem: str, fingerprint: str
+    ) -> bytes:
+        config = self.core_config(core, group, fingerprint)
+        has_password = self.endpoints().mqtt_password is not None
         return bundle.build_bundle(
             {
                 bundle.CONFIG: config.encode(),
@@ -93,7 +99,7 @@ class CoreService:
                 bundle.ROOT_CA: self.pki.root_ca_pem.encode(),
                 bundle.VERIFY_KEY: self.pki.verify_key_pem.encode(),
             },
-            private=bundle.PRIVATE if password is None else bundle.PRIVATE | {bundle.CONFIG},
+            private=bundle.PRIVATE | {bundle.CONFIG} if has_password else bundle.PRIVATE,
         )
 
     async def create(self, name: str, group: str) -> CreatedCore:
