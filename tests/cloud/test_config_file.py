@@ -62,9 +62,19 @@ def test_what_save_writes_loads_back(tmp_path: Path) -> None:
         api_tls=False,
         retention_days=2.5,
         kek_file="/run/keyring.json",
+        broker="mqtt://rabbit:1885",
+        broker_protocol="3.1.1",
+        broker_login="password",
+        broker_ingest=False,
     )
     config_module.save(config)
     assert config_module.load(tmp_path) == config
+
+
+@pytest.mark.parametrize("change", [{"broker_protocol": "4"}, {"broker_login": "token"}])
+def test_broker_settings_are_checked(tmp_path: Path, change: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match="use one of"):
+        config_module.CloudConfig(tmp_path, **change)
 
 
 def test_cloud_serve_shows_the_errors_plainly(tmp_path: Path) -> None:

@@ -428,3 +428,20 @@ async def test_group_membership_reaches_the_core_without_a_deployment(
         assert (await device.get("/core/v1/things")).json() == {"schema": 1, "things": back}
         # every response carries the cloud's clock (core check compares with it)
         assert (await device.get("/core/v1/things")).headers["date"].endswith(" GMT")
+
+
+async def test_an_mqtt_311_core_names_itself_in_the_topic(cloud: Cloud, tmp_path: Path) -> None:
+    """No user properties over 3.1.1: routed telemetry comes under the core's own
+    ``routed/`` prefix; under another core's, or off the group's routes, it is dropped."""
+    cert, key, _ = await setup_group(cloud, tmp_path)
+    async with core_client(cloud, cert, key, version=ProtocolVersion.V311) as core:
+        await core.publish("$hedgerow/cores/pi-1/routed/corrected/bme680-1/0", b"20.5", qos=1)
+        await core.publish("$hedgerow/cores/other/routed/corrected/bme680-1/1", b"x", qos=1)
+        await core.publish("$hedgerow/cores/pi-1/routed/secret/not-routed", b"x", qos=1)
+        await core.publish("$hedgerow/cores/pi-1/routed/corrected/bme680-1/2", b"21.5", qos=1)
+    await cloud.server.ingest.flushed()
+    stored = await cloud.ok("GET", "/api/v1/messages", params={"order": "asc"})
+    assert [(m["topic"], m["core"], m["payload"]) for m in stored["items"]] == [
+        ("corrected/bme680-1/0", "pi-1", "20.5"),
+        ("corrected/bme680-1/2", "pi-1", "21.5"),
+    ]

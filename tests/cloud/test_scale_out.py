@@ -330,3 +330,24 @@ async def test_presence_through_the_external_broker_the_will_included(
         while not (await connected(a, "pi-1") is False and await connected(b, "pi-1") is False):
             await asyncio.sleep(0.05)
     assert "pi-1" not in a.server.connected_cores()  # type: ignore[operator]
+
+
+async def test_a_revoked_core_is_cut_off_at_mosquitto(
+    two_clouds: tuple[Cloud, Cloud, int], tmp_path: Path
+) -> None:
+    """The cloud takes a revoked core's client id over at the external broker, which
+    closes the core's connection (Mosquitto checks no revocation at the next connect: that
+    needs a broker that asks the cloud, see test_rabbitmq.py)."""
+    a, _, port = two_clouds
+    await a.ok("POST", "/api/v1/groups", json={"name": "factory-1"})
+    cert, key = await a.core("pi-1", "factory-1", tmp_path)
+    ctx = pki.client_context(str(a.root_ca), str(cert), str(key))
+    async with Client(
+        "127.0.0.1", port, ssl=ctx, client_id="pi-1", version=ProtocolVersion.V5
+    ) as core:
+        await core.subscribe("$hedgerow/cores/pi-1/deployments", qos=1)
+        listed = await a.ok("GET", "/api/v1/certificates", params={"owner": "pi-1"})
+        (fingerprint,) = [c["fingerprint"] for c in listed["items"]]
+        await a.ok("POST", f"/api/v1/certificates/{fingerprint}/revoke")
+        async with asyncio.timeout(WAIT):
+            await asyncio.shield(core.closed)

@@ -86,3 +86,27 @@ def test_broker_budget_keys() -> None:
     with pytest.raises(ConfigError) as raised:
         parse_config(GOOD + "[broker]\nmax_outbound_bytes = 10\n", default_data_dir=Path("/d"))
     assert raised.value.field == "broker.max_outbound_bytes"
+
+
+def test_an_external_broker_login_over_mqtt_311(tmp_path: Path) -> None:
+    text = GOOD.replace('mqtt = "mqtts://127.0.0.1:8884"', 'mqtt = "mqtt://rabbit:1885"')
+    text = text.replace(
+        "[local]",
+        'mqtt_protocol = "3.1.1"\nmqtt_username = "pi-1"\nmqtt_password = "s3cret"\n[local]',
+    )
+    c = parse_config(text, default_data_dir=tmp_path)
+    assert (c.cloud.mqtt.host, c.cloud.mqtt.port, c.cloud.mqtt_tls) == ("rabbit", 1885, False)
+    assert (c.cloud.mqtt_protocol, c.cloud.mqtt_username, c.cloud.mqtt_password) == (
+        "3.1.1",
+        "pi-1",
+        "s3cret",
+    )
+    plain = parse_config(GOOD, default_data_dir=tmp_path)  # an older bundle: as before
+    assert (plain.cloud.mqtt_tls, plain.cloud.mqtt_protocol, plain.cloud.mqtt_password) == (
+        True,
+        "5",
+        None,
+    )
+    with pytest.raises(ConfigError) as bad:
+        parse_config(text.replace('"3.1.1"', '"4"'), default_data_dir=tmp_path)
+    assert bad.value.field == "cloud.mqtt_protocol"

@@ -237,6 +237,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             changes["broker"] = args.broker
         if args.replica_id:
             changes["replica_id"] = args.replica_id
+        if args.broker_protocol:
+            changes["broker_protocol"] = args.broker_protocol
+        if args.broker_login:
+            changes["broker_login"] = args.broker_login
+        if args.broker_ingest is not None:
+            changes["broker_ingest"] = args.broker_ingest
         if _kek_file(args):
             changes["kek_file"] = _kek_file(args)
         for name in ("api", "device", "mqtt"):
@@ -284,6 +290,11 @@ async def _serve(cfg: Any, no_mqtt: bool) -> int:
         )
         if cfg.broker:
             print(f"  MQTT (external)     {cfg.broker}", flush=True)
+        if cloud.broker_auth_url:
+            print(
+                f"  broker auth (HTTP)  {cloud.broker_auth_url}{{user,vhost,resource,topic}}",
+                flush=True,
+            )
         elif cloud.mqtt_url:
             print(f"  cloud MQTT          {cloud.mqtt_url}  (mutual TLS)", flush=True)
         print(f"  database            {cloud.services.repository.dialect}", flush=True)
@@ -1589,6 +1600,24 @@ def register(subparsers: Any) -> None:
         "--replica-id",
         help="this replica's name at the external broker, stable across its restarts "
         "(default: host name and API port)",
+    )
+    p.add_argument(
+        "--broker-protocol",
+        choices=("5", "3.1.1"),
+        help="the external broker's MQTT version: 3.1.1 where it has no 5 (RabbitMQ 3.10)",
+    )
+    p.add_argument(
+        "--broker-login",
+        choices=("certificate", "password"),
+        help="password: the broker asks the cloud who logs in (HTTP auth backend; "
+        "the URLs are printed at start)",
+    )
+    p.add_argument(
+        "--broker-ingest",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="--no-broker-ingest: this replica takes no telemetry (a broker without shared "
+        "subscriptions: one replica ingests)",
     )
     p.add_argument(
         "--no-mqtt", action="store_true", help="no MQTT endpoint (API and discovery only)"

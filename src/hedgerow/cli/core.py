@@ -198,6 +198,7 @@ def _save_local_overrides(config_path: Path, changes: dict[str, Any]) -> None:
     tmp = config_path.with_name(config_path.name + ".tmp")
     try:
         tmp.write_text(tomli_w.dumps(document))
+        tmp.chmod(config_path.stat().st_mode & 0o777)  # owner-only stays so (a broker password)
         tmp.replace(config_path)
     except OSError as exc:
         raise CLIError(f"{config_path}: cannot save the flags: {exc}") from exc

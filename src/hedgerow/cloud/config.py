@@ -16,6 +16,9 @@ port = 8443
 host = "0.0.0.0"
 port = 8884
 broker = ""                   # external broker (mqtts://host:port); empty = embedded
+broker_protocol = "5"         # "3.1.1" for a broker with no MQTT 5 (RabbitMQ 3.10)
+broker_login = "certificate"  # "password": the broker asks the cloud (HTTP auth backend)
+broker_ingest = true          # false: this replica takes no telemetry (see the README)
 [pki]
 group_ca_rotation_days = 7
 group_ca_overlap_days = 1
@@ -65,6 +68,8 @@ DEFAULT_API_PORT = 8080
 DEFAULT_DEVICE_PORT = 8443
 DEFAULT_MQTT_PORT = 8884
 DEFAULT_MAX_UPLOAD = 16 * 1024 * 1024
+BROKER_PROTOCOLS: Final = ("5", "3.1.1")
+BROKER_LOGINS: Final = ("certificate", "password")
 CONFIG_FILE = "config.toml"
 #: Overrides ``[secrets] kek_file`` (the keyring can live outside the data directory).
 KEK_FILE_ENV = "HEDGEROW_CLOUD_KEK_FILE"
@@ -162,6 +167,11 @@ class DataPaths:
         return self.root / "admin-token"
 
     @property
+    def broker_auth_secret(self) -> Path:
+        """What the external broker's logins derive from (``broker_login = "password"``)."""
+        return self.root / "broker-auth-secret"
+
+    @property
     def keyring(self) -> Path:
         """The default place of the key-encryption keyring (``[secrets] kek_file``)."""
         return self.pki / "keyring.json"
@@ -172,6 +182,7 @@ class DataPaths:
         return (
             self.config,
             self.admin_token,
+            self.broker_auth_secret,
             self.root_ca_key,
             self.claim_ca_key,
             self.server_key,
@@ -199,6 +210,14 @@ class CloudConfig:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD
     #: HTTPS for the API: None = whenever it listens beyond loopback.
     api_tls: bool | None = None
+    #: The external broker's MQTT version: "5", or "3.1.1" where it offers no 5 (cores
+    #: then name themselves in the topic, and there are no shared subscriptions).
+    broker_protocol: str = "5"
+    #: How the cloud and cores log in to the external broker: "certificate" (TLS client
+    #: certificates), or "password" (the broker asks ``/api/v1/broker-auth/``).
+    broker_login: str = "certificate"
+    #: Whether this replica ingests telemetry from the external broker.
+    broker_ingest: bool = True
     #: Share name the ingest workers use on an external broker.
     ingest_share: str = "hedgerow-ingest"
     #: This replica's name at an external broker (its persistent session); empty = the
@@ -223,6 +242,14 @@ class CloudConfig:
             raise ConfigError("retention_days must be positive")
         if self.deployment_deadline_s <= 0:
             raise ConfigError("deployments.deadline_s must be positive")
+        if self.broker_protocol not in BROKER_PROTOCOLS:
+            raise ConfigError(
+                f"broker_protocol {self.broker_protocol!r}: use one of {', '.join(BROKER_PROTOCOLS)}"
+            )
+        if self.broker_login not in BROKER_LOGINS:
+            raise ConfigError(
+                f"broker_login {self.broker_login!r}: use one of {', '.join(BROKER_LOGINS)}"
+            )
         for listen in (self.api, self.device, self.mqtt):
             if not 0 <= listen.port <= 65535:
                 raise ConfigError(f"port {listen.port} is out of range")
@@ -258,7 +285,14 @@ class CloudConfig:
                 **({"tls": self.api_tls} if self.api_tls is not None else {}),
             },
             "device": {"host": self.device.host, "port": self.device.port},
-            "mqtt": {"host": self.mqtt.host, "port": self.mqtt.port, "broker": self.broker},
+            "mqtt": {
+                "host": self.mqtt.host,
+                "port": self.mqtt.port,
+                "broker": self.broker,
+                "broker_protocol": self.broker_protocol,
+                "broker_login": self.broker_login,
+                "broker_ingest": self.broker_ingest,
+            },
             "pki": {
                 "group_ca_rotation_days": self.group_ca_rotation_days,
                 "group_ca_overlap_days": self.group_ca_overlap_days,
@@ -310,6 +344,9 @@ class MqttTable:
     host: str = "0.0.0.0"
     port: int = field(default=DEFAULT_MQTT_PORT, metadata=within(0, 65535))
     broker: str = ""
+    broker_protocol: str = "5"
+    broker_login: str = "certificate"
+    broker_ingest: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,6 +439,9 @@ def from_toml(data_dir: Path, data: dict[str, Any]) -> CloudConfig:
             device=Listen(parsed.device.host, parsed.device.port),
             mqtt=Listen(parsed.mqtt.host, parsed.mqtt.port),
             broker=parsed.mqtt.broker,
+            broker_protocol=parsed.mqtt.broker_protocol,
+            broker_login=parsed.mqtt.broker_login,
+            broker_ingest=parsed.mqtt.broker_ingest,
             group_ca_rotation_days=parsed.pki.group_ca_rotation_days,
             group_ca_overlap_days=parsed.pki.group_ca_overlap_days,
             retention_days=parsed.telemetry.retention_days,

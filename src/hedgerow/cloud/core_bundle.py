@@ -16,19 +16,39 @@ ROOT_CA = "root-ca.pem"
 VERIFY_KEY = "deploy-verify.pem"
 
 
+#: Files a bundle holds owner-only (``config.toml`` too when it holds a broker password).
+PRIVATE = frozenset({CORE_KEY})
+
+
 def core_config(
-    core: str, group: str, https_url: str, mqtt_url: str, local_port: int = 8883
+    core: str,
+    group: str,
+    https_url: str,
+    mqtt_url: str,
+    local_port: int = 8883,
+    *,
+    mqtt_protocol: str = "5",
+    mqtt_password: str | None = None,
 ) -> str:
+    """The core's ``config.toml``; an external broker that speaks only MQTT 3.1.1 or asks
+    the cloud who logs in adds ``mqtt_protocol`` and the core's ``mqtt_username`` and
+    ``mqtt_password`` (older cores never see these keys: the defaults stay out)."""
+    cloud = {"https": https_url, "mqtt": mqtt_url}
+    if mqtt_protocol != "5":
+        cloud["mqtt_protocol"] = mqtt_protocol
+    if mqtt_password is not None:
+        cloud["mqtt_username"] = core
+        cloud["mqtt_password"] = mqtt_password
     return tomli_w.dumps(
         {
             "core": {"name": core, "group": group},
-            "cloud": {"https": https_url, "mqtt": mqtt_url},
+            "cloud": cloud,
             "local": {"host": "0.0.0.0", "port": local_port, "hosts": []},
         }
     )
 
 
-def build_bundle(files: dict[str, bytes], private: frozenset[str] = frozenset({CORE_KEY})) -> bytes:
+def build_bundle(files: dict[str, bytes], private: frozenset[str] = PRIVATE) -> bytes:
     buffer = io.BytesIO()
     now = int(time.time())
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:

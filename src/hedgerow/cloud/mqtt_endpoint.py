@@ -25,13 +25,15 @@ import socket
 import ssl
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from hedgerow.broker import Action, Broker, ConnectInfo, Identity, Refused
 from hedgerow.broker.auth import NOT_AUTHORIZED
-from hedgerow.client import Client, ClientError, Message
+from hedgerow.client import Client, ClientError, Message, ProtocolVersion
+from hedgerow.cloud.broker_acl import may_publish, may_subscribe
+from hedgerow.cloud.broker_credentials import CLOUD_USER
 from hedgerow.cloud.domain import CertificateKind
 from hedgerow.cloud.errors import CloudError, ConfigError
 from hedgerow.cloud.ingest import IngestWorker
@@ -43,12 +45,11 @@ from hedgerow.contract.topics import (
     FROM_CORE,
     CoreLeaf,
     all_cores_filter,
-    core_namespace_filter,
-    core_topic,
+    all_routed_filter,
     parse_core_topic,
+    parse_routed_topic,
 )
 from hedgerow.mqtt.packets import Publish
-from hedgerow.mqtt.topics import filter_covers, matches
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,13 @@ RECONNECT_MAX = 15.0
 #: How long an external broker keeps the cloud's session (and what it did not yet
 #: acknowledge) while the process is away: a restarted replica takes it up again.
 EXTERNAL_SESSION_EXPIRY_S = 24 * 3600
+#: ``[mqtt] broker_protocol`` → the version the cloud's link speaks.
+BROKER_VERSIONS: dict[str, ProtocolVersion] = {
+    "5": ProtocolVersion.V5,
+    "3.1.1": ProtocolVersion.V311,
+}
+#: How long cutting a core off at an external broker (a client id takeover) may take.
+TAKEOVER_TIMEOUT_S = 10.0
 
 
 class RouteCache:
@@ -133,24 +141,6 @@ class CoreAuthorizer:
         return False
 
 
-def may_publish(core: str, to_cloud: Sequence[str], topic: str) -> bool:
-    """A core publishes its own heartbeat, deployment status and shadow updates, and topics its group
-    routes to ``cloud`` (no other ``$`` topic: wildcards never match them)."""
-    if topic.startswith("$"):
-        return any(topic == core_topic(core, leaf) for leaf in FROM_CORE)
-    return any(matches(f, topic) for f in to_cloud)
-
-
-def may_subscribe(core: str, from_cloud: Sequence[str], topic_filter: str) -> bool:
-    """A core subscribes under its own ``$hedgerow/cores/{core}/`` and to what its
-    group's routes from ``cloud`` cover; never to a shared subscription."""
-    if topic_filter.startswith("$share/"):
-        return False
-    if filter_covers(core_namespace_filter(core), topic_filter):
-        return True
-    return any(filter_covers(f, topic_filter) for f in from_cloud)
-
-
 @dataclass(frozen=True)
 class CoreEvent:
     core: str
@@ -219,6 +209,12 @@ class CloudInterceptor:
         if identity.kind != "core":
             return None
         topic = publish.topic
+        routed = parse_routed_topic(topic)
+        if routed is not None:  # an MQTT 3.1.1 core: its telemetry under its own prefix
+            if routed.core != identity.name:
+                return None
+            routed_stored = self.ingest.submit(routed.topic, publish.payload, identity.name)
+            return routed_stored if publish.qos else None
         if topic.startswith("$"):
             parsed = parse_core_topic(topic)
             if parsed is None or parsed.core != identity.name:
@@ -276,8 +272,21 @@ class ExternalBrokerLink:
         client_id: str,
         logs: IngestWorker | None = None,
         session_expiry: int = EXTERNAL_SESSION_EXPIRY_S,
+        version: ProtocolVersion = ProtocolVersion.V5,
+        password: str | None = None,
+        ingest_telemetry: bool = True,
     ) -> None:
         self.host, self.port, tls = parse_broker_url(url)
+        #: MQTT 5, or 3.1.1 where the broker offers no 5 (RabbitMQ 3.10): then no shared
+        #: subscription either, and cores' telemetry arrives under their ``routed/`` prefix
+        self.version = version
+        #: with a password the link logs in as ``hedgerow-cloud`` (a broker that asks the
+        #: cloud over HTTP); without, the TLS client certificate is the identity
+        self.username = CLOUD_USER if password is not None else None
+        self.password = password
+        #: False: this replica takes core events only (a broker without shared
+        #: subscriptions gives every subscriber everything: one replica ingests)
+        self.ingest_telemetry = ingest_telemetry
         self.logs = logs
         self.ssl_context = ssl_context if tls else None
         self.ingest = ingest
@@ -302,9 +311,16 @@ class ExternalBrokerLink:
     def filters(self) -> list[str]:
         """Telemetry through the shared subscription; core events to every process (some
         brokers, Mosquitto 2.0 among them, never deliver ``$`` topics to shared
-        subscriptions; recording a status twice is harmless)."""
+        subscriptions; recording a status twice is harmless). Over MQTT 3.1.1 telemetry
+        comes under each core's ``routed/`` prefix, to this replica's own session."""
+        if not self.ingest_telemetry:
+            telemetry = []
+        elif self.version == ProtocolVersion.V5:
+            telemetry = [f"$share/{self.share}/#"]
+        else:
+            telemetry = [all_routed_filter()]
         return [
-            f"$share/{self.share}/#",
+            *telemetry,
             all_cores_filter(CoreLeaf.DEPLOYMENT_STATUS),
             all_cores_filter(CoreLeaf.HEARTBEAT),
             all_cores_filter(CoreLeaf.SHADOW_UPDATE),
@@ -321,11 +337,41 @@ class ExternalBrokerLink:
         await client.publish(topic, payload, qos=1, retain=retain)
 
     async def disconnect(self, identity: str, reason: str) -> None:
-        log.info("mqtt.external_disconnect_unsupported identity=%s reason=%s", identity, reason)
+        """Cut a core off at the broker: connect once with its client id (every MQTT broker
+        closes the older connection of a client id taken over) and leave at once. A broker
+        that asks the cloud refuses the core's own reconnect; its client id is its name."""
+        try:
+            async with asyncio.timeout(TAKEOVER_TIMEOUT_S):
+                async with Client(
+                    self.host,
+                    self.port,
+                    client_id=identity,
+                    ssl=self.ssl_context,
+                    server_hostname=self.host if self.ssl_context else None,
+                    version=self.version,
+                    clean_start=True,
+                    username=self.username,
+                    password=self.password,
+                ):
+                    pass
+        except (ClientError, OSError, ssl.SSLError, TimeoutError) as exc:
+            log.warning(
+                "mqtt.external_disconnect_failed identity=%s reason=%s error=%s",
+                identity,
+                reason,
+                exc,
+            )
+            return
+        log.info("mqtt.external_disconnected identity=%s reason=%s", identity, reason)
 
     def _handle(self, client: Client, message: Message) -> None:
-        parsed = parse_core_topic(message.topic)
         stored: asyncio.Future[None]
+        routed = parse_routed_topic(message.topic)
+        if routed is not None:  # a 3.1.1 core: the topic names it
+            stored = self.ingest.submit(routed.topic, message.payload, routed.core)
+            stored.add_done_callback(lambda done: self._stored(client, message, done))
+            return
+        parsed = parse_core_topic(message.topic)
         if parsed is not None:
             if parsed.leaf == CoreLeaf.PRESENCE:
                 self._presence(parsed.core, message.payload)
@@ -384,17 +430,25 @@ class ExternalBrokerLink:
                     clean_start=False,
                     session_expiry=self.session_expiry,
                     manual_ack=True,
+                    version=self.version,
+                    username=self.username,
+                    password=self.password,
                 ) as client:
+                    # ``connected`` is set once the broker acknowledged the subscriptions:
+                    # from then on this replica's session holds what cores send
                     await client.subscribe(*self.filters(), qos=1)
                     self.client = client
                     self.connected.set()
                     log.info(
-                        "mqtt.external_connected host=%s port=%s share=%s client=%s resumed=%s",
+                        "mqtt.external_connected host=%s port=%s share=%s client=%s "
+                        "resumed=%s version=%s ingest=%s",
                         self.host,
                         self.port,
                         self.share,
                         self.client_id,
                         client.session_present,
+                        self.version.name,
+                        self.ingest_telemetry,
                     )
                     receiving = asyncio.ensure_future(self._receive(client))
                     refused = asyncio.ensure_future(self._refused.wait())

@@ -22,7 +22,11 @@ import uvicorn
 from hedgerow import pki
 from hedgerow.broker import Broker, BrokerConfig
 from hedgerow.cloud.api import ApiContext, create_app
+from hedgerow.cloud.api.broker_auth import PREFIX as BROKER_AUTH_PREFIX
+from hedgerow.cloud.api.broker_auth import BrokerAuth
 from hedgerow.cloud.artifacts import ArtifactCache
+from hedgerow.cloud.broker_acl import Routes
+from hedgerow.cloud.broker_credentials import BrokerSecret, load_or_create
 from hedgerow.cloud.config import CloudConfig, check_modes
 from hedgerow.cloud.datadir import read_admin_token
 from hedgerow.cloud.device_server import DeviceServer, DeviceTrustStore, device_ssl_context
@@ -31,6 +35,7 @@ from hedgerow.cloud.group_ca_keys import GroupCAKeys, prepare_keyring, seal_clea
 from hedgerow.cloud.ingest import RETENTION_SWEEP_SECONDS, IngestWorker
 from hedgerow.cloud.jobs import Jobs
 from hedgerow.cloud.mqtt_endpoint import (
+    BROKER_VERSIONS,
     BrokerNotifier,
     CloudInterceptor,
     CoreAuthenticator,
@@ -119,6 +124,8 @@ class CloudServer:
         self.log_ingest: IngestWorker
         self.broker: Broker | None = None
         self.link: ExternalBrokerLink | None = None
+        #: what the external broker's logins derive from (``broker_login = "password"``)
+        self.broker_secret: BrokerSecret | None = None
         self.routes: RouteCache
         self.tickets: Tickets
         #: the background jobs that run once across replicas (``hedgerow.cloud.jobs``)
@@ -267,6 +274,10 @@ class CloudServer:
             client_ssl = pki.client_context(
                 str(paths.root_ca_cert), str(paths.cloud_client_cert), str(paths.cloud_client_key)
             )
+            if cfg.broker_login == "password":
+                self.broker_secret = load_or_create(paths.broker_auth_secret)
+                await self.routes.refresh()  # the broker asks for cores' routes
+                self._spawn(self.routes.run(), "cloud-routes")
             self.link = notifier = ExternalBrokerLink(
                 cfg.broker,
                 client_ssl,
@@ -275,8 +286,10 @@ class CloudServer:
                 share=cfg.ingest_share,
                 client_id=replica_client_id(cfg.replica_id, cfg.api.port),
                 logs=self.log_ingest,
+                version=BROKER_VERSIONS[cfg.broker_protocol],
+                password=self.broker_secret.cloud_password() if self.broker_secret else None,
+                ingest_telemetry=cfg.broker_ingest,
             )
-            self._spawn(self.link.run(), "cloud-external-broker")
         elif self.enable_mqtt:
             await self.routes.refresh()
             routes_changed = self.routes.refresh
@@ -371,6 +384,7 @@ class CloudServer:
                 cfg.max_upload_bytes,
                 self.status,
                 tickets=self.tickets,
+                broker_auth=self._broker_auth(identities),
             )
         )
         uv_config = uvicorn.Config(
@@ -389,13 +403,39 @@ class CloudServer:
         if not self._uvicorn.started:
             await api_task
             raise ConfigError(f"the API could not start on {cfg.api.host}:{cfg.api.port}")
+        if self.link is not None:  # once the API answers: the broker may ask it who we are
+            self._spawn(self.link.run(), "cloud-external-broker")
         log.info(
             "cloud.started api=%s device=%s mqtt=%s", self.api_url, self.device_url, self.mqtt_url
         )
 
     def public_endpoints(self) -> PublicEndpoints:
         """Where cores reach this cloud (for bundles), once the listeners are bound."""
-        return PublicEndpoints(self.device_url, self.mqtt_url)
+        secret = self.broker_secret
+        return PublicEndpoints(
+            self.device_url,
+            self.mqtt_url,
+            mqtt_protocol=self.config.broker_protocol if self.config.broker else "5",
+            mqtt_password=secret.core_password if secret is not None else None,
+        )
+
+    def _broker_auth(self, identities: IdentityService) -> BrokerAuth | None:
+        """The external broker's questions (``broker_login = "password"``), or None."""
+        if self.broker_secret is None:
+            return None
+        routes = self.routes
+        return BrokerAuth(
+            self.broker_secret,
+            identities.core_standing,
+            lambda group: Routes(routes.to_cloud(group), routes.from_cloud(group)),
+        )
+
+    @property
+    def broker_auth_url(self) -> str | None:
+        """Where the external broker asks who logs in (its four paths end this URL)."""
+        if self.broker_secret is None:
+            return None
+        return f"{self.api_url}{BROKER_AUTH_PREFIX}/{self.broker_secret.path_token()}/"
 
     async def _serve_api(self, sock: socket.socket, started: asyncio.Event) -> None:
         assert self._uvicorn is not None

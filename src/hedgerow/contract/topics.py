@@ -100,3 +100,38 @@ def parse_core_topic(topic: str) -> CoreTopic | None:
 def _check_core(core: str) -> None:
     if not core or any(c in core for c in "/+#\x00"):
         raise ValueError(f"core name {core!r} cannot be part of a topic")
+
+
+#: Over MQTT 3.1.1 (no user properties) a core publishes what its group routes to the
+#: cloud under ``$hedgerow/cores/{core}/routed/{topic}``: the topic names the core.
+ROUTED: Final = "routed"
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedTopic:
+    core: str
+    topic: str
+
+
+def routed_topic(core: str, topic: str) -> str:
+    """``$hedgerow/cores/{core}/routed/{topic}``: ``topic`` sent by ``core`` (3.1.1)."""
+    return f"{core_namespace(core)}{ROUTED}/{topic}"
+
+
+def all_routed_filter() -> str:
+    """``$hedgerow/cores/+/routed/#``: every core's routed telemetry (the cloud's side)."""
+    return f"{CORES_PREFIX}+/{ROUTED}/#"
+
+
+def parse_routed_topic(topic: str) -> RoutedTopic | None:
+    """``$hedgerow/cores/{core}/routed/{topic}`` → ``RoutedTopic``; None otherwise (or
+    when the inner topic is empty or itself a ``$`` topic)."""
+    if not topic.startswith(CORES_PREFIX):
+        return None
+    core, sep, rest = topic[len(CORES_PREFIX) :].partition("/")
+    if not sep or not core or core in ("+", "#"):
+        return None
+    leaf, sep, inner = rest.partition("/")
+    if leaf != ROUTED or not sep or not inner or inner.startswith("$"):
+        return None
+    return RoutedTopic(core, inner)

@@ -46,5 +46,10 @@ def unpack_bundle(bundle: Path, data_dir: Path) -> Path:
         raise ConfigError("bundle", f"missing {', '.join(missing)}")
     data_dir.mkdir(parents=True, exist_ok=True)
     for name, data in found.items():
-        write_atomic(data_dir / name, data, 0o600 if name == CORE_KEY else 0o644)
+        write_atomic(data_dir / name, data, 0o600 if _private(name, data) else 0o644)
     return data_dir / CONFIG_FILE
+
+
+def _private(name: str, data: bytes) -> bool:
+    """The key, and ``config.toml`` when it holds the core's broker password."""
+    return name == CORE_KEY or (name == CONFIG_FILE and b"mqtt_password" in data)

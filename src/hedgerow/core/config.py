@@ -58,6 +58,13 @@ class CloudConfig:
     https: str
     mqtt: Endpoint
     https_endpoint: Endpoint
+    #: False for an ``mqtt://`` external broker (a trusted network or a TLS terminator)
+    mqtt_tls: bool = True
+    #: "5", or "3.1.1" for an external broker with no MQTT 5 (the topic names the core)
+    mqtt_protocol: str = "5"
+    #: the login at an external broker that asks the cloud (else the certificate is it)
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +304,15 @@ def _url_problem(schemes: tuple[str, ...], default_port: int) -> Callable[[str],
     return problem
 
 
+#: ``mqtt://`` only for an external broker reached over a trusted network
+MQTT_SCHEMES: Final = ("mqtts", "ssl", "tls", "mqtt")
+MQTT_PROTOCOLS: Final = ("5", "3.1.1")
+
+
+def _protocol_problem(value: str) -> str | None:
+    return None if value in MQTT_PROTOCOLS else f"use one of {', '.join(MQTT_PROTOCOLS)}"
+
+
 @dataclass(frozen=True, slots=True)
 class CoreTable:
     """``[core]``: who this core is (the provisioning bundle writes it)."""
@@ -312,7 +328,12 @@ class CloudTable:
     """``[cloud]``: where the cloud is (the provisioning bundle writes it)."""
 
     https: str = field(metadata=check(_url_problem(("https",), 8443)))
-    mqtt: str = field(metadata=check(_url_problem(("mqtts", "ssl", "tls"), 8884)))
+    mqtt: str = field(metadata=check(_url_problem(MQTT_SCHEMES, 8884)))
+    #: "5", or "3.1.1" for an external broker that has no MQTT 5 (RabbitMQ 3.10)
+    mqtt_protocol: str = field(default="5", metadata=check(_protocol_problem))
+    #: the core's login at an external broker that asks the cloud (the bundle writes it)
+    mqtt_username: str = ""
+    mqtt_password: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,5 +465,9 @@ def _cloud(table: CloudTable) -> CloudConfig:
     return CloudConfig(
         https=table.https.rstrip("/"),
         https_endpoint=parse_url(table.https, "cloud.https", ("https",), 8443),
-        mqtt=parse_url(table.mqtt, "cloud.mqtt", ("mqtts", "ssl", "tls"), 8884),
+        mqtt=parse_url(table.mqtt, "cloud.mqtt", MQTT_SCHEMES, 8884),
+        mqtt_tls=not table.mqtt.startswith("mqtt://"),
+        mqtt_protocol=table.mqtt_protocol,
+        mqtt_username=table.mqtt_username or None,
+        mqtt_password=table.mqtt_password or None,
     )

@@ -3,8 +3,9 @@
 It drains the durable spool in order with QoS 1 (up to ``inflight`` unacknowledged
 publishes pipelined), removes records only after their PUBACK, and starts again from the
 oldest unacknowledged record after every reconnect (at-least-once). Each routed message
-carries the v5 user property ``core=<name>``. Reconnects follow a capped exponential
-backoff with full jitter.
+carries the v5 user property ``core=<name>``; over MQTT 3.1.1 (an external broker with no
+5) it goes to ``$hedgerow/cores/<name>/routed/<topic>`` instead. Reconnects follow a
+capped exponential backoff with full jitter.
 
 Inbound: the core's topics of ``hedgerow.contract.topics.TO_CORE``
 (``$hedgerow/cores/{core}/deployments``, ``/revocations``, ``/group-cas``, ``/things``) plus
@@ -40,7 +41,7 @@ from hedgerow.client import (
 )
 from hedgerow.clock import Clock, MonotonicClock
 from hedgerow.contract.heartbeat import Presence
-from hedgerow.contract.topics import TO_CORE, CoreLeaf, core_topic
+from hedgerow.contract.topics import TO_CORE, CoreLeaf, core_topic, parse_core_topic, routed_topic
 
 from .errors import CoreError
 from .spool import Spool
@@ -54,6 +55,9 @@ CONNECTOR_BACKOFF = BackoffPolicy(base=0.5, cap=30.0)
 STABLE_SESSION_S = 10.0
 
 ClientFactory = Callable[..., Client]
+
+#: ``[cloud] mqtt_protocol`` → the version the connector speaks.
+MQTT_VERSIONS: dict[str, ProtocolVersion] = {"5": ProtocolVersion.V5, "3.1.1": ProtocolVersion.V311}
 
 
 #: Publishes encoded per event-loop tick before yielding (so writes overlap with encoding).
@@ -72,7 +76,7 @@ class CloudConnector:
         core: str,
         host: str,
         port: int,
-        ssl_context: ssl.SSLContext,
+        ssl_context: ssl.SSLContext | None,
         spool: Spool,
         on_message: Callable[[str, bytes], None],
         on_connected: Callable[[], None],
@@ -84,8 +88,16 @@ class CloudConnector:
         clock: Clock | None = None,
         uniform: Uniform = random.uniform,
         log_spool: Spool | None = None,
+        version: ProtocolVersion = ProtocolVersion.V5,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.core = core
+        #: MQTT 5 (the ``core`` user property names the sender), or 3.1.1 for a broker
+        #: with no 5: routed telemetry then goes to ``$hedgerow/cores/{core}/routed/...``
+        self.version = version
+        self.username = username
+        self.password = password
         self.host = host
         self.port = port
         self.ssl_context = ssl_context
@@ -103,7 +115,11 @@ class CloudConnector:
         self.clock: Clock = clock if clock is not None else MonotonicClock()
         #: The backoff's jitter source (tests pass a fixed one).
         self.uniform = uniform
-        self.properties = Properties(user_properties=(("core", core),))
+        self.properties = (
+            Properties(user_properties=(("core", core),))
+            if version == ProtocolVersion.V5
+            else Properties()
+        )
         self._presence_topic = core_topic(core, CoreLeaf.PRESENCE)
         self.connected = asyncio.Event()
         self._progress = asyncio.Event()
@@ -168,7 +184,9 @@ class CloudConnector:
                 self.port,
                 client_id=self.core,
                 ssl=self.ssl_context,
-                version=ProtocolVersion.V5,
+                version=self.version,
+                username=self.username,
+                password=self.password,
                 keepalive=self.keepalive,
                 clean_start=True,
                 max_inflight=self.inflight,
@@ -281,6 +299,8 @@ class CloudConnector:
         prefix: str,
     ) -> None:
         properties = self.properties
+        # over 3.1.1 the topic names the core; log batches already go to its own topic
+        prefix_topic = self.version != ProtocolVersion.V5 and not prefix
         after_id = 0
         to_ack: list[int] = []
         try:
@@ -306,9 +326,10 @@ class CloudConnector:
                 room = min(window - len(pending), SEND_SLICE)
                 records = spool.peek(after_id, room) if room > 0 else []
                 for record in records:
-                    future = client.publish_nowait(
-                        record.topic, record.payload, 1, False, properties
-                    )
+                    topic = record.topic
+                    if prefix_topic and parse_core_topic(topic) is None:  # not its own status
+                        topic = routed_topic(self.core, topic)
+                    future = client.publish_nowait(topic, record.payload, 1, False, properties)
                     future.add_done_callback(on_done)
                     pending.append((record.id, future))
                     after_id = record.id

@@ -68,7 +68,7 @@ from .certificates import (
 from .cloud_logs import CloudLogHandler, LogGate, LogShipper
 from .cloudapi import CloudAPI, HttpCloudAPI
 from .config import CORE_CERT, CORE_KEY, DEPLOY_VERIFY, METRICS_AUTO, ROOT_CA, CoreConfig
-from .connector import CloudConnector
+from .connector import MQTT_VERSIONS, CloudConnector
 from .deployment import (
     OFFLINE_INBOX_POLL,
     OFFLINE_SUFFIX,
@@ -677,7 +677,10 @@ class CoreDaemon:
             core=c.name,
             host=c.cloud.mqtt.host,
             port=c.cloud.mqtt.port,
-            ssl_context=self.cloud_tls,
+            ssl_context=self.cloud_tls if c.cloud.mqtt_tls else None,
+            version=MQTT_VERSIONS[c.cloud.mqtt_protocol],
+            username=c.cloud.mqtt_username,
+            password=c.cloud.mqtt_password,
             spool=self.spool,
             on_message=self._cloud_message,
             on_connected=self._cloud_connected,

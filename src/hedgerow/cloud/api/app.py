@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Route
 
 from hedgerow.cloud.api import (
     alerts,
+    broker_auth,
     claims,
     connectors,
     cores,
@@ -138,6 +139,8 @@ def create_app(ctx: ApiContext) -> Starlette:
     routes: list[BaseRoute] = [
         Route(op.path, endpoint(op, ctx), methods=[op.method]) for op in OPERATIONS
     ]
+    if ctx.broker_auth is not None:
+        routes += broker_auth.routes(ctx.broker_auth)
     routes += console_routes()
     app = Starlette(
         routes=routes, exception_handlers={HTTPException: _http_error, Exception: _server_error}

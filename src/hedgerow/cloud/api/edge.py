@@ -13,6 +13,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from hedgerow.cloud.api.broker_auth import BrokerAuth
 from hedgerow.cloud.errors import InvalidInput, TooLarge, Unauthorized
 from hedgerow.cloud.metrics import LatencyHistogram
 from hedgerow.cloud.services import CloudServices
@@ -37,6 +38,8 @@ class ApiContext:
     max_upload_bytes: int
     status: Callable[[], dict[str, Any]] = dict
     tickets: Tickets | None = None
+    #: the external broker's login and ACL questions (``broker_login = "password"``)
+    broker_auth: BrokerAuth | None = None
     #: every request's duration per route (``/metrics``)
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     _valid_tokens: set[str] = field(default_factory=set)

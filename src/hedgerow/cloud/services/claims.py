@@ -321,7 +321,9 @@ class ClaimService:
             self.pki.root_ca_pem,
             endpoints.https,
             endpoints.mqtt,
-            core_bundle.core_config(name, group, endpoints.https, endpoints.mqtt),
+            self.cores.core_config(
+                name, group, pki.fingerprint(pki.cert_from_pem(certificate.encode()))
+            ),
             self.pki.verify_key_pem,
         )
 

@@ -24,6 +24,11 @@ class PublicEndpoints:
 
     https: str
     mqtt: str
+    #: "5", or "3.1.1" for an external broker that speaks no MQTT 5 (RabbitMQ 3.10)
+    mqtt_protocol: str = "5"
+    #: a core's broker password from its name and certificate fingerprint, for a broker
+    #: that asks the cloud over HTTP (None: the client certificate is the login)
+    mqtt_password: Callable[[str, str], str] | None = None
 
 
 #: the names of the cores with a live MQTT session at this process's endpoint, or None
@@ -95,18 +100,36 @@ class CoreService:
             return cores
         return [replace(core, connected=presence_of(live, core.name)) for core in cores]
 
-    def _bundle(self, core: str, group: str, cert_pem: str, key_pem: str) -> bytes:
+    def core_config(self, core: str, group: str, fingerprint: str) -> str:
+        """The ``config.toml`` of ``core`` whose identity certificate has ``fingerprint``
+        (a bundle's, or a claim's answer): with its broker login where the broker asks."""
         endpoints = self.endpoints()
+        password = None
+        if endpoints.mqtt_password is not None:
+            password = endpoints.mqtt_password(core, fingerprint)
+        return bundle.core_config(
+            core,
+            group,
+            endpoints.https,
+            endpoints.mqtt,
+            mqtt_protocol=endpoints.mqtt_protocol,
+            mqtt_password=password,
+        )
+
+    def _bundle(
+        self, core: str, group: str, cert_pem: str, key_pem: str, fingerprint: str
+    ) -> bytes:
+        config = self.core_config(core, group, fingerprint)
+        has_password = self.endpoints().mqtt_password is not None
         return bundle.build_bundle(
             {
-                bundle.CONFIG: bundle.core_config(
-                    core, group, endpoints.https, endpoints.mqtt
-                ).encode(),
+                bundle.CONFIG: config.encode(),
                 bundle.CORE_CERT: cert_pem.encode(),
                 bundle.CORE_KEY: key_pem.encode(),
                 bundle.ROOT_CA: self.pki.root_ca_pem.encode(),
                 bundle.VERIFY_KEY: self.pki.verify_key_pem.encode(),
-            }
+            },
+            private=bundle.PRIVATE | {bundle.CONFIG} if has_password else bundle.PRIVATE,
         )
 
     async def create(self, name: str, group: str) -> CreatedCore:
@@ -118,7 +141,14 @@ class CoreService:
         if self.log_levels is not None:
             await self.log_levels.announce(group)
         return CreatedCore(
-            core, self._bundle(name, group, identity.certificate_pem, identity.private_key_pem)
+            core,
+            self._bundle(
+                name,
+                group,
+                identity.certificate_pem,
+                identity.private_key_pem,
+                identity.record.fingerprint,
+            ),
         )
 
     async def register(self, name: str, group: str, csr: str) -> str:
@@ -151,7 +181,14 @@ class CoreService:
         await self.notifier.disconnect(name, "identity reissued")
         assert identity.private_key_pem is not None
         return CreatedCore(
-            core, self._bundle(name, core.group, identity.certificate_pem, identity.private_key_pem)
+            core,
+            self._bundle(
+                name,
+                core.group,
+                identity.certificate_pem,
+                identity.private_key_pem,
+                identity.record.fingerprint,
+            ),
         )
 
     async def all(self) -> list[Core]:

@@ -7,8 +7,9 @@ import asyncio
 import logging
 import time
 
+from hedgerow.cloud.broker_acl import CoreStanding
 from hedgerow.cloud.domain import Certificate, CertificateKind
-from hedgerow.cloud.errors import Forbidden
+from hedgerow.cloud.errors import Forbidden, NotFound
 from hedgerow.cloud.storage.certificates import CertificateStore
 from hedgerow.cloud.storage.cores import CoreStore
 from hedgerow.contract.errors import ContractError
@@ -44,6 +45,24 @@ class IdentityService:
         """The name a verified client certificate (by its SHA-256 ``fingerprint``) speaks for,
         if it is ours, live and of ``kind``."""
         return await asyncio.to_thread(self._check, fingerprint, kind)
+
+    def _standing(self, core: str) -> CoreStanding | None:
+        try:
+            group = self.cores.get_core(core).group
+        except NotFound:
+            return None
+        for record in self.certificates.list_certificates(owner=core, kind="core"):
+            try:
+                verify_record(record, CertificateKind.CORE)
+            except Forbidden:
+                continue
+            return CoreStanding(core, group, record.fingerprint)
+        return None
+
+    async def core_standing(self, core: str) -> CoreStanding | None:
+        """The core's group and live identity certificate; None when it has none (deleted,
+        revoked, expired): what an external broker's login and ACL questions go by."""
+        return await asyncio.to_thread(self._standing, core)
 
     async def core_group(self, core: str) -> str:
         return (await asyncio.to_thread(self.cores.get_core, core)).group
