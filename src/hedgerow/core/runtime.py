@@ -159,11 +159,13 @@ class RuntimeUpdater:
             async with asyncio.timeout(self.install_timeout):
                 output, _ = await process.communicate()
         except TimeoutError as exc:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):  # it may have ended meanwhile
+                process.kill()
             await process.wait()
             raise UpdateError(version, f"{step} took more than {self.install_timeout:g} s") from exc
         except asyncio.CancelledError:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):  # it may have ended meanwhile
+                process.kill()
             await asyncio.shield(process.wait())
             raise
         if process.returncode != 0:
