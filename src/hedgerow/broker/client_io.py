@@ -285,6 +285,8 @@ class Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.congested_since = None
         self.drop0_until = 0.0
+        if self.session is not None:
+            self.session.drop0_until = 0.0
         self.pacing.took(self.hub.loop.time())
         self.flush()
         self._release_publishers()
@@ -410,6 +412,7 @@ class Connection(asyncio.Protocol):
         terms = accepted.terms
         self.session = session
         session.connection = self
+        session.drop0_until = 0.0
         session.owner = self.identity
         session.expires_at = None
         session.expiry = terms.session_expiry
@@ -832,6 +835,8 @@ class Connection(asyncio.Protocol):
                 counters.dropped_qos0 += 1
                 if not self.pacing.paces(now):  # stalled: it will not make room soon
                     self.drop0_until = now + QOS0_DROP_RECHECK_S
+                    if session is not None:
+                        session.drop0_until = self.drop0_until
                 return
         aliases = self.out_aliases
         if aliases is not None:
@@ -1065,6 +1070,7 @@ class Connection(asyncio.Protocol):
         if session is None or session.connection is not self:
             return
         session.connection = None
+        session.drop0_until = 0.0
         now = hub.clock.now()
         expiry = session.expiry
         if will is not None and publish_will:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Generic, Protocol, TypeVar
 
@@ -110,7 +111,13 @@ class Hub(Generic[C]):
         may_deliver = self.may_deliver
         # the origin is the publisher's Session (None for in-process publishes)
         sender = origin.owner if may_deliver is not None and isinstance(origin, Session) else None
+        # QoS 0 skips the sessions whose stalled connection drops it for now: a stalled
+        # subscriber costs its publishers a comparison, not a call (bench/hostile.py)
+        skip_before = self.loop.time() if mq == 0 else math.inf
         for session, qos, rap, no_local, ids in routes:
+            if session.drop0_until > skip_before:
+                self.counters.dropped_qos0 += 1
+                continue
             if no_local and session is origin:
                 continue
             if sender is not None and not self._deliverable(sender, session, message.topic):

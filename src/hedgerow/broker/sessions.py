@@ -79,6 +79,7 @@ class Session:
         "queued_bytes",
         "store",
         "_next_id",
+        "drop0_until",
     )
 
     def __init__(
@@ -88,6 +89,9 @@ class Session:
         #: the identity that holds the session: another identity may not take it over
         self.owner: Identity | None = None
         self.connection: ClientLink | None = None
+        #: Until when QoS 0 to it is dropped without asking its connection (set by a
+        #: stalled connection over its byte budget; ``Hub.route`` skips it for that long).
+        self.drop0_until = 0.0
         #: Created on first use: most sessions of idle clients never need them.
         self.subscriptions: dict[str, Subscription[Session]] | None = None
         #: packet id -> (message, qos, retain, subscription ids), or RELEASED.
