@@ -3,7 +3,9 @@ HTTP): cores are played by their status reports and heartbeats; time is a Manual
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+from typing import Any
 
 import pytest
 
@@ -226,3 +228,34 @@ async def test_one_cloud_process_drives_a_rollout_and_a_stale_write_is_refused(
         await first.command(rollout.id, "pause")
     rolled = await first.command(rollout.id, "rollback")
     assert rolled.state.value == "rolling-back"
+
+
+async def test_the_starter_keeps_its_lease_through_a_first_step_longer_than_the_lease(
+    built: Built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first wave of thousands of groups takes minutes: while its starter deploys it, the
+    replica holding the rollout job may not claim the rollout and deploy it again."""
+    from hedgerow.cloud.services import rollouts as rollouts_module
+
+    await fleet(built)
+    s = built.services
+    monkeypatch.setattr(rollouts_module, "FIRST_STEP_LEASE_SECONDS", 0.3)
+    starter = RolloutService(s.repository, s.groups, s.deployments, s.fleet)
+    holder = RolloutService(s.repository, s.groups, s.deployments, s.fleet)
+    deploy = starter._deploy
+    claimed: list[list[object]] = []
+
+    async def slow_deploy(rollout: Any, group: str) -> str:
+        await asyncio.sleep(0.4)  # each longer than the lease: only renewal keeps it
+        claimed.append(await holder_claims())
+        return await deploy(rollout, group)
+
+    async def holder_claims() -> list[object]:
+        return list(await asyncio.to_thread(s.repository.claim_rollouts, holder.owner, 10))
+
+    monkeypatch.setattr(starter, "_deploy", slow_deploy)
+    rollout = await starter.start(RolloutRequest(groups=GROUPS[:3], waves=["100%"]))
+    assert claimed == [[], [], []]  # never claimable while the starter drove it
+    assert [t.deployment is not None for t in rollout.targets] == [True, True, True]
+    ((plan, _revision),) = await holder_claims()  # released: the job takes it from here
+    assert plan["id"] == rollout.id

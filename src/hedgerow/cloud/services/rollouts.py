@@ -42,9 +42,10 @@ TICK_SECONDS = 0.5
 #: ``serve`` on the same database takes them over after that; at once when it takes the
 #: rollout job's lock).
 LEASE_SECONDS = 10.0
-#: The lease of the process that starts a rollout while it takes its first step (deploying a
-#: first wave of hundreds of groups may take longer than a pass's lease); released after it.
-FIRST_STEP_LEASE_SECONDS = 60.0
+#: The lease of the process that starts a rollout while it takes its first step, renewed
+#: every third of it for as long as the step lasts (a first wave of thousands of groups
+#: takes minutes); released after it.
+FIRST_STEP_LEASE_SECONDS = 30.0
 #: Operator commands tried again this often when the rollout changed meanwhile.
 COMMAND_ATTEMPTS = 3
 
@@ -158,9 +159,13 @@ class RolloutService:
                 self.owner,
                 FIRST_STEP_LEASE_SECONDS,
             )
+            # a first wave of thousands of groups takes longer than any fixed lease
+            renewing = asyncio.ensure_future(self._keep_lease(rollout.id))
             try:
                 await self._drive(rollout, 0)
             finally:
+                renewing.cancel()
+                await asyncio.gather(renewing, return_exceptions=True)
                 await asyncio.to_thread(self.store.release_rollout, rollout.id, self.owner)
         log.info(
             "rollout.started id=%s groups=%s waves=%s soak=%s max_failures=%s",
@@ -171,6 +176,13 @@ class RolloutService:
             rollout.max_failures,
         )
         return rollout
+
+    async def _keep_lease(self, rollout_id: str) -> None:
+        while True:
+            await asyncio.sleep(FIRST_STEP_LEASE_SECONDS / 3)
+            await asyncio.to_thread(
+                self.store.renew_rollout, rollout_id, self.owner, FIRST_STEP_LEASE_SECONDS
+            )
 
     async def get(self, rollout_id: str) -> Rollout:
         plan, _revision = await asyncio.to_thread(self.store.get_rollout, rollout_id)

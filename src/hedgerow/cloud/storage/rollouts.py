@@ -41,6 +41,15 @@ class RolloutStore(Store):
                 )
             )
 
+    def renew_rollout(self, rollout_id: str, owner: str, lease_s: float) -> None:
+        """``owner`` still drives the rollout: its lease runs ``lease_s`` from now."""
+        with self._tx() as s:
+            s.execute(
+                sa.update(RolloutRow)
+                .where(RolloutRow.id == rollout_id, RolloutRow.lease_owner == owner)
+                .values(lease_until=now() + dt.timedelta(seconds=lease_s))
+            )
+
     def release_rollout(self, rollout_id: str, owner: str) -> None:
         """``owner`` no longer drives the rollout: the rollout job (on whichever replica
         holds it) claims it at its next pass."""
