@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import mosquitto_conf  # noqa: E402
 from fleet import load_average, machine  # noqa: E402
-from fleet_rollout import SimCore, _template, rollout  # noqa: E402
+from fleet_rollout import SimCore, _template, _wait_serving, rollout  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 
 from cloud import PG_ADMIN, percentile  # noqa: E402
@@ -163,7 +163,7 @@ class Fleet:
                 )
             )
         for api, process in zip(self.apis, self.processes, strict=True):
-            await _serving(api, process)
+            await _wait_serving(api, process)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -194,19 +194,6 @@ class Fleet:
         """CPU seconds of each replica, then of the broker."""
         pids = [p.pid for p in self.processes] + ([self.broker.pid] if self.broker else [])
         return [cpu_seconds(pid) for pid in pids]
-
-
-async def _serving(api: httpx.AsyncClient, process: subprocess.Popen[bytes]) -> None:
-    for _ in range(600):
-        if process.poll() is not None:
-            raise RuntimeError(f"cloud serve ended with status {process.returncode}")
-        try:
-            if (await api.get("/api/v1/status")).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        await asyncio.sleep(0.1)
-    raise RuntimeError("cloud serve did not answer within 60 s")
 
 
 async def bounded(count: int, work: Any, label: str, every: int = 500) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import shutil
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -194,3 +195,19 @@ async def built(tmp_path: Path, cloud_template: Path, database_url: str) -> Asyn
         yield Built(services, notifier, changes)
     finally:
         engine.dispose()
+
+
+async def stored_payloads(database: str, total: int) -> list[int]:
+    """The payloads in the messages table once all ``total`` arrived (or after 60 s)."""
+    engine = sa.create_engine(database.replace("postgresql://", "postgresql+psycopg://"))
+    seen: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(set(seen)) < total and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            with engine.connect() as db:
+                rows = db.execute(sa.text("SELECT payload FROM messages")).scalars()
+                seen = [int(bytes(p)) for p in rows]
+    finally:
+        engine.dispose()
+    return seen

@@ -29,7 +29,7 @@ from tests.rabbitmq import (
     rabbitmqctl,
 )
 
-from .conftest import Cloud, loopback_config
+from .conftest import Cloud, loopback_config, stored_payloads
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(TEST_TIMEOUT_S)]
 WAIT = 30.0
@@ -303,24 +303,6 @@ async def test_a_replica_killed_during_ingest_through_rabbitmq_loses_no_acknowle
         f"{total} acknowledged in {published:.1f} s, {len(seen)} stored, "
         f"{len(seen) - total} stored twice"
     )
-
-
-async def stored_payloads(database: str, total: int) -> list[int]:
-    """The payloads in the messages table once all ``total`` arrived (or after 60 s)."""
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(database.replace("postgresql://", "postgresql+psycopg://"))
-    seen: list[int] = []
-    try:
-        deadline = time.monotonic() + 60
-        while len(set(seen)) < total and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-            with engine.connect() as db:
-                rows = db.execute(sa.text("SELECT payload FROM messages")).scalars()
-                seen = [int(bytes(p)) for p in rows]
-    finally:
-        engine.dispose()
-    return seen
 
 
 async def test_a_core_provisioned_by_claim_gets_its_rabbitmq_login(

@@ -322,15 +322,7 @@ async def test_a_rollout_driven_by_a_killed_replica_is_finished_by_the_other(
             task.cancel()
     assert rollout["state"] == "completed", rollout
     assert [t["state"] for t in rollout["targets"]] == ["done", "done"]
-    with pg.connect() as connection:
-        per_group = dict(
-            connection.execute(
-                sa.text(
-                    "SELECT g.name, count(*) FROM deployments d JOIN groups g "
-                    "ON g.id = d.group_id GROUP BY g.name"
-                )
-            ).all()
-        )
+    per_group = _deployments_per_group(pg)
     assert per_group == {"g1": 1, "g2": 1}  # nothing deployed twice
     assert f"rollout.state id={rollout_id} state=completed" in b.log_text()
     # taken over at once, not once A's lease on the rollout ran out
@@ -382,16 +374,19 @@ async def test_a_rollout_started_on_a_replica_not_driving_rollouts_deploys_each_
         for task in cores:
             task.cancel()
     assert rollout["state"] == "completed", rollout["reason"]
-    with pg.connect() as connection:
-        per_group = dict(
-            connection.execute(
-                sa.text(
-                    "SELECT g.name, count(*) FROM deployments d JOIN groups g "
-                    "ON g.id = d.group_id GROUP BY g.name"
-                )
-            ).all()
-        )
+    per_group = _deployments_per_group(pg)
     assert per_group == dict.fromkeys(groups, 1)  # nothing deployed twice
+
+
+def _deployments_per_group(pg: sa.Engine) -> dict[str, int]:
+    with pg.connect() as connection:
+        rows = connection.execute(
+            sa.text(
+                "SELECT g.name, count(*) FROM deployments d JOIN groups g "
+                "ON g.id = d.group_id GROUP BY g.name"
+            )
+        ).all()
+    return {name: count for name, count in rows}
 
 
 async def _rollout(api: httpx.AsyncClient, rollout_id: str) -> dict[str, object]:

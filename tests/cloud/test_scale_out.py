@@ -27,7 +27,7 @@ from hedgerow.contract.topics import CoreLeaf, core_topic
 from hedgerow.mqtt.packets import Properties
 from tests.conftest import free_port
 
-from .conftest import Cloud, loopback_config, pg_url
+from .conftest import Cloud, loopback_config, pg_url, stored_payloads
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mosquitto]
 WAIT = 10.0
@@ -163,13 +163,7 @@ async def test_serve_command_with_postgres_and_an_external_broker(
     from .test_cli import HEDGEROW, ok
     from .test_cli import WAIT as CLI_WAIT
 
-    data = tmp_path / "data"
-    await ok(
-        "cloud", "init", "--data", str(data), "--api-port", "0", "--device-host", "127.0.0.1",
-        "--device-port", "0", cwd=tmp_path, process=False,
-    )  # fmt: skip
-    port = mosquitto_tls(data)  # type: ignore[operator]
-    await wait_for_port(port)
+    data, port = await init_with_mosquitto(tmp_path, mosquitto_tls)
     with (tmp_path / "serve.log").open("wb") as log:
         process = await asyncio.create_subprocess_exec(
             HEDGEROW, "cloud", "serve", "--data", str(data),
@@ -208,6 +202,20 @@ async def test_serve_command_with_postgres_and_an_external_broker(
     engine.dispose()
 
 
+async def init_with_mosquitto(tmp_path: Path, mosquitto_tls: object) -> tuple[Path, int]:
+    """``hedgerow cloud init`` (free ports) and a private TLS Mosquitto on its PKI."""
+    from .test_cli import ok
+
+    data = tmp_path / "data"
+    await ok(
+        "cloud", "init", "--data", str(data), "--api-port", "0", "--device-host", "127.0.0.1",
+        "--device-port", "0", cwd=tmp_path, process=False,
+    )  # fmt: skip
+    port = mosquitto_tls(data)  # type: ignore[operator]
+    await wait_for_port(port)
+    return data, port
+
+
 async def start_replica(
     data: Path, database: str, broker: int, replica: str, api_port: int, log: Path
 ) -> tuple[asyncio.subprocess.Process, str]:
@@ -237,15 +245,8 @@ async def test_a_replica_killed_during_ingest_loses_no_acknowledged_message(
     """The cloud acknowledges a core's message to the external broker only once stored,
     in a persistent session: what replica A had taken but not stored when it was killed
     is sent to it again when it comes back under the same replica id."""
-    from .test_cli import ok
 
-    data = tmp_path / "data"
-    await ok(
-        "cloud", "init", "--data", str(data), "--api-port", "0", "--device-host", "127.0.0.1",
-        "--device-port", "0", cwd=tmp_path, process=False,
-    )  # fmt: skip
-    port = mosquitto_tls(data)  # type: ignore[operator]
-    await wait_for_port(port)
+    data, port = await init_with_mosquitto(tmp_path, mosquitto_tls)
     database, log = pg_url(pg_schema), tmp_path / "replicas.log"
     api_a, api_b = free_port(), free_port()
     a, url = await start_replica(data, database, port, "a", api_a, log)
@@ -277,17 +278,7 @@ async def test_a_replica_killed_during_ingest_loses_no_acknowledged_message(
                     if index == killed_at + 1000:
                         a, _ = await start_replica(data, database, port, "a", api_a, log)
 
-            engine = sa.create_engine(database.replace("postgresql://", "postgresql+psycopg://"))
-            try:
-                seen: list[int] = []
-                deadline = asyncio.get_running_loop().time() + 30
-                while len(set(seen)) < total and asyncio.get_running_loop().time() < deadline:
-                    await asyncio.sleep(0.2)
-                    with engine.connect() as db:
-                        rows = db.execute(sa.text("SELECT payload FROM messages")).scalars()
-                        seen = [int(bytes(p)) for p in rows]
-            finally:
-                engine.dispose()
+            seen = await stored_payloads(database, total)
     finally:
         for process in (a, b):
             if process.returncode is None:
