@@ -84,6 +84,32 @@ INVALID_GROUPS: list[tuple[dict[str, object], str]] = [
 ]
 
 
+async def test_groups_and_cores_list_by_page_with_a_prefix(cloud: Cloud) -> None:
+    """Thousands of groups: a list returns a page when asked (``limit``, ``offset``,
+    ``prefix``), the whole list as before when not."""
+    for index in range(5):
+        labels = {"site": "berlin" if index % 2 else "paris"}
+        await cloud.ok("POST", "/api/v1/groups", json={"name": f"pg-{index}", "labels": labels})
+        await cloud.ok(
+            "POST", "/api/v1/cores", json={"name": f"pc-{index}", "group": f"pg-{index}"}
+        )
+    await cloud.ok("POST", "/api/v1/groups", json={"name": "other"})
+
+    async def names(path: str, **params: str) -> list[str]:
+        return [g["name"] for g in (await cloud.ok("GET", path, params=params))["items"]]
+
+    assert await names("/api/v1/groups") == ["other", *(f"pg-{i}" for i in range(5))]
+    page = await cloud.ok("GET", "/api/v1/groups", params={"limit": "2", "offset": "1"})
+    assert [g["name"] for g in page["items"]] == ["pg-0", "pg-1"] and page["count"] == 2
+    assert page["items"][1]["core"] == "pc-1"  # each group of the page with its core
+    assert await names("/api/v1/groups", prefix="pg-", offset="3") == ["pg-3", "pg-4"]
+    assert await names("/api/v1/groups", label="site=berlin", limit="1", offset="1") == ["pg-3"]
+    assert await names("/api/v1/cores", prefix="pc-", limit="2", offset="2") == ["pc-2", "pc-3"]
+    assert len(await names("/api/v1/cores")) == 5
+    refused = await cloud.api.get("/api/v1/cores", params={"limit": "0"})
+    assert refused.status_code == 400
+
+
 async def test_invalid_groups_are_refused(cloud: Cloud, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="hedgerow.cloud.api")
     for body, expected in INVALID_GROUPS:

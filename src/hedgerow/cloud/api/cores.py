@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from hedgerow.cloud import domain
-from hedgerow.cloud.api.edge import ApiContext, Operation, path_param
+from hedgerow.cloud.api.edge import PAGE_QUERY, ApiContext, Operation, page_params, path_param
 from hedgerow.cloud.api.parsing import checked
 from hedgerow.cloud.api.responses import CoreCreated, CoreList, CoreView, Deleted, respond
 from hedgerow.cloud.domain import Endpoint
@@ -54,7 +54,7 @@ def core_created(result: CreatedCore) -> Response:
 
 
 async def list_cores(ctx: ApiContext, request: Request) -> Response:
-    return respond(CoreList.of(await ctx.services.cores.all()))
+    return respond(CoreList.of(await ctx.services.cores.all(**page_params(request))))
 
 
 async def create_core(ctx: ApiContext, request: Request, body: CreateCore) -> Response:
@@ -85,7 +85,9 @@ async def core_bundle(ctx: ApiContext, request: Request) -> Response:
 
 
 OPERATIONS = [
-    Operation("GET", "/api/v1/cores", "List cores", list_cores, response=CoreList),
+    Operation(
+        "GET", "/api/v1/cores", "List cores", list_cores, query=PAGE_QUERY, response=CoreList
+    ),
     Operation(
         "POST",
         "/api/v1/cores",

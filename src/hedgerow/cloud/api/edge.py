@@ -158,6 +158,23 @@ def int_param(request: Request, name: str, default: int, low: int = 0, high: int
     return value
 
 
+def page_params(request: Request) -> dict[str, Any]:
+    """``prefix``, ``limit`` and ``offset`` of a list (no ``limit``: the whole list)."""
+    limit = int_param(request, "limit", 1, 1) if "limit" in request.query_params else None
+    return {
+        "prefix": request.query_params.get("prefix", ""),
+        "limit": limit,
+        "offset": int_param(request, "offset", 0, 0, 10**9),
+    }
+
+
+PAGE_QUERY = (
+    Query("prefix", description="only names starting with it"),
+    Query("limit", "integer", "at most this many (default: all)"),
+    Query("offset", "integer", "skip this many first"),
+)
+
+
 def optional_id_param(request: Request, name: str) -> int | None:
     raw = request.query_params.get(name)
     return int(raw) if raw and raw.isdigit() else None

@@ -9,7 +9,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from hedgerow.cloud import domain
-from hedgerow.cloud.api.edge import ApiContext, Operation, Query, path_param
+from hedgerow.cloud.api.edge import (
+    PAGE_QUERY,
+    ApiContext,
+    Operation,
+    Query,
+    page_params,
+    path_param,
+)
 from hedgerow.cloud.api.parsing import checked
 from hedgerow.cloud.api.responses import (
     Deleted,
@@ -94,7 +101,7 @@ class AttachThing:
 async def list_groups(ctx: ApiContext, request: Request) -> Response:
     selector = request.query_params.get("label")
     labels = domain.parse_label_selector(selector) if selector else None
-    return respond(GroupList.of(await ctx.services.groups.all(labels)))
+    return respond(GroupList.of(await ctx.services.groups.all(labels, **page_params(request))))
 
 
 async def create_group(ctx: ApiContext, request: Request, body: CreateGroup) -> Response:
@@ -152,7 +159,7 @@ OPERATIONS = [
         "/api/v1/groups",
         "List groups (those with every label of ?label=site=berlin,tier=2)",
         list_groups,
-        query=(Query("label", "string", "key=value[,key=value]"),),
+        query=(Query("label", "string", "key=value[,key=value]"), *PAGE_QUERY),
         response=GroupList,
     ),
     Operation(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -191,8 +192,13 @@ class CoreService:
             ),
         )
 
-    async def all(self) -> list[Core]:
-        return self._with_presence(await asyncio.to_thread(self.store.list_cores))
+    async def all(
+        self, *, prefix: str = "", limit: int | None = None, offset: int = 0
+    ) -> list[Core]:
+        found = await asyncio.to_thread(
+            functools.partial(self.store.list_cores, prefix=prefix, limit=limit, offset=offset)
+        )
+        return self._with_presence(found)
 
     async def get(self, name: str) -> Core:
         return self._with_presence([await asyncio.to_thread(self.store.get_core, name)])[0]

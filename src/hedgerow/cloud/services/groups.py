@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import json
 import logging
 from typing import Any
@@ -52,9 +53,20 @@ class GroupService:
         log.info("group.created name=%s", name)
         return group
 
-    async def all(self, labels: dict[str, str] | None = None) -> list[Group]:
-        """Every group, or those carrying all of ``labels``."""
-        return await asyncio.to_thread(self.store.list_groups, labels)
+    async def all(
+        self,
+        labels: dict[str, str] | None = None,
+        *,
+        prefix: str = "",
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Group]:
+        """Every group, or those carrying all of ``labels`` (a page: ``limit``, ``offset``)."""
+        return await asyncio.to_thread(
+            functools.partial(
+                self.store.list_groups, labels, prefix=prefix, limit=limit, offset=offset
+            )
+        )
 
     async def get(self, name: str) -> Group:
         return await asyncio.to_thread(self.store.get_group, name)

@@ -50,13 +50,19 @@ class CoreStore(Store):
             group = s.scalar(sa.select(GroupRow.name).where(GroupRow.id == row.group_id))
             return self._core_entity(row, str(group))
 
-    def list_cores(self) -> list[Core]:
+    def list_cores(
+        self, *, prefix: str = "", limit: int | None = None, offset: int = 0
+    ) -> list[Core]:
+        """Cores by name (named ``prefix``...); ``limit`` and ``offset`` page (None: all)."""
         with self._tx() as s:
             query = (
                 sa.select(CoreRow, GroupRow.name)
                 .join(GroupRow, GroupRow.id == CoreRow.group_id)
                 .order_by(CoreRow.name)
             )
+            if prefix:
+                query = query.where(CoreRow.name.startswith(prefix, autoescape=True))
+            query = query.limit(limit).offset(max(offset, 0))
             return [self._core_entity(row, group) for row, group in s.execute(query)]
 
     def delete_core(self, name: str) -> list[str]:

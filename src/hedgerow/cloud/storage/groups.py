@@ -58,10 +58,36 @@ class GroupStore(Store):
             s.flush()
             return self._group_entity(s, row)
 
-    def list_groups(self, labels: dict[str, str] | None = None) -> list[Group]:
-        """Every group, or those carrying all of ``labels``."""
+    def list_groups(
+        self,
+        labels: dict[str, str] | None = None,
+        *,
+        prefix: str = "",
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Group]:
+        """Every group by name, or those carrying all of ``labels`` / named ``prefix``...;
+        ``limit`` and ``offset`` page through them (None: all)."""
         with self._tx() as s:
-            cores = dict(s.execute(sa.select(CoreRow.group_id, CoreRow.name)).all())
+            query = sa.select(GroupRow).order_by(GroupRow.name)
+            if prefix:
+                query = query.where(GroupRow.name.startswith(prefix, autoescape=True))
+            if not labels:  # labels are JSON: matched below, then paged
+                query = query.limit(limit).offset(max(offset, 0))
+            rows = [
+                r
+                for r in s.scalars(query)
+                if all((r.labels or {}).get(k) == v for k, v in (labels or {}).items())
+            ]
+            if labels:
+                start = max(offset, 0)
+                rows = rows[start : None if limit is None else start + limit]
+            ids = [r.id for r in rows]
+            cores = dict(
+                s.execute(
+                    sa.select(CoreRow.group_id, CoreRow.name).where(CoreRow.group_id.in_(ids))
+                ).all()
+            ) if ids else {}  # fmt: skip
             return [
                 Group(
                     name=r.name,
@@ -72,8 +98,7 @@ class GroupStore(Store):
                     ca_rotation_days=r.ca_rotation_days,
                     labels=dict(r.labels or {}),
                 )
-                for r in s.scalars(sa.select(GroupRow).order_by(GroupRow.name))
-                if all((r.labels or {}).get(k) == v for k, v in (labels or {}).items())
+                for r in rows
             ]
 
     def get_group(self, name: str) -> Group:
