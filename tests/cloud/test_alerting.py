@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import httpx
 import pytest
@@ -26,11 +25,7 @@ from hedgerow.cloud.alerting import (
     sign,
     verify,
 )
-from hedgerow.cloud.domain import Core
 from hedgerow.cloud.errors import InvalidInput
-from hedgerow.cloud.services.alerts import AlertService
-from hedgerow.cloud.storage.database import create_engine, migrate
-from hedgerow.cloud.storage.repository import Repository
 
 DAY = 86400.0
 
@@ -161,34 +156,3 @@ async def test_delivery_retries_until_the_server_takes_it() -> None:
     finally:
         server.should_exit = True
         await task
-
-
-async def test_with_no_rules_the_fleet_is_not_read_at_all(
-    tmp_path: Path,
-) -> None:
-    """Every replica evaluates every second: without rules it must not read every core."""
-    engine = create_engine(f"sqlite:///{tmp_path / 'cloud.db'}")
-    migrate(engine)
-    repository = Repository(engine)
-    reads = 0
-    list_cores = repository.list_cores
-
-    def counted() -> list[Core]:
-        nonlocal reads
-        reads += 1
-        return list_cores()
-
-    repository.list_cores = counted  # type: ignore[method-assign]
-    now = [1000.0]
-    service = AlertService(repository, wall=lambda: now[0])
-    try:
-        await service.evaluate_once()
-        assert reads == 0
-        await service.add_rule("away", AlertKind.CORE_OFFLINE.value, 0)
-        await service.evaluate_once()
-        assert reads == 1
-        await service.remove_rule("away")
-        await service.evaluate_once()
-        assert reads == 1
-    finally:
-        engine.dispose()

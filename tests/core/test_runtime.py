@@ -139,6 +139,8 @@ async def test_a_cancelled_install_leaves_no_environment_and_no_pip(tmp_path: Pa
     release, stored = release_of("9.9.7", wheel(wheels, "hedgerow", "9.9.7"))
     updater = RuntimeUpdater(tmp_path / "data", running_version="1.0")
     target = launcher.env_dir(updater.runtime, "9.9.7")
+    ours = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+    before = set(ours.read_text().split())  # other tests' processes in this worker, if any
     install = asyncio.create_task(updater.install(release, stored))
     async with asyncio.timeout(60):
         while not target.exists():  # the venv step has begun
@@ -148,6 +150,5 @@ async def test_a_cancelled_install_leaves_no_environment_and_no_pip(tmp_path: Pa
         await install
     assert not target.exists()
     assert not (updater.runtime / "wheelhouse" / "9.9.7").exists()
-    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
-    assert children == []  # venv or pip killed and reaped
+    assert set(ours.read_text().split()) <= before  # venv or pip killed and reaped
     assert launcher.current_env(updater.runtime) == launcher.BASE

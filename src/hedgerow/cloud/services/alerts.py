@@ -189,8 +189,8 @@ class AlertService:
         if self._started is None:
             self._started = now
         rules = await self.rules()
-        # no rules: nothing to evaluate, and no reading of every core every second
-        fleet = await asyncio.to_thread(self.fleet_state, rules, now) if rules else []
+        # read even without rules: a rule added later compares with the samples kept here
+        fleet = await asyncio.to_thread(self.fleet_state, rules, now)
         if self._active is None:
             open_alerts = await self.history(active_only=True, limit=10_000)
             self._active = {(a.rule, a.subject) for a in open_alerts}
