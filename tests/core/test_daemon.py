@@ -570,3 +570,47 @@ async def _log_levels_case(cloud: FakeCloud, data: Path, topic: str, root: loggi
         assert core._log_gate is not None
         assert core._log_gate.threshold("function:fn") == logging.WARNING
         assert core._function_log_level("fn") == logging.INFO  # never above INFO locally
+
+
+class SlowStopRuntime(FakeRuntime):
+    """A function host that takes its time to stop, as real function processes do."""
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.sleep(0.5)
+
+
+async def test_nothing_acknowledged_while_the_core_stops_is_lost(
+    cloud: FakeCloud, tmp_path: Path
+) -> None:
+    """A device publishing at QoS 1 while the core stops gracefully (an update's restart):
+    every PUBACK it got is a message in the spool. Devices are disconnected before the
+    router leaves, so none is acknowledged and then routed nowhere while functions stop."""
+    data = tmp_path / "core"
+    config = load_config(cloud.provision(data, free_port(), "[spool]\nfsync = 'normal'\n", ""))
+    acked: list[int] = []
+    async with CoreDaemon(config, runtime_factory=SlowStopRuntime) as core:
+        await cloud.deploy(
+            document("d-1", things=("a",), subscriptions=(("thing:a", "data/#", "cloud"),))
+        )
+        await deployed(cloud, core, "d-1")
+        await cloud.stop_mqtt()  # everything stays in the spool, to be counted there
+        assert core.connector is not None
+        await asyncio.wait_for(_cleared(core.connector.connected), 5)
+
+        async def publish() -> None:
+            async with thing_client(cloud, core, cloud.thing("a")) as device:
+                for seq in range(100_000):
+                    await device.publish(f"data/{seq}", str(seq).encode(), qos=1)
+                    acked.append(seq)
+
+        device_task = asyncio.create_task(publish())
+        while len(acked) < 50:
+            await asyncio.sleep(0.01)
+    # the core has stopped: the device was told so and its last publish failed
+    with pytest.raises(ClientError):
+        await asyncio.wait_for(device_task, 5)
+    assert len(acked) >= 50
+    async with CoreDaemon(config, runtime_factory=FakeRuntime) as core:
+        spooled = {int(r.payload) for r in core.spool.peek(0, len(acked) + 100)}
+    missing = sorted(set(acked) - spooled)
+    assert not missing, f"{len(missing)} of {len(acked)} acknowledged messages lost: {missing[:10]}"

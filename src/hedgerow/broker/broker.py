@@ -205,11 +205,14 @@ class Broker:
             outbound_bytes_peak=hub.budget.peak,
         )
 
-    async def close(self) -> None:
-        hub = self._hub
-        if hub is None or hub.closing:
+    async def shut_out_clients(self) -> None:
+        """Stop taking clients and disconnect every one (v5: SERVER_SHUTTING_DOWN), waiting up
+        to ``shutdown_grace`` for them to go. When this returns no client PUBLISH can reach
+        the interceptors any more; in-process ``publish`` still works until ``close``."""
+        hub = self.hub
+        if hub.refusing:
             return
-        hub.closing = True
+        hub.refusing = True
         for server in self._servers:
             server.close()
         for task in list(hub.tasks):
@@ -234,6 +237,13 @@ class Broker:
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
+
+    async def close(self) -> None:
+        hub = self._hub
+        if hub is None or hub.closing:
+            return
+        await self.shut_out_clients()
+        hub.closing = True
         if self._persister is not None and self._persist_task is not None:
             self._persister.stop()  # not cancelled: a commit in a worker thread finishes
             with contextlib.suppress(asyncio.CancelledError):

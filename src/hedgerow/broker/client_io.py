@@ -210,7 +210,7 @@ class Connection(asyncio.Protocol):
         cfg = self.hub.config
         transport.set_write_buffer_limits(cfg.write_high_water, cfg.write_low_water)
         hub = self.hub
-        if hub.closing:
+        if hub.refusing:
             transport.abort()
             return
         hub.connections.add(self)
@@ -261,7 +261,7 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         hub = self.hub
         hub.connections.discard(self)
-        if hub.closing and not hub.connections:
+        if hub.refusing and not hub.connections:
             hub.drained.set()
         if self.state is _CONNECTED:
             if not self.clean_disconnect:
@@ -363,7 +363,7 @@ class Connection(asyncio.Protocol):
             if proto.phase is _AUTHENTICATING:
                 self._refused(proto.refuse(ReasonCode.SERVER_UNAVAILABLE, "authenticator failed"))
             return
-        if proto.phase is not _AUTHENTICATING or self.hub.closing:
+        if proto.phase is not _AUTHENTICATING or self.hub.refusing:
             return
         held = self.hub.sessions.get(step.client_id)
         holder = held.owner.name if held is not None and held.owner is not None else None

@@ -88,7 +88,9 @@ class Hub(Generic[C]):
         #: The connection whose PUBLISH is being routed (paused when a subscriber congests).
         self.publisher: C | None = None
         self.closing = False
-        #: Set once the broker is closing and the last connection is gone.
+        #: No client is taken any more (the broker closes, or shut its doors first).
+        self.refusing = False
+        #: Set once clients are refused and the last connection is gone.
         self.drained = asyncio.Event()
         self._dirty: list[C] = []
         self._flush_handle: asyncio.Handle | None = None

@@ -9,7 +9,7 @@ intake log; flushed last at stop) → ``certificate`` (asked from the cloud only
 → ``broker`` (with admission) → ``streams`` (the stream manager, when ``[streams]
 enabled``) → ``functions`` (and the shadow) → ``router`` →
 ``deployment`` (the last good deployment from disk, verified again) → ``local-endpoint``
-→ ``background`` (one TaskGroup: cloud connector, deployment worker and poll, certificate
+(at stop it disconnects every device before the router goes) → ``background`` (one TaskGroup: cloud connector, deployment worker and poll, certificate
 renewal, heartbeat, systemd watchdog) → ``metrics``. A part that fails to start stops
 those before it. ``health()`` is derived from the components' and functions' states
 (``hedgerow.lifecycle.State``). Parts are changed through their methods only
@@ -660,13 +660,16 @@ class CoreDaemon:
 
     @contextlib.asynccontextmanager
     async def _open_local_endpoint(self) -> AsyncIterator[None]:
-        """The devices' TLS listener (closed with the broker)."""
+        """The devices' TLS listener. Stopped first (reverse order), with every device
+        disconnected: a PUBLISH the broker acknowledges must still find the router, which
+        stops after this, so nothing acknowledged during a stop goes unrouted."""
         c = self.config
         self.local_address = await self.broker.listen(
             c.local.host, c.local.port, ssl=self.server_identity.context()
         )
         log.info("core.local.listening address=%s:%s", *self.local_address)
         yield
+        await self.broker.shut_out_clients()
 
     @contextlib.asynccontextmanager
     async def _open_background(self) -> AsyncIterator[None]:
