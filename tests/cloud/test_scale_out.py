@@ -33,14 +33,17 @@ pytestmark = [pytest.mark.postgres, pytest.mark.mosquitto]
 WAIT = 10.0
 
 
-@pytest.fixture
-def mosquitto_tls(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    """Start a private TLS Mosquitto once the cloud's PKI exists: yields a starter."""
-    started: list[subprocess.Popen[bytes]] = []
+class MosquittoTLS:
+    """Private TLS Mosquittos started once the cloud's PKI exists (``start(data)``: its
+    port); ``stop()`` ends them (the port stays free to start one again on it)."""
 
-    def start(data: Path) -> int:
-        port = free_port()
-        conf = tmp_path / "mosquitto.conf"
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def __call__(self, data: Path, port: int | None = None) -> int:
+        port = port or free_port()
+        conf = self.tmp_path / "mosquitto.conf"
         conf.write_text(
             "\n".join(
                 [
@@ -59,17 +62,26 @@ def mosquitto_tls(tmp_path: Path) -> Iterator[tuple[int, Path]]:
             )
             + "\n"
         )
-        with (tmp_path / "mosquitto.log").open("wb") as log:
+        with (self.tmp_path / "mosquitto.log").open("ab") as log:
             process = subprocess.Popen(
                 [shutil.which("mosquitto") or "mosquitto", "-c", str(conf)], stdout=log, stderr=log
             )
-        started.append(process)
+        self.started.append(process)
         return port
 
-    yield start  # type: ignore[misc]
-    for process in started:
-        process.terminate()
-        process.wait(10)
+    def stop(self) -> None:
+        for process in self.started:
+            process.terminate()
+            process.wait(10)
+        self.started.clear()
+
+
+@pytest.fixture
+def mosquitto_tls(tmp_path: Path) -> Iterator[MosquittoTLS]:
+    """Start a private TLS Mosquitto once the cloud's PKI exists: yields a starter."""
+    starter = MosquittoTLS(tmp_path)
+    yield starter
+    starter.stop()
 
 
 async def wait_for_port(port: int) -> None:
@@ -342,3 +354,56 @@ async def test_a_revoked_core_is_cut_off_at_mosquitto(
         await a.ok("POST", f"/api/v1/certificates/{fingerprint}/revoke")
         async with asyncio.timeout(WAIT):
             await asyncio.shield(core.closed)
+
+
+async def test_an_unreachable_external_broker_delays_no_api_call_and_loses_no_core_state(
+    tmp_path: Path, pg_schema: str, mosquitto_tls: MosquittoTLS
+) -> None:
+    """The broker down: a deployment is created at once and its (retained) notification
+    waits in the cloud; a command fails quickly with 503; the notification reaches the core
+    once the broker is back, although that broker kept nothing (no persistence)."""
+    config = await asyncio.to_thread(loopback_config, tmp_path / "cloud", pg_url(pg_schema))
+    port = mosquitto_tls(config.data_dir)
+    await wait_for_port(port)
+    config = config.replace(broker=f"mqtts://127.0.0.1:{port}")
+    async with CloudServer(config) as server, httpx.AsyncClient(
+        base_url=server.api_url, headers={"authorization": f"Bearer {server.admin_token}"}
+    ) as api:  # fmt: skip
+        cloud = Cloud(server, api, config.data_dir)
+        link = server.link
+        assert link is not None
+        async with asyncio.timeout(WAIT):
+            await link.connected.wait()
+        await cloud.ok("POST", "/api/v1/groups", json={"name": "factory-1"})
+        cert, key = await cloud.core("pi-1", "factory-1", tmp_path)
+
+        mosquitto_tls.stop()
+        async with asyncio.timeout(WAIT):
+            while link.connected.is_set():
+                await asyncio.sleep(0.02)
+        started = asyncio.get_running_loop().time()
+        deployment = await cloud.ok("POST", "/api/v1/groups/factory-1/deployments", json={})
+        took = asyncio.get_running_loop().time() - started
+        assert took < 2.0, f"creating a deployment waited {took:.1f} s for the broker"
+        assert list(link.deferred) == ["$hedgerow/cores/pi-1/deployments"]
+        refused = await api.post(
+            "/api/v1/messages/publish", json={"topic": "commands/pi-1", "payload": "reboot"}
+        )
+        assert refused.status_code == 503, refused.text
+        assert "unreachable" in refused.json()["error"]["message"], refused.text
+
+        mosquitto_tls(config.data_dir, port)  # back, empty: it kept nothing
+        await wait_for_port(port)
+        async with asyncio.timeout(30):  # the link's own backoff
+            await link.connected.wait()
+        assert link.deferred == {}
+        ctx = pki.client_context(str(cloud.root_ca), str(cert), str(key))
+        async with Client(
+            "127.0.0.1", port, ssl=ctx, client_id="pi-1", version=ProtocolVersion.V5
+        ) as core:
+            await core.subscribe("$hedgerow/cores/pi-1/deployments", qos=1)
+            async with asyncio.timeout(WAIT):
+                message = await core.get_message()
+        assert message.retain
+        notice = DeploymentNotification.from_json(message.payload)
+        assert notice == DeploymentNotification(deployment["deployment_id"])

@@ -6,7 +6,8 @@
   ├─ ``Forbidden``      (403) authenticated, but not allowed (revoked, expired, another thing)
   ├─ ``NotFound``       (404) ``kind`` and ``name`` say what is missing
   ├─ ``Conflict``       (409) a duplicate, or an object in a state that forbids the change
-  └─ ``TooLarge``       (413) an upload over the configured limit
+  ├─ ``TooLarge``       (413) an upload over the configured limit
+  └─ ``Unavailable``    (503) a peer the cloud needs (the external MQTT broker) is down now
 ``ConfigError`` (not an HTTP error): an unusable ``config.toml`` or data directory.
 ``SecretError`` (500): a sealed secret cannot be opened (wrong or missing key-encryption
 key, a blob altered or moved to another record) or the keyring file cannot be used.
@@ -60,6 +61,12 @@ class TooLarge(CloudError):
     def __init__(self, message: str, *, limit: int) -> None:
         super().__init__(message)
         self.limit = limit
+
+
+class Unavailable(CloudError):
+    """Something the request needs is unreachable for now; ``message`` says when to retry."""
+
+    status = 503
 
 
 class ConfigError(CloudError):

@@ -35,7 +35,7 @@ from hedgerow.client import Client, ClientError, Message, ProtocolVersion
 from hedgerow.cloud.broker_acl import may_publish, may_subscribe
 from hedgerow.cloud.broker_credentials import CLOUD_USER
 from hedgerow.cloud.domain import CertificateKind
-from hedgerow.cloud.errors import CloudError, ConfigError
+from hedgerow.cloud.errors import CloudError, ConfigError, Unavailable
 from hedgerow.cloud.ingest import IngestWorker
 from hedgerow.cloud.services import DeploymentService, IdentityService, ShadowService
 from hedgerow.cloud.services.cores import ReportedPresence
@@ -67,6 +67,9 @@ BROKER_VERSIONS: dict[str, ProtocolVersion] = {
 }
 #: How long cutting a core off at an external broker (a client id takeover) may take.
 TAKEOVER_TIMEOUT_S = 10.0
+#: How long a message that is not a core's state (a command, a shadow answer) waits for an
+#: unreachable external broker before the call fails with ``Unavailable``.
+PUBLISH_WAIT_S = 3.0
 
 
 class RouteCache:
@@ -300,6 +303,9 @@ class ExternalBrokerLink:
         self._refused = asyncio.Event()
         #: per core, its last presence report (retained at the broker: read at each connect)
         self._reported: dict[str, bool] = {}
+        #: retained messages (cores' state) published while the broker was unreachable:
+        #: the latest per topic, sent when the link is back (insertion order kept)
+        self.deferred: dict[str, bytes] = {}
 
     def presence(self) -> ReportedPresence:
         """The cores connected to the external broker, as they report it."""
@@ -329,12 +335,62 @@ class ExternalBrokerLink:
         ]
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool) -> None:
+        """Send to cores through the broker. A retained message is a core's state (its
+        deployment, revocations, CAs, log levels, a support bundle request): while the
+        broker is unreachable the latest one per topic waits here, the call returns at
+        once, and it is sent as soon as the link is back. Any other message (a command, a
+        shadow answer) waits ``PUBLISH_WAIT_S`` for the link, then fails with
+        ``Unavailable``."""
         client = self.client
-        if client is None or not client.is_connected:
-            await asyncio.wait_for(self.connected.wait(), 10.0)
-            client = self.client
-        assert client is not None
-        await client.publish(topic, payload, qos=1, retain=retain)
+        if client is not None and client.is_connected:
+            try:
+                await client.publish(topic, payload, qos=1, retain=retain)
+                return
+            except ClientError as exc:
+                if not retain:
+                    raise self._unavailable(topic) from exc
+        if retain:
+            self.deferred.pop(topic, None)  # the latest wins, and goes last
+            self.deferred[topic] = payload
+            log.info(
+                "mqtt.external_deferred topic=%s pending=%d reason=%r",
+                topic,
+                len(self.deferred),
+                "broker unreachable",
+            )
+            return
+        try:
+            await asyncio.wait_for(self.connected.wait(), PUBLISH_WAIT_S)
+        except TimeoutError:
+            raise self._unavailable(topic) from None
+        client = self.client
+        if client is None:
+            raise self._unavailable(topic)
+        try:
+            await client.publish(topic, payload, qos=1, retain=False)
+        except ClientError as exc:
+            raise self._unavailable(topic) from exc
+
+    def _unavailable(self, topic: str) -> Unavailable:
+        return Unavailable(
+            f"the MQTT broker at {self.host}:{self.port} is unreachable: {topic!r} was not "
+            "sent; try again once it is back (the cloud reconnects by itself)"
+        )
+
+    async def _send_deferred(self, client: Client) -> None:
+        """Send what waited for the link, before anything newer can overtake it."""
+        sent = 0
+        while self.deferred:
+            topic = next(iter(self.deferred))
+            payload = self.deferred.pop(topic)
+            try:
+                await client.publish(topic, payload, qos=1, retain=True)
+            except ClientError:
+                self.deferred.setdefault(topic, payload)  # unless a newer one came meanwhile
+                raise
+            sent += 1
+        if sent:
+            log.info("mqtt.external_deferred_sent count=%d", sent)
 
     async def disconnect(self, identity: str, reason: str) -> None:
         """Cut a core off at the broker: connect once with its client id (every MQTT broker
@@ -437,6 +493,7 @@ class ExternalBrokerLink:
                     # ``connected`` is set once the broker acknowledged the subscriptions:
                     # from then on this replica's session holds what cores send
                     await client.subscribe(*self.filters(), qos=1)
+                    await self._send_deferred(client)
                     self.client = client
                     self.connected.set()
                     log.info(
