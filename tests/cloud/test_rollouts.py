@@ -259,3 +259,54 @@ async def test_the_starter_keeps_its_lease_through_a_first_step_longer_than_the_
     assert [t.deployment is not None for t in rollout.targets] == [True, True, True]
     ((plan, _revision),) = await holder_claims()  # released: the job takes it from here
     assert plan["id"] == rollout.id
+
+
+async def test_a_big_wave_is_deployed_a_pass_at_a_time_and_a_pause_gets_in_between(
+    built: Built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starting a rollout answers after one bounded pass (a wave of thousands of groups
+    once held ``POST /api/v1/rollouts`` for minutes); the job deploys the rest a pass at a
+    time, storing progress after each, and an operator's pause stops it between passes."""
+    from hedgerow.cloud.services import rollouts as rollouts_module
+
+    await fleet(built)
+    s = built.services
+    monkeypatch.setattr(rollouts_module, "ACTIONS_PER_PASS", 1)
+    starter = RolloutService(s.repository, s.groups, s.deployments, s.fleet)
+    rollout = await starter.start(RolloutRequest(groups=GROUPS, waves=["100%"]))
+    assert [t.deployment is not None for t in rollout.targets] == [True, False, False, False]
+    stored = await starter.get(rollout.id)
+    assert sum(t.deployment is not None for t in stored.targets) == 1
+
+    job = RolloutService(s.repository, s.groups, s.deployments, s.fleet)
+    assert await job._pass()  # one more group, more to do
+    assert sum(t.deployment is not None for t in (await job.get(rollout.id)).targets) == 2
+    await job.command(rollout.id, "pause")
+    await job.tick()  # a paused rollout deploys nothing more
+    paused = await job.get(rollout.id)
+    assert paused.state.value == "paused"
+    assert sum(t.deployment is not None for t in paused.targets) == 2
+    await job.command(rollout.id, "resume")
+    await job.tick()  # one tick goes on pass after pass while there is more to do
+    resumed = await job.get(rollout.id)
+    assert [t.deployment is not None for t in resumed.targets] == [True, True, True, True]
+    assert len({t.deployment for t in resumed.targets}) == 4  # each group deployed once
+
+
+async def test_an_abort_in_the_middle_of_a_wave_skips_the_groups_not_deployed_yet(
+    built: Built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hedgerow.cloud.services import rollouts as rollouts_module
+
+    await fleet(built)
+    s = built.services
+    monkeypatch.setattr(rollouts_module, "ACTIONS_PER_PASS", 2)
+    rollouts = RolloutService(s.repository, s.groups, s.deployments, s.fleet)
+    rollout = await rollouts.start(RolloutRequest(groups=GROUPS, waves=["100%"]))
+    await rollouts.command(rollout.id, "abort")
+    await rollouts.tick()
+    aborted = await rollouts.get(rollout.id)
+    assert [t.state.value for t in aborted.targets] == [
+        "deploying", "deploying", "skipped", "skipped",
+    ]  # fmt: skip
+    assert [t.deployment is not None for t in aborted.targets] == [True, True, False, False]

@@ -283,11 +283,14 @@ class Rollout:
         return out
 
     def pending_actions(self) -> list[Action]:
-        """What the driver must do now (asked again until recorded)."""
+        """What the driver must do now (asked again until recorded). A wave is deployed a
+        pass at a time: only a running rollout deploys its remaining groups."""
         actions: list[Action] = []
+        deploying = self.state is RolloutState.RUNNING
         for t in self.targets:
             if t.state is TargetState.DEPLOYING and t.deployment is None:
-                actions.append(Deploy(t.group))
+                if deploying:
+                    actions.append(Deploy(t.group))
             elif t.state is TargetState.RESTORING and t.restore is None:
                 actions.append(Restore(t.group, t.previous))
         return actions
@@ -420,18 +423,23 @@ class Rollout:
             self._set(RolloutState.RUNNING, "resumed")
         elif name == "abort":
             for t in self.targets:
-                if t.state is TargetState.WAITING:
+                if t.state is TargetState.WAITING or self._not_deployed(t):
                     t.state = TargetState.SKIPPED
             self._set(RolloutState.ABORTED, "aborted by the operator")
         else:
             for t in self.targets:
-                if t.state is TargetState.WAITING:
+                if t.state is TargetState.WAITING or self._not_deployed(t):
                     t.state = TargetState.SKIPPED
                 elif t.state in (TargetState.DEPLOYING, TargetState.SOAKING, TargetState.DONE):
                     t.state = TargetState.RESTORING
                     t.restore = None
                     t.since = now
             self._set(RolloutState.ROLLING_BACK, "rolling back to each group's previous deployment")
+
+    @staticmethod
+    def _not_deployed(t: Target) -> bool:
+        """In a wave whose deploy was not asked for yet (the next pass would have)."""
+        return t.state is TargetState.DEPLOYING and t.deployment is None
 
     # ---- persistence ----------------------------------------------------------------
 

@@ -42,12 +42,19 @@ TICK_SECONDS = 0.5
 #: ``serve`` on the same database takes them over after that; at once when it takes the
 #: rollout job's lock).
 LEASE_SECONDS = 10.0
-#: The lease of the process that starts a rollout while it takes its first step, renewed
-#: every third of it for as long as the step lasts (a first wave of thousands of groups
-#: takes minutes); released after it.
+#: The lease of the process that starts a rollout while it takes its first pass, renewed
+#: every third of it for as long as the pass lasts (a slow database); released after it,
+#: and the rollout job carries on.
 FIRST_STEP_LEASE_SECONDS = 30.0
 #: Operator commands tried again this often when the rollout changed meanwhile.
 COMMAND_ATTEMPTS = 3
+#: Deploys and restores carried out before a rollout is stored again: a wave of thousands
+#: of groups shows its progress, leaves little to redo after a crash, lets operator
+#: commands in between, and ``POST /api/v1/rollouts`` answers in seconds.
+ACTIONS_PER_PASS = 50
+#: How long one tick of the rollout job keeps going while a rollout has more to do at
+#: once (then the job's lock is checked again and the next tick goes on).
+TICK_BUDGET_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -159,7 +166,7 @@ class RolloutService:
                 self.owner,
                 FIRST_STEP_LEASE_SECONDS,
             )
-            # a first wave of thousands of groups takes longer than any fixed lease
+            # the first pass deploys at most ACTIONS_PER_PASS groups; the job does the rest
             renewing = asyncio.ensure_future(self._keep_lease(rollout.id))
             try:
                 await self._drive(rollout, 0)
@@ -211,18 +218,31 @@ class RolloutService:
         return rollout
 
     async def tick(self) -> None:
-        """One pass over every active rollout this process holds the lease of."""
-        async with self._lock:
+        """Passes over every active rollout this process holds the lease of, one after
+        another while one has more to do at once (a big wave), for up to ``TICK_BUDGET_S``."""
+        started = time.monotonic()
+        while await self._pass() and time.monotonic() - started < TICK_BUDGET_S:
+            pass
+
+    async def _pass(self) -> bool:
+        """One pass (at most ``ACTIONS_PER_PASS`` actions per rollout); whether a rollout
+        has actions left for the next one."""
+        more = False
+        async with self._lock:  # released between passes: operator commands get in
             take_all, self._take_all = self._take_all, False
             claimed = await asyncio.to_thread(
                 self.store.claim_rollouts, self.owner, LEASE_SECONDS, take_all=take_all
             )
             for plan, revision in claimed:
-                await self._drive(Rollout.from_json(plan), revision)
+                rollout = Rollout.from_json(plan)
+                if await self._drive(rollout, revision) and rollout.pending_actions():
+                    more = True
+        return more
 
     async def _drive(self, rollout: Rollout, revision: int) -> bool:
-        """Step, act, store (compare-and-set on ``revision``; False: it changed meanwhile
-        and nothing was stored — the deployments made are superseded by the next pass's)."""
+        """Step, act (at most ``ACTIONS_PER_PASS``; the rest are asked for again by the next
+        pass), store (compare-and-set on ``revision``; False: it changed meanwhile and
+        nothing was stored — the deployments made are superseded by the next pass's)."""
         before = rollout.state
         seen = {
             group: Observation(*inputs)
@@ -231,7 +251,7 @@ class RolloutService:
             ).items()
         }
         rollout.step(self.clock(), seen)
-        for action in rollout.pending_actions():
+        for action in rollout.pending_actions()[:ACTIONS_PER_PASS]:
             try:
                 if isinstance(action, Deploy):
                     deployment_id = await self._deploy(rollout, action.group)
