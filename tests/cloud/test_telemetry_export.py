@@ -411,3 +411,39 @@ def mosquitto_on(port: int, directory: Path) -> Iterator[Mosquitto]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.mark.postgres
+async def test_a_write_still_in_progress_is_waited_for_not_skipped(pg_schema: str) -> None:
+    """PostgreSQL hands out ids when a write starts: a later write can commit first. The
+    export waits at the hole until the earlier write ends, and then sends its row too."""
+    from .conftest import pg_url
+
+    engine = create_engine(config_module.normalise_database_url(pg_url(pg_schema)))
+    migrate(engine)
+    repository = Repository(engine)
+    receiver = Receiver()
+    slow = engine.connect()
+    try:
+        with webhook_server(receiver, free_port()) as url:
+            target = _target(url=url)
+            await asyncio.to_thread(_store, repository, 2)  # ids 1, 2: sent
+            exporter = TargetExporter(target, repository, sender_for(target), hole_grace_s=0.0)
+            await _export_until(exporter, lambda: len(receiver.ids) == 2, "the first two")
+            slow.begin()  # takes id 3 and does not commit yet
+            slow.execute(
+                sa.text("INSERT INTO messages (topic, payload, core, ts) VALUES ('s', 'x', 'c', 1)")
+            )
+            await asyncio.to_thread(_store, repository, 2, 10)  # ids 4, 5 committed
+            for _ in range(5):
+                await exporter.tick()
+            assert receiver.ids == [1, 2]  # not past the hole while id 3 may still come
+            assert exporter.hole is not None and exporter.hole[0] == 3
+            slow.commit()
+            await _export_until(exporter, lambda: len(receiver.ids) == 5, "3, then 4 and 5")
+        assert receiver.ids == [1, 2, 3, 4, 5]
+        [status] = await ExportService(repository, [target]).status()
+        assert status["lost"] == 0
+    finally:
+        slow.close()
+        engine.dispose()
