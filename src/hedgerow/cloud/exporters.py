@@ -233,7 +233,8 @@ class TargetExporter:
         )
         cursor = state.cursor
         deadline = self.clock.now() + self.budget_s
-        scan = max(MIN_SCAN, target.batch_size)
+        # every row is sent unless a filter skips some: then read more per round
+        scan = target.batch_size if target.topic_filter == "#" else max(MIN_SCAN, target.batch_size)
         for _ in range(self.max_batches):
             rows = await asyncio.to_thread(self.store.messages_after, cursor, scan)
             batch = plan_batch(cursor, rows, target)
