@@ -150,6 +150,7 @@ password = "pw"
         ('name = "a"\nkind = "mqtt"\nurl = "mqtt://h"\ntopic_filter = "a/#/b"', "topic_filter",
          "not an MQTT topic filter"),
         ('name = "a b"\nkind = "mqtt"\nurl = "mqtt://h"', "name", "letters, digits"),
+        ('name = "a"\nkind = "mqtt"\nurl = "mqtt://h"\nprotocol = "4"', "protocol", '"3.1.1"'),
         ('name = "a"\nkind = "mqtt"\nurl = "mqtt://h"\ncert_file = "c.pem"', "key_file",
          "set both"),
     ],
@@ -207,6 +208,10 @@ def _store(repository: Repository, count: int, start: int = 0, topic: str = "sen
     repository.insert_messages(
         [(topic, str(start + i).encode(), "pi-1", now) for i in range(count)]
     )
+
+
+def _exported(repository: Repository) -> int:
+    return sum(c.exported for c in repository.export_cursors())
 
 
 async def _export_until(exporter: TargetExporter, done: object, what: str) -> None:
@@ -386,7 +391,7 @@ async def test_mqtt_target_that_is_down_is_retried_then_gets_everything(
         with mosquitto_on(port, tmp_path):
             await _export_until(
                 exporter,
-                lambda: repository.export_cursors()[0].exported == 50,
+                lambda: _exported(repository) == 50,
                 "all fifty acknowledged",
             )
     finally:
@@ -447,3 +452,36 @@ async def test_a_write_still_in_progress_is_waited_for_not_skipped(pg_schema: st
     finally:
         slow.close()
         engine.dispose()
+
+
+@pytest.mark.mosquitto
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_mqtt_5_exports_carry_the_id_for_receivers_to_dedupe(
+    repository: Repository,
+    mosquitto: MosquittoFactory,  # noqa: F811
+    protocol: str,
+) -> None:
+    from hedgerow.client import Client
+
+    server = mosquitto()
+    await asyncio.to_thread(_store, repository, 5)
+    ids = [m.id for m in repository.messages_after(None, 10)]
+    target = export_target(
+        name="b", kind="mqtt", url=f"mqtt://127.0.0.1:{server.port}", protocol=protocol
+    )
+    exporter = TargetExporter(target, repository, sender_for(target))
+    async with Client("127.0.0.1", server.port, client_id="receiver") as receiver:
+        await receiver.subscribe("sensors/#", qos=1)
+        try:
+            await _export_until(exporter, lambda: _exported(repository) == 5, "five")
+        finally:
+            await exporter.sender.close()
+        async with asyncio.timeout(WAIT):
+            got = [await receiver.get_message() for _ in ids]
+    assert [m.payload for m in got] == [b"0", b"1", b"2", b"3", b"4"]
+    props = [dict(m.properties.user_properties) for m in got]
+    if protocol == "5":
+        assert [int(p["hedgerow-id"]) for p in props] == ids
+        assert {p["hedgerow-core"] for p in props} == {"pi-1"}
+    else:
+        assert props == [{}] * 5

@@ -388,6 +388,7 @@ class ExportTable:
     secret: str = ""
     headers: dict[str, str] = field(default_factory=dict)
     topic: str = "{topic}"
+    protocol: str = "5"
     client_id: str = ""
     ca_file: str = ""
     cert_file: str = ""

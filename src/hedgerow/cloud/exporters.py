@@ -29,7 +29,7 @@ import httpx
 
 from hedgerow import pki
 from hedgerow.backoff import BackoffPolicy, Uniform
-from hedgerow.client import Client, ClientError
+from hedgerow.client import Client, ClientError, Properties, ProtocolVersion
 from hedgerow.clock import Clock, MonotonicClock
 from hedgerow.cloud import webhooks
 from hedgerow.cloud.domain import Message
@@ -39,6 +39,7 @@ from hedgerow.cloud.telemetry_export import (
     ExportTarget,
     plan_batch,
     render_topic,
+    user_properties,
     webhook_body,
 )
 
@@ -141,6 +142,7 @@ class MqttSender:
             username=target.username or None,
             password=target.password or None,
             connect_timeout=target.timeout_s,
+            version=ProtocolVersion.V5 if target.protocol == "5" else ProtocolVersion.V311,
         )
         try:
             await client.connect()
@@ -153,11 +155,13 @@ class MqttSender:
     async def send(self, messages: Sequence[Message]) -> None:
         client = await self._connected()
         target = self.target
+        v5 = target.protocol == "5"
         pending: list[asyncio.Future[None]] = []
         try:
             for m in messages:
                 topic = render_topic(target.topic, m.topic, m.core)
-                pending.append(client.publish_nowait(topic, m.payload, qos=1))
+                props = Properties(user_properties=user_properties(m)) if v5 else Properties()
+                pending.append(client.publish_nowait(topic, m.payload, qos=1, properties=props))
             async with asyncio.timeout(target.timeout_s):
                 results = await asyncio.gather(*pending, return_exceptions=True)
         except (ClientError, TimeoutError) as exc:
@@ -165,6 +169,10 @@ class MqttSender:
             await _settle(pending)
             reason = "no PUBACK in time" if isinstance(exc, TimeoutError) else str(exc)
             raise ExportFailed(target.name, reason) from exc
+        except BaseException:  # cancelled (shutdown): nobody waits for these any more
+            for future in pending:
+                future.cancel()
+            raise
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             client.abort()

@@ -40,6 +40,12 @@ from hedgerow.mqtt.topics import validate_topic_filter
 Kind = Literal["webhook", "mqtt"]
 Start = Literal["oldest", "newest"]
 KINDS: Final = ("webhook", "mqtt")
+#: MQTT versions a target may speak ("3.1.1": brokers without 5, e.g. RabbitMQ 3.10).
+PROTOCOLS: Final = ("5", "3.1.1")
+#: MQTT 5 user properties on each exported message (a receiver dedupes on the id).
+ID_PROPERTY: Final = "hedgerow-id"
+CORE_PROPERTY: Final = "hedgerow-core"
+TS_PROPERTY: Final = "hedgerow-ts"
 DEFAULT_BATCH: Final = 500
 MAX_BATCH: Final = 10_000
 #: Seconds a target waits for an answer (HTTP response, every PUBACK of a batch).
@@ -78,6 +84,8 @@ class ExportTarget:
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     #: mqtt: ``{topic}`` and ``{core}`` are replaced
     topic: str = "{topic}"
+    #: mqtt: "5" (with the id, core and time as user properties) or "3.1.1"
+    protocol: str = "5"
     client_id: str = ""
     ca_file: str = ""
     cert_file: str = ""
@@ -114,7 +122,7 @@ class ExportTarget:
         out: dict[str, Any] = {"name": self.name, "kind": self.kind, "url": self.url}
         defaults = ExportTarget(self.name, self.kind, self.url)
         for key in ("topic_filter", "batch_size", "start", "timeout_s", "secret", "topic",
-                    "client_id", "ca_file", "cert_file", "key_file", "username", "password"):  # fmt: skip
+                    "protocol", "client_id", "ca_file", "cert_file", "key_file", "username", "password"):  # fmt: skip
             if getattr(self, key) != getattr(defaults, key):
                 out[key] = getattr(self, key)
         if self.headers:
@@ -134,6 +142,7 @@ def export_target(
     secret: str = "",
     headers: Mapping[str, str] | None = None,
     topic: str = "{topic}",
+    protocol: str = "5",
     client_id: str = "",
     ca_file: str = "",
     cert_file: str = "",
@@ -166,7 +175,11 @@ def export_target(
     header_items = tuple(sorted((headers or {}).items()))
     if kind == "webhook":
         _check_webhook(header_items, topic, client_id, ca_file, cert_file, key_file, username)
+        if protocol != "5":
+            raise ExportConfigError("protocol is for MQTT targets", "protocol")
     else:
+        if protocol not in PROTOCOLS:
+            raise ExportConfigError(f'protocol {protocol!r}: write "5" or "3.1.1"', "protocol")
         _check_mqtt(topic, secret, header_items, cert_file, key_file, username, password, url)
     return ExportTarget(
         name=name,
@@ -179,6 +192,7 @@ def export_target(
         secret=secret,
         headers=header_items,
         topic=topic,
+        protocol=protocol,
         client_id=client_id,
         ca_file=ca_file,
         cert_file=cert_file,
@@ -294,6 +308,15 @@ def check_topic_template(template: str) -> None:
 
 def render_topic(template: str, topic: str, core: str) -> str:
     return template.format(topic=topic, core=core)
+
+
+def user_properties(message: Message) -> tuple[tuple[str, str], ...]:
+    """What an MQTT 5 export adds to each message: its id, core and time."""
+    return (
+        (ID_PROPERTY, str(message.id)),
+        (CORE_PROPERTY, message.core),
+        (TS_PROPERTY, repr(message.ts)),
+    )
 
 
 # ---- the batch rule --------------------------------------------------------------------
