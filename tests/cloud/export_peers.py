@@ -4,6 +4,7 @@ on a loopback port) that checks signatures and records what it took."""
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -71,8 +72,10 @@ class Receiver:
 
 
 @contextmanager
-def webhook_server(receiver: Receiver, port: int) -> Iterator[str]:
-    """Serve ``receiver`` on 127.0.0.1:``port``; yields the URL."""
+def webhook_server(
+    receiver: Receiver, port: int, tls: ssl.SSLContext | None = None
+) -> Iterator[str]:
+    """Serve ``receiver`` on 127.0.0.1:``port`` (HTTPS with ``tls``); yields the URL."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -89,10 +92,13 @@ def webhook_server(receiver: Receiver, port: int) -> Iterator[str]:
 
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, name="webhook-receiver", daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{port}/telemetry"
+        scheme = "https" if tls is not None else "http"
+        yield f"{scheme}://localhost:{port}/telemetry"
     finally:
         server.shutdown()
         server.server_close()

@@ -485,3 +485,80 @@ async def test_mqtt_5_exports_carry_the_id_for_receivers_to_dedupe(
         assert {p["hedgerow-core"] for p in props} == {"pi-1"}
     else:
         assert props == [{}] * 5
+
+
+async def test_webhook_over_https_trusts_the_configured_ca_only(
+    repository: Repository, test_pki: PKIFiles, tmp_path: Path
+) -> None:
+    from hedgerow import pki
+
+    await asyncio.to_thread(_store, repository, 30)
+    files = test_pki.server()
+    tls = pki.server_context(str(files.cert), str(files.key))
+    receiver = Receiver()
+    with webhook_server(receiver, free_port(), tls) as url:
+        assert url.startswith("https://localhost:")
+        other_ca = tmp_path / "other-ca.pem"
+        other_ca.write_bytes(pki.make_ca("Someone Else").cert_pem)
+        wrong = _target(name="wrong", url=url, ca_file=str(other_ca))
+        refused = TargetExporter(wrong, repository, sender_for(wrong))
+        right = _target(name="right", url=url, ca_file=str(test_pki.ca_file))
+        exporter = TargetExporter(right, repository, sender_for(right))
+        try:
+            await refused.tick()
+            await _export_until(exporter, lambda: len(receiver.ids) == 30, "thirty over TLS")
+        finally:
+            await refused.sender.close()
+            await exporter.sender.close()
+    wrong_status, right_status = await ExportService(repository, [wrong, right]).status()
+    assert "CERTIFICATE_VERIFY_FAILED" in str(wrong_status["last_error"])
+    assert wrong_status["exported"] == 0 and right_status["exported"] == 30
+
+
+class _Refusing:
+    """A target that never acknowledges (in memory)."""
+
+    def __init__(self) -> None:
+        self.tries = 0
+
+    async def send(self, messages: object) -> None:
+        from hedgerow.cloud.exporters import ExportFailed
+
+        self.tries += 1
+        raise ExportFailed("x", "refused")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_failing_target_is_retried_on_a_capped_jittered_backoff(
+    repository: Repository,
+) -> None:
+    from hedgerow.clock import ManualClock
+
+    await asyncio.to_thread(_store, repository, 3)
+    clock = ManualClock()
+    sender = _Refusing()
+    draws: list[tuple[float, float]] = []
+
+    def uniform(low: float, high: float) -> float:
+        draws.append((low, high))
+        return high  # the ceiling: the schedule's longest delay
+
+    exporter = TargetExporter(
+        _target(), repository, sender, clock=clock, uniform=uniform,
+        retry=BackoffPolicy(base=1.0, cap=4.0),
+    )  # fmt: skip
+    waits = []
+    for _ in range(5):
+        await exporter.tick()
+        await exporter.tick()  # too early: not tried again
+        waits.append(exporter.retry_at - clock.now())
+        clock.advance(exporter.retry_at - clock.now())
+    assert sender.tries == 5
+    assert waits == [1.0, 2.0, 4.0, 4.0, 4.0]  # doubling, capped
+    assert draws == [(0.0, 1.0), (0.0, 2.0), (0.0, 4.0), (0.0, 4.0), (0.0, 4.0)]  # full jitter
+    exporter.taken_over()  # a replica taking the job over tries at once
+    await exporter.tick()
+    assert sender.tries == 6
+    assert repository.export_cursors()[0].failures == 6
