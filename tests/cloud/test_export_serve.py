@@ -74,6 +74,12 @@ async def test_serve_exports_to_a_webhook_that_is_down_then_up(tmp_path: Path) -
         assert receiver.ids == sorted(receiver.ids) and receiver.bad_signatures == 0
         assert status["lag"] == 0 and status["exported"] == 300 and status["failing"] == 0
         assert "telemetry_export.recovered target=lake" in serve.log_text()
+        async with serve.client() as api:
+            text = (await api.get("/metrics")).text
+        assert 'hedgerow_cloud_export_lag_messages{target="lake"} 0' in text
+        assert 'hedgerow_cloud_export_messages_total{target="lake",result="exported"} 300' in text
+        assert 'hedgerow_cloud_export_failing{target="lake"} 0' in text
+        assert 'hedgerow_cloud_job_held{job="telemetry-export/lake"} 1' in text
     finally:
         await replicas.stop()
 
