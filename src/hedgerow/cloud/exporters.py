@@ -325,6 +325,12 @@ class TelemetryExports:
         senders: Callable[[ExportTarget], Sender] = sender_for,
     ) -> None:
         grace = HOLE_GRACE_S if store.dialect == "postgresql" else 0.0
+        for target in targets:
+            if not target.tls and target.host not in ("localhost", "127.0.0.1", "::1"):
+                log.warning(
+                    "telemetry_export.no_tls target=%s host=%s detail=%r", target.name, target.host,
+                    "telemetry leaves this host in clear: use https:// or mqtts://",
+                )  # fmt: skip
         self.exporters = [TargetExporter(t, store, senders(t), hole_grace_s=grace) for t in targets]
 
     async def __aenter__(self) -> TelemetryExports:
