@@ -562,3 +562,19 @@ async def test_a_failing_target_is_retried_on_a_capped_jittered_backoff(
     await exporter.tick()
     assert sender.tries == 6
     assert repository.export_cursors()[0].failures == 6
+
+
+async def test_the_cursor_moves_only_from_where_it_was(repository: Repository) -> None:
+    """Compare and set: a replica that lost the job mid-batch cannot move the cursor back
+    over what the new holder did, nor count its batch twice."""
+    await asyncio.to_thread(_store, repository, 10)
+    ids = [m.id for m in repository.messages_after(None, 100)]
+    start = repository.open_export("lake", newest=False).cursor
+    assert start == ids[0] - 1
+    assert repository.advance_export("lake", start, ids[7], 8, 0)  # the new holder
+    assert not repository.advance_export("lake", start, ids[3], 4, 0)  # the old one, late
+    [cursor] = repository.export_cursors()
+    assert cursor.cursor == ids[7] and cursor.exported == 8
+    # a target no longer in config.toml keeps its cursor and is shown as removed
+    [shown] = await ExportService(repository, []).status()
+    assert shown["name"] == "lake" and not shown["configured"] and shown["lag"] == 2
