@@ -16,8 +16,10 @@ the filled-in dataclass or raise ``ConfigFileError`` listing every problem at on
 
 Types understood: ``str``, ``int``, ``float`` (an integer is accepted), ``bool``,
 ``Path`` (from a string), ``tuple[X, ...]`` (a list), ``Literal[...]`` (one of),
-``X | None`` (None = absent: TOML has no null), unions such as ``int | Literal["auto"]``
-and nested dataclasses (tables). Pure apart from ``load`` reading the file; stdlib only.
+``X | None`` (None = absent: TOML has no null), unions such as ``int | Literal["auto"]``,
+nested dataclasses (tables), ``tuple[Table, ...]`` (an array of tables, ``[[a.b]]``; each
+problem names its index: ``a.b[1].url``) and ``dict[str, str]`` (an inline table of
+strings, such as HTTP headers). Pure apart from ``load`` reading the file; stdlib only.
 """
 
 from __future__ import annotations
@@ -197,6 +199,8 @@ class _Reader:
         self.problem(path, message)
 
     def value(self, raw: Any, kind: Any, path: str, meta: Mapping[str, Any]) -> Any:
+        if _is_table_array(kind):
+            return self.tables(raw, typing.get_args(kind)[0], path, meta)
         if _is_table(kind):
             if not isinstance(raw, dict):
                 self.problem(path, f"expected a table [{path}], got {_shown(raw)}")
@@ -217,6 +221,21 @@ class _Reader:
             return _BAD
         return value
 
+    def tables(self, raw: Any, item: type[Any], path: str, meta: Mapping[str, Any]) -> Any:
+        """An array of tables: each read like a table, problems named by index."""
+        if not isinstance(raw, list) or not all(isinstance(r, dict) for r in raw):
+            self.problem(path, f"expected an array of tables [[{path}]], got {_shown(raw)}")
+            return _BAD
+        values = [self.table(r, item, f"{path}[{i}]") for i, r in enumerate(raw)]
+        if any(v is _BAD for v in values):
+            return _BAD
+        result = tuple(values)
+        wrong = meta[CHECK](result) if CHECK in meta else None
+        if wrong is not None:
+            self.problem(path, wrong)
+            return _BAD
+        return result
+
 
 class _Bad:
     def __repr__(self) -> str:
@@ -230,9 +249,20 @@ def _is_table(kind: Any) -> bool:
     return isinstance(kind, type) and dataclasses.is_dataclass(kind)
 
 
+def _is_table_array(kind: Any) -> bool:
+    args = typing.get_args(kind)
+    return typing.get_origin(kind) is tuple and len(args) == 2 and _is_table(args[0])
+
+
 def _convert(raw: Any, kind: Any) -> Any:
     """``raw`` as ``kind``, or ``_BAD``."""
     origin = typing.get_origin(kind)
+    if origin is dict:
+        if not isinstance(raw, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
+        ):
+            return _BAD
+        return dict(raw)
     if origin is Literal:
         return (
             raw if any(raw == c and type(raw) is type(c) for c in typing.get_args(kind)) else _BAD
@@ -297,6 +327,8 @@ def _expected(kind: Any, meta: Mapping[str, Any] | None = None) -> str:
     if origin in (types.UnionType, typing.Union):
         members = [m for m in typing.get_args(kind) if m is not type(None)]
         return " or ".join(_expected(m, meta) for m in members)
+    if origin is dict:
+        return 'a table of strings (key = "value")'
     if origin is tuple:
         item = _expected(typing.get_args(kind)[0])
         return "a list of " + item.removeprefix("a ").removeprefix("an ") + "s (non-empty)"

@@ -267,6 +267,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 async def _serve(cfg: Any, no_mqtt: bool) -> int:
     from hedgerow.cloud.server import CloudServer
+    from hedgerow.cloud.services.exports import shown_url
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -298,6 +299,9 @@ async def _serve(cfg: Any, no_mqtt: bool) -> int:
         elif cloud.mqtt_url:
             print(f"  cloud MQTT          {cloud.mqtt_url}  (mutual TLS)", flush=True)
         print(f"  database            {cloud.services.repository.dialect}", flush=True)
+        for target in cfg.exports:
+            shown = shown_url(target.url)
+            print(f"  telemetry export    {target.name}: {target.kind} {shown}", flush=True)
         print("press Ctrl-C to stop", flush=True)
         await stop.wait()
         print("stopping", flush=True)

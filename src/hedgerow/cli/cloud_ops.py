@@ -1,4 +1,5 @@
-"""``hedgerow cloud logs [level]`` and ``hedgerow cloud alert ...``: operating a fleet.
+"""``hedgerow cloud logs [level]``, ``hedgerow cloud alert ...`` and ``hedgerow cloud export
+status``: operating a fleet.
 
 Registered into ``hedgerow cloud`` by ``cli/cloud.py`` (``register``); they talk to the
 REST API like every client command there (``--url``, ``--token``, ``--data``).
@@ -222,8 +223,62 @@ def cmd_log_level(args: argparse.Namespace) -> int:
 KINDS = ("core-offline", "deployment-failed", "function-errors", "spool-full", "cert-expiry")
 
 
+# ---- telemetry export ---------------------------------------------------------------------
+
+
+def export_rows(items: list[dict[str, Any]]) -> list[list[str]]:
+    def text(value: Any) -> str:
+        return "-" if value is None else str(value)
+
+    return [
+        [
+            e["name"] + ("" if e["configured"] else " (removed)"),
+            text(e["kind"]),
+            text(e["url"]),
+            text(e["cursor"]),
+            text(e["lag"]),
+            str(e["exported"]),
+            str(e["lost"]),
+            f"{e['failures']}" + (f" ({e['failing']} now)" if e["failing"] else ""),
+            (e["last_success_at"] or "-")[:19].replace("T", " "),
+            (e["last_error"] or "-")[:60],
+        ]
+        for e in items
+    ]
+
+
+def cmd_export_status(args: argparse.Namespace) -> int:
+    with Api(args) as api:
+        result = api.get("/api/v1/telemetry/exports")
+    items = result["items"]
+    if args.json:
+        print_json(items)
+        return 0
+    if not items:
+        print("no telemetry export targets: add [[telemetry.export]] to config.toml")
+        return 0
+    _table(
+        export_rows(items),
+        ["TARGET", "KIND", "URL", "CURSOR", "LAG", "EXPORTED", "LOST", "FAILURES",
+         "LAST SUCCESS", "LAST ERROR"],
+    )  # fmt: skip
+    for e in items:
+        if e["lost"]:
+            print(
+                f"{e['name']}: {e['lost']} message ids skipped: deleted (retention) before "
+                "the target took them; raise [telemetry] retention_days or fix the target sooner"
+            )
+        if e["failing"]:
+            print(f"{e['name']}: failing ({e['last_error']}); retried with backoff")
+    return 0
+
+
 def register(sub: Any) -> None:
-    """``logs`` and ``alert`` under ``hedgerow cloud``."""
+    """``logs``, ``alert`` and ``export`` under ``hedgerow cloud``."""
+    export = sub.add_parser("export", help="telemetry export targets").add_subparsers(
+        dest="export_command", metavar="COMMAND", required=True
+    )
+    _command(export, "status", cmd_export_status, "each target's cursor, lag, losses and failures")
     p = _command(sub, "logs", cmd_logs, "logs of cores and their functions")
     p.add_argument("--group", help="the group (required)")
     p.add_argument("--core")

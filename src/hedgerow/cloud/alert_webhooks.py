@@ -1,4 +1,5 @@
-"""Delivering alerts to webhooks (the thin shell around ``alerting.sign``).
+"""Delivering alerts to webhooks (the signed POST itself is ``webhooks.py``, shared with
+telemetry export).
 
 A delivery is an HTTP POST of JSON ``{"state": "firing"|"resolved", "alert": {...}}`` with
 ``X-Hedgerow-Timestamp`` (epoch seconds) and ``X-Hedgerow-Signature: sha256=<hex>``, the
@@ -20,7 +21,8 @@ import httpx
 
 from hedgerow.backoff import BackoffPolicy
 from hedgerow.clock import Clock, MonotonicClock
-from hedgerow.cloud.alerting import SIGNATURE_HEADER, TIMESTAMP_HEADER, AlertWebhook, sign
+from hedgerow.cloud import webhooks
+from hedgerow.cloud.alerting import AlertWebhook
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +36,7 @@ def signed_request(
 ) -> tuple[bytes, dict[str, str]]:
     """The bytes to POST and their headers."""
     data = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
-    timestamp = str(int(now))
-    return data, {
-        "content-type": "application/json",
-        "user-agent": "hedgerow-alerts/1",
-        TIMESTAMP_HEADER: timestamp,
-        SIGNATURE_HEADER: sign(hook.secret, timestamp, data),
-    }
+    return data, webhooks.signed_headers(hook.secret, data, now, user_agent="hedgerow-alerts/1")
 
 
 async def deliver(
@@ -58,15 +54,11 @@ async def deliver(
     reason = "not tried"
     for attempt in range(attempts):
         data, headers = signed_request(hook, body, wall())
-        try:
-            response = await client.post(hook.url, content=data, headers=headers, timeout=TIMEOUT_S)
-        except httpx.HTTPError as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-        else:
-            if 200 <= response.status_code < 300:
-                log.info("alerts.delivered webhook=%s attempt=%s", hook.name, attempt + 1)
-                return "delivered"
-            reason = f"HTTP {response.status_code}"
+        failed = await webhooks.post(client, hook.url, data, headers, TIMEOUT_S)
+        if failed is None:
+            log.info("alerts.delivered webhook=%s attempt=%s", hook.name, attempt + 1)
+            return "delivered"
+        reason = failed
         if attempt + 1 < attempts:
             delay = retry.delay(attempt, random.uniform)
             log.info(

@@ -24,6 +24,10 @@ group_ca_rotation_days = 7
 group_ca_overlap_days = 1
 [telemetry]
 retention_days = 7.0
+[[telemetry.export]]          # any number: where stored telemetry is also sent (docs/operations.md)
+name = "lake"
+kind = "webhook"              # or "mqtt"
+url = "https://hooks.example.org/telemetry"   # mqtt(s)://host:port for kind = "mqtt"
 [limits]
 max_upload_bytes = 16777216
 [deployments]
@@ -62,6 +66,14 @@ import tomli_w
 from hedgerow import tomlconfig
 from hedgerow.cloud.domain import MAX_ROTATION_DAYS, MIN_ROTATION_DAYS
 from hedgerow.cloud.errors import ConfigError
+from hedgerow.cloud.telemetry_export import (
+    DEFAULT_BATCH,
+    DEFAULT_TIMEOUT_S,
+    ExportConfigError,
+    ExportTarget,
+    check_unique,
+    export_target,
+)
 from hedgerow.tomlconfig import Moved, check, within
 
 DEFAULT_API_PORT = 8080
@@ -230,6 +242,8 @@ class CloudConfig:
     #: The pre-provisioning hook: a command (split like a shell would, run without one)
     #: asked before a claim registers a device; empty = every serial is allowed.
     provisioning_hook: str = ""
+    #: where stored telemetry is exported (``[[telemetry.export]]``)
+    exports: tuple[ExportTarget, ...] = ()
 
     def __post_init__(self) -> None:
         if not MIN_ROTATION_DAYS <= self.group_ca_rotation_days <= MAX_ROTATION_DAYS:
@@ -297,7 +311,10 @@ class CloudConfig:
                 "group_ca_rotation_days": self.group_ca_rotation_days,
                 "group_ca_overlap_days": self.group_ca_overlap_days,
             },
-            "telemetry": {"retention_days": self.retention_days},
+            "telemetry": {
+                "retention_days": self.retention_days,
+                **({"export": [t.to_toml() for t in self.exports]} if self.exports else {}),
+            },
             "limits": {"max_upload_bytes": self.max_upload_bytes},
             "secrets": {"kek_file": self.kek_file},
             "deployments": {"deadline_s": self.deployment_deadline_s},
@@ -358,8 +375,32 @@ class PkiTable:
 
 
 @dataclass(frozen=True, slots=True)
+class ExportTable:
+    """One ``[[telemetry.export]]``: checked as a whole by ``telemetry_export.export_target``."""
+
+    name: str
+    kind: str
+    url: str
+    topic_filter: str = "#"
+    batch_size: int = DEFAULT_BATCH
+    start: str = "oldest"
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    secret: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    topic: str = "{topic}"
+    protocol: str = "5"
+    client_id: str = ""
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    username: str = ""
+    password: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class TelemetryTable:
     retention_days: float = field(default=7.0, metadata=check(_positive))
+    export: tuple[ExportTable, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,6 +469,7 @@ def from_toml(data_dir: Path, data: dict[str, Any]) -> CloudConfig:
         parsed = tomlconfig.build(data, CloudFile, file=file, moved=MOVED)
     except tomlconfig.ConfigFileError as exc:
         raise ConfigError(str(exc), field=exc.field) from exc
+    exports = _export_targets(parsed.telemetry.export, file)
     try:
         return CloudConfig(
             data_dir=data_dir,
@@ -449,9 +491,41 @@ def from_toml(data_dir: Path, data: dict[str, Any]) -> CloudConfig:
             kek_file=parsed.secrets.kek_file,
             deployment_deadline_s=parsed.deployments.deadline_s,
             provisioning_hook=parsed.provisioning.hook,
+            exports=exports,
         )
     except ConfigError as exc:  # a rule across fields (the overlap within the rotation)
         raise ConfigError(f"{file}: {exc.message}", field=exc.field) from exc
+
+
+def _export_targets(tables: tuple[ExportTable, ...], file: str) -> tuple[ExportTarget, ...]:
+    """Each ``[[telemetry.export]]`` checked; the error names the file, the entry and the key."""
+    targets: list[ExportTarget] = []
+    for index, table in enumerate(tables):
+        try:
+            targets.append(
+                export_target(**{f.name: getattr(table, f.name) for f in dataclasses.fields(table)})
+            )
+        except ExportConfigError as exc:
+            where = f"telemetry.export[{index}].{exc.field}"
+            raise ConfigError(f"{file}: {where}: {exc.message}", field=where) from exc
+    try:
+        check_unique(targets)
+    except ExportConfigError as exc:
+        raise ConfigError(
+            f"{file}: telemetry.export: {exc.message}", field="telemetry.export"
+        ) from exc
+    root = Path(file).parent
+    return tuple(_relative_to(root, t) for t in targets)
+
+
+def _relative_to(root: Path, target: ExportTarget) -> ExportTarget:
+    """TLS files named relative to the data directory (as ``kek_file``)."""
+    paths: dict[str, Any] = {}
+    for key in ("ca_file", "cert_file", "key_file"):
+        value = getattr(target, key)
+        if value and not Path(value).expanduser().is_absolute():
+            paths[key] = str(root / value)
+    return dataclasses.replace(target, **paths)
 
 
 def load(data_dir: Path) -> CloudConfig:

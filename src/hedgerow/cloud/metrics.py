@@ -60,8 +60,10 @@ def render(
     latency: LatencyHistogram,
     *,
     active_alerts: int = 0,
+    exports: Sequence[Mapping[str, Any]] = (),
 ) -> str:
-    """``cores`` as ``Core.to_json()``; ``status`` as ``CloudServer.status()``."""
+    """``cores`` as ``Core.to_json()``; ``status`` as ``CloudServer.status()``; ``exports``
+    as ``ExportService.status()``."""
     lines = ["# TYPE hedgerow_cloud_cores gauge"]
     connected = sum(1 for c in cores if c.get("connected"))
     lines.append(f'hedgerow_cloud_cores{{state="connected"}} {connected}')
@@ -125,7 +127,33 @@ def render(
     lines.append("# TYPE hedgerow_cloud_changes_heard_total counter")
     for topic, count in sorted((status.get("changes_heard") or {}).items()):
         lines.append(f'hedgerow_cloud_changes_heard_total{{topic="{_label(topic)}"}} {count}')
+    lines.extend(export_lines(exports))
     lines.append("# TYPE hedgerow_cloud_alerts_active gauge")
     lines.append(f"hedgerow_cloud_alerts_active {active_alerts}")
     lines.extend(latency.lines())
     return "\n".join(lines) + "\n"
+
+
+def export_lines(exports: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Per telemetry export target: lag, exported and lost messages, failures."""
+    lines = ["# TYPE hedgerow_cloud_export_lag_messages gauge"]
+    for e in exports:
+        if e.get("lag") is not None:
+            lines.append(
+                f'hedgerow_cloud_export_lag_messages{{target="{_label(e["name"])}"}} {e["lag"]}'
+            )
+    lines.append("# TYPE hedgerow_cloud_export_messages_total counter")
+    for e in exports:
+        for result in ("exported", "lost"):
+            target = _label(e["name"])
+            lines.append(
+                f'hedgerow_cloud_export_messages_total{{target="{target}",result="{result}"}} '
+                f"{e.get(result, 0)}"
+            )
+    for name, kind, key in (
+        ("hedgerow_cloud_export_failures_total", "counter", "failures"),
+        ("hedgerow_cloud_export_failing", "gauge", "failing"),
+    ):
+        lines.append(f"# TYPE {name} {kind}")
+        lines.extend(f'{name}{{target="{_label(e["name"])}"}} {e.get(key, 0)}' for e in exports)
+    return lines

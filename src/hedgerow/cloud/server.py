@@ -31,6 +31,7 @@ from hedgerow.cloud.config import CloudConfig, check_modes
 from hedgerow.cloud.datadir import read_admin_token
 from hedgerow.cloud.device_server import DeviceServer, DeviceTrustStore, device_ssl_context
 from hedgerow.cloud.errors import ConfigError
+from hedgerow.cloud.exporters import EXPORT_INTERVAL_S, TelemetryExports
 from hedgerow.cloud.group_ca_keys import GroupCAKeys, prepare_keyring, seal_clear_keys
 from hedgerow.cloud.ingest import RETENTION_SWEEP_SECONDS, IngestWorker
 from hedgerow.cloud.jobs import Jobs
@@ -262,6 +263,8 @@ class CloudServer:
                 sweep_in_background=False,
             )
         )
+        # closed after the jobs that use them stopped (the stack unwinds in reverse)
+        exports = await self._stack.enter_async_context(TelemetryExports(cfg.exports, repository))
         self._tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
         self._stack.push_async_callback(self._stop_tasks)
         self.routes = RouteCache(repository.all_cloud_routes)
@@ -336,6 +339,7 @@ class CloudServer:
             device_trust=_AnnouncedTrust(device_trust, self.changes),
             provisioning_hook=cfg.provisioning_hook,
             logs=log_service,
+            export_targets=cfg.exports,
         )
         device_trust.add(await services.claims.trusted_pems())
         self._spawn(
@@ -361,6 +365,18 @@ class CloudServer:
         for worker, job in ((self.ingest, "retention"), (self.log_ingest, "log-retention")):
             self._spawn(
                 self.jobs.run(job, _sweeper(worker), RETENTION_SWEEP_SECONDS), f"cloud-{job}"
+            )
+        for (
+            exporter
+        ) in exports.exporters:  # each target its own job: one slow target stalls no other
+            self._spawn(
+                self.jobs.run(
+                    exporter.target.job,
+                    exporter.tick,
+                    EXPORT_INTERVAL_S,
+                    taken_over=exporter.taken_over,
+                ),
+                f"cloud-export-{exporter.target.name}",
             )
         self._spawn(services.support_bundles.run(), "cloud-support-bundles")
         self._spawn(self._announce_log_levels(services), "cloud-log-levels")

@@ -21,6 +21,7 @@ from hedgerow.cloud.api import (
     cores,
     dashboards,
     deployments,
+    exports,
     functions,
     groups,
     logs,
@@ -66,6 +67,7 @@ OPERATIONS: list[Operation] = [
     *releases.OPERATIONS,
     *logs.OPERATIONS,
     *alerts.OPERATIONS,
+    *exports.OPERATIONS,
 ]
 OPENAPI: dict[str, Any] = openapi_document(OPERATIONS)
 

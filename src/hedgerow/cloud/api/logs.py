@@ -154,7 +154,10 @@ async def live_logs(
 async def prometheus(ctx: ApiContext, request: Request) -> Response:
     cores = [c.to_json() for c in await ctx.services.cores.all()]
     active = await ctx.services.alerts.history(active_only=True, limit=10_000)
-    text = metrics.render(cores, ctx.status(), ctx.latency, active_alerts=len(active))
+    exports = await ctx.services.exports.status()
+    text = metrics.render(
+        cores, ctx.status(), ctx.latency, active_alerts=len(active), exports=exports
+    )
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 

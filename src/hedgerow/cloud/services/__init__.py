@@ -13,7 +13,7 @@ The pure validation and entities are in ``hedgerow.cloud.domain``; nothing here 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from hedgerow.cloud.artifacts import ArtifactCache
@@ -32,6 +32,7 @@ from hedgerow.cloud.services.cores import (
 from hedgerow.cloud.services.dashboards import DashboardService
 from hedgerow.cloud.services.deployments import DEFAULT_DEADLINE_S, DeploymentService
 from hedgerow.cloud.services.devices import DeviceService
+from hedgerow.cloud.services.exports import ExportService
 from hedgerow.cloud.services.fleet import FleetFunction, FleetService, FleetSubscription
 from hedgerow.cloud.services.functions import ArtifactService, FunctionService
 from hedgerow.cloud.services.groups import GroupService
@@ -49,6 +50,7 @@ from hedgerow.cloud.services.support_bundles import SupportBundleService
 from hedgerow.cloud.services.telemetry import MessagesWritten, TelemetryService
 from hedgerow.cloud.services.things import CreatedThing, ThingService
 from hedgerow.cloud.storage.repository import Repository
+from hedgerow.cloud.telemetry_export import ExportTarget
 
 __all__ = [
     "AlertService",
@@ -66,6 +68,7 @@ __all__ = [
     "DashboardService",
     "DeploymentService",
     "DeviceService",
+    "ExportService",
     "FleetFunction",
     "FleetService",
     "FleetSubscription",
@@ -124,6 +127,8 @@ class CloudServices:
     alerts: AlertService
     #: log levels set from the cloud per group, sent to its core without a deployment
     log_levels: LogLevelService
+    #: telemetry export targets' status (the export runs as the server's job)
+    exports: ExportService
     #: the secrets functions read (None: this cloud keeps none; deploying a function that
     #: declares one is refused)
     secrets: SecretService | None = None
@@ -146,6 +151,7 @@ class CloudServices:
         device_trust: DeviceTrust | None = None,
         provisioning_hook: str = "",
         logs: LogService | None = None,
+        export_targets: Sequence[ExportTarget] = (),
     ) -> CloudServices:
         """All services wired to one another; nothing is set on them afterwards."""
         groups = GroupService(repository, pki_service, notifier, routes_changed)
@@ -191,6 +197,7 @@ class CloudServices:
             logs=logs or LogService(repository),
             alerts=AlertService(repository, presence),
             log_levels=log_levels,
+            exports=ExportService(repository, export_targets),
             secrets=secrets,
             claims=ClaimService(
                 repository,

@@ -429,3 +429,25 @@ class AlertEventRow(Base):
     resolved_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     #: webhook deliveries: name → "delivered" | "failed: reason"
     deliveries: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class TelemetryExportRow(Base):
+    """One export target's cursor: the last message id it acknowledged, and its record."""
+
+    __tablename__ = "telemetry_exports"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: None: the target was added while no message was stored
+    cursor: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    exported: Mapped[int] = mapped_column(BigInteger, default=0)
+    lost: Mapped[int] = mapped_column(BigInteger, default=0)
+    failures: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: failures since the last success (the retry schedule's attempt)
+    failing: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_error_at: Mapped[dt.datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    last_success_at: Mapped[dt.datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc)

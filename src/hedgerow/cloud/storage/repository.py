@@ -3,7 +3,7 @@
 One store per resource (``groups``, ``cores``, ``things``, ``certificates``,
 ``artifacts``, ``functions``, ``subscriptions``, ``fleet``, ``deployments``,
 ``discovery_queries``, ``messages``, ``rollouts``, ``tokens``, ``shadows``, ``support_bundles``,
-``dashboards``, ``claims``, ``releases``), all on ``base.Store`` (the engine, the
+``dashboards``, ``claims``, ``releases``, ``exports``), all on ``base.Store`` (the engine, the
 ``discovery_queries``, ``messages``, ``tokens``, ``logs``, ``alerts``), all on ``base.Store`` (the engine, the
 transaction, row lookups); ``Repository`` is all of them over one engine. Methods are
 synchronous (SQLAlchemy sessions); the async layers call them through
@@ -34,6 +34,7 @@ from hedgerow.cloud.storage.cores import CoreStore
 from hedgerow.cloud.storage.dashboards import DashboardStore
 from hedgerow.cloud.storage.deployments import DeploymentStore
 from hedgerow.cloud.storage.discovery_queries import DiscoveryStore
+from hedgerow.cloud.storage.exports import ExportStore
 from hedgerow.cloud.storage.fleet import FleetStore
 from hedgerow.cloud.storage.groups import GroupStore
 from hedgerow.cloud.storage.logs import LogStore
@@ -80,5 +81,6 @@ class Repository(
     ReleaseStore,
     LogStore,
     AlertStore,
+    ExportStore,
 ):
     """Every store over one engine (``Repository(engine)``)."""
