@@ -261,3 +261,24 @@ def test_each_console_query_uses_a_partition_local_index(
     plan = _explain(engine, query)
     assert "Seq Scan on messages_p" not in plan, plan  # the empty default: any scan is free
     assert index in plan, f"{index} not used:\n{plan}"
+
+
+def test_a_busy_table_defers_maintenance_at_start_instead_of_failing(
+    engine: Engine, repository: Repository
+) -> None:
+    last = repository.message_partitions()[-1]
+    with engine.begin() as connection:
+        connection.execute(sa.text(f"DROP TABLE {last.name}"))
+    blocker = engine.connect()
+    blocker.begin()
+    blocker.execute(sa.text("LOCK TABLE messages IN ACCESS SHARE MODE"))  # a long read
+    try:
+        began = time.monotonic()
+        assert repository.prepare_partitions(time.time()) is None
+        assert time.monotonic() - began < 10, "gave up after the lock timeout"
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert not exists(engine, last.name)
+    upkeep = repository.prepare_partitions(time.time())
+    assert upkeep is not None and upkeep.created == (last.name,)

@@ -216,6 +216,16 @@ class MessageStore(Store):
                 )
         return PartitionUpkeep(tuple(created), tuple(dropped), dropped_rows, deleted)
 
+    def prepare_partitions(self, now: float) -> PartitionUpkeep | None:
+        """At start: today's and the coming days' partitions. A table another session
+        holds past ``LOCK_TIMEOUT`` defers the work to the retention job (None, logged)
+        rather than stopping the cloud: the default partition takes rows meanwhile."""
+        try:
+            return self.maintain_partitions(now)
+        except sa.exc.OperationalError as exc:
+            log.warning("storage.partition.deferred error=%r", str(exc.orig))
+            return None
+
     def _partitioned(self) -> bool:
         if self.dialect != "postgresql":
             return False
