@@ -3,13 +3,15 @@
     .venv/bin/python bench/telemetry_partitions.py [--rows 2000000] [--days 10]
                                                    [--queries 40] [--quick]
 
-Two throwaway schemas in the database ``test`` (dropped at the end, also on failure): one
-migrated to 0010 (the plain ``messages``: PK id, indexes on ts and topic), one to the
-newest revision (partitioned by day, indexes per partition). The same rows go into each
+Three throwaway schemas in the database ``test`` (dropped at the end, also on failure): one
+migrated to 0010 (the plain ``messages``: PK id, indexes on ts and topic), one at 0010
+with the two indexes 0011 adds (what indexes alone buy), one at the newest revision
+(partitioned by day, indexes per partition). The same rows go into each
 through ``MessageStore.insert_messages`` (COPY, batches of 50,000, time order over
 ``--days`` days ending today, 500 topics, 50 cores, 40-byte payloads). Then the console's
 queries through ``query_messages`` (p50/p99 over ``--queries`` runs each), then
-retention of the oldest day: DROP of its partition against a DELETE of its rows.
+retention of the oldest day: DROP of its partition against a DELETE of its rows, and
+the VACUUM that the DELETE leaves to do.
 Bounded: rows, days and runs are fixed by the arguments; every statement is timed.
 """
 
@@ -41,6 +43,10 @@ TOPICS = [
     f"site/{s}/line/{line}/sensor/{k}" for s in range(10) for line in range(5) for k in range(10)
 ]
 CORES = [f"core-{c}" for c in range(50)]
+INDEXES_0011 = (
+    "CREATE INDEX ix_bench_topic_id ON messages (topic text_pattern_ops, id)",
+    "CREATE INDEX ix_bench_core_id ON messages (core, id)",
+)
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -158,8 +164,13 @@ def main() -> int:
     tag = uuid.uuid4().hex[:8]
     tables: list[Table] = []
     try:
-        for label, revision in (("plain (0010)", "0010"), ("partitioned", "head")):
-            schema = f"bench_partitions_{tag}_{revision}"
+        variants = (
+            ("plain (0010)", "0010", False),
+            ("plain + 0011's indexes", "0010", True),
+            ("partitioned (0011)", "head", False),
+        )
+        for number, (label, revision, indexed) in enumerate(variants):
+            schema = f"bench_partitions_{tag}_{number}"
             with admin.begin() as connection:
                 connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
             engine = create_engine(schema_url(schema))
@@ -170,6 +181,10 @@ def main() -> int:
                     tables[-1].repository.maintain_partitions(start + day * DAY_S)  # them ahead)
             else:
                 upgrade_to(engine, revision)
+            if indexed:  # the same indexes as each partition has, on the one table
+                with engine.begin() as connection:
+                    for sql in INDEXES_0011:
+                        connection.execute(sa.text(sql))
 
         rates = {t.label: load(t, args.rows, start, args.days) for t in tables}
         print("| measurement | " + " | ".join(t.label for t in tables) + " |")
@@ -182,12 +197,21 @@ def main() -> int:
                 cells.append(f"{p50:.2f} / {p99:.2f}")
             print(f"| {name}: p50 / p99 ms | " + " | ".join(cells) + " |")
         cutoff = start + DAY_S
-        cells = []
+        cells, vacuums = [], []
         for t in tables:
             began = time.perf_counter()
             gone = t.repository.expire_messages(cutoff)
             cells.append(f"{(time.perf_counter() - began) * 1000:,.0f} ms ({gone:,} rows)")
+            if t is tables[-1]:
+                vacuums.append("not needed (no dead rows)")
+                continue
+            # the DELETE's bill comes later: VACUUM reads the table and every index
+            with t.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+                began = time.perf_counter()
+                c.execute(sa.text("VACUUM messages"))
+                vacuums.append(f"{(time.perf_counter() - began) * 1000:,.0f} ms")
         print("| retention of the oldest day | " + " | ".join(cells) + " |")
+        print("| VACUUM after it | " + " | ".join(vacuums) + " |")
         with tables[-1].engine.connect() as connection:
             size = connection.scalar(
                 sa.text(
@@ -195,12 +219,17 @@ def main() -> int:
                     "WHERE inhparent = 'messages'::regclass"
                 )
             )
-        with tables[0].engine.connect() as connection:
-            plain = connection.scalar(sa.text("SELECT pg_total_relation_size('messages')"))
+        plain = []
+        for t in tables[:-1]:
+            with t.engine.connect() as connection:
+                plain.append(
+                    connection.scalar(sa.text("SELECT pg_total_relation_size('messages')"))
+                )
         print(
-            f"\nafter retention: partitioned {int(size or 0) / 2**20:,.0f} MiB, "
-            f"plain {int(plain or 0) / 2**20:,.0f} MiB (tables + indexes; the DELETE's "
-            "space comes back only to later inserts, after VACUUM)"
+            f"\nafter retention: partitioned {int(size or 0) / 2**20:,.0f} MiB, plain "
+            + ", ".join(f"{int(x or 0) / 2**20:,.0f} MiB" for x in plain)
+            + " (tables + indexes; the DELETE's space comes back only to later inserts, "
+            "after VACUUM)"
         )
     finally:
         for t in tables:
