@@ -3,9 +3,12 @@ COPY into day partitions, retention by DROP, the default partition, EXPLAIN prun
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -16,10 +19,11 @@ from sqlalchemy.engine import Engine
 from hedgerow.cloud import partition_plan as pp
 from hedgerow.cloud.config import normalise_database_url
 from hedgerow.cloud.partition_plan import DAY_S
+from hedgerow.cloud.server import CloudServer
 from hedgerow.cloud.storage.database import MIGRATIONS, create_engine, migrate
 from hedgerow.cloud.storage.messages import message_query
 from hedgerow.cloud.storage.repository import Repository
-from tests.cloud.conftest import pg_url
+from tests.cloud.conftest import clone_config, pg_url
 
 pytestmark = pytest.mark.postgres
 
@@ -282,3 +286,36 @@ def test_a_busy_table_defers_maintenance_at_start_instead_of_failing(
     assert not exists(engine, last.name)
     upkeep = repository.prepare_partitions(time.time())
     assert upkeep is not None and upkeep.created == (last.name,)
+
+
+async def test_the_cloud_keeps_partitions_at_start_and_its_retention_job_drops_old_days(
+    tmp_path: Path, pg_schema: str, cloud_template: Path
+) -> None:
+    """A real ``CloudServer`` on PostgreSQL: a missing day ahead is created at start, the
+    retention job (7 days) drops a 10-day-old partition, and the API still answers."""
+    config = await asyncio.to_thread(
+        clone_config, cloud_template, tmp_path / "c", pg_url(pg_schema)
+    )
+    engine = create_engine(config.database_url)
+    try:
+        repository = Repository(engine)
+        old = repository.maintain_partitions(TODAY - 10 * DAY_S + 60).created[0]
+        repository.insert_messages(
+            [("old/1", b"o", "c", TODAY - 10 * DAY_S + 90), ("new/1", b"n", "c", time.time())]
+        )
+        ahead = repository.message_partitions()[-1].name
+        with engine.begin() as connection:
+            connection.execute(sa.text(f"DROP TABLE {ahead}"))
+        async with CloudServer(config) as server:
+            assert exists(engine, ahead), "created at start"
+            async with asyncio.timeout(30):
+                while exists(engine, old):
+                    await asyncio.sleep(0.05)
+            async with httpx.AsyncClient(
+                base_url=server.api_url,
+                headers={"authorization": f"Bearer {server.admin_token}"},
+            ) as api:
+                answer = (await api.get("/api/v1/messages", params={"limit": 10})).json()
+        assert [m["topic"] for m in answer["items"]] == ["new/1"]
+    finally:
+        engine.dispose()
