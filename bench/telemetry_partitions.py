@@ -22,6 +22,7 @@ import functools
 import os
 import platform
 import random
+import signal
 import statistics
 import sys
 import time
@@ -143,7 +144,12 @@ def queries(start: float, days: int) -> dict[str, Callable[[Repository], object]
     }
 
 
+def _stop(signum: int, _frame: object) -> None:
+    raise SystemExit(f"stopped by signal {signum}")  # the schemas are dropped on the way out
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _stop)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--days", type=int, default=10)
