@@ -177,6 +177,8 @@ class MessageStore(Store):
                 {"key": lock_key(schema, "message-partitions")},
             )
             steps = partition_plan.plan(now, _partitions(connection), cutoff=cutoff)
+            # counted before any DDL: the DDL holds the table until the commit
+            counts = {p.name: _row_count(connection, p.name) for p in steps.drop}
             for partition in steps.create:
                 moved = _create_partition(connection, partition)
                 created.append(partition.name)
@@ -188,7 +190,7 @@ class MessageStore(Store):
                     moved,
                 )
             for partition in steps.drop:
-                rows, how = _row_count(connection, partition.name)
+                rows, how = counts[partition.name]
                 connection.execute(sa.text(f'DROP TABLE "{partition.name}"'))
                 dropped.append(partition.name)
                 dropped_rows += rows
