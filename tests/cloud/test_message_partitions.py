@@ -4,6 +4,9 @@ COPY into day partitions, retention by DROP, the default partition, EXPLAIN prun
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -319,3 +322,64 @@ async def test_the_cloud_keeps_partitions_at_start_and_its_retention_job_drops_o
         assert [m["topic"] for m in answer["items"]] == ["new/1"]
     finally:
         engine.dispose()
+
+
+MAINTAIN = """
+import sys, time
+from hedgerow.cloud.storage.database import create_engine
+from hedgerow.cloud.storage.repository import Repository
+Repository(create_engine(sys.argv[1])).maintain_partitions(time.time(), float(sys.argv[2]))
+"""
+
+
+def test_maintenance_killed_mid_ddl_leaves_the_table_as_it_was_and_the_next_run_finishes(
+    engine: Engine, repository: Repository, pg_schema: str
+) -> None:
+    """kill -9 of a process whose maintenance waits inside its transaction (on a lock the
+    test holds): nothing of it stays; the next run does all of it."""
+    repository.maintain_partitions(TODAY - 10 * DAY_S + 60)  # days -10 … -7
+    repository.insert_messages(
+        [(f"d{d}", b"x", "c", TODAY + d * DAY_S + 60) for d in range(-10, 1)]
+    )
+    ahead = repository.message_partitions()[-1].name
+    with engine.begin() as connection:
+        connection.execute(sa.text(f"DROP TABLE {ahead}"))
+    before, rows = repository.message_partitions(), _rows(engine)
+    cutoff = TODAY - 8 * DAY_S
+    url = normalise_database_url(pg_url(pg_schema)) + "&application_name=hedgerow-maint-kill"
+    blocker = engine.connect()
+    blocker.begin()
+    blocker.execute(sa.text("LOCK TABLE messages IN ACCESS SHARE MODE"))
+    child = subprocess.Popen([sys.executable, "-c", MAINTAIN, url, str(cutoff)])
+    try:
+        deadline = time.monotonic() + 30
+        while scalar(engine, WAITING) != 1:
+            assert child.poll() is None and time.monotonic() < deadline, "never waited"
+            time.sleep(0.01)
+        child.kill()
+        assert child.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        blocker.rollback()
+        blocker.close()
+    deadline = time.monotonic() + 30
+    while scalar(engine, GONE) != 0:  # the server ends the orphaned session
+        assert time.monotonic() < deadline, "the killed session stayed"
+        time.sleep(0.05)
+    assert repository.message_partitions() == before
+    assert _rows(engine) == rows
+    upkeep = repository.maintain_partitions(time.time(), cutoff)
+    assert upkeep.created == (ahead,)
+    assert set(upkeep.dropped) == {pp.partition_for(TODAY + d * DAY_S).name for d in (-10, -9)}
+    assert {m.topic for m in repository.query_messages(limit=100)} == {
+        f"d{d}" for d in range(-8, 1)
+    }
+
+
+WAITING = (
+    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'hedgerow-maint-kill' "
+    "AND wait_event_type = 'Lock'"
+)
+GONE = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'hedgerow-maint-kill'"
