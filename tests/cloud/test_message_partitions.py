@@ -270,7 +270,7 @@ def test_each_console_query_uses_a_partition_local_index(
     assert index in plan, f"{index} not used:\n{plan}"
 
 
-def test_a_busy_table_defers_maintenance_at_start_instead_of_failing(
+def test_a_busy_table_defers_the_ddl_to_the_next_run_instead_of_failing(
     engine: Engine, repository: Repository
 ) -> None:
     last = repository.message_partitions()[-1]
@@ -281,14 +281,15 @@ def test_a_busy_table_defers_maintenance_at_start_instead_of_failing(
     blocker.execute(sa.text("LOCK TABLE messages IN ACCESS SHARE MODE"))  # a long read
     try:
         began = time.monotonic()
-        assert repository.prepare_partitions(time.time()) is None
+        busy = repository.maintain_partitions(time.time())
+        assert busy.deferred and busy.created == ()
         assert time.monotonic() - began < 10, "gave up after the lock timeout"
     finally:
         blocker.rollback()
         blocker.close()
     assert not exists(engine, last.name)
-    upkeep = repository.prepare_partitions(time.time())
-    assert upkeep is not None and upkeep.created == (last.name,)
+    upkeep = repository.maintain_partitions(time.time())
+    assert not upkeep.deferred and upkeep.created == (last.name,)
 
 
 async def test_the_cloud_keeps_partitions_at_start_and_its_retention_job_drops_old_days(

@@ -231,7 +231,7 @@ class CloudServer:
         repository = Repository(engine)
         # today's and the coming days' telemetry partitions (PostgreSQL), before ingest;
         # the retention job keeps them coming and drops the old ones
-        await asyncio.to_thread(repository.prepare_partitions, time.time())
+        await asyncio.to_thread(repository.maintain_partitions, time.time())
         sealed_store = SealedKeyStore(engine)
         keyring = await asyncio.to_thread(prepare_keyring, cfg.kek_path, sealed_store)
         group_ca_keys = GroupCAKeys(keyring)

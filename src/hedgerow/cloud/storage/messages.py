@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 #: How long partition DDL waits for the table before giving up until the next run
 #: (meanwhile inserts queue behind it).
 LOCK_TIMEOUT = "2s"
+#: PostgreSQL's SQLSTATE for a lock not taken within ``lock_timeout``.
+LOCK_NOT_AVAILABLE = "55P03"
 _COLUMNS = "id, topic, payload, core, ts"
 
 
@@ -49,6 +51,8 @@ class PartitionUpkeep:
     dropped_rows: int = 0
     #: rows deleted from the default partition
     deleted_rows: int = 0
+    #: the table was busy past ``LOCK_TIMEOUT``: nothing created or dropped this time
+    deferred: bool = False
 
 
 class MessageStore(Store):
@@ -159,16 +163,53 @@ class MessageStore(Store):
 
     def maintain_partitions(self, now: float, cutoff: float | None = None) -> PartitionUpkeep:
         """Create the partitions ``partition_plan.plan`` asks for (moving rows the default
-        partition holds in their range), drop those wholly older than ``cutoff``, then
-        delete the default partition's rows older than ``cutoff``. Idempotent, and each
-        step is one transaction: a process killed in the middle leaves a consistent
-        table and the next run finishes the work. Replicas take turns (an advisory lock);
-        DDL waits at most ``LOCK_TIMEOUT`` for the table (then the next run retries)."""
+        partition holds in their range) and drop those wholly older than ``cutoff``, in
+        one transaction; then, in another, delete the default partition's rows older than
+        ``cutoff``. Idempotent: a process killed in the middle leaves a consistent table
+        and the next run finishes the work. Replicas take turns (an advisory lock). The
+        DDL waits at most ``LOCK_TIMEOUT`` for the table, else it is left to the next run
+        (``deferred``; the default partition takes rows meanwhile)."""
         if not self._partitioned():
             return PartitionUpkeep()
-        created: list[str] = []
-        dropped: list[str] = []
-        dropped_rows = 0
+        try:
+            steps, counts, moved = self._partition_ddl(now, cutoff)
+        except sa.exc.OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+                raise
+            log.warning("storage.partition.deferred error=%r", str(exc.orig))
+            steps, counts, moved = partition_plan.Plan((), ()), {}, {}
+            deferred = True
+        else:
+            deferred = False
+        for partition in steps.create:
+            log.info(
+                "storage.partition.created name=%s start=%s end=%s moved_rows=%s",
+                partition.name,
+                _iso(partition.start),
+                _iso(partition.end),
+                moved[partition.name],
+            )
+        for partition in steps.drop:
+            rows, how = counts[partition.name]
+            log.info(
+                "storage.partition.dropped name=%s end=%s rows=%s counted=%s",
+                partition.name,
+                _iso(partition.end),
+                rows,
+                how,
+            )
+        deleted = self._delete_from_default(cutoff) if cutoff is not None else 0
+        return PartitionUpkeep(
+            tuple(p.name for p in steps.create),
+            tuple(p.name for p in steps.drop),
+            sum(rows for rows, _ in counts.values()),
+            deleted,
+            deferred,
+        )
+
+    def _partition_ddl(
+        self, now: float, cutoff: float | None
+    ) -> tuple[partition_plan.Plan, dict[str, tuple[int, str]], dict[str, int]]:
         with self.engine.begin() as connection:
             connection.execute(sa.text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
             schema = str(connection.scalar(sa.text("SELECT current_schema()")) or "")
@@ -179,54 +220,26 @@ class MessageStore(Store):
             steps = partition_plan.plan(now, _partitions(connection), cutoff=cutoff)
             # counted before any DDL: the DDL holds the table until the commit
             counts = {p.name: _row_count(connection, p.name) for p in steps.drop}
-            for partition in steps.create:
-                moved = _create_partition(connection, partition)
-                created.append(partition.name)
-                log.info(
-                    "storage.partition.created name=%s start=%s end=%s moved_rows=%s",
-                    partition.name,
-                    _iso(partition.start),
-                    _iso(partition.end),
-                    moved,
-                )
+            moved = {p.name: _create_partition(connection, p) for p in steps.create}
             for partition in steps.drop:
-                rows, how = counts[partition.name]
                 connection.execute(sa.text(f'DROP TABLE "{partition.name}"'))
-                dropped.append(partition.name)
-                dropped_rows += rows
-                log.info(
-                    "storage.partition.dropped name=%s end=%s rows=%s counted=%s",
-                    partition.name,
-                    _iso(partition.end),
-                    rows,
-                    how,
-                )
-        deleted = 0
-        if cutoff is not None:
-            with self.engine.begin() as connection:
-                result = connection.execute(
-                    sa.text(f"DELETE FROM {partition_plan.DEFAULT_PARTITION} WHERE ts < :cutoff"),
-                    {"cutoff": cutoff},
-                )
-                deleted = int(result.rowcount or 0)
-            if deleted:
-                log.info(
-                    "storage.partition.deleted name=%s rows=%s before=%s",
-                    partition_plan.DEFAULT_PARTITION,
-                    deleted,
-                    _iso(cutoff),
-                )
-        return PartitionUpkeep(tuple(created), tuple(dropped), dropped_rows, deleted)
+        return steps, counts, moved
 
-    def prepare_partitions(self, now: float) -> PartitionUpkeep | None:
-        """At start: today's and the coming days' partitions. A table another session
-        holds past ``LOCK_TIMEOUT`` defers the work to the retention job (None, logged)
-        rather than stopping the cloud: the default partition takes rows meanwhile."""
-        try:
-            return self.maintain_partitions(now)
-        except sa.exc.OperationalError as exc:
-            log.warning("storage.partition.deferred error=%r", str(exc.orig))
-            return None
+    def _delete_from_default(self, cutoff: float) -> int:
+        with self.engine.begin() as connection:
+            result = connection.execute(
+                sa.text(f"DELETE FROM {partition_plan.DEFAULT_PARTITION} WHERE ts < :cutoff"),
+                {"cutoff": cutoff},
+            )
+            deleted = int(result.rowcount or 0)
+        if deleted:
+            log.info(
+                "storage.partition.deleted name=%s rows=%s before=%s",
+                partition_plan.DEFAULT_PARTITION,
+                deleted,
+                _iso(cutoff),
+            )
+        return deleted
 
     def _partitioned(self) -> bool:
         if self.dialect != "postgresql":
