@@ -361,11 +361,15 @@ def _iso(ts: float) -> str:
 
 
 def _literal_prefix(topic_filter: str) -> str:
+    """What every matching topic starts with. ``a/b/#`` matches ``a/b`` itself (MQTT's
+    parent-level rule), so its prefix is ``a/b``, not ``a/b/``."""
     cut = len(topic_filter)
     for marker in ("+", "#"):
         index = topic_filter.find(marker)
         if index != -1:
             cut = min(cut, index)
+    if topic_filter[cut:] == "#" and cut > 0:
+        cut -= 1  # the "/" before a final "#"
     return topic_filter[:cut]
 
 
