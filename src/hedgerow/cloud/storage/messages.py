@@ -281,7 +281,11 @@ def message_query(
     if exact:
         query = query.where(table.topic == topic_filter)
     elif prefix:
-        query = query.where(table.topic.startswith(prefix, autoescape=True))
+        starts = table.topic.startswith(prefix, autoescape=True)
+        if topic_filter == prefix + "#" and prefix.endswith("/"):
+            # MQTT: "a/b/#" matches "a/b" itself too
+            starts = sa.or_(starts, table.topic == prefix[:-1])
+        query = query.where(starts)
     if group is not None:
         query = query.where(table.core.in_(_core_of(group)))
     if since is not None:
@@ -361,15 +365,11 @@ def _iso(ts: float) -> str:
 
 
 def _literal_prefix(topic_filter: str) -> str:
-    """What every matching topic starts with. ``a/b/#`` matches ``a/b`` itself (MQTT's
-    parent-level rule), so its prefix is ``a/b``, not ``a/b/``."""
     cut = len(topic_filter)
     for marker in ("+", "#"):
         index = topic_filter.find(marker)
         if index != -1:
             cut = min(cut, index)
-    if topic_filter[cut:] == "#" and cut > 0:
-        cut -= 1  # the "/" before a final "#"
     return topic_filter[:cut]
 
 
