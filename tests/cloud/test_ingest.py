@@ -49,6 +49,9 @@ async def test_batched_writes_and_queries(repository: Repository) -> None:
     oldest = repository.query_messages(limit=2, newest_first=False)
     assert [m.payload for m in oldest] == [b'{"v": 0}', b'{"v": 1}']
     assert repository.query_messages(topic_filter="plant_2/#", limit=5) == []
+    # MQTT: "a/#" matches "a" itself
+    parent = repository.query_messages(topic_filter="plant/2/temp/#", limit=5000)
+    assert len(parent) == 500 and {m.topic for m in parent} == {"plant/2/temp"}
     assert repository.delete_messages_before(now + 1.0) == 1000
     assert repository.count_messages() == 1000
 

@@ -11,7 +11,9 @@ Messages submitted together share one future per write, not one each. When the s
 falls behind by ``max_pending`` messages, new ones are refused (their future fails, the
 broker drops the core's link without acknowledging, and the core retries later), and
 counted. A second task deletes messages older than the retention period (unless the
-caller runs ``sweep`` itself: the cloud server runs it as a job, once across replicas).
+caller runs ``sweep`` itself: the cloud server runs it as a job, once across replicas);
+on PostgreSQL the telemetry's sweep is partition maintenance (``MessageStore.expire_messages``:
+whole days dropped, the coming days' partitions created).
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ class IngestWorker:
         self.sweep_in_background = sweep_in_background
         self.repository = repository
         self.write = write or repository.insert_messages
-        self.delete_before = delete_before or repository.delete_messages_before
+        self.delete_before = delete_before or repository.expire_messages
         self.name = name
         self.retention_seconds = retention_days * 86400
         self.max_batch = max_batch
@@ -203,8 +205,9 @@ class IngestWorker:
                 self.on_written()
 
     async def sweep(self) -> int:
-        """Delete messages older than the retention period; returns how many. One
-        statement in one transaction: a cloud killed meanwhile deletes nothing."""
+        """Delete messages older than the retention period; returns how many. Each step
+        is one transaction: a cloud killed meanwhile leaves a consistent table, and the
+        next sweep finishes the work."""
         cutoff = time.time() - self.retention_seconds
         deleted = await asyncio.to_thread(self.delete_before, cutoff)
         if deleted:

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -229,6 +230,9 @@ class CloudServer:
         self.jobs = Jobs(locks)
         self.changes = ChangeFeed(engine)
         repository = Repository(engine)
+        # today's and the coming days' telemetry partitions (PostgreSQL), before ingest;
+        # the retention job keeps them coming and drops the old ones
+        await asyncio.to_thread(repository.maintain_partitions, time.time())
         sealed_store = SealedKeyStore(engine)
         keyring = await asyncio.to_thread(prepare_keyring, cfg.kek_path, sealed_store)
         group_ca_keys = GroupCAKeys(keyring)

@@ -207,6 +207,9 @@ class DeploymentEventRow(Base):
 
 
 class MessageRow(Base):
+    """Telemetry. On PostgreSQL (migration 0011) the table is partitioned by day on ``ts``
+    and its primary key is ``(id, ts)``; ``id`` stays unique (one sequence)."""
+
     __tablename__ = "messages"
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
