@@ -19,6 +19,7 @@ cores' presence (their retained report and will) says which of them are connecte
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 import socket
@@ -54,7 +55,6 @@ from hedgerow.mqtt.packets import Publish
 log = logging.getLogger(__name__)
 
 ROUTES_REFRESH_SECONDS = 1.0
-EVENT_QUEUE_SIZE = 10_000
 RECONNECT_BASE = 0.5
 RECONNECT_MAX = 15.0
 #: How long an external broker keeps the cloud's session (and what it did not yet
@@ -149,24 +149,49 @@ class CoreEvent:
     core: str
     kind: str
     payload: bytes
+    #: resolved once recorded: the core's QoS 1 message is acknowledged then
+    handled: asyncio.Future[None] | None = None
 
 
 class CoreEvents:
-    """Deployment status, heartbeats and shadow updates from cores, handled off the broker's hot path
-    (queued by ``offer``, recorded by ``run`` through the services it is given)."""
+    """Deployment status, heartbeats and shadow updates from cores, handled off the broker's
+    hot path (taken by ``offer``, recorded by ``run`` through the services it is given).
+
+    Nothing a core reports is dropped when recording falls behind (a rollout of thousands
+    of groups, a slow database): a deployment status or shadow update waits in order and
+    ``offer`` returns a future the broker acknowledges the core's message on, so a core
+    with too much unacknowledged waits (its in-flight window) instead of being lost. A
+    heartbeat is a snapshot: only the latest per core waits, so a backlog of heartbeats
+    costs one record per core, whatever the fleet's rate.
+    """
 
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[CoreEvent] = asyncio.Queue(EVENT_QUEUE_SIZE)
+        self._ordered: collections.deque[CoreEvent] = collections.deque()
+        #: per core, its latest heartbeat not yet recorded
+        self._beats: dict[str, bytes] = {}
+        self._wake = asyncio.Event()
+        #: heartbeats replaced by a newer one before being recorded
+        self.beats_coalesced = 0
 
-    def offer(self, core: str, kind: str, payload: bytes) -> None:
+    def pending(self) -> int:
+        return len(self._ordered) + len(self._beats)
+
+    def offer(self, core: str, kind: str, payload: bytes) -> asyncio.Future[None] | None:
+        """Take one event; a future resolved once it is recorded (None: take it as done)."""
         # logs go to their own ingest; presence is read by the external link only (the
         # embedded broker knows its sessions)
         if kind not in FROM_CORE or kind in (CoreLeaf.LOGS, CoreLeaf.PRESENCE):
-            return
-        try:
-            self.queue.put_nowait(CoreEvent(core, kind, payload))
-        except asyncio.QueueFull:
-            log.warning("mqtt.core_event_dropped core=%s kind=%s", core, kind)
+            return None
+        self._wake.set()
+        if kind == CoreLeaf.HEARTBEAT:
+            if self._beats.pop(core, None) is not None:
+                self.beats_coalesced += 1
+            self._beats[core] = payload
+            return None
+        handled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        handled.add_done_callback(_retrieved)  # a QoS 0 report's failure is logged, not raised
+        self._ordered.append(CoreEvent(core, kind, payload, handled))
+        return handled
 
     async def run(
         self,
@@ -175,25 +200,54 @@ class CoreEvents:
         shadows: ShadowService,
     ) -> None:
         while True:
-            event = await self.queue.get()
-            try:
-                if event.kind == CoreLeaf.DEPLOYMENT_STATUS:
-                    await deployments.record_status(event.core, event.payload)
-                elif event.kind == CoreLeaf.SHADOW_UPDATE:
-                    await shadows.from_core(event.core, event.payload)
+            await self._wake.wait()
+            self._wake.clear()
+            # what was reported in order first (a status before the heartbeat that follows
+            # it), then the latest heartbeat of each core
+            while self._ordered or self._beats:
+                if self._ordered:
+                    event = self._ordered.popleft()
                 else:
-                    heartbeat = await identities.record_heartbeat(event.core, event.payload)
-                    if heartbeat is not None and heartbeat.refused:
-                        await deployments.redeploy_refused(event.core, heartbeat)
-            except CloudError as exc:
-                log.warning(
-                    "mqtt.core_event_refused core=%s kind=%s reason=%s",
-                    event.core,
-                    event.kind,
-                    exc.message,
-                )
-            except Exception:
-                log.exception("mqtt.core_event_failed core=%s kind=%s", event.core, event.kind)
+                    core = next(iter(self._beats))
+                    event = CoreEvent(core, CoreLeaf.HEARTBEAT, self._beats.pop(core))
+                await self._record(event, deployments, identities, shadows)
+
+    @staticmethod
+    async def _record(
+        event: CoreEvent,
+        deployments: DeploymentService,
+        identities: IdentityService,
+        shadows: ShadowService,
+    ) -> None:
+        handled = event.handled
+        try:
+            if event.kind == CoreLeaf.DEPLOYMENT_STATUS:
+                await deployments.record_status(event.core, event.payload)
+            elif event.kind == CoreLeaf.SHADOW_UPDATE:
+                await shadows.from_core(event.core, event.payload)
+            else:
+                heartbeat = await identities.record_heartbeat(event.core, event.payload)
+                if heartbeat is not None and heartbeat.refused:
+                    await deployments.redeploy_refused(event.core, heartbeat)
+        except CloudError as exc:  # refused for good: sending it again would not help
+            log.warning(
+                "mqtt.core_event_refused core=%s kind=%s reason=%s",
+                event.core,
+                event.kind,
+                exc.message,
+            )
+        except Exception as exc:  # e.g. the database is down: not acknowledged, sent again
+            log.exception("mqtt.core_event_failed core=%s kind=%s", event.core, event.kind)
+            if handled is not None and not handled.done():
+                handled.set_exception(exc)
+            return
+        if handled is not None and not handled.done():
+            handled.set_result(None)
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class CloudInterceptor:
@@ -227,8 +281,8 @@ class CloudInterceptor:
                 group = str(identity.attributes.get("group", ""))
                 logs_stored = self.logs.submit(group, publish.payload, identity.name)
                 return logs_stored if publish.qos else None
-            self.events.offer(identity.name, parsed.leaf, publish.payload)
-            return None
+            handled = self.events.offer(identity.name, parsed.leaf, publish.payload)
+            return handled if publish.qos else None
         stored = self.ingest.submit(topic, publish.payload, identity.name)
         return stored if publish.qos else None
 
@@ -434,8 +488,11 @@ class ExternalBrokerLink:
                 client.ack(message)
                 return
             if parsed.leaf != CoreLeaf.LOGS or self.logs is None:
-                self.events.offer(parsed.core, parsed.leaf, message.payload)
-                client.ack(message)
+                handled = self.events.offer(parsed.core, parsed.leaf, message.payload)
+                if handled is None:
+                    client.ack(message)
+                else:
+                    handled.add_done_callback(lambda done: self._stored(client, message, done))
                 return
             stored = self.logs.submit("", message.payload, parsed.core)
         else:
