@@ -12,6 +12,10 @@ port = 8080
 [device]
 host = "0.0.0.0"
 port = 8443
+max_pending = 64              # TLS handshakes + first requests at once (0: no limit)
+pending_wait_s = 2.0          # over it: wait this long for a slot, else closed unanswered
+discovery_cache_entries = 20000  # discovery answers kept (0: none)
+discovery_cache_ttl_s = 60.0  # an answer is served this long at most (changes drop it)
 [mqtt]
 host = "0.0.0.0"
 port = 8884
@@ -68,6 +72,11 @@ DEFAULT_API_PORT = 8080
 DEFAULT_DEVICE_PORT = 8443
 DEFAULT_MQTT_PORT = 8884
 DEFAULT_MAX_UPLOAD = 16 * 1024 * 1024
+#: device HTTPS under a storm (docs/scale.md, "Discovery under a storm")
+DEFAULT_MAX_PENDING = 64
+DEFAULT_PENDING_WAIT_S = 2.0
+DEFAULT_DISCOVERY_CACHE_ENTRIES = 20_000
+DEFAULT_DISCOVERY_CACHE_TTL_S = 60.0
 BROKER_PROTOCOLS: Final = ("5", "3.1.1")
 BROKER_LOGINS: Final = ("certificate", "password")
 CONFIG_FILE = "config.toml"
@@ -230,6 +239,13 @@ class CloudConfig:
     #: The pre-provisioning hook: a command (split like a shell would, run without one)
     #: asked before a claim registers a device; empty = every serial is allowed.
     provisioning_hook: str = ""
+    #: Device HTTPS under a storm: connections in their TLS handshake or first request at
+    #: once (0: no limit) and how long one over it waits before it is closed unanswered.
+    device_max_pending: int = DEFAULT_MAX_PENDING
+    device_pending_wait_s: float = DEFAULT_PENDING_WAIT_S
+    #: Discovery answers kept per thing (0: none) and the longest one is served.
+    discovery_cache_entries: int = DEFAULT_DISCOVERY_CACHE_ENTRIES
+    discovery_cache_ttl_s: float = DEFAULT_DISCOVERY_CACHE_TTL_S
 
     def __post_init__(self) -> None:
         if not MIN_ROTATION_DAYS <= self.group_ca_rotation_days <= MAX_ROTATION_DAYS:
@@ -250,6 +266,10 @@ class CloudConfig:
             raise ConfigError(
                 f"broker_login {self.broker_login!r}: use one of {', '.join(BROKER_LOGINS)}"
             )
+        if self.device_max_pending < 0 or self.discovery_cache_entries < 0:
+            raise ConfigError("device.max_pending and discovery_cache_entries must be 0 or more")
+        if self.device_pending_wait_s <= 0 or self.discovery_cache_ttl_s <= 0:
+            raise ConfigError("device.pending_wait_s and discovery_cache_ttl_s must be positive")
         for listen in (self.api, self.device, self.mqtt):
             if not 0 <= listen.port <= 65535:
                 raise ConfigError(f"port {listen.port} is out of range")
@@ -284,7 +304,14 @@ class CloudConfig:
                 "port": self.api.port,
                 **({"tls": self.api_tls} if self.api_tls is not None else {}),
             },
-            "device": {"host": self.device.host, "port": self.device.port},
+            "device": {
+                "host": self.device.host,
+                "port": self.device.port,
+                "max_pending": self.device_max_pending,
+                "pending_wait_s": self.device_pending_wait_s,
+                "discovery_cache_entries": self.discovery_cache_entries,
+                "discovery_cache_ttl_s": self.discovery_cache_ttl_s,
+            },
             "mqtt": {
                 "host": self.mqtt.host,
                 "port": self.mqtt.port,
@@ -337,6 +364,14 @@ class ApiTable:
 class DeviceTable:
     host: str = "0.0.0.0"
     port: int = field(default=DEFAULT_DEVICE_PORT, metadata=within(0, 65535))
+    max_pending: int = field(default=DEFAULT_MAX_PENDING, metadata=within(0))
+    pending_wait_s: float = field(default=DEFAULT_PENDING_WAIT_S, metadata=check(_positive))
+    discovery_cache_entries: int = field(
+        default=DEFAULT_DISCOVERY_CACHE_ENTRIES, metadata=within(0)
+    )
+    discovery_cache_ttl_s: float = field(
+        default=DEFAULT_DISCOVERY_CACHE_TTL_S, metadata=check(_positive)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,6 +472,10 @@ def from_toml(data_dir: Path, data: dict[str, Any]) -> CloudConfig:
             api=Listen(parsed.api.host, parsed.api.port),
             api_tls=parsed.api.tls,
             device=Listen(parsed.device.host, parsed.device.port),
+            device_max_pending=parsed.device.max_pending,
+            device_pending_wait_s=parsed.device.pending_wait_s,
+            discovery_cache_entries=parsed.device.discovery_cache_entries,
+            discovery_cache_ttl_s=parsed.device.discovery_cache_ttl_s,
             mqtt=Listen(parsed.mqtt.host, parsed.mqtt.port),
             broker=parsed.mqtt.broker,
             broker_protocol=parsed.mqtt.broker_protocol,

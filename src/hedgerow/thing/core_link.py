@@ -52,9 +52,9 @@ from .credentials import Credentials
 from .discovery import (
     DEFAULT_TIMEOUT,
     Candidate,
+    DiscoveryClient,
     DiscoveryInfo,
     Endpoint,
-    discover,
     find_cause,
 )
 from .errors import CoreConnectError, DiscoveryUnavailable, ThingClosed, ThingError
@@ -127,6 +127,10 @@ class Thing:
         self._failures_with_cache = 0
         self._subscriptions: dict[str, int] = {}
         self._contexts: dict[tuple[str, ...], ssl.SSLContext] = {}
+        #: one TLS context for every discovery: later ones resume the cloud's session
+        self.discovery = DiscoveryClient(
+            config.credentials, request_timeout=config.discovery_timeout
+        )
         self._remember_pending = False
         self._inbox: asyncio.Queue[Message] = asyncio.Queue(INBOX_SIZE)
         self._client: Client | None = None
@@ -309,7 +313,8 @@ class Thing:
                         )
                         self.error = exc
                         return
-                    delay = self.backoff.next_delay()
+                    retry_after = exc.retry_after if isinstance(exc, DiscoveryUnavailable) else None
+                    delay = self.backoff.next_delay_after(retry_after)
                     log.warning(
                         "thing.connect.retry thing=%s in=%.2fs attempt=%s error=%s",
                         self.config.thing_name,
@@ -362,12 +367,7 @@ class Thing:
 
     async def _discover(self) -> DiscoveryInfo:
         self.discoveries += 1
-        info = await discover(
-            self.config.discovery_endpoint,
-            self.config.thing_name,
-            self.config.credentials,
-            request_timeout=self.config.discovery_timeout,
-        )
+        info = await self.discovery.discover(self.config.discovery_endpoint, self.config.thing_name)
         self._info, self._failures_with_cache = info, 0
         if self.cache is not None:
             entry = CachedInfo(self.config.thing_name, time.time(), info, self._last_good)
