@@ -354,6 +354,11 @@ class Server:
         connection: _Connection | None = None
         try:
             if self._slots is not None:
+                # the ClientHello stays in the socket until the handshake starts: read into
+                # the plain stream now, it would be lost to the TLS layer start_tls adds
+                transport = writer.transport
+                assert isinstance(transport, asyncio.ReadTransport)  # a socket's: both ways
+                transport.pause_reading()
                 if not await self._admit(self._slots):
                     writer.transport.abort()  # no handshake, no linger: the cheapest "no"
                     return

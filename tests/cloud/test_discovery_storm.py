@@ -291,3 +291,43 @@ async def _discovers(client: DiscoveryClient, where: tuple[str, int]) -> bool:
     except DiscoveryUnavailable:
         return False
     return True
+
+
+async def test_a_connection_that_waited_for_a_slot_is_answered(
+    tmp_path: Path, cloud_template: Path
+) -> None:
+    """The device's ClientHello arrives while its connection waits for a slot: once the
+    slot frees, its handshake goes on from those bytes (not lost to the plain stream) and
+    it is answered well within its own timeout."""
+    config = await asyncio.to_thread(clone_config, cloud_template, tmp_path / "cloud")
+    config = config.replace(device_max_pending=1, device_pending_wait_s=5.0)
+    async with CloudServer(config) as server:
+        async with httpx.AsyncClient(
+            base_url=server.api_url,
+            headers={"authorization": f"Bearer {server.admin_token}"},
+            timeout=10,
+        ) as api:
+            cloud = Cloud(server, api, config.data_dir)
+            credentials = await setup_group(cloud, tmp_path)
+            client = DiscoveryClient(credentials, request_timeout=4.0)
+            stats = server.device.stats
+            stuck = socket.create_connection(("127.0.0.1", cloud.device_port))
+            try:
+                deadline = time.monotonic() + DEADLINE_S
+                while stats.pending < 1:
+                    assert time.monotonic() < deadline, stats
+                    await asyncio.sleep(0.01)
+                waiting = asyncio.create_task(client.discover(endpoint(cloud), "t-1"))
+                while stats.accepted < 2:  # the discovery's connection waits for the slot
+                    assert time.monotonic() < deadline, stats
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.2)  # its ClientHello has arrived by now
+                assert not waiting.done()
+            finally:
+                stuck.close()
+            started = time.monotonic()
+            info = await waiting
+            assert summary(info) == {"line-1": ([8883], 1)}
+            assert time.monotonic() - started < 2.0
+            assert stats.shed == 0 and stats.handshakes == 1
+            assert stats.handshake_failures == 1  # the stuck socket, closed mid-handshake
