@@ -37,6 +37,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from hedgerow import pki
 from hedgerow.backoff import Backoff, BackoffPolicy, Uniform
 from hedgerow.client import (
     Client,
@@ -149,6 +150,8 @@ class Thing:
         self.connect_failures = 0
         self.disconnects = 0
         self.discoveries = 0
+        #: connects to a core that resumed the TLS session of an earlier one
+        self.core_resumed = 0
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -410,7 +413,8 @@ class Thing:
         """One TLS context per set of group CAs (loading the key pair is not free on a Pi)."""
         ctx = self._contexts.get(cas)
         if ctx is None:
-            ctx = self.config.credentials.core_context(cas)
+            # resuming: a reconnect to the same core skips the certificate exchange
+            ctx = self.config.credentials.core_context(cas, resume=True)
             self._contexts = {cas: ctx}  # only the current CAs: a rotation replaces them
         return ctx
 
@@ -443,6 +447,7 @@ class Thing:
                 continue
             self.endpoint = endpoint
             self._failures_with_cache = 0
+            self._keep_session(candidate.cas, endpoint.host, client)
             if self._last_good != Endpoint(endpoint.host, endpoint.port):
                 self._last_good = Endpoint(endpoint.host, endpoint.port)
                 self._remember_pending = self.cache is not None
@@ -459,6 +464,15 @@ class Thing:
         raise CoreConnectError(
             f"cannot connect to the core ({detail})", failures=failures, tls=tls, hint=hint
         )
+
+    def _keep_session(self, cas: tuple[str, ...], host: str, client: Client) -> None:
+        """Offer this connection's TLS session at the next connect (read after CONNACK: a
+        TLS 1.3 ticket arrives after the handshake)."""
+        tls, ctx = client.tls, self._contexts.get(cas)
+        if tls is None or not isinstance(ctx, pki.ResumingContext):
+            return
+        ctx.keep(host, tls.session)
+        self.core_resumed += tls.session_reused
 
     async def _session(self, client: Client) -> None:
         """One connection: re-subscribe, drain the queue, read messages, until it ends."""

@@ -115,6 +115,6 @@ class Credentials:
         """TLS towards the cloud: trust only the root CA the thing was given."""
         return self.client_context(ca_file=self.root_ca, resume=resume)
 
-    def core_context(self, group_cas: tuple[str, ...]) -> ssl.SSLContext:
+    def core_context(self, group_cas: tuple[str, ...], *, resume: bool = False) -> ssl.SSLContext:
         """TLS towards a core: trust only the group CA(s) discovery returned."""
-        return self.client_context(ca_data="\n".join(group_cas))
+        return self.client_context(ca_data="\n".join(group_cas), resume=resume)
