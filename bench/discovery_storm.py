@@ -8,13 +8,17 @@ One ``hedgerow cloud serve`` process (PostgreSQL by default, a fresh schema) and
 devices starting together. A device whose connection is shed (closed before its TLS
 handshake: ``[device] max_pending``) or refused with 429/503 retries on a jittered backoff
 (full jitter, 0.25 s doubling to 4 s, never sooner than a ``Retry-After``), as the SDK does;
-its latency is the time from the first try to the answer. Each leg restarts the cloud
+its latency is the time from the first try to the answer. One attempt is bounded by
+``--timeout`` (10 s, the SDK's default): a device that waited longer gives up on that
+connection and retries, as a real one does — the handshake the cloud may still be doing
+for it is wasted. Each leg restarts the cloud
 with one setting changed:
 
 * ``baseline``: no cache, no pending limit, a full handshake every time (last week's cloud)
 * ``cache``: discovery answers cached
 * ``cache+resume``: and the devices resume their TLS session (one ticket per device)
-* ``cache+resume+limit``: and ``max_pending`` (``--max-pending``, default 64)
+* ``cache+resume+limit``: and ``max_pending`` (``--max-pending`` 256, ``--pending-wait`` 8 s;
+  ``cache+resume+limit@64/5`` for another bound)
 * ``limit``: the limit alone (full handshakes, no cache)
 
 Printed per leg: answers/s, p50/p99/max of the devices' latency, sheds, the cloud's CPU per
@@ -84,7 +88,7 @@ async def client(spec: dict[str, Any]) -> None:
     directory, port = Path(spec["dir"]), spec["port"]
     give_up, rounds = spec["give_up"], spec["rounds"]
     latencies: list[float] = []
-    counts = {"shed": 0, "throttled": 0, "failed": 0, "resumed": 0}
+    counts = {"shed": 0, "timed out": 0, "throttled": 0, "failed": 0, "resumed": 0}
 
     def context(i: int) -> ssl.SSLContext:
         return pki.client_context(
@@ -103,11 +107,11 @@ async def client(spec: dict[str, Any]) -> None:
             try:
                 reply = await http11.fetch(
                     "127.0.0.1", port, "GET", f"/greengrass/discover/thing/dev-{index}",
-                    headers=[("host", "127.0.0.1")], ssl_context=ctx, timeout=give_up,
+                    headers=[("host", "127.0.0.1")], ssl_context=ctx, timeout=spec["timeout"],
                     max_body=1 << 20,
                 )  # fmt: skip
-            except http11.HTTPError:
-                counts["shed"] += 1
+            except http11.HTTPError as exc:
+                counts["timed out" if exc.timed_out else "shed"] += 1
                 retry_after = 0.0
             else:
                 if reply.status == 200:
@@ -224,12 +228,26 @@ async def register(cloud: Cloud, devices: int, directory: Path) -> None:
         await asyncio.gather(*(make(i) for i in range(devices)))
 
 
-async def leg(name: str, cloud: Cloud, args: argparse.Namespace, directory: Path) -> dict[str, Any]:
-    setting = LEGS[name]
+def parse_leg(text: str, args: argparse.Namespace) -> tuple[str, dict[str, Any], int, float]:
+    """``name`` or ``name@MAX_PENDING/PENDING_WAIT`` (a limited leg with its own bound)."""
+    name, _, bound = text.partition("@")
+    if name not in LEGS:
+        raise ValueError(f"unknown leg {name!r}: use some of {', '.join(LEGS)}")
+    max_pending, pending_wait = args.max_pending, args.pending_wait
+    if bound:
+        first, _, second = bound.partition("/")
+        max_pending, pending_wait = int(first), float(second or pending_wait)
+    return name, LEGS[name], max_pending, pending_wait
+
+
+async def leg(text: str, cloud: Cloud, args: argparse.Namespace, directory: Path) -> dict[str, Any]:
+    name, setting, max_pending, pending_wait = parse_leg(text, args)
+    if setting["limit"]:
+        name = f"{name}@{max_pending}/{pending_wait:g}"
     await cloud.start(
         discovery_cache_entries=setting["cache"],
-        device_max_pending=args.max_pending if setting["limit"] else 0,
-        device_pending_wait_s=args.pending_wait,
+        device_max_pending=max_pending if setting["limit"] else 0,
+        device_pending_wait_s=pending_wait,
     )
     try:
         assert cloud.process is not None
@@ -242,7 +260,7 @@ async def leg(name: str, cloud: Cloud, args: argparse.Namespace, directory: Path
             spec = {
                 "dir": str(directory), "port": cloud.device_port, "ca": str(cloud.data / "pki" / "root-ca.pem"),
                 "first": p * share, "devices": share, "rounds": args.rounds,
-                "resume": setting["resume"], "give_up": args.give_up,
+                "resume": setting["resume"], "give_up": args.give_up, "timeout": args.timeout,
             }  # fmt: skip
             procs.append(
                 await asyncio.create_subprocess_exec(
@@ -275,6 +293,7 @@ async def leg(name: str, cloud: Cloud, args: argparse.Namespace, directory: Path
         "p99 ms": percentile(latencies, 99) * 1000,
         "max ms": max(latencies, default=float("nan")) * 1000,
         "shed": sum(r["shed"] for r in results),
+        "timed out": sum(r["timed out"] for r in results),
         "gave up": sum(r["failed"] for r in results),
         "cloud CPU ms/answer": server_cpu / max(answers, 1) * 1000,
         "client CPU ms/answer": sum(r["cpu"] for r in results) / max(answers, 1) * 1000,
@@ -285,7 +304,7 @@ async def leg(name: str, cloud: Cloud, args: argparse.Namespace, directory: Path
     print(
         f"{name:>20}: {answers} answers in {took:.1f} s ({figures['answers/s']:,.0f}/s), "
         f"p50 {figures['p50 ms']:,.0f} ms p99 {figures['p99 ms']:,.0f} ms max {figures['max ms']:,.0f} ms, "
-        f"shed {figures['shed']}, gave up {figures['gave up']}; cloud CPU "
+        f"shed {figures['shed']}, timed out {figures['timed out']}, gave up {figures['gave up']}; cloud CPU "
         f"{figures['cloud CPU ms/answer']:.2f} ms/answer, clients {figures['client CPU ms/answer']:.2f} ms/answer; "
         f"handshakes {handshakes} (resumed {figures['resumed']}), cache hits {figures['cache hits']}",
         flush=True,
@@ -298,20 +317,27 @@ async def main() -> int:
     parser.add_argument("--devices", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--procs", type=int, default=2, help="client processes")
-    parser.add_argument("--max-pending", type=int, default=64)
-    parser.add_argument("--pending-wait", type=float, default=2.0)
+    parser.add_argument("--max-pending", type=int, default=256)
+    parser.add_argument("--pending-wait", type=float, default=8.0)
     parser.add_argument("--give-up", type=float, default=60.0)
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, help="one attempt's bound (the SDK's default)"
+    )
     parser.add_argument("--leg-timeout", type=float, default=300.0)
-    parser.add_argument("--legs", default=",".join(LEGS))
+    parser.add_argument(
+        "--legs", default=",".join(LEGS), help="names, a limited one as name@MAX/WAIT_S"
+    )
     parser.add_argument("--sqlite", action="store_true", help="SQLite instead of PostgreSQL")
     parser.add_argument("--client", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
         await client(json.loads(args.client))
         return 0
-    for name in args.legs.split(","):
-        if name not in LEGS:
-            parser.error(f"unknown leg {name!r}: use some of {', '.join(LEGS)}")
+    for text in args.legs.split(","):
+        try:
+            parse_leg(text, args)
+        except ValueError as exc:
+            parser.error(str(exc))
     print(
         f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; {args.devices} devices x "
         f"{args.rounds} rounds from {args.procs} processes; "
@@ -348,7 +374,7 @@ async def main() -> int:
             )
         finally:
             await cloud.stop()
-        results = {name: await leg(name, cloud, args, devices) for name in args.legs.split(",")}
+        results = {text: await leg(text, cloud, args, devices) for text in args.legs.split(",")}
         print(json.dumps(results, indent=1))
     finally:
         shutil.rmtree(temp, ignore_errors=True)

@@ -12,8 +12,8 @@ port = 8080
 [device]
 host = "0.0.0.0"
 port = 8443
-max_pending = 64              # TLS handshakes + first requests at once (0: no limit)
-pending_wait_s = 2.0          # over it: wait this long for a slot, else closed unanswered
+max_pending = 256             # TLS handshakes + first requests at once (0: no limit)
+pending_wait_s = 8.0          # over it: wait this long for a slot, else closed unanswered
 discovery_cache_entries = 20000  # discovery answers kept (0: none)
 discovery_cache_ttl_s = 60.0  # an answer is served this long at most (changes drop it)
 [mqtt]
@@ -73,8 +73,9 @@ DEFAULT_DEVICE_PORT = 8443
 DEFAULT_MQTT_PORT = 8884
 DEFAULT_MAX_UPLOAD = 16 * 1024 * 1024
 #: device HTTPS under a storm (docs/scale.md, "Discovery under a storm")
-DEFAULT_MAX_PENDING = 64
-DEFAULT_PENDING_WAIT_S = 2.0
+DEFAULT_MAX_PENDING = 256
+#: just under the thing SDK's 10 s discovery timeout: a device is answered or shed in it
+DEFAULT_PENDING_WAIT_S = 8.0
 DEFAULT_DISCOVERY_CACHE_ENTRIES = 20_000
 DEFAULT_DISCOVERY_CACHE_TTL_S = 60.0
 BROKER_PROTOCOLS: Final = ("5", "3.1.1")

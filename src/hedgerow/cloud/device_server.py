@@ -175,7 +175,7 @@ class DeviceServer:
         ssl_context: ssl.SSLContext,
         *,
         max_pending: int = 0,
-        pending_wait: float = 2.0,
+        pending_wait: float = 8.0,
     ) -> None:
         self.services = services
         self.ssl_context = ssl_context
