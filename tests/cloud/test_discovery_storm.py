@@ -81,10 +81,15 @@ async def test_cached_answers_follow_every_change(cloud: Cloud, tmp_path: Path) 
         return summary(await client.discover(endpoint(cloud), "t-1"))
 
     assert await now() == {"line-1": ([8883], 1)}  # made the group's first CA: invalidated
-    assert await now() == {"line-1": ([8883], 1)}
-    hits = cache.stats.hits
-    assert await now() == {"line-1": ([8883], 1)}
-    assert cache.stats.hits == hits + 1, "an unchanged answer comes from the cache"
+
+    async def hit() -> bool:
+        hits = cache.stats.hits
+        assert await now() == {"line-1": ([8883], 1)}
+        return cache.stats.hits == hits + 1
+
+    # on PostgreSQL this replica also hears its own announcements back (each empties the
+    # cache once more): an unchanged answer comes from the cache once they have passed
+    await eventually(hit, bool, "an unchanged answer from the cache")
 
     await set_endpoint(cloud, "line-1-core", 9883)  # connectivity
     assert await now() == {"line-1": ([9883], 1)}
