@@ -161,7 +161,8 @@ class Limits:
     #: TLS handshake bound (only with an ``ssl_context``)
     handshake_timeout: float = 15.0
     backlog: int = 256
-    #: connections in their TLS handshake or first request at once (0: no limit)
+    #: connections in their TLS handshake or first request at once (0: no limit; only
+    #: with an ``ssl_context``: a plain connection costs next to nothing to accept)
     max_pending: int = 0
     #: seconds a connection over ``max_pending`` waits for a slot before it is closed
     pending_wait: float = 1.0

@@ -288,6 +288,13 @@ async def test_connections_over_max_pending_are_shed_before_their_handshake(
             assert stats.handshakes > handshakes
             status = (await api.get("/api/v1/status")).json()["device_server"]
             assert status["shed"] == 1 and status["discovery_cache"]["stores"] >= 1
+            metrics = (await api.get("/metrics")).text.splitlines()
+            assert 'hedgerow_cloud_device_connections_total{event="shed"} 1' in metrics
+            assert "hedgerow_cloud_device_pending 0" in metrics
+            assert any(
+                line.startswith('hedgerow_cloud_discovery_cache_total{event="misses"} ')
+                for line in metrics
+            )
 
 
 async def _discovers(client: DiscoveryClient, where: tuple[str, int]) -> bool:
