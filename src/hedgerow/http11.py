@@ -22,7 +22,9 @@ here (a V1 result may wait for an invocation). What the server bounds:
   handshake or first request at once; a connection that finds no slot within
   ``Limits.pending_wait`` seconds is closed before its handshake (``ServerStats.shed``). A
   refusal that could carry ``503``/``Retry-After`` would cost the full handshake it is
-  meant to save; the peer sees the connection closed and retries on its backoff.
+  meant to save; the peer sees the connection closed and retries on its backoff. A slot
+  is held at most ``handshake_timeout`` for the handshake and as long again for the first
+  request to begin (not ``idle_timeout``).
 
 After any of those refusals the server answers (through ``error_response(status,
 message)``, so each user keeps its error body format), says ``connection: close`` and
@@ -475,7 +477,10 @@ class Server:
         body = bytearray()
         started = False
         try:
-            async with asyncio.timeout(limits.idle_timeout) as deadline:
+            # a connection holding a pending slot must begin its request as soon as a
+            # handshake would end: it may not sit on the slot for the whole idle time
+            idle = limits.handshake_timeout if c.slot is not None else limits.idle_timeout
+            async with asyncio.timeout(idle) as deadline:
                 while True:
                     event = c.conn.next_event()
                     if event is h11.NEED_DATA:
