@@ -347,3 +347,38 @@ async def test_fetch_tls_failure_says_tls(test_pki: TestPKI) -> None:
                 timeout=WAIT,
                 max_body=100,
             )
+
+
+async def test_a_silent_peer_gives_its_pending_slot_back_after_a_handshake_time(
+    test_pki: TestPKI,
+) -> None:
+    """max_pending 1: a peer that completes its handshake and sends nothing holds the one
+    slot for ``handshake_timeout``, not ``idle_timeout``; then the next client is served,
+    over a session it resumes."""
+    files = test_pki.server()
+    ctx = pki.server_context(str(files.cert), str(files.key))
+    limits = http11.Limits(
+        idle_timeout=60.0, handshake_timeout=0.5, max_pending=1, pending_wait=5.0
+    )
+    client = pki.client_context(str(test_pki.ca_file), resume=True)
+    assert isinstance(client, pki.ResumingContext)
+    async with http11.Server(echo, limits=limits, ssl_context=ctx) as srv:
+        host, port = await srv.start("127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(
+            host, port, ssl=client, server_hostname="127.0.0.1"
+        )
+        try:
+            started = time.monotonic()
+            async with asyncio.timeout(WAIT):
+                assert await reader.read() == b""  # closed by the server, unasked
+            assert time.monotonic() - started < 3.0
+            assert srv.stats.pending == 0 and srv.stats.handshakes == 1
+            client.keep("127.0.0.1", writer.get_extra_info("ssl_object").session)
+        finally:
+            writer.close()
+        reply = await http11.fetch(
+            host, port, "GET", "/x", headers=[("host", "h")], ssl_context=client,
+            server_hostname="127.0.0.1", timeout=WAIT, max_body=1000,
+        )  # fmt: skip
+    assert reply.status == 200 and reply.tls_resumed
+    assert (srv.stats.handshakes, srv.stats.resumed, srv.stats.shed) == (2, 1, 0)

@@ -105,6 +105,15 @@ class Backoff:
         self.attempt += 1
         return delay
 
+    def next_delay_after(self, retry_after: float | None) -> float:
+        """``next_delay()``, but never sooner than a server's ``Retry-After``: that many
+        seconds plus up to half as many again (jittered, so a herd told the same delay
+        does not come back in the same instant)."""
+        delay = self.next_delay()
+        if retry_after is None or retry_after <= 0:
+            return delay
+        return max(delay, retry_after + self._uniform(0.0, retry_after / 2))
+
     def first_delay(self) -> float:
         return self.policy.first_delay(self._uniform)
 

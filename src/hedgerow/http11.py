@@ -17,7 +17,14 @@ here (a V1 result may wait for an invocation). What the server bounds:
 * time: a connection waits at most ``idle_timeout`` for a request to begin (then it is
   closed without a word), and a request that began must be complete within
   ``request_timeout`` (408);
-* garbage (not HTTP/1.1): 400, or what ``h11`` hints.
+* garbage (not HTTP/1.1): 400, or what ``h11`` hints;
+* load (``Limits.max_pending``, with TLS): at most that many connections are in their TLS
+  handshake or first request at once; a connection that finds no slot within
+  ``Limits.pending_wait`` seconds is closed before its handshake (``ServerStats.shed``). A
+  refusal that could carry ``503``/``Retry-After`` would cost the full handshake it is
+  meant to save; the peer sees the connection closed and retries on its backoff. A slot
+  is held at most ``handshake_timeout`` for the handshake and as long again for the first
+  request to begin (not ``idle_timeout``).
 
 After any of those refusals the server answers (through ``error_response(status,
 message)``, so each user keeps its error body format), says ``connection: close`` and
@@ -30,7 +37,10 @@ that raises gets a 500 from ``error_response`` and the failure is logged.
 
 Client: ``await fetch(host, port, method, target, headers=..., body=..., ssl_context=...,
 timeout=..., max_body=...) -> Reply``: one request on a fresh connection, the whole
-exchange within ``timeout``; a reply body over ``max_body`` is refused.
+exchange within ``timeout``; a reply body over ``max_body`` is refused. Over TLS the reply
+says whether the session was resumed and carries the session to offer next time
+(``Reply.tls_session``; a context whose ``wrap_bio`` offers it, such as
+``tlscontext.ResumingContext``, resumes it).
 
 Errors: ``HTTPError`` is the one exception type. The client raises it for every failure
 (DNS, refused connection, TLS, a reply that is not HTTP, a truncated or oversized body,
@@ -43,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import http
 import logging
 import ssl
@@ -152,6 +163,36 @@ class Limits:
     #: TLS handshake bound (only with an ``ssl_context``)
     handshake_timeout: float = 15.0
     backlog: int = 256
+    #: connections in their TLS handshake or first request at once (0: no limit; only
+    #: with an ``ssl_context``: a plain connection costs next to nothing to accept)
+    max_pending: int = 0
+    #: seconds a connection over ``max_pending`` waits for a slot before it is closed
+    pending_wait: float = 1.0
+
+
+@dataclass(slots=True)
+class ServerStats:
+    """What a ``Server`` accepted, handshook and shed (for status pages and benches)."""
+
+    accepted: int = 0
+    #: TLS handshakes completed, and of those the resumed ones (a session ticket)
+    handshakes: int = 0
+    resumed: int = 0
+    handshake_failures: int = 0
+    #: connections closed before their handshake: no slot within ``pending_wait``
+    shed: int = 0
+    #: connections in their handshake or first request now
+    pending: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "accepted": self.accepted,
+            "handshakes": self.handshakes,
+            "resumed": self.resumed,
+            "handshake_failures": self.handshake_failures,
+            "shed": self.shed,
+            "pending": self.pending,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +284,8 @@ class _Connection:
     peer: Any
     tls: ssl.SSLObject | None
     served: int = 0
+    #: the connection holds one of the server's pending slots (until its first answer)
+    slot: asyncio.Semaphore | None = None
 
 
 class Server:
@@ -265,6 +308,11 @@ class Server:
         self._servers: list[asyncio.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
         self._date = _DateCache()
+        self.stats = ServerStats()
+        #: with TLS and ``max_pending``: the handshake waits for a slot (FIFO)
+        self._slots: asyncio.Semaphore | None = None
+        if ssl_context is not None and self.limits.max_pending > 0:
+            self._slots = asyncio.Semaphore(self.limits.max_pending)
 
     async def __aenter__(self) -> Server:
         return self
@@ -273,13 +321,15 @@ class Server:
         await self.close()
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
+        # with a pending limit the handshake is ours to start (``_admit``), after a slot
+        tls_here = self.ssl_context is not None and self._slots is None
         server = await asyncio.start_server(
             self._accept,
             host,
             port,
-            ssl=self.ssl_context,
+            ssl=self.ssl_context if tls_here else None,
             backlog=self.limits.backlog,
-            ssl_handshake_timeout=self.limits.handshake_timeout if self.ssl_context else None,
+            ssl_handshake_timeout=self.limits.handshake_timeout if tls_here else None,
         )
         self._servers.append(server)
         bound = server.sockets[0].getsockname()
@@ -302,20 +352,80 @@ class Server:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
-        connection = _Connection(
-            reader,
-            writer,
-            h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes),
-            writer.get_extra_info("peername"),
-            writer.get_extra_info("ssl_object"),
-        )
+        self.stats.accepted += 1
+        slot: asyncio.Semaphore | None = None
+        connection: _Connection | None = None
         try:
+            if self._slots is not None:
+                # the ClientHello stays in the socket until the handshake starts: read into
+                # the plain stream now, it would be lost to the TLS layer start_tls adds
+                transport = writer.transport
+                assert isinstance(transport, asyncio.ReadTransport)  # a socket's: both ways
+                transport.pause_reading()
+                if not await self._admit(self._slots):
+                    writer.transport.abort()  # no handshake, no linger: the cheapest "no"
+                    return
+                slot = self._slots
+                self.stats.pending += 1
+                await self._handshake(writer)
+            else:
+                self._count_handshake(writer.get_extra_info("ssl_object"))
+            connection = _Connection(
+                reader,
+                writer,
+                h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes),
+                writer.get_extra_info("peername"),
+                writer.get_extra_info("ssl_object"),
+                slot=slot,
+            )
             await self._serve(connection)
         except (OSError, EOFError, h11.ProtocolError) as exc:  # ssl.SSLError is an OSError
             log.debug("http11.connection_ended server=%s error=%r", self.name, exc)
         finally:
+            held = connection.slot if connection is not None else slot
+            if held is not None:  # still held: no answer went out
+                self._release(held)
             self._connections.discard(task)
             await close_writer(writer)
+
+    async def _admit(self, slots: asyncio.Semaphore) -> bool:
+        """A pending slot within ``pending_wait`` (FIFO among the waiting), or False."""
+        try:
+            async with asyncio.timeout(self.limits.pending_wait):
+                await slots.acquire()
+        except TimeoutError:
+            self.stats.shed += 1
+            if self.stats.shed == 1 or self.stats.shed % 1000 == 0:
+                log.warning(
+                    "http11.shed server=%s total=%d max_pending=%d",
+                    self.name,
+                    self.stats.shed,
+                    self.limits.max_pending,
+                )
+            return False
+        return True
+
+    def _release(self, slot: asyncio.Semaphore) -> None:
+        self.stats.pending -= 1
+        slot.release()
+
+    async def _handshake(self, writer: asyncio.StreamWriter) -> None:
+        assert self.ssl_context is not None
+        try:
+            await writer.start_tls(
+                self.ssl_context, ssl_handshake_timeout=self.limits.handshake_timeout
+            )
+        except (OSError, TimeoutError) as exc:
+            self.stats.handshake_failures += 1
+            raise OSError(f"TLS handshake: {exc!r}") from exc
+        self._count_handshake(writer.get_extra_info("ssl_object"))
+
+    def _count_handshake(self, tls: ssl.SSLObject | None) -> None:
+        if tls is None:
+            return
+        self.stats.handshakes += 1
+        if tls.session_reused:
+            self.stats.resumed += 1
 
     async def _serve(self, c: _Connection) -> None:
         while True:
@@ -340,6 +450,9 @@ class Server:
             close = not self.limits.keep_alive or c.conn.their_state is not h11.DONE
             await self._send(c, response, close=close)
             c.served += 1
+            if c.slot is not None:  # answered: a kept-alive connection waits without one
+                self._release(c.slot)
+                c.slot = None
             if h11.MUST_CLOSE in (c.conn.our_state, c.conn.their_state):
                 return
             c.conn.start_next_cycle()
@@ -364,7 +477,10 @@ class Server:
         body = bytearray()
         started = False
         try:
-            async with asyncio.timeout(limits.idle_timeout) as deadline:
+            # a connection holding a pending slot must begin its request as soon as a
+            # handshake would end: it may not sit on the slot for the whole idle time
+            idle = limits.handshake_timeout if c.slot is not None else limits.idle_timeout
+            async with asyncio.timeout(idle) as deadline:
                 while True:
                     event = c.conn.next_event()
                     if event is h11.NEED_DATA:
@@ -460,6 +576,16 @@ class Reply:
     #: h11's header list (names lower case)
     headers: tuple[tuple[bytes, bytes], ...] = field(default=())
     content: bytes = b""
+    #: TLS: whether the handshake resumed a session, and the session to offer next time
+    tls_resumed: bool = False
+    tls_session: ssl.SSLSession | None = None
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first header called ``name`` (lower case), or None."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
 
 
 async def fetch(
@@ -488,7 +614,14 @@ async def fetch(
             )
             head = h11.Request(method=method, target=target, headers=list(headers))
             tls = ssl_context is not None
-            return await _exchange(reader, writer, head, body, max_body, tls=tls)
+            reply = await _exchange(reader, writer, head, body, max_body, tls=tls)
+            tls_object = writer.get_extra_info("ssl_object")
+            if tls_object is None:
+                return reply
+            # read after the reply: TLS 1.3 tickets arrive after the handshake
+            return dataclasses.replace(
+                reply, tls_resumed=tls_object.session_reused, tls_session=tls_object.session
+            )
     except TimeoutError:
         raise HTTPError(f"no complete reply within {timeout:g} s", timed_out=True) from None
     except ssl.SSLError as exc:

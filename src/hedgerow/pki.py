@@ -24,6 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 # shared with the edge, which reads certificates without ``cryptography`` (re-exported here)
 from hedgerow.certinfo import CLOCK_SKEW as CLOCK_SKEW
 from hedgerow.certinfo import now as now
+from hedgerow.tlscontext import ResumingContext as ResumingContext
 from hedgerow.tlscontext import client_context as client_context
 from hedgerow.tlscontext import server_context as server_context
 

@@ -100,3 +100,17 @@ async def test_the_bundle_config_loads_cleanly_in_the_core(cloud: Cloud, tmp_pat
     assert config.cloud.https_endpoint.port == cloud.device_port
     assert config.cloud.mqtt.port == cloud.mqtt_port
     assert config.local.port == 8883 and config.data_dir == tmp_path
+
+
+def test_device_storm_settings_load_and_bad_ones_are_named(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text(
+        "[device]\nmax_pending = 32\npending_wait_s = 1.5\n"
+        "discovery_cache_entries = 0\ndiscovery_cache_ttl_s = 5.0\n"
+    )
+    loaded = config_module.load(tmp_path)
+    assert (loaded.device_max_pending, loaded.device_pending_wait_s) == (32, 1.5)
+    assert (loaded.discovery_cache_entries, loaded.discovery_cache_ttl_s) == (0, 5.0)
+    assert error(tmp_path, "[device]\nmax_pending = -1\n").field == "device.max_pending"
+    assert error(tmp_path, "[device]\npending_wait_s = 0\n").field == "device.pending_wait_s"
+    e = error(tmp_path, "[device]\ndiscovery_cache_ttl_s = -2.0\n")
+    assert e.field == "device.discovery_cache_ttl_s"

@@ -236,6 +236,21 @@ async def test_get_json(tls_url: str, trust: ssl.SSLContext) -> None:
     assert abs((date - pki.now()).total_seconds()) < 60
 
 
+async def test_a_resuming_context_resumes_the_next_request(tls_url: str, test_pki: TestPKI) -> None:
+    """The core's context to the cloud resumes: the second request skips the full handshake;
+    a plain context never does."""
+    resuming = pki.client_context(str(test_pki.ca_file), resume=True)
+    first = await request(tls_url, "GET", "/json", ssl_context=resuming, timeout=5)
+    second = await request(tls_url, "GET", "/json", ssl_context=resuming, timeout=5)
+    assert (first.status, first.tls_resumed) == (200, False)
+    assert (second.status, second.tls_resumed) == (200, True)
+    plain = pki.client_context(str(test_pki.ca_file))
+    for _ in range(2):
+        assert not (
+            await request(tls_url, "GET", "/json", ssl_context=plain, timeout=5)
+        ).tls_resumed
+
+
 async def test_post_json_sends_the_headers(tls_url: str, trust: ssl.SSLContext) -> None:
     body = {"csr": "-----BEGIN-----\n", "hosts": ["127.0.0.1", "pi-1.local"], "ü": 1}
     response = await request(tls_url, "POST", "/echo", ssl_context=trust, json=body, timeout=5)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -111,6 +112,9 @@ class DiscoveryStandIn:
         )
         self.response: tuple[int, Any] = (404, {"errorMessage": "no groups"})
         self.requests: list[str] = []
+        #: when each request arrived (``time.monotonic``), and headers added to every answer
+        self.request_times: list[float] = []
+        self.headers: list[tuple[str, str]] = []
         self.hang = False
         self.port = 0
         self._server: asyncio.Server | None = None
@@ -150,6 +154,7 @@ class DiscoveryStandIn:
                     return
             target = event.target.decode()
             self.requests.append(target)
+            self.request_times.append(time.monotonic())
             if self.hang:
                 await asyncio.Event().wait()
             peer = pki.peer_certificate(writer.get_extra_info("ssl_object"))
@@ -162,7 +167,7 @@ class DiscoveryStandIn:
                 conn.send(
                     h11.Response(
                         status_code=status,
-                        headers=[("content-length", str(len(data)))],
+                        headers=[("content-length", str(len(data))), *self.headers],
                         reason=b"X",
                     )
                 )

@@ -324,3 +324,26 @@ async def test_a_core_that_refuses_the_thing(
     assert "hedgerow cloud thing attach --group" in stats.last_error
     assert not stats.last_error.endswith("retrying")
     assert thing.error is None  # retried: the thing may yet be added
+
+
+async def test_a_reconnect_to_the_same_core_resumes_its_tls_session(
+    env: Env, discovery: DiscoveryStandIn
+) -> None:
+    """The core drops the thing; the thing comes back on the TLS session of its first
+    connection (the SDK keeps its core context), and a core restarted with new ticket keys
+    is still reached with a full handshake."""
+    port = free_port()
+    discovery.response = (200, discovery_body([env.groups[0].pem], port))
+    async with Thing(env.config(discovery.endpoint)) as thing:
+        async with core_broker(env, env.groups[0], port) as broker:
+            async with asyncio.timeout(TIMEOUT):
+                await thing.wait_connected()
+            assert thing.core_resumed == 0
+            assert broker.disconnect_where(lambda who: who.name == "bme680-1", "test") == 1
+            async with asyncio.timeout(TIMEOUT):
+                await thing.wait_until(lambda stats: stats.connects == 2 and stats.connected)
+            assert thing.core_resumed == 1
+        async with core_broker(env, env.groups[0], port):  # a new process: new ticket keys
+            async with asyncio.timeout(TIMEOUT):
+                await thing.wait_until(lambda stats: stats.connects == 3 and stats.connected)
+            assert thing.core_resumed == 1

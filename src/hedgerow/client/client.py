@@ -204,6 +204,16 @@ class Client:
         return self._connected
 
     @property
+    def tls(self) -> ssl_module.SSLObject | None:
+        """The current connection's TLS object (``session``, ``session_reused``), if any."""
+        conn = self._conn
+        transport = getattr(conn, "transport", None) if conn is not None else None
+        if conn is None or conn.closed or transport is None:
+            return None
+        found = transport.get_extra_info("ssl_object")
+        return found if isinstance(found, ssl_module.SSLObject) else None
+
+    @property
     def closed(self) -> asyncio.Future[ClientError | None]:
         """Resolved when the current (or last) connection ends: None if we disconnected."""
         if self._closed is None:

@@ -12,6 +12,10 @@ port = 8080
 [device]
 host = "0.0.0.0"
 port = 8443
+max_pending = 256             # TLS handshakes + first requests at once (0: no limit)
+pending_wait_s = 8.0          # over it: wait this long for a slot, else closed unanswered
+discovery_cache_entries = 20000  # discovery answers kept (0: none)
+discovery_cache_ttl_s = 60.0  # an answer is served this long at most (changes drop it)
 [mqtt]
 host = "0.0.0.0"
 port = 8884
@@ -80,6 +84,12 @@ DEFAULT_API_PORT = 8080
 DEFAULT_DEVICE_PORT = 8443
 DEFAULT_MQTT_PORT = 8884
 DEFAULT_MAX_UPLOAD = 16 * 1024 * 1024
+#: device HTTPS under a storm (docs/scale.md, "Discovery under a storm")
+DEFAULT_MAX_PENDING = 256
+#: just under the thing SDK's 10 s discovery timeout: a device is answered or shed in it
+DEFAULT_PENDING_WAIT_S = 8.0
+DEFAULT_DISCOVERY_CACHE_ENTRIES = 20_000
+DEFAULT_DISCOVERY_CACHE_TTL_S = 60.0
 BROKER_PROTOCOLS: Final = ("5", "3.1.1")
 BROKER_LOGINS: Final = ("certificate", "password")
 CONFIG_FILE = "config.toml"
@@ -244,6 +254,13 @@ class CloudConfig:
     provisioning_hook: str = ""
     #: where stored telemetry is exported (``[[telemetry.export]]``)
     exports: tuple[ExportTarget, ...] = ()
+    #: Device HTTPS under a storm: connections in their TLS handshake or first request at
+    #: once (0: no limit) and how long one over it waits before it is closed unanswered.
+    device_max_pending: int = DEFAULT_MAX_PENDING
+    device_pending_wait_s: float = DEFAULT_PENDING_WAIT_S
+    #: Discovery answers kept per thing (0: none) and the longest one is served.
+    discovery_cache_entries: int = DEFAULT_DISCOVERY_CACHE_ENTRIES
+    discovery_cache_ttl_s: float = DEFAULT_DISCOVERY_CACHE_TTL_S
 
     def __post_init__(self) -> None:
         if not MIN_ROTATION_DAYS <= self.group_ca_rotation_days <= MAX_ROTATION_DAYS:
@@ -264,6 +281,10 @@ class CloudConfig:
             raise ConfigError(
                 f"broker_login {self.broker_login!r}: use one of {', '.join(BROKER_LOGINS)}"
             )
+        if self.device_max_pending < 0 or self.discovery_cache_entries < 0:
+            raise ConfigError("device.max_pending and discovery_cache_entries must be 0 or more")
+        if self.device_pending_wait_s <= 0 or self.discovery_cache_ttl_s <= 0:
+            raise ConfigError("device.pending_wait_s and discovery_cache_ttl_s must be positive")
         for listen in (self.api, self.device, self.mqtt):
             if not 0 <= listen.port <= 65535:
                 raise ConfigError(f"port {listen.port} is out of range")
@@ -298,7 +319,14 @@ class CloudConfig:
                 "port": self.api.port,
                 **({"tls": self.api_tls} if self.api_tls is not None else {}),
             },
-            "device": {"host": self.device.host, "port": self.device.port},
+            "device": {
+                "host": self.device.host,
+                "port": self.device.port,
+                "max_pending": self.device_max_pending,
+                "pending_wait_s": self.device_pending_wait_s,
+                "discovery_cache_entries": self.discovery_cache_entries,
+                "discovery_cache_ttl_s": self.discovery_cache_ttl_s,
+            },
             "mqtt": {
                 "host": self.mqtt.host,
                 "port": self.mqtt.port,
@@ -354,6 +382,14 @@ class ApiTable:
 class DeviceTable:
     host: str = "0.0.0.0"
     port: int = field(default=DEFAULT_DEVICE_PORT, metadata=within(0, 65535))
+    max_pending: int = field(default=DEFAULT_MAX_PENDING, metadata=within(0))
+    pending_wait_s: float = field(default=DEFAULT_PENDING_WAIT_S, metadata=check(_positive))
+    discovery_cache_entries: int = field(
+        default=DEFAULT_DISCOVERY_CACHE_ENTRIES, metadata=within(0)
+    )
+    discovery_cache_ttl_s: float = field(
+        default=DEFAULT_DISCOVERY_CACHE_TTL_S, metadata=check(_positive)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -479,6 +515,10 @@ def from_toml(data_dir: Path, data: dict[str, Any]) -> CloudConfig:
             api=Listen(parsed.api.host, parsed.api.port),
             api_tls=parsed.api.tls,
             device=Listen(parsed.device.host, parsed.device.port),
+            device_max_pending=parsed.device.max_pending,
+            device_pending_wait_s=parsed.device.pending_wait_s,
+            discovery_cache_entries=parsed.device.discovery_cache_entries,
+            discovery_cache_ttl_s=parsed.device.discovery_cache_ttl_s,
             mqtt=Listen(parsed.mqtt.host, parsed.mqtt.port),
             broker=parsed.mqtt.broker,
             broker_protocol=parsed.mqtt.broker_protocol,

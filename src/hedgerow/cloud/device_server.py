@@ -24,6 +24,7 @@ at its first discovery.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import ssl
@@ -159,14 +160,30 @@ def _refusal(status: int, message: str) -> Response:
 
 
 class DeviceServer:
-    """An asyncio TLS server; ``async with DeviceServer(...)`` then ``await start(host, port)``."""
+    """An asyncio TLS server; ``async with DeviceServer(...)`` then ``await start(host, port)``.
 
-    def __init__(self, services: CloudServices, ssl_context: ssl.SSLContext) -> None:
+    ``max_pending``: connections in their TLS handshake or first request at once (0: no
+    limit); one over it waits ``pending_wait`` seconds for a slot, then is closed before
+    its handshake (the device retries on its backoff). TLS 1.3 session tickets are issued
+    (OpenSSL's default, two per handshake): a device that offers one back resumes without a
+    certificate exchange, and every request is still authorized from the certificate the
+    session carries (``_dispatch``)."""
+
+    def __init__(
+        self,
+        services: CloudServices,
+        ssl_context: ssl.SSLContext,
+        *,
+        max_pending: int = 0,
+        pending_wait: float = 8.0,
+    ) -> None:
         self.services = services
         self.ssl_context = ssl_context
         self._http = http11.Server(
             self._request,
-            limits=DEVICE_LIMITS,
+            limits=dataclasses.replace(
+                DEVICE_LIMITS, max_pending=max_pending, pending_wait=pending_wait
+            ),
             ssl_context=ssl_context,
             error_response=_refusal,
             name="device_server",
@@ -177,6 +194,11 @@ class DeviceServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    @property
+    def stats(self) -> http11.ServerStats:
+        """Accepted, handshakes (resumed), shed connections (``/api/v1/status``)."""
+        return self._http.stats
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         bound = await self._http.start(host, port)

@@ -128,6 +128,19 @@ def render(
     for topic, count in sorted((status.get("changes_heard") or {}).items()):
         lines.append(f'hedgerow_cloud_changes_heard_total{{topic="{_label(topic)}"}} {count}')
     lines.extend(export_lines(exports))
+    device = status.get("device_server") or {}
+    lines.append("# TYPE hedgerow_cloud_device_connections_total counter")
+    for key in ("accepted", "handshakes", "resumed", "handshake_failures", "shed"):
+        if key in device:
+            lines.append(f'hedgerow_cloud_device_connections_total{{event="{key}"}} {device[key]}')
+    if "pending" in device:
+        lines.append("# TYPE hedgerow_cloud_device_pending gauge")
+        lines.append(f"hedgerow_cloud_device_pending {device['pending']}")
+    cache = device.get("discovery_cache") or {}
+    lines.append("# TYPE hedgerow_cloud_discovery_cache_total counter")
+    for key in ("hits", "misses", "invalidations", "evictions", "stale_refused"):
+        if key in cache:
+            lines.append(f'hedgerow_cloud_discovery_cache_total{{event="{key}"}} {cache[key]}')
     lines.append("# TYPE hedgerow_cloud_alerts_active gauge")
     lines.append(f"hedgerow_cloud_alerts_active {active_alerts}")
     lines.extend(latency.lines())

@@ -236,6 +236,11 @@ class PKIService:
         with self._lock:
             self._ca_cache.pop(group, None)
 
+    def forget_all(self) -> None:
+        """Read every group's CAs from the database again (another replica made one)."""
+        with self._lock:
+            self._ca_cache.clear()
+
     def take_rotated(self) -> list[str]:
         """The groups this process made a new CA for since the last call (then forgets them)."""
         with self._lock:

@@ -31,6 +31,7 @@ from hedgerow.cloud.broker_credentials import BrokerSecret, load_or_create
 from hedgerow.cloud.config import CloudConfig, check_modes
 from hedgerow.cloud.datadir import read_admin_token
 from hedgerow.cloud.device_server import DeviceServer, DeviceTrustStore, device_ssl_context
+from hedgerow.cloud.discovery_cache import DiscoveryCache
 from hedgerow.cloud.errors import ConfigError
 from hedgerow.cloud.exporters import EXPORT_INTERVAL_S, TelemetryExports
 from hedgerow.cloud.group_ca_keys import GroupCAKeys, prepare_keyring, seal_clear_keys
@@ -134,6 +135,9 @@ class CloudServer:
         self.jobs: Jobs
         #: what other replicas changed (PostgreSQL LISTEN/NOTIFY; idle on SQLite)
         self.changes: ChangeFeed
+        #: discovery answers kept per thing (emptied on change, here and by the feed)
+        self.discovery_cache: DiscoveryCache
+        self.device: DeviceServer
 
     # ---- where things are --------------------------------------------------------------
 
@@ -191,6 +195,13 @@ class CloudServer:
             "external_broker": bool(self.config.broker),
             "jobs": self.jobs.to_json(),
             "changes_heard": dict(self.changes.heard),
+            "device_server": {
+                **self.device.stats.to_json(),
+                "discovery_cache": {
+                    "entries": len(self.discovery_cache),
+                    **self.discovery_cache.stats.to_json(),
+                },
+            },
         }
         live = self.connected_cores()
         if live is not None:
@@ -325,6 +336,10 @@ class CloudServer:
             str(paths.server_cert), str(paths.server_key), str(paths.root_ca_cert)
         )
         device_trust = DeviceTrustStore(device_ssl)
+        self.discovery_cache = DiscoveryCache(
+            cfg.discovery_cache_entries, cfg.discovery_cache_ttl_s
+        )
+        self.changes.on(changes.DISCOVERY, functools.partial(_forget_discovery, self, pki_service))
         self.changes.on(changes.MESSAGES, written.set)
         self.changes.on(changes.LOGS, log_service.written.set)
         self.changes.on(changes.TRUST, lambda: self._reload_device_trust(device_trust))
@@ -344,6 +359,8 @@ class CloudServer:
             provisioning_hook=cfg.provisioning_hook,
             logs=log_service,
             export_targets=cfg.exports,
+            discovery_cache=self.discovery_cache,
+            discovery_changed=_announced_discovery(self.discovery_cache, self.changes),
         )
         device_trust.add(await services.claims.trusted_pems())
         self._spawn(
@@ -385,7 +402,14 @@ class CloudServer:
         self._spawn(services.support_bundles.run(), "cloud-support-bundles")
         self._spawn(self._announce_log_levels(services), "cloud-log-levels")
 
-        device = await self._stack.enter_async_context(DeviceServer(services, device_ssl))
+        self.device = device = await self._stack.enter_async_context(
+            DeviceServer(
+                services,
+                device_ssl,
+                max_pending=cfg.device_max_pending,
+                pending_wait=cfg.device_pending_wait_s,
+            )
+        )
         device_bound = await device.start(cfg.device.host, cfg.device.port)
 
         api_tls = cfg.api_tls if cfg.api_tls is not None else not cfg.api.loopback
@@ -519,6 +543,22 @@ def _announced_routes(local: RoutesChanged, feed: ChangeFeed) -> RoutesChanged:
         feed.announce(changes.ROUTES)
 
     return routes_changed
+
+
+def _announced_discovery(cache: DiscoveryCache, feed: ChangeFeed) -> Callable[[], None]:
+    """Forget this process's discovery answers, then tell the other replicas to."""
+
+    def discovery_changed() -> None:
+        cache.invalidate()
+        feed.announce(changes.DISCOVERY)
+
+    return discovery_changed
+
+
+def _forget_discovery(server: CloudServer, pki_service: PKIService) -> None:
+    """Another replica changed what discovery answers (or the feed just reconnected)."""
+    server.discovery_cache.invalidate()
+    pki_service.forget_all()  # its new group CA is not in this process's CA cache
 
 
 class _AnnouncedTrust:

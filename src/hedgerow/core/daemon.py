@@ -370,8 +370,10 @@ class CoreDaemon:
             self.verify_key = keytool.ed25519_public_key_from_pem(_read(c, DEPLOY_VERIFY))
         except ValueError as exc:
             raise ConfigError(DEPLOY_VERIFY, f"not an Ed25519 public key: {exc}") from exc
+        # resuming: after the first request the core's calls to the cloud skip the
+        # certificate exchange (the cloud authorizes each request from the certificate)
         self.cloud_tls = client_context(
-            str(c.file(ROOT_CA)), str(c.file(CORE_CERT)), str(c.file(CORE_KEY))
+            str(c.file(ROOT_CA)), str(c.file(CORE_CERT)), str(c.file(CORE_KEY)), resume=True
         )
         if self._api is not None:
             self.api: CloudAPI = self._api

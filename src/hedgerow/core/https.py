@@ -24,6 +24,7 @@ from urllib.parse import quote, urlsplit
 
 import hedgerow
 from hedgerow import http11
+from hedgerow.tlscontext import ResumingContext
 
 #: The largest reply body accepted (artifacts are function bundles).
 MAX_BODY = 64 * 1024 * 1024
@@ -69,6 +70,8 @@ class Response:
     #: Header names lower-cased; repeated headers joined with ", ".
     headers: dict[str, str]
     content: bytes
+    #: the TLS handshake resumed an earlier session
+    tls_resumed: bool = False
 
     @property
     def text(self) -> str:
@@ -139,7 +142,9 @@ async def request(
     (connect, TLS handshake, send, receive) within ``timeout`` seconds.
 
     ``https`` URLs use ``ssl_context`` (the system's default trust when None); ``http``
-    URLs are plain TCP and ignore it. Raises ``HTTPSError`` on any failure.
+    URLs are plain TCP and ignore it. A ``tlscontext.ResumingContext`` keeps the session
+    each reply brought, so the next request to that host resumes it. Raises
+    ``HTTPSError`` on any failure.
     """
     origin = parse_base_url(base_url)
     body = content if content is not None else None if json is None else encode_json(json)
@@ -157,4 +162,6 @@ async def request(
         timeout=timeout,
         max_body=max_body,
     )
-    return Response(reply.status, response_headers(reply.headers), reply.content)
+    if isinstance(tls, ResumingContext):
+        tls.keep(origin.host, reply.tls_session)
+    return Response(reply.status, response_headers(reply.headers), reply.content, reply.tls_resumed)

@@ -37,6 +37,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from hedgerow import pki
 from hedgerow.backoff import Backoff, BackoffPolicy, Uniform
 from hedgerow.client import (
     Client,
@@ -52,9 +53,9 @@ from .credentials import Credentials
 from .discovery import (
     DEFAULT_TIMEOUT,
     Candidate,
+    DiscoveryClient,
     DiscoveryInfo,
     Endpoint,
-    discover,
     find_cause,
 )
 from .errors import CoreConnectError, DiscoveryUnavailable, ThingClosed, ThingError
@@ -127,6 +128,10 @@ class Thing:
         self._failures_with_cache = 0
         self._subscriptions: dict[str, int] = {}
         self._contexts: dict[tuple[str, ...], ssl.SSLContext] = {}
+        #: one TLS context for every discovery: later ones resume the cloud's session
+        self.discovery = DiscoveryClient(
+            config.credentials, request_timeout=config.discovery_timeout
+        )
         self._remember_pending = False
         self._inbox: asyncio.Queue[Message] = asyncio.Queue(INBOX_SIZE)
         self._client: Client | None = None
@@ -145,6 +150,8 @@ class Thing:
         self.connect_failures = 0
         self.disconnects = 0
         self.discoveries = 0
+        #: connects to a core that resumed the TLS session of an earlier one
+        self.core_resumed = 0
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -309,7 +316,8 @@ class Thing:
                         )
                         self.error = exc
                         return
-                    delay = self.backoff.next_delay()
+                    retry_after = exc.retry_after if isinstance(exc, DiscoveryUnavailable) else None
+                    delay = self.backoff.next_delay_after(retry_after)
                     log.warning(
                         "thing.connect.retry thing=%s in=%.2fs attempt=%s error=%s",
                         self.config.thing_name,
@@ -362,12 +370,7 @@ class Thing:
 
     async def _discover(self) -> DiscoveryInfo:
         self.discoveries += 1
-        info = await discover(
-            self.config.discovery_endpoint,
-            self.config.thing_name,
-            self.config.credentials,
-            request_timeout=self.config.discovery_timeout,
-        )
+        info = await self.discovery.discover(self.config.discovery_endpoint, self.config.thing_name)
         self._info, self._failures_with_cache = info, 0
         if self.cache is not None:
             entry = CachedInfo(self.config.thing_name, time.time(), info, self._last_good)
@@ -410,7 +413,8 @@ class Thing:
         """One TLS context per set of group CAs (loading the key pair is not free on a Pi)."""
         ctx = self._contexts.get(cas)
         if ctx is None:
-            ctx = self.config.credentials.core_context(cas)
+            # resuming: a reconnect to the same core skips the certificate exchange
+            ctx = self.config.credentials.core_context(cas, resume=True)
             self._contexts = {cas: ctx}  # only the current CAs: a rotation replaces them
         return ctx
 
@@ -443,6 +447,7 @@ class Thing:
                 continue
             self.endpoint = endpoint
             self._failures_with_cache = 0
+            self._keep_session(candidate.cas, endpoint.host, client)
             if self._last_good != Endpoint(endpoint.host, endpoint.port):
                 self._last_good = Endpoint(endpoint.host, endpoint.port)
                 self._remember_pending = self.cache is not None
@@ -459,6 +464,15 @@ class Thing:
         raise CoreConnectError(
             f"cannot connect to the core ({detail})", failures=failures, tls=tls, hint=hint
         )
+
+    def _keep_session(self, cas: tuple[str, ...], host: str, client: Client) -> None:
+        """Offer this connection's TLS session at the next connect (read after CONNACK: a
+        TLS 1.3 ticket arrives after the handshake)."""
+        tls, ctx = client.tls, self._contexts.get(cas)
+        if tls is None or not isinstance(ctx, pki.ResumingContext):
+            return
+        ctx.keep(host, tls.session)
+        self.core_resumed += tls.session_reused
 
     async def _session(self, client: Client) -> None:
         """One connection: re-subscribe, drain the queue, read messages, until it ends."""

@@ -88,12 +88,17 @@ class Credentials:
             return ""
 
     def client_context(
-        self, *, ca_file: Path | None = None, ca_data: str | None = None
+        self, *, ca_file: Path | None = None, ca_data: str | None = None, resume: bool = False
     ) -> ssl.SSLContext:
-        """A mutual-TLS client context trusting ``ca_file`` or ``ca_data`` (hostname checked)."""
+        """A mutual-TLS client context trusting ``ca_file`` or ``ca_data`` (hostname checked);
+        ``resume``: one that offers each server its last TLS session again."""
         try:
             return pki.client_context(
-                str(ca_file) if ca_file else None, str(self.cert), str(self.key), ca_data=ca_data
+                str(ca_file) if ca_file else None,
+                str(self.cert),
+                str(self.key),
+                ca_data=ca_data,
+                resume=resume,
             )
         except ssl.SSLError as exc:
             raise CredentialsError(
@@ -106,10 +111,10 @@ class Credentials:
                 f"cannot load credentials: {exc}", path=str(self.cert), hint="check -r, -c and -k"
             ) from exc
 
-    def discovery_context(self) -> ssl.SSLContext:
+    def discovery_context(self, *, resume: bool = False) -> ssl.SSLContext:
         """TLS towards the cloud: trust only the root CA the thing was given."""
-        return self.client_context(ca_file=self.root_ca)
+        return self.client_context(ca_file=self.root_ca, resume=resume)
 
-    def core_context(self, group_cas: tuple[str, ...]) -> ssl.SSLContext:
+    def core_context(self, group_cas: tuple[str, ...], *, resume: bool = False) -> ssl.SSLContext:
         """TLS towards a core: trust only the group CA(s) discovery returned."""
-        return self.client_context(ca_data="\n".join(group_cas))
+        return self.client_context(ca_data="\n".join(group_cas), resume=resume)

@@ -70,9 +70,23 @@ class NotInGroupError(DiscoveryError):
 
 
 class DiscoveryUnavailable(DiscoveryError):
-    """Throttled (429), a server error (5xx), a timeout or an unreachable host: retry later."""
+    """Throttled (429), a server error (5xx), a timeout or an unreachable host: retry later.
+
+    ``retry_after``: the seconds the server asked for (``Retry-After``), None if it did not."""
 
     retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        thing: str = "",
+        status: int | None = None,
+        hint: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, thing=thing, status=status, hint=hint)
+        self.retry_after = retry_after
 
 
 class DiscoveryTLSError(DiscoveryError):

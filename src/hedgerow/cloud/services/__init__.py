@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from hedgerow.cloud.artifacts import ArtifactCache
+from hedgerow.cloud.discovery_cache import DiscoveryCache
 from hedgerow.cloud.pki_service import PKIService
 from hedgerow.cloud.services.alerts import AlertService
 from hedgerow.cloud.services.certificates import CertificateService
@@ -40,7 +41,14 @@ from hedgerow.cloud.services.identities import IdentityService
 from hedgerow.cloud.services.log_levels import LogLevelService
 from hedgerow.cloud.services.logs import LogService
 from hedgerow.cloud.services.membership import DeviceTrust, MembershipService, NoDeviceTrust
-from hedgerow.cloud.services.notify import Notifier, NullNotifier, RoutesChanged, routes_unchanged
+from hedgerow.cloud.services.notify import (
+    DiscoveryChanged,
+    Notifier,
+    NullNotifier,
+    RoutesChanged,
+    discovery_unchanged,
+    routes_unchanged,
+)
 from hedgerow.cloud.services.releases import ReleaseService
 from hedgerow.cloud.services.rollouts import RolloutRequest, RolloutService
 from hedgerow.cloud.services.secrets import SecretService
@@ -152,15 +160,25 @@ class CloudServices:
         provisioning_hook: str = "",
         logs: LogService | None = None,
         export_targets: Sequence[ExportTarget] = (),
+        discovery_cache: DiscoveryCache | None = None,
+        discovery_changed: DiscoveryChanged | None = None,
     ) -> CloudServices:
-        """All services wired to one another; nothing is set on them afterwards."""
-        groups = GroupService(repository, pki_service, notifier, routes_changed)
-        membership = MembershipService(repository, notifier)
+        """All services wired to one another; nothing is set on them afterwards.
+
+        ``discovery_cache``: discovery answers kept (None: none); ``discovery_changed``
+        what a change of them calls (default: empty ``discovery_cache``)."""
+        changed: DiscoveryChanged = discovery_unchanged
+        if discovery_changed is not None:
+            changed = discovery_changed
+        elif discovery_cache is not None:
+            changed = discovery_cache.invalidate
+        groups = GroupService(repository, pki_service, notifier, routes_changed, changed)
+        membership = MembershipService(repository, notifier, changed)
         log_levels = LogLevelService(repository, notifier)
         cores = CoreService(
-            repository, pki_service, notifier, endpoints, membership, presence, log_levels
+            repository, pki_service, notifier, endpoints, membership, presence, log_levels, changed
         )
-        certificates = CertificateService(repository, notifier)
+        certificates = CertificateService(repository, notifier, changed)
         artifacts = ArtifactService(repository, artifact_cache)
         functions = FunctionService(repository)
         subscriptions = SubscriptionService(repository, routes_changed)
@@ -188,7 +206,9 @@ class CloudServices:
             deployments=deployments,
             fleet=fleet,
             rollouts=RolloutService(repository, groups, deployments, fleet),
-            devices=DeviceService(repository, pki_service, groups, cores, artifacts),
+            devices=DeviceService(
+                repository, pki_service, groups, cores, artifacts, discovery_cache
+            ),
             telemetry=TelemetryService(repository, notifier, messages_written or MessagesWritten()),
             shadows=ShadowService(repository, notifier),
             support_bundles=SupportBundleService(repository, notifier, presence),

@@ -8,16 +8,27 @@ import logging
 from collections.abc import Sequence
 
 from hedgerow.cloud.domain import Certificate
-from hedgerow.cloud.services.notify import Notifier, revocations_topic
+from hedgerow.cloud.services.notify import (
+    DiscoveryChanged,
+    Notifier,
+    discovery_unchanged,
+    revocations_topic,
+)
 from hedgerow.cloud.storage.certificates import CertificateStore
 
 log = logging.getLogger(__name__)
 
 
 class CertificateService:
-    def __init__(self, store: CertificateStore, notifier: Notifier) -> None:
+    def __init__(
+        self,
+        store: CertificateStore,
+        notifier: Notifier,
+        discovery_changed: DiscoveryChanged = discovery_unchanged,
+    ) -> None:
         self.store = store
         self.notifier = notifier
+        self.discovery_changed = discovery_changed
 
     async def all(self, owner: str | None, kind: str | None) -> list[Certificate]:
         return await asyncio.to_thread(self.store.list_certificates, owner=owner, kind=kind)
@@ -45,6 +56,7 @@ class CertificateService:
         return revoked
 
     async def after_revocation(self, owner: str, groups: Sequence[str]) -> None:
+        self.discovery_changed()  # a cached answer holds the certificate's record
         await self.announce(groups)
         await self.notifier.disconnect(owner, "certificate revoked")
 

@@ -13,7 +13,7 @@ from hedgerow.cloud.domain import CertificateKind, Core, Endpoint
 from hedgerow.cloud.pki_service import PKIService
 from hedgerow.cloud.services.log_levels import LogLevelService
 from hedgerow.cloud.services.membership import MembershipService
-from hedgerow.cloud.services.notify import Notifier
+from hedgerow.cloud.services.notify import DiscoveryChanged, Notifier, discovery_unchanged
 from hedgerow.cloud.storage.cores import CoreStore
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ class CoreService:
         membership: MembershipService,
         presence: Presence = presence_unknown,
         log_levels: LogLevelService | None = None,
+        discovery_changed: DiscoveryChanged = discovery_unchanged,
     ) -> None:
         """``endpoints`` says where the cloud listens; it is asked when a bundle is built
         (the listeners bind their ports after the services exist)."""
@@ -94,6 +95,8 @@ class CoreService:
         self.presence = presence
         #: the group's log levels set from the cloud go to its new core (retained)
         self.log_levels = log_levels
+        #: a core's connectivity and its removal change the answers of its group's things
+        self.discovery_changed = discovery_changed
 
     def _with_presence(self, cores: list[Core]) -> list[Core]:
         live = self.presence()
@@ -205,10 +208,12 @@ class CoreService:
 
     async def delete(self, name: str) -> None:
         await asyncio.to_thread(self.store.delete_core, name)
+        self.discovery_changed()
         await self.notifier.disconnect(name, "core deleted")
         log.info("core.deleted name=%s", name)
 
     async def set_connectivity(self, core: str, endpoints: Sequence[Endpoint]) -> Core:
         result = await asyncio.to_thread(self.store.set_endpoints, core, endpoints)
+        self.discovery_changed()
         log.info("core.connectivity core=%s endpoints=%s", core, len(endpoints))
         return result

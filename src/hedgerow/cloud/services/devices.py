@@ -1,5 +1,11 @@
 """The device side: Greengrass V1 discovery for things, and what a core asks over its
-mutual-TLS API (server certificate, group CAs, artifacts of its deployments)."""
+mutual-TLS API (server certificate, group CAs, artifacts of its deployments).
+
+Discovery answers are kept per thing and certificate (``DiscoveryCache``): a hit is
+answered on the event loop without a database trip, and the certificate's record in it is
+checked again on every request (revoked, expired, someone else's). Whatever changes an
+answer calls ``DiscoveryChanged`` (``services.notify``), which empties the cache
+here and, through the change feed, on every replica."""
 
 from __future__ import annotations
 
@@ -10,7 +16,8 @@ from typing import Any
 
 from hedgerow import pki
 from hedgerow.cloud import discovery, domain
-from hedgerow.cloud.domain import CertificateKind
+from hedgerow.cloud.discovery_cache import CachedAnswer, DiscoveryCache
+from hedgerow.cloud.domain import Certificate, CertificateKind
 from hedgerow.cloud.errors import NotFound, Unauthorized
 from hedgerow.cloud.pki_service import PKIService, record_of
 from hedgerow.cloud.services.cores import CoreService
@@ -30,8 +37,11 @@ class DeviceService:
         groups: GroupService,
         cores: CoreService,
         artifacts: ArtifactService,
+        cache: DiscoveryCache | None = None,
     ) -> None:
         self.repository = repository
+        #: answers per (thing, fingerprint); ``max_entries=0``: every request reads
+        self.cache = cache if cache is not None else DiscoveryCache(max_entries=0)
         self.pki = pki_service
         self.groups = groups
         self.cores = cores
@@ -53,18 +63,38 @@ class DeviceService:
         await self.groups.announce_rotations()
         return body
 
-    def _discover_as(self, cert: Any, thing: str) -> dict[str, Any]:
-        record, groups = self.repository.identity_and_groups(pki.fingerprint(cert), thing)
+    def _read_answer(
+        self, fingerprint: str, thing: str
+    ) -> tuple[Certificate | None, dict[str, Any] | None]:
+        """The certificate's record and, if it is ``thing``'s and the thing is in a group
+        with a core, the body (else None): one trip to the database (worker thread)."""
+        record, groups = self.repository.identity_and_groups(fingerprint, thing)
+        if record is None or record.owner != thing or not groups:
+            return record, None
+        return record, self._body(groups)
+
+    @staticmethod
+    def _authorize(record: Certificate | None, thing: str) -> None:
+        """Per request, cached or not: a live thing certificate of ``thing`` itself."""
         owner = verify_record(record, CertificateKind.THING)
         if owner != thing:
             raise Unauthorized(f"the certificate belongs to {owner!r}, not to {thing!r}")
-        if not groups:
-            raise NotFound("group", thing, f"thing {thing!r} is in no group with a core")
-        return self._body(groups)
 
     async def discover_as(self, cert: Any, thing: str) -> dict[str, Any]:
-        """Discovery for the thing ``cert`` belongs to (one trip to a worker thread)."""
-        body = await asyncio.to_thread(self._discover_as, cert, thing)
+        """Discovery for the thing ``cert`` belongs to: from the cache, or one trip to a
+        worker thread (then kept unless something changed meanwhile)."""
+        fingerprint = pki.fingerprint(cert)
+        cached = self.cache.get(thing, fingerprint) if self.cache.enabled else None
+        if cached is not None:
+            self._authorize(cached.certificate, thing)
+            return cached.body
+        generation = self.cache.generation
+        record, body = await asyncio.to_thread(self._read_answer, fingerprint, thing)
+        self._authorize(record, thing)
+        if body is None:
+            raise NotFound("group", thing, f"thing {thing!r} is in no group with a core")
+        assert record is not None  # _authorize refused None
+        self.cache.put(thing, fingerprint, CachedAnswer(record, body), generation)
         await self.groups.announce_rotations()
         return body
 

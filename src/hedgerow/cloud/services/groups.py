@@ -13,7 +13,13 @@ from hedgerow import pki
 from hedgerow.cloud.domain import Group
 from hedgerow.cloud.errors import NotFound
 from hedgerow.cloud.pki_service import PKIService
-from hedgerow.cloud.services.notify import Notifier, RoutesChanged, group_cas_topic
+from hedgerow.cloud.services.notify import (
+    DiscoveryChanged,
+    Notifier,
+    RoutesChanged,
+    discovery_unchanged,
+    group_cas_topic,
+)
 from hedgerow.cloud.storage.groups import GroupStore
 
 log = logging.getLogger(__name__)
@@ -26,11 +32,14 @@ class GroupService:
         pki_service: PKIService,
         notifier: Notifier,
         routes_changed: RoutesChanged,
+        discovery_changed: DiscoveryChanged = discovery_unchanged,
     ) -> None:
         self.store = store
         self.pki = pki_service
         self.notifier = notifier
         self.routes_changed = routes_changed
+        #: a new group CA, a group's rotation period or its removal change discovery
+        self.discovery_changed = discovery_changed
         #: after a takeover of the CA job: announce the CAs made since then (``ca_job``)
         self._catch_up_since: dt.datetime | None = None
 
@@ -91,11 +100,13 @@ class GroupService:
             labels=labels,
         )
         self.pki.forget(name)
+        self.discovery_changed()
         return group
 
     async def delete(self, name: str) -> None:
         group = await self.get(name)
         revoked = await asyncio.to_thread(self.store.delete_group, name)
+        self.discovery_changed()
         await self.routes_changed()
         if group.core and revoked:
             await self.notifier.disconnect(group.core, "core deleted")
@@ -140,7 +151,10 @@ class GroupService:
 
     async def announce_rotations(self) -> None:
         """Tell the cores of the groups this process rotated (on demand, due or lazily)."""
-        for name in self.pki.take_rotated():
+        rotated = self.pki.take_rotated()
+        if rotated:
+            self.discovery_changed()
+        for name in rotated:
             if not await self.announce_cas(name):
                 # no core yet (its CA was made first): the core gets it once it has one
                 self.pki.keep_rotated(name)

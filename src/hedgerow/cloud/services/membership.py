@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from hedgerow.cloud.errors import NotFound
-from hedgerow.cloud.services.notify import Notifier
+from hedgerow.cloud.services.notify import DiscoveryChanged, Notifier, discovery_unchanged
 from hedgerow.cloud.storage.repository import Repository
 from hedgerow.contract.provisioning import Membership
 from hedgerow.contract.topics import CoreLeaf, core_topic
@@ -45,9 +45,15 @@ class NoDeviceTrust:
 
 
 class MembershipService:
-    def __init__(self, store: Repository, notifier: Notifier) -> None:
+    def __init__(
+        self,
+        store: Repository,
+        notifier: Notifier,
+        discovery_changed: DiscoveryChanged = discovery_unchanged,
+    ) -> None:
         self.store = store
         self.notifier = notifier
+        self.discovery_changed = discovery_changed
 
     async def group_things(self, group: str) -> list[str]:
         """Every thing of ``group`` by name (all pages)."""
@@ -79,7 +85,9 @@ class MembershipService:
         return dict(json.loads((await self.membership(group)).to_json()))
 
     async def announce(self, groups: Iterable[str]) -> None:
-        """Publish each group's things (retained) to its core, if it has one."""
+        """Publish each group's things (retained) to its core, if it has one; discovery
+        answers are forgotten first (the same changes move them)."""
+        self.discovery_changed()
         for name in dict.fromkeys(groups):
             try:
                 group = await asyncio.to_thread(self.store.get_group, name)

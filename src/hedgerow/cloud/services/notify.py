@@ -37,6 +37,16 @@ async def routes_unchanged() -> None:
     """The ``RoutesChanged`` of a cloud that enforces no routes itself (external broker)."""
 
 
+#: called after a committed change of what discovery answers (membership, a core's
+#: connectivity or removal, group CAs, revocations): empties the discovery answers here
+#: and announces the change to the other replicas; returns at once
+DiscoveryChanged = Callable[[], None]
+
+
+def discovery_unchanged() -> None:
+    """The ``DiscoveryChanged`` of services built without a discovery cache."""
+
+
 class NullNotifier:
     """Records what would have been sent (no MQTT endpoint: tests, `serve --no-mqtt`)."""
 

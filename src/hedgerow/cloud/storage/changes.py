@@ -6,9 +6,9 @@ not hear each other) with a topic as payload:
 
 - ``messages`` / ``logs``: inside the ingest's own transaction (``notify_sql``), so the
   notification is delivered exactly when the rows are visible, never for rows rolled back;
-- ``routes`` / ``trust``: after a registry change other replicas cache (the routes the
-  embedded MQTT endpoint enforces, the device CAs the device HTTPS server trusts), by
-  ``ChangeFeed.announce`` once the change is committed.
+- ``routes`` / ``trust`` / ``discovery``: after a registry change other replicas cache (the
+  routes the embedded MQTT endpoint enforces, the device CAs the device HTTPS server trusts,
+  the discovery answers it keeps), by ``ChangeFeed.announce`` once the change is committed.
 
 ``ChangeFeed.run`` keeps one LISTEN connection per replica and calls the handlers of each
 topic heard; after every (re)connect it calls every handler once (something may have
@@ -39,7 +39,8 @@ MESSAGES: Final = "messages"
 LOGS: Final = "logs"
 ROUTES: Final = "routes"
 TRUST: Final = "trust"
-TOPICS: Final = (MESSAGES, LOGS, ROUTES, TRUST)
+DISCOVERY: Final = "discovery"
+TOPICS: Final = (MESSAGES, LOGS, ROUTES, TRUST, DISCOVERY)
 
 #: The channel of the connection's schema (computed by the server, so writers and
 #: listeners agree without passing it around).
