@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import random
@@ -233,8 +234,12 @@ async def run_one(args: argparse.Namespace, replicas: int) -> Run:
     result = Run(replicas, args.cores)
     figures = result.figures
     print(f"\n== {replicas} replica(s), {args.cores} cores", flush=True)
-    with tempfile.TemporaryDirectory(prefix="hedgerow-bench-scale-") as tmp:
+    prefix = "hedgerow-bench-scale-"
+    kept = contextlib.nullcontext(tempfile.mkdtemp(prefix=prefix)) if args.keep else None
+    with kept or tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         root = Path(tmp)
+        if args.keep:
+            print(f"  logs kept in {root} (replicas.log, mosquitto.log)", flush=True)
         async with Fleet(root, replicas) as fleet:
             await _template(fleet.api(0))
             sims: list[SimCore] = []
@@ -510,6 +515,7 @@ def main() -> int:
     parser.add_argument("--discoveries", type=int, default=10000)
     parser.add_argument("--replicas", default="1,2", help="replica counts to run, e.g. 1,2")
     parser.add_argument("--quick", action="store_true", help="200 cores, 2,000 discoveries")
+    parser.add_argument("--keep", action="store_true", help="keep the replicas' and broker's logs")
     args = parser.parse_args()
     if args.quick:
         args.cores, args.devices, args.discoveries, args.steady = 200, 100, 2000, 5.0
