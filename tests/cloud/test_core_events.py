@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from hedgerow.cloud.errors import Conflict
-from hedgerow.cloud.mqtt_endpoint import CoreEvents
+from hedgerow.cloud.mqtt_endpoint import HEARTBEAT_BATCH, CoreEvents
 from hedgerow.contract.topics import CoreLeaf
 
 from .conftest import Cloud
@@ -24,6 +24,7 @@ class SlowServices:
     def __init__(self) -> None:
         self.open = asyncio.Event()
         self.recorded: list[tuple[str, str, bytes]] = []
+        self.batches: list[int] = []
 
     async def record_status(self, core: str, payload: bytes) -> None:
         await self.open.wait()
@@ -31,9 +32,11 @@ class SlowServices:
             raise Conflict("a report the cloud refuses")
         self.recorded.append((core, "status", payload))
 
-    async def record_heartbeat(self, core: str, payload: bytes) -> None:
+    async def record_heartbeats(self, batch: list[tuple[str, bytes]]) -> list[tuple[str, None]]:
         await self.open.wait()
-        self.recorded.append((core, "heartbeat", payload))
+        self.batches.append(len(batch))
+        self.recorded.extend((core, "heartbeat", payload) for core, payload in batch)
+        return [(core, None) for core, _ in batch]
 
     async def from_core(self, core: str, payload: bytes) -> None:
         await self.open.wait()
@@ -73,6 +76,28 @@ async def test_a_backlog_drops_no_status_and_keeps_the_latest_heartbeat_per_core
     assert dict(beats) == latest  # each core's latest
     assert len(beats) <= 101  # not 20,000
     assert events.beats_coalesced >= 20_000 - 101
+    assert max(services.batches) <= HEARTBEAT_BATCH  # one transaction per batch, not per beat
+
+
+async def test_a_core_that_beats_all_the_time_does_not_keep_the_others_waiting() -> None:
+    """Replaced in its place, a busy core's heartbeat does not go to the back of the line:
+    with recording slower than the beats arrive, every core is still recorded."""
+    events = CoreEvents()
+    services = SlowServices()
+    services.open.set()
+    fake = cast(Any, services)
+    for n in range(300):
+        events.offer(f"gw-{n}", CoreLeaf.HEARTBEAT, b"first")
+    runner = asyncio.create_task(events.run(fake, fake, fake))
+    try:
+        async with asyncio.timeout(10):
+            while len({c for c, _, _ in services.recorded}) < 300:
+                for n in range(300):  # every core beats again before its turn came
+                    events.offer(f"gw-{n}", CoreLeaf.HEARTBEAT, b"again")
+                await asyncio.sleep(0)
+    finally:
+        runner.cancel()
+    assert len({c for c, _, _ in services.recorded}) == 300
 
 
 async def test_a_core_has_its_deployment_status_acknowledged_once_it_is_recorded(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import logging
 import random
 import socket
@@ -55,6 +56,8 @@ from hedgerow.mqtt.packets import Publish
 log = logging.getLogger(__name__)
 
 ROUTES_REFRESH_SECONDS = 1.0
+#: Heartbeats recorded in one transaction (the latest of each core waiting).
+HEARTBEAT_BATCH = 200
 RECONNECT_BASE = 0.5
 RECONNECT_MAX = 15.0
 #: How long an external broker keeps the cloud's session (and what it did not yet
@@ -184,7 +187,7 @@ class CoreEvents:
             return None
         self._wake.set()
         if kind == CoreLeaf.HEARTBEAT:
-            if self._beats.pop(core, None) is not None:
+            if core in self._beats:  # replaced in its place: every core's turn comes
                 self.beats_coalesced += 1
             self._beats[core] = payload
             return None
@@ -203,32 +206,41 @@ class CoreEvents:
             await self._wake.wait()
             self._wake.clear()
             # what was reported in order first (a status before the heartbeat that follows
-            # it), then the latest heartbeat of each core
+            # it), then the latest heartbeats of up to HEARTBEAT_BATCH cores at a time
             while self._ordered or self._beats:
                 if self._ordered:
                     event = self._ordered.popleft()
-                else:
-                    core = next(iter(self._beats))
-                    event = CoreEvent(core, CoreLeaf.HEARTBEAT, self._beats.pop(core))
-                await self._record(event, deployments, identities, shadows)
+                    await self._record(event, deployments, shadows)
+                    continue
+                cores = list(itertools.islice(self._beats, HEARTBEAT_BATCH))
+                batch = [(core, self._beats.pop(core)) for core in cores]
+                await self._record_beats(batch, deployments, identities)
+
+    @staticmethod
+    async def _record_beats(
+        batch: list[tuple[str, bytes]],
+        deployments: DeploymentService,
+        identities: IdentityService,
+    ) -> None:
+        try:
+            for core, heartbeat in await identities.record_heartbeats(batch):
+                if heartbeat is not None and heartbeat.refused:
+                    await deployments.redeploy_refused(core, heartbeat)
+        except Exception:  # snapshots: each core's next heartbeat tells the same again
+            log.exception("mqtt.core_heartbeats_failed count=%d", len(batch))
 
     @staticmethod
     async def _record(
         event: CoreEvent,
         deployments: DeploymentService,
-        identities: IdentityService,
         shadows: ShadowService,
     ) -> None:
         handled = event.handled
         try:
             if event.kind == CoreLeaf.DEPLOYMENT_STATUS:
                 await deployments.record_status(event.core, event.payload)
-            elif event.kind == CoreLeaf.SHADOW_UPDATE:
-                await shadows.from_core(event.core, event.payload)
             else:
-                heartbeat = await identities.record_heartbeat(event.core, event.payload)
-                if heartbeat is not None and heartbeat.refused:
-                    await deployments.redeploy_refused(event.core, heartbeat)
+                await shadows.from_core(event.core, event.payload)
         except CloudError as exc:  # refused for good: sending it again would not help
             log.warning(
                 "mqtt.core_event_refused core=%s kind=%s reason=%s",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 
 from hedgerow.cloud.broker_acl import CoreStanding
 from hedgerow.cloud.domain import Certificate, CertificateKind
@@ -71,12 +72,29 @@ class IdentityService:
         """Record that ``core`` is alive and, when ``payload`` is a heartbeat (the contract's,
         ``hedgerow.contract.heartbeat``), its state: the heartbeat recorded, if any. An empty
         payload only updates "last seen"; a malformed one is logged, not kept."""
-        beat = None
-        if payload:
-            try:
-                beat = Heartbeat.from_json(payload)
-            except ContractError as exc:
-                log.warning("core.heartbeat_refused core=%s error=%s", core, exc)
-        data = beat.to_dict() if beat is not None else None
-        await asyncio.to_thread(self.cores.record_heartbeat, core, data)
+        ((_core, beat),) = await self.record_heartbeats([(core, payload)], strict=True)
         return beat
+
+    async def record_heartbeats(
+        self, reports: Sequence[tuple[str, bytes]], *, strict: bool = False
+    ) -> list[tuple[str, Heartbeat | None]]:
+        """``record_heartbeat`` for many cores in one transaction: each core with the
+        heartbeat recorded. A core that does not exist is logged and left out (``strict``:
+        ``NotFound``)."""
+        parsed: list[tuple[str, Heartbeat | None]] = []
+        for core, payload in reports:
+            beat = None
+            if payload:
+                try:
+                    beat = Heartbeat.from_json(payload)
+                except ContractError as exc:
+                    log.warning("core.heartbeat_refused core=%s error=%s", core, exc)
+            parsed.append((core, beat))
+        rows = [(core, beat.to_dict() if beat is not None else None) for core, beat in parsed]
+        missing = await asyncio.to_thread(self.cores.record_heartbeats, rows)
+        if missing and strict:
+            raise NotFound("core", missing[0])
+        for core in missing:
+            log.warning("core.heartbeat_unknown core=%s", core)
+        gone = set(missing)
+        return [(core, beat) for core, beat in parsed if core not in gone]

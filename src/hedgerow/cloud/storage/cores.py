@@ -12,7 +12,7 @@ from hedgerow.cloud.domain import (
     Core,
     Endpoint,
 )
-from hedgerow.cloud.errors import Conflict
+from hedgerow.cloud.errors import Conflict, NotFound
 from hedgerow.cloud.storage.base import (
     NewCertificate,
     Store,
@@ -81,11 +81,27 @@ class CoreStore(Store):
             return self._core_entity(row, str(group))
 
     def record_heartbeat(self, core: str, heartbeat: dict[str, Any] | None) -> None:
+        if self.record_heartbeats([(core, heartbeat)]):
+            raise NotFound("core", core)
+
+    def record_heartbeats(self, beats: Sequence[tuple[str, dict[str, Any] | None]]) -> list[str]:
+        """Last seen (and the heartbeat, when given) of many cores in one transaction: a
+        fleet's heartbeats cost a transaction per batch, not per core. The cores not found."""
         with self._tx() as s:
-            row = self._core(s, core)
-            row.last_seen = now()
-            if heartbeat is not None:
-                row.heartbeat = heartbeat
+            names = list(dict.fromkeys(core for core, _ in beats))
+            rows = {
+                row.name: row
+                for row in s.scalars(sa.select(CoreRow).where(CoreRow.name.in_(names)))
+            }
+            seen = now()
+            for core, heartbeat in beats:
+                row = rows.get(core)
+                if row is None:
+                    continue
+                row.last_seen = seen
+                if heartbeat is not None:
+                    row.heartbeat = heartbeat
+            return [core for core in names if core not in rows]
 
     def add_core_certificate(self, core: str, certificate: NewCertificate) -> None:
         with self._tx() as s:
