@@ -300,7 +300,7 @@ async def run_one(args: argparse.Namespace, replicas: int) -> Run:
                         "soak_s": 0,
                         "waves": ["100%"],
                     },  # fmt: skip
-                    timeout=600,
+                    timeout=max(600.0, args.cores * 0.3),
                 )
                 figures["deploy to all s"] = took
                 print(f"  rollout to every core in {took:.1f} s", flush=True)

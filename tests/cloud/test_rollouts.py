@@ -310,3 +310,19 @@ async def test_an_abort_in_the_middle_of_a_wave_skips_the_groups_not_deployed_ye
         "deploying", "deploying", "skipped", "skipped",
     ]  # fmt: skip
     assert [t.deployment is not None for t in aborted.targets] == [True, True, False, False]
+
+
+async def test_a_pass_also_ends_on_its_time_budget_after_one_action_at_least(
+    built: Built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hedgerow.cloud.services import rollouts as rollouts_module
+
+    await fleet(built)
+    s = built.services
+    monkeypatch.setattr(rollouts_module, "PASS_BUDGET_S", 0.0)  # every deploy is "too slow"
+    rollouts = RolloutService(s.repository, s.groups, s.deployments, s.fleet)
+    rollout = await rollouts.start(RolloutRequest(groups=GROUPS, waves=["100%"]))
+    assert sum(t.deployment is not None for t in rollout.targets) == 1
+    await rollouts.tick()  # pass after pass, one deploy each: all done within the tick
+    done = await rollouts.get(rollout.id)
+    assert all(t.deployment is not None for t in done.targets)

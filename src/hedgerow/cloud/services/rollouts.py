@@ -48,10 +48,13 @@ LEASE_SECONDS = 10.0
 FIRST_STEP_LEASE_SECONDS = 30.0
 #: Operator commands tried again this often when the rollout changed meanwhile.
 COMMAND_ATTEMPTS = 3
-#: Deploys and restores carried out before a rollout is stored again: a wave of thousands
-#: of groups shows its progress, leaves little to redo after a crash, lets operator
-#: commands in between, and ``POST /api/v1/rollouts`` answers in seconds.
-ACTIONS_PER_PASS = 50
+#: Deploys and restores carried out before a rollout is stored again, at most, and for at
+#: most ``PASS_BUDGET_S``: a wave of thousands of groups shows its progress, leaves little
+#: to redo after a crash, lets operator commands in between, and ``POST
+#: /api/v1/rollouts`` answers in seconds — while storing a rollout of thousands of targets
+#: (a second or so) happens seldom enough not to slow the wave down.
+ACTIONS_PER_PASS = 500
+PASS_BUDGET_S = 5.0
 #: How long one tick of the rollout job keeps going while a rollout has more to do at
 #: once (then the job's lock is checked again and the next tick goes on).
 TICK_BUDGET_S = 10.0
@@ -166,7 +169,7 @@ class RolloutService:
                 self.owner,
                 FIRST_STEP_LEASE_SECONDS,
             )
-            # the first pass deploys at most ACTIONS_PER_PASS groups; the job does the rest
+            # the first pass is bounded (ACTIONS_PER_PASS, PASS_BUDGET_S); the job does the rest
             renewing = asyncio.ensure_future(self._keep_lease(rollout.id))
             try:
                 await self._drive(rollout, 0)
@@ -251,7 +254,10 @@ class RolloutService:
             ).items()
         }
         rollout.step(self.clock(), seen)
-        for action in rollout.pending_actions()[:ACTIONS_PER_PASS]:
+        started = time.monotonic()
+        for index, action in enumerate(rollout.pending_actions()[:ACTIONS_PER_PASS]):
+            if index and time.monotonic() - started > PASS_BUDGET_S:
+                break  # the rest next pass (one action at least: progress, however slow)
             try:
                 if isinstance(action, Deploy):
                     deployment_id = await self._deploy(rollout, action.group)
