@@ -452,11 +452,14 @@ async def discover(
         )
     latencies_api = await api_latencies(fleet, names, 200)
     latencies: list[float] = []
+    retries = 0
     for client in clients:
         out, _ = await client.communicate()
         if client.returncode != 0:
             raise RuntimeError("a discovery client failed")
         latencies += json.loads(out)["latencies"]
+        retries += json.loads(out).get("retries", 0)
+    figures["discovery tries again (shed)"] = retries
     took = time.perf_counter() - started
     figures["discoveries"] = len(latencies)
     figures["discovery answers/s"] = len(latencies) / took
@@ -466,7 +469,8 @@ async def discover(
     figures["API p99 ms (storm)"] = percentile(latencies_api, 99) * 1000
     print(
         f"  {len(latencies)} discoveries in {took:.1f} s ({len(latencies) / took:,.0f}/s), "
-        f"p50 {figures['discovery p50 ms']:.0f} ms p99 {figures['discovery p99 ms']:.0f} ms; "
+        f"p50 {figures['discovery p50 ms']:.0f} ms p99 {figures['discovery p99 ms']:.0f} ms, "
+        f"{retries} tried again after a shed connection; "
         f"API meanwhile p50 {figures['API p50 ms (storm)']:.0f} ms "
         f"p99 {figures['API p99 ms (storm)']:.0f} ms",
         flush=True,
