@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+from typing import Any
 
 import pytest
 
@@ -98,3 +99,46 @@ async def test_a_ca_a_killed_holder_stored_but_never_announced_is_announced_on_t
     assert announced()[-1][1] == announced()[0][0]
     await s.groups.ca_job()  # caught up once
     assert len(announced()) == 2
+
+
+async def test_a_rotation_is_not_hidden_by_a_reader_that_cached_the_list_meanwhile(
+    built: Built,
+) -> None:
+    """A reader (discovery, an announcement) that read the group's CAs from the database
+    while a rotation stored its new CA must not cache the old list after it: the rotation
+    answered with one CA instead of two in a CI run."""
+    import threading
+
+    services = built.services
+    await services.groups.create("factory-1", "", {}, None, {})
+    pki_service = services.pki
+    assert len(pki_service.group_cas("factory-1")) == 1
+    pki_service.forget("factory-1")
+    repository = pki_service.repository
+    read = repository.group_cas
+    old_read = threading.Event()
+    rotated = threading.Event()
+
+    def slow_read(group: str) -> Any:
+        listed = read(group)
+        if threading.current_thread().name == "reader":
+            old_read.set()
+            rotated.wait(5)  # the rotation stores its CA meanwhile
+        return listed
+
+    repository.group_cas = slow_read  # type: ignore[method-assign]
+    reader = threading.Thread(target=pki_service.group_cas, args=("factory-1",), name="reader")
+    reader.start()
+    assert old_read.wait(5)
+    real_rotate = pki_service._rotate
+
+    def rotate_then_let_the_reader_cache(*args: Any) -> Any:
+        made = real_rotate(*args)
+        rotated.set()
+        reader.join(5)  # the reader caches what it read before the new CA existed
+        return made
+
+    pki_service._rotate = rotate_then_let_the_reader_cache  # type: ignore[method-assign]
+    cas = await asyncio.to_thread(pki_service.rotate, "factory-1")
+    assert len(cas) == 2
+    assert len(pki_service.group_cas("factory-1")) == 2  # and the cache holds the new list

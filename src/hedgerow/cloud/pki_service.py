@@ -137,6 +137,8 @@ class PKIService:
         )
         self.verify_key_pem = paths.verify_key.read_text()
         self._ca_cache: dict[str, tuple[float, list[GroupCA]]] = {}
+        #: bumped by every forget: a list read before one is not cached after it
+        self._ca_generation = 0
         self._rotated: set[str] = set()
         self._lock = threading.Lock()
         self._claim_ca: pki.Issued | None = None
@@ -204,11 +206,11 @@ class PKIService:
     ) -> list[GroupCA]:
         """The CAs discovery returns for ``group``, current first; rotates when due."""
         moment = at or pki.now()
-        if at is None:
-            with self._lock:
-                cached = self._ca_cache.get(group)
-            if cached and cached[0] > time.monotonic():
-                return cached[1]
+        with self._lock:
+            cached = self._ca_cache.get(group) if at is None else None
+            generation = self._ca_generation
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
         rotation = self._rotation_of(group_rotation_days)
         cas = self.repository.group_cas(group)
         if not cas or cas[0].created_at + rotation <= moment:
@@ -218,27 +220,32 @@ class PKIService:
         listed = [cas[0], *(ca for ca in cas[1:] if ca.not_after > moment)]
         if at is None:
             with self._lock:
-                self._ca_cache[group] = (time.monotonic() + CA_CACHE_SECONDS, listed)
+                # not if a rotation (here or by another replica) came while this one read
+                if self._ca_generation == generation:
+                    self._ca_cache[group] = (time.monotonic() + CA_CACHE_SECONDS, listed)
         return listed
 
     def rotate(self, group: str, group_rotation_days: int | None = None) -> list[GroupCA]:
         """Make a new group CA now (the previous one stays listed for the overlap)."""
-        self.forget(group)
         self._rotate(
             group,
             self.repository.group_cas(group),
             self._rotation_of(group_rotation_days),
             pki.now(),
         )
+        # after the new CA is stored: a reader that cached the old list meanwhile is undone
+        self.forget(group)
         return self.group_cas(group, group_rotation_days)
 
     def forget(self, group: str) -> None:
         with self._lock:
+            self._ca_generation += 1
             self._ca_cache.pop(group, None)
 
     def forget_all(self) -> None:
         """Read every group's CAs from the database again (another replica made one)."""
         with self._lock:
+            self._ca_generation += 1
             self._ca_cache.clear()
 
     def take_rotated(self) -> list[str]:
