@@ -148,12 +148,14 @@ async def rollout(api: httpx.AsyncClient, body: dict[str, Any], timeout: float) 
     response.raise_for_status()
     rollout_id = response.json()["id"]
     while True:
-        state = (await api.get(f"/api/v1/rollouts/{rollout_id}")).json()
+        state = (await api.get(f"/api/v1/rollouts/{rollout_id}?targets=false")).json()
         if state["state"] == "completed":
             return time.perf_counter() - started
         if state["state"] != "running" or time.perf_counter() - started > timeout:
             raise RuntimeError(f"rollout {rollout_id}: {state['state']} {state['reason']}")
-        await asyncio.sleep(0.05)
+        # The view lists every group: polled at 20 Hz through a 5,000-group rollout it took
+        # most of the replica's CPU. Poll within ~2 % of the time taken so far instead.
+        await asyncio.sleep(min(0.5, 0.05 + (time.perf_counter() - started) / 50))
 
 
 SHAPES: dict[str, dict[str, Any]] = {

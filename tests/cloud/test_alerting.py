@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 
 import httpx
 import pytest
@@ -26,6 +27,9 @@ from hedgerow.cloud.alerting import (
     verify,
 )
 from hedgerow.cloud.errors import InvalidInput
+from hedgerow.cloud.jobs import Tick
+from hedgerow.cloud.services.alerts import EVALUATE_EVERY_S, AlertService
+from tests.cloud.conftest import Built
 
 DAY = 86400.0
 
@@ -156,3 +160,28 @@ async def test_delivery_retries_until_the_server_takes_it() -> None:
     finally:
         server.should_exit = True
         await task
+
+
+@pytest.mark.parametrize("read_s, expected", [(0.0, 12), (0.2, 3)])
+async def test_a_fleet_that_is_slow_to_read_is_evaluated_less_often(
+    built: Built, read_s: float, expected: int
+) -> None:
+    """Each evaluation reads every core: when that takes a while (0.2 s: ~5,000 cores), the
+    loop spaces evaluations so that they take at most ``EVALUATION_SHARE`` of the time."""
+    clock = ManualClock(start=100.0)
+
+    class SlowToRead(AlertService):
+        def fleet_state(self, rules: Sequence[AlertRule], now: float) -> list[CoreState]:
+            clock.advance(read_s)
+            return []
+
+    service = SlowToRead(built.services.alerts.store, clock=clock)
+
+    async def twelve_ticks(job: str, tick: Tick, interval_s: float, **_: object) -> None:
+        assert interval_s == EVALUATE_EVERY_S
+        for _ in range(12):
+            await tick()
+            clock.advance(1.0)
+
+    await service.run(twelve_ticks)
+    assert service.evaluations == expected

@@ -43,6 +43,15 @@ async def test_bad_rollout_and_label_bodies_name_their_field(cloud: Cloud) -> No
         "POST", f"/api/v1/rollouts/{started['id']}/actions", json={"action": "pause"}
     )
     assert paused["state"] == "paused"
+    # pollers and lists ask for the summary alone: a fleet's per-group list is long
+    summary = await cloud.ok("GET", f"/api/v1/rollouts/{started['id']}?targets=false")
+    assert "targets" not in summary and summary["total"] == 1 and summary["state"] == "paused"
+    listed = await cloud.ok("GET", "/api/v1/rollouts", params={"targets": "false"})
+    assert listed["count"] == 1 and "targets" not in listed["items"][0]
+    full = await cloud.ok("GET", "/api/v1/rollouts")
+    assert full["items"][0]["targets"][0]["group"] == "g"
+    bad_flag = await cloud.api.get("/api/v1/rollouts", params={"targets": "maybe"})
+    assert bad_flag.status_code == 400 and error_of(bad_flag)["field"] == "targets"
     again = await cloud.api.post(
         f"/api/v1/rollouts/{started['id']}/actions", json={"action": "pause"}
     )

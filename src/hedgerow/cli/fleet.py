@@ -71,7 +71,8 @@ def _follow(args: argparse.Namespace, api: Api, rollout_id: str, timeout: float)
     shown = ""
     seen_events = 0
     while True:
-        rollout = api.get(f"/api/v1/rollouts/{rollout_id}")
+        # the summary: a big fleet's per-group list is long, and asked for at once at the end
+        rollout = api.get(f"/api/v1/rollouts/{rollout_id}", params={"targets": "false"})
         if not args.json:
             for event in rollout["events"][seen_events:]:
                 print(f"\n  {time.monotonic() - started:6.1f}s  {event}", end="", flush=True)
@@ -93,7 +94,7 @@ def _follow(args: argparse.Namespace, api: Api, rollout_id: str, timeout: float)
             )
         time.sleep(0.3)
     if args.json:
-        print_json(rollout)
+        print_json(api.get(f"/api/v1/rollouts/{rollout_id}"))
     else:
         print()
         print(f"rollout {rollout_id} {state}: {rollout['reason']}")
@@ -113,7 +114,9 @@ def cmd_rollout_watch(args: argparse.Namespace) -> int:
 def cmd_rollout_status(args: argparse.Namespace) -> int:
     with Api(args) as api:
         if not args.id:
-            result = api.get("/api/v1/rollouts", params={"limit": str(args.limit)})
+            result = api.get(
+                "/api/v1/rollouts", params={"limit": str(args.limit), "targets": "false"}
+            )
             if args.json:
                 print_json(result["items"])
             else:

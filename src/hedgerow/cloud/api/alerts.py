@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hedgerow.cloud.api.edge import ApiContext, Operation, Query, int_param, path_param
+from hedgerow.cloud.api.edge import (
+    ApiContext,
+    Operation,
+    Query,
+    flag_param,
+    int_param,
+    path_param,
+)
 from hedgerow.cloud.api.parsing import described
 from hedgerow.cloud.api.responses import Deleted, Entity, respond
 
@@ -83,7 +90,7 @@ async def remove_webhook(ctx: ApiContext, request: Request) -> Response:
 
 
 async def list_alerts(ctx: ApiContext, request: Request) -> Response:
-    active = request.query_params.get("active") in ("1", "true", "yes")
+    active = flag_param(request, "active", False)
     found = await ctx.services.alerts.history(
         active_only=active, limit=int_param(request, "limit", 100, 1)
     )

@@ -158,6 +158,18 @@ def int_param(request: Request, name: str, default: int, low: int = 0, high: int
     return value
 
 
+def flag_param(request: Request, name: str, default: bool) -> bool:
+    """``?name=true`` (``1``, ``yes``) or ``?name=false`` (``0``, ``no``); absent: ``default``."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if raw.lower() in ("1", "true", "yes"):
+        return True
+    if raw.lower() in ("0", "false", "no"):
+        return False
+    raise InvalidInput(f"{name} must be true or false", field=name)
+
+
 def page_params(request: Request) -> dict[str, Any]:
     """``prefix``, ``limit`` and ``offset`` of a list (no ``limit``: the whole list)."""
     limit = int_param(request, "limit", 1, 1) if "limit" in request.query_params else None

@@ -10,9 +10,16 @@ from starlette.responses import Response
 
 from hedgerow.cloud import domain
 from hedgerow.cloud.api.deployments import fleet_definition
-from hedgerow.cloud.api.edge import ApiContext, Operation, Query, int_param, path_param
+from hedgerow.cloud.api.edge import (
+    ApiContext,
+    Operation,
+    Query,
+    flag_param,
+    int_param,
+    path_param,
+)
 from hedgerow.cloud.api.functions import CreateFunction
-from hedgerow.cloud.api.parsing import checked, described
+from hedgerow.cloud.api.parsing import UNSET, Unset, checked, described
 from hedgerow.cloud.api.responses import respond
 from hedgerow.cloud.errors import InvalidInput
 from hedgerow.cloud.rollout_plan import DEFAULT_DEADLINE_S, Rollout
@@ -113,11 +120,13 @@ class RolloutView:
     done: int = described("groups healthy on the new deployment for the soak")
     failed: int = described("groups that failed")
     per_wave: list[dict[str, Any]] = described("each wave: groups, done, failed, in_flight")
-    targets: list[RolloutTargetView] = described("each group")
+    targets: list[RolloutTargetView] | Unset = described(
+        "each group (left out with ?targets=false: the summary alone, for pollers and lists)"
+    )
     events: list[str] = described("what happened, oldest first")
 
     @classmethod
-    def of(cls, rollout: Rollout) -> RolloutView:
+    def of(cls, rollout: Rollout, targets: bool = True) -> RolloutView:
         summary = rollout.summary()
         return cls(
             id=rollout.id,
@@ -145,7 +154,9 @@ class RolloutView:
                     detail=t.detail,
                 )
                 for t in rollout.targets
-            ],
+            ]
+            if targets
+            else UNSET,
             events=list(rollout.events),
         )
 
@@ -181,17 +192,25 @@ async def start_rollout(ctx: ApiContext, request: Request, body: StartRollout) -
 
 async def list_rollouts(ctx: ApiContext, request: Request) -> Response:
     rollouts = await ctx.services.rollouts.all(int_param(request, "limit", 100, 1))
-    return respond(RolloutList([RolloutView.of(r) for r in rollouts], len(rollouts)))
+    targets = flag_param(request, "targets", True)
+    return respond(RolloutList([RolloutView.of(r, targets) for r in rollouts], len(rollouts)))
 
 
 async def get_rollout(ctx: ApiContext, request: Request) -> Response:
-    return respond(RolloutView.of(await ctx.services.rollouts.get(path_param(request, "rollout"))))
+    rollout = await ctx.services.rollouts.get(path_param(request, "rollout"))
+    return respond(RolloutView.of(rollout, flag_param(request, "targets", True)))
 
 
 async def command_rollout(ctx: ApiContext, request: Request, body: RolloutCommand) -> Response:
     rollout = await ctx.services.rollouts.command(path_param(request, "rollout"), body.action)
     return respond(RolloutView.of(rollout))
 
+
+TARGETS_QUERY = Query(
+    "targets",
+    "boolean",
+    "false: leave the per-group list out (default true; a big fleet's is long)",
+)
 
 OPERATIONS = [
     Operation(
@@ -208,11 +227,16 @@ OPERATIONS = [
         "/api/v1/rollouts",
         "Rollouts (newest first)",
         list_rollouts,
-        query=(Query("limit", "integer"),),
+        query=(Query("limit", "integer"), TARGETS_QUERY),
         response=RolloutList,
     ),
     Operation(
-        "GET", ROLLOUT, "A rollout: per wave and per group", get_rollout, response=RolloutView
+        "GET",
+        ROLLOUT,
+        "A rollout: per wave and per group",
+        get_rollout,
+        query=(TARGETS_QUERY,),
+        response=RolloutView,
     ),
     Operation(
         "POST",

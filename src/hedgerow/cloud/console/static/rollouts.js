@@ -49,7 +49,7 @@ export async function rolloutsPage(ctx) {
   );
   let shown = "";
   async function refresh() {
-    const found = (await get("/api/v1/rollouts?limit=50")).items;
+    const found = (await get("/api/v1/rollouts?limit=50&targets=false")).items;
     if (!ctx.alive()) return;
     const key = JSON.stringify(found.map((r) => [r.id, r.state, r.done, r.failed]));
     if (key === shown) return;
