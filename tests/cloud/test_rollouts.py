@@ -326,3 +326,35 @@ async def test_a_pass_also_ends_on_its_time_budget_after_one_action_at_least(
     await rollouts.tick()  # pass after pass, one deploy each: all done within the tick
     done = await rollouts.get(rollout.id)
     assert all(t.deployment is not None for t in done.targets)
+
+
+async def test_a_pass_deploys_a_few_groups_at_once_never_more(
+    built: Built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One group after another, a wave of 1,500 waited 93 s on the database's round trips
+    with the replica mostly idle: a pass keeps ``ACTIONS_AT_ONCE`` deploys under way."""
+    from hedgerow.cloud.services import rollouts as rollouts_module
+
+    await fleet(built)
+    s = built.services
+    monkeypatch.setattr(rollouts_module, "ACTIONS_AT_ONCE", 2)
+    rollouts = RolloutService(s.repository, s.groups, s.deployments, s.fleet)
+    deploy = rollouts._deploy
+    under_way: list[int] = []
+    running = 0
+
+    async def counted_deploy(rollout: Any, group: str) -> str:
+        nonlocal running
+        running += 1
+        under_way.append(running)
+        try:
+            await asyncio.sleep(0.05)  # a deploy's database round trips
+            return await deploy(rollout, group)
+        finally:
+            running -= 1
+
+    monkeypatch.setattr(rollouts, "_deploy", counted_deploy)
+    rollout = await rollouts.start(RolloutRequest(groups=GROUPS, waves=["100%"]))
+    assert all(t.deployment is not None for t in rollout.targets)
+    assert max(under_way) == 2 and len(under_way) == len(GROUPS)
+    assert len({t.deployment for t in rollout.targets}) == len(GROUPS)
