@@ -416,7 +416,7 @@ class Connection(asyncio.Protocol):
         session.owner = self.identity
         session.expires_at = None
         session.expiry = terms.session_expiry
-        session.window = terms.window
+        session.open_window(terms.window)
         if v5:
             self.max_out_packet = terms.max_out_packet
             if cfg.topic_alias_maximum:

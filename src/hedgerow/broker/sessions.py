@@ -5,6 +5,13 @@ acknowledged, redelivered on reconnect) and a bounded queue of messages waiting 
 in the window or for the client to come back. QoS 0 messages are never queued here: they
 go straight to the connection or are dropped.
 
+The window opens as a connection proves it reads (a slow start, as TCP's): it starts at
+``FIRST_WINDOW`` messages and grows by one per acknowledgement up to what was negotiated
+(the client's Receive Maximum, the broker's ``max_inflight``). A subscriber that never
+reads costs its publishers ``FIRST_WINDOW`` encoded and written messages, not a thousand;
+the rest wait in the queue, cheaply, until its byte budget disconnects it
+(``bench/hostile.py``). A reading client is at its full window within a few round trips.
+
 Every message in the window or the queue counts against the outbound byte budget
 (``budget.py``): ``Session.held`` is this session's share, reported to the broker-wide
 ``OutboundBudget`` on every change.
@@ -27,6 +34,9 @@ if TYPE_CHECKING:
     from hedgerow.broker.subscriptions import Subscription
 
 log = logging.getLogger(__name__)
+
+#: Messages in flight to a connection before it has acknowledged any (see above).
+FIRST_WINDOW = 32
 
 #: A QoS 2 delivery whose PUBREC arrived: waiting for PUBCOMP after our PUBREL.
 RELEASED = None
@@ -72,6 +82,7 @@ class Session:
         "expiry",
         "expires_at",
         "window",
+        "limit",
         "counters",
         "max_queued",
         "budget",
@@ -102,7 +113,9 @@ class Session:
         #: Seconds the session outlives its connection; None = forever.
         self.expiry: int | None = 0
         self.expires_at: float | None = None
+        #: messages in flight at most now; it opens up to ``limit`` (the negotiated window)
         self.window = 1
+        self.limit = 1
         self.counters = counters
         self.max_queued = max_queued
         self.budget = budget
@@ -300,7 +313,14 @@ class Session:
         size = entry[0].cost  # _release, inlined: hot path
         self.held -= size
         self.budget.total -= size
+        if self.window < self.limit:
+            self.window += 1
         return True
+
+    def open_window(self, limit: int) -> None:
+        """A new connection: up to ``limit`` in flight once it proves it reads."""
+        self.limit = limit
+        self.window = min(limit, FIRST_WINDOW)
 
     def on_pubrec(self, pid: int) -> bool:
         inflight = self.inflight
@@ -319,6 +339,8 @@ class Session:
         entry = inflight.pop(pid)
         if entry is not RELEASED:
             self._release(entry[0])
+        if self.window < self.limit:
+            self.window += 1
         return True
 
     def restore(self, item: Queued, pid: int | None) -> None:
