@@ -174,12 +174,16 @@ class AmqpPeer:
 
 class Forwarder:
     """127.0.0.1:``port`` forwarded to ``upstream``; ``refuse()`` closes the listener (a
-    connect is refused), ``cut()`` closes every forwarded connection; ``cut_after`` bytes
-    client → upstream (per connection) closes it mid-stream."""
+        connect is refused), ``cut()`` closes every forwarded connection; ``cut_after`` bytes
+        client → upstream (per connection) closes it mid-stream. With ``tls`` it is the TLS end
+    of a plain upstream (as a TLS-terminating load balancer in front of a broker)."""
 
-    def __init__(self, port: int, upstream: tuple[str, int]) -> None:
+    def __init__(
+        self, port: int, upstream: tuple[str, int], tls: ssl.SSLContext | None = None
+    ) -> None:
         self.port = port
         self.upstream = upstream
+        self.tls = tls
         self.server: asyncio.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
         self.cut_after: int | None = None
@@ -188,7 +192,7 @@ class Forwarder:
 
     async def accept(self) -> None:
         self.server = await asyncio.start_server(
-            self._handle, "127.0.0.1", self.port, reuse_address=True
+            self._handle, "127.0.0.1", self.port, reuse_address=True, ssl=self.tls
         )
 
     async def refuse(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import ssl
 import tomllib
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from hedgerow.cloud.telemetry_export import (
     amqp_publish,
     export_target,
 )
+from tests.conftest import TestPKI as PKIFiles
 from tests.conftest import free_port
 
 from .export_peers import AmqpPeer, Forwarder
@@ -337,3 +339,46 @@ async def test_a_missing_exchange_fails_naming_it_and_moves_nothing(
     [status] = await ExportService(repository, [target]).status()
     assert status["exported"] == 0 and status["failing"] == 1
     assert "NOT_FOUND" in status["last_error"] and "no-such-exchange" in status["last_error"]
+
+
+@pytest.mark.rabbitmq
+async def test_amqps_trusts_the_configured_ca_and_presents_the_client_certificate(
+    repository: Repository,  # noqa: F811
+    test_pki: PKIFiles,
+) -> None:
+    await asyncio.to_thread(_store, repository, 30)
+    server = test_pki.server()
+    exporter_cert = test_pki.client("exporter")
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(test_pki.ca_file))
+    tls.load_cert_chain(server.cert, server.key)
+    tls.verify_mode = ssl.CERT_REQUIRED  # no client certificate, no connection
+    port = free_port()
+    forwarder = Forwarder(port, RABBITMQ, tls=tls)
+    await forwarder.accept()
+    url = f"amqps://guest:guest@localhost:{port}/"
+    async with AmqpPeer() as peer:
+        queue = await peer.bind()
+        untrusting = _amqp(name="system-trust", url=url, exchange=peer.exchange)
+        trusting = _amqp(
+            url=url,
+            exchange=peer.exchange,
+            ca_file=str(test_pki.ca_file),
+            cert_file=str(exporter_cert.cert),
+            key_file=str(exporter_cert.key),
+        )
+        refused = TargetExporter(untrusting, repository, sender_for(untrusting))
+        exporter = TargetExporter(trusting, repository, sender_for(trusting))
+        try:
+            await refused.tick()  # the test CA is not in the system's trust store
+            await _export_until(exporter, lambda: _exported(repository) == 30, "all thirty")
+        finally:
+            await refused.sender.close()
+            await exporter.sender.close()
+            await forwarder.refuse()
+        assert [int(m.body) for m in await peer.take(queue)] == list(range(30))
+    statuses = {
+        s["name"]: s for s in await ExportService(repository, [untrusting, trusting]).status()
+    }
+    assert statuses["system-trust"]["exported"] == 0
+    assert "CERTIFICATE_VERIFY_FAILED" in statuses["system-trust"]["last_error"]
+    assert statuses["bus"]["exported"] == 30 and statuses["bus"]["failures"] == 0
