@@ -13,8 +13,8 @@ a PUBACK for every message from Mosquitto, a publisher confirm for every persist
 message from RabbitMQ). The webhook receiver is ``http.server`` in a
 child process on a loopback port (it parses and counts the JSON); Mosquitto is a private
 instance on a free port; RabbitMQ is the machine's (``--amqp``), publishing to a topic
-exchange of the run's own with one durable classic queue bound to it (deleted at the end,
-after its message count is checked). Every run is bounded by ``DEADLINE_S``.
+exchange of the run's own with one durable classic queue bound to it (its message count
+checked and the queue purged after each run, deleted at the end). Every run is bounded by ``DEADLINE_S``.
 """
 
 from __future__ import annotations
@@ -110,8 +110,9 @@ async def amqp_runs(repository: Repository, url: str, total: int) -> list[tuple[
             fields = {"kind": "amqp", "url": url, "exchange": name, "batch_size": batch}
             seconds = await export_all(repository, {"name": f"{name}-{batch}", **fields})
             results.append((f"RabbitMQ AMQP, persistent + confirms, batch {batch}", total, seconds))
-        queued = await channel.queue_declare(name, passive=True)
-        assert queued.message_count == 3 * total, f"the queue holds {queued.message_count}"
+            queued = await channel.queue_declare(name, passive=True)
+            assert queued.message_count == total, f"the queue holds {queued.message_count}"
+            await channel.queue_purge(name)  # each run starts on an empty queue
     finally:
         await channel.queue_delete(name)
         await channel.exchange_delete(name)
