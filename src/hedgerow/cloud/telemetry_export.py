@@ -4,10 +4,11 @@ A target (``[[telemetry.export]]`` in ``config.toml``) is a webhook (``https://â
 signed POST per batch), an MQTT broker (``mqtt(s)://host:port``: one QoS 1 PUBLISH per
 message) or an AMQP 0-9-1 broker (``amqp(s)://user:pass@host:port/vhost``: one persistent
 publish per message to ``exchange`` with publisher confirms; the routing key is the
-rendered topic written as RabbitMQ's MQTT plugin writes it, ``routing_keys``). Each target has a cursor in the database, the id of the last message it
-acknowledged; the exporter (``exporters.py``, a job that runs once across replicas) reads
-the stored messages after the cursor in id order, sends a batch, and moves the cursor only
-once the target acknowledged all of it. A replica killed between the two sends the batch
+rendered topic written as RabbitMQ's MQTT plugin writes it, ``routing_keys``). Each
+target has a cursor in the database, the id of the last message it acknowledged; the
+exporter (``exporters.py``, a job that runs once across replicas) reads the stored
+messages after the cursor in id order, sends a batch, and moves the cursor only once the
+target acknowledged all of it. A replica killed between the two sends the batch
 again when the job is taken over: duplicates are possible, a gap is not.
 
 ``plan_batch`` is the rule that decides what the next batch is and how far the cursor
@@ -59,7 +60,7 @@ DEFAULT_EXCHANGE: Final = "amq.topic"
 AMQP_CONTENT_TYPE: Final = "application/octet-stream"
 DEFAULT_BATCH: Final = 500
 MAX_BATCH: Final = 10_000
-#: Seconds a target waits for an answer (HTTP response, every PUBACK of a batch).
+#: Seconds a target waits for an answer (HTTP response, every PUBACK or AMQP confirm of a batch).
 DEFAULT_TIMEOUT_S: Final = 10.0
 #: The schedule of retries of a target that failed: capped, fully jittered.
 RETRY: Final = BackoffPolicy(base=1.0, cap=60.0)
