@@ -1,15 +1,20 @@
-"""Benchmark telemetry export: messages/s from the database to a webhook and to Mosquitto.
+"""Benchmark telemetry export: messages/s from the database to a webhook, to Mosquitto and
+to RabbitMQ over AMQP 0-9-1.
 
     .venv/bin/python bench/telemetry_export.py            # 50,000 messages per run, < 1 min
     .venv/bin/python bench/telemetry_export.py --quick    # 10,000
     .venv/bin/python bench/telemetry_export.py --database postgresql://postgres@127.0.0.1/test
+    .venv/bin/python bench/telemetry_export.py --amqp ""  # no RabbitMQ here: skip AMQP
 
 N messages (100-byte JSON payloads) are stored first; then one ``TargetExporter`` (the
 cloud's job, without the 0.5 s pause between ticks) exports them, and the clock stops
 when the cursor reached the last id: every batch acknowledged (a 2xx from the webhook,
-a PUBACK for every message from Mosquitto). The webhook receiver is ``http.server`` in a
+a PUBACK for every message from Mosquitto, a publisher confirm for every persistent
+message from RabbitMQ). The webhook receiver is ``http.server`` in a
 child process on a loopback port (it parses and counts the JSON); Mosquitto is a private
-instance on a free port. Every run is bounded by ``DEADLINE_S``.
+instance on a free port; RabbitMQ is the machine's (``--amqp``), publishing to a topic
+exchange of the run's own with one durable classic queue bound to it (its message count
+checked and the queue purged after each run, deleted at the end). Every run is bounded by ``DEADLINE_S``.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from hedgerow.cloud.storage.repository import Repository  # noqa: E402
 from hedgerow.cloud.telemetry_export import export_target  # noqa: E402
 
 DEADLINE_S = 120.0
+RABBITMQ = "amqp://guest:guest@127.0.0.1:5672/"
 
 
 def _receive(port: int, count: Any, ready: Any) -> None:
@@ -88,6 +94,32 @@ async def export_all(repository: Repository, target_fields: dict[str, Any]) -> f
     return time.perf_counter() - started
 
 
+async def amqp_runs(repository: Repository, url: str, total: int) -> list[tuple[str, int, float]]:
+    """The AMQP target at batches of 100, 500, 2,000, into one durable queue of the run's own."""
+    import aiormq
+
+    name = f"bench-export-{uuid.uuid4().hex[:8]}"
+    connection = await aiormq.connect(url)
+    channel = await connection.channel()
+    await channel.exchange_declare(name, exchange_type="topic")
+    await channel.queue_declare(name, durable=True)
+    await channel.queue_bind(name, name, routing_key="sensors.#")
+    results: list[tuple[str, int, float]] = []
+    try:
+        for batch in (100, 500, 2000):
+            fields = {"kind": "amqp", "url": url, "exchange": name, "batch_size": batch}
+            seconds = await export_all(repository, {"name": f"{name}-{batch}", **fields})
+            results.append((f"RabbitMQ AMQP, persistent + confirms, batch {batch}", total, seconds))
+            queued = await channel.queue_declare(name, passive=True)
+            assert queued.message_count == total, f"the queue holds {queued.message_count}"
+            await channel.queue_purge(name)  # each run starts on an empty queue
+    finally:
+        await channel.queue_delete(name)
+        await channel.exchange_delete(name)
+        await connection.close()
+    return results
+
+
 def machine() -> str:
     model = "unknown CPU"
     try:
@@ -108,6 +140,7 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--messages", type=int, default=0)
     parser.add_argument("--database", default="", help="PostgreSQL URL (default: SQLite file)")
+    parser.add_argument("--amqp", default=RABBITMQ, help='RabbitMQ\'s AMQP URL ("": skip)')
     args = parser.parse_args()
     total = args.messages or (10_000 if args.quick else 50_000)
     print(machine())
@@ -162,6 +195,8 @@ async def main() -> None:
             seconds = await export_all(repository, {"name": f"run{index}", **fields})
             results.append((label, total, seconds))
         assert count.value == 3 * total, f"the receiver counted {count.value}"
+        if args.amqp:
+            results += await amqp_runs(repository, args.amqp, total)
     finally:
         broker.terminate()
         broker.wait(5)

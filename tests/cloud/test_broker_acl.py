@@ -12,9 +12,9 @@ from hedgerow.cloud.broker_acl import (
     may_publish,
     resource_allowed,
     topic_allowed,
-    topic_from_routing_key,
 )
 from hedgerow.cloud.broker_credentials import CLOUD_USER, BrokerSecret, load_or_create
+from hedgerow.cloud.routing_keys import routing_key_from_topic, topic_from_routing_key
 from hedgerow.contract.topics import parse_routed_topic, routed_topic
 
 GW = CoreStanding("gw", "plant", "ab" * 32)
@@ -41,6 +41,15 @@ def test_rabbitmq_routing_keys_read_back_as_topics_and_filters() -> None:
         "$hedgerow/cores/gw/routed/plant/1"
     )
     assert topic_from_routing_key("commands.*.x.#") == "commands/+/x/#"
+
+
+def test_topics_are_written_as_routing_keys_the_way_they_are_read_back() -> None:
+    assert routing_key_from_topic("$hedgerow/cores/gw/routed/plant/1") == (
+        "$hedgerow.cores.gw.routed.plant.1"
+    )
+    assert routing_key_from_topic("commands/+/x/#") == "commands.*.x.#"
+    for topic in ("a/b/c", "sensors/+/t", "#", "a//b"):
+        assert topic_from_routing_key(routing_key_from_topic(topic)) == topic
 
 
 def test_a_core_publishes_its_own_routed_telemetry_and_status_only() -> None:

@@ -16,7 +16,7 @@ from hedgerow.cloud.storage.repository import Repository
 from tests.conftest import free_port
 
 from .conftest import pg_url
-from .export_peers import Receiver, webhook_server
+from .export_peers import AmqpPeer, Forwarder, Receiver, webhook_server
 from .test_cli import ok
 from .test_replicas import Replicas, wait_until_holds
 
@@ -82,6 +82,50 @@ async def test_serve_exports_to_a_webhook_that_is_down_then_up(tmp_path: Path) -
         assert 'hedgerow_cloud_job_held{job="telemetry-export/lake"} 1' in text
     finally:
         await replicas.stop()
+
+
+@pytest.mark.rabbitmq
+async def test_serve_exports_to_rabbitmq_over_amqp_down_then_up(tmp_path: Path) -> None:
+    replicas = Replicas(tmp_path, "")
+    await replicas.init()
+    port = free_port()
+    forwarder = Forwarder(port, ("127.0.0.1", 5672))  # RabbitMQ, once it listens
+    async with AmqpPeer() as peer:
+        queue = await peer.bind("export.pi-1.sensors.#")
+        with (replicas.template / "config.toml").open("a") as config:
+            config.write(
+                f'\n[[telemetry.export]]\nname = "lake"\nkind = "amqp"\n'
+                f'url = "amqp://guest:guest@127.0.0.1:{port}/"\nexchange = "{peer.exchange}"\n'
+                'topic = "export/{core}/{topic}"\nbatch_size = 100\n'
+            )
+        try:
+            serve = await replicas.start("a")
+            data = tmp_path / "a"
+            engine = create_engine(f"sqlite:///{data / 'cloud.db'}")
+            try:
+                now = time.time()
+                rows = [("sensors/t", str(i).encode(), "pi-1", now) for i in range(300)]
+                await asyncio.to_thread(Repository(engine).insert_messages, rows)
+            finally:
+                engine.dispose()
+            async with asyncio.timeout(WAIT):  # nothing listens: failures, counted and shown
+                while (status := await export_status(data, tmp_path))["failures"] == 0:
+                    await asyncio.sleep(0.2)
+            assert status["exported"] == 0 and status["lag"] == 300
+            assert "cannot connect" in str(status["last_error"])
+
+            await forwarder.accept()
+            async with asyncio.timeout(WAIT):
+                while (status := await export_status(data, tmp_path))["lag"] != 0:
+                    await asyncio.sleep(0.2)
+            assert status["exported"] == 300 and status["failing"] == 0
+            assert "telemetry_export.recovered target=lake" in serve.log_text()
+        finally:
+            await replicas.stop()
+            await forwarder.refuse()
+        got = await peer.take(queue)
+    assert [int(m.body) for m in got] == list(range(300))
+    assert {m.routing_key for m in got} == {"export.pi-1.sensors.t"}
 
 
 @pytest.mark.postgres

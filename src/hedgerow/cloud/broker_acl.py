@@ -78,13 +78,6 @@ class Routes:
     from_cloud: Sequence[str]
 
 
-def topic_from_routing_key(routing_key: str) -> str:
-    """RabbitMQ's AMQP routing key (or binding key) back to the MQTT topic (or filter):
-    its MQTT plugin writes ``/`` as ``.`` and ``+`` as ``*`` (a ``.`` in an MQTT topic
-    comes back as ``/``: topics and core names meant for RabbitMQ avoid dots)."""
-    return routing_key.replace(".", "/").replace("*", "+")
-
-
 def queue_allowed(user: str, queue: str) -> bool:
     """A core's own MQTT session queues (RabbitMQ names them by the client id, which must
     be the core's name): ``mqtt-subscription-{core}qos0`` / ``qos1``."""

@@ -30,8 +30,8 @@ group_ca_overlap_days = 1
 retention_days = 7.0
 [[telemetry.export]]          # any number: where stored telemetry is also sent (docs/operations.md)
 name = "lake"
-kind = "webhook"              # or "mqtt"
-url = "https://hooks.example.org/telemetry"   # mqtt(s)://host:port for kind = "mqtt"
+kind = "webhook"              # or "mqtt", or "amqp" (pip install 'hedgerow[amqp]')
+url = "https://hooks.example.org/telemetry"   # mqtt(s)://host:port, amqp(s)://user:pass@host/vhost
 [limits]
 max_upload_bytes = 16777216
 [deployments]
@@ -55,6 +55,7 @@ directory wider than 0700 is a warning.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import ipaddress
 import logging
 import os
@@ -71,7 +72,9 @@ from hedgerow import tomlconfig
 from hedgerow.cloud.domain import MAX_ROTATION_DAYS, MIN_ROTATION_DAYS
 from hedgerow.cloud.errors import ConfigError
 from hedgerow.cloud.telemetry_export import (
+    AMQP_EXTRA,
     DEFAULT_BATCH,
+    DEFAULT_EXCHANGE,
     DEFAULT_TIMEOUT_S,
     ExportConfigError,
     ExportTarget,
@@ -431,6 +434,8 @@ class ExportTable:
     key_file: str = ""
     username: str = ""
     password: str = ""
+    exchange: str = DEFAULT_EXCHANGE
+    mandatory: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -548,6 +553,13 @@ def _export_targets(tables: tuple[ExportTable, ...], file: str) -> tuple[ExportT
         except ExportConfigError as exc:
             where = f"telemetry.export[{index}].{exc.field}"
             raise ConfigError(f"{file}: {where}: {exc.message}", field=where) from exc
+        if table.kind == "amqp" and importlib.util.find_spec("aiormq") is None:
+            where = f"telemetry.export[{index}].kind"
+            raise ConfigError(
+                f"{file}: {where}: an AMQP target needs the AMQP client, not installed here: "
+                f"pip install '{AMQP_EXTRA}'",
+                field=where,
+            )
     try:
         check_unique(targets)
     except ExportConfigError as exc:

@@ -1,11 +1,12 @@
-"""Telemetry export: the shell that drives ``telemetry_export`` (database, HTTP, MQTT).
+"""Telemetry export: the shell that drives ``telemetry_export`` (database, HTTP, MQTT, AMQP).
 
 ``TelemetryExports(targets, repository)`` is an async context manager holding one
 ``TargetExporter`` per ``[[telemetry.export]]``; the server runs each one's ``tick`` as a
 job (``Jobs.run(target.job, ...)``): once across replicas, taken over when the holder dies.
 
 A tick reads the messages after the target's cursor, plans a batch (``plan_batch``),
-sends it, and only once the target acknowledged it (a 2xx; a PUBACK for every message)
+sends it, and only once the target acknowledged it (a 2xx; a PUBACK for every message; a
+publisher confirm for every message: ``amqp_sender.py``, imported only for an AMQP target)
 moves the cursor, by compare and set. A failure moves nothing: it is counted in the
 database (``hedgerow cloud export status``, ``GET /api/v1/telemetry/exports``), logged
 (``telemetry_export.failed``) and retried on a capped, jittered backoff. Ids skipped as
@@ -35,7 +36,9 @@ from hedgerow.cloud import webhooks
 from hedgerow.cloud.domain import Message
 from hedgerow.cloud.storage.exports import ExportCursor, ExportStore
 from hedgerow.cloud.telemetry_export import (
+    AMQP_EXTRA,
     RETRY,
+    ExportConfigError,
     ExportTarget,
     plan_batch,
     render_topic,
@@ -111,7 +114,8 @@ class WebhookSender:
         await self.client.aclose()
 
 
-def mqtt_ssl(target: ExportTarget) -> ssl.SSLContext | None:
+def broker_ssl(target: ExportTarget) -> ssl.SSLContext | None:
+    """A broker target's TLS (``mqtts://``, ``amqps://``): its CA, else the system's."""
     if not target.tls:
         return None
     if target.ca_file:
@@ -138,7 +142,7 @@ class MqttSender:
             target.host,
             target.port,
             client_id=target.mqtt_client_id,
-            ssl=mqtt_ssl(target),
+            ssl=broker_ssl(target),
             username=target.username or None,
             password=target.password or None,
             connect_timeout=target.timeout_s,
@@ -193,6 +197,16 @@ async def _settle(futures: Sequence[asyncio.Future[None]]) -> None:
 
 
 def sender_for(target: ExportTarget) -> Sender:
+    if target.kind == "amqp":
+        try:
+            from hedgerow.cloud.amqp_sender import AmqpSender
+        except ImportError as exc:  # the config refuses this first; a caller may not have
+            raise ExportConfigError(
+                f"target {target.name!r}: an AMQP target needs the AMQP client: "
+                f"pip install '{AMQP_EXTRA}'",
+                "kind",
+            ) from exc
+        return AmqpSender(target)
     return WebhookSender(target) if target.kind == "webhook" else MqttSender(target)
 
 
@@ -329,7 +343,7 @@ class TelemetryExports:
             if not target.tls and target.host not in ("localhost", "127.0.0.1", "::1"):
                 log.warning(
                     "telemetry_export.no_tls target=%s host=%s detail=%r", target.name, target.host,
-                    "telemetry leaves this host in clear: use https:// or mqtts://",
+                    "telemetry leaves this host in clear: use https://, mqtts:// or amqps://",
                 )  # fmt: skip
         self.exporters = [TargetExporter(t, store, senders(t), hole_grace_s=grace) for t in targets]
 

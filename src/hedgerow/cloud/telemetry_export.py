@@ -1,11 +1,14 @@
 """Exporting telemetry to the operator's own systems: targets, batches, the cursor rule (pure).
 
 A target (``[[telemetry.export]]`` in ``config.toml``) is a webhook (``https://…``: one
-signed POST per batch) or an MQTT broker (``mqtt(s)://host:port``: one QoS 1 PUBLISH per
-message). Each target has a cursor in the database, the id of the last message it
-acknowledged; the exporter (``exporters.py``, a job that runs once across replicas) reads
-the stored messages after the cursor in id order, sends a batch, and moves the cursor only
-once the target acknowledged all of it. A replica killed between the two sends the batch
+signed POST per batch), an MQTT broker (``mqtt(s)://host:port``: one QoS 1 PUBLISH per
+message) or an AMQP 0-9-1 broker (``amqp(s)://user:pass@host:port/vhost``: one persistent
+publish per message to ``exchange`` with publisher confirms; the routing key is the
+rendered topic written as RabbitMQ's MQTT plugin writes it, ``routing_keys``). Each
+target has a cursor in the database, the id of the last message it acknowledged; the
+exporter (``exporters.py``, a job that runs once across replicas) reads the stored
+messages after the cursor in id order, sends a batch, and moves the cursor only once the
+target acknowledged all of it. A replica killed between the two sends the batch
 again when the job is taken over: duplicates are possible, a gap is not.
 
 ``plan_batch`` is the rule that decides what the next batch is and how far the cursor
@@ -29,33 +32,57 @@ import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from hedgerow.backoff import BackoffPolicy
 from hedgerow.cloud.domain import Message
+from hedgerow.cloud.routing_keys import routing_key_from_topic
 from hedgerow.mqtt.errors import MQTTError
 from hedgerow.mqtt.topics import matches as topic_matches
 from hedgerow.mqtt.topics import validate_topic_filter
 
-Kind = Literal["webhook", "mqtt"]
+Kind = Literal["webhook", "mqtt", "amqp"]
 Start = Literal["oldest", "newest"]
-KINDS: Final = ("webhook", "mqtt")
+KINDS: Final = ("webhook", "mqtt", "amqp")
 #: MQTT versions a target may speak ("3.1.1": brokers without 5, e.g. RabbitMQ 3.10).
 PROTOCOLS: Final = ("5", "3.1.1")
 #: MQTT 5 user properties on each exported message (a receiver dedupes on the id).
 ID_PROPERTY: Final = "hedgerow-id"
 CORE_PROPERTY: Final = "hedgerow-core"
 TS_PROPERTY: Final = "hedgerow-ts"
+#: AMQP: the MQTT topic as stored (the routing key is its RabbitMQ form)
+TOPIC_HEADER: Final = "hedgerow-topic"
+#: what installs the AMQP client (aiormq), imported only when an AMQP target is used
+AMQP_EXTRA: Final = "hedgerow[amqp]"
+#: AMQP: the exchange an export publishes to (RabbitMQ's MQTT plugin publishes there too)
+DEFAULT_EXCHANGE: Final = "amq.topic"
+#: AMQP: the content type of an exported message (the payload's bytes as the core sent them)
+AMQP_CONTENT_TYPE: Final = "application/octet-stream"
 DEFAULT_BATCH: Final = 500
 MAX_BATCH: Final = 10_000
-#: Seconds a target waits for an answer (HTTP response, every PUBACK of a batch).
+#: Seconds a target waits for an answer (HTTP response, every PUBACK or AMQP confirm of a batch).
 DEFAULT_TIMEOUT_S: Final = 10.0
 #: The schedule of retries of a target that failed: capped, fully jittered.
 RETRY: Final = BackoffPolicy(base=1.0, cap=60.0)
 #: Placeholders a topic template may use.
 TEMPLATE_FIELDS: Final = frozenset({"topic", "core"})
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443, "mqtt": 1883, "mqtts": 8883}
+_DEFAULT_PORTS: Final = {
+    "http": 80, "https": 443, "mqtt": 1883, "mqtts": 8883, "amqp": 5672, "amqps": 5671,
+}  # fmt: skip
+_SCHEMES: Final = {
+    "webhook": ("https", "http"),
+    "mqtt": ("mqtts", "mqtt"),
+    "amqp": ("amqps", "amqp"),
+}
+_EXAMPLES: Final = {
+    "webhook": "https://hooks.example.org/telemetry",
+    "mqtt": "mqtts://host:8883",
+    "amqp": "amqps://user:pass@host:5671/vhost",
+}
+#: AMQP 0-9-1 short strings (exchange names, routing keys) are at most 255 bytes
+_SHORTSTR: Final = 255
+_EXCHANGE = re.compile(r"^[A-Za-z0-9_.:-]*$")
 
 
 class ExportConfigError(ValueError):
@@ -82,7 +109,7 @@ class ExportTarget:
     #: webhook: the HMAC-SHA256 key of ``X-Hedgerow-Signature`` (empty: unsigned)
     secret: str = field(default="", repr=False)
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
-    #: mqtt: ``{topic}`` and ``{core}`` are replaced
+    #: mqtt, amqp: ``{topic}`` and ``{core}`` are replaced (amqp: then ``/`` → ``.``)
     topic: str = "{topic}"
     #: mqtt: "5" (with the id, core and time as user properties) or "3.1.1"
     protocol: str = "5"
@@ -92,6 +119,10 @@ class ExportTarget:
     key_file: str = ""
     username: str = ""
     password: str = field(default="", repr=False)
+    #: amqp: the exchange published to ("": the default exchange, the key names a queue)
+    exchange: str = DEFAULT_EXCHANGE
+    #: amqp: a message no queue takes is returned, and the batch fails (not lost silently)
+    mandatory: bool = True
 
     @property
     def job(self) -> str:
@@ -109,7 +140,7 @@ class ExportTarget:
 
     @property
     def tls(self) -> bool:
-        return urlsplit(self.url).scheme in ("https", "mqtts")
+        return urlsplit(self.url).scheme in ("https", "mqtts", "amqps")
 
     @property
     def mqtt_client_id(self) -> str:
@@ -122,7 +153,8 @@ class ExportTarget:
         out: dict[str, Any] = {"name": self.name, "kind": self.kind, "url": self.url}
         defaults = ExportTarget(self.name, self.kind, self.url)
         for key in ("topic_filter", "batch_size", "start", "timeout_s", "secret", "topic",
-                    "protocol", "client_id", "ca_file", "cert_file", "key_file", "username", "password"):  # fmt: skip
+                    "protocol", "client_id", "ca_file", "cert_file", "key_file", "username", "password",
+                    "exchange", "mandatory"):  # fmt: skip
             if getattr(self, key) != getattr(defaults, key):
                 out[key] = getattr(self, key)
         if self.headers:
@@ -149,6 +181,8 @@ def export_target(
     key_file: str = "",
     username: str = "",
     password: str = "",
+    exchange: str = DEFAULT_EXCHANGE,
+    mandatory: bool = True,
 ) -> ExportTarget:
     """A checked ``ExportTarget``; ``ExportConfigError`` says which key is wrong and what to write."""
     if not _NAME.match(name):
@@ -157,7 +191,7 @@ def export_target(
             "name",
         )
     if kind not in KINDS:
-        raise ExportConfigError(f'kind {kind!r}: write kind = "webhook" or kind = "mqtt"', "kind")
+        raise ExportConfigError(f'kind {kind!r}: write kind = "webhook", "mqtt" or "amqp"', "kind")
     _check_url(kind, url)
     try:
         validate_topic_filter(topic_filter)
@@ -173,10 +207,17 @@ def export_target(
     if timeout_s <= 0:
         raise ExportConfigError(f"timeout_s {timeout_s}: must be positive", "timeout_s")
     header_items = tuple(sorted((headers or {}).items()))
+    if kind != "amqp" and (exchange != DEFAULT_EXCHANGE or not mandatory):
+        key = "exchange" if exchange != DEFAULT_EXCHANGE else "mandatory"
+        raise ExportConfigError(f'{key} is for AMQP targets (kind = "amqp")', key)
+    if kind != "mqtt" and protocol != "5":
+        raise ExportConfigError("protocol is for MQTT targets", "protocol")
     if kind == "webhook":
         _check_webhook(header_items, topic, client_id, ca_file, cert_file, key_file, username)
-        if protocol != "5":
-            raise ExportConfigError("protocol is for MQTT targets", "protocol")
+    elif kind == "amqp":
+        _check_amqp(secret, header_items, client_id, cert_file, key_file, username, password, url)
+        _check_exchange(exchange)
+        check_topic_template(topic)
     else:
         if protocol not in PROTOCOLS:
             raise ExportConfigError(f'protocol {protocol!r}: write "5" or "3.1.1"', "protocol")
@@ -199,6 +240,8 @@ def export_target(
         key_file=key_file,
         username=username,
         password=password,
+        exchange=exchange,
+        mandatory=mandatory,
     )
 
 
@@ -213,8 +256,8 @@ def check_unique(targets: Sequence[ExportTarget]) -> None:
 
 
 def _check_url(kind: str, url: str) -> None:
-    schemes = ("https", "http") if kind == "webhook" else ("mqtts", "mqtt")
-    example = "https://hooks.example.org/telemetry" if kind == "webhook" else "mqtts://host:8883"
+    schemes = _SCHEMES[kind]
+    example = _EXAMPLES[kind]
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  (raises on a bad port)
@@ -229,6 +272,13 @@ def _check_url(kind: str, url: str) -> None:
     if kind == "mqtt" and parts.path not in ("", "/"):
         raise ExportConfigError(
             f"url {url!r}: an MQTT URL has no path; the topic comes from `topic`", "url"
+        )
+    if kind == "amqp" and (parts.query or parts.fragment or "/" in parts.path[1:]):
+        raise ExportConfigError(
+            f"url {url!r}: an AMQP URL is amqp(s)://[user:pass@]host[:port][/vhost] "
+            "(a vhost with '/' in its name is written %2F), no query: TLS files are "
+            "ca_file, cert_file, key_file",
+            "url",
         )
 
 
@@ -287,6 +337,47 @@ def _check_mqtt(
     check_topic_template(topic)
 
 
+def _check_amqp(
+    secret: str,
+    headers: tuple[tuple[str, str], ...],
+    client_id: str,
+    cert_file: str,
+    key_file: str,
+    username: str,
+    password: str,
+    url: str,
+) -> None:
+    if secret or headers or client_id:
+        key = "secret" if secret else "headers" if headers else "client_id"
+        raise ExportConfigError(
+            f"{key} is not for AMQP targets: an AMQP target takes url, exchange, topic, "
+            "mandatory, username/password and ca_file/cert_file/key_file",
+            key,
+        )
+    if bool(cert_file) != bool(key_file):
+        raise ExportConfigError(
+            "cert_file and key_file go together: set both or neither", "key_file"
+        )
+    if password and not username:
+        raise ExportConfigError("password without username: set username too", "username")
+    if cert_file and not url.startswith("amqps://"):
+        raise ExportConfigError("a client certificate needs TLS: use an amqps:// url", "url")
+    parts = urlsplit(url)
+    if username and (parts.username or parts.password):
+        raise ExportConfigError(
+            "the login is given twice: in the url and as username; keep one", "username"
+        )
+
+
+def _check_exchange(exchange: str) -> None:
+    if len(exchange.encode()) > _SHORTSTR or not _EXCHANGE.match(exchange):
+        raise ExportConfigError(
+            f"exchange {exchange!r}: an AMQP exchange name is letters, digits, '-', '_', "
+            "'.' and ':' (at most 255 bytes), e.g. \"amq.topic\"",
+            "exchange",
+        )
+
+
 def check_topic_template(template: str) -> None:
     try:
         names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
@@ -308,6 +399,56 @@ def check_topic_template(template: str) -> None:
 
 def render_topic(template: str, topic: str, core: str) -> str:
     return template.format(topic=topic, core=core)
+
+
+@dataclass(frozen=True)
+class AmqpPublish:
+    """One ``basic.publish`` of an AMQP export: persistent (delivery mode 2), the message's
+    id as ``message_id``, its time as ``timestamp`` (whole seconds) and, exact, in the
+    headers, with its core and stored topic."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    message_id: str
+    timestamp: float
+    headers: Mapping[str, str]
+    content_type: str = AMQP_CONTENT_TYPE
+
+    @property
+    def key_fits(self) -> bool:
+        """Whether AMQP can carry the routing key (a short string: 255 bytes)."""
+        return len(self.routing_key.encode()) <= _SHORTSTR
+
+
+def routing_key(target: ExportTarget, message: Message) -> str:
+    """An AMQP target's routing key of ``message``: its rendered topic, ``/`` as ``.``."""
+    return routing_key_from_topic(render_topic(target.topic, message.topic, message.core))
+
+
+def amqp_publish(target: ExportTarget, message: Message) -> AmqpPublish:
+    return AmqpPublish(
+        exchange=target.exchange,
+        routing_key=routing_key(target, message),
+        body=message.payload,
+        message_id=str(message.id),
+        timestamp=message.ts,
+        headers={**dict(user_properties(message)), TOPIC_HEADER: message.topic},
+    )
+
+
+def amqp_login_url(target: ExportTarget) -> str:
+    """The URL an AMQP target connects to: ``username``/``password`` put in it when set
+    (else the URL's own login; none at all means the client's default, guest)."""
+    if not target.username:
+        return target.url
+    parts = urlsplit(target.url)
+    login = quote(target.username, safe="")
+    if target.password:
+        login += ":" + quote(target.password, safe="")
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname or ""
+    netloc = f"{login}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def user_properties(message: Message) -> tuple[tuple[str, str], ...]:

@@ -35,6 +35,7 @@ from starlette.routing import BaseRoute, Route
 from hedgerow.cloud import broker_acl
 from hedgerow.cloud.broker_acl import Access, CoreStanding, Routes
 from hedgerow.cloud.broker_credentials import CLOUD_USER, BrokerSecret, password_matches
+from hedgerow.cloud.routing_keys import topic_from_routing_key
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ class BrokerAuth:
         if "topic" in q:
             topic = q["topic"]
         else:
-            topic = broker_acl.topic_from_routing_key(q.get("routing_key", ""))
+            topic = topic_from_routing_key(q.get("routing_key", ""))
         return broker_acl.topic_allowed(standing, routes, client_id_of(q), access, topic)
 
     # ---- VerneMQ's webhooks: one JSON question each, answered {"result": "ok"} ----------
