@@ -40,6 +40,22 @@ async def export_status(data: Path, tmp_path: Path) -> dict[str, object]:
     return entry
 
 
+async def store_then_fail(data: Path, cwd: Path, count: int) -> dict[str, object]:
+    """``count`` readings stored in the replica's database, then its export status once the
+    target (nothing listening yet) has failed: failures are counted and shown."""
+    engine = create_engine(f"sqlite:///{data / 'cloud.db'}")
+    try:
+        now = time.time()
+        rows = [("sensors/t", str(i).encode(), "pi-1", now) for i in range(count)]
+        await asyncio.to_thread(Repository(engine).insert_messages, rows)
+    finally:
+        engine.dispose()
+    async with asyncio.timeout(WAIT):
+        while (status := await export_status(data, cwd))["failures"] == 0:
+            await asyncio.sleep(0.2)
+    return status
+
+
 async def test_serve_exports_to_a_webhook_that_is_down_then_up(tmp_path: Path) -> None:
     replicas = Replicas(tmp_path, "")
     await replicas.init()
@@ -48,16 +64,7 @@ async def test_serve_exports_to_a_webhook_that_is_down_then_up(tmp_path: Path) -
     try:
         serve = await replicas.start("a")
         data = tmp_path / "a"
-        engine = create_engine(f"sqlite:///{data / 'cloud.db'}")
-        try:
-            now = time.time()
-            rows = [("sensors/t", str(i).encode(), "pi-1", now) for i in range(300)]
-            await asyncio.to_thread(Repository(engine).insert_messages, rows)
-        finally:
-            engine.dispose()
-        async with asyncio.timeout(WAIT):  # nobody listens: failures, counted and shown
-            while (status := await export_status(data, tmp_path))["failures"] == 0:
-                await asyncio.sleep(0.2)
+        status = await store_then_fail(data, tmp_path, 300)
         assert status["exported"] == 0 and status["lag"] == 300
         assert "ConnectError" in str(status["last_error"])
         table = await ok("cloud", "export", "status", "--data", str(data), cwd=tmp_path)
@@ -101,16 +108,7 @@ async def test_serve_exports_to_rabbitmq_over_amqp_down_then_up(tmp_path: Path) 
         try:
             serve = await replicas.start("a")
             data = tmp_path / "a"
-            engine = create_engine(f"sqlite:///{data / 'cloud.db'}")
-            try:
-                now = time.time()
-                rows = [("sensors/t", str(i).encode(), "pi-1", now) for i in range(300)]
-                await asyncio.to_thread(Repository(engine).insert_messages, rows)
-            finally:
-                engine.dispose()
-            async with asyncio.timeout(WAIT):  # nothing listens: failures, counted and shown
-                while (status := await export_status(data, tmp_path))["failures"] == 0:
-                    await asyncio.sleep(0.2)
+            status = await store_then_fail(data, tmp_path, 300)
             assert status["exported"] == 0 and status["lag"] == 300
             assert "cannot connect" in str(status["last_error"])
 

@@ -326,15 +326,24 @@ def _check_mqtt(
             "or cert_file/key_file",
             key,
         )
+    _check_login(cert_file, key_file, username, password, url, "mqtts")
+    check_topic_template(topic)
+
+
+def _check_login(
+    cert_file: str, key_file: str, username: str, password: str, url: str, tls_scheme: str
+) -> None:
+    """A broker target's credentials: a whole key pair over TLS, a password with a user."""
     if bool(cert_file) != bool(key_file):
         raise ExportConfigError(
             "cert_file and key_file go together: set both or neither", "key_file"
         )
     if password and not username:
         raise ExportConfigError("password without username: set username too", "username")
-    if cert_file and not url.startswith("mqtts://"):
-        raise ExportConfigError("a client certificate needs TLS: use an mqtts:// url", "url")
-    check_topic_template(topic)
+    if cert_file and not url.startswith(f"{tls_scheme}://"):
+        raise ExportConfigError(
+            f"a client certificate needs TLS: use an {tls_scheme}:// url", "url"
+        )
 
 
 def _check_amqp(
@@ -354,14 +363,7 @@ def _check_amqp(
             "mandatory, username/password and ca_file/cert_file/key_file",
             key,
         )
-    if bool(cert_file) != bool(key_file):
-        raise ExportConfigError(
-            "cert_file and key_file go together: set both or neither", "key_file"
-        )
-    if password and not username:
-        raise ExportConfigError("password without username: set username too", "username")
-    if cert_file and not url.startswith("amqps://"):
-        raise ExportConfigError("a client certificate needs TLS: use an amqps:// url", "url")
+    _check_login(cert_file, key_file, username, password, url, "amqps")
     parts = urlsplit(url)
     if username and (parts.username or parts.password):
         raise ExportConfigError(
