@@ -1612,9 +1612,10 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--broker-login",
-        choices=("certificate", "password"),
+        choices=("certificate", "password", "mosquitto-dynsec"),
         help="password: the broker asks the cloud who logs in (HTTP auth backend; "
-        "the URLs are printed at start)",
+        "the URLs are printed at start); mosquitto-dynsec: the cloud keeps Mosquitto's "
+        "dynamic security clients and roles in step with the registry",
     )
     p.add_argument(
         "--broker-ingest",
