@@ -10,8 +10,11 @@ or a new broker secret is seen and the client made again. Its role
 (``hedgerow-core-{name}``) allows what ``broker_acl`` allows it: its own
 ``$hedgerow/cores/{name}/`` leaves and ``routed/`` prefix, its group's routes to and from
 ``cloud``. Mosquitto 2.0.11 matches a leading wildcard in an ACL against ``$`` topics too,
-so a higher priority denies ``$hedgerow/``, ``$CONTROL/``, ``$SYS/`` and shared
-subscriptions before the routes are read; and publishClientReceive is denied by default,
+so for a route that starts with ``#`` or ``+`` a higher priority denies ``$hedgerow/``,
+``$CONTROL/`` (where the plugin's commands, passwords included, travel), ``$SYS/`` and
+shared subscriptions before the routes are read (dynsec 2.0.11 has no ``%u`` pattern:
+every core's own namespace is spelled out in its role); and publishClientReceive is
+denied by default,
 so a filter a pattern lets through (``a/#`` under a route ``a/+``) delivers only what the
 routes cover.
 
@@ -149,11 +152,14 @@ def core_acls(core: str, routes: Routes) -> frozenset[Acl]:
         Acl("publishClientSend", routed_topic(core, "#"), True, OWN),
         Acl("subscribePattern", own, True, OWN),
         Acl("publishClientReceive", own, True, OWN),
-        Acl("subscribePattern", "$share/#", False, FENCE),
     }
-    for fenced in FENCED:
-        for acltype in ("publishClientSend", "subscribePattern", "publishClientReceive"):
-            acls.add(Acl(acltype, fenced, False, FENCE))
+    if any(f.startswith(("#", "+")) for f in (*routes.to_cloud, *routes.from_cloud)):
+        # only then: Mosquitto 2.0.11 saves its whole file at every command, so a role
+        # costs what its ACLs weigh (8 for a core whose routes start with a level)
+        acls.add(Acl("subscribePattern", "$share/#", False, FENCE))
+        for fenced in FENCED:
+            for acltype in ("publishClientSend", "subscribePattern", "publishClientReceive"):
+                acls.add(Acl(acltype, fenced, False, FENCE))
     acls.update(Acl("publishClientSend", f, True, ROUTE) for f in routes.to_cloud)
     for f in routes.from_cloud:
         acls.add(Acl("subscribePattern", f, True, ROUTE))
