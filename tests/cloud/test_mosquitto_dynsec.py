@@ -144,6 +144,7 @@ async def make_core(cloud: Cloud, name: str, group: str, port: int, directory: P
     files = core_bundle.read_bundle(base64.b64decode(made["bundle"]))
     settings = tomllib.loads(files[core_bundle.CONFIG].decode())["cloud"]
     assert settings["mqtt_username"] == name
+    directory.mkdir(parents=True, exist_ok=True)
     cert, key = directory / f"{name}.cert.pem", directory / f"{name}.key"
     cert.write_bytes(files[core_bundle.CORE_CERT])
     key.write_bytes(files[core_bundle.CORE_KEY])
@@ -199,6 +200,31 @@ async def test_a_revoked_core_is_refused_by_mosquitto_and_telemetry_flows_before
         took = time.monotonic() - revoked_at
         assert await asyncio.to_thread(pi.paho_connack) == "Not authorized"
         print(f"revoke API call to reconnect refused by Mosquitto: {took:.3f} s")
+
+
+async def test_a_reissued_bundle_changes_the_login_and_a_deleted_core_is_refused(
+    tmp_path: Path, mosquitto_dynsec: MosquittoDynsec
+) -> None:
+    config, port = await dynsec_config(tmp_path, mosquitto_dynsec)
+    async with running(config) as cloud:
+        old = await make_core(cloud, "gw", "plant", port, tmp_path / "old")
+        async with old.client() as core:
+            made = await cloud.ok("POST", "/api/v1/cores/gw/bundle")
+            async with asyncio.timeout(WAIT):
+                await asyncio.shield(core.closed)
+        files = core_bundle.read_bundle(base64.b64decode(made["bundle"]))
+        password = tomllib.loads(files[core_bundle.CONFIG].decode())["cloud"]["mqtt_password"]
+        assert password != old.password
+        new_cert, new_key = tmp_path / "gw-new.cert.pem", tmp_path / "gw-new.key"
+        new_cert.write_bytes(files[core_bundle.CORE_CERT])
+        new_key.write_bytes(files[core_bundle.CORE_KEY])
+        new = CoreLogin("gw", new_cert, new_key, cloud.root_ca, password, port)
+        await refused(old)  # the old password (Mosquitto checks no certificate revocation)
+        async with new.client() as core:
+            await cloud.ok("DELETE", "/api/v1/cores/gw")
+            async with asyncio.timeout(WAIT):
+                await asyncio.shield(core.closed)
+        await refused(new)
 
 
 async def test_cores_are_kept_apart_at_mosquitto_and_follow_route_changes(
