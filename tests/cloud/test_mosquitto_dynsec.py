@@ -49,16 +49,19 @@ class MosquittoDynsec(MosquittoTLS):
         super().__init__(tmp_path)
         self.dynsec = tmp_path / "dynamic-security.json"
 
-    def init(self, data: Path) -> None:
-        """A fresh dynsec file: the cloud's user as its administrator, nothing else."""
+    def init(self, data: Path, *, with_ctrl: bool = False) -> None:
+        """A fresh dynsec file, the cloud's user its only client, an administrator: made by
+        ``hedgerow cloud dynsec-init`` (or ``mosquitto_ctrl dynsec init``)."""
+        from .test_cli import HEDGEROW
+
         self.dynsec.unlink(missing_ok=True)
-        password = load_or_create(data / "broker-auth-secret").cloud_password()
-        ctrl = shutil.which("mosquitto_ctrl") or "mosquitto_ctrl"
-        subprocess.run(
-            [ctrl, "dynsec", "init", str(self.dynsec), CLOUD_USER, password],
-            check=True,
-            capture_output=True,
-        )
+        if with_ctrl:
+            password = load_or_create(data / "broker-auth-secret").cloud_password()
+            command = [shutil.which("mosquitto_ctrl") or "mosquitto_ctrl", "dynsec", "init"]
+            command += [str(self.dynsec), CLOUD_USER, password]
+        else:
+            command = [HEDGEROW, "cloud", "dynsec-init", "--data", str(data), str(self.dynsec)]
+        subprocess.run(command, check=True, capture_output=True)
 
     def settings(self, data: Path, port: int) -> list[str]:
         return [
@@ -287,7 +290,7 @@ async def test_a_restarted_replica_reconverges_a_mosquitto_that_lost_its_dynsec_
             pass
         await revoke(cloud, "gw-gone")
     mosquitto_dynsec.stop()
-    mosquitto_dynsec.init(config.data_dir)  # its state lost: the administrator only
+    mosquitto_dynsec.init(config.data_dir, with_ctrl=True)  # its state lost: the admin only
     mosquitto_dynsec(config.data_dir, port)
     await wait_for_port(port)
     await refused(live)  # the broker knows no core now

@@ -28,6 +28,7 @@ administrators, anything an operator added) are left alone.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -311,3 +312,49 @@ def observed_from(
         if default_access is None
         else {str(a.get("acltype", "")): bool(a.get("allow", False)) for a in default_access},
     )
+
+
+# ---- the broker's first dynsec file ---------------------------------------------------
+
+#: Mosquitto 2.0's password hashing for dynsec clients (PBKDF2-HMAC-SHA512).
+PBKDF2_ITERATIONS: Final = 101
+#: The administrator's role ``mosquitto_ctrl dynsec init`` makes (the plugin's commands
+#: and ``$SYS``): the cloud adds its own role at its first connect.
+ADMIN_ACLS: Final = (
+    ("publishClientSend", "$CONTROL/dynamic-security/#"),
+    ("publishClientReceive", "$CONTROL/dynamic-security/#"),
+    ("subscribePattern", "$CONTROL/dynamic-security/#"),
+    ("publishClientReceive", "$SYS/#"),
+    ("subscribePattern", "$SYS/#"),
+)
+
+
+def initial_config(admin: str, password: str, salt: bytes) -> dict[str, Any]:
+    """A dynsec file with ``admin`` as its only client, an administrator (what
+    ``mosquitto_ctrl dynsec init FILE ADMIN PASSWORD`` writes, with the cloud's
+    password; ``salt``: 12 random bytes)."""
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, PBKDF2_ITERATIONS, 64)
+    return {
+        "clients": [
+            {
+                "username": admin,
+                "textName": "hedgerow cloud replicas",
+                "password": base64.b64encode(digest).decode(),
+                "salt": base64.b64encode(salt).decode(),
+                "iterations": PBKDF2_ITERATIONS,
+                "roles": [{"rolename": "admin"}],
+            }
+        ],
+        "roles": [
+            {
+                "rolename": "admin",
+                "acls": [{"acltype": t, "topic": topic, "allow": True} for t, topic in ADMIN_ACLS],
+            }
+        ],
+        "defaultACLAccess": {
+            "publishClientSend": False,
+            "publishClientReceive": False,
+            "subscribe": False,
+            "unsubscribe": True,
+        },
+    }
