@@ -31,7 +31,7 @@ from hedgerow.cloud.config import CloudConfig
 from hedgerow.cloud.server import CloudServer
 from hedgerow.mqtt.packets import Properties
 
-from .conftest import Cloud, loopback_config
+from .conftest import Cloud, loopback_config, pg_url
 from .test_scale_out import MosquittoTLS, wait_for_port
 
 pytestmark = [pytest.mark.mosquitto]
@@ -77,8 +77,10 @@ def mosquitto_dynsec(tmp_path: Path) -> Iterator[MosquittoDynsec]:
     starter.stop()
 
 
-async def dynsec_config(tmp_path: Path, mosquitto: MosquittoDynsec) -> tuple[CloudConfig, int]:
-    config = await asyncio.to_thread(loopback_config, tmp_path / "cloud")
+async def dynsec_config(
+    tmp_path: Path, mosquitto: MosquittoDynsec, database: str = ""
+) -> tuple[CloudConfig, int]:
+    config = await asyncio.to_thread(loopback_config, tmp_path / "cloud", database)
     mosquitto.init(config.data_dir)
     port = mosquitto(config.data_dir)
     await wait_for_port(port)
@@ -300,3 +302,26 @@ async def test_a_restarted_replica_reconverges_a_mosquitto_that_lost_its_dynsec_
         await refused(gone)
     clients = {c["username"] for c in json.loads(mosquitto_dynsec.dynsec.read_text())["clients"]}
     assert clients == {CLOUD_USER, "gw-live"}
+
+
+@pytest.mark.postgres
+async def test_two_replicas_keep_one_dynsec_and_a_revocation_through_either_holds(
+    tmp_path: Path, mosquitto_dynsec: MosquittoDynsec, pg_schema: str
+) -> None:
+    """Both replicas reconcile as they connect (the same commands twice: the second
+    refused as done); a core made through A and revoked through B is refused."""
+    config, port = await dynsec_config(tmp_path, mosquitto_dynsec, pg_url(pg_schema))
+    async with running(config) as a, running(config.replace(replica_id="b")) as b:
+        gw = await make_core(a, "gw", "plant", port, tmp_path)
+        assert b.server.dynsec is not None
+        assert await b.server.dynsec.reconcile() == 0  # A made the core: nothing to send
+        async with gw.client() as core:
+            await revoke(b, "gw")
+            async with asyncio.timeout(WAIT):
+                await asyncio.shield(core.closed)
+        await refused(gw)
+        for cloud in (a, b):
+            assert cloud.server.dynsec is not None
+            assert await cloud.server.dynsec.reconcile() == 0
+    clients = {c["username"] for c in json.loads(mosquitto_dynsec.dynsec.read_text())["clients"]}
+    assert clients == {CLOUD_USER}

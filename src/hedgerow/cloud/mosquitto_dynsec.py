@@ -176,8 +176,12 @@ class DynsecSync:
         routes: Callable[[str], Routes],
         password: Callable[[str, str], str],
         cloud_user: str,
+        refresh_routes: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """``routes`` reads a group's routes from a cache ``refresh_routes`` reloads
+        before each plan (another replica may have changed them a moment ago)."""
         self.control = control
+        self._refresh = refresh_routes
         self._standings = standings
         self._standing = standing
         self._routes = routes
@@ -189,13 +193,20 @@ class DynsecSync:
         #: set after each full reconcile that completed
         self.reconciled = asyncio.Event()
 
+    async def _refresh_routes(self) -> None:
+        if self._refresh is not None:
+            await self._refresh()
+
     def _desired(self, standing: CoreStanding) -> dynsec_plan.DesiredCore:
         password = self._password(standing.name, standing.fingerprint)
         return dynsec_plan.desired_core(standing.name, password, self._routes(standing.group))
 
     async def reconcile(self) -> int:
-        """The whole broker in step with the registry: the commands sent."""
-        desired = {s.name: self._desired(s) for s in await self._standings()}
+        """The whole broker in step with the registry: the commands sent.
+
+        The broker is read before the registry: what another replica changed meanwhile
+        is then in the registry read, so this plan can at worst repeat that replica's
+        commands (refused as done already), never undo them."""
         clients, roles, access = await self.control.execute(
             [
                 {"command": "listClients", "verbose": True, "count": -1},
@@ -209,6 +220,8 @@ class DynsecSync:
         observed = dynsec_plan.observed_from(
             clients["data"]["clients"], roles["data"]["roles"], access["data"]["acls"]
         )
+        await self._refresh_routes()
+        desired = {s.name: self._desired(s) for s in await self._standings()}
         commands = dynsec_plan.plan(desired, observed, cloud_user=self.cloud_user)
         if not await self._send(commands):
             return len(commands)  # done again at the reconnect: then ``reconciled``
@@ -219,9 +232,8 @@ class DynsecSync:
         return len(commands)
 
     async def sync_core(self, core: str) -> int:
-        """One core in step at once (its standing read now): the commands sent."""
-        standing = await self._standing(core)
-        desired = {} if standing is None else {core: self._desired(standing)}
+        """One core in step at once (the broker read first, as ``reconcile`` does): the
+        commands sent."""
         client, role = await self.control.execute(
             [
                 {"command": "getClient", "username": core},
@@ -232,6 +244,9 @@ class DynsecSync:
             [client["data"]["client"]] if "error" not in client else [],
             [role["data"]["role"]] if "error" not in role else [],
         )
+        await self._refresh_routes()
+        standing = await self._standing(core)
+        desired = {} if standing is None else {core: self._desired(standing)}
         commands = dynsec_plan.plan(desired, observed, cloud_user=self.cloud_user, scope=[core])
         await self._send(commands)
         log.info(

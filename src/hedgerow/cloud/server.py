@@ -518,6 +518,7 @@ class CloudServer:
             routes=lambda group: Routes(routes.to_cloud(group), routes.from_cloud(group)),
             password=secret.core_password,
             cloud_user=CLOUD_USER,
+            refresh_routes=routes.refresh,
         )
 
     async def _dynsec_core_admitted(self, core: str) -> None:
@@ -531,7 +532,6 @@ class CloudServer:
 
     async def _dynsec_routes_changed(self) -> None:
         """Routes changed here: the cores' dynsec roles follow at once."""
-        await self.routes.refresh()
         if self.dynsec is None:
             return
         try:
