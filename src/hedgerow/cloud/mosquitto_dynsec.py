@@ -192,6 +192,7 @@ class DynsecSync:
         self.refused = 0
         #: set after each full reconcile that completed
         self.reconciled = asyncio.Event()
+        self._reconciling = asyncio.Lock()
 
     async def _refresh_routes(self) -> None:
         if self._refresh is not None:
@@ -206,7 +207,11 @@ class DynsecSync:
 
         The broker is read before the registry: what another replica changed meanwhile
         is then in the registry read, so this plan can at worst repeat that replica's
-        commands (refused as done already), never undo them."""
+        commands (refused as done already), never undo them. One at a time here."""
+        async with self._reconciling:
+            return await self._reconcile()
+
+    async def _reconcile(self) -> int:
         clients, roles, access = await self.control.execute(
             [
                 {"command": "listClients", "verbose": True, "count": -1},
@@ -286,6 +291,8 @@ class DynsecSync:
             await self.reconcile()
         except CloudError as exc:
             log.warning("dynsec.reconcile_failed error=%s", exc.message)
+        except Exception:  # e.g. the database is down: the job's next tick tries again
+            log.exception("dynsec.reconcile_failed")
 
 
 class DynsecCutOff:
