@@ -323,5 +323,8 @@ async def test_two_replicas_keep_one_dynsec_and_a_revocation_through_either_hold
         for cloud in (a, b):
             assert cloud.server.dynsec is not None
             assert await cloud.server.dynsec.reconcile() == 0
+            assert (await cloud.ok("GET", "/api/v1/status"))["dynsec"]["reconciles"] >= 2
+            metrics = (await cloud.api.get("/metrics")).text
+            assert 'hedgerow_cloud_dynsec_total{event="refused"}' in metrics
     clients = {c["username"] for c in json.loads(mosquitto_dynsec.dynsec.read_text())["clients"]}
     assert clients == {CLOUD_USER}
