@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from hedgerow.client import Client
 from hedgerow.cloud.broker_acl import CoreStanding, Routes
 from hedgerow.cloud.broker_credentials import CLOUD_USER, BrokerSecret
 from hedgerow.cloud.mosquitto_dynsec import DynsecControl, DynsecSync
@@ -58,7 +59,8 @@ class Broker:
         conf = self.directory / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} 127.0.0.1\nuser root\nplugin {PLUGIN}\n"
-            f"plugin_opt_config_file {self.dynsec}\npersistence false\nlog_dest none\n"
+            f"plugin_opt_config_file {self.dynsec}\nallow_anonymous true\n"
+            "persistence false\nlog_dest none\n"
         )
         mosquitto = shutil.which("mosquitto") or "mosquitto"
         self.process = subprocess.Popen([mosquitto, "-c", str(conf)])
@@ -82,6 +84,31 @@ async def wait_port(port: int) -> None:
         await writer.wait_closed()
         return
     raise RuntimeError(f"port {port} never opened")
+
+
+class Probe:
+    """Another client's round trip through the broker (QoS 1 to itself every 50 ms)
+    while the plugin works: Mosquitto runs the plugin on its one thread."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.rtts: list[float] = []
+
+    async def run(self) -> None:
+        async with Client("127.0.0.1", self.port, client_id="bench-probe") as client:
+            await client.subscribe("probe", qos=1)
+            while True:
+                started = time.perf_counter()
+                await client.publish("probe", b"x", qos=1)
+                await client.get_message()
+                self.rtts.append(time.perf_counter() - started)
+                await asyncio.sleep(0.05)
+
+    def worst(self) -> str:
+        rtts, self.rtts = sorted(self.rtts), []
+        if not rtts:
+            return "no round trip"
+        return f"probe round trip p50 {rtts[len(rtts) // 2] * 1000:.0f} ms, max {rtts[-1] * 1000:.0f} ms"
 
 
 async def run(cores: int) -> list[tuple[str, float]]:
@@ -124,11 +151,37 @@ async def run(cores: int) -> list[tuple[str, float]]:
                 registry.append(CoreStanding(f"core-{index:05d}", f"group-{index:05d}", "fp0"))
                 routes[f"group-{index:05d}"] = Routes([f"plant/{index}/#"], ["commands/#"])
 
+            await control.execute(  # the probe may publish and hear its own topic
+                [
+                    {
+                        "command": "createRole",
+                        "rolename": "bench-probe",
+                        "acls": [
+                            {"acltype": t, "topic": "probe", "allow": True}
+                            for t in (
+                                "publishClientSend",
+                                "publishClientReceive",
+                                "subscribeLiteral",
+                            )
+                        ],
+                    },
+                    {
+                        "command": "createGroup",
+                        "groupname": "bench-probe",
+                        "roles": [{"rolename": "bench-probe"}],
+                    },
+                    {"command": "setAnonymousGroup", "groupname": "bench-probe"},
+                ]
+            )
+            probe = Probe(broker.port)
+            probing = asyncio.create_task(probe.run())
+
             async def timed(label: str, step: object) -> None:
+                probe.rtts.clear()
                 started = time.perf_counter()
                 await step  # type: ignore[misc]
                 results.append((label, time.perf_counter() - started))
-                print(f"{label:55s} {results[-1][1]:8.3f} s", flush=True)
+                print(f"{label:55s} {results[-1][1]:8.3f} s  ({probe.worst()})", flush=True)
 
             await timed(f"reconcile {cores} cores from an empty broker", sync.reconcile())
             await timed(f"reconcile {cores} cores, nothing to do", sync.reconcile())
@@ -138,6 +191,8 @@ async def run(cores: int) -> list[tuple[str, float]]:
                 routes[group] = Routes([*routes[group].to_cloud, "extra/#"], ["commands/#"])
             await timed(f"reconcile, every role edited ({cores - 1} cores)", sync.reconcile())
             size = broker.dynsec.stat().st_size
+            probing.cancel()
+            await asyncio.gather(probing, return_exceptions=True)
 
             broker.stop()
             broker.init()  # its state lost: the administrator only
