@@ -328,3 +328,50 @@ async def test_two_replicas_keep_one_dynsec_and_a_revocation_through_either_hold
             assert 'hedgerow_cloud_dynsec_total{event="refused"}' in metrics
     clients = {c["username"] for c in json.loads(mosquitto_dynsec.dynsec.read_text())["clients"]}
     assert clients == {CLOUD_USER}
+
+
+async def test_a_core_provisioned_by_claim_gets_its_dynsec_login_at_once(
+    tmp_path: Path, mosquitto_dynsec: MosquittoDynsec
+) -> None:
+    """A claim's answer is a login Mosquitto accepts at once; claimed again (a new
+    certificate, the old one revoked), the old login is refused and the new one works."""
+    from hedgerow import claimclient
+    from hedgerow.contract.provisioning import ClaimCredential, ProvisionRequest
+
+    config, port = await dynsec_config(tmp_path, mosquitto_dynsec)
+    async with running(config) as cloud:
+        template = {
+            "name": "gws",
+            "kind": "core",
+            "group": "site-{serial}",
+            "name_pattern": "gw-{serial}",
+        }
+        await cloud.ok("POST", "/api/v1/claim-templates", json=template)
+        created = await cloud.ok(
+            "POST", "/api/v1/claims", json={"template": "gws", "count": 1, "expires": "1h"}
+        )
+        credential = ClaimCredential.from_tar(base64.b64decode(created["bundle"]))
+
+        async def claim(directory: Path) -> CoreLogin:
+            key = pki.new_key()
+            request = ProvisionRequest("SN7", pki.make_csr(key, "ignored").decode())
+            answer = await claimclient.provision(credential, request, timeout=30)
+            directory.mkdir()
+            (directory / "core.key").write_bytes(pki.key_to_pem(key))
+            (directory / "core.cert.pem").write_text(answer.certificate)
+            password = tomllib.loads(answer.config)["cloud"]["mqtt_password"]
+            return CoreLogin(
+                "gw-SN7", directory / "core.cert.pem", directory / "core.key",
+                cloud.root_ca, password, port,
+            )  # fmt: skip
+
+        first = await claim(tmp_path / "first")
+        async with first.client() as core:  # no reconcile in between: made at the claim
+            assert await core.subscribe("$hedgerow/cores/gw-SN7/deployments", qos=1) == (1,)
+            again = await claim(tmp_path / "again")
+            async with asyncio.timeout(WAIT):
+                await asyncio.shield(core.closed)
+        assert again.password != first.password
+        await refused(first)
+        async with again.client() as core:
+            assert await core.subscribe("$hedgerow/cores/gw-SN7/deployments", qos=1) == (1,)
