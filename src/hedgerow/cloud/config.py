@@ -244,12 +244,6 @@ class CloudConfig:
     #: "mosquitto-dynsec" (passwords too; the cloud keeps Mosquitto's dynamic security
     #: clients and roles in step with the registry, ``hedgerow.cloud.mosquitto_dynsec``).
     broker_login: str = "certificate"
-
-    @property
-    def password_login(self) -> bool:
-        """Cores and the cloud log in to the external broker with derived passwords."""
-        return bool(self.broker) and self.broker_login in PASSWORD_LOGINS
-
     #: Whether this replica ingests telemetry from the external broker.
     broker_ingest: bool = True
     #: Share name the ingest workers use on an external broker.
@@ -311,6 +305,11 @@ class CloudConfig:
             return self.paths.keyring
         path = Path(self.kek_file).expanduser()
         return path if path.is_absolute() else self.data_dir / path
+
+    @property
+    def password_login(self) -> bool:
+        """Cores and the cloud log in to the external broker with derived passwords."""
+        return bool(self.broker) and self.broker_login in PASSWORD_LOGINS
 
     @property
     def database_url(self) -> str:
