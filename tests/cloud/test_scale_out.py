@@ -41,27 +41,26 @@ class MosquittoTLS:
         self.tmp_path = tmp_path
         self.started: list[subprocess.Popen[bytes]] = []
 
+    def settings(self, data: Path, port: int) -> list[str]:
+        """``mosquitto.conf``: mutual TLS on the cloud's PKI, the certificate names the user."""
+        return [
+            f"listener {port} 127.0.0.1",
+            "user root",
+            f"cafile {data / 'pki' / 'root-ca.pem'}",
+            f"certfile {data / 'pki' / 'server.cert.pem'}",
+            f"keyfile {data / 'pki' / 'server.key'}",
+            "require_certificate true",
+            "use_identity_as_username true",
+            "persistence false",
+            "max_queued_messages 100000",
+            "max_inflight_messages 1000",
+            "log_dest stdout",
+        ]
+
     def __call__(self, data: Path, port: int | None = None) -> int:
         port = port or free_port()
         conf = self.tmp_path / "mosquitto.conf"
-        conf.write_text(
-            "\n".join(
-                [
-                    f"listener {port} 127.0.0.1",
-                    "user root",
-                    f"cafile {data / 'pki' / 'root-ca.pem'}",
-                    f"certfile {data / 'pki' / 'server.cert.pem'}",
-                    f"keyfile {data / 'pki' / 'server.key'}",
-                    "require_certificate true",
-                    "use_identity_as_username true",
-                    "persistence false",
-                    "max_queued_messages 100000",
-                    "max_inflight_messages 1000",
-                    "log_dest stdout",
-                ]
-            )
-            + "\n"
-        )
+        conf.write_text("\n".join(self.settings(data, port)) + "\n")
         with (self.tmp_path / "mosquitto.log").open("ab") as log:
             process = subprocess.Popen(
                 [shutil.which("mosquitto") or "mosquitto", "-c", str(conf)], stdout=log, stderr=log

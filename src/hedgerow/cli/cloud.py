@@ -291,7 +291,9 @@ async def _serve(cfg: Any, no_mqtt: bool) -> int:
         )
         if cfg.broker:
             print(f"  MQTT (external)     {cfg.broker}", flush=True)
-        if cloud.broker_auth_url:
+        if cloud.dynsec is not None:
+            print("  broker logins       Mosquitto dynamic security, kept by the cloud", flush=True)
+        elif cloud.broker_auth_url:
             print(
                 f"  broker auth (HTTP)  {cloud.broker_auth_url}{{user,vhost,resource,topic}}",
                 flush=True,
@@ -357,6 +359,34 @@ def cmd_rotate_kek(args: argparse.Namespace) -> int:
         print(f"  sealed        {rotation.sealed_from_clear} key(s) that were still in clear")
     print(f"  retired keys  {', '.join(rotation.retired) or '-'}")
     print("back up the keyring file now: the old one no longer opens these keys")
+    return 0
+
+
+def cmd_dynsec_init(args: argparse.Namespace) -> int:
+    """Mosquitto's first dynamic security file, the cloud's user its administrator."""
+    import secrets
+
+    from hedgerow.cloud import config as config_module
+    from hedgerow.cloud.broker_credentials import CLOUD_USER, load_or_create
+    from hedgerow.cloud.dynsec_plan import initial_config
+    from hedgerow.cloud.errors import CloudError
+
+    data = _data_dir(args).resolve()
+    target = Path(args.file)
+    try:
+        cfg = config_module.load(data)
+        secret = load_or_create(cfg.paths.broker_auth_secret)
+    except CloudError as exc:
+        raise CLIError(exc.message) from exc
+    document = initial_config(CLOUD_USER, secret.cloud_password(), secrets.token_bytes(12))
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise CLIError(f"{target} exists: the broker's dynsec file is kept by the cloud") from None
+    with os.fdopen(fd, "w") as handle:
+        json.dump(document, handle, indent=2)
+    print(f"wrote {target}: {CLOUD_USER} administers Mosquitto's dynamic security")
+    print("point plugin_opt_config_file at it; the cloud adds every core at its first start")
     return 0
 
 
@@ -1612,9 +1642,10 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--broker-login",
-        choices=("certificate", "password"),
+        choices=("certificate", "password", "mosquitto-dynsec"),
         help="password: the broker asks the cloud who logs in (HTTP auth backend; "
-        "the URLs are printed at start)",
+        "the URLs are printed at start); mosquitto-dynsec: the cloud keeps Mosquitto's "
+        "dynamic security clients and roles in step with the registry",
     )
     p.add_argument(
         "--broker-ingest",
@@ -1639,6 +1670,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--data", help="data directory made by `hedgerow cloud init`")
     p.add_argument("--database", help="override the database URL (postgresql://...)")
     _kek_option(p)
+
+    p = _command(
+        sub,
+        "dynsec-init",
+        cmd_dynsec_init,
+        "write Mosquitto's first dynamic security file (broker_login = mosquitto-dynsec)",
+        client=False,
+    )
+    p.add_argument("--data", help="data directory made by `hedgerow cloud init`")
+    p.add_argument("file", help="the new file (plugin_opt_config_file); never overwritten")
 
     _command(sub, "status", cmd_status, "where the cloud listens and its counters")
 

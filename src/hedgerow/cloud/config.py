@@ -21,7 +21,8 @@ host = "0.0.0.0"
 port = 8884
 broker = ""                   # external broker (mqtts://host:port); empty = embedded
 broker_protocol = "5"         # "3.1.1" for a broker with no MQTT 5 (RabbitMQ 3.10)
-broker_login = "certificate"  # "password": the broker asks the cloud (HTTP auth backend)
+broker_login = "certificate"  # "password": the broker asks the cloud (HTTP auth backend);
+                              # "mosquitto-dynsec": the cloud keeps Mosquitto's dynsec in step
 broker_ingest = true          # false: this replica takes no telemetry (see the README)
 [pki]
 group_ca_rotation_days = 7
@@ -94,7 +95,10 @@ DEFAULT_PENDING_WAIT_S = 8.0
 DEFAULT_DISCOVERY_CACHE_ENTRIES = 20_000
 DEFAULT_DISCOVERY_CACHE_TTL_S = 60.0
 BROKER_PROTOCOLS: Final = ("5", "3.1.1")
-BROKER_LOGINS: Final = ("certificate", "password")
+BROKER_LOGINS: Final = ("certificate", "password", "mosquitto-dynsec")
+#: ``broker_login`` values where cores and the cloud log in with a password (derived from
+#: ``DATA/broker-auth-secret``, written into each core's bundle).
+PASSWORD_LOGINS: Final = ("password", "mosquitto-dynsec")
 CONFIG_FILE = "config.toml"
 #: Overrides ``[secrets] kek_file`` (the keyring can live outside the data directory).
 KEK_FILE_ENV = "HEDGEROW_CLOUD_KEK_FILE"
@@ -239,7 +243,9 @@ class CloudConfig:
     #: then name themselves in the topic, and there are no shared subscriptions).
     broker_protocol: str = "5"
     #: How the cloud and cores log in to the external broker: "certificate" (TLS client
-    #: certificates), or "password" (the broker asks ``/api/v1/broker-auth/``).
+    #: certificates), "password" (the broker asks ``/api/v1/broker-auth/``), or
+    #: "mosquitto-dynsec" (passwords too; the cloud keeps Mosquitto's dynamic security
+    #: clients and roles in step with the registry, ``hedgerow.cloud.mosquitto_dynsec``).
     broker_login: str = "certificate"
     #: Whether this replica ingests telemetry from the external broker.
     broker_ingest: bool = True
@@ -302,6 +308,11 @@ class CloudConfig:
             return self.paths.keyring
         path = Path(self.kek_file).expanduser()
         return path if path.is_absolute() else self.data_dir / path
+
+    @property
+    def password_login(self) -> bool:
+        """Cores and the cloud log in to the external broker with derived passwords."""
+        return bool(self.broker) and self.broker_login in PASSWORD_LOGINS
 
     @property
     def database_url(self) -> str:

@@ -127,6 +127,11 @@ def render(
     lines.append("# TYPE hedgerow_cloud_changes_heard_total counter")
     for topic, count in sorted((status.get("changes_heard") or {}).items()):
         lines.append(f'hedgerow_cloud_changes_heard_total{{topic="{_label(topic)}"}} {count}')
+    dynsec = status.get("dynsec")
+    if dynsec is not None:  # broker_login = "mosquitto-dynsec"
+        lines.append("# TYPE hedgerow_cloud_dynsec_total counter")
+        for key in ("reconciles", "refused"):
+            lines.append(f'hedgerow_cloud_dynsec_total{{event="{key}"}} {int(dynsec.get(key, 0))}')
     lines.extend(export_lines(exports))
     device = status.get("device_server") or {}
     lines.append("# TYPE hedgerow_cloud_device_connections_total counter")

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
@@ -27,16 +28,17 @@ from hedgerow.cloud.api.broker_auth import PREFIX as BROKER_AUTH_PREFIX
 from hedgerow.cloud.api.broker_auth import BrokerAuth
 from hedgerow.cloud.artifacts import ArtifactCache
 from hedgerow.cloud.broker_acl import Routes
-from hedgerow.cloud.broker_credentials import BrokerSecret, load_or_create
+from hedgerow.cloud.broker_credentials import CLOUD_USER, BrokerSecret, load_or_create
 from hedgerow.cloud.config import CloudConfig, check_modes
 from hedgerow.cloud.datadir import read_admin_token
 from hedgerow.cloud.device_server import DeviceServer, DeviceTrustStore, device_ssl_context
 from hedgerow.cloud.discovery_cache import DiscoveryCache
-from hedgerow.cloud.errors import ConfigError
+from hedgerow.cloud.errors import CloudError, ConfigError
 from hedgerow.cloud.exporters import EXPORT_INTERVAL_S, TelemetryExports
 from hedgerow.cloud.group_ca_keys import GroupCAKeys, prepare_keyring, seal_clear_keys
 from hedgerow.cloud.ingest import RETENTION_SWEEP_SECONDS, IngestWorker
 from hedgerow.cloud.jobs import Jobs
+from hedgerow.cloud.mosquitto_dynsec import DynsecControl, DynsecCutOff, DynsecSync
 from hedgerow.cloud.mqtt_endpoint import (
     BROKER_VERSIONS,
     BrokerNotifier,
@@ -74,6 +76,11 @@ from hedgerow.cloud.tickets import Tickets
 
 log = logging.getLogger(__name__)
 API_BACKLOG = 1024
+#: Seconds between two full reconciles of Mosquitto's dynamic security (once across
+#: replicas; each replica also reconciles whenever its control link connects).
+DYNSEC_RECONCILE_SECONDS = 60.0
+#: How long the start waits for the first dynsec reconcile before the link connects.
+DYNSEC_FIRST_WAIT_S = 5.0
 #: How often due group CAs are rotated in the background.
 CA_ROTATION_CHECK_SECONDS = 3600.0
 #: How often device CAs registered through another process are loaded (shared database;
@@ -129,6 +136,8 @@ class CloudServer:
         self.link: ExternalBrokerLink | None = None
         #: what the external broker's logins derive from (``broker_login = "password"``)
         self.broker_secret: BrokerSecret | None = None
+        #: Mosquitto's dynamic security kept in step (``broker_login = "mosquitto-dynsec"``)
+        self.dynsec: DynsecSync | None = None
         self.routes: RouteCache
         self.tickets: Tickets
         #: the background jobs that run once across replicas (``hedgerow.cloud.jobs``)
@@ -193,6 +202,16 @@ class CloudServer:
                 "dropped_at_cores": self.services.logs.dropped_at_cores,
             },
             "external_broker": bool(self.config.broker),
+            **(
+                {
+                    "dynsec": {
+                        "reconciles": self.dynsec.reconciles,
+                        "refused": self.dynsec.refused,
+                    }
+                }
+                if self.dynsec is not None
+                else {}
+            ),
             "jobs": self.jobs.to_json(),
             "changes_heard": dict(self.changes.heard),
             "device_server": {
@@ -292,7 +311,7 @@ class CloudServer:
             client_ssl = pki.client_context(
                 str(paths.root_ca_cert), str(paths.cloud_client_cert), str(paths.cloud_client_key)
             )
-            if cfg.broker_login == "password":
+            if cfg.password_login:
                 self.broker_secret = load_or_create(paths.broker_auth_secret)
                 await self.routes.refresh()  # the broker asks for cores' routes
                 self._spawn(self.routes.run(), "cloud-routes")
@@ -308,6 +327,15 @@ class CloudServer:
                 password=self.broker_secret.cloud_password() if self.broker_secret else None,
                 ingest_telemetry=cfg.broker_ingest,
             )
+            if cfg.broker_login == "mosquitto-dynsec" and self.broker_secret is not None:
+                self.dynsec = self._dynsec(self.broker_secret, client_ssl, identities)
+                notifier = DynsecCutOff(self.link, self.dynsec)
+                routes_changed = self._dynsec_routes_changed
+                self._spawn(self.dynsec.control.run(self.dynsec.on_connected), "cloud-dynsec")
+                self._spawn(
+                    self.jobs.run("mosquitto-dynsec", self.dynsec.tick, DYNSEC_RECONCILE_SECONDS),
+                    "cloud-dynsec-reconcile",
+                )
         elif self.enable_mqtt:
             await self.routes.refresh()
             routes_changed = self.routes.refresh
@@ -361,6 +389,7 @@ class CloudServer:
             export_targets=cfg.exports,
             discovery_cache=self.discovery_cache,
             discovery_changed=_announced_discovery(self.discovery_cache, self.changes),
+            core_admitted=self._dynsec_core_admitted,
         )
         device_trust.add(await services.claims.trusted_pems())
         self._spawn(
@@ -447,6 +476,11 @@ class CloudServer:
         if not self._uvicorn.started:
             await api_task
             raise ConfigError(f"the API could not start on {cfg.api.host}:{cfg.api.port}")
+        if self.dynsec is not None:
+            # the first reconcile gives the cloud's user its role, which makes Mosquitto
+            # close that user's connections: before the link connects, if it can
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.dynsec.reconciled.wait(), DYNSEC_FIRST_WAIT_S)
         if self.link is not None:  # once the API answers: the broker may ask it who we are
             self._spawn(self.link.run(), "cloud-external-broker")
         log.info(
@@ -462,6 +496,48 @@ class CloudServer:
             mqtt_protocol=self.config.broker_protocol if self.config.broker else "5",
             mqtt_password=secret.core_password if secret is not None else None,
         )
+
+    def _dynsec(
+        self, secret: BrokerSecret, client_ssl: ssl.SSLContext, identities: IdentityService
+    ) -> DynsecSync:
+        """Mosquitto's dynamic security kept in step (``broker_login = "mosquitto-dynsec"``)."""
+        cfg = self.config
+        control = DynsecControl(
+            cfg.broker,
+            client_ssl,
+            client_id=replica_client_id(cfg.replica_id, cfg.api.port) + "-dynsec",
+            username=CLOUD_USER,
+            password=secret.cloud_password(),
+            version=BROKER_VERSIONS[cfg.broker_protocol],
+        )
+        routes = self.routes
+        return DynsecSync(
+            control,
+            standings=identities.core_standings,
+            standing=identities.core_standing,
+            routes=lambda group: Routes(routes.to_cloud(group), routes.from_cloud(group)),
+            password=secret.core_password,
+            cloud_user=CLOUD_USER,
+            refresh_routes=routes.refresh,
+        )
+
+    async def _dynsec_core_admitted(self, core: str) -> None:
+        """A new core's dynsec client made at once (none without dynsec)."""
+        if self.dynsec is None:
+            return
+        try:
+            await self.dynsec.sync_core(core)
+        except CloudError as exc:  # the next reconcile does it
+            log.warning("dynsec.core_sync_failed core=%s error=%s", core, exc.message)
+
+    async def _dynsec_routes_changed(self) -> None:
+        """Routes changed here: the cores' dynsec roles follow at once."""
+        if self.dynsec is None:
+            return
+        try:
+            await self.dynsec.reconcile()
+        except CloudError as exc:  # the next reconcile does it
+            log.warning("dynsec.routes_reconcile_failed error=%s", exc.message)
 
     def _broker_auth(self, identities: IdentityService) -> BrokerAuth | None:
         """The external broker's questions (``broker_login = "password"``), or None."""

@@ -42,10 +42,12 @@ from hedgerow.cloud.services.log_levels import LogLevelService
 from hedgerow.cloud.services.logs import LogService
 from hedgerow.cloud.services.membership import DeviceTrust, MembershipService, NoDeviceTrust
 from hedgerow.cloud.services.notify import (
+    CoreAdmitted,
     DiscoveryChanged,
     Notifier,
     NullNotifier,
     RoutesChanged,
+    core_admitted_nowhere,
     discovery_unchanged,
     routes_unchanged,
 )
@@ -162,6 +164,7 @@ class CloudServices:
         export_targets: Sequence[ExportTarget] = (),
         discovery_cache: DiscoveryCache | None = None,
         discovery_changed: DiscoveryChanged | None = None,
+        core_admitted: CoreAdmitted = core_admitted_nowhere,
     ) -> CloudServices:
         """All services wired to one another; nothing is set on them afterwards.
 
@@ -176,7 +179,15 @@ class CloudServices:
         membership = MembershipService(repository, notifier, changed)
         log_levels = LogLevelService(repository, notifier)
         cores = CoreService(
-            repository, pki_service, notifier, endpoints, membership, presence, log_levels, changed
+            repository,
+            pki_service,
+            notifier,
+            endpoints,
+            membership,
+            presence,
+            log_levels,
+            changed,
+            core_admitted,
         )
         certificates = CertificateService(repository, notifier, changed)
         artifacts = ArtifactService(repository, artifact_cache)

@@ -13,7 +13,13 @@ from hedgerow.cloud.domain import CertificateKind, Core, Endpoint
 from hedgerow.cloud.pki_service import PKIService
 from hedgerow.cloud.services.log_levels import LogLevelService
 from hedgerow.cloud.services.membership import MembershipService
-from hedgerow.cloud.services.notify import DiscoveryChanged, Notifier, discovery_unchanged
+from hedgerow.cloud.services.notify import (
+    CoreAdmitted,
+    DiscoveryChanged,
+    Notifier,
+    core_admitted_nowhere,
+    discovery_unchanged,
+)
 from hedgerow.cloud.storage.cores import CoreStore
 
 log = logging.getLogger(__name__)
@@ -84,9 +90,11 @@ class CoreService:
         presence: Presence = presence_unknown,
         log_levels: LogLevelService | None = None,
         discovery_changed: DiscoveryChanged = discovery_unchanged,
+        core_admitted: CoreAdmitted = core_admitted_nowhere,
     ) -> None:
         """``endpoints`` says where the cloud listens; it is asked when a bundle is built
         (the listeners bind their ports after the services exist)."""
+        self.core_admitted = core_admitted
         self.store = store
         self.pki = pki_service
         self.notifier = notifier
@@ -141,6 +149,7 @@ class CoreService:
         core = await asyncio.to_thread(self.store.create_core, name, group, lambda: identity.record)
         assert identity.private_key_pem is not None
         log.info("core.created name=%s group=%s", name, group)
+        await self.core_admitted(name)
         await self.membership.announce([group])
         if self.log_levels is not None:
             await self.log_levels.announce(group)
@@ -160,6 +169,7 @@ class CoreService:
         identity = await asyncio.to_thread(self.pki.issue_identity, name, CertificateKind.CORE, csr)
         await asyncio.to_thread(self.store.create_core, name, group, lambda: identity.record)
         log.info("core.registered name=%s group=%s", name, group)
+        await self.core_admitted(name)
         await self.membership.announce([group])
         return identity.certificate_pem
 

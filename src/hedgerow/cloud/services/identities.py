@@ -65,6 +65,11 @@ class IdentityService:
         revoked, expired): what an external broker's login and ACL questions go by."""
         return await asyncio.to_thread(self._standing, core)
 
+    async def core_standings(self) -> list[CoreStanding]:
+        """``core_standing`` of every core that has one, in one query."""
+        found = await asyncio.to_thread(self.cores.live_core_identities)
+        return [CoreStanding(name, group, fingerprint) for name, group, fingerprint in found]
+
     async def core_group(self, core: str) -> str:
         return (await asyncio.to_thread(self.cores.get_core, core)).group
 

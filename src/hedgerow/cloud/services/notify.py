@@ -37,6 +37,15 @@ async def routes_unchanged() -> None:
     """The ``RoutesChanged`` of a cloud that enforces no routes itself (external broker)."""
 
 
+#: Called after a core got a live identity (created, registered by a claim): an external
+#: broker whose logins the cloud keeps (Mosquitto's dynamic security) learns it at once.
+CoreAdmitted = Callable[[str], Awaitable[None]]
+
+
+async def core_admitted_nowhere(core: str) -> None:
+    """The ``CoreAdmitted`` of a cloud whose broker needs no word of a new core."""
+
+
 #: called after a committed change of what discovery answers (membership, a core's
 #: connectivity or removal, group CAs, revocations): empties the discovery answers here
 #: and announces the change to the other replicas; returns at once

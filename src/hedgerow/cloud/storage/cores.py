@@ -19,6 +19,7 @@ from hedgerow.cloud.storage.base import (
     now,
 )
 from hedgerow.cloud.storage.models import (
+    CertificateRow,
     CoreRow,
     GroupRow,
 )
@@ -64,6 +65,25 @@ class CoreStore(Store):
                 query = query.where(CoreRow.name.startswith(prefix, autoescape=True))
             query = query.limit(limit).offset(max(offset, 0))
             return [self._core_entity(row, group) for row, group in s.execute(query)]
+
+    def live_core_identities(self) -> list[tuple[str, str, str]]:
+        """Every core with a live identity (registered, not revoked, not expired): its
+        name, group and that certificate's fingerprint (the newest, when it has several).
+        One query for the whole fleet (an external broker's full reconcile)."""
+        with self._tx() as s:
+            query = (
+                sa.select(CoreRow.name, GroupRow.name, CertificateRow.fingerprint)
+                .join(GroupRow, GroupRow.id == CoreRow.group_id)
+                .join(CertificateRow, CertificateRow.owner == CoreRow.name)
+                .where(
+                    CertificateRow.kind == "core",
+                    CertificateRow.revoked_at.is_(None),
+                    CertificateRow.not_after > now(),
+                )
+                .order_by(CertificateRow.issued_at)
+            )
+            newest = {core: (core, group, fp) for core, group, fp in s.execute(query)}
+            return sorted(newest.values())
 
     def delete_core(self, name: str) -> list[str]:
         with self._tx() as s:
