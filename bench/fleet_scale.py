@@ -161,6 +161,9 @@ class Fleet:
                     base_url=f"http://127.0.0.1:{self.api_ports[index]}",
                     headers={"authorization": f"Bearer {token}"},
                     timeout=120,
+                    # uvicorn closes a connection idle 5 s: a pooled one reused at that
+                    # moment fails (httpx.ReadError). Never reuse one idle that long.
+                    limits=httpx.Limits(keepalive_expiry=2.0),
                 )
             )
         for api, process in zip(self.apis, self.processes, strict=True):
