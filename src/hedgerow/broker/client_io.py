@@ -936,6 +936,8 @@ class Connection(asyncio.Protocol):
         (unless this client is stalled), and note since when the window is full."""
         if self.window_since is None:
             self.window_since = self.hub.loop.time()
+        if self.acks == 0 and self.pacing.never_took:
+            return  # it never took data: it paces no one, and a stalled one is asked often
         self._pace()
 
     def overflow(self, reason_code: int, message: str) -> None:

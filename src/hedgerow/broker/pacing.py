@@ -31,6 +31,10 @@ class Pacing:
         #: When it last took data (or its credit began); -inf: it never took any.
         self.took_at = -math.inf
 
+    @property
+    def never_took(self) -> bool:
+        return self.took_at == -math.inf
+
     def took(self, now: float) -> None:
         """It acknowledged a message or its socket drained."""
         self.took_at = now
