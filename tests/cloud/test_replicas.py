@@ -1,7 +1,8 @@
 """Several replicas: real ``hedgerow cloud serve`` processes sharing one PostgreSQL schema.
 
 Background jobs run on one replica at a time (advisory locks, seen through ``/metrics``);
-kill -9 of the holder hands the job to the other replica, which finishes what was left;
+kill -9 of the holder hands the job to the other replica, which finishes what was left
+(the API reached through a small TCP load balancer, as an operator would run them);
 live tail on one replica wakes on telemetry another stored (LISTEN/NOTIFY)."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -28,6 +30,7 @@ from hedgerow.contract.heartbeat import Heartbeat
 from hedgerow.contract.topics import CoreLeaf, core_topic
 from tests.conftest import free_port
 
+from .balancer import Balancer
 from .conftest import PG_ADMIN_URL, pg_url
 from .test_cli import HEDGEROW, ok
 from .test_scale_out import mosquitto_tls, wait_for_port  # noqa: F401  (a fixture)
@@ -241,6 +244,12 @@ async def test_retention_killed_mid_delete_is_finished_once_by_the_other_replica
     print(f"retention takeover after kill -9: {takeover:.2f} s")
 
 
+def _address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None, url
+    return parts.hostname, parts.port
+
+
 def _deletes_waiting(admin: sa.Engine) -> int:
     with admin.connect() as connection:
         return int(
@@ -289,13 +298,23 @@ async def test_a_rollout_driven_by_a_killed_replica_is_finished_by_the_other(
     await wait_until_holds(a, "rollouts")
     b = await replicas.start("b", broker=broker)
     cores: list[asyncio.Task[None]] = []
-    async with a.client() as api_a, b.client() as api_b, asyncio.TaskGroup() as tg:
+    # every API call goes through a TCP load balancer in front of both replicas, a new
+    # connection per request: they alternate between A and B until A is killed
+    balancer = Balancer([_address(a.api_url), _address(b.api_url)])
+    async with (
+        balancer,
+        httpx.AsyncClient(
+            base_url=balancer.url,
+            headers={"authorization": f"Bearer {a.token}"},
+            timeout=10,
+            limits=httpx.Limits(max_keepalive_connections=0),
+        ) as api,
+        asyncio.TaskGroup() as tg,
+    ):
         for index in (1, 2):
-            created = await api_a.post("/api/v1/groups", json={"name": f"g{index}"})
+            created = await api.post("/api/v1/groups", json={"name": f"g{index}"})
             assert created.status_code < 300, created.text
-            body = await api_b.post(
-                "/api/v1/cores", json={"name": f"c{index}", "group": f"g{index}"}
-            )
+            body = await api.post("/api/v1/cores", json={"name": f"c{index}", "group": f"g{index}"})
             assert body.status_code < 300, body.text
             files = bundle.read_bundle(base64.b64decode(body.json()["bundle"]))
             cert, key = replicas.tmp_path / f"c{index}.pem", replicas.tmp_path / f"c{index}.key"
@@ -304,22 +323,27 @@ async def test_a_rollout_driven_by_a_killed_replica_is_finished_by_the_other(
             root_ca = replicas.template / "pki" / "root-ca.pem"
             cores.append(tg.create_task(_play_core(port, root_ca, cert, key, f"c{index}")))
         request = {"groups": ["g1", "g2"], "waves": ["50%", "100%"], "soak_s": 2, "deadline_s": 30}
-        started = await api_a.post("/api/v1/rollouts", json=request)
+        started = await api.post("/api/v1/rollouts", json=request)
         assert started.status_code < 300, started.text
         rollout_id = started.json()["id"]
         async with asyncio.timeout(WAIT):  # the first wave is healthy: soaking, on A
-            while _target(await _rollout(api_b, rollout_id), "g1")["state"] != "soaking":
+            while _target(await _rollout(api, rollout_id), "g1")["state"] != "soaking":
                 await asyncio.sleep(0.05)
-        assert _target(await _rollout(api_b, rollout_id), "g2")["state"] == "waiting"
+        assert _target(await _rollout(api, rollout_id), "g2")["state"] == "waiting"
+        a_served, b_served = (balancer.served[_address(r.api_url)] for r in (a, b))
+        assert a_served > 0 and b_served > 0, balancer.served  # both answered so far
         a.kill()
         killed = time.monotonic()
         takeover = await wait_until_holds(b, "rollouts")
         async with asyncio.timeout(WAIT):
-            while (rollout := await _rollout(api_b, rollout_id))["state"] == "running":
+            while (rollout := await _rollout(api, rollout_id))["state"] == "running":
                 await asyncio.sleep(0.05)
         finished = time.monotonic() - killed
         for task in cores:
             task.cancel()
+    # after the kill every request was answered, by B alone
+    assert balancer.served[_address(a.api_url)] == a_served, balancer.served
+    assert balancer.served[_address(b.api_url)] > b_served, balancer.served
     assert rollout["state"] == "completed", rollout
     assert [t["state"] for t in rollout["targets"]] == ["done", "done"]
     per_group = _deployments_per_group(pg)
