@@ -183,9 +183,11 @@ class Session:
             self.counters.dropped_queue_full += 1
             return
         queue.append((message, qos, retain, ids))
-        self.held += size
+        self.held = held
         self.queued_bytes += size
-        budget.add(size)
+        total = budget.total = budget.total + size  # budget.add, inlined: a stalled
+        if total > budget.peak:  # subscriber's every message comes this way
+            budget.peak = total
         if conn is not None:
             conn.window_full()  # pace the publisher to the client's acknowledgements
 
