@@ -18,7 +18,7 @@ from hedgerow.cloud import config as config_module
 from hedgerow.cloud.domain import Message
 from hedgerow.cloud.errors import ConfigError
 from hedgerow.cloud.exporters import EXPORT_HEADER, IDS_HEADER, TargetExporter, sender_for
-from hedgerow.cloud.services.exports import ExportService, shown_url
+from hedgerow.cloud.services.exports import ExportService
 from hedgerow.cloud.storage.database import create_engine, migrate
 from hedgerow.cloud.storage.repository import Repository
 from hedgerow.cloud.telemetry_export import (
@@ -27,6 +27,7 @@ from hedgerow.cloud.telemetry_export import (
     ExportTarget,
     export_target,
     plan_batch,
+    shown_url,
     webhook_body,
 )
 from tests.client.conftest import (  # noqa: F401  (fixtures)
@@ -578,3 +579,11 @@ async def test_the_cursor_moves_only_from_where_it_was(repository: Repository) -
     # a target no longer in config.toml keeps its cursor and is shown as removed
     [shown] = await ExportService(repository, []).status()
     assert shown["name"] == "lake" and not shown["configured"] and shown["lag"] == 2
+
+
+def test_a_password_in_a_targets_url_stays_out_of_its_repr_and_shown_url() -> None:
+    broker = export_target(
+        name="broker", kind="mqtt", url="mqtts://user:s3cret@broker.example.org:8883"
+    )
+    assert "s3cret" not in repr(broker)
+    assert shown_url(broker.url) == "mqtts://broker.example.org:8883"

@@ -17,7 +17,7 @@ from hedgerow.cloud import config as config_module
 from hedgerow.cloud.domain import Message
 from hedgerow.cloud.errors import ConfigError
 from hedgerow.cloud.exporters import TargetExporter, sender_for
-from hedgerow.cloud.services.exports import ExportService, shown_url
+from hedgerow.cloud.services.exports import ExportService
 from hedgerow.cloud.storage.repository import Repository
 from hedgerow.cloud.telemetry_export import (
     ExportConfigError,
@@ -25,6 +25,7 @@ from hedgerow.cloud.telemetry_export import (
     amqp_login_url,
     amqp_publish,
     export_target,
+    shown_url,
 )
 from tests.conftest import TestPKI as PKIFiles
 from tests.conftest import free_port

@@ -267,7 +267,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 async def _serve(cfg: Any, no_mqtt: bool) -> int:
     from hedgerow.cloud.server import CloudServer
-    from hedgerow.cloud.services.exports import shown_url
+    from hedgerow.cloud.telemetry_export import shown_url
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

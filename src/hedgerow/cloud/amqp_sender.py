@@ -28,12 +28,12 @@ from pamqp import commands as spec
 
 from hedgerow.cloud.domain import Message
 from hedgerow.cloud.exporters import ExportFailed, broker_ssl
-from hedgerow.cloud.services.exports import shown_url
 from hedgerow.cloud.telemetry_export import (
     AmqpPublish,
     ExportTarget,
     amqp_login_url,
     amqp_publish,
+    shown_url,
 )
 
 log = logging.getLogger(__name__)

@@ -42,6 +42,7 @@ from hedgerow.cloud.telemetry_export import (
     ExportTarget,
     plan_batch,
     render_topic,
+    shown_url,
     user_properties,
     webhook_body,
 )
@@ -152,7 +153,9 @@ class MqttSender:
             await client.connect()
         except ClientError as exc:
             raise ExportFailed(target.name, f"{type(exc).__name__}: {exc}") from exc
-        log.info("telemetry_export.connected target=%s broker=%s", target.name, target.url)
+        log.info(
+            "telemetry_export.connected target=%s broker=%s", target.name, shown_url(target.url)
+        )
         self.client = client
         return client
 

@@ -100,7 +100,7 @@ class ExportTarget:
 
     name: str
     kind: Kind
-    url: str
+    url: str = field(repr=False)  # may hold a password: shown_url() for logs
     topic_filter: str = "#"
     batch_size: int = DEFAULT_BATCH
     #: where a new target's cursor starts: every stored message, or only new ones
@@ -328,6 +328,15 @@ def _check_mqtt(
         )
     _check_login(cert_file, key_file, username, password, url, "mqtts")
     check_topic_template(topic)
+
+
+def shown_url(url: str) -> str:
+    """The URL without a password or query (both may carry secrets): for logs and views."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _check_login(

@@ -10,19 +10,9 @@ import asyncio
 import datetime as dt
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from hedgerow.cloud.storage.exports import ExportCursor, ExportStore
-from hedgerow.cloud.telemetry_export import ExportTarget
-
-
-def shown_url(url: str) -> str:
-    """The URL without a password or query (both may carry secrets)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+from hedgerow.cloud.telemetry_export import ExportTarget, shown_url
 
 
 def _iso(value: dt.datetime | None) -> str | None:
