@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 from tests.conftest import free_port
 
-from hedgerow.client import Client
+from hedgerow.client import Client, ProtocolVersion
 from hedgerow.cloud import core_bundle
 from hedgerow.cloud.config import Listen
 from hedgerow.cloud.datadir import init_data_dir
@@ -59,8 +59,12 @@ class SimCore:
         *,
         listen: tuple[CoreLeaf, ...] = (),
         beat_every: float | None = None,
+        login: tuple[str, str] | None = None,
     ):
         self.name = name
+        #: user and password at a broker that asks the cloud (RabbitMQ: MQTT 3.1.1, plain
+        #: TCP on loopback); None: mutual TLS with the core's certificate, MQTT 5
+        self.login = login
         self.listen = listen
         self.beat_every = beat_every
         self.heard: dict[str, float] = {}
@@ -85,12 +89,23 @@ class SimCore:
         )
         async with (
             http,
-            Client(
-                "127.0.0.1",
-                self.ports["mqtt"],
-                client_id=self.name,
-                ssl=self.ssl,
-                server_hostname="127.0.0.1",
+            (
+                Client(
+                    "127.0.0.1",
+                    self.ports["mqtt"],
+                    client_id=self.name,
+                    ssl=self.ssl,
+                    server_hostname="127.0.0.1",
+                )
+                if self.login is None
+                else Client(
+                    "127.0.0.1",
+                    self.ports["mqtt"],
+                    client_id=self.name,
+                    username=self.login[0],
+                    password=self.login[1],
+                    version=ProtocolVersion.V311,
+                )
             ) as mqtt,
         ):
             leaves = (CoreLeaf.DEPLOYMENTS, *self.listen)

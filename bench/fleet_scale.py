@@ -3,6 +3,14 @@
     .venv/bin/python bench/fleet_scale.py                    # 2,000 cores, 1 and 2 replicas
     .venv/bin/python bench/fleet_scale.py --cores 5000 --discoveries 50000
     .venv/bin/python bench/fleet_scale.py --quick            # 200 cores, 2,000 discoveries
+    .venv/bin/python bench/fleet_scale.py --broker rabbitmq  # the machine's RabbitMQ instead
+
+With ``--broker rabbitmq`` the external broker is the machine's RabbitMQ (3.10, set up by
+``.ci/rabbitmq-mqtt``: MQTT 3.1.1 on 127.0.0.1:1885): the cores log in with the password in
+their bundle, RabbitMQ's HTTP auth backend asks the replicas through a small TCP load
+balancer in front of their API ports (``tests/cloud/balancer.py``), every group routes
+``plant/#`` to the cloud (the broker lets a core publish only its routes), and telemetry
+goes under each core's ``routed/`` prefix as a 3.1.1 core sends it.
 
 Per replica count, from scratch: a fresh PostgreSQL schema (127.0.0.1:5432, db ``test``),
 a private Mosquitto with mutual TLS on a free port (the external broker the cores and the
@@ -42,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +67,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 import mosquitto_conf  # noqa: E402
 from fleet import load_average, machine  # noqa: E402
 from fleet_rollout import SimCore, _template, _wait_serving, rollout  # noqa: E402
+from tests.cloud.balancer import Balancer  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
+from tests.rabbitmq import BROKER_URL, MQTT_PORT, RabbitMQ, rabbitmq_turn  # noqa: E402
 
 from cloud import PG_ADMIN, percentile  # noqa: E402
 from hedgerow.client import Client  # noqa: E402
@@ -66,6 +77,7 @@ from hedgerow.cloud import core_bundle  # noqa: E402
 from hedgerow.cloud.config import Listen  # noqa: E402
 from hedgerow.cloud.datadir import init_data_dir  # noqa: E402
 from hedgerow.contract import CoreLeaf  # noqa: E402
+from hedgerow.contract.topics import routed_topic  # noqa: E402
 from hedgerow.mqtt.packets import Properties  # noqa: E402
 
 #: requests in flight while registering and while sampling the API
@@ -91,9 +103,16 @@ def cpu_seconds(pid: int) -> float:
 class Fleet:
     """One replica count's world: database schema, broker, replicas, API clients."""
 
-    def __init__(self, root: Path, replicas: int) -> None:
+    def __init__(self, root: Path, replicas: int, broker: str = "mosquitto") -> None:
         self.root = root
         self.replicas = replicas
+        #: "mosquitto" (a private one, mutual TLS) or "rabbitmq" (the machine's, MQTT 3.1.1,
+        #: its HTTP auth backend asking the replicas through a balancer)
+        self.broker_kind = broker
+        self.rabbit: RabbitMQ | None = None
+        self.balancer: Balancer | None = None
+        self.stack = contextlib.ExitStack()
+        self.broker_pid: int | None = None
         self.schema = f"hedgerow_scale_{uuid.uuid4().hex[:8]}"
         self.database = (
             f"postgresql://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{self.schema}"
@@ -111,27 +130,40 @@ class Fleet:
         with admin.begin() as connection:
             connection.execute(sa.text(f'CREATE SCHEMA "{self.schema}"'))
         admin.dispose()
+        rabbit = self.broker_kind == "rabbitmq"
+        if rabbit:
+            self.broker_port = MQTT_PORT
         init_data_dir(
             self.data,
             database=self.database,
             api=Listen("127.0.0.1", self.api_ports[0]),
             device=Listen("127.0.0.1", self.device_ports[0]),
-            mqtt=Listen("127.0.0.1", self.broker_port),
-            broker=f"mqtts://127.0.0.1:{self.broker_port}",
+            mqtt=Listen("127.0.0.1", free_port() if rabbit else self.broker_port),
+            broker=BROKER_URL if rabbit else f"mqtts://127.0.0.1:{self.broker_port}",
         )
-        pki_dir = self.data / "pki"
-        conf = mosquitto_conf.config(
-            self.broker_port,
-            log=self.root / "mosquitto.log",
-            tls=(pki_dir / "root-ca.pem", pki_dir / "server.cert.pem", pki_dir / "server.key"),
-        )
-        if os.geteuid() == 0:
-            conf += "user root\n"  # else it drops to `mosquitto`, who cannot read the key
-        self.broker = subprocess.Popen(
-            mosquitto_conf.command(self.root / "mosquitto.conf", conf),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        broker_flags: list[str] = []
+        if rabbit:
+            # RabbitMQ asks the replicas about every login through a load balancer
+            self.balancer = Balancer([("127.0.0.1", port) for port in self.api_ports])
+            await self.balancer.__aenter__()
+            self.rabbit = self.stack.enter_context(rabbitmq_turn(self.data, self.balancer.url))
+            broker_flags = ["--broker-protocol", "3.1.1", "--broker-login", "password"]
+            self.broker_pid = int(subprocess.check_output(["pgrep", "-o", "beam.smp"]).split()[0])
+        else:
+            pki_dir = self.data / "pki"
+            conf = mosquitto_conf.config(
+                self.broker_port,
+                log=self.root / "mosquitto.log",
+                tls=(pki_dir / "root-ca.pem", pki_dir / "server.cert.pem", pki_dir / "server.key"),
+            )
+            if os.geteuid() == 0:
+                conf += "user root\n"  # else it drops to `mosquitto`, who cannot read the key
+            self.broker = subprocess.Popen(
+                mosquitto_conf.command(self.root / "mosquitto.conf", conf),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            self.broker_pid = self.broker.pid
         log = (self.root / "replicas.log").open("ab")
         token = (self.data / "admin-token").read_text().strip()
         for index in range(self.replicas):
@@ -146,11 +178,12 @@ class Fleet:
                         "--data",
                         str(self.data),
                         "--replica-id",
-                        f"r{index}",
+                        self.rabbit.replica(f"r{index}") if self.rabbit else f"r{index}",
                         "--api-port",
                         str(self.api_ports[index]),
                         "--device-port",
                         str(self.device_ports[index]),
+                        *broker_flags,
                     ],  # fmt: skip
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -177,6 +210,9 @@ class Fleet:
             if process is not None and process.poll() is None:
                 process.terminate()
                 process.wait(timeout=20)
+        if self.balancer is not None:
+            await self.balancer.__aexit__(None, None, None)
+        self.stack.close()  # RabbitMQ: the replicas' session queues deleted, its turn given back
         admin = sa.create_engine(PG_ADMIN)
         with admin.begin() as connection:
             connection.execute(sa.text(f'DROP SCHEMA "{self.schema}" CASCADE'))
@@ -196,7 +232,7 @@ class Fleet:
 
     def cpu(self) -> list[float]:
         """CPU seconds of each replica, then of the broker."""
-        pids = [p.pid for p in self.processes] + ([self.broker.pid] if self.broker else [])
+        pids = [p.pid for p in self.processes] + ([self.broker_pid] if self.broker_pid else [])
         return [cpu_seconds(pid) for pid in pids]
 
 
@@ -243,7 +279,7 @@ async def run_one(args: argparse.Namespace, replicas: int) -> Run:
         root = Path(tmp)
         if args.keep:
             print(f"  logs kept in {root} (replicas.log, mosquitto.log)", flush=True)
-        async with Fleet(root, replicas) as fleet:
+        async with Fleet(root, replicas, args.broker) as fleet:
             await _template(fleet.api(0))
             sims: list[SimCore] = []
             names = [f"gw-{i:05d}" for i in range(args.cores)]
@@ -255,9 +291,17 @@ async def run_one(args: argparse.Namespace, replicas: int) -> Run:
                     "/api/v1/groups", json={"name": group, "labels": {"fleet": "scale"}}
                 )
                 made.raise_for_status()
+                if fleet.rabbit is not None:  # the broker lets a core publish only its routes
+                    route = {"source": "shadow", "topic": "plant/#", "target": "cloud"}
+                    added = await api.post(f"/api/v1/groups/{group}/subscriptions", json=route)
+                    added.raise_for_status()
                 core = await api.post("/api/v1/cores", json={"name": names[index], "group": group})
                 core.raise_for_status()
                 files = core_bundle.read_bundle(base64.b64decode(core.json()["bundle"]))
+                login = None
+                if fleet.rabbit is not None:
+                    cloud = tomllib.loads(files[core_bundle.CONFIG].decode())["cloud"]
+                    login = (cloud["mqtt_username"], cloud["mqtt_password"])
                 ports = {"mqtt": fleet.broker_port, "device": fleet.device_ports[index % replicas]}
                 sims.append(
                     SimCore(
@@ -267,6 +311,7 @@ async def run_one(args: argparse.Namespace, replicas: int) -> Run:
                         ports,
                         listen=(CoreLeaf.REVOCATIONS,),
                         beat_every=args.beat,
+                        login=login,
                     )  # fmt: skip
                 )
 
@@ -355,10 +400,11 @@ async def ingest(
         mqtt: Client | None = sim.mqtt
         assert mqtt is not None
         user = Properties(user_properties=(("core", sim.name),))
+        topic = f"plant/{sim.name}/t"
+        if fleet.rabbit is not None:  # MQTT 3.1.1: the core's name is in the topic
+            topic, user = routed_topic(sim.name, topic), Properties()
         futures = [
-            mqtt.publish_nowait(
-                f"plant/{sim.name}/t", b"%s %d" % (sim.name.encode(), n), qos=1, properties=user
-            )  # fmt: skip
+            mqtt.publish_nowait(topic, b"%s %d" % (sim.name.encode(), n), qos=1, properties=user)
             for n in range(args.per_core)
         ]
         await asyncio.gather(*futures)  # each acknowledged by the broker
@@ -496,7 +542,7 @@ def table(runs: list[Run]) -> list[str]:
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    print(f"machine: {machine()}; {mosquitto_conf.version()}")
+    print(f"machine: {machine()}; {mosquitto_conf.version()}; broker: {args.broker}")
     print(
         f"{args.cores} cores (heartbeat every {args.beat:g} s), {args.per_core} readings each, "
         f"{args.discoveries} discoveries by {args.devices} devices; replicas {args.replicas}"
@@ -523,6 +569,13 @@ def main() -> int:
     parser.add_argument("--replicas", default="1,2", help="replica counts to run, e.g. 1,2")
     parser.add_argument("--quick", action="store_true", help="200 cores, 2,000 discoveries")
     parser.add_argument("--keep", action="store_true", help="keep the replicas' and broker's logs")
+    parser.add_argument(
+        "--broker",
+        choices=("mosquitto", "rabbitmq"),
+        default="mosquitto",
+        help="the external broker: a private Mosquitto (mutual TLS) or the machine's RabbitMQ "
+        "(MQTT 3.1.1, HTTP auth backend; set up by .ci/rabbitmq-mqtt)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.cores, args.devices, args.discoveries, args.steady = 200, 100, 2000, 5.0

@@ -21,6 +21,7 @@ class Balancer:
         self.served: Counter[tuple[str, int]] = Counter()
         self._turn = itertools.cycle(range(len(backends)))
         self._server: asyncio.Server | None = None
+        self._open: set[asyncio.StreamWriter] = set()
         self._pipes: set[asyncio.Task[None]] = set()
         self.port = 0
 
@@ -32,8 +33,8 @@ class Balancer:
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
         self._server.close()
-        for pipe in list(self._pipes):
-            pipe.cancel()
+        for writer in list(self._open):  # the copies end on their own: nothing cancelled
+            writer.close()
         await asyncio.gather(*self._pipes, return_exceptions=True)
         await self._server.wait_closed()
 
@@ -52,10 +53,12 @@ class Balancer:
             task = asyncio.current_task()
             assert task is not None
             self._pipes.add(task)
+            self._open |= {writer, up_writer}
             try:
                 await asyncio.gather(_copy(reader, up_writer), _copy(up_reader, writer))
             finally:
                 self._pipes.discard(task)
+                self._open -= {writer, up_writer}
                 up_writer.close()
                 writer.close()
             return
