@@ -282,7 +282,9 @@ async def run_one(args: argparse.Namespace, replicas: int) -> Run:
         async with Fleet(root, replicas, args.broker) as fleet:
             await _template(fleet.api(0))
             sims: list[SimCore] = []
-            names = [f"gw-{i:05d}" for i in range(args.cores)]
+            # RabbitMQ keeps retained messages and sessions across runs: names of this run's own
+            prefix = f"gw-{fleet.rabbit.tag}-" if fleet.rabbit is not None else "gw-"
+            names = [f"{prefix}{i:05d}" for i in range(args.cores)]
 
             async def register(index: int) -> None:
                 api = fleet.api(index)
@@ -432,7 +434,7 @@ async def ingest(
 
 
 async def revoke(fleet: Fleet, sims: list[SimCore], figures: dict[str, float]) -> None:
-    sim = next(s for s in sims if s.name == "gw-00000")
+    sim = next(s for s in sims if s.name.endswith("-00000"))  # site-00000's core
     group = "site-00000"
     api = fleet.api(1)
     (
