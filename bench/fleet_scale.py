@@ -9,8 +9,8 @@ With ``--broker rabbitmq`` the external broker is the machine's RabbitMQ (3.10, 
 ``.ci/rabbitmq-mqtt``: MQTT 3.1.1 on 127.0.0.1:1885): the cores log in with the password in
 their bundle, RabbitMQ's HTTP auth backend asks the replicas through a small TCP load
 balancer in front of their API ports (``tests/cloud/balancer.py``), every group routes
-``plant/#`` to the cloud (the broker lets a core publish only its routes), and telemetry
-goes under each core's ``routed/`` prefix as a 3.1.1 core sends it.
+``plant/#`` to the cloud (one more API call per group at registration), and telemetry goes
+under each core's ``routed/`` prefix as a 3.1.1 core sends it.
 
 Per replica count, from scratch: a fresh PostgreSQL schema (127.0.0.1:5432, db ``test``),
 a private Mosquitto with mutual TLS on a free port (the external broker the cores and the
@@ -293,7 +293,7 @@ async def run_one(args: argparse.Namespace, replicas: int) -> Run:
                     "/api/v1/groups", json={"name": group, "labels": {"fleet": "scale"}}
                 )
                 made.raise_for_status()
-                if fleet.rabbit is not None:  # the broker lets a core publish only its routes
+                if fleet.rabbit is not None:  # a route to the cloud, as a real group has
                     route = {"source": "shadow", "topic": "plant/#", "target": "cloud"}
                     added = await api.post(f"/api/v1/groups/{group}/subscriptions", json=route)
                     added.raise_for_status()
