@@ -72,7 +72,7 @@ from tests.conftest import free_port  # noqa: E402
 from tests.rabbitmq import BROKER_URL, MQTT_PORT, RabbitMQ, rabbitmq_turn  # noqa: E402
 
 from cloud import PG_ADMIN, percentile  # noqa: E402
-from hedgerow.client import Client  # noqa: E402
+from hedgerow.client import Client, ClientError  # noqa: E402
 from hedgerow.cloud import core_bundle  # noqa: E402
 from hedgerow.cloud.config import Listen  # noqa: E402
 from hedgerow.cloud.datadir import init_data_dir  # noqa: E402
@@ -84,6 +84,8 @@ from hedgerow.mqtt.packets import Properties  # noqa: E402
 CONCURRENCY = 16
 #: sessions being set up at once in the connect phase (a power cut's storm, bounded)
 CONNECTING = 200
+#: tries per core in the connect phase before the run gives up
+CONNECT_ATTEMPTS = 5
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -325,21 +327,40 @@ async def run_one(args: argparse.Namespace, replicas: int) -> Run:
             tasks: list[asyncio.Task[None]] = []
             started = time.perf_counter()
 
+            retries = 0
+
             async def connect(sim: SimCore) -> None:
+                """Up, as a core comes up after a power cut: a refused or unanswered connect
+                is tried again after a jittered pause (a broker that asks the cloud about
+                every login answers slowly while thousands log in at once)."""
+                nonlocal retries
                 async with gate:
-                    task = asyncio.create_task(sim.run(), name=sim.name)
-                    tasks.append(task)
-                    done, _ = await asyncio.wait(
-                        {task, asyncio.ensure_future(sim.connected.wait())},
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
-                    if task in done:
-                        raise RuntimeError(f"{sim.name} ended: {task.exception()!r}")
+                    for attempt in range(CONNECT_ATTEMPTS):
+                        task = asyncio.create_task(sim.run(), name=sim.name)
+                        done, _ = await asyncio.wait(
+                            {task, asyncio.ensure_future(sim.connected.wait())},
+                            return_when=asyncio.FIRST_COMPLETED,
+                        )
+                        if task not in done:
+                            tasks.append(task)
+                            return
+                        error = task.exception()
+                        if attempt + 1 == CONNECT_ATTEMPTS or not isinstance(
+                            error, ClientError | OSError
+                        ):
+                            raise RuntimeError(f"{sim.name} ended: {error!r}")
+                        retries += 1
+                        await asyncio.sleep(random.uniform(0.5, 2.0) * (attempt + 1))
 
             try:
                 await asyncio.gather(*(connect(s) for s in sims))
                 figures["connect all s"] = time.perf_counter() - started
-                print(f"  {args.cores} sessions up in {figures['connect all s']:.1f} s", flush=True)
+                figures["connect retries"] = retries
+                print(
+                    f"  {args.cores} sessions up in {figures['connect all s']:.1f} s "
+                    f"({retries} connects tried again)",
+                    flush=True,
+                )
                 await steady(args, fleet, names, figures)
                 await ingest(args, fleet, sims, figures, result.notes)
                 took = await rollout(
