@@ -84,8 +84,10 @@ from hedgerow.mqtt.packets import Properties  # noqa: E402
 CONCURRENCY = 16
 #: sessions being set up at once in the connect phase (a power cut's storm, bounded)
 CONNECTING = 200
+#: ... on RabbitMQ, whose every login asks the cloud over HTTP (200 at once timed logins out)
+CONNECTING_RABBITMQ = 50
 #: tries per core in the connect phase before the run gives up
-CONNECT_ATTEMPTS = 5
+CONNECT_ATTEMPTS = 10
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -323,7 +325,7 @@ async def run_one(args: argparse.Namespace, replicas: int) -> Run:
             figures["register cores/s"] = args.cores / took
             print(f"  registered {args.cores} groups and cores in {took:.1f} s", flush=True)
 
-            gate = asyncio.Semaphore(CONNECTING)
+            gate = asyncio.Semaphore(CONNECTING if fleet.rabbit is None else CONNECTING_RABBITMQ)
             tasks: list[asyncio.Task[None]] = []
             started = time.perf_counter()
 
