@@ -26,7 +26,8 @@ class Balancer:
         self.port = 0
 
     async def __aenter__(self) -> Balancer:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        # a deep accept queue: a broker asking about thousands of logins at once
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0, backlog=4096)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
