@@ -569,3 +569,34 @@ def running_system(
         s.create_group_and_core(*group_flags)
         s.start_core()
         yield s
+
+
+def thing_readings_through_external_broker(
+    system: System, state_dir: Path, thing: str, broker: str
+) -> list[dict[str, Any]]:
+    """The started core's link up through an external ``broker``, a deployment with a
+    thing routed to the cloud answered back through it, and the thing's readings stored
+    in the cloud: what they were (at least five)."""
+    wait_until(
+        lambda: system.metrics().get("hedgerow_core_cloud_connected") == 1,
+        timeout=60,
+        what=f"the core's link through {broker}",
+    )
+    system.create_thing(thing)
+    system.route(f"thing:{thing}", "sensors/#", "cloud")
+    deployed = system.deploy()  # --wait: the core's Success came back through the broker
+    assert "Success" in deployed.stdout, deployed.stdout
+    system.start(
+        thing,
+        [
+            sys.executable, "-m", "hedgerow", "thing", "run", *system.thing_args(thing),
+            "-id", thing, "-t", f"sensors/{thing}", "--sensor", "sim",
+            "--interval", "0.2", "--quiet", "--state-dir", str(state_dir),
+        ],
+    )  # fmt: skip
+    readings: list[dict[str, Any]] = wait_until(
+        lambda: len(found := system.messages("sensors/#")) >= 5 and found,
+        timeout=60,
+        what="readings in the cloud's store",
+    )
+    return readings

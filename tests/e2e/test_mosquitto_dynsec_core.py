@@ -5,13 +5,19 @@ once the core is revoked its link is cut and Mosquitto itself refuses its reconn
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.cloud.test_mosquitto_dynsec import MosquittoDynsec
-from tests.e2e.harness import CORE, System, add_config_settings, port_open, wait_until
+from tests.e2e.harness import (
+    CORE,
+    System,
+    add_config_settings,
+    port_open,
+    thing_readings_through_external_broker,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.mosquitto]
 
@@ -51,27 +57,8 @@ def test_a_core_on_dynsec_mosquitto_deploys_sends_telemetry_and_is_refused_when_
         system.create_group_and_core()
         system.start_core()
         assert "mqtt_password" in (tmp_path / "core" / "config.toml").read_text()
-        wait_until(
-            lambda: system.metrics().get("hedgerow_core_cloud_connected") == 1,
-            timeout=60,
-            what="the core's link through Mosquitto",
-        )
-        system.create_thing(THING)
-        system.route(f"thing:{THING}", "sensors/#", "cloud")
-        deployed = system.deploy()  # --wait: the core's Success came back through Mosquitto
-        assert "Success" in deployed.stdout, deployed.stdout
-        system.start(
-            THING,
-            [
-                sys.executable, "-m", "hedgerow", "thing", "run", *system.thing_args(THING),
-                "-id", THING, "-t", f"sensors/{THING}", "--sensor", "sim",
-                "--interval", "0.2", "--quiet", "--state-dir", str(tmp_path / "thing-state"),
-            ],
-        )  # fmt: skip
-        readings = wait_until(
-            lambda: len(found := system.messages("sensors/#")) >= 5 and found,
-            timeout=60,
-            what="readings in the cloud's store",
+        readings = thing_readings_through_external_broker(
+            system, tmp_path / "thing-state", THING, "Mosquitto"
         )
         assert {m["core"] for m in readings} == {CORE}
 

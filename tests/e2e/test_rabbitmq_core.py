@@ -5,12 +5,17 @@ is revoked its link is cut and its reconnects are refused at RabbitMQ."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import CORE, System, add_config_settings, wait_until
+from tests.e2e.harness import (
+    CORE,
+    System,
+    add_config_settings,
+    thing_readings_through_external_broker,
+    wait_until,
+)
 from tests.rabbitmq import BROKER_URL, TEST_TIMEOUT_S, rabbitmq_turn
 
 pytestmark = [pytest.mark.slow, pytest.mark.rabbitmq, pytest.mark.timeout(TEST_TIMEOUT_S)]
@@ -56,28 +61,8 @@ def test_a_core_on_rabbitmq_deploys_sends_telemetry_and_is_cut_off_when_revoked(
             config = tmp_path / "core" / "config.toml"
             assert "mqtt_password" in config.read_text()
             assert config.stat().st_mode & 0o777 == 0o600, "the broker password is owner-only"
-            wait_until(
-                lambda: system.metrics().get("hedgerow_core_cloud_connected") == 1,
-                timeout=60,
-                what="the core's link through RabbitMQ",
-            )
-            system.create_thing(THING)
-            system.route(f"thing:{THING}", "sensors/#", "cloud")
-            deployed = system.deploy()  # --wait: the core's Success came back through RabbitMQ
-            assert "Success" in deployed.stdout, deployed.stdout
-
-            system.start(
-                THING,
-                [
-                    sys.executable, "-m", "hedgerow", "thing", "run", *system.thing_args(THING),
-                    "-id", THING, "-t", f"sensors/{THING}", "--sensor", "sim",
-                    "--interval", "0.2", "--quiet", "--state-dir", str(tmp_path / "thing-state"),
-                ],
-            )  # fmt: skip
-            readings = wait_until(
-                lambda: len(found := system.messages("sensors/#")) >= 5 and found,
-                timeout=60,
-                what="readings in the cloud's store",
+            readings = thing_readings_through_external_broker(
+                system, tmp_path / "thing-state", THING, "RabbitMQ"
             )
             assert {m["topic"] for m in readings} == {f"sensors/{THING}"}
             assert {m["core"] for m in readings} == {CORE}
