@@ -85,7 +85,12 @@ async function route() {
     // Run fn now and every `ms` while this page is shown (skipped while the tab is hidden).
     every(ms, fn) {
       const timer = setInterval(() => {
-        if (!document.hidden && mine === generation) fn();
+        if (document.hidden || mine !== generation) return;
+        // a refused token already sent the user to the login page: nothing more to say
+        Promise.resolve(fn()).catch((exc) => {
+          if (exc instanceof ApiError && (exc.status === 401 || mine !== generation)) return;
+          throw exc;
+        });
       }, ms);
       leaving.push(() => clearInterval(timer));
     },
@@ -96,8 +101,9 @@ async function route() {
     try {
       await PAGES[name](ctx);
     } catch (exc) {
-      if (!(exc instanceof ApiError) || !ctx.alive()) throw exc;
-      if (exc.status === 401) return;
+      if (!(exc instanceof ApiError)) throw exc;
+      // refused (the 401 handler went to the login page) or left meanwhile: not shown
+      if (exc.status === 401 || !ctx.alive()) return;
       clear(main);
       put(main,
         h("h1", { tabindex: "-1" }, "Something went wrong"),
