@@ -25,8 +25,9 @@ Phases and figures:
 2. *connect*: every core's session up at once (seconds until all connected);
 3. *steady*: ``--steady`` seconds of heartbeats: CPU of each replica and of Mosquitto per
    1,000 connected cores, and API latency (p50/p99 of reads spread over the replicas);
-4. *ingest*: every core publishes ``--per-core`` QoS 1 readings; messages/s from the first
-   publish until all are in the database, and how many acknowledged ones are missing;
+4. *ingest*: every core publishes ``--per-core`` QoS 1 readings (on RabbitMQ, 100 cores at a
+   time); messages/s from the first publish until all are in the database, and how many
+   acknowledged ones are missing;
 5. *deploy*: a rollout of one function to every group (one wave, soak 0), seconds until
    every core runs it;
 6. *revoke*: a thing's certificate revoked; seconds until its core got the new list;
@@ -86,6 +87,11 @@ CONCURRENCY = 16
 CONNECTING = 200
 #: ... on RabbitMQ, whose every login asks the cloud over HTTP (200 at once timed logins out)
 CONNECTING_RABBITMQ = 50
+#: cores sending their readings at once in the ingest phase on RabbitMQ: each core's first
+#: publish makes RabbitMQ ask the cloud about the topic, and 5,000 such questions at once
+#: overran the auth backend and left the node unresponsive to pings for 30 s (Mosquitto,
+#: checking ACLs itself, takes every core at once)
+INGESTING_RABBITMQ = 100
 #: tries per core in the connect phase before the run gives up
 CONNECT_ATTEMPTS = 10
 TICK = os.sysconf("SC_CLK_TCK")
@@ -421,7 +427,13 @@ async def ingest(
     total = len(sims) * args.per_core
     started = time.perf_counter()
 
+    gate = asyncio.Semaphore(len(sims) if fleet.rabbit is None else INGESTING_RABBITMQ)
+
     async def send(sim: SimCore) -> None:
+        async with gate:
+            await send_all(sim)
+
+    async def send_all(sim: SimCore) -> None:
         mqtt: Client | None = sim.mqtt
         assert mqtt is not None
         user = Properties(user_properties=(("core", sim.name),))
