@@ -73,7 +73,7 @@ from tests.conftest import free_port  # noqa: E402
 from tests.rabbitmq import BROKER_URL, MQTT_PORT, RabbitMQ, rabbitmq_turn  # noqa: E402
 
 from cloud import PG_ADMIN, percentile  # noqa: E402
-from hedgerow.client import Client, ClientError  # noqa: E402
+from hedgerow.client import Client, ClientError, ConnectionLost  # noqa: E402
 from hedgerow.cloud import core_bundle  # noqa: E402
 from hedgerow.cloud.config import Listen  # noqa: E402
 from hedgerow.cloud.datadir import init_data_dir  # noqa: E402
@@ -103,6 +103,8 @@ class Run:
     cores: int
     figures: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: sessions that ended after they were up and were connected again
+    reconnects: int = 0
 
 
 def cpu_seconds(pid: int) -> float:
@@ -337,6 +339,18 @@ async def run_one(args: argparse.Namespace, replicas: int) -> Run:
 
             retries = 0
 
+            async def keep_up(sim: SimCore, running: asyncio.Task[None]) -> None:
+                """Connected again whenever the session ends, as a real core reconnects
+                (RabbitMQ under load can process a stale CONNECT of an abandoned attempt
+                late, which takes the client id over from the live session)."""
+                while True:
+                    with contextlib.suppress(ClientError, OSError):
+                        await running
+                    sim.connected.clear()
+                    result.reconnects += 1
+                    await asyncio.sleep(random.uniform(0.5, 2.0))
+                    running = asyncio.create_task(sim.run(), name=sim.name)
+
             async def connect(sim: SimCore) -> None:
                 """Up, as a core comes up after a power cut: a refused or unanswered connect
                 is tried again after a jittered pause (a broker that asks the cloud about
@@ -350,7 +364,7 @@ async def run_one(args: argparse.Namespace, replicas: int) -> Run:
                             return_when=asyncio.FIRST_COMPLETED,
                         )
                         if task not in done:
-                            tasks.append(task)
+                            tasks.append(asyncio.create_task(keep_up(sim, task)))
                             return
                         error = task.exception()
                         if attempt + 1 == CONNECT_ATTEMPTS or not isinstance(
@@ -385,6 +399,7 @@ async def run_one(args: argparse.Namespace, replicas: int) -> Run:
                 print(f"  rollout to every core in {took:.1f} s", flush=True)
                 await revoke(fleet, sims, figures)
                 await discover(args, fleet, root, names, figures)
+                figures["sessions connected again"] = result.reconnects
             finally:
                 for task in tasks:
                     task.cancel()
@@ -434,17 +449,30 @@ async def ingest(
             await send_all(sim)
 
     async def send_all(sim: SimCore) -> None:
-        mqtt: Client | None = sim.mqtt
-        assert mqtt is not None
-        user = Properties(user_properties=(("core", sim.name),))
-        topic = f"plant/{sim.name}/t"
-        if fleet.rabbit is not None:  # MQTT 3.1.1: the core's name is in the topic
-            topic, user = routed_topic(sim.name, topic), Properties()
-        futures = [
-            mqtt.publish_nowait(topic, b"%s %d" % (sim.name.encode(), n), qos=1, properties=user)
-            for n in range(args.per_core)
-        ]
-        await asyncio.gather(*futures)  # each acknowledged by the broker
+        """Every reading acknowledged by the broker: one whose session ended first is sent
+        again once the core is connected again (a real core's spool does the same)."""
+        pending = list(range(args.per_core))
+        for _ in range(20):  # sessions at most, bounded
+            if not pending:
+                return
+            await sim.connected.wait()
+            mqtt: Client | None = sim.mqtt
+            assert mqtt is not None
+            user = Properties(user_properties=(("core", sim.name),))
+            topic = f"plant/{sim.name}/t"
+            if fleet.rabbit is not None:  # MQTT 3.1.1: the core's name is in the topic
+                topic, user = routed_topic(sim.name, topic), Properties()
+            futures: dict[int, asyncio.Future[None]] = {}
+            with contextlib.suppress(ConnectionLost):
+                for n in pending:
+                    payload = b"%s %d" % (sim.name.encode(), n)
+                    futures[n] = mqtt.publish_nowait(topic, payload, qos=1, properties=user)
+            done = await asyncio.gather(*futures.values(), return_exceptions=True)
+            acknowledged = {n for n, r in zip(futures, done, strict=True) if r is None}
+            pending = [n for n in pending if n not in acknowledged]
+            if pending:
+                await asyncio.sleep(0.1)  # the session is ending: wait for the next one
+        raise RuntimeError(f"{sim.name}: {len(pending)} readings never acknowledged")
 
     await asyncio.gather(*(send(s) for s in sims))
     acknowledged = time.perf_counter() - started
