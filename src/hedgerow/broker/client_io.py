@@ -29,7 +29,7 @@ from hedgerow.broker.budget import Verdict
 from hedgerow.broker.hub import Hub
 from hedgerow.broker.messages import Message
 from hedgerow.broker.negotiate import NEVER_EXPIRES
-from hedgerow.broker.pacing import Pacing
+from hedgerow.broker.pacing import NEVER, Pacing
 from hedgerow.broker.protocol import Authenticate, ClientProtocol, Phase, Refusal
 from hedgerow.broker.sessions import Session
 from hedgerow.broker.subscriptions import Subscription, route_for
@@ -936,8 +936,8 @@ class Connection(asyncio.Protocol):
         (unless this client is stalled), and note since when the window is full."""
         if self.window_since is None:
             self.window_since = self.hub.loop.time()
-        if self.acks == 0 and self.pacing.never_took:
-            return  # it never took data: it paces no one, and a stalled one is asked often
+        if self.acks == 0 and self.pacing.took_at == NEVER:
+            return  # it never took data: it paces no one (a stalled one is asked per message)
         self._pace()
 
     def overflow(self, reason_code: int, message: str) -> None:

@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import math
 
+#: ``Pacing.took_at`` of a subscriber that never took data
+NEVER = -math.inf
+
 
 class Pacing:
     """When one subscriber last took data, and what follows for pacing."""
@@ -29,11 +32,7 @@ class Pacing:
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         #: When it last took data (or its credit began); -inf: it never took any.
-        self.took_at = -math.inf
-
-    @property
-    def never_took(self) -> bool:
-        return self.took_at == -math.inf
+        self.took_at = NEVER
 
     def took(self, now: float) -> None:
         """It acknowledged a message or its socket drained."""
@@ -41,7 +40,7 @@ class Pacing:
 
     def busy(self, now: float) -> None:
         """Data starts to wait for it: a round trip's credit, if it ever took data."""
-        if self.took_at != -math.inf:
+        if self.took_at != NEVER:
             self.took_at = now
 
     def paces(self, now: float) -> bool:

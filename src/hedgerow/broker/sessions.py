@@ -148,45 +148,46 @@ class Session:
                 conn = None  # being disconnected as a slow consumer: kept as for an offline one
         size = message.cost
         budget = self.budget
-        if size > budget.client_limit:
-            self.counters.dropped_budget += 1  # could never fit: dropped, not a slow consumer
-            return
         held = self.held + size
         if held > budget.client_limit or budget.total + size > budget.total_limit:
+            if size > budget.client_limit:
+                self.counters.dropped_budget += 1  # could never fit: not a slow consumer
+                return
             if not self._over_budget(conn, size):
                 return
             conn = self.connection if conn is not None and not conn.overflowed else None
             held = self.held + size
-        inflight = self.inflight
-        if inflight is None:
-            inflight = self.inflight = {}
-        if (
-            conn is not None
-            and len(inflight) < self.window
-            and not self.queue
-            and (held <= budget.client_limit >> 1 or not inflight)
-        ):
-            if not inflight:
-                conn.busy()
-            pid = self._new_id()
-            inflight[pid] = (message, qos, retain, ids)
-            self.held = held
-            total = budget.total = budget.total + size  # budget.add, inlined: hot path
-            if total > budget.peak:
-                budget.peak = total
-            conn.write_publish(message, qos, retain, False, pid, ids)
-            return
         queue = self.queue
-        if queue is None:
-            queue = self.queue = deque()
+        if not queue:  # nothing waits before it: into the window, if it has room
+            inflight = self.inflight
+            if inflight is None:
+                inflight = self.inflight = {}
+            if (
+                conn is not None
+                and len(inflight) < self.window
+                and (held <= budget.client_limit >> 1 or not inflight)
+            ):
+                if not inflight:
+                    conn.busy()
+                pid = self._new_id()
+                inflight[pid] = (message, qos, retain, ids)
+                self.held = held
+                total = budget.total = budget.total + size  # budget.add, inlined: hot path
+                if total > budget.peak:
+                    budget.peak = total
+                conn.write_publish(message, qos, retain, False, pid, ids)
+                return
+            if queue is None:
+                queue = self.queue = deque()
+        # queued (a stalled subscriber's every message comes this way: kept short)
         if len(queue) >= self.max_queued:
             self.counters.dropped_queue_full += 1
             return
         queue.append((message, qos, retain, ids))
         self.held = held
         self.queued_bytes += size
-        total = budget.total = budget.total + size  # budget.add, inlined: a stalled
-        if total > budget.peak:  # subscriber's every message comes this way
+        total = budget.total = budget.total + size  # budget.add, inlined
+        if total > budget.peak:
             budget.peak = total
         if conn is not None:
             conn.window_full()  # pace the publisher to the client's acknowledgements

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 import ssl
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hedgerow import tlscontext
-from hedgerow.broker import AllowAll, Broker, BrokerConfig, CertificateAuthenticator
+from hedgerow.broker import AllowAll, Broker, BrokerConfig, CertificateAuthenticator, collector
 from hedgerow.broker.auth import Authenticator, Authorizer
 from hedgerow.broker.configfile import (
     ServerOptions,
@@ -211,6 +210,7 @@ async def serve(
     *,
     json_lines: bool = False,
 ) -> None:
+    collector.tune_for_routing()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -238,9 +238,7 @@ async def serve(
                 options.ws_port,
             )
             _listening(json_lines, "wss" if ws_context else "ws", ws_host, ws_port, "/mqtt")
-        # Everything loaded so far lives as long as the process: keep it out of the
-        # collector's full passes (shorter pauses, better latency tails).
-        gc.freeze()
+        collector.settle()
         await stop.wait()
         if json_lines:
             print_json_line({"event": "stopping"})

@@ -284,6 +284,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     # the standard event loop: the function runtime's worker channels do not work under uvloop
     runner: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
     _small_tls_buffers()
+    from hedgerow.broker import collector
+
+    collector.tune_for_routing()  # the local endpoint queues for its devices
     outcome: list[bool] = []
     try:
         runner(_run(config, outcome))
